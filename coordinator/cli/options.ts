@@ -1,0 +1,39 @@
+import { InvalidArgumentError } from 'commander';
+
+/** Option parsers for commander: a bad value is a usage error (exit 2) that names the option. */
+
+export function nonNegativeInt(value: string): number {
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(Number(value))) {
+    throw new InvalidArgumentError('expected a non-negative integer');
+  }
+  return Number(value);
+}
+
+export function positiveInt(value: string): number {
+  const n = nonNegativeInt(value);
+  if (n < 1) throw new InvalidArgumentError('expected an integer of at least 1');
+  return n;
+}
+
+export function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+export function isoDate(value: string): string {
+  const t = Date.parse(value);
+  if (Number.isNaN(t) || !/^\d{4}-\d{2}-\d{2}T/.test(value)) {
+    throw new InvalidArgumentError('expected an ISO 8601 date-time such as 2027-01-31T00:00:00Z');
+  }
+  return new Date(t).toISOString();
+}
+
+const UNITS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** "90d", "12h", "30m", "45s" -> milliseconds. */
+export function duration(value: string): number {
+  const m = /^(\d+)([smhd])$/.exec(value);
+  if (!m) throw new InvalidArgumentError('expected a duration such as 90d, 12h, 30m or 45s');
+  const ms = Number(m[1]) * (UNITS[m[2] as string] as number);
+  if (ms <= 0) throw new InvalidArgumentError('the duration must be positive');
+  return ms;
+}

@@ -1,0 +1,190 @@
+/**
+ * One error type for the whole project, with stable string codes (design section 9).
+ *
+ * `OtaError` is a normal failure with a code an operator or a fleet script can act on; anything
+ * else thrown is a bug. The table below is the single source of `docs/errors.md`
+ * (`npm run docs:errors` writes it, and a test fails when the two disagree).
+ */
+
+export const ERROR_CODES = {
+  E_USAGE: {
+    area: 'cli',
+    meaning: 'A command was called with missing or invalid arguments.',
+    fix: 'Read the usage printed with the error (`otactl <command> --help`).',
+  },
+  E_CONFIG: {
+    area: 'config',
+    meaning: 'A configuration file or value is missing or invalid; the message names the key.',
+    fix: 'Correct the named key in the config file or the environment variable that overrides it.',
+  },
+  E_IO: {
+    area: 'io',
+    meaning: 'A file could not be read or written (missing, permission denied, disk full).',
+    fix: 'Check the path named in the message, its permissions and free space.',
+  },
+  E_EXISTS: {
+    area: 'io',
+    meaning: 'Refused to overwrite an existing file (for example a private key).',
+    fix: 'Choose another path, or remove the old file yourself if you really mean to replace it.',
+  },
+  E_KEY_FILE: {
+    area: 'keys',
+    meaning: 'A key file is not a valid Ed25519 key file of this project.',
+    fix: 'Pass the file written by `otactl keygen` (`.pub` for public keys).',
+  },
+  E_KEY_PERMISSIONS: {
+    area: 'keys',
+    meaning: 'A private key file is readable by group or others.',
+    fix: 'Run `chmod 600` on the key file.',
+  },
+  E_PAYLOAD_TOO_LARGE: {
+    area: 'protocol',
+    meaning: 'A message is larger than the protocol cap (256 KiB by default).',
+    fix: 'Send a smaller payload; large data goes through the artifact store, not MQTT.',
+  },
+  E_PAYLOAD_JSON: {
+    area: 'protocol',
+    meaning: 'A message is not valid UTF-8 JSON.',
+    fix: 'Send a JSON document; see docs/schemas/ for each topic.',
+  },
+  E_PAYLOAD_SCHEMA: {
+    area: 'protocol',
+    meaning: 'A message does not match its schema; the message names the first bad field.',
+    fix: 'Validate the payload against the matching file in docs/schemas/.',
+  },
+  E_TOPIC: {
+    area: 'protocol',
+    meaning: 'A topic is not one of the protocol topics, or an id inside it is invalid.',
+    fix: 'Use the topic layout of docs/protocol.md; ids are letters, digits, `.`, `_`, `-`.',
+  },
+  E_NAME: {
+    area: 'releases',
+    meaning: 'A model name, version or id contains a path separator, `..` or characters outside the allowed set.',
+    fix: 'Use 1-64 characters from letters, digits, `.`, `_`, `-` (and `+` in versions), starting with a letter or digit.',
+  },
+  E_MANIFEST: {
+    area: 'releases',
+    meaning: 'A release manifest is malformed or inconsistent (for example floor above counter).',
+    fix: 'Re-sign the release with `otactl release sign`; do not edit an envelope by hand.',
+  },
+  E_SIGNATURE: {
+    area: 'releases',
+    meaning: 'A signature does not verify over the exact signed bytes (tampered text or signature).',
+    fix: 'Fetch the envelope again; if it persists, the release or the message was altered: do not trust it.',
+  },
+  E_SIGNATURE_MALLEATED: {
+    area: 'releases',
+    meaning: 'A signature is not in canonical form (S >= L, RFC 8032 section 5.1.7).',
+    fix: 'Treat as an attack or a broken signer; re-sign with `otactl release sign`.',
+  },
+  E_UNKNOWN_KEY: {
+    area: 'releases',
+    meaning: 'No signature is from a trusted key.',
+    fix: 'Add the publisher key to the trusted keys (`otactl key add`, agent config), or sign with a trusted key.',
+  },
+  E_THRESHOLD: {
+    area: 'releases',
+    meaning: 'Fewer valid signatures from distinct trusted keys than the threshold requires.',
+    fix: 'Have more trusted keys sign the manifest (repeat `--key`), or lower the threshold deliberately.',
+  },
+  E_FLOOR: {
+    area: 'releases',
+    meaning:
+      'The release counter is below the rollback floor (the manifest floor or the highest floor the device has verified).',
+    fix: 'Publish the model again with a counter at or above the floor.',
+  },
+  E_EXPIRED: {
+    area: 'releases',
+    meaning: 'The manifest expired (`expiresAt` is in the past).',
+    fix: 'Re-sign the release with a later expiry.',
+  },
+  E_MODEL_MISMATCH: {
+    area: 'releases',
+    meaning: 'The manifest is for another model (or version) than the one it was assigned as.',
+    fix: 'Assign the envelope of the right model; a swapped envelope is an attack.',
+  },
+  E_REPLAY: {
+    area: 'protocol',
+    meaning: 'A desired-state message has a `seq` at or below the last one the device accepted (a replay).',
+    fix: 'Nothing to do on the device; if it persists, check who publishes on the desired topic.',
+  },
+  E_WRONG_DEVICE: {
+    area: 'protocol',
+    meaning: 'A signed desired state is addressed to another device.',
+    fix: 'Treat as an attack or a misrouted message; the coordinator only publishes a device its own state.',
+  },
+  E_DIGEST: {
+    area: 'releases',
+    meaning: 'The sha256 of the bytes differs from the signed manifest.',
+    fix: 'Download the artifact again; if it persists, the artifact was altered: do not trust it.',
+  },
+  E_SIZE: {
+    area: 'releases',
+    meaning: 'The artifact is larger or smaller than the signed size.',
+    fix: 'Download the artifact again; if it persists, the artifact was altered: do not trust it.',
+  },
+  E_MODEL_INVALID: {
+    area: 'models',
+    meaning: 'The file is not a model onnxruntime can load.',
+    fix: 'Export the model again; `otactl release sign --no-inspect` signs it anyway (it will fail its probe).',
+  },
+  E_PROBE_SPEC: {
+    area: 'models',
+    meaning: 'A probe spec is invalid or does not match the model inputs and outputs.',
+    fix: 'Fix the probe file as docs/probe-spec.md describes.',
+  },
+  E_PROBE_FAILED: {
+    area: 'probe',
+    meaning: 'The inference health probe ran and the outputs differ from the golden outputs.',
+    fix: 'The candidate model is wrong for its probe: do not promote it.',
+  },
+  E_PROBE_NONFINITE: {
+    area: 'probe',
+    meaning: 'The model produced NaN or infinite outputs.',
+    fix: 'The candidate model is broken: do not promote it.',
+  },
+  E_PROBE_TIMEOUT: {
+    area: 'probe',
+    meaning: 'The inference health probe did not finish within its timeout.',
+    fix: 'Make the model faster or raise `timeoutMs` in the probe spec.',
+  },
+  E_ROLLOUT_HALTED: {
+    area: 'rollouts',
+    meaning: 'The rollout is halted and serves no new assignments.',
+    fix: 'Inspect the failures (`otactl rollout status ID`), then `resume` or `abort` it.',
+  },
+  E_INTERNAL: {
+    area: 'any',
+    meaning: 'A bug: something happened that the code does not expect.',
+    fix: 'Report it with the log lines around it.',
+  },
+} as const satisfies Record<string, { area: string; meaning: string; fix: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class OtaError extends Error {
+  override readonly name = 'OtaError';
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+
+  /** The `{ code, message }` shape that reports and command replies carry (design section 3). */
+  toJSON(): { code: ErrorCode; message: string } {
+    return { code: this.code, message: this.message };
+  }
+}
+
+export function isOtaError(err: unknown, code?: ErrorCode): err is OtaError {
+  return err instanceof OtaError && (code === undefined || err.code === code);
+}
+
+/** Wraps anything thrown into an OtaError: OtaErrors pass through, the rest become E_INTERNAL. */
+export function toOtaError(err: unknown): OtaError {
+  if (err instanceof OtaError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new OtaError('E_INTERNAL', message, { cause: err });
+}

@@ -1,0 +1,208 @@
+import { z } from 'zod';
+import { EnvelopeSchema } from './envelope.js';
+import { ERROR_CODES } from './errors.js';
+import { ID_PATTERN, VERSION_PATTERN } from './names.js';
+import { SignatureSchema } from './signatures.js';
+
+/**
+ * Payload schemas for every topic of design section 3. Exported as JSON Schema under
+ * docs/schemas/ (`npm run docs:schemas`) so fleet scripts in any language can validate.
+ *
+ * Messages devices send (reported, status, metrics) accept and drop unknown fields so a newer
+ * agent can talk to an older coordinator; signed and command payloads are strict.
+ */
+
+const MAX_MODELS = 32;
+const id = z.string().regex(ID_PATTERN, 'must be 1-64 letters, digits, ".", "_", "-" (no "/", "..", "+", "#")');
+const version = z.string().regex(VERSION_PATTERN, 'must be a version: 1-64 letters, digits, ".", "_", "+", "-"');
+const isoDate = z.iso.datetime({ offset: true });
+const count = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const text = (max: number) => z.string().max(max);
+
+function perModel<T extends z.ZodType>(value: T) {
+  return z
+    .record(id, value)
+    .refine((o) => Object.keys(o).length <= MAX_MODELS, `at most ${MAX_MODELS} models per device`);
+}
+
+export const ErrorInfoSchema = z.object({
+  code: text(64).regex(/^E_[A-Z0-9_]+$/, 'must be an error code like E_DIGEST'),
+  message: text(2000),
+});
+export type ErrorInfo = z.infer<typeof ErrorInfoSchema>;
+export const KNOWN_ERROR_CODES = Object.keys(ERROR_CODES);
+
+// ---- desired (coordinator -> device, retained, signed by the coordinator key) ----
+
+export const DESIRED_TYPE = 'ota.desired/v1';
+
+export const DesiredModelSchema = z.strictObject({
+  /** The signed release envelope, verified on the device against its trusted release keys. */
+  envelope: EnvelopeSchema,
+  rolloutId: id.nullable(),
+});
+
+/** The signed part. `seq` increases with every desired state a device is sent. */
+export const DesiredStateSchema = z.strictObject({
+  type: z.literal(DESIRED_TYPE),
+  deviceId: id,
+  seq: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER),
+  issuedAt: isoDate,
+  models: perModel(DesiredModelSchema),
+});
+export type DesiredState = z.infer<typeof DesiredStateSchema>;
+
+/** What travels on the topic: the exact signed text of a DesiredState and its signature(s). */
+export const DesiredMessageSchema = z.strictObject({
+  desired: z.string().min(2).max(200_000),
+  signatures: z.array(SignatureSchema).min(1).max(4),
+});
+export type DesiredMessage = z.infer<typeof DesiredMessageSchema>;
+
+// ---- reported (device -> coordinator, retained) ----
+
+export const MODEL_STATES = [
+  'idle',
+  'downloading',
+  'verifying',
+  'applying',
+  'probing',
+  'healthy',
+  'rolled_back',
+  'failed',
+] as const;
+export const ModelStateSchema = z.enum(MODEL_STATES);
+export type ModelState = z.infer<typeof ModelStateSchema>;
+export const TERMINAL_STATES: readonly ModelState[] = ['healthy', 'rolled_back', 'failed'];
+
+export const ReportedModelSchema = z.object({
+  state: ModelStateSchema,
+  /** The version this state is about: the one being installed, or the one installed. */
+  version: version.nullable(),
+  /** What `models/<name>/current` points at right now. */
+  current: version.nullable(),
+  previousVersion: version.nullable(),
+  rolloutId: id.nullable(),
+  progress: z.object({ bytes: count, total: count }).nullable(),
+  attempt: z.number().int().min(0).max(1000),
+  error: ErrorInfoSchema.nullable(),
+  updatedAt: isoDate,
+});
+export type ReportedModel = z.infer<typeof ReportedModelSchema>;
+
+export const ReportedSchema = z.object({
+  deviceId: id,
+  /** The highest desired-state `seq` the agent has accepted (0 before the first). */
+  seq: count,
+  ts: isoDate,
+  models: perModel(ReportedModelSchema),
+  /** The last desired state the agent refused (replay, bad signature, bad payload), if any. */
+  rejected: z.object({ seq: count.nullable(), error: ErrorInfoSchema, ts: isoDate }).nullable().default(null),
+});
+export type Reported = z.infer<typeof ReportedSchema>;
+
+// ---- status (device -> coordinator, retained; also the LWT) ----
+
+export const DeviceFactsSchema = z.object({
+  arch: text(32),
+  cpuCores: z.number().int().min(0).max(4096),
+  memoryMB: count,
+  freeDiskMB: count,
+  os: text(200),
+  kernel: text(200),
+  accelerators: z.array(text(100)).max(16),
+});
+export type DeviceFacts = z.infer<typeof DeviceFactsSchema>;
+
+export const StatusSchema = z.object({
+  online: z.boolean(),
+  ts: isoDate,
+  agentVersion: text(64).optional(),
+  facts: DeviceFactsSchema.optional(),
+});
+export type Status = z.infer<typeof StatusSchema>;
+
+// ---- metrics (device -> coordinator; experiments) ----
+
+export const HistogramSchema = z
+  .object({
+    /** Upper bounds of the buckets, increasing; counts has one more entry (the overflow bucket). */
+    bounds: z.array(z.number()).max(64),
+    counts: z.array(count).max(65),
+  })
+  .refine((h) => h.counts.length === h.bounds.length + 1, 'counts must have one entry more than bounds')
+  .refine((h) => h.bounds.every((b, i) => i === 0 || b > (h.bounds[i - 1] as number)), 'bounds must increase');
+
+export const MetricsSchema = z.object({
+  ts: isoDate,
+  models: perModel(
+    z.object({
+      version,
+      windowSeconds: z.number().int().min(1).max(86_400),
+      count,
+      errors: count.default(0),
+      latencyMs: HistogramSchema,
+      confidence: HistogramSchema.optional(),
+    }),
+  ),
+});
+export type Metrics = z.infer<typeof MetricsSchema>;
+
+// ---- rollout summary (coordinator, retained) ----
+
+export const ROLLOUT_STATUSES = ['running', 'waiting_approval', 'halted', 'completed', 'aborted'] as const;
+export const RolloutStatusSchema = z.enum(ROLLOUT_STATUSES);
+export type RolloutStatus = z.infer<typeof RolloutStatusSchema>;
+
+export const WaveSummarySchema = z.strictObject({
+  index: z.number().int().min(0),
+  percent: z.number().min(0).max(100),
+  approval: z.enum(['auto', 'manual']),
+  state: z.enum(['pending', 'waiting_approval', 'running', 'completed']),
+  devices: count,
+  counts: z.partialRecord(ModelStateSchema, count),
+});
+
+export const RolloutSummarySchema = z.strictObject({
+  rolloutId: id,
+  model: id,
+  version,
+  status: RolloutStatusSchema,
+  currentWave: z.number().int().min(0),
+  maxFailureRate: z.number().min(0).lt(1),
+  failures: z.strictObject({ count, acknowledged: count, assigned: count, rate: z.number().min(0) }),
+  waves: z.array(WaveSummarySchema).max(100),
+  haltReason: text(2000).nullable(),
+  updatedAt: isoDate,
+});
+export type RolloutSummary = z.infer<typeof RolloutSummarySchema>;
+
+// ---- audit (coordinator, not retained) ----
+
+export const AuditEventSchema = z.strictObject({
+  seq: z.number().int().min(1),
+  ts: isoDate,
+  actor: text(128),
+  action: text(64),
+  subject: text(256).nullable(),
+  details: z.record(z.string(), z.unknown()),
+  prevHash: z.string().regex(/^[0-9a-f]{64}$/),
+  hash: z.string().regex(/^[0-9a-f]{64}$/),
+});
+export type AuditEvent = z.infer<typeof AuditEventSchema>;
+
+// ---- commands (otactl / scripts -> coordinator, reply on replyTo) ----
+
+export const CommandRequestSchema = z.strictObject({
+  correlationId: z.string().min(1).max(128),
+  /** Must lie under `{prefix}/reply/{clientId}/`; the broker ACL enforces it. */
+  replyTo: z.string().min(1).max(512),
+  args: z.record(z.string(), z.unknown()).default({}),
+});
+export type CommandRequest = z.infer<typeof CommandRequestSchema>;
+
+export const CommandReplySchema = z.discriminatedUnion('ok', [
+  z.strictObject({ correlationId: z.string().max(128), ok: z.literal(true), result: z.unknown() }),
+  z.strictObject({ correlationId: z.string().max(128), ok: z.literal(false), error: ErrorInfoSchema }),
+]);
+export type CommandReply = z.infer<typeof CommandReplySchema>;
