@@ -104,19 +104,6 @@ export async function readPublicKeyFile(file: string): Promise<PublicKey> {
 }
 
 export async function readPrivateKeyFile(file: string): Promise<PrivateKey> {
-  let stat: Awaited<ReturnType<typeof fs.stat>>;
-  try {
-    stat = await fs.stat(file);
-  } catch (err) {
-    throw ioError(err, file);
-  }
-  // Like ssh: a private key others can read is refused rather than used.
-  if ((stat.mode & 0o077) !== 0) {
-    throw new OtaError(
-      'E_KEY_PERMISSIONS',
-      `${file} is readable by group or others (mode ${(stat.mode & 0o777).toString(8)}); run: chmod 600 ${file}`,
-    );
-  }
   const value = parseJsonFile((await readFileOrThrow(file)).toString('utf8'), file);
   const parsed = PrivateKeyJsonSchema.safeParse(value);
   if (!parsed.success) {
@@ -126,6 +113,19 @@ export async function readPrivateKeyFile(file: string): Promise<PrivateKey> {
       isPublic
         ? `${file} is a public key; signing needs the private key file written by \`otactl keygen\``
         : `${file} is not an ota private key file; create one with \`otactl keygen --out FILE\``,
+    );
+  }
+  // Like ssh: a private key others can read is refused rather than used.
+  let mode: number;
+  try {
+    mode = (await fs.stat(file)).mode;
+  } catch (err) {
+    throw ioError(err, file);
+  }
+  if ((mode & 0o077) !== 0) {
+    throw new OtaError(
+      'E_KEY_PERMISSIONS',
+      `${file} is readable by group or others (mode ${(mode & 0o777).toString(8)}); run: chmod 600 ${file}`,
     );
   }
   const seed = decodeKeyBytes(parsed.data.seed, SEED_BYTES, 'seed', file);

@@ -1,13 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import t from 'tap';
 import nacl from 'tweetnacl';
-import {
-  createFastSigner,
-  hasCanonicalS,
-  keyPairFromSeed,
-  signDetached,
-  verifyDetached,
-} from '../shared/ed25519.js';
+import { createFastSigner, hasCanonicalS, keyPairFromSeed, signDetached, verifyDetached } from '../shared/ed25519.js';
 
 // RFC 8032 section 7.1, TEST 1, TEST 2, TEST 3 and TEST SHA(abc).
 const VECTORS = [
