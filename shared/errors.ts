@@ -123,6 +123,36 @@ export const ERROR_CODES = {
     meaning: 'The artifact is larger or smaller than the signed size.',
     fix: 'Download the artifact again; if it persists, the artifact was altered: do not trust it.',
   },
+  E_DOWNLOAD: {
+    area: 'download',
+    meaning: 'The artifact download failed (connection refused or reset, HTTP error status).',
+    fix: 'Check that the coordinator URL is reachable from the device; the agent retries with backoff by itself.',
+  },
+  E_DOWNLOAD_TIMEOUT: {
+    area: 'download',
+    meaning: 'The download did not finish before its deadline.',
+    fix: 'Raise `download.deadlineMs` in the agent config for slow links; the download resumes where it stopped.',
+  },
+  E_DOWNLOAD_STALLED: {
+    area: 'download',
+    meaning: 'No bytes arrived for longer than the stall timeout.',
+    fix: 'Check the network path; the agent resumes from the partial file on its next attempt.',
+  },
+  E_DISK_SPACE: {
+    area: 'download',
+    meaning: 'Not enough free disk space for the artifact (checked before downloading).',
+    fix: 'Free space in the agent state directory, or lower `keep` versions; the assignment is retried when desired state changes.',
+  },
+  E_REQUIREMENTS: {
+    area: 'releases',
+    meaning: 'The device does not meet the release requirements (architecture, memory, accelerators).',
+    fix: 'Target devices that meet the `requires` of the manifest, or publish a build for this device.',
+  },
+  E_EXTERNAL_DATA: {
+    area: 'models',
+    meaning: 'The model references external data outside its own directory.',
+    fix: 'Export the model with its weights embedded; references outside the model directory are an attack.',
+  },
   E_MODEL_INVALID: {
     area: 'models',
     meaning: 'The file is not a model onnxruntime can load.',
@@ -147,6 +177,36 @@ export const ERROR_CODES = {
     area: 'probe',
     meaning: 'The inference health probe did not finish within its timeout.',
     fix: 'Make the model faster or raise `timeoutMs` in the probe spec.',
+  },
+  E_PROBE_LATENCY: {
+    area: 'probe',
+    meaning: 'An inference run took longer than the latency budget of the probe.',
+    fix: 'Make the model faster on this device class or raise `latencyBudgetMs`.',
+  },
+  E_PROBE_EXTRA: {
+    area: 'probe',
+    meaning: 'An extra probe (http, file or exec) failed.',
+    fix: 'Check the application the extra probe talks to; the message names the probe.',
+  },
+  E_NOT_ALLOWED: {
+    area: 'probe',
+    meaning: 'An exec probe or reload action names a program that is not on the device allowlist.',
+    fix: 'Add the absolute path to `execProbeAllowlist` / `reloadAllowlist` in the agent config, deliberately.',
+  },
+  E_APPLY: {
+    area: 'agent',
+    meaning: 'The verified model could not be installed (filesystem error during move, fsync or swap).',
+    fix: 'Check the state directory (space, permissions, filesystem health); `current` still points at the old version.',
+  },
+  E_ROLLBACK: {
+    area: 'agent',
+    meaning: 'The probe failed and swapping back to the previous version failed too.',
+    fix: 'Inspect the device: `models/<name>/current` is left as the message says.',
+  },
+  E_CRASH_LOOP: {
+    area: 'agent',
+    meaning: 'The agent restarted too often in the same step of an update; the update was stopped.',
+    fix: 'Look at the agent logs before the restarts; a new desired state starts a fresh attempt.',
   },
   E_ROLLOUT_HALTED: {
     area: 'rollouts',
