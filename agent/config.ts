@@ -1,0 +1,204 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+import { OtaError } from '../shared/errors.js';
+import { type PublicKey, PublicKeyJsonSchema, publicKeyFromJson } from '../shared/keys.js';
+import { ID_PATTERN } from '../shared/names.js';
+import { DEFAULT_PREFIX } from '../shared/topics.js';
+
+/**
+ * The agent configuration (`/etc/ota-agent/config.json`, or `--config`). The file
+ * `otactl device add --agent-config` writes is valid as it is. Environment variables override
+ * single keys (listed in ENV_OVERRIDES); every error names the key and, for env, the variable.
+ */
+
+export const DEFAULT_CONFIG_FILE = '/etc/ota-agent/config.json';
+export const DEFAULT_STATE_DIR = '/var/lib/ota-agent';
+
+const absolutePath = z.string().refine((p) => path.isAbsolute(p), 'must be an absolute path');
+
+const ProgramSchema = z.strictObject({
+  path: absolutePath,
+  argv: z.array(z.string()).max(32).default([]),
+});
+
+export const AgentConfigSchema = z.strictObject({
+  deviceId: z.string().regex(ID_PATTERN, 'must be 1-64 letters, digits, ".", "_", "-"'),
+  broker: z.strictObject({
+    url: z
+      .string()
+      .refine((u) => /^(mqtts?|wss?):\/\/[^/]/.test(u), 'must be an mqtt://, mqtts://, ws:// or wss:// URL'),
+    /** CA certificate file for mqtts/wss/https (PEM). */
+    caFile: absolutePath.optional(),
+    topicPrefix: z.string().default(DEFAULT_PREFIX),
+  }),
+  /** Base URL of the coordinator's HTTP server (artifacts are under /artifacts/sha256/<hex>). */
+  artifactsUrl: z.string().refine((u) => /^https?:\/\/[^/]/.test(u), 'must be an http:// or https:// URL'),
+  /** The device token inline, or in a file (mode 0600) named by tokenFile. */
+  token: z.string().min(1).optional(),
+  tokenFile: absolutePath.optional(),
+  coordinatorKey: PublicKeyJsonSchema,
+  trustedKeys: z.array(PublicKeyJsonSchema).min(1, 'needs at least one trusted release key'),
+  threshold: z.number().int().min(1).default(1),
+  stateDir: absolutePath.optional(),
+  probe: z
+    .strictObject({
+      timeoutMs: z.number().int().min(100).default(30_000),
+      attempts: z.number().int().min(1).max(10).default(1),
+      initialDelayMs: z.number().int().min(0).default(0),
+      latencyBudgetMs: z.number().int().min(1).optional(),
+    })
+    .default({ timeoutMs: 30_000, attempts: 1, initialDelayMs: 0 }),
+  download: z
+    .strictObject({
+      maxBytes: z
+        .number()
+        .int()
+        .min(1)
+        .default(4 * 1024 ** 3),
+      deadlineMs: z.number().int().min(1000).default(3_600_000),
+      stallTimeoutMs: z.number().int().min(100).default(60_000),
+      maxAttempts: z.number().int().min(1).max(100).default(5),
+      backoffBaseMs: z.number().int().min(1).default(2_000),
+      backoffMaxMs: z.number().int().min(1).default(300_000),
+      /** Free space to leave on the state directory's filesystem after the download. */
+      reserveMB: z.number().int().min(0).default(64),
+    })
+    .default({
+      maxBytes: 4 * 1024 ** 3,
+      deadlineMs: 3_600_000,
+      stallTimeoutMs: 60_000,
+      maxAttempts: 5,
+      backoffBaseMs: 2_000,
+      backoffMaxMs: 300_000,
+      reserveMB: 64,
+    }),
+  /** Programs a reload action may run (absolute paths, exact match). */
+  reloadAllowlist: z.array(absolutePath).default([]),
+  /** Per model: what to run after the model was swapped in (and after a rollback). */
+  reloadActions: z.record(z.string(), ProgramSchema).default({}),
+  /** Programs an `exec` extra probe of a signed manifest may run (absolute paths, exact match). */
+  execProbeAllowlist: z.array(absolutePath).default([]),
+  /** Reports kept on disk while the broker is unreachable. */
+  outboxLimit: z.number().int().min(1).max(100_000).default(1000),
+  /** Agent starts tolerated within one update step before the update is stopped (loop guard). */
+  maxStartsPerStep: z.number().int().min(1).max(100).default(3),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
+});
+export type AgentConfigFile = z.infer<typeof AgentConfigSchema>;
+
+export interface AgentConfig extends Omit<AgentConfigFile, 'token' | 'tokenFile' | 'coordinatorKey' | 'trustedKeys'> {
+  token: string;
+  stateDir: string;
+  coordinatorKey: PublicKey;
+  trustedKeys: PublicKey[];
+  source: string;
+}
+
+/** Environment variables that override one key each. */
+export const ENV_OVERRIDES: Record<string, (c: Record<string, unknown>, v: string) => void> = {
+  OTA_AGENT_DEVICE_ID: (c, v) => {
+    c.deviceId = v;
+  },
+  OTA_AGENT_BROKER_URL: (c, v) => {
+    c.broker = { ...(c.broker as object), url: v };
+  },
+  OTA_AGENT_ARTIFACTS_URL: (c, v) => {
+    c.artifactsUrl = v;
+  },
+  OTA_AGENT_TOKEN_FILE: (c, v) => {
+    c.tokenFile = v;
+    delete c.token;
+  },
+  OTA_AGENT_STATE_DIR: (c, v) => {
+    c.stateDir = v;
+  },
+  OTA_AGENT_LOG_LEVEL: (c, v) => {
+    c.logLevel = v;
+  },
+};
+
+export interface LoadOptions {
+  file: string;
+  env: NodeJS.ProcessEnv;
+  /** --state-dir, which wins over everything else. */
+  stateDir?: string;
+}
+
+function configError(source: string, message: string): OtaError {
+  return new OtaError('E_CONFIG', `${source}: ${message}`);
+}
+
+export function loadAgentConfig(options: LoadOptions): AgentConfig {
+  const { file, env } = options;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') {
+      throw configError(
+        file,
+        'no such file; pass --config FILE (written by `otactl device add ID --agent-config FILE`)',
+      );
+    }
+    if (code === 'EACCES') throw configError(file, 'permission denied; the agent user must be able to read it');
+    throw configError(file, `not valid JSON (${(err as Error).message})`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw configError(file, 'must be a JSON object');
+  const merged = structuredClone(raw) as Record<string, unknown>;
+  const applied: string[] = [];
+  for (const [name, apply] of Object.entries(ENV_OVERRIDES)) {
+    const value = env[name];
+    if (value !== undefined && value !== '') {
+      apply(merged, value);
+      applied.push(name);
+    }
+  }
+  const source = applied.length ? `${file} (with ${applied.join(', ')})` : file;
+  const parsed = AgentConfigSchema.safeParse(merged);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const key = issue?.path.join('.') || '(root)';
+    throw configError(source, `key "${key}": ${issue?.message}`);
+  }
+  const c = parsed.data;
+  let token = c.token;
+  if (c.token && c.tokenFile) throw configError(source, 'give "token" or "tokenFile", not both');
+  if (c.tokenFile) {
+    try {
+      token = readFileSync(c.tokenFile, 'utf8').trim();
+    } catch (err) {
+      throw configError(source, `key "tokenFile": cannot read ${c.tokenFile} (${(err as NodeJS.ErrnoException).code})`);
+    }
+  }
+  if (!token) throw configError(source, 'key "token": missing; set "token" or "tokenFile"');
+  if (c.threshold > c.trustedKeys.length) {
+    throw configError(
+      source,
+      `key "threshold": ${c.threshold} is more than the ${c.trustedKeys.length} trusted key(s)`,
+    );
+  }
+  for (const [model, action] of Object.entries(c.reloadActions)) {
+    if (!c.reloadAllowlist.includes(action.path)) {
+      throw configError(source, `key "reloadActions.${model}.path": ${action.path} is not in "reloadAllowlist"`);
+    }
+  }
+  const keys = (list: unknown[], key: string) =>
+    list.map((k, i) => {
+      try {
+        return publicKeyFromJson(k, `${key}[${i}]`);
+      } catch (err) {
+        throw configError(source, `key "${key}[${i}]": ${(err as Error).message}`);
+      }
+    });
+  const stateDir = options.stateDir ?? c.stateDir ?? env.STATE_DIRECTORY?.split(':')[0] ?? DEFAULT_STATE_DIR;
+  return {
+    ...c,
+    token,
+    stateDir: path.resolve(stateDir),
+    coordinatorKey: keys([c.coordinatorKey], 'coordinatorKey')[0] as PublicKey,
+    trustedKeys: keys(c.trustedKeys, 'trustedKeys'),
+    source,
+  };
+}

@@ -1,0 +1,100 @@
+import { readPackageVersion } from '../../shared/version.js';
+import type { AgentConfig } from '../config.js';
+import { downloadArtifact } from '../download/http-download.js';
+import { readDeviceFacts } from '../facts.js';
+import { ModelStore } from '../install/model-store.js';
+import type { Logger } from '../logger.js';
+import { inspectModel } from '../probe/inspect-model.js';
+import { runProbe } from '../probe/run-probe.js';
+import { StateStore } from '../state/state-store.js';
+import { createNotifier } from '../systemd-notify.js';
+import { AgentRuntime, type CrashPoint } from './agent-runtime.js';
+
+/** How long an offline device waits for the broker before telling systemd it has started anyway. */
+const READY_WITHOUT_BROKER_MS = 30_000;
+
+export interface RunningAgent {
+  runtime: AgentRuntime;
+  stop(): Promise<void>;
+}
+
+/**
+ * Wires the agent together (the composition root: no module-level singletons) and ties it to
+ * systemd: READY=1 after the first broker connection (or after READY_WITHOUT_BROKER_MS, so an
+ * offline device still starts), WATCHDOG=1 only while the event queue is live.
+ */
+export async function startAgent(
+  config: AgentConfig,
+  options: { logger: Logger; env: NodeJS.ProcessEnv },
+): Promise<RunningAgent> {
+  const { logger, env } = options;
+  const runtime = new AgentRuntime({
+    config,
+    agentVersion: readPackageVersion(),
+    logger,
+    now: () => new Date(),
+    random: Math.random,
+    stateStore: new StateStore(config.stateDir),
+    modelStore: new ModelStore(config.stateDir),
+    download: downloadArtifact,
+    probe: runProbe,
+    inspectModel: (file, dir) => inspectModel(file, dir),
+    facts: () => readDeviceFacts(config.stateDir),
+    crashPoint: crashPointHook(env, logger),
+  });
+  const notifier = createNotifier(env, {
+    onError: (err) => logger.warn({ err: err.message }, 'systemd notification failed'),
+  });
+  logger.info(
+    { deviceId: config.deviceId, broker: config.broker.url, stateDir: config.stateDir, config: config.source },
+    'ota-agent starting',
+  );
+  await runtime.start();
+
+  let readyTimer: NodeJS.Timeout | null = null;
+  const ready = Promise.race([
+    runtime.onceConnected().then(() => 'connected to the broker'),
+    new Promise<string>((resolve) => {
+      readyTimer = setTimeout(() => resolve('broker not reachable yet; working offline'), READY_WITHOUT_BROKER_MS);
+    }),
+  ]).then((why) => {
+    if (readyTimer) clearTimeout(readyTimer);
+    logger.info({ why }, 'ready');
+    return notifier.ready(why);
+  });
+
+  let watchdog: NodeJS.Timeout | null = null;
+  if (notifier.watchdogIntervalMs) {
+    watchdog = setInterval(() => {
+      // A real liveness check: the event queue is moving. A wedged agent stops pinging and
+      // systemd restarts it (WatchdogSec=); the persisted state lets it resume.
+      if (runtime.isLive()) void notifier.watchdog();
+      else logger.error('event queue stuck; withholding the watchdog ping');
+    }, notifier.watchdogIntervalMs);
+  }
+
+  return {
+    runtime,
+    async stop() {
+      if (readyTimer) clearTimeout(readyTimer);
+      if (watchdog) clearInterval(watchdog);
+      await notifier.stopping();
+      await runtime.stop();
+      void ready;
+    },
+  };
+}
+
+/**
+ * Test-only crash injection (design: kill -9 at every step). Active only with
+ * OTA_AGENT_TEST_HOOKS=1 and OTA_AGENT_TEST_CRASH_AT=<point>; the agent SIGKILLs itself there.
+ */
+function crashPointHook(env: NodeJS.ProcessEnv, logger: Logger): (point: CrashPoint) => void {
+  const target = env.OTA_AGENT_TEST_HOOKS === '1' ? env.OTA_AGENT_TEST_CRASH_AT : undefined;
+  if (!target) return () => {};
+  return (point) => {
+    if (point !== target) return;
+    logger.warn({ point }, 'test hook: SIGKILL');
+    process.kill(process.pid, 'SIGKILL');
+  };
+}

@@ -1,0 +1,394 @@
+import t from 'tap';
+import { type AgentState, emptyRecord, initialState } from '../agent/core/agent-state.js';
+import { type AgentEvent, backoffMs, type Effect, type StepContext, step } from '../agent/core/machine.js';
+import type { DeviceFacts } from '../shared/messages.js';
+import { TestSigners } from './helpers/signing.js';
+
+// Table-driven tests of the agent's pure core: every transition, with the clock passed in.
+
+const signers = new TestSigners();
+const NOW = new Date('2026-11-26T12:00:00.000Z');
+const FACTS: DeviceFacts = {
+  arch: 'arm64',
+  cpuCores: 4,
+  memoryMB: 2048,
+  freeDiskMB: 10_000,
+  os: 'Debian 12',
+  kernel: '6.1',
+  accelerators: [],
+};
+const ctx: StepContext = {
+  now: NOW,
+  deviceId: 'cam-1',
+  releaseTrust: { keys: [signers.releaseKey], threshold: 1 },
+  coordinatorTrust: { keys: [signers.coordinatorKey], threshold: 1 },
+  facts: FACTS,
+  limits: {
+    maxAttempts: 3,
+    backoffBaseMs: 1000,
+    backoffMaxMs: 8000,
+    maxStarts: 2,
+    maxArtifactBytes: 1_000_000,
+    outboxLimit: 5,
+  },
+};
+const v1 = new TextEncoder().encode('model v1');
+const v2 = new TextEncoder().encode('model v2 bytes');
+const env1 = signers.release('det', '1.0', v1, { counter: 1 });
+const env2 = signers.release('det', '2.0', v2, { counter: 2, floor: 1 });
+const sha = (envelope: typeof env1) => (JSON.parse(envelope.manifest) as { sha256: string }).sha256;
+
+/** Runs events in order, returning the last state and every effect. */
+function run(state: AgentState, ...events: AgentEvent[]): { state: AgentState; effects: Effect[] } {
+  let effects: Effect[] = [];
+  for (const event of events) {
+    const r = step(state, event, ctx);
+    state = r.state;
+    effects = effects.concat(r.effects);
+  }
+  return { state, effects };
+}
+const types = (effects: Effect[]) => effects.map((e) => e.type);
+const desired = (envelope = env2, rolloutId: string | null = 'r1', seq?: number): AgentEvent => ({
+  type: 'desired_message',
+  message: signers.desired('cam-1', { det: { envelope, rolloutId } }, seq),
+});
+
+/** A device running v1 (healthy) and now assigned v2. */
+function assignedV2() {
+  const start = initialState();
+  start.models.det = { ...emptyRecord(NOW, { current: '1.0', previous: null }), phase: 'healthy' };
+  return run(start, desired());
+}
+
+t.test('a valid desired state starts the download and queues a report', async (t) => {
+  const { state, effects } = assignedV2();
+  const rec = state.models.det;
+  t.equal(rec?.phase, 'downloading');
+  t.equal(rec?.target?.version, '2.0');
+  t.equal(rec?.attempt, 1);
+  t.equal(rec?.rolloutId, 'r1');
+  t.same(types(effects), ['download', 'report']);
+  t.equal(state.outbox.length, 1);
+  t.match(state.outbox[0], {
+    deviceId: 'cam-1',
+    models: { det: { state: 'downloading', version: '2.0', current: '1.0' } },
+  });
+  t.equal(state.lastSeq > 0, true);
+});
+
+t.test('the happy path: download -> verify -> apply -> probe -> healthy', async (t) => {
+  const a = assignedV2();
+  const gen = a.state.models.det?.generation as number;
+  const b = run(a.state, { type: 'download_ok', model: 'det', generation: gen });
+  t.equal(b.state.models.det?.phase, 'verifying');
+  t.same(types(b.effects), ['hash_staged', 'report']);
+  const c = run(b.state, { type: 'hashed', model: 'det', generation: gen, size: v2.length, sha256: sha(env2) });
+  t.equal(c.state.models.det?.phase, 'applying');
+  t.same(c.state.models.det?.rollbackTo, { current: '1.0', previous: null });
+  t.equal(c.state.floors.det, 1, 'the verified floor is persisted');
+  t.match(c.effects[0], { type: 'apply', rollbackTo: { current: '1.0', previous: null } });
+  const d = run(c.state, { type: 'applied', model: 'det', generation: gen });
+  t.equal(d.state.models.det?.phase, 'probing');
+  t.same(d.state.models.det?.links, { current: '2.0', previous: '1.0' });
+  t.same(types(d.effects), ['probe', 'report']);
+  const e = run(d.state, { type: 'probe_passed', model: 'det', generation: gen });
+  t.equal(e.state.models.det?.phase, 'healthy');
+  t.equal(e.state.models.det?.rollbackTo, null);
+  t.match(e.effects[0], { type: 'gc', keep: ['2.0', '1.0'] });
+  t.same(
+    e.state.outbox.map((r) => r.models.det?.state),
+    ['downloading', 'verifying', 'applying', 'probing', 'healthy'],
+    'one report per transition',
+  );
+});
+
+t.test('probe failure rolls back to exactly the links before the swap', async (t) => {
+  const a = assignedV2();
+  const gen = a.state.models.det?.generation as number;
+  const d = run(
+    a.state,
+    { type: 'download_ok', model: 'det', generation: gen },
+    { type: 'hashed', model: 'det', generation: gen, size: v2.length, sha256: sha(env2) },
+    { type: 'applied', model: 'det', generation: gen },
+  );
+  const f = run(d.state, {
+    type: 'probe_failed',
+    model: 'det',
+    generation: gen,
+    error: { code: 'E_PROBE_FAILED', message: 'y[0]' },
+  });
+  t.equal(f.state.models.det?.phase, 'probing', 'stays probing until the rollback is done');
+  t.equal(f.state.models.det?.error?.code, 'E_PROBE_FAILED');
+  t.match(f.effects[0], { type: 'rollback', rollbackTo: { current: '1.0', previous: null } });
+  const g = run(f.state, { type: 'rolled_back', model: 'det', generation: gen });
+  t.equal(g.state.models.det?.phase, 'rolled_back');
+  t.same(g.state.models.det?.links, { current: '1.0', previous: null });
+  t.match(g.state.outbox.at(-1)?.models.det, {
+    state: 'rolled_back',
+    version: '2.0',
+    current: '1.0',
+    error: { code: 'E_PROBE_FAILED' },
+  });
+  const h = run(g.state, {
+    type: 'rollback_failed',
+    model: 'det',
+    generation: gen,
+    error: { code: 'E_IO', message: 'x' },
+  });
+  t.equal(h.state, g.state, 'a late rollback_failed after rolled_back changes nothing');
+});
+
+t.test('rollback failure is failed with E_ROLLBACK and both reasons', async (t) => {
+  const a = assignedV2();
+  const gen = a.state.models.det?.generation as number;
+  const r = run(
+    a.state,
+    { type: 'download_ok', model: 'det', generation: gen },
+    { type: 'hashed', model: 'det', generation: gen, size: v2.length, sha256: sha(env2) },
+    { type: 'applied', model: 'det', generation: gen },
+    { type: 'probe_failed', model: 'det', generation: gen, error: { code: 'E_PROBE_NONFINITE', message: 'NaN' } },
+    { type: 'rollback_failed', model: 'det', generation: gen, error: { code: 'E_IO', message: 'disk gone' } },
+  );
+  t.equal(r.state.models.det?.phase, 'failed');
+  t.match(r.state.models.det?.error, {
+    code: 'E_ROLLBACK',
+    message: /E_PROBE_NONFINITE: NaN; rollback failed: disk gone/,
+  });
+});
+
+t.test('signed bytes whose content the inspection refuses are failed at once, never applied', async (t) => {
+  const a = assignedV2();
+  const gen = a.state.models.det?.generation as number;
+  const refusal = { code: 'E_EXTERNAL_DATA', message: 'tensor "W" points outside the model directory' } as const;
+  const r = run(
+    a.state,
+    { type: 'download_ok', model: 'det', generation: gen },
+    { type: 'hashed', model: 'det', generation: gen, size: v2.length, sha256: sha(env2), refusal },
+  );
+  t.equal(r.state.models.det?.phase, 'failed');
+  t.same(r.state.models.det?.error, refusal);
+  t.same(r.state.models.det?.links, a.state.models.det?.links, 'links untouched');
+  t.ok(
+    r.effects.some((e) => e.type === 'discard_staged'),
+    'the staged bytes are thrown away',
+  );
+  t.notOk(
+    r.effects.some((e) => e.type === 'apply' || e.type === 'retry_later'),
+    'neither applied nor retried',
+  );
+});
+
+t.test('bytes that do not match are fetched again, a bounded number of times', async (t) => {
+  let { state } = assignedV2();
+  const gen = state.models.det?.generation as number;
+  const bad = { type: 'hashed', model: 'det', generation: gen, size: v2.length, sha256: '0'.repeat(64) } as const;
+  const delays: number[] = [];
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    const r = run(state, { type: 'download_ok', model: 'det', generation: gen }, bad);
+    state = r.state;
+    const retry = r.effects.find((e) => e.type === 'retry_later');
+    if (attempt < 3) {
+      t.equal(state.models.det?.phase, 'downloading', `attempt ${attempt}: back to downloading`);
+      t.ok(
+        r.effects.some((e) => e.type === 'discard_staged'),
+        'the bad bytes are discarded',
+      );
+      delays.push((retry as { delayMs: number }).delayMs);
+      state = run(state, { type: 'retry_due', model: 'det', generation: gen }).state;
+    } else {
+      t.equal(state.models.det?.phase, 'failed');
+      t.equal(state.models.det?.error?.code, 'E_DIGEST');
+    }
+  }
+  t.same(delays, [1000, 2000], 'exponential backoff');
+  t.equal(backoffMs(10, ctx.limits), 8000, 'capped');
+});
+
+t.test('download errors: transient ones retried, others fail at once', async (t) => {
+  const a = assignedV2();
+  const gen = a.state.models.det?.generation as number;
+  const transient = run(a.state, {
+    type: 'download_failed',
+    model: 'det',
+    generation: gen,
+    error: { code: 'E_DOWNLOAD_STALLED', message: 'stalled' },
+    retryable: true,
+  });
+  t.equal(transient.state.models.det?.phase, 'downloading');
+  t.equal(transient.state.models.det?.attempt, 2);
+  t.match(transient.state.outbox.at(-1)?.models.det, { attempt: 2, error: { code: 'E_DOWNLOAD_STALLED' } });
+  t.match(transient.effects[0], { type: 'retry_later', delayMs: 1000 });
+  const due = run(transient.state, { type: 'retry_due', model: 'det', generation: gen });
+  t.same(types(due.effects), ['download']);
+  const disk = run(a.state, {
+    type: 'download_failed',
+    model: 'det',
+    generation: gen,
+    error: { code: 'E_DISK_SPACE', message: 'full' },
+    retryable: false,
+  });
+  t.equal(disk.state.models.det?.phase, 'failed');
+  t.equal(disk.state.models.det?.links.current, '1.0', 'current untouched');
+});
+
+t.test('attacks on the assignment are refused before any byte is fetched', async (t) => {
+  const other = new TestSigners();
+  const cases: [string, AgentEvent, string][] = [
+    ['unknown release key', desired(other.release('det', '2.0', v2)), 'E_UNKNOWN_KEY'],
+    ['manifest for another model', desired(signers.release('other', '2.0', v2)), 'E_MODEL_MISMATCH'],
+    [
+      'expired manifest',
+      desired(
+        signers.release('det', '2.0', v2, { createdAt: '2026-01-01T00:00:00Z', expiresAt: '2026-02-01T00:00:00Z' }),
+      ),
+      'E_EXPIRED',
+    ],
+    [
+      'needs another arch',
+      desired(signers.release('det', '2.0', v2, { requires: { arch: ['x64'] } })),
+      'E_REQUIREMENTS',
+    ],
+    ['bigger than the device cap', desired(signers.release('det', '2.0', v2, { size: 2_000_000 })), 'E_SIZE'],
+  ];
+  for (const [name, event, code] of cases) {
+    const start = initialState();
+    start.models.det = { ...emptyRecord(NOW, { current: '1.0', previous: null }), phase: 'healthy' };
+    const r = run(start, event);
+    t.equal(r.state.models.det?.phase, 'failed', name);
+    t.equal(r.state.models.det?.error?.code, code, name);
+    t.equal(r.state.models.det?.links.current, '1.0', `${name}: current untouched`);
+    t.notOk(
+      r.effects.some((e) => e.type === 'download'),
+      `${name}: nothing downloaded`,
+    );
+  }
+  // Tampered envelope signature.
+  const tampered = { ...env2, manifest: env2.manifest.replace('"2.0"', '"2.1"') };
+  t.equal(run(initialState(), desired(tampered)).state.models.det?.error?.code, 'E_SIGNATURE');
+  // Counter below the floor the device already verified.
+  const floored = initialState();
+  floored.floors.det = 5;
+  t.equal(run(floored, desired(env2)).state.models.det?.error?.code, 'E_FLOOR');
+});
+
+t.test('desired-state messages: retained copy ignored, replay and strangers refused', async (t) => {
+  const first = desired(env2, 'r1', 10);
+  const a = run(initialState(), first);
+  t.equal(a.state.lastSeq, 10);
+  const again = step(a.state, first, ctx);
+  t.equal(again.state, a.state, 'the same retained text again is nothing new');
+  t.same(again.effects, []);
+  const replay = run(a.state, desired(env1, 'r0', 9));
+  t.equal(replay.state.rejected?.error.code, 'E_REPLAY');
+  t.equal(replay.state.rejected?.seq, 9);
+  t.equal(replay.state.models.det?.target?.version, '2.0', 'the replay changed nothing');
+  t.match(replay.state.outbox.at(-1), { rejected: { error: { code: 'E_REPLAY' } } });
+  const stranger = new TestSigners();
+  const forged: AgentEvent = {
+    type: 'desired_message',
+    message: stranger.desired('cam-1', { det: { envelope: env1 } }, 50),
+  };
+  t.equal(run(a.state, forged).state.rejected?.error.code, 'E_UNKNOWN_KEY');
+  const otherDevice: AgentEvent = {
+    type: 'desired_message',
+    message: signers.desired('cam-2', { det: { envelope: env1 } }, 51),
+  };
+  t.equal(run(a.state, otherDevice).state.rejected?.error.code, 'E_WRONG_DEVICE');
+  const invalid = run(a.state, { type: 'desired_invalid', error: { code: 'E_PAYLOAD_JSON', message: 'x' } });
+  t.equal(invalid.state.rejected?.error.code, 'E_PAYLOAD_JSON');
+});
+
+t.test('a new assignment supersedes work in progress; stale results are ignored', async (t) => {
+  const a = assignedV2();
+  const oldGen = a.state.models.det?.generation as number;
+  const env3 = signers.release('det', '3.0', new TextEncoder().encode('v3'), { counter: 3 });
+  const b = run(a.state, desired(env3, 'r2'));
+  t.equal(b.state.models.det?.generation, oldGen + 1);
+  t.equal(b.state.models.det?.target?.version, '3.0');
+  const stale = step(b.state, { type: 'download_ok', model: 'det', generation: oldGen }, ctx);
+  t.equal(stale.state, b.state, 'result of the old generation ignored');
+  // Same bytes, new rollout label, while in progress: keep going under the new label.
+  const relabel = run(b.state, desired(env3, 'r3'));
+  t.equal(relabel.state.models.det?.rolloutId, 'r3');
+  t.equal(relabel.state.models.det?.generation, oldGen + 1);
+  t.notOk(relabel.effects.some((e) => e.type === 'download'));
+});
+
+t.test('assigned the version it already runs: healthy without a pipeline', async (t) => {
+  const start = initialState();
+  start.models.det = { ...emptyRecord(NOW, { current: '1.0', previous: null }), phase: 'idle' };
+  const r = run(start, desired(env1, 'r9'));
+  t.equal(r.state.models.det?.phase, 'healthy');
+  t.same(types(r.effects), ['report']);
+});
+
+t.test('restart resumes the step it was in; the loop guard stops a crashing update', async (t) => {
+  const a = assignedV2();
+  const gen = a.state.models.det?.generation as number;
+  const phases: [string, AgentEvent[], Effect['type']][] = [
+    ['downloading', [], 'download'],
+    ['verifying', [{ type: 'download_ok', model: 'det', generation: gen }], 'hash_staged'],
+    [
+      'applying',
+      [
+        { type: 'download_ok', model: 'det', generation: gen },
+        { type: 'hashed', model: 'det', generation: gen, size: v2.length, sha256: sha(env2) },
+      ],
+      'apply',
+    ],
+    [
+      'probing',
+      [
+        { type: 'download_ok', model: 'det', generation: gen },
+        { type: 'hashed', model: 'det', generation: gen, size: v2.length, sha256: sha(env2) },
+        { type: 'applied', model: 'det', generation: gen },
+      ],
+      'probe',
+    ],
+  ];
+  for (const [phase, events, effect] of phases) {
+    const before = run(a.state, ...events).state;
+    t.equal(before.models.det?.phase, phase);
+    const links = { det: before.models.det?.links ?? { current: null, previous: null } };
+    const once = run(before, { type: 'started', links });
+    t.ok(types(once.effects).includes(effect), `${phase}: resumes with ${effect}`);
+    t.equal(once.state.models.det?.starts, 1);
+    const twice = run(once.state, { type: 'started', links });
+    const thrice = run(twice.state, { type: 'started', links });
+    if (phase === 'probing' || phase === 'applying') {
+      // The links may already point at the new version: the loop guard restores the old ones.
+      t.match(thrice.effects[0], { type: 'rollback' }, `${phase}: the loop guard rolls back`);
+      const done = run(thrice.state, { type: 'rolled_back', model: 'det', generation: gen });
+      t.equal(done.state.models.det?.phase, 'failed');
+      t.equal(done.state.models.det?.error?.code, 'E_CRASH_LOOP');
+      t.equal(done.state.models.det?.links.current, '1.0');
+    } else {
+      t.equal(thrice.state.models.det?.phase, 'failed', `${phase}: loop guard`);
+      t.equal(thrice.state.models.det?.error?.code, 'E_CRASH_LOOP');
+    }
+  }
+  // A restart while rolling back redoes the rollback, not the probe.
+  const rolling = run(
+    a.state,
+    { type: 'download_ok', model: 'det', generation: gen },
+    { type: 'hashed', model: 'det', generation: gen, size: v2.length, sha256: sha(env2) },
+    { type: 'applied', model: 'det', generation: gen },
+    { type: 'probe_failed', model: 'det', generation: gen, error: { code: 'E_PROBE_TIMEOUT', message: 't' } },
+  ).state;
+  t.match(run(rolling, { type: 'started', links: {} }).effects[0], { type: 'rollback' });
+  // The links read from disk replace the mirrors.
+  const disk = run(a.state, { type: 'started', links: { det: { current: 'x', previous: null } } });
+  t.same(disk.state.models.det?.links, { current: 'x', previous: null });
+});
+
+t.test('progress is recorded only while downloading and for the live generation', async (t) => {
+  const a = assignedV2();
+  const gen = a.state.models.det?.generation as number;
+  const p = run(a.state, { type: 'progress', model: 'det', generation: gen, bytes: 5, total: v2.length });
+  t.same(p.state.outbox.at(-1)?.models.det?.progress, { bytes: 5, total: v2.length });
+  t.equal(
+    step(p.state, { type: 'progress', model: 'det', generation: gen - 1, bytes: 9, total: 9 }, ctx).state,
+    p.state,
+  );
+});
