@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
 import { toOtaError } from '../shared/errors.js';
+import { createLogger } from '../shared/logger.js';
 import { readPackageVersion } from '../shared/version.js';
 import { DEFAULT_CONFIG_FILE, loadAgentConfig } from './config.js';
 import { readDeviceFacts } from './facts.js';
-import { createLogger } from './logger.js';
 import { startAgent } from './runtime/start-agent.js';
 
 /**

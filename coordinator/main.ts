@@ -1,11 +1,65 @@
 #!/usr/bin/env node
+import { Command, CommanderError } from 'commander';
+import { toOtaError } from '../shared/errors.js';
+import { createLogger } from '../shared/logger.js';
 import { readPackageVersion } from '../shared/version.js';
+import { type CoordinatorFlags, resolveCoordinatorConfig } from './config.js';
+import { startCoordinator } from './service.js';
 
-// The coordinator arrives with its own issue; until then the executable answers --version and
-// says plainly that it cannot run yet, instead of pretending to.
-if (process.argv.includes('--version')) {
-  process.stdout.write(`${readPackageVersion()}\n`);
-} else {
-  process.stderr.write('ota-coordinator: the coordinator is not implemented in this version yet\n');
-  process.exitCode = 1;
+/**
+ * ota-coordinator [--data DIR] [--host H] [--mqtt-port N] [--http-port N] [--tls-cert F --tls-key F]
+ * With no flags: data in ./.ota-data, MQTT on 127.0.0.1:1883, HTTP (and WebSocket /mqtt) on
+ * 127.0.0.1:8080. Exit codes: 0 clean stop (SIGTERM/SIGINT), 1 failure, 2 usage error.
+ */
+const program = new Command('ota-coordinator')
+  .description('the ota-models coordinator: MQTT broker, rollout engine, artifact server and audit log')
+  .version(readPackageVersion(), '-V, --version')
+  .option('--data <dir>', 'data directory (env OTA_DATA; default ./.ota-data, $STATE_DIRECTORY under systemd)')
+  .option('--host <address>', 'address to bind (env OTA_HOST; default 127.0.0.1)')
+  .option('--mqtt-port <port>', 'MQTT port (env OTA_MQTT_PORT; default 1883; 0 picks a free one)')
+  .option('--http-port <port>', 'HTTP port, also WebSocket MQTT at /mqtt (env OTA_HTTP_PORT; default 8080)')
+  .option('--tls-cert <file>', 'PEM certificate: MQTT over TLS and HTTPS (env OTA_TLS_CERT)')
+  .option('--tls-key <file>', 'PEM private key for --tls-cert (env OTA_TLS_KEY)')
+  .option('--public-mqtt-url <url>', 'broker URL written into agent configs (default: the bound address)')
+  .option('--public-http-url <url>', 'artifact URL written into agent configs (default: the bound address)')
+  .option('--log-level <level>', 'fatal|error|warn|info|debug|trace (env OTA_LOG_LEVEL; default info)')
+  .exitOverride();
+
+async function main(): Promise<number> {
+  // Everything in the data directory is the coordinator's alone (database with token hashes, keys).
+  process.umask(0o077);
+  try {
+    program.parse(process.argv);
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    throw err;
+  }
+  const config = resolveCoordinatorConfig(program.opts<CoordinatorFlags>(), process.env);
+  const logger = createLogger(config.logLevel, process.stdout, 'ota-coordinator');
+  const running = await startCoordinator(config, { logger });
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      logger.info({ signal }, 'stopping');
+      running.stop().then(resolve, resolve);
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  logger.info('stopped');
+  return 0;
 }
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    const e = toOtaError(err);
+    const hint =
+      (err as NodeJS.ErrnoException).code === 'EADDRINUSE'
+        ? ' (another process uses that port: stop it, or pick another with --mqtt-port / --http-port)'
+        : '';
+    process.stderr.write(`ota-coordinator: error ${e.code}: ${e.message}${hint}\n`);
+    process.exitCode = 1;
+  },
+);

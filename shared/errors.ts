@@ -128,6 +128,11 @@ export const ERROR_CODES = {
     meaning: 'The artifact download failed (connection refused or reset, HTTP error status).',
     fix: 'Check that the coordinator URL is reachable from the device; the agent retries with backoff by itself.',
   },
+  E_UNREACHABLE: {
+    area: 'agent',
+    meaning: 'The artifact server could not be reached (connection refused, no route, name not resolved).',
+    fix: 'Usually the coordinator is restarting or the network is down: the agent keeps retrying without using up its attempts. Check `artifactsUrl` if it persists.',
+  },
   E_DOWNLOAD_TIMEOUT: {
     area: 'download',
     meaning: 'The download did not finish before its deadline.',
@@ -212,6 +217,60 @@ export const ERROR_CODES = {
     area: 'rollouts',
     meaning: 'The rollout is halted and serves no new assignments.',
     fix: 'Inspect the failures (`otactl rollout status ID`), then `resume` or `abort` it.',
+  },
+  E_ROLLOUT_STATE: {
+    area: 'rollouts',
+    meaning:
+      'The operation does not apply to the rollout in its current status (e.g. approve a rollout that waits for nothing).',
+    fix: 'Check the status with `otactl rollout status ID`; the message says which operations apply now.',
+  },
+  E_STRATEGY: {
+    area: 'rollouts',
+    meaning:
+      'A rollout strategy is invalid (wave percents not strictly increasing, last wave not 100, failure rate outside [0, 1)).',
+    fix: 'Fix `--waves` / `--max-failure-rate` as the message says, e.g. `--waves 1,10:manual,50,100 --max-failure-rate 0.05`.',
+  },
+  E_CONFLICT: {
+    area: 'coordinator',
+    meaning:
+      'The change conflicts with the current state (a device already in another active rollout of the model, a name already taken).',
+    fix: 'The message names the conflicting object: finish or abort it first, or pick another name.',
+  },
+  E_NOT_FOUND: {
+    area: 'coordinator',
+    meaning: 'A named device, group, release, channel, key, operator or rollout does not exist.',
+    fix: 'Check the names listed in the message (`otactl device ls`, `release ls`, `rollout ls`).',
+  },
+  E_AUTH: {
+    area: 'coordinator',
+    meaning: 'Authentication failed: unknown user, wrong token, or an MQTT client id that is not the device id.',
+    fix: 'Use the token printed by `otactl device add` / `operator add`, or the admin token file in the data directory.',
+  },
+  E_FORBIDDEN: {
+    area: 'coordinator',
+    meaning:
+      'The operator role does not allow this operation (viewers only read; operators cannot manage operators or keys).',
+    fix: 'Ask an admin, or use an account with the role the message names.',
+  },
+  E_COMMAND: {
+    area: 'coordinator',
+    meaning: 'Unknown command operation.',
+    fix: 'See docs/commands.md for the list of operations.',
+  },
+  E_AUDIT_CHAIN: {
+    area: 'coordinator',
+    meaning: 'The audit chain does not verify: a row was changed, removed or inserted behind the coordinator.',
+    fix: 'Treat the database as tampered with; the message names the first bad sequence number. Restore from a backup and investigate.',
+  },
+  E_CONNECT: {
+    area: 'cli',
+    meaning: 'Could not connect to the coordinator (broker or HTTP).',
+    fix: 'Check that ota-coordinator runs and the URL (`--url` / `OTA_URL`) points at it.',
+  },
+  E_TIMEOUT: {
+    area: 'cli',
+    meaning: 'The coordinator did not answer in time.',
+    fix: 'Check the coordinator log; retry with a longer `--timeout`.',
   },
   E_INTERNAL: {
     area: 'any',

@@ -179,6 +179,30 @@ t.test('signed bytes whose content the inspection refuses are failed at once, ne
   );
 });
 
+t.test('an unreachable server is waited for without using up attempts', async (t) => {
+  let { state } = assignedV2();
+  const gen = state.models.det?.generation as number;
+  const unreachable = { code: 'E_UNREACHABLE', message: 'connect ECONNREFUSED' } as const;
+  for (let i = 0; i < 20; i++) {
+    const r = run(state, {
+      type: 'download_failed',
+      model: 'det',
+      generation: gen,
+      error: unreachable,
+      retryable: true,
+    });
+    state = r.state;
+    t.equal(state.models.det?.phase, 'downloading');
+    t.ok(r.effects.some((e) => e.type === 'retry_later'));
+    state = run(state, { type: 'retry_due', model: 'det', generation: gen }).state;
+  }
+  t.equal(state.models.det?.attempt, 1, 'twenty refusals later, still the first attempt');
+  t.same(state.models.det?.error, unreachable, 'the reason is reported meanwhile');
+  const other = { code: 'E_DOWNLOAD', message: 'HTTP 500' } as const;
+  state = run(state, { type: 'download_failed', model: 'det', generation: gen, error: other, retryable: true }).state;
+  t.equal(state.models.det?.attempt, 2, 'a server that answers badly does use an attempt');
+});
+
 t.test('bytes that do not match are fetched again, a bounded number of times', async (t) => {
   let { state } = assignedV2();
   const gen = state.models.det?.generation as number;

@@ -167,14 +167,14 @@ t.test('HTTP 500 is E_DOWNLOAD and leaves the part file alone', async (t) => {
   t.equal(srv.requests[0]?.range, 'bytes=100-');
 });
 
-t.test('connection refused is E_DOWNLOAD naming the cause', async (t) => {
+t.test('connection refused is E_UNREACHABLE naming the cause', async (t) => {
   const server = http.createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   await new Promise<void>((resolve) => server.close(() => resolve()));
   const part = path.join(t.testdir(), 'x.part');
   await t.rejects(downloadArtifact(request(`http://127.0.0.1:${port}/a`, part, randomBytes(10))), {
-    code: 'E_DOWNLOAD',
+    code: 'E_UNREACHABLE',
     message: /ECONNREFUSED/,
   });
 });

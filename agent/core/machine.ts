@@ -331,6 +331,18 @@ export function step(prev: AgentState, event: AgentEvent, ctx: StepContext): Ste
   return { state, effects };
 
   function retryOrFail(model: string, rec: ModelRecord, error: ErrorInfo, retryable: boolean) {
+    if (error.code === 'E_UNREACHABLE') {
+      // The server was never reached (a coordinator restart, a network outage): waiting for it
+      // costs no attempt, or a fleet would fail its downloads every time the coordinator restarts.
+      put(model, { error });
+      effects.push({
+        type: 'retry_later',
+        model,
+        generation: rec.generation,
+        delayMs: Math.min(ctx.limits.backoffMaxMs, ctx.limits.backoffBaseMs * 4),
+      });
+      return;
+    }
     if (retryable && rec.attempt < ctx.limits.maxAttempts) {
       put(model, { attempt: rec.attempt + 1, error });
       effects.push({

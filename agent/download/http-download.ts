@@ -461,8 +461,12 @@ function sizeMismatch(where: string, declared: number, expected: number): OtaErr
   return new OtaError('E_SIZE', `${where} declares ${declared} bytes, the signed size is ${expected}`);
 }
 
+/** Connection-level failures: the server was never reached, so no byte or attempt was spent on it. */
+const UNREACHABLE = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+
 function networkError(err: unknown, where: string): OtaError {
   const e = err as NodeJS.ErrnoException | undefined;
   const cause = e?.code && !e.message.includes(e.code) ? `${e.code}: ${e.message}` : (e?.message ?? String(err));
-  return new OtaError('E_DOWNLOAD', `download of ${where} failed: ${cause}`, { cause: err });
+  const code = e?.code && UNREACHABLE.has(e.code) ? 'E_UNREACHABLE' : 'E_DOWNLOAD';
+  return new OtaError(code, `download of ${where} failed: ${cause}`, { cause: err });
 }

@@ -1,11 +1,11 @@
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import type { Logger } from '../../shared/logger.js';
 import type { Status } from '../../shared/messages.js';
 import { encodePayload } from '../../shared/payload.js';
 import { settleWithin } from '../../shared/settle-within.js';
 import type { Topics } from '../../shared/topics.js';
-import type { Logger } from '../logger.js';
 
 export interface SessionOptions {
   url: string;

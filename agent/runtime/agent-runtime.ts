@@ -3,6 +3,7 @@ import { promises as fs } from 'node:fs';
 import { decodeDesiredMessage } from '../../shared/desired.js';
 import { OtaError, toOtaError } from '../../shared/errors.js';
 import { digestFile } from '../../shared/file-digest.js';
+import type { Logger } from '../../shared/logger.js';
 import type { Manifest } from '../../shared/manifest.js';
 import type { DeviceFacts, ErrorInfo, Status } from '../../shared/messages.js';
 import { encodePayload } from '../../shared/payload.js';
@@ -10,10 +11,17 @@ import { settleWithin } from '../../shared/settle-within.js';
 import { createTopics, type Topics } from '../../shared/topics.js';
 import type { AgentConfig } from '../config.js';
 import { type AgentState, emptyRecord, type Links, type Target } from '../core/agent-state.js';
-import { type AgentEvent, type AgentLimits, type Effect, isTerminal, linksAfterSwap, step } from '../core/machine.js';
+import {
+  type AgentEvent,
+  type AgentLimits,
+  buildReport,
+  type Effect,
+  isTerminal,
+  linksAfterSwap,
+  step,
+} from '../core/machine.js';
 import type { DownloadRequest, DownloadResult } from '../download/http-download.js';
 import type { ModelStore } from '../install/model-store.js';
-import type { Logger } from '../logger.js';
 import { MqttSession } from '../mqtt/session.js';
 import type { ProbeRequest, ProbeResult } from '../probe/run-probe.js';
 import type { StateStore } from '../state/state-store.js';
@@ -48,7 +56,14 @@ export interface RuntimeDeps {
   crashPoint: (point: CrashPoint) => void;
 }
 
-const RETRYABLE_DOWNLOAD = new Set(['E_DOWNLOAD', 'E_DOWNLOAD_TIMEOUT', 'E_DOWNLOAD_STALLED', 'E_SIZE', 'E_IO']);
+const RETRYABLE_DOWNLOAD = new Set([
+  'E_UNREACHABLE',
+  'E_DOWNLOAD',
+  'E_DOWNLOAD_TIMEOUT',
+  'E_DOWNLOAD_STALLED',
+  'E_SIZE',
+  'E_IO',
+]);
 
 /**
  * The imperative shell around the pure core (agent/core/machine.ts): it feeds events in one at a
@@ -91,7 +106,10 @@ export class AgentRuntime {
       random: deps.random,
       status: () => this.status(),
     });
-    this.session.on('connected', () => this.flushOutbox());
+    this.session.on('connected', () => {
+      this.resendCurrent();
+      this.flushOutbox();
+    });
     this.session.on('desired', (payload: Buffer) => this.onDesired(payload));
   }
 
@@ -416,6 +434,21 @@ export class AgentRuntime {
         resolve();
       });
     });
+  }
+
+  /**
+   * On every (re)connect with nothing queued, the current report is sent again: a coordinator
+   * that restarted (its embedded broker keeps retained messages in memory only) learns every
+   * device's state without waiting for the next transition. Idempotent for the coordinator.
+   */
+  private resendCurrent(): void {
+    if (this.state.outbox.length > 0 || Object.keys(this.state.models).length === 0) return;
+    const report = buildReport(this.state, this.deps.config.deviceId, this.deps.now().toISOString());
+    this.track(
+      this.session
+        .publish(this.topics.reported(this.deps.config.deviceId), encodePayload(report), true)
+        .catch(() => {}),
+    );
   }
 
   /** Sends queued reports in order, each acknowledged by the broker before it leaves the outbox. */

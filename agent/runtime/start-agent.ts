@@ -1,9 +1,9 @@
+import type { Logger } from '../../shared/logger.js';
 import { readPackageVersion } from '../../shared/version.js';
 import type { AgentConfig } from '../config.js';
 import { downloadArtifact } from '../download/http-download.js';
 import { readDeviceFacts } from '../facts.js';
 import { ModelStore } from '../install/model-store.js';
-import type { Logger } from '../logger.js';
 import { inspectModel } from '../probe/inspect-model.js';
 import { runProbe } from '../probe/run-probe.js';
 import { StateStore } from '../state/state-store.js';

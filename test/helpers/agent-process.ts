@@ -49,17 +49,17 @@ export interface LogLine {
   [key: string]: unknown;
 }
 
-/** One running `ota-agent` process with its parsed log lines. */
-export class AgentProcess {
+/** One running daemon (agent or coordinator) with its parsed pino log lines. */
+export class LoggedProcess {
   readonly logs: LogLine[] = [];
   stderr = '';
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   private readonly child: ChildProcess;
   private waiters: (() => void)[] = [];
 
-  constructor(configFile: string, env: NodeJS.ProcessEnv = {}) {
-    if (!existsSync(AGENT_MAIN)) throw new Error(`${AGENT_MAIN} is missing: run \`npm run build\` first`);
-    this.child = spawn(process.execPath, [AGENT_MAIN, '--config', configFile], {
+  constructor(main: string, args: string[], env: NodeJS.ProcessEnv = {}) {
+    if (!existsSync(main)) throw new Error(`${main} is missing: run \`npm run build\` first`);
+    this.child = spawn(process.execPath, [main, ...args], {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -123,5 +123,12 @@ export class AgentProcess {
   async stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGTERM');
     return this.exited;
+  }
+}
+
+/** One running `ota-agent` process. */
+export class AgentProcess extends LoggedProcess {
+  constructor(configFile: string, env: NodeJS.ProcessEnv = {}) {
+    super(AGENT_MAIN, ['--config', configFile], env);
   }
 }

@@ -1,0 +1,377 @@
+import type http from 'node:http';
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import tls from 'node:tls';
+import { Aedes, type AuthenticateError, type Client, type ConnectPacket, type PublishPacket } from 'aedes';
+import { createWebSocketStream, WebSocketServer } from 'ws';
+import { CommandRequestSchema, MetricsSchema, ReportedSchema, StatusSchema } from '../../shared/messages.js';
+import { decodePayload, MAX_PAYLOAD_BYTES } from '../../shared/payload.js';
+import type { Topics } from '../../shared/topics.js';
+import { canPublish, canSubscribe, checkClientId, ownsReplyClientId } from './acl.js';
+import type { Authenticate, Principal } from './principal.js';
+
+/**
+ * The coordinator's embedded MQTT 3.1.1 broker (Aedes 1.x) with the ACL of design section 3.
+ *
+ * - CONNECT: username and password are required and checked with `authenticate`; the client id
+ *   must fit the principal (acl.ts) and a will must be the device's own status. A refusal is a
+ *   CONNACK with return code 4 (bad user name or password) or 5 (not authorized).
+ * - PUBLISH: topic ACL, payload size cap, payload schema (and the reported deviceId, the command
+ *   replyTo). MQTT 3.1.1 has no way to tell a client its publish was refused (MQTT-3.3.5-2):
+ *   Aedes closes the connection, the message is neither delivered nor retained, and everybody
+ *   else is served as before.
+ * - SUBSCRIBE: a refused filter is granted 0x80 in the SUBACK and nothing is delivered on it;
+ *   the connection stays up.
+ *
+ * The coordinator publishes desired states, rollout summaries, audit events and replies itself
+ * with `publish()`, which bypasses the ACL.
+ */
+
+export interface BrokerLogger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+  debug(obj: object, msg?: string): void;
+}
+
+export interface AuthFailure {
+  clientId: string;
+  username: string | null;
+  reason: string;
+}
+
+export interface BrokerOptions {
+  topics: Topics;
+  authenticate: Authenticate;
+  logger: BrokerLogger;
+  /** Cap on every client payload, in bytes (default 256 KiB, shared/payload.ts). */
+  maxPayloadBytes?: number;
+  onAuthFailure?: (info: AuthFailure) => void;
+  /** An extra payload check after the built-in ones: the reason to refuse, or null. */
+  validate?: (topic: string, payload: Buffer, p: Principal, clientId: string) => string | null;
+}
+
+export interface Broker {
+  readonly aedes: Aedes;
+  /** Listens for MQTT over TCP (or TLS when `tls` is given); port 0 picks a free port. */
+  listen(port: number, host: string, tls?: { cert: Buffer; key: Buffer }): Promise<{ port: number }>;
+  /** Serves one connection made elsewhere (e.g. a WebSocket stream). */
+  handleStream(stream: Duplex, req?: http.IncomingMessage): void;
+  /** The principal of a connected client. */
+  principalOf(clientId: string): Principal | undefined;
+  /** Publishes as the coordinator, bypassing the ACL. */
+  publish(topic: string, payload: Buffer, opts: { retain: boolean; qos: 0 | 1 }): Promise<void>;
+  /** Disconnects every client and closes the listeners. */
+  close(): Promise<void>;
+}
+
+const BAD_USERNAME_OR_PASSWORD = 4;
+const NOT_AUTHORIZED = 5;
+const SERVER_UNAVAILABLE = 3;
+
+function authError(returnCode: 3 | 4 | 5, message: string): AuthenticateError {
+  return Object.assign(new Error(message), { returnCode }) as AuthenticateError;
+}
+
+function samePrincipal(a: Principal, b: Principal): boolean {
+  if (a.kind === 'device') return b.kind === 'device' && a.deviceId === b.deviceId;
+  return b.kind === 'operator' && a.name === b.name;
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+type Will = NonNullable<ConnectPacket['will']>;
+
+export async function createBroker(options: BrokerOptions): Promise<Broker> {
+  const { topics, logger } = options;
+  const maxBytes = options.maxPayloadBytes ?? MAX_PAYLOAD_BYTES;
+
+  /** Principals by connection, set when CONNECT is accepted. */
+  const principals = new WeakMap<Client, Principal>();
+  /** Wills as sent in CONNECT, read back when authenticating. */
+  const wills = new WeakMap<Client, Will>();
+  /** Registered clients by id, for principalOf(). */
+  const live = new Map<string, { client: Client; principal: Principal }>();
+
+  /** A reply topic of one of the publishing operator's own client ids (acl.ts ownsReplyClientId). */
+  function isOwnReplyTopic(replyTo: string, p: Principal): boolean {
+    try {
+      const reply = topics.parse(replyTo);
+      return reply.kind === 'reply' && ownsReplyClientId(p, reply.clientId);
+    } catch {
+      return false;
+    }
+  }
+
+  /** The reason to refuse a payload on `topic` (already allowed by the ACL), or null. */
+  function checkPayload(topic: string, payload: Buffer, p: Principal, clientId: string): string | null {
+    if (payload.length > maxBytes) return `payload is ${payload.length} bytes, the limit is ${maxBytes}`;
+    try {
+      const parsed = topics.parse(topic);
+      switch (parsed.kind) {
+        case 'reported': {
+          const reported = decodePayload(ReportedSchema, payload, `reported of ${parsed.deviceId}`, maxBytes);
+          if (reported.deviceId !== parsed.deviceId) {
+            return `reported payload names device ${reported.deviceId}, the topic ${parsed.deviceId}`;
+          }
+          break;
+        }
+        case 'status':
+          decodePayload(StatusSchema, payload, `status of ${parsed.deviceId}`, maxBytes);
+          break;
+        case 'metrics':
+          decodePayload(MetricsSchema, payload, `metrics of ${parsed.deviceId}`, maxBytes);
+          break;
+        case 'cmd': {
+          const request = decodePayload(CommandRequestSchema, payload, `command ${parsed.op}`, maxBytes);
+          if (!isOwnReplyTopic(request.replyTo, p)) {
+            return `command ${parsed.op}: replyTo ${JSON.stringify(request.replyTo.slice(0, 200))} must be a topic under ${topics.replyPrefix(clientId)} (or the reply prefix of another client id of yours)`;
+          }
+          break;
+        }
+        default:
+          return `no client publishes ${parsed.kind} payloads`;
+      }
+    } catch (err) {
+      return errorMessage(err);
+    }
+    if (options.validate) {
+      try {
+        return options.validate(topic, payload, p, clientId);
+      } catch (err) {
+        return `payload check failed: ${errorMessage(err)}`;
+      }
+    }
+    return null;
+  }
+
+  const aedes = await Aedes.createBroker({
+    preConnect(client, packet, callback) {
+      if (packet.will) wills.set(client, packet.will);
+      callback(null, true);
+    },
+
+    authenticate(client, username, password, done) {
+      const clientId = client.id;
+      const refuse = (returnCode: 3 | 4 | 5, reason: string) => {
+        logger.warn(
+          { clientId: clientId.slice(0, 128), username: username?.slice(0, 128) ?? null, returnCode, reason },
+          'mqtt connection refused',
+        );
+        try {
+          options.onAuthFailure?.({ clientId, username: username ?? null, reason });
+        } catch (err) {
+          logger.error({ err: errorMessage(err) }, 'onAuthFailure threw');
+        }
+        done(authError(returnCode, reason), null);
+      };
+      if (!username || !password || password.length === 0) {
+        refuse(BAD_USERNAME_OR_PASSWORD, 'username and password are required');
+        return;
+      }
+      let principal: Principal | null;
+      try {
+        principal = options.authenticate(username, password.toString('utf8'));
+      } catch (err) {
+        logger.error({ clientId, username, err: errorMessage(err) }, 'authenticate threw');
+        refuse(SERVER_UNAVAILABLE, 'authentication is unavailable');
+        return;
+      }
+      if (!principal) {
+        refuse(BAD_USERNAME_OR_PASSWORD, 'unknown user or wrong token');
+        return;
+      }
+      const idOk = checkClientId(principal, clientId);
+      if (idOk !== true) {
+        refuse(NOT_AUTHORIZED, idOk);
+        return;
+      }
+      // Only a device may take over a live session of another principal, and only its own id.
+      const holder = live.get(clientId);
+      if (holder && !samePrincipal(holder.principal, principal) && principal.kind !== 'device') {
+        refuse(NOT_AUTHORIZED, `client id ${clientId} is in use by another principal`);
+        return;
+      }
+      const will = wills.get(client);
+      if (will) {
+        const willOk = canPublish(
+          principal,
+          clientId,
+          will.topic,
+          { retain: Boolean(will.retain), will: true },
+          topics,
+        );
+        if (willOk !== true) {
+          refuse(NOT_AUTHORIZED, `will refused: ${willOk}`);
+          return;
+        }
+        const payloadProblem = checkPayload(will.topic, Buffer.from(will.payload), principal, clientId);
+        if (payloadProblem !== null) {
+          refuse(NOT_AUTHORIZED, `will refused: ${payloadProblem}`);
+          return;
+        }
+      }
+      principals.set(client, principal);
+      done(null, true);
+    },
+
+    authorizePublish(client, packet, callback) {
+      const refuse = (clientId: string, reason: string) => {
+        logger.warn({ clientId, topic: packet.topic.slice(0, 200), reason }, 'mqtt publish refused');
+        callback(new Error(reason));
+      };
+      if (client === null) {
+        // A will left by a connection of an earlier broker process; ours are checked at connect.
+        refuse('(none)', 'will without a live client');
+        return;
+      }
+      const principal = principals.get(client);
+      if (!principal) {
+        refuse(client.id, 'client is not authenticated');
+        return;
+      }
+      const allowed = canPublish(principal, client.id, packet.topic, { retain: packet.retain, will: false }, topics);
+      if (allowed !== true) {
+        refuse(client.id, allowed);
+        return;
+      }
+      const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+      const problem = checkPayload(packet.topic, payload, principal, client.id);
+      if (problem !== null) {
+        refuse(client.id, problem);
+        return;
+      }
+      callback(null);
+    },
+
+    authorizeSubscribe(client, subscription, callback) {
+      const principal = principals.get(client);
+      const allowed = principal
+        ? canSubscribe(principal, client.id, subscription.topic, topics)
+        : 'client is not authenticated';
+      if (allowed !== true) {
+        logger.warn(
+          { clientId: client.id, filter: subscription.topic.slice(0, 200), reason: allowed },
+          'mqtt subscribe refused',
+        );
+        callback(null, null);
+        return;
+      }
+      callback(null, subscription);
+    },
+  });
+
+  aedes.on('client', (client) => {
+    const principal = principals.get(client);
+    if (principal) live.set(client.id, { client, principal });
+  });
+  aedes.on('clientDisconnect', (client) => {
+    if (live.get(client.id)?.client === client) live.delete(client.id);
+  });
+  aedes.on('clientError', (client, err) => {
+    logger.debug({ clientId: client.id, err: err.message }, 'mqtt client error');
+  });
+  aedes.on('connectionError', (client, err) => {
+    logger.debug({ clientId: client.id, err: err.message }, 'mqtt connection error');
+  });
+
+  const servers = new Set<net.Server>();
+  const sockets = new Set<net.Socket>();
+  let closed: Promise<void> | null = null;
+
+  function handleStream(stream: Duplex, req?: http.IncomingMessage): void {
+    if (aedes.closed) {
+      stream.destroy();
+      return;
+    }
+    aedes.handle(stream, req);
+  }
+
+  async function listen(port: number, host: string, tlsOptions?: { cert: Buffer; key: Buffer }) {
+    if (closed) throw new Error('broker is closed');
+    const onSocket = (socket: net.Socket) => {
+      sockets.add(socket);
+      socket.once('close', () => sockets.delete(socket));
+    };
+    const server = tlsOptions
+      ? tls.createServer({ cert: tlsOptions.cert, key: tlsOptions.key }, (socket) => handleStream(socket))
+      : net.createServer((socket) => handleStream(socket));
+    server.on('connection', onSocket);
+    server.on('tlsClientError', (err: Error) => logger.debug({ err: err.message }, 'mqtt tls handshake failed'));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    server.on('error', (err) => logger.error({ err: err.message }, 'mqtt listener error'));
+    servers.add(server);
+    const bound = (server.address() as net.AddressInfo).port;
+    logger.info({ host, port: bound, tls: Boolean(tlsOptions) }, 'mqtt listening');
+    return { port: bound };
+  }
+
+  function publish(topic: string, payload: Buffer, opts: { retain: boolean; qos: 0 | 1 }): Promise<void> {
+    const packet: PublishPacket = { cmd: 'publish', topic, payload, qos: opts.qos, retain: opts.retain, dup: false };
+    return new Promise((resolve, reject) => {
+      aedes.publish(packet, (err) => (err ? reject(err) : resolve()));
+    });
+  }
+
+  async function doClose(): Promise<void> {
+    const stopped = [...servers].map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
+    await new Promise<void>((resolve) => aedes.close(() => resolve()));
+    // Aedes closed its clients; drop whatever is left (e.g. a connection that never sent CONNECT).
+    for (const socket of sockets) socket.destroy();
+    await Promise.all(stopped);
+    servers.clear();
+    live.clear();
+  }
+
+  return {
+    aedes,
+    listen,
+    handleStream,
+    principalOf: (clientId) => live.get(clientId)?.principal,
+    publish,
+    close() {
+      closed ??= doClose();
+      return closed;
+    },
+  };
+}
+
+/**
+ * Serves MQTT over WebSocket on `path` of an HTTP(S) server (e.g. Fastify's). Upgrades on other
+ * paths are left to other listeners, or refused when there are none. Closing the broker closes
+ * the WebSocket connections too.
+ */
+export function attachWebSocket(httpServer: http.Server, broker: Broker, path = '/mqtt'): WebSocketServer {
+  const wss = new WebSocketServer({ noServer: true });
+  const onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    if (url.pathname !== path) {
+      if (httpServer.listenerCount('upgrade') <= 1) socket.destroy();
+      return;
+    }
+    if (broker.aedes.closed) {
+      socket.destroy();
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      const stream = createWebSocketStream(ws);
+      stream.on('error', () => ws.terminate());
+      broker.handleStream(stream, req);
+    });
+  };
+  httpServer.on('upgrade', onUpgrade);
+  broker.aedes.once('closed', () => {
+    httpServer.off('upgrade', onUpgrade);
+    for (const ws of wss.clients) ws.terminate();
+    wss.close();
+  });
+  return wss;
+}

@@ -1,0 +1,126 @@
+import { randomBytes } from 'node:crypto';
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { OtaError } from '../../shared/errors.js';
+import { type CommandReply, CommandReplySchema } from '../../shared/messages.js';
+import { decodePayload, encodePayload } from '../../shared/payload.js';
+import { createTopics, type Topics } from '../../shared/topics.js';
+
+export interface CommandClientOptions {
+  /** mqtt://, mqtts://, ws:// or wss:// URL of the coordinator's broker. */
+  url: string;
+  user: string;
+  token: string;
+  topicPrefix?: string;
+  /** Per-request limit. Default 30 s. */
+  timeoutMs?: number;
+  /** Connection limit. Default 10 s. */
+  connectTimeoutMs?: number;
+  ca?: Buffer;
+}
+
+/**
+ * The command API over MQTT 3.1.1 (design section 3): a request on `cmd/{op}` with a
+ * `correlationId` and a `replyTo` under this client's own reply prefix, the reply matched by
+ * correlation id. Used by otactl, tests and the fleet simulator.
+ */
+export class CommandClient {
+  private readonly pending = new Map<string, (reply: CommandReply) => void>();
+  private readonly replyTopic: string;
+
+  private constructor(
+    readonly mqtt: MqttClient,
+    readonly clientId: string,
+    private readonly topics: Topics,
+    private readonly timeoutMs: number,
+  ) {
+    this.replyTopic = topics.reply(clientId, 'r');
+    mqtt.on('message', (topic, payload) => {
+      if (topic !== this.replyTopic) return;
+      try {
+        const reply = decodePayload(CommandReplySchema, payload, topic);
+        this.pending.get(reply.correlationId)?.(reply);
+      } catch {
+        // Not a reply we can read: the request it belonged to times out with a clear message.
+      }
+    });
+  }
+
+  static async connect(options: CommandClientOptions): Promise<CommandClient> {
+    const topics = createTopics(options.topicPrefix);
+    // Operator client ids start with the operator name (the broker ACL requires it).
+    const clientId = `${options.user}-otactl-${randomBytes(4).toString('hex')}`;
+    const connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
+    const opts: IClientOptions = {
+      clientId,
+      username: options.user,
+      password: options.token,
+      protocolVersion: 4,
+      clean: true,
+      reconnectPeriod: 0,
+      connectTimeout: connectTimeoutMs,
+      ...(options.ca ? { ca: options.ca } : {}),
+    };
+    const client = mqtt.connect(options.url, opts);
+    await new Promise<void>((resolve, reject) => {
+      const fail = (why: string) => {
+        client.end(true);
+        reject(new OtaError('E_CONNECT', `cannot connect to the coordinator at ${options.url}: ${why}`));
+      };
+      const timer = setTimeout(() => fail(`no answer within ${connectTimeoutMs} ms`), connectTimeoutMs);
+      client.once('connect', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      client.once('error', (err) => {
+        clearTimeout(timer);
+        const code = (err as { code?: number | string }).code;
+        if (code === 4 || code === 5 || /Not authorized|Bad username/i.test(err.message)) {
+          client.end(true);
+          reject(
+            new OtaError(
+              'E_AUTH',
+              `the coordinator refused user ${options.user}: wrong token, or not allowed (check --user/--token-file or OTA_USER/OTA_TOKEN)`,
+            ),
+          );
+        } else fail(err.message);
+      });
+      client.once('close', () => {
+        clearTimeout(timer);
+        fail('connection closed');
+      });
+    });
+    const c = new CommandClient(client, clientId, topics, options.timeoutMs ?? 30_000);
+    const granted = await client.subscribeAsync(c.replyTopic, { qos: 1 });
+    if (granted[0]?.qos === 128) throw new OtaError('E_FORBIDDEN', `cannot subscribe to ${c.replyTopic}`);
+    return c;
+  }
+
+  /** Sends one command; resolves its result or throws the coordinator's error as an OtaError. */
+  async call<T = unknown>(op: string, args: Record<string, unknown> = {}): Promise<T> {
+    const correlationId = randomBytes(8).toString('hex');
+    const reply = await new Promise<CommandReply>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(correlationId);
+        reject(new OtaError('E_TIMEOUT', `${op}: no reply from the coordinator within ${this.timeoutMs} ms`));
+      }, this.timeoutMs);
+      this.pending.set(correlationId, (r) => {
+        clearTimeout(timer);
+        this.pending.delete(correlationId);
+        resolve(r);
+      });
+      this.mqtt
+        .publishAsync(this.topics.cmd(op), encodePayload({ correlationId, replyTo: this.replyTopic, args }), { qos: 1 })
+        .catch((err: Error) => {
+          clearTimeout(timer);
+          this.pending.delete(correlationId);
+          reject(new OtaError('E_CONNECT', `${op}: could not send the command: ${err.message}`));
+        });
+    });
+    if (!reply.ok) throw new OtaError(reply.error.code as never, reply.error.message);
+    return reply.result as T;
+  }
+
+  async close(): Promise<void> {
+    await this.mqtt.endAsync();
+  }
+}

@@ -1,0 +1,165 @@
+import { z } from 'zod';
+import { EnvelopeSchema } from '../../shared/envelope.js';
+import { OtaError } from '../../shared/errors.js';
+import { ID_PATTERN, VERSION_PATTERN } from '../../shared/names.js';
+import type { FleetService } from '../fleet/fleet-service.js';
+import type { RolloutService } from '../rollout/rollout-service.js';
+import { parseWaves } from '../rollout/strategy.js';
+import type { Store } from '../store/store.js';
+import type { Op } from './ops.js';
+
+export interface CommandContext {
+  store: Store;
+  fleet: FleetService;
+  rollouts: RolloutService;
+  /** Size of an uploaded artifact, or null when it is not in the artifact store. */
+  artifactSize: (sha256: string) => Promise<number | null>;
+  actor: string;
+}
+
+const id = z.string().regex(ID_PATTERN, 'use 1-64 letters, digits, ".", "_" or "-"');
+const version = z.string().regex(VERSION_PATTERN, 'use 1-64 letters, digits, ".", "_", "+" or "-"');
+const labels = z.record(id, z.string().min(1).max(128)).refine((l) => Object.keys(l).length <= 32, 'at most 32 labels');
+const rolloutId = z.strictObject({ id });
+
+/** Argument schemas, one per op; unknown keys are refused so a typo is not silently ignored. */
+const ARGS = {
+  'key.add': z.strictObject({ key: z.unknown(), name: z.string().min(1).max(64).optional() }),
+  'key.ls': z.strictObject({}),
+  'key.revoke': z.strictObject({
+    keyId: z.string().regex(/^[0-9a-f]{32}$/, 'a key id: 32 hex digits, as `otactl key ls` shows'),
+  }),
+  'device.add': z.strictObject({ id, labels: labels.optional(), channel: id.optional() }),
+  'device.ls': z.strictObject({}),
+  'device.show': z.strictObject({ id }),
+  'device.rm': z.strictObject({ id }),
+  'group.create': z.strictObject({
+    name: id,
+    devices: z.array(id).min(1).max(100_000).optional(),
+    selector: labels.optional(),
+  }),
+  'group.ls': z.strictObject({}),
+  'release.publish': z.strictObject({ envelope: EnvelopeSchema, channel: id.optional() }),
+  'release.ls': z.strictObject({ model: id.optional() }),
+  'channel.set': z.strictObject({ model: id, channel: id, version, yes: z.boolean().optional() }),
+  'channel.ls': z.strictObject({}),
+  'rollout.create': z.strictObject({
+    id: id.optional(),
+    model: id,
+    version,
+    group: id.optional(),
+    devices: z.array(id).min(1).max(100_000).optional(),
+    selector: labels.optional(),
+    waves: z.union([z.string().min(1).max(2000), z.array(z.unknown()).max(100)]),
+    maxFailureRate: z.number().optional(),
+    channel: id.optional(),
+  }),
+  'rollout.ls': z.strictObject({ all: z.boolean().optional() }),
+  'rollout.status': rolloutId,
+  'rollout.approve': rolloutId,
+  'rollout.promote': rolloutId,
+  'rollout.halt': z.strictObject({ id, reason: z.string().min(1).max(2000) }),
+  'rollout.resume': rolloutId,
+  'rollout.abort': z.strictObject({ id, policy: z.enum(['keep', 'revert']).default('keep') }),
+  'audit.ls': z.strictObject({
+    rolloutId: id.optional(),
+    afterSeq: z.number().int().min(0).optional(),
+    limit: z.number().int().min(1).max(1000).optional(),
+  }),
+  'audit.verify': z.strictObject({}),
+  'audit.export': z.strictObject({
+    afterSeq: z.number().int().min(0).optional(),
+    limit: z.number().int().min(1).max(1000).optional(),
+  }),
+  'operator.add': z.strictObject({ name: id, role: z.enum(['admin', 'operator', 'viewer']) }),
+  'operator.ls': z.strictObject({}),
+} satisfies Record<Op, z.ZodType>;
+
+type Args<O extends Op> = z.infer<(typeof ARGS)[O]>;
+type Handler<O extends Op> = (args: Args<O>, ctx: CommandContext) => unknown;
+
+export function parseArgs<O extends Op>(op: O, args: unknown): Args<O> {
+  const parsed = ARGS[op].safeParse(args ?? {});
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const where = issue?.path.length ? `argument ${issue.path.join('.')}` : 'arguments';
+    throw new OtaError('E_USAGE', `${op}: ${where}: ${issue?.message ?? 'invalid'}`);
+  }
+  return parsed.data as Args<O>;
+}
+
+/** A device as `device ls` shows it: the last reported state of each model. */
+function deviceRow(d: ReturnType<Store['listDevices']>[number]) {
+  const models: Record<string, unknown> = {};
+  for (const [model, m] of Object.entries(d.lastReport?.models ?? {})) {
+    models[model] = { state: m.state, version: m.version, current: m.current, error: m.error };
+  }
+  return {
+    id: d.id,
+    labels: d.labels,
+    channel: d.channel,
+    online: d.online,
+    lastSeen: d.lastSeen,
+    agentVersion: d.agentVersion,
+    models,
+  };
+}
+
+export const HANDLERS: { [O in Op]: Handler<O> } = {
+  'key.add': (a, c) => c.fleet.addKey({ key: a.key, name: a.name }, c.actor),
+  'key.ls': (_a, c) => c.store.listKeys(),
+  'key.revoke': (a, c) => c.fleet.revokeKey(a.keyId, c.actor),
+  'device.add': (a, c) => c.fleet.addDevice({ id: a.id, labels: a.labels, channel: a.channel }, c.actor),
+  'device.ls': (_a, c) => c.store.listDevices().map(deviceRow),
+  'device.show': (a, c) => c.fleet.showDevice(a.id),
+  'device.rm': (a, c) => c.fleet.removeDevice(a.id, c.actor),
+  'group.create': (a, c) => c.fleet.createGroup({ name: a.name, devices: a.devices, selector: a.selector }, c.actor),
+  'group.ls': (_a, c) => c.store.listGroups(),
+  'release.publish': async (a, c) => {
+    const manifest = JSON.parse(a.envelope.manifest) as { sha256?: string };
+    const size = typeof manifest.sha256 === 'string' ? await c.artifactSize(manifest.sha256) : null;
+    if (size === null) {
+      throw new OtaError(
+        'E_NOT_FOUND',
+        'the artifact of this release is not on the coordinator: upload it with the envelope (`otactl release publish` does, over HTTP POST /releases)',
+      );
+    }
+    return c.fleet.publishRelease(
+      { envelope: a.envelope, sha256: manifest.sha256 as string, size, channel: a.channel ?? null },
+      c.actor,
+    );
+  },
+  'release.ls': (a, c) => c.store.listReleases(a.model).map(({ envelope: _e, ...rest }) => rest),
+  'channel.set': (a, c) => c.fleet.setChannel(a, c.actor),
+  'channel.ls': (_a, c) => c.store.listChannels(),
+  'rollout.create': (a, c) =>
+    c.rollouts.create(
+      {
+        id: a.id,
+        model: a.model,
+        version: a.version,
+        target: { group: a.group, devices: a.devices, selector: a.selector },
+        strategy: {
+          waves: typeof a.waves === 'string' ? parseWaves(a.waves) : a.waves,
+          maxFailureRate: a.maxFailureRate ?? 0,
+        },
+        channel: a.channel,
+      },
+      c.actor,
+    ),
+  'rollout.ls': (a, c) => c.store.listRollouts(a.all ? {} : {}).map((r) => c.rollouts.status(r.id).summary),
+  'rollout.status': (a, c) => c.rollouts.status(a.id),
+  'rollout.approve': (a, c) => c.rollouts.act(a.id, { type: 'approve', actor: c.actor }),
+  'rollout.promote': (a, c) => c.rollouts.act(a.id, { type: 'promote', actor: c.actor }),
+  'rollout.halt': (a, c) => c.rollouts.act(a.id, { type: 'halt', actor: c.actor, reason: a.reason }),
+  'rollout.resume': (a, c) => c.rollouts.act(a.id, { type: 'resume', actor: c.actor }),
+  'rollout.abort': (a, c) => c.rollouts.act(a.id, { type: 'abort', actor: c.actor, policy: a.policy }),
+  'audit.ls': (a, c) => c.store.listAudit({ rolloutId: a.rolloutId, afterSeq: a.afterSeq, limit: a.limit ?? 100 }),
+  'audit.verify': (_a, c) => c.store.verifyAudit(),
+  'audit.export': (a, c) => ({
+    events: c.store.listAudit({ afterSeq: a.afterSeq ?? 0, limit: a.limit ?? 1000 }),
+    verdict: c.store.verifyAudit(),
+  }),
+  'operator.add': (a, c) => c.fleet.addOperator(a.name, a.role, c.actor),
+  'operator.ls': (_a, c) => c.store.listOperators(),
+};

@@ -1,0 +1,51 @@
+import type { Role } from '../store/records.js';
+
+/**
+ * Every operation of the command API (`ota/v1/cmd/{op}`, design sections 3 and 7) with the
+ * least role that may call it. Viewers read; operators publish releases, move channels and run
+ * rollouts; admins also manage devices, groups, trusted keys and operators. The broker ACL
+ * refuses a publish to a command the principal's role may not call; the command handler checks
+ * again (defence in depth).
+ */
+export const OPS = {
+  'key.add': 'admin',
+  'key.ls': 'viewer',
+  'key.revoke': 'admin',
+  'device.add': 'admin',
+  'device.ls': 'viewer',
+  'device.show': 'viewer',
+  'device.rm': 'admin',
+  'group.create': 'admin',
+  'group.ls': 'viewer',
+  'release.publish': 'operator',
+  'release.ls': 'viewer',
+  'channel.set': 'operator',
+  'channel.ls': 'viewer',
+  'rollout.create': 'operator',
+  'rollout.ls': 'viewer',
+  'rollout.status': 'viewer',
+  'rollout.approve': 'operator',
+  'rollout.promote': 'operator',
+  'rollout.halt': 'operator',
+  'rollout.resume': 'operator',
+  'rollout.abort': 'operator',
+  'audit.ls': 'viewer',
+  'audit.verify': 'viewer',
+  'audit.export': 'viewer',
+  'operator.add': 'admin',
+  'operator.ls': 'admin',
+} as const satisfies Record<string, Role>;
+
+export type Op = keyof typeof OPS;
+
+const RANK: Record<Role, number> = { viewer: 0, operator: 1, admin: 2 };
+
+export function isOp(op: string): op is Op {
+  return Object.hasOwn(OPS, op);
+}
+
+/** Whether `role` may call `op`; unknown ops are allowed through to get an E_COMMAND reply. */
+export function roleAllows(role: Role, op: string): boolean {
+  if (!isOp(op)) return true;
+  return RANK[role] >= RANK[OPS[op]];
+}

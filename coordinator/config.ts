@@ -1,0 +1,95 @@
+import path from 'node:path';
+import { z } from 'zod';
+import { OtaError } from '../shared/errors.js';
+import { DEFAULT_PREFIX } from '../shared/topics.js';
+
+/**
+ * `ota-coordinator` settings (design section 6): flags, then environment, then the embedded
+ * defaults that need nothing installed. Every setting is listed with its default in
+ * docs/coordinator.md.
+ */
+export const CoordinatorConfigSchema = z.strictObject({
+  /** SQLite database, coordinator key, admin token and artifacts live here. */
+  dataDir: z.string().min(1),
+  /** Address both servers bind. 127.0.0.1 by default: expose it deliberately. */
+  host: z.string().min(1),
+  mqttPort: z.number().int().min(0).max(65535),
+  httpPort: z.number().int().min(0).max(65535),
+  tls: z.strictObject({ certFile: z.string().min(1), keyFile: z.string().min(1) }).nullable(),
+  /** How devices reach the broker and the HTTP server (written into agent configs). */
+  publicMqttUrl: z.string().url().nullable(),
+  publicHttpUrl: z.string().url().nullable(),
+  topicPrefix: z.string().min(1),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+  /** Signatures from distinct trusted keys a release needs (also written into agent configs). */
+  releaseThreshold: z.number().int().min(1).max(16),
+  /** Largest artifact accepted by upload. */
+  maxArtifactBytes: z.number().int().min(1),
+});
+export type CoordinatorConfig = z.infer<typeof CoordinatorConfigSchema>;
+
+export interface CoordinatorFlags {
+  data?: string;
+  host?: string;
+  mqttPort?: string | number;
+  httpPort?: string | number;
+  tlsCert?: string;
+  tlsKey?: string;
+  publicMqttUrl?: string;
+  publicHttpUrl?: string;
+  logLevel?: string;
+}
+
+const ENV = {
+  data: 'OTA_DATA',
+  host: 'OTA_HOST',
+  mqttPort: 'OTA_MQTT_PORT',
+  httpPort: 'OTA_HTTP_PORT',
+  tlsCert: 'OTA_TLS_CERT',
+  tlsKey: 'OTA_TLS_KEY',
+  publicMqttUrl: 'OTA_PUBLIC_MQTT_URL',
+  publicHttpUrl: 'OTA_PUBLIC_HTTP_URL',
+  logLevel: 'OTA_LOG_LEVEL',
+} as const;
+
+function port(value: string | number | undefined, fallback: number, name: string): number {
+  if (value === undefined || value === '') return fallback;
+  const n = typeof value === 'number' ? value : Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) {
+    throw new OtaError('E_CONFIG', `${name}: ${JSON.stringify(value)} is not a port number (0-65535)`);
+  }
+  return n;
+}
+
+export function resolveCoordinatorConfig(flags: CoordinatorFlags, env: NodeJS.ProcessEnv): CoordinatorConfig {
+  const pick = <K extends keyof typeof ENV>(k: K): string | undefined => {
+    const v = flags[k] ?? env[ENV[k]];
+    return v === undefined || v === '' ? undefined : String(v);
+  };
+  // Under systemd (StateDirectory=) the data lives in $STATE_DIRECTORY.
+  const dataDir = path.resolve(pick('data') ?? env.STATE_DIRECTORY ?? '.ota-data');
+  const cert = pick('tlsCert');
+  const key = pick('tlsKey');
+  if (Boolean(cert) !== Boolean(key)) {
+    throw new OtaError('E_CONFIG', '--tls-cert and --tls-key go together: give both (PEM files) or neither');
+  }
+  const raw = {
+    dataDir,
+    host: pick('host') ?? '127.0.0.1',
+    mqttPort: port(pick('mqttPort'), 1883, '--mqtt-port'),
+    httpPort: port(pick('httpPort'), 8080, '--http-port'),
+    tls: cert && key ? { certFile: path.resolve(cert), keyFile: path.resolve(key) } : null,
+    publicMqttUrl: pick('publicMqttUrl') ?? null,
+    publicHttpUrl: pick('publicHttpUrl') ?? null,
+    topicPrefix: env.OTA_TOPIC_PREFIX || DEFAULT_PREFIX,
+    logLevel: pick('logLevel') ?? 'info',
+    releaseThreshold: env.OTA_RELEASE_THRESHOLD ? Number(env.OTA_RELEASE_THRESHOLD) : 1,
+    maxArtifactBytes: env.OTA_MAX_ARTIFACT_BYTES ? Number(env.OTA_MAX_ARTIFACT_BYTES) : 4 * 1024 ** 3,
+  };
+  const parsed = CoordinatorConfigSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new OtaError('E_CONFIG', `${issue?.path.join('.') || 'config'}: ${issue?.message ?? 'invalid'}`);
+  }
+  return parsed.data;
+}

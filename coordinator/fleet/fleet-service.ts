@@ -1,0 +1,336 @@
+import { type Envelope, verifyArtifact, verifyEnvelope } from '../../shared/envelope.js';
+import { OtaError } from '../../shared/errors.js';
+import { publicKeyFromJson, publicKeyToJson } from '../../shared/keys.js';
+import type { AuditEvent } from '../../shared/messages.js';
+import { assertSafeName } from '../../shared/names.js';
+import { encodePayload } from '../../shared/payload.js';
+import type { Topics } from '../../shared/topics.js';
+import type { DesiredPublisher, OutgoingMessage } from '../desired/desired-publisher.js';
+import { hashToken, newToken } from '../identity/tokens.js';
+import type { AuditDraft, ChannelRecord, DeviceRecord, ReleaseRecord, Role } from '../store/records.js';
+import type { Store } from '../store/store.js';
+
+/** Above this many devices, `channel set` re-targets only with `yes: true` (design section 6). */
+export const CHANNEL_CONFIRM_ABOVE = 5;
+
+export interface FleetServiceDeps {
+  store: Store;
+  desired: DesiredPublisher;
+  topics: Topics;
+  publish: (messages: OutgoingMessage[]) => Promise<void>;
+  now: () => Date;
+  releaseThreshold: number;
+  /** What an enrolled device needs besides its own id and token. */
+  agentConfigBase: () => {
+    broker: { url: string };
+    artifactsUrl: string;
+    coordinatorKey: { keyId: string; publicKey: string };
+  };
+  onAudit?: (events: AuditEvent[]) => void;
+}
+
+/**
+ * Devices, operators, trusted keys, groups, releases and channels: the writes other than rollouts.
+ * Each change and its audit rows commit in one transaction; desired-state messages it causes
+ * (enrolment, channel moves) are published after the commit.
+ */
+export class FleetService {
+  constructor(private readonly deps: FleetServiceDeps) {}
+
+  private audit(drafts: AuditDraft[]): void {
+    const events = this.deps.store.appendAudit(drafts, this.deps.now().toISOString());
+    this.pendingAudit.push(...events);
+  }
+
+  private pendingAudit: AuditEvent[] = [];
+
+  /** Runs `fn` in a transaction, then publishes its desired messages and audit events. */
+  private write<T>(fn: () => { result: T; desiredFor?: string[] }): T {
+    this.pendingAudit = [];
+    const { result, messages } = this.deps.store.transaction(() => {
+      const out = fn();
+      return { result: out.result, messages: this.deps.desired.prepare(out.desiredFor ?? []) };
+    });
+    const audit = this.pendingAudit;
+    this.pendingAudit = [];
+    this.deps.onAudit?.(audit);
+    void this.deps.publish([
+      ...messages,
+      ...audit.map((e) => ({ topic: this.deps.topics.audit(), payload: encodePayload(e), retain: false })),
+    ]);
+    return result;
+  }
+
+  trustPolicy() {
+    const keys = this.deps.store
+      .listKeys()
+      .filter((k) => !k.revoked)
+      .map((k) => publicKeyFromJson({ keyId: k.keyId, publicKey: k.publicKey }, `trusted key ${k.keyId}`));
+    return { keys, threshold: this.deps.releaseThreshold };
+  }
+
+  // ---- keys ----
+
+  addKey(input: { key: unknown; name?: string | undefined }, actor: string) {
+    const key = publicKeyFromJson(input.key, 'key');
+    const json = publicKeyToJson(key);
+    return this.write(() => {
+      const record = this.deps.store.addKey({
+        keyId: json.keyId,
+        publicKey: json.publicKey,
+        name: input.name ?? null,
+        now: this.deps.now().toISOString(),
+      });
+      this.audit([{ actor, action: 'key.added', subject: `key:${json.keyId}`, details: { name: input.name ?? null } }]);
+      return { result: record };
+    });
+  }
+
+  revokeKey(keyId: string, actor: string) {
+    return this.write(() => {
+      if (!this.deps.store.revokeKey(keyId)) {
+        throw new OtaError('E_NOT_FOUND', `no trusted key ${keyId}: see \`otactl key ls\``);
+      }
+      this.audit([{ actor, action: 'key.revoked', subject: `key:${keyId}`, details: {} }]);
+      return { result: { keyId, revoked: true } };
+    });
+  }
+
+  // ---- operators ----
+
+  addOperator(name: string, role: Role, actor: string): { name: string; role: Role; token: string } {
+    assertSafeName('client id', name);
+    const clash = this.deps.store.listDevices().find((d) => d.id === name || d.id.startsWith(`${name}-`));
+    if (clash) {
+      // An operator's MQTT client ids are `name` and `name-...`: they must never be a device's.
+      throw new OtaError('E_CONFLICT', `operator name ${name} clashes with device ${clash.id}; pick another name`);
+    }
+    const token = newToken();
+    return this.write(() => {
+      this.deps.store.addOperator({ name, role, tokenHash: hashToken(token), now: this.deps.now().toISOString() });
+      this.audit([{ actor, action: 'operator.added', subject: `operator:${name}`, details: { role } }]);
+      return { result: { name, role, token } };
+    });
+  }
+
+  // ---- devices ----
+
+  addDevice(
+    input: { id: string; labels?: Record<string, string> | undefined; channel?: string | undefined },
+    actor: string,
+  ) {
+    const id = assertSafeName('device id', input.id);
+    const channel = input.channel ?? 'stable';
+    assertSafeName('device id', channel);
+    const owner = this.deps.store.listOperators().find((o) => id === o.name || id.startsWith(`${o.name}-`));
+    if (owner) {
+      // That id is one of the operator's MQTT client ids (`name` or `name-...`).
+      throw new OtaError(
+        'E_CONFLICT',
+        `device id ${id} clashes with operator ${owner.name}'s client ids; pick another id`,
+      );
+    }
+    const token = newToken();
+    const { store } = this.deps;
+    const device = this.write(() => {
+      const now = this.deps.now().toISOString();
+      const record = store.addDevice({ id, labels: input.labels ?? {}, channel, tokenHash: hashToken(token), now });
+      // Enrolment: the device gets its channel's release of every model that has one.
+      const enrolled: string[] = [];
+      for (const ch of store.listChannels().filter((c) => c.channel === channel)) {
+        store.setDesired({
+          deviceId: id,
+          model: ch.model,
+          releaseId: ch.releaseId,
+          rolloutId: null,
+          source: 'enrolment',
+          updatedAt: now,
+        });
+        enrolled.push(ch.releaseId);
+      }
+      this.audit([
+        {
+          actor,
+          action: 'device.enrolled',
+          subject: `device:${id}`,
+          details: { labels: record.labels, channel, releases: enrolled },
+        },
+      ]);
+      return { result: record, desiredFor: enrolled.length > 0 ? [id] : [] };
+    });
+    const policy = this.trustPolicy();
+    const agentConfig = {
+      deviceId: id,
+      ...this.deps.agentConfigBase(),
+      token,
+      trustedKeys: policy.keys.map((k) => publicKeyToJson(k)),
+      threshold: policy.threshold,
+    };
+    return { device, token, agentConfig };
+  }
+
+  removeDevice(id: string, actor: string) {
+    return this.write(() => {
+      if (!this.deps.store.removeDevice(id)) {
+        throw new OtaError('E_NOT_FOUND', `no device ${JSON.stringify(id)}: see \`otactl device ls\``);
+      }
+      this.audit([{ actor, action: 'device.removed', subject: `device:${id}`, details: {} }]);
+      return { result: { id, removed: true } };
+    });
+  }
+
+  showDevice(id: string): DeviceRecord & { desired: unknown[]; history: unknown[] } {
+    const device = this.deps.store.getDevice(id);
+    if (!device) throw new OtaError('E_NOT_FOUND', `no device ${JSON.stringify(id)}: see \`otactl device ls\``);
+    return {
+      ...device,
+      desired: this.deps.store.listDesiredFor(id),
+      history: this.deps.store.listHistory(id, 50),
+    };
+  }
+
+  // ---- groups ----
+
+  createGroup(
+    input: { name: string; devices?: string[] | undefined; selector?: Record<string, string> | undefined },
+    actor: string,
+  ) {
+    assertSafeName('device id', input.name);
+    if ((input.devices === undefined) === (input.selector === undefined)) {
+      throw new OtaError('E_USAGE', 'a group is either a device list (--devices a,b,c) or a selector (--selector k=v)');
+    }
+    if (input.devices) {
+      const unknown = input.devices.filter((d) => !this.deps.store.getDevice(d));
+      if (unknown.length > 0) {
+        throw new OtaError(
+          'E_NOT_FOUND',
+          `unknown device(s): ${unknown.join(', ')}; enrol them first (\`otactl device add\`)`,
+        );
+      }
+    }
+    return this.write(() => {
+      const group = this.deps.store.createGroup({
+        name: input.name,
+        devices: input.devices ? [...new Set(input.devices)] : null,
+        selector: input.selector ?? null,
+        now: this.deps.now().toISOString(),
+      });
+      this.audit([
+        {
+          actor,
+          action: 'group.created',
+          subject: `group:${input.name}`,
+          details: { devices: group.devices, selector: group.selector },
+        },
+      ]);
+      return { result: group };
+    });
+  }
+
+  // ---- releases ----
+
+  /**
+   * Makes a release out of an uploaded artifact: the envelope must verify against the trusted
+   * release keys (threshold), and the artifact's size and sha256 must be the manifest's. The
+   * coordinator never holds a release key (design section 4), so this is the same check a device
+   * makes, done early so a bad release never reaches one.
+   */
+  publishRelease(
+    input: { envelope: Envelope; sha256: string; size: number; channel: string | null },
+    actor: string,
+  ): ReleaseRecord & { channel: ChannelRecord | null; retargeted: number } {
+    const { store } = this.deps;
+    const policy = this.trustPolicy();
+    if (policy.keys.length === 0) {
+      throw new OtaError(
+        'E_UNKNOWN_KEY',
+        'no trusted release keys on the coordinator: add one first (`otactl key add release.key.pub`)',
+      );
+    }
+    const { manifest } = verifyEnvelope(input.envelope, policy, { now: this.deps.now() });
+    verifyArtifact(manifest, { size: input.size, sha256: input.sha256 });
+    const id = `${manifest.model}@${manifest.version}`;
+    if (store.getRelease(id)) throw new OtaError('E_CONFLICT', `release ${id} already exists; publish a new version`);
+    const release = this.write(() => {
+      const record = store.addRelease({
+        id,
+        model: manifest.model,
+        version: manifest.version,
+        counter: manifest.counter,
+        sha256: manifest.sha256,
+        size: manifest.size,
+        envelope: input.envelope,
+        publishedBy: actor,
+        publishedAt: this.deps.now().toISOString(),
+      });
+      this.audit([
+        {
+          actor,
+          action: 'release.published',
+          subject: `release:${id}`,
+          details: { sha256: manifest.sha256, size: manifest.size, counter: manifest.counter, floor: manifest.floor },
+        },
+      ]);
+      return { result: record };
+    });
+    if (!input.channel) return { ...release, channel: null, retargeted: 0 };
+    const moved = this.setChannel(
+      { model: manifest.model, channel: input.channel, version: manifest.version, yes: true },
+      actor,
+    );
+    return { ...release, channel: moved.channel, retargeted: moved.retargeted.length };
+  }
+
+  /**
+   * Points a channel at a release and re-targets every device that follows the channel, except
+   * those in an active rollout of the model (the rollout owns them until it ends).
+   */
+  setChannel(input: { model: string; channel: string; version: string; yes?: boolean | undefined }, actor: string) {
+    const { store } = this.deps;
+    assertSafeName('device id', input.channel);
+    const releaseId = `${input.model}@${input.version}`;
+    if (!store.getRelease(releaseId)) {
+      throw new OtaError('E_NOT_FOUND', `no release ${releaseId}: see \`otactl release ls --model ${input.model}\``);
+    }
+    const followers = store.listDevices().filter((d) => d.channel === input.channel);
+    const inRollout = followers.filter((d) => store.activeRolloutsFor(d.id, input.model).length > 0).map((d) => d.id);
+    const retarget = followers
+      .map((d) => d.id)
+      .filter((id) => !inRollout.includes(id) && store.getDesired(id, input.model)?.releaseId !== releaseId);
+    if (retarget.length > CHANNEL_CONFIRM_ABOVE && !input.yes) {
+      throw new OtaError(
+        'E_USAGE',
+        `moving ${input.channel} re-targets ${retarget.length} devices at once; confirm with --yes, or use a rollout (\`otactl rollout create\`) to go in waves`,
+      );
+    }
+    return this.write(() => {
+      const now = this.deps.now().toISOString();
+      const channel = store.setChannel({ model: input.model, channel: input.channel, releaseId, now });
+      for (const deviceId of retarget) {
+        store.setDesired({
+          deviceId,
+          model: input.model,
+          releaseId,
+          rolloutId: null,
+          source: 'channel',
+          updatedAt: now,
+        });
+      }
+      this.audit([
+        {
+          actor,
+          action: 'channel.moved',
+          subject: `channel:${input.model}/${input.channel}`,
+          details: {
+            model: input.model,
+            channel: input.channel,
+            releaseId,
+            retargeted: retarget.length,
+            skippedInRollout: inRollout,
+          },
+        },
+      ]);
+      return { result: { channel, retargeted: retarget, skippedInRollout: inRollout }, desiredFor: retarget };
+    });
+  }
+}

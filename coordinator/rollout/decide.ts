@@ -1,0 +1,419 @@
+import { OtaError } from '../../shared/errors.js';
+import type { ModelState, RolloutStatus } from '../../shared/messages.js';
+import {
+  type Approval,
+  type AuditDraft,
+  type Decision,
+  FAILED_DEVICE_STATES,
+  type Rollout,
+  type RolloutDevice,
+  type RolloutDeviceState,
+  type RolloutEvent,
+  TERMINAL_DEVICE_STATES,
+} from './types.js';
+
+/**
+ * The rollout engine (design section 6): a pure function of the stored rollout, its device rows,
+ * one event and the clock. The shell writes the returned patch, device rows, assignments and
+ * audit rows in one transaction, then publishes.
+ *
+ * Rules, in the words of the design:
+ * - A wave is complete when every live (online) device of the waves started so far is terminal
+ *   (healthy, rolled_back, failed); offline devices never block. An empty wave is complete at once.
+ * - On completion of the current wave: the last wave completes the rollout (and moves the
+ *   channel); the next wave starts at once when its gate is `auto` (or the rollout was promoted),
+ *   else the rollout parks in `waiting_approval`.
+ * - Halt rule, after every report: rate = (failed + rolled_back - acknowledged) / devices assigned
+ *   so far; above `maxFailureRate` (strictly) the rollout halts, in the same decision.
+ * - A device's terminal outcome is final for the rollout: later reports of the same device are
+ *   left to the shell's device history (so failure counts never go down and acknowledged
+ *   failures stay meaningful).
+ */
+export function decide(rollout: Rollout, devices: RolloutDevice[], event: RolloutEvent, now: string): Decision {
+  const ctx = new Context(rollout, devices, now);
+  switch (event.type) {
+    case 'start':
+      onStart(ctx);
+      break;
+    case 'report':
+      onReport(ctx, event);
+      break;
+    case 'presence':
+      onPresence(ctx, event.deviceId, event.online);
+      break;
+    case 'approve':
+      onApprove(ctx, event.actor);
+      break;
+    case 'promote':
+      onPromote(ctx, event.actor);
+      break;
+    case 'halt':
+      onHalt(ctx, event.actor, event.reason);
+      break;
+    case 'resume':
+      onResume(ctx, event.actor);
+      break;
+    case 'abort':
+      onAbort(ctx, event.actor, event.policy);
+      break;
+    default: {
+      const unknown: never = event;
+      throw new OtaError('E_INTERNAL', `unknown rollout event ${JSON.stringify(unknown)}`);
+    }
+  }
+  return ctx.decision();
+}
+
+const SYSTEM = 'coordinator';
+const MAX_REASON = 2000;
+const ACTIVE: readonly RolloutStatus[] = ['running', 'waiting_approval'];
+const OPS_BY_STATUS: Record<RolloutStatus, string> = {
+  running: 'promote, halt, abort',
+  waiting_approval: 'approve, promote, halt, abort',
+  halted: 'resume, abort',
+  completed: 'none (the rollout is finished)',
+  aborted: 'none (the rollout is finished)',
+};
+
+export function isTerminal(state: RolloutDeviceState): boolean {
+  return TERMINAL_DEVICE_STATES.includes(state);
+}
+
+export function isFailed(state: RolloutDeviceState): boolean {
+  return FAILED_DEVICE_STATES.includes(state);
+}
+
+/** The gate in front of wave `index` as it applies now: wave 0 and promoted rollouts are auto. */
+export function effectiveApproval(rollout: Rollout, index: number): Approval {
+  if (index === 0 || rollout.promoted) return 'auto';
+  return rollout.strategy.waves[index]?.approval ?? 'auto';
+}
+
+export interface FailureStats {
+  /** Devices in rolled_back or failed. */
+  count: number;
+  acknowledged: number;
+  /** Devices assigned so far (every device whose wave started). */
+  assigned: number;
+  /** max(0, count - acknowledged) / assigned; 0 when nothing is assigned. */
+  rate: number;
+}
+
+export function failureStats(rollout: Rollout, devices: readonly RolloutDevice[]): FailureStats {
+  let count = 0;
+  let assigned = 0;
+  for (const d of devices) {
+    if (d.state !== 'pending') assigned++;
+    if (isFailed(d.state)) count++;
+  }
+  const unacknowledged = Math.max(0, count - rollout.acknowledgedFailures);
+  return {
+    count,
+    acknowledged: rollout.acknowledgedFailures,
+    assigned,
+    rate: assigned === 0 ? 0 : unacknowledged / assigned,
+  };
+}
+
+/**
+ * True when every live device of the waves started so far (index <= currentWave) is terminal.
+ * Devices in `pending` belong to later waves; `reverted` only exists after abort.
+ */
+export function currentWaveComplete(rollout: Rollout, devices: readonly RolloutDevice[]): boolean {
+  return devices.every(
+    (d) => d.wave > rollout.currentWave || !d.online || d.state === 'pending' || isTerminal(d.state),
+  );
+}
+
+/** The working copy one decision edits; it records exactly what changed. */
+class Context {
+  readonly rollout: Rollout;
+  readonly devices: RolloutDevice[];
+  private readonly byId = new Map<string, RolloutDevice>();
+  private readonly changedDevices = new Set<string>();
+  private readonly patch: Partial<Rollout> = {};
+  private readonly assignments: Decision['assignments'] = [];
+  private readonly audits: AuditDraft[] = [];
+  private channelMove: Decision['channelMove'] = null;
+
+  constructor(
+    rollout: Rollout,
+    devices: RolloutDevice[],
+    readonly now: string,
+  ) {
+    this.rollout = { ...rollout };
+    this.devices = devices.map((d) => ({ ...d, error: d.error ? { ...d.error } : null }));
+    for (const d of this.devices) this.byId.set(d.deviceId, d);
+  }
+
+  device(id: string): RolloutDevice | undefined {
+    return this.byId.get(id);
+  }
+
+  set<K extends keyof Rollout>(key: K, value: Rollout[K]): void {
+    if (this.rollout[key] === value) return;
+    this.rollout[key] = value;
+    this.patch[key] = value;
+  }
+
+  updateDevice(device: RolloutDevice, change: Partial<Omit<RolloutDevice, 'deviceId' | 'wave'>>): void {
+    let changed = false;
+    for (const [key, value] of Object.entries(change) as [keyof typeof change, unknown][]) {
+      if (device[key] !== value) {
+        (device as unknown as Record<string, unknown>)[key] = value;
+        changed = true;
+      }
+    }
+    if (changed) this.changedDevices.add(device.deviceId);
+  }
+
+  assign(device: RolloutDevice): void {
+    this.updateDevice(device, { state: 'assigned', assignedAt: this.now });
+    this.assignments.push({ deviceId: device.deviceId, kind: 'assign', releaseId: this.rollout.releaseId });
+  }
+
+  revert(device: RolloutDevice): void {
+    this.updateDevice(device, { state: 'reverted' });
+    this.assignments.push({ deviceId: device.deviceId, kind: 'revert', releaseId: device.previousReleaseId });
+  }
+
+  audit(actor: string, action: string, details: Record<string, unknown>): void {
+    this.audits.push({
+      actor,
+      action,
+      subject: `rollout:${this.rollout.id}`,
+      details: { rolloutId: this.rollout.id, ...details },
+    });
+  }
+
+  moveChannel(): void {
+    this.channelMove = { channel: this.rollout.channel, model: this.rollout.model, releaseId: this.rollout.releaseId };
+  }
+
+  decision(): Decision {
+    const devices = this.devices.filter((d) => this.changedDevices.has(d.deviceId));
+    const changed =
+      Object.keys(this.patch).length > 0 ||
+      devices.length > 0 ||
+      this.assignments.length > 0 ||
+      this.audits.length > 0 ||
+      this.channelMove !== null;
+    const patch: Partial<Rollout> = changed ? { ...this.patch, updatedAt: this.now } : {};
+    return { patch, devices, assignments: this.assignments, audit: this.audits, channelMove: this.channelMove };
+  }
+}
+
+function refuse(ctx: Context, op: string): never {
+  const status = ctx.rollout.status;
+  throw new OtaError(
+    'E_ROLLOUT_STATE',
+    `cannot ${op} rollout ${ctx.rollout.id}: it is ${status}; operations that apply now: ${OPS_BY_STATUS[status]}`,
+  );
+}
+
+/** Assigns the pending devices of wave `index` and makes it the current wave. */
+function startWave(ctx: Context, index: number, actor: string): void {
+  let count = 0;
+  for (const d of ctx.devices) {
+    if (d.wave === index && d.state === 'pending') {
+      ctx.assign(d);
+      count++;
+    }
+  }
+  ctx.set('currentWave', index);
+  ctx.audit(actor, 'rollout.wave_started', { wave: index, devices: count });
+}
+
+/**
+ * While the rollout runs and its current wave is complete: complete the rollout, park at a manual
+ * gate, or start the next wave (empty waves pass straight through).
+ */
+function advance(ctx: Context, actor: string): void {
+  const r = ctx.rollout;
+  while (r.status === 'running' && currentWaveComplete(r, ctx.devices)) {
+    const next = r.currentWave + 1;
+    if (next >= r.strategy.waves.length) {
+      ctx.set('status', 'completed');
+      const outcome = { healthy: 0, rolled_back: 0, failed: 0, unfinished: 0 };
+      for (const d of ctx.devices) {
+        if (d.state === 'healthy' || d.state === 'rolled_back' || d.state === 'failed') outcome[d.state]++;
+        else outcome.unfinished++;
+      }
+      ctx.audit(actor, 'rollout.completed', {
+        model: r.model,
+        version: r.version,
+        releaseId: r.releaseId,
+        channel: r.channel,
+        devices: ctx.devices.length,
+        ...outcome,
+      });
+      ctx.moveChannel();
+      return;
+    }
+    if (effectiveApproval(r, next) === 'manual') {
+      ctx.set('status', 'waiting_approval');
+      ctx.audit(actor, 'rollout.gate_waiting', { wave: next });
+      return;
+    }
+    startWave(ctx, next, actor);
+  }
+}
+
+function formatRate(rate: number, max: number): [string, string] {
+  for (let digits = 2; digits < 8; digits++) {
+    const a = rate.toFixed(digits);
+    const b = max.toFixed(digits);
+    if (a !== b) return [a, b];
+  }
+  return [String(rate), String(max)];
+}
+
+/** The automatic halt: true when it tripped. */
+function applyHaltRule(ctx: Context, trigger: Record<string, unknown>): boolean {
+  const r = ctx.rollout;
+  if (!ACTIVE.includes(r.status)) return false;
+  const stats = failureStats(r, ctx.devices);
+  const max = r.strategy.maxFailureRate;
+  if (!(stats.rate > max)) return false;
+  const [rate, maxText] = formatRate(stats.rate, max);
+  const unacknowledged = stats.count - stats.acknowledged;
+  const ack = stats.acknowledged > 0 ? `, ${stats.acknowledged} more acknowledged` : '';
+  ctx.set('status', 'halted');
+  ctx.set(
+    'haltReason',
+    `failure rate ${rate} (${unacknowledged} of ${stats.assigned} assigned${ack}) exceeds max ${maxText} in wave ${r.currentWave}`,
+  );
+  ctx.audit(SYSTEM, 'rollout.halted', {
+    manual: false,
+    wave: r.currentWave,
+    failures: stats.count,
+    acknowledged: stats.acknowledged,
+    assigned: stats.assigned,
+    rate: stats.rate,
+    maxFailureRate: max,
+    reason: r.haltReason,
+    ...trigger,
+  });
+  return true;
+}
+
+function onStart(ctx: Context): void {
+  const r = ctx.rollout;
+  if (r.status !== 'running' || r.currentWave !== 0 || ctx.devices.some((d) => d.state !== 'pending')) {
+    throw new OtaError(
+      'E_ROLLOUT_STATE',
+      `cannot start rollout ${r.id}: it already started (status ${r.status}, wave ${r.currentWave}); start is only the first event after create`,
+    );
+  }
+  startWave(ctx, 0, SYSTEM);
+  advance(ctx, SYSTEM);
+}
+
+const REPORTABLE: readonly RolloutDeviceState[] = ['assigned', 'downloading', 'verifying', 'applying', 'probing'];
+
+function onReport(ctx: Context, event: Extract<RolloutEvent, { type: 'report' }>): void {
+  const r = ctx.rollout;
+  if (r.status === 'completed' || r.status === 'aborted') return;
+  if (event.version !== r.version) return;
+  const device = ctx.device(event.deviceId);
+  // Not started (pending), terminal outcome already recorded, or reverted: nothing to act on.
+  if (!device || !REPORTABLE.includes(device.state)) return;
+  const state: ModelState = event.state;
+  if (state === 'idle' || state === device.state) return;
+  if (state === 'healthy' || state === 'rolled_back' || state === 'failed') {
+    const error = state === 'healthy' ? null : (event.error ?? null);
+    ctx.updateDevice(device, { state, finishedAt: ctx.now, error: error ? { ...error } : null });
+    ctx.audit(SYSTEM, 'rollout.device_outcome', {
+      device: device.deviceId,
+      wave: device.wave,
+      state,
+      ...(error ? { error: { code: error.code, message: error.message } } : {}),
+    });
+  } else {
+    ctx.updateDevice(device, { state });
+  }
+  if (applyHaltRule(ctx, { device: device.deviceId })) return;
+  advance(ctx, SYSTEM);
+}
+
+function onPresence(ctx: Context, deviceId: string, online: boolean): void {
+  const r = ctx.rollout;
+  if (r.status === 'completed' || r.status === 'aborted') return;
+  const device = ctx.device(deviceId);
+  if (!device || device.online === online) return;
+  ctx.updateDevice(device, { online });
+  advance(ctx, SYSTEM);
+}
+
+function onApprove(ctx: Context, actor: string): void {
+  const r = ctx.rollout;
+  if (r.status !== 'waiting_approval') refuse(ctx, 'approve');
+  const next = r.currentWave + 1;
+  ctx.set('status', 'running');
+  ctx.audit(actor, 'rollout.approved', { wave: next, actor });
+  startWave(ctx, next, actor);
+  advance(ctx, actor);
+}
+
+function onPromote(ctx: Context, actor: string): void {
+  const r = ctx.rollout;
+  if (!ACTIVE.includes(r.status)) refuse(ctx, 'promote');
+  const waiting = r.status === 'waiting_approval';
+  ctx.set('promoted', true);
+  ctx.audit(actor, 'rollout.promoted', { wave: r.currentWave, actor });
+  if (waiting) {
+    ctx.set('status', 'running');
+    startWave(ctx, r.currentWave + 1, actor);
+  }
+  advance(ctx, actor);
+}
+
+function onHalt(ctx: Context, actor: string, reason: string): void {
+  const r = ctx.rollout;
+  if (!ACTIVE.includes(r.status)) refuse(ctx, 'halt');
+  const text = reason.trim() === '' ? `halted by ${actor}` : reason.trim().slice(0, MAX_REASON);
+  const stats = failureStats(r, ctx.devices);
+  ctx.set('status', 'halted');
+  ctx.set('haltReason', text);
+  ctx.audit(actor, 'rollout.halted', {
+    manual: true,
+    reason: text,
+    actor,
+    wave: r.currentWave,
+    failures: stats.count,
+    acknowledged: stats.acknowledged,
+    assigned: stats.assigned,
+    rate: stats.rate,
+    maxFailureRate: r.strategy.maxFailureRate,
+  });
+}
+
+function onResume(ctx: Context, actor: string): void {
+  const r = ctx.rollout;
+  if (r.status !== 'halted') refuse(ctx, 'resume');
+  const stats = failureStats(r, ctx.devices);
+  ctx.set('acknowledgedFailures', stats.count);
+  ctx.set('status', 'running');
+  ctx.set('haltReason', null);
+  ctx.audit(actor, 'rollout.resumed', { acknowledged: stats.count, actor, wave: r.currentWave });
+  if (applyHaltRule(ctx, {})) return;
+  advance(ctx, actor);
+}
+
+function onAbort(ctx: Context, actor: string, policy: 'keep' | 'revert'): void {
+  const r = ctx.rollout;
+  if (r.status === 'completed' || r.status === 'aborted') refuse(ctx, 'abort');
+  let reverted = 0;
+  if (policy === 'revert') {
+    for (const d of ctx.devices) {
+      if (d.state !== 'pending' && d.state !== 'reverted') {
+        ctx.revert(d);
+        reverted++;
+      }
+    }
+  }
+  const from = r.status;
+  ctx.set('status', 'aborted');
+  ctx.set('abortPolicy', policy);
+  ctx.audit(actor, 'rollout.aborted', { policy, reverted, actor, wave: r.currentWave, from });
+}

@@ -1,0 +1,138 @@
+import { OtaError } from '../../shared/errors.js';
+import type { Approval, Strategy, WaveSpec } from './types.js';
+
+/**
+ * Rollout strategies (design section 6): waves of strictly increasing cumulative percents ending
+ * at 100, each gated `auto` or `manual`, and a `maxFailureRate` in [0, 1). Every refusal is an
+ * `E_STRATEGY` error whose message names what is wrong and how to fix it.
+ */
+
+export const MAX_WAVES = 100;
+export const DEFAULT_MAX_FAILURE_RATE = 0;
+
+const EXAMPLE = 'e.g. --waves 1,10:manual,50,100';
+const PERCENT_TEXT = /^([+-]?\d+(?:\.\d+)?)%?$/;
+
+function fail(message: string): never {
+  throw new OtaError('E_STRATEGY', message);
+}
+
+/**
+ * Parses the CLI syntax `1,10:manual,50,100`: cumulative percents, each optionally followed by
+ * `:manual` or `:auto` (default `auto`). The result is validated like `validateStrategy` does.
+ */
+export function parseWaves(text: string): WaveSpec[] {
+  const trimmed = text.trim();
+  if (trimmed === '') fail(`--waves is empty: give cumulative percents ending at 100, ${EXAMPLE}`);
+  const waves = trimmed.split(',').map((raw, i): WaveSpec => {
+    const item = raw.trim();
+    if (item === '') fail(`wave ${i} of --waves "${text}" is empty (two commas in a row?): ${EXAMPLE}`);
+    const parts = item.split(':');
+    if (parts.length > 2)
+      fail(`wave ${i} "${item}" has more than one ":": write PERCENT or PERCENT:manual, ${EXAMPLE}`);
+    const percentText = (parts[0] ?? '').trim();
+    const match = PERCENT_TEXT.exec(percentText);
+    if (!match) {
+      fail(`percent of wave ${i} "${percentText}" is not a number: write a number in (0, 100], ${EXAMPLE}`);
+    }
+    const approvalText = parts[1]?.trim().toLowerCase();
+    let approval: Approval = 'auto';
+    if (approvalText !== undefined) {
+      if (approvalText !== 'auto' && approvalText !== 'manual') {
+        fail(`approval of wave ${i} "${parts[1]}" is unknown: use ":manual" or ":auto" (default auto), ${EXAMPLE}`);
+      }
+      approval = approvalText;
+    }
+    return { percent: Number(match[1]), approval };
+  });
+  return validateWaves(waves);
+}
+
+/** Checks an untrusted strategy (command payload, stored row) and returns a normalized copy. */
+export function validateStrategy(s: unknown): Strategy {
+  if (typeof s !== 'object' || s === null || Array.isArray(s)) {
+    fail('the strategy must be an object { waves: [{ percent, approval }], maxFailureRate }');
+  }
+  const record = s as Record<string, unknown>;
+  for (const key of Object.keys(record)) {
+    if (key !== 'waves' && key !== 'maxFailureRate') {
+      fail(`the strategy has an unknown field "${key}": only "waves" and "maxFailureRate" are allowed`);
+    }
+  }
+  const waves = validateWaves(record.waves);
+  const maxFailureRate = validateMaxFailureRate(record.maxFailureRate);
+  return { waves, maxFailureRate };
+}
+
+function validateMaxFailureRate(value: unknown): number {
+  if (value === undefined) return DEFAULT_MAX_FAILURE_RATE;
+  const fix = 'give a number in [0, 1), e.g. --max-failure-rate 0.05 (0: the first failure halts)';
+  if (typeof value !== 'number' || Number.isNaN(value)) {
+    fail(`maxFailureRate ${describe(value)} is not a number: ${fix}`);
+  }
+  if (!(value >= 0 && value < 1)) fail(`maxFailureRate ${value} is outside [0, 1): ${fix}`);
+  return value;
+}
+
+function validateWaves(value: unknown): WaveSpec[] {
+  if (!Array.isArray(value)) {
+    fail(`waves ${describe(value)} is not a list: give cumulative percents ending at 100, ${EXAMPLE}`);
+  }
+  if (value.length === 0) fail(`waves is empty: give at least one wave, and the last at 100, ${EXAMPLE}`);
+  if (value.length > MAX_WAVES) fail(`${value.length} waves is more than the maximum of ${MAX_WAVES}: merge waves`);
+  const waves: WaveSpec[] = value.map((w: unknown, i) => validateWave(w, i));
+  for (let i = 1; i < waves.length; i++) {
+    const prev = (waves[i - 1] as WaveSpec).percent;
+    const cur = (waves[i] as WaveSpec).percent;
+    if (cur <= prev) {
+      fail(
+        `wave percents must strictly increase (they are cumulative): wave ${i} has ${cur} after ${prev} in wave ${i - 1}; ${EXAMPLE}`,
+      );
+    }
+  }
+  const last = waves[waves.length - 1] as WaveSpec;
+  if (last.percent !== 100) {
+    fail(`the last wave must be 100 (the whole target), not ${last.percent}: append 100, ${EXAMPLE}`);
+  }
+  if ((waves[0] as WaveSpec).approval === 'manual') {
+    fail(
+      'wave 0 cannot be manual: the first wave starts when the rollout is created; put ":manual" on a later wave to gate it, e.g. --waves 1,10:manual,100',
+    );
+  }
+  return waves;
+}
+
+function validateWave(w: unknown, i: number): WaveSpec {
+  if (typeof w !== 'object' || w === null || Array.isArray(w)) {
+    fail(`wave ${i} ${describe(w)} is not an object { percent, approval }`);
+  }
+  const record = w as Record<string, unknown>;
+  for (const key of Object.keys(record)) {
+    if (key !== 'percent' && key !== 'approval') {
+      fail(`wave ${i} has an unknown field "${key}": only "percent" and "approval" are allowed`);
+    }
+  }
+  const percent = record.percent;
+  if (typeof percent !== 'number' || Number.isNaN(percent)) {
+    fail(`percent of wave ${i} ${describe(percent)} is not a number: give a number in (0, 100]`);
+  }
+  if (!(percent > 0 && percent <= 100)) {
+    fail(`percent of wave ${i} is ${percent}: it must be in (0, 100] (cumulative share of the target)`);
+  }
+  const approval = record.approval ?? 'auto';
+  if (approval !== 'auto' && approval !== 'manual') {
+    fail(`approval of wave ${i} ${describe(approval)} is unknown: use "auto" or "manual"`);
+  }
+  return { percent, approval };
+}
+
+function describe(value: unknown): string {
+  if (typeof value === 'number') return String(value);
+  if (value === undefined) return '(missing)';
+  try {
+    const json = JSON.stringify(value);
+    return json === undefined ? String(value) : json.length > 60 ? `${json.slice(0, 57)}...` : json;
+  } catch {
+    return String(value);
+  }
+}

@@ -1,0 +1,267 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { isOtaError } from '../shared/errors.js';
+import { publicKeyToJson } from '../shared/keys.js';
+import type { Logger } from '../shared/logger.js';
+import { CommandRequestSchema, type Reported, ReportedSchema, StatusSchema } from '../shared/messages.js';
+import { decodePayload, encodePayload } from '../shared/payload.js';
+import { signerFor } from '../shared/signatures.js';
+import { createTopics } from '../shared/topics.js';
+import { readPackageVersion } from '../shared/version.js';
+import { attachWebSocket, createBroker } from './broker/create-broker.js';
+import { runCommand } from './commands/dispatch.js';
+import type { CoordinatorConfig } from './config.js';
+import { DesiredPublisher, type OutgoingMessage } from './desired/desired-publisher.js';
+import { FleetService } from './fleet/fleet-service.js';
+import { ArtifactStore } from './http/artifact-store.js';
+import { createHttpServer } from './http/http-server.js';
+import { createMetrics } from './http/metrics.js';
+import { AuthFailureAudit } from './identity/auth-failure-audit.js';
+import { storeAuthenticator } from './identity/authenticate.js';
+import { ensureAdminToken, loadOrCreateCoordinatorKey } from './identity/bootstrap.js';
+import { RolloutService } from './rollout/rollout-service.js';
+import type { HistoryRecord } from './store/records.js';
+import { openStore } from './store/sqlite-store.js';
+
+export interface RunningCoordinator {
+  mqttUrl: string;
+  httpUrl: string;
+  adminTokenFile: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Wires the coordinator (design section 6): SQLite store, coordinator key and admin token,
+ * Aedes broker (TCP and WebSocket at /mqtt), HTTP (artifacts, upload, /healthz, /metrics), the
+ * fleet and rollout services, and the routes from MQTT messages to them. At start it republishes
+ * every desired state and rollout summary (Aedes keeps retained messages in memory only) and
+ * continues the active rollouts where the database says they are.
+ */
+export async function startCoordinator(
+  config: CoordinatorConfig,
+  options: { logger: Logger; now?: () => Date },
+): Promise<RunningCoordinator> {
+  const { logger } = options;
+  const now = options.now ?? (() => new Date());
+  await fs.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  const store = openStore(path.join(config.dataDir, 'coordinator.db'));
+  const closers: (() => Promise<void> | void)[] = [() => store.close()];
+  const stopAll = async () => {
+    for (const close of closers.reverse()) {
+      try {
+        await close();
+      } catch (err) {
+        logger.warn({ err: (err as Error).message }, 'error while stopping');
+      }
+    }
+  };
+  try {
+    const key = await loadOrCreateCoordinatorKey(config.dataDir);
+    const topics = createTopics(config.topicPrefix);
+    const metrics = createMetrics();
+    const tls = config.tls
+      ? { cert: await fs.readFile(config.tls.certFile), key: await fs.readFile(config.tls.keyFile) }
+      : undefined;
+    const artifacts = new ArtifactStore(path.join(config.dataDir, 'artifacts', 'sha256'));
+
+    // Set once the broker exists; publishing before that is a bug.
+    let publishOne: (m: OutgoingMessage) => Promise<void> = async () => {
+      throw new Error('publish before the broker started');
+    };
+    const publish = async (messages: OutgoingMessage[]) => {
+      for (const m of messages) {
+        try {
+          await publishOne(m);
+        } catch (err) {
+          logger.error({ topic: m.topic, err: (err as Error).message }, 'publish failed');
+        }
+      }
+    };
+    const desired = new DesiredPublisher({ store, topics, signer: signerFor(key, { fast: true }), now });
+    const onAudit = () => metrics.auditRows.set(store.auditCount());
+    let publicMqttUrl = config.publicMqttUrl ?? '';
+    let publicHttpUrl = config.publicHttpUrl ?? '';
+    const fleet = new FleetService({
+      store,
+      desired,
+      topics,
+      publish,
+      now,
+      releaseThreshold: config.releaseThreshold,
+      agentConfigBase: () => ({
+        broker: { url: publicMqttUrl },
+        artifactsUrl: publicHttpUrl,
+        coordinatorKey: publicKeyToJson(key),
+      }),
+      onAudit,
+    });
+    const rollouts = new RolloutService({
+      store,
+      desired,
+      topics,
+      publish,
+      now,
+      onAudit,
+      onSummary: (s) => {
+        if (s.status === 'halted') metrics.rolloutHalts.inc();
+      },
+    });
+    const authenticate = storeAuthenticator(store);
+    const authFailures = new AuthFailureAudit({ store, now, logger });
+    const broker = await createBroker({
+      topics,
+      authenticate,
+      logger,
+      onAuthFailure: (info) => {
+        metrics.authFailures.inc();
+        authFailures.record({ clientId: info.clientId, username: info.username ?? '', reason: info.reason });
+      },
+    });
+    closers.push(() => broker.close());
+    publishOne = (m) => broker.publish(m.topic, m.payload, { retain: m.retain, qos: 1 });
+
+    const commandContext = {
+      store,
+      fleet,
+      rollouts,
+      artifactSize: async (sha256: string) => {
+        if (!/^[0-9a-f]{64}$/.test(sha256)) return null;
+        return fs.stat(artifacts.path(sha256)).then(
+          (s) => s.size,
+          () => null,
+        );
+      },
+    };
+
+    const onReported = (deviceId: string, report: Reported) => {
+      const device = store.getDevice(deviceId);
+      if (!device) return;
+      const ts = now().toISOString();
+      const history: HistoryRecord[] = [];
+      for (const [model, m] of Object.entries(report.models)) {
+        const before = device.lastReport?.models[model];
+        if (before && before.state === m.state && before.version === m.version && before.updatedAt === m.updatedAt)
+          continue;
+        history.push({
+          deviceId,
+          model,
+          state: m.state,
+          version: m.version,
+          rolloutId: m.rolloutId,
+          error: m.error,
+          ts,
+        });
+      }
+      store.transaction(() => {
+        store.setDeviceReport(deviceId, report, ts);
+        if (history.length > 0) store.appendHistory(history);
+      });
+      metrics.reports.inc();
+      rollouts.onReport(deviceId, report);
+    };
+    const onPresence = (deviceId: string, online: boolean, status?: { facts?: unknown; agentVersion?: string }) => {
+      if (!store.getDevice(deviceId)) return;
+      store.setDevicePresence(
+        deviceId,
+        online,
+        now().toISOString(),
+        status?.facts ? { facts: status.facts as never, agentVersion: status.agentVersion ?? null } : undefined,
+      );
+      rollouts.onPresence(deviceId, online);
+      metrics.connectedDevices.set(store.listDevices().filter((d) => d.online).length);
+    };
+
+    broker.aedes.on('publish', (packet, client) => {
+      if (!client) return; // our own publishes
+      const principal = broker.principalOf(client.id);
+      if (!principal) return;
+      void (async () => {
+        try {
+          const parsed = topics.parse(packet.topic);
+          if (parsed.kind === 'reported' && principal.kind === 'device') {
+            onReported(parsed.deviceId, decodePayload(ReportedSchema, packet.payload as Buffer, packet.topic));
+          } else if (parsed.kind === 'status' && principal.kind === 'device') {
+            const status = decodePayload(StatusSchema, packet.payload as Buffer, packet.topic);
+            onPresence(parsed.deviceId, status.online, status);
+          } else if (parsed.kind === 'cmd') {
+            const request = decodePayload(CommandRequestSchema, packet.payload as Buffer, packet.topic);
+            const reply = await runCommand(parsed.op, request, principal, commandContext, logger);
+            await publishOne({ topic: request.replyTo, payload: encodePayload(reply), retain: false });
+          }
+        } catch (err) {
+          // The broker validated the payload already; anything here is logged, never fatal.
+          const level = isOtaError(err) ? 'warn' : 'error';
+          logger[level]({ topic: packet.topic, err: (err as Error).message }, 'message not processed');
+        }
+      })();
+    });
+    broker.aedes.on('clientDisconnect', (client) => {
+      const principal = broker.principalOf(client.id);
+      if (principal?.kind === 'device') {
+        try {
+          onPresence(principal.deviceId, false);
+        } catch (err) {
+          logger.error({ err: (err as Error).message }, 'presence update failed');
+        }
+      }
+    });
+
+    const http = createHttpServer({
+      artifacts,
+      metrics,
+      logger,
+      authenticate: (username: string, token: string) => authenticate(username, token),
+      publishRelease: async (input) => {
+        const release = fleet.publishRelease(
+          { envelope: input.envelope, sha256: input.sha256, size: input.size, channel: input.channel },
+          input.actor,
+        );
+        const { envelope: _e, ...rest } = release;
+        return rest;
+      },
+      health: () => ({ ok: true, details: { devices: store.listDevices().length } }),
+      maxUploadBytes: config.maxArtifactBytes,
+      tls,
+    });
+    closers.push(() => http.close());
+    attachWebSocket(http.server, broker, '/mqtt');
+
+    const mqtt = await broker.listen(config.mqttPort, config.host, tls);
+    const web = await http.listen(config.httpPort, config.host);
+    const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+    const mqttUrl = `${tls ? 'mqtts' : 'mqtt'}://${host}:${mqtt.port}`;
+    const httpUrl = `${tls ? 'https' : 'http'}://${host}:${web.port}`;
+    publicMqttUrl = config.publicMqttUrl ?? mqttUrl;
+    publicHttpUrl = config.publicHttpUrl ?? httpUrl;
+
+    // Retained state again: Aedes keeps it in memory, so a restart starts empty.
+    const republish = store.transaction(() => desired.prepare(store.devicesWithDesired()));
+    await publish([...republish, ...rollouts.summaries()]);
+    metrics.auditRows.set(store.auditCount());
+
+    const admin = await ensureAdminToken(
+      config.dataDir,
+      store,
+      { mqttUrl: publicMqttUrl, httpUrl: publicHttpUrl },
+      now().toISOString(),
+    );
+    if (admin.warning) logger.warn(admin.warning);
+    logger.info(
+      {
+        mqtt: mqttUrl,
+        http: httpUrl,
+        websocket: `${httpUrl.replace(/^http/, 'ws')}/mqtt`,
+        dataDir: config.dataDir,
+        adminTokenFile: admin.file,
+        version: readPackageVersion(),
+        devices: store.listDevices().length,
+        activeRollouts: store.listRollouts({ active: true }).length,
+      },
+      `ota-coordinator ready: mqtt ${mqttUrl}, http ${httpUrl}`,
+    );
+    return { mqttUrl, httpUrl, adminTokenFile: admin.file, stop: stopAll };
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+}

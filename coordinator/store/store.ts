@@ -1,0 +1,110 @@
+import type { AuditEvent } from '../../shared/messages.js';
+import type {
+  AuditDraft,
+  AuditVerdict,
+  ChannelRecord,
+  DesiredRecord,
+  DeviceRecord,
+  GroupRecord,
+  HistoryRecord,
+  OperatorRecord,
+  ReleaseRecord,
+  Role,
+  Rollout,
+  RolloutDevice,
+  TrustedKeyRecord,
+} from './records.js';
+
+/**
+ * The coordinator's persistent state (SQLite through better-sqlite3, WAL, synchronous=FULL,
+ * foreign keys on, versioned migrations). Every method is synchronous (better-sqlite3 is) and
+ * every write is durable when it returns. `transaction(fn)` runs fn in one SQLite transaction:
+ * the rollout shell writes a decision's patch, device rows, desired entries and audit rows
+ * through it, all or nothing.
+ *
+ * Secrets: tokens are stored only as hashes (`tokenHash` is sha256 hex of the token; the caller
+ * hashes and compares in constant time).
+ */
+export interface Store {
+  transaction<T>(fn: () => T): T;
+  close(): void;
+
+  // devices
+  addDevice(device: {
+    id: string;
+    labels: Record<string, string>;
+    channel: string;
+    tokenHash: string;
+    now: string;
+  }): DeviceRecord;
+  getDevice(id: string): DeviceRecord | null;
+  /** The stored token hash of a device, for authentication. */
+  deviceTokenHash(id: string): string | null;
+  listDevices(): DeviceRecord[];
+  removeDevice(id: string): boolean;
+  setDevicePresence(
+    id: string,
+    online: boolean,
+    now: string,
+    facts?: { facts: DeviceRecord['facts']; agentVersion: string | null },
+  ): void;
+  setDeviceReport(id: string, report: DeviceRecord['lastReport'], now: string): void;
+  /** Increments and returns the device's desired seq (inside the caller's transaction). */
+  nextDesiredSeq(id: string): number;
+
+  // operators
+  addOperator(op: { name: string; role: Role; tokenHash: string; now: string }): OperatorRecord;
+  getOperator(name: string): (OperatorRecord & { tokenHash: string }) | null;
+  listOperators(): OperatorRecord[];
+
+  // trusted release keys
+  addKey(key: { keyId: string; publicKey: string; name: string | null; now: string }): TrustedKeyRecord;
+  listKeys(): TrustedKeyRecord[];
+  revokeKey(keyId: string): boolean;
+
+  // groups
+  createGroup(group: {
+    name: string;
+    devices: string[] | null;
+    selector: Record<string, string> | null;
+    now: string;
+  }): GroupRecord;
+  getGroup(name: string): GroupRecord | null;
+  listGroups(): GroupRecord[];
+
+  // releases and channels
+  addRelease(release: ReleaseRecord): ReleaseRecord;
+  getRelease(id: string): ReleaseRecord | null;
+  listReleases(model?: string): ReleaseRecord[];
+  setChannel(channel: { model: string; channel: string; releaseId: string; now: string }): ChannelRecord;
+  getChannel(model: string, channel: string): ChannelRecord | null;
+  listChannels(): ChannelRecord[];
+
+  // desired state, per (device, model)
+  setDesired(entry: DesiredRecord): void;
+  removeDesired(deviceId: string, model: string): void;
+  getDesired(deviceId: string, model: string): DesiredRecord | null;
+  listDesiredFor(deviceId: string): DesiredRecord[];
+  /** Every device id that has at least one desired entry (republished at start). */
+  devicesWithDesired(): string[];
+
+  // rollouts
+  createRollout(rollout: Rollout, devices: RolloutDevice[]): void;
+  getRollout(id: string): Rollout | null;
+  listRollouts(filter?: { active?: boolean }): Rollout[];
+  updateRollout(id: string, patch: Partial<Rollout>): void;
+  rolloutDevices(rolloutId: string): RolloutDevice[];
+  upsertRolloutDevices(rolloutId: string, devices: RolloutDevice[]): void;
+  /** Active (running, waiting_approval, halted) rollouts of `model` that include `deviceId`. */
+  activeRolloutsFor(deviceId: string, model: string): Rollout[];
+
+  // device history (batched: many rows in one statement/transaction)
+  appendHistory(rows: HistoryRecord[]): void;
+  listHistory(deviceId: string, limit: number): HistoryRecord[];
+
+  // audit chain: append computes seq, prevHash and hash = sha256(prevHash || canonical(row))
+  appendAudit(drafts: AuditDraft[], now: string): AuditEvent[];
+  listAudit(filter: { rolloutId?: string; afterSeq?: number; limit?: number }): AuditEvent[];
+  auditCount(): number;
+  verifyAudit(): AuditVerdict;
+}
