@@ -105,6 +105,7 @@ export async function startCoordinator(
       onSummary: (s) => {
         if (s.status === 'halted') metrics.rolloutHalts.inc();
       },
+      onError: (err, what) => logger.error({ err: (err as Error).message }, `rollout engine: ${what} failed`),
     });
     const authenticate = storeAuthenticator(store);
     const authFailures = new AuthFailureAudit({ store, now, logger });
@@ -118,6 +119,11 @@ export async function startCoordinator(
       },
     });
     closers.push(() => broker.close());
+    // On the way out: the reports still queued and the rollout events not yet decided.
+    closers.push(() => {
+      rollouts.flush();
+      flushReports();
+    });
     publishOne = (m) => broker.publish(m.topic, m.payload, { retain: m.retain, qos: 1 });
 
     const commandContext = {
@@ -133,16 +139,51 @@ export async function startCoordinator(
       },
     };
 
-    const onReported = (deviceId: string, report: Reported) => {
-      const device = store.getDevice(deviceId);
-      if (!device) return;
+    // Reports are recorded write-behind: the device's last report and its history rows go to
+    // SQLite in one transaction per turn of the event loop (thousands of reports per second
+    // would otherwise be thousands of fsyncs). Rollout decisions do not wait for it: they have
+    // their own durable transaction. A crash loses at most the history of the last few
+    // milliseconds; agents send their current report again when they reconnect.
+    const lastReports = new Map<string, Reported>();
+    const pendingReports = new Map<string, Reported>();
+    let pendingHistory: HistoryRecord[] = [];
+    let reportFlushScheduled = false;
+    const flushReports = () => {
+      reportFlushScheduled = false;
+      const reports = [...pendingReports];
+      const history = pendingHistory;
+      pendingReports.clear();
+      pendingHistory = [];
       const ts = now().toISOString();
-      const history: HistoryRecord[] = [];
+      try {
+        store.transaction(() => {
+          const gone = new Set<string>();
+          for (const [deviceId, report] of reports) {
+            try {
+              store.setDeviceReport(deviceId, report, ts);
+            } catch {
+              gone.add(deviceId); // removed while connected: nothing to record
+            }
+          }
+          const rows = gone.size > 0 ? history.filter((h) => !gone.has(h.deviceId)) : history;
+          if (rows.length > 0) store.appendHistory(rows);
+        });
+      } catch (err) {
+        logger.error({ err: (err as Error).message, reports: reports.length }, 'recording reports failed');
+      }
+    };
+    const onReported = (deviceId: string, report: Reported) => {
+      let before = lastReports.get(deviceId);
+      if (!before && !lastReports.has(deviceId)) {
+        const device = store.getDevice(deviceId);
+        if (!device) return;
+        before = device.lastReport ?? undefined;
+      }
+      const ts = now().toISOString();
       for (const [model, m] of Object.entries(report.models)) {
-        const before = device.lastReport?.models[model];
-        if (before && before.state === m.state && before.version === m.version && before.updatedAt === m.updatedAt)
-          continue;
-        history.push({
+        const b = before?.models[model];
+        if (b && b.state === m.state && b.version === m.version && b.updatedAt === m.updatedAt) continue;
+        pendingHistory.push({
           deviceId,
           model,
           state: m.state,
@@ -152,13 +193,17 @@ export async function startCoordinator(
           ts,
         });
       }
-      store.transaction(() => {
-        store.setDeviceReport(deviceId, report, ts);
-        if (history.length > 0) store.appendHistory(history);
-      });
+      lastReports.set(deviceId, report);
+      pendingReports.set(deviceId, report);
+      if (!reportFlushScheduled) {
+        reportFlushScheduled = true;
+        setImmediate(flushReports);
+      }
       metrics.reports.inc();
       rollouts.onReport(deviceId, report);
     };
+    // Counted here, not by scanning the devices table on every connect (10,000 devices connect at once).
+    const onlineDevices = new Set<string>();
     const onPresence = (deviceId: string, online: boolean, status?: { facts?: unknown; agentVersion?: string }) => {
       if (!store.getDevice(deviceId)) return;
       store.setDevicePresence(
@@ -168,7 +213,9 @@ export async function startCoordinator(
         status?.facts ? { facts: status.facts as never, agentVersion: status.agentVersion ?? null } : undefined,
       );
       rollouts.onPresence(deviceId, online);
-      metrics.connectedDevices.set(store.listDevices().filter((d) => d.online).length);
+      if (online) onlineDevices.add(deviceId);
+      else onlineDevices.delete(deviceId);
+      metrics.connectedDevices.set(onlineDevices.size);
     };
 
     broker.aedes.on('publish', (packet, client) => {
@@ -234,6 +281,9 @@ export async function startCoordinator(
     publicMqttUrl = config.publicMqttUrl ?? mqttUrl;
     publicHttpUrl = config.publicHttpUrl ?? httpUrl;
 
+    // Nobody is connected to a broker that just started. (Rollout rows keep their last known
+    // presence: marking them offline here would let waves complete before devices reconnect.)
+    store.markAllOffline();
     // Retained state again: Aedes keeps it in memory, so a restart starts empty.
     const republish = store.transaction(() => desired.prepare(store.devicesWithDesired()));
     await publish([...republish, ...rollouts.summaries()]);

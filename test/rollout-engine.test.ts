@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import t from 'tap';
-import { decide } from '../coordinator/rollout/decide.js';
+import { decide, decideBatch } from '../coordinator/rollout/decide.js';
 import { planWaves, waveCuts } from '../coordinator/rollout/plan-waves.js';
 import { parseWaves, validateStrategy } from '../coordinator/rollout/strategy.js';
 import { summarize } from '../coordinator/rollout/summary.js';
@@ -1152,4 +1152,64 @@ t.test('device state type covers every reported terminal state', async (t) => {
     t.equal(sim.dev('d0').finishedAt, at(2), `${state}: finishedAt`);
     t.strictSame(sim.dev('d0').error, state === 'healthy' ? null : probeError, `${state}: error`);
   }
+});
+
+// ---------------------------------------------------------------------------------------------
+// batches (what the shell decides per turn of the event loop)
+
+t.test('decideBatch: a batch of reports ends where one decide per report ends', async (t) => {
+  // Three waves of 2/4/4 devices, everyone succeeds: per-event and batched agree at every step.
+  const waves = [0, 0, 1, 1, 1, 1, 2, 2, 2, 2];
+  const one = Sim.started('20,60,100', waves);
+  const batch = Sim.started('20,60,100', waves);
+  for (let round = 0; round < 3; round++) {
+    const assigned = one.devices.filter((d) => d.state === 'assigned').map((d) => d.deviceId);
+    t.same(
+      batch.devices.filter((d) => d.state === 'assigned').map((d) => d.deviceId),
+      assigned,
+      `round ${round}`,
+    );
+    for (const id of assigned) for (const s of ['downloading', 'probing', 'healthy'] as const) one.report(id, s);
+    const events = assigned.flatMap((id) =>
+      (['downloading', 'probing', 'healthy'] as const).map((state) => ({
+        type: 'report' as const,
+        deviceId: id,
+        state,
+        version: '2.0.0',
+        error: null,
+      })),
+    );
+    const d = decideBatch(batch.rollout, batch.devices, events, batch.now);
+    batch.rollout = { ...batch.rollout, ...d.patch };
+    const changed = new Map(d.devices.map((x) => [x.deviceId, x]));
+    batch.devices = batch.devices.map((x) => changed.get(x.deviceId) ?? x);
+    t.equal(batch.rollout.status, one.rollout.status);
+    t.equal(batch.rollout.currentWave, one.rollout.currentWave);
+  }
+  t.equal(batch.rollout.status, 'completed');
+  t.equal(batch.states(), one.states());
+});
+
+t.test('decideBatch: a failure anywhere in the batch halts before the next wave starts', async (t) => {
+  const sim = Sim.started('50,100', [0, 0, 1, 1], 0);
+  const events = [
+    { type: 'report' as const, deviceId: 'd0', state: 'healthy' as const, version: '2.0.0', error: null },
+    { type: 'report' as const, deviceId: 'd1', state: 'rolled_back' as const, version: '2.0.0', error: probeError },
+  ];
+  const d = decideBatch(sim.rollout, sim.devices, events, sim.now);
+  t.equal(d.patch.status, 'halted');
+  t.same(d.assignments, [], 'wave 1 never assigned');
+  t.match(d.audit.find((a) => a.action === 'rollout.halted')?.details, { device: 'd1', failures: 1, assigned: 2 });
+  // An empty or irrelevant batch changes nothing.
+  t.same(decideBatch(sim.rollout, sim.devices, [], sim.now), EMPTY);
+  t.same(
+    decideBatch(
+      sim.rollout,
+      sim.devices,
+      [{ type: 'report', deviceId: 'd3', state: 'healthy', version: '2.0.0', error: null }],
+      sim.now,
+    ),
+    EMPTY,
+    'a pending device reporting is not acted on',
+  );
 });

@@ -753,3 +753,18 @@ t.test('device history: batch append of 10k rows, newest last', async (t) => {
   t.strictSame(store.listHistory('cam-0', 0), []);
   t.strictSame(store.listHistory('nobody', 10), []);
 });
+
+t.test('markAllOffline: everyone offline at start, last seen kept', async (t) => {
+  const { store } = fresh(t);
+  store.addDevice({ id: 'd-1', labels: {}, channel: 'stable', tokenHash: 'a'.repeat(64), now: NOW });
+  store.addDevice({ id: 'd-2', labels: {}, channel: 'stable', tokenHash: 'b'.repeat(64), now: NOW });
+  store.setDevicePresence('d-1', true, LATER);
+  t.equal(store.markAllOffline(), 1, 'one device was online');
+  t.strictSame(
+    store.listDevices().map((d) => [d.id, d.online, d.lastSeen]),
+    [
+      ['d-1', false, LATER],
+      ['d-2', false, null],
+    ],
+  );
+});

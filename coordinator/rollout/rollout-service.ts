@@ -5,7 +5,7 @@ import { encodePayload } from '../../shared/payload.js';
 import type { Topics } from '../../shared/topics.js';
 import type { DesiredPublisher, OutgoingMessage } from '../desired/desired-publisher.js';
 import type { Store } from '../store/store.js';
-import { decide } from './decide.js';
+import { type DeviceEvent, decide, decideBatch } from './decide.js';
 import { planWaves } from './plan-waves.js';
 import { validateStrategy } from './strategy.js';
 import { summarize } from './summary.js';
@@ -36,6 +36,7 @@ export interface RolloutServiceDeps {
   now: () => Date;
   onAudit?: (events: AuditEvent[]) => void;
   onSummary?: (summary: RolloutSummary) => void;
+  onError?: (err: unknown, what: string) => void;
 }
 
 interface Live {
@@ -55,6 +56,8 @@ interface Live {
  */
 export class RolloutService {
   private readonly live = new Map<string, Live>();
+  private readonly queue = new Map<string, DeviceEvent[]>();
+  private flushScheduled = false;
 
   constructor(private readonly deps: RolloutServiceDeps) {
     for (const rollout of deps.store.listRollouts({ active: true })) this.load(rollout.id);
@@ -119,6 +122,7 @@ export class RolloutService {
   }
 
   create(input: CreateRolloutInput, actor: string): RolloutSummary {
+    this.flush();
     const { store } = this.deps;
     const strategy = validateStrategy(input.strategy);
     const releaseId = `${input.model}@${input.version}`;
@@ -198,6 +202,7 @@ export class RolloutService {
 
   /** approve / promote / halt / resume / abort: E_ROLLOUT_STATE when it does not apply now. */
   act(id: string, event: Extract<RolloutEvent, { actor: string }>): RolloutSummary {
+    this.flush();
     const entry = this.mustLoad(id);
     const now = this.deps.now().toISOString();
     const decision = decide(entry.rollout, [...entry.devices.values()], event, now);
@@ -206,6 +211,7 @@ export class RolloutService {
   }
 
   status(id: string): { summary: RolloutSummary; rollout: Rollout; devices: RolloutDevice[] } {
+    this.flush();
     const entry = this.mustLoad(id);
     const devices = [...entry.devices.values()];
     return {
@@ -221,26 +227,52 @@ export class RolloutService {
       if (!entry.rolloutId) continue;
       const live = this.live.get(entry.rolloutId);
       if (!live || live.rollout.model !== model || !live.devices.has(deviceId)) continue;
-      const event: RolloutEvent = {
+      this.enqueue(live.rollout.id, {
         type: 'report',
         deviceId,
         state: entry.state as ModelState,
         version: entry.version ?? '',
         error: entry.error ?? null,
-      };
-      const now = this.deps.now().toISOString();
-      const decision = decide(live.rollout, [...live.devices.values()], event, now);
-      this.commit(live, decision, now);
+      });
     }
   }
 
   onPresence(deviceId: string, online: boolean): void {
-    for (const live of [...this.live.values()]) {
-      const device = live.devices.get(deviceId);
-      if (!device || device.online === online) continue;
+    for (const live of this.live.values()) {
+      if (live.devices.has(deviceId)) this.enqueue(live.rollout.id, { type: 'presence', deviceId, online });
+    }
+  }
+
+  /**
+   * Device events are decided in batches: everything that arrived while the previous decision
+   * was being written goes into the next one (decideBatch: one decision, one transaction, one
+   * summary per rollout). Under light load a batch is one event, decided on the next turn of
+   * the event loop; under a 10,000-device wave it is hundreds.
+   */
+  private enqueue(rolloutId: string, event: DeviceEvent): void {
+    const list = this.queue.get(rolloutId);
+    if (list) list.push(event);
+    else this.queue.set(rolloutId, [event]);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  /** Decides every queued device event now (also before an operator's command sees the rollout). */
+  flush(): void {
+    this.flushScheduled = false;
+    const queued = [...this.queue];
+    this.queue.clear();
+    for (const [id, events] of queued) {
+      const live = this.live.get(id);
+      if (!live) continue;
       const now = this.deps.now().toISOString();
-      const decision = decide(live.rollout, [...live.devices.values()], { type: 'presence', deviceId, online }, now);
-      this.commit(live, decision, now);
+      try {
+        this.commit(live, decideBatch(live.rollout, [...live.devices.values()], events, now), now);
+      } catch (err) {
+        this.deps.onError?.(err, `deciding ${events.length} device event(s) of rollout ${id}`);
+      }
     }
   }
 

@@ -483,6 +483,10 @@ export class SqliteStore implements Store {
     });
   }
 
+  markAllOffline(): number {
+    return this.q('UPDATE devices SET online = 0 WHERE online = 1').run().changes;
+  }
+
   setDevicePresence(
     id: string,
     online: boolean,

@@ -42,6 +42,8 @@ export interface Store {
   deviceTokenHash(id: string): string | null;
   listDevices(): DeviceRecord[];
   removeDevice(id: string): boolean;
+  /** At start: no device is connected to a broker that just started (last_seen is kept). */
+  markAllOffline(): number;
   setDevicePresence(
     id: string,
     online: boolean,
