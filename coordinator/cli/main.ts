@@ -2,4 +2,9 @@
 import { processIo } from './io.js';
 import { runCli } from './program.js';
 
-process.exitCode = await runCli(process.argv.slice(2), processIo());
+const code = await runCli(process.argv.slice(2), processIo());
+// Exit now rather than when the event loop drains: a request abandoned on a closed connection
+// must not keep otactl waiting for its timeout. Output is flushed first.
+const flush = (stream: NodeJS.WriteStream) => new Promise<void>((resolve) => stream.write('', () => resolve()));
+await Promise.all([flush(process.stdout), flush(process.stderr)]);
+process.exit(code);

@@ -37,3 +37,39 @@ export function duration(value: string): number {
   if (ms <= 0) throw new InvalidArgumentError('the duration must be positive');
   return ms;
 }
+
+const LABEL = /^([A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.)){0,63})=(.{1,128})$/;
+
+/** Repeatable `k=v` (also `k=v,k2=v2`) into a record; a later key wins. */
+export function labelPairs(value: string, previous: Record<string, string> | undefined): Record<string, string> {
+  const out = { ...(previous ?? {}) };
+  for (const part of value.split(',')) {
+    const m = LABEL.exec(part.trim());
+    if (!m) {
+      throw new InvalidArgumentError(
+        `expected key=value (key: letters, digits, ".", "_", "-"; value: 1-128 characters), got ${JSON.stringify(part)}`,
+      );
+    }
+    out[m[1] as string] = m[2] as string;
+  }
+  return out;
+}
+
+/** Repeatable comma-separated list (`a,b,c`), duplicates dropped, order kept. */
+export function commaList(value: string, previous: string[] | undefined): string[] {
+  const items = value
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  if (items.length === 0) throw new InvalidArgumentError('expected a comma-separated list, e.g. cam-1,cam-2');
+  return [...new Set([...(previous ?? []), ...items])];
+}
+
+/** A failure tolerance in [0, 1). */
+export function failureRate(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n < 0 || n >= 1) {
+    throw new InvalidArgumentError('expected a number in [0, 1), e.g. 0.05 (0: the first failure halts)');
+  }
+  return n;
+}

@@ -1,15 +1,31 @@
 import { Command, CommanderError } from 'commander';
-import { OtaError, toOtaError } from '../../shared/errors.js';
+import { ERROR_CODES, OtaError, toOtaError } from '../../shared/errors.js';
 import { readPackageVersion } from '../../shared/version.js';
+import { registerAudit } from './commands/audit.js';
+import { registerChannel } from './commands/channel.js';
+import { registerDevice } from './commands/device.js';
+import { registerGroup } from './commands/group.js';
+import { registerKey } from './commands/key.js';
 import { registerKeygen } from './commands/keygen.js';
+import { registerOperator } from './commands/operator.js';
+import { registerReleaseLs, registerReleasePublish } from './commands/release.js';
 import { registerReleaseSign } from './commands/release-sign.js';
 import { registerReleaseVerify } from './commands/release-verify.js';
+import { registerRollout } from './commands/rollout.js';
+import { addConnectionOptions } from './connection.js';
+import { CliExit, EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './exit.js';
 import type { CliIo } from './io.js';
 
-/** Exit codes (design section 7): 0 success, 1 failure, 2 usage error. */
-export const EXIT_OK = 0;
-export const EXIT_FAILURE = 1;
-export const EXIT_USAGE = 2;
+export { EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './exit.js';
+
+const CONNECTION_HELP = `
+Connection (for every command that talks to the coordinator), each from the first that gives it:
+  the command's flag, the same flag before the command, the environment (OTA_URL, OTA_HTTP_URL,
+  OTA_USER, OTA_TOKEN, OTA_CA), the --token-file admin.token, then the local coordinator's
+  admin token file ($OTA_DATA/admin.token, else ./.ota-data/admin.token).
+
+Exit codes: 0 success, 1 failure, 2 usage error; \`rollout status --watch\`: 0 completed,
+  1 halted or aborted, 130 interrupted.`;
 
 export function createProgram(io: CliIo): Command {
   const program = new Command('otactl')
@@ -19,35 +35,67 @@ export function createProgram(io: CliIo): Command {
     .enablePositionalOptions()
     // Settings below are inherited by every subcommand created after them.
     .exitOverride()
-    .showHelpAfterError('(add --help for usage)')
+    .showHelpAfterError(true)
     .configureOutput({
       writeOut: (s) => io.out(s.replace(/\n$/, '')),
       writeErr: (s) => io.err(s.replace(/\n$/, '')),
-    });
+    })
+    .addHelpText('after', CONNECTION_HELP);
+  addConnectionOptions(program);
   registerKeygen(program, io);
-  const release = program.command('release').description('sign, verify and publish model releases');
+  registerKey(program, io);
+  registerDevice(program, io);
+  registerGroup(program, io);
+  const release = program.command('release').description('sign, verify, publish and list model releases');
   registerReleaseSign(release, io);
   registerReleaseVerify(release, io);
+  registerReleasePublish(release, io);
+  registerReleaseLs(release, io);
+  registerChannel(program, io);
+  registerRollout(program, io);
+  registerAudit(program, io);
+  registerOperator(program, io);
   return program;
 }
+
+function commandPath(cmd: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = cmd; c; c = c.parent) names.unshift(c.name());
+  return names.join(' ');
+}
+
+/** Codes whose messages already say exactly what to pass; the generic fix would only repeat it. */
+const SELF_EXPLAINED = new Set(['E_USAGE', 'E_CONFIG']);
 
 /** Runs otactl with `argv` (without node and script) and returns the exit code; never throws. */
 export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
   const program = createProgram(io);
+  let active: Command | null = null;
+  program.hook('preAction', (_program, actionCommand) => {
+    active = actionCommand;
+  });
   try {
     await program.parseAsync([...argv], { from: 'user' });
     return EXIT_OK;
   } catch (err) {
+    if (err instanceof CliExit) return err.exitCode;
     if (err instanceof CommanderError) {
       // help and version "errors" are normal exits; commander already printed its message.
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') {
-        return EXIT_OK;
+        // `otactl device` without a subcommand prints that group's help on stderr: a usage error.
+        return err.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
       }
       return EXIT_USAGE;
     }
     const e = toOtaError(err);
     io.err(`${io.color.red('error')} ${e.code}: ${e.message}`);
-    if (!(err instanceof OtaError)) io.err((err as Error)?.stack ?? String(err));
-    return e.code === 'E_USAGE' ? EXIT_USAGE : EXIT_FAILURE;
+    if (err instanceof OtaError && !SELF_EXPLAINED.has(e.code)) {
+      const fix = (ERROR_CODES as Record<string, { fix: string }>)[e.code]?.fix;
+      if (fix) io.err(io.color.dim(`  what to do: ${fix}`));
+    } else if (!(err instanceof OtaError)) io.err((err as Error)?.stack ?? String(err));
+    if (e.code !== 'E_USAGE') return EXIT_FAILURE;
+    const cmd = active as Command | null;
+    if (cmd) io.err(`(see \`${commandPath(cmd)} --help\`)`);
+    return EXIT_USAGE;
   }
 }

@@ -25,6 +25,7 @@ export interface CommandClientOptions {
  */
 export class CommandClient {
   private readonly pending = new Map<string, (reply: CommandReply) => void>();
+  private readonly failPending = new Map<string, () => void>();
   private readonly replyTopic: string;
 
   private constructor(
@@ -34,6 +35,12 @@ export class CommandClient {
     private readonly timeoutMs: number,
   ) {
     this.replyTopic = topics.reply(clientId, 'r');
+    // A dropped connection fails every pending call at once, instead of each waiting for its
+    // timeout. (On MQTT 3.1.1 the broker drops the connection when it refuses a publish.)
+    mqtt.on('close', () => {
+      for (const fail of this.failPending.values()) fail();
+    });
+    mqtt.on('error', () => {}); // reported through 'close' and the calls
     mqtt.on('message', (topic, payload) => {
       if (topic !== this.replyTopic) return;
       try {
@@ -99,20 +106,32 @@ export class CommandClient {
   async call<T = unknown>(op: string, args: Record<string, unknown> = {}): Promise<T> {
     const correlationId = randomBytes(8).toString('hex');
     const reply = await new Promise<CommandReply>((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const done = () => {
+        clearTimeout(timer);
         this.pending.delete(correlationId);
+        this.failPending.delete(correlationId);
+      };
+      const timer = setTimeout(() => {
+        done();
         reject(new OtaError('E_TIMEOUT', `${op}: no reply from the coordinator within ${this.timeoutMs} ms`));
       }, this.timeoutMs);
       this.pending.set(correlationId, (r) => {
-        clearTimeout(timer);
-        this.pending.delete(correlationId);
+        done();
         resolve(r);
+      });
+      this.failPending.set(correlationId, () => {
+        done();
+        reject(
+          new OtaError(
+            'E_CONNECT',
+            `${op}: the coordinator closed the connection before answering (a command your role may not run is refused this way)`,
+          ),
+        );
       });
       this.mqtt
         .publishAsync(this.topics.cmd(op), encodePayload({ correlationId, replyTo: this.replyTopic, args }), { qos: 1 })
         .catch((err: Error) => {
-          clearTimeout(timer);
-          this.pending.delete(correlationId);
+          done();
           reject(new OtaError('E_CONNECT', `${op}: could not send the command: ${err.message}`));
         });
     });

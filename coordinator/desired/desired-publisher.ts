@@ -4,6 +4,7 @@ import { DESIRED_TYPE, type DesiredState } from '../../shared/messages.js';
 import { encodePayload } from '../../shared/payload.js';
 import type { Signer } from '../../shared/signatures.js';
 import type { Topics } from '../../shared/topics.js';
+import type { ReleaseRecord } from '../store/records.js';
 import type { Store } from '../store/store.js';
 
 export interface OutgoingMessage {
@@ -22,6 +23,9 @@ export interface OutgoingMessage {
  * caused it); the caller publishes the messages after the commit.
  */
 export class DesiredPublisher {
+  /** Releases never change once published: their envelopes are read from SQLite once. */
+  private readonly envelopes = new Map<string, ReleaseRecord['envelope']>();
+
   constructor(private readonly deps: { store: Store; topics: Topics; signer: Signer; now: () => Date }) {}
 
   prepare(deviceIds: Iterable<string>): OutgoingMessage[] {
@@ -29,22 +33,30 @@ export class DesiredPublisher {
     const issuedAt = this.deps.now().toISOString();
     const out: OutgoingMessage[] = [];
     for (const deviceId of new Set(deviceIds)) {
-      if (!store.getDevice(deviceId)) continue; // removed meanwhile
+      let seq: number;
+      try {
+        seq = store.nextDesiredSeq(deviceId);
+      } catch {
+        continue; // removed meanwhile
+      }
       const models: DesiredState['models'] = {};
       for (const entry of store.listDesiredFor(deviceId)) {
-        const release = store.getRelease(entry.releaseId);
-        if (!release) throw new OtaError('E_INTERNAL', `desired entry names unknown release ${entry.releaseId}`);
-        models[entry.model] = { envelope: release.envelope, rolloutId: entry.rolloutId };
+        models[entry.model] = { envelope: this.envelope(entry.releaseId), rolloutId: entry.rolloutId };
       }
-      const state: DesiredState = {
-        type: DESIRED_TYPE,
-        deviceId,
-        seq: store.nextDesiredSeq(deviceId),
-        issuedAt,
-        models,
-      };
+      const state: DesiredState = { type: DESIRED_TYPE, deviceId, seq, issuedAt, models };
       out.push({ topic: topics.desired(deviceId), payload: encodePayload(signDesired(state, signer)), retain: true });
     }
     return out;
+  }
+
+  private envelope(releaseId: string): ReleaseRecord['envelope'] {
+    let envelope = this.envelopes.get(releaseId);
+    if (!envelope) {
+      const release = this.deps.store.getRelease(releaseId);
+      if (!release) throw new OtaError('E_INTERNAL', `desired entry names unknown release ${releaseId}`);
+      envelope = release.envelope;
+      this.envelopes.set(releaseId, envelope);
+    }
+    return envelope;
   }
 }

@@ -107,15 +107,13 @@ export async function buildSignedRelease(opts: SignOptions, now: Date) {
   };
 }
 
-export function registerReleaseSign(release: Command, io: CliIo): void {
-  release
-    .command('sign')
-    .description('sign a model release offline: writes the signed envelope (no coordinator needed)')
+/** The signing flags of `release sign`, shared with `release publish` (which signs the same way). */
+export function addSigningOptions(cmd: Command): Command {
+  return cmd
     .requiredOption('--model <name>', 'model name (letters, digits, ".", "_", "-")')
     .requiredOption('--version <version>', 'model version')
     .requiredOption('--file <model.onnx>', 'the model file')
     .requiredOption('--key <file>', 'private release key; repeat for several signatures', collect)
-    .requiredOption('--out <envelope.json>', 'where to write the envelope')
     .option('--probe <probe.json>', 'inference health probe spec (docs/probe-spec.md)')
     .option('--counter <n>', 'release counter (default: the signing time in seconds)', nonNegativeInt)
     .option('--floor <n>', 'lowest counter devices may still accept for this model (default 0)', nonNegativeInt)
@@ -123,12 +121,45 @@ export function registerReleaseSign(release: Command, io: CliIo): void {
     .option('--expires-in <duration>', 'expiry relative to now, e.g. 90d', duration)
     .option('--arch <arch>', 'require a CPU architecture (x64, arm64, ...); repeatable', collect)
     .option('--min-memory-mb <n>', 'require at least this much device memory', nonNegativeInt)
-    .option('--no-inspect', 'do not load the model with onnxruntime to read its inputs and outputs')
+    .option('--no-inspect', 'do not load the model with onnxruntime to read its inputs and outputs');
+}
+
+export function checkSigningOptions(opts: SignOptions): void {
+  if (opts.expiresAt && opts.expiresIn) {
+    throw new OtaError('E_USAGE', 'give --expires-at or --expires-in, not both');
+  }
+}
+
+/** Human lines describing a signed release. */
+export function releaseLines(manifest: Manifest, keyIds: string[]): [string, string][] {
+  return [
+    ['release', `${manifest.model}@${manifest.version}`],
+    ['counter', `${manifest.counter} (floor ${manifest.floor})`],
+    ['size', `${manifest.size} bytes`],
+    ['sha256', manifest.sha256],
+    [
+      'probe',
+      manifest.probe
+        ? manifest.probe.golden
+          ? 'golden outputs'
+          : 'shape-derived inputs'
+        : 'default (shape-derived inputs)',
+    ],
+    ['expires', manifest.expiresAt ?? 'never'],
+    ['signed by', keyIds.join(', ')],
+  ];
+}
+
+export function registerReleaseSign(release: Command, io: CliIo): void {
+  addSigningOptions(
+    release
+      .command('sign')
+      .description('sign a model release offline: writes the signed envelope (no coordinator needed)'),
+  )
+    .requiredOption('--out <envelope.json>', 'where to write the envelope')
     .option('--json', 'print the result as JSON')
     .action(async (opts: SignOptions & { out: string; json?: boolean }) => {
-      if (opts.expiresAt && opts.expiresIn) {
-        throw new OtaError('E_USAGE', 'give --expires-at or --expires-in, not both');
-      }
+      checkSigningOptions(opts);
       const { manifest, envelope } = await buildSignedRelease(opts, new Date());
       await writeFileAtomic(opts.out, `${JSON.stringify(envelope, null, 2)}\n`);
       const keyIds = envelope.signatures.map((s) => s.keyId);
@@ -136,23 +167,7 @@ export function registerReleaseSign(release: Command, io: CliIo): void {
         io.out(JSON.stringify({ envelope: opts.out, manifest, keyIds }));
         return;
       }
-      for (const line of keyValueLines([
-        ['release', `${manifest.model}@${manifest.version}`],
-        ['counter', `${manifest.counter} (floor ${manifest.floor})`],
-        ['size', `${manifest.size} bytes`],
-        ['sha256', manifest.sha256],
-        [
-          'probe',
-          manifest.probe
-            ? manifest.probe.golden
-              ? 'golden outputs'
-              : 'shape-derived inputs'
-            : 'default (shape-derived inputs)',
-        ],
-        ['expires', manifest.expiresAt ?? 'never'],
-        ['signed by', keyIds.join(', ')],
-        ['envelope', opts.out],
-      ])) {
+      for (const line of keyValueLines([...releaseLines(manifest, keyIds), ['envelope', opts.out]])) {
         io.out(line);
       }
     });

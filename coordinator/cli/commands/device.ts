@@ -1,0 +1,222 @@
+import { promises as fs } from 'node:fs';
+import type { Command } from 'commander';
+import { OtaError } from '../../../shared/errors.js';
+import { writeFileAtomic } from '../../../shared/fs-atomic.js';
+import type { DesiredRecord, DeviceRecord, HistoryRecord } from '../../store/records.js';
+import { remoteCommand, withSession } from '../connection.js';
+import { type CliIo, keyValueLines } from '../io.js';
+import { labelPairs } from '../options.js';
+import { ago, formatLabels, paint, printJson, printTable, table } from '../render.js';
+
+/** A row of `device.ls` (coordinator/commands/handlers.ts deviceRow). */
+interface DeviceRow {
+  id: string;
+  labels: Record<string, string>;
+  channel: string;
+  online: boolean;
+  lastSeen: string | null;
+  agentVersion: string | null;
+  models: Record<
+    string,
+    { state: string; version: string | null; current: string | null; error: { code: string; message: string } | null }
+  >;
+}
+
+interface AddResult {
+  device: DeviceRecord;
+  token: string;
+  agentConfig: { trustedKeys: unknown[] } & Record<string, unknown>;
+}
+
+function modelsCell(io: CliIo, models: DeviceRow['models']): string {
+  const entries = Object.entries(models);
+  if (entries.length === 0) return '-';
+  return entries
+    .map(([model, m]) => {
+      const runs = m.current && m.current !== m.version ? ` (runs ${m.current})` : '';
+      const error = m.error ? ` ${io.color.red(m.error.code)}` : '';
+      return `${model} ${m.version ?? '-'} ${paint(io, m.state)}${runs}${error}`;
+    })
+    .join('\n');
+}
+
+async function exists(file: string): Promise<boolean> {
+  return fs.stat(file).then(
+    () => true,
+    () => false,
+  );
+}
+
+export function registerDevice(program: Command, io: CliIo): void {
+  const device = program.command('device').description('enrol, list, inspect and remove devices');
+
+  remoteCommand(device, 'add <id>', 'enrol a device; prints its token once')
+    .option('--label <k=v>', 'a label, e.g. site=hall-a (repeatable, or k=v,k2=v2)', labelPairs)
+    .option('--channel <channel>', 'the release channel it follows (default stable)')
+    .option(
+      '--agent-config <file>',
+      'write the complete agent config for the device (id, token, broker, keys), mode 0600; never overwrites',
+    )
+    .action(
+      async (
+        id: string,
+        opts: { label?: Record<string, string>; channel?: string; agentConfig?: string; json?: boolean },
+        cmd: Command,
+      ) => {
+        // Before enrolling: the token is shown once, so the file must be writable afterwards.
+        if (opts.agentConfig && (await exists(opts.agentConfig))) {
+          throw new OtaError(
+            'E_EXISTS',
+            `${opts.agentConfig} already exists; refusing to overwrite it (nothing was enrolled): choose another file`,
+          );
+        }
+        const result = await withSession(io, cmd, (s) =>
+          s.call<AddResult>('device.add', {
+            id,
+            ...(opts.label ? { labels: opts.label } : {}),
+            ...(opts.channel ? { channel: opts.channel } : {}),
+          }),
+        );
+        let writeError: unknown = null;
+        if (opts.agentConfig) {
+          try {
+            await writeFileAtomic(opts.agentConfig, `${JSON.stringify(result.agentConfig, null, 2)}\n`, {
+              mode: 0o600,
+              exclusive: true,
+            });
+          } catch (err) {
+            writeError = err;
+          }
+        }
+        if (opts.json) {
+          printJson(io, {
+            ...result,
+            ...(opts.agentConfig && !writeError ? { agentConfigFile: opts.agentConfig } : {}),
+          });
+        } else {
+          const rows: [string, string][] = [
+            ['device', result.device.id],
+            ['channel', result.device.channel],
+            ['labels', formatLabels(result.device.labels)],
+            ['token', result.token],
+          ];
+          if (opts.agentConfig && !writeError) rows.push(['agent config', `${opts.agentConfig} (mode 0600)`]);
+          for (const line of keyValueLines(rows)) io.out(line);
+          io.err(
+            opts.agentConfig && !writeError
+              ? `the token is shown only once and is in ${opts.agentConfig}: copy that file to the device as /etc/ota-agent/config.json`
+              : 'the token is shown only once: keep it for the agent config (or enrol with --agent-config FILE)',
+          );
+        }
+        if (result.agentConfig.trustedKeys.length === 0) {
+          io.err(
+            io.color.yellow(
+              `warning: the coordinator trusts no release key yet, so the agent config of ${id} lists none and ota-agent refuses it: trust a key first (\`otactl key add release.key.pub\`), then \`otactl device rm ${id}\` and enrol it again`,
+            ),
+          );
+        }
+        if (writeError) {
+          const e = writeError instanceof OtaError ? writeError : new OtaError('E_IO', String(writeError));
+          throw new OtaError(
+            e.code,
+            `${e.message}; the device is enrolled and its token is printed above: write the agent config by hand`,
+          );
+        }
+      },
+    );
+
+  remoteCommand(device, 'ls', 'list devices: online, channel, per model version and state, last seen').action(
+    async (opts: { json?: boolean }, cmd: Command) => {
+      const devices = await withSession(io, cmd, (s) => s.call<DeviceRow[]>('device.ls'));
+      if (opts.json) return printJson(io, devices);
+      const now = Date.now();
+      printTable(
+        io,
+        ['ID', 'ONLINE', 'CHANNEL', 'MODELS', 'LAST SEEN'],
+        devices.map((d) => [
+          d.id,
+          paint(io, d.online ? 'online' : 'offline'),
+          d.channel,
+          modelsCell(io, d.models),
+          ago(d.lastSeen, now),
+        ]),
+        'no devices: enrol one with `otactl device add ID --agent-config FILE`',
+      );
+    },
+  );
+
+  remoteCommand(device, 'show <id>', 'one device: labels, facts, desired releases and its last 50 history rows').action(
+    async (id: string, opts: { json?: boolean }, cmd: Command) => {
+      const d = await withSession(io, cmd, (s) =>
+        s.call<DeviceRecord & { desired: DesiredRecord[]; history: HistoryRecord[] }>('device.show', { id }),
+      );
+      if (opts.json) return printJson(io, d);
+      const facts = d.facts
+        ? `${d.facts.arch}, ${d.facts.cpuCores} cores, ${d.facts.memoryMB} MB memory, ${d.facts.freeDiskMB} MB free disk, ${d.facts.os}`
+        : '-';
+      for (const line of keyValueLines([
+        ['device', d.id],
+        ['online', `${paint(io, d.online ? 'online' : 'offline')} (last seen ${ago(d.lastSeen)})`],
+        ['channel', d.channel],
+        ['labels', formatLabels(d.labels)],
+        ['agent', d.agentVersion ?? '-'],
+        ['facts', facts],
+        ['enrolled', d.createdAt],
+      ])) {
+        io.out(line);
+      }
+      const reported = d.lastReport?.models ?? {};
+      io.out('');
+      io.out(io.color.bold('models'));
+      const models = new Set([...d.desired.map((x) => x.model), ...Object.keys(reported)]);
+      io.out(
+        models.size === 0
+          ? '-'
+          : table(
+              io,
+              ['MODEL', 'DESIRED', 'BY', 'ROLLOUT', 'STATE', 'VERSION', 'RUNS', 'ERROR'],
+              [...models].map((m) => {
+                const want = d.desired.find((x) => x.model === m);
+                const got = reported[m];
+                return [
+                  m,
+                  want?.releaseId ?? '-',
+                  want?.source ?? '-',
+                  want?.rolloutId ?? '-',
+                  got ? paint(io, got.state) : '-',
+                  got?.version ?? '-',
+                  got?.current ?? '-',
+                  got?.error ? `${got.error.code}: ${got.error.message}` : '-',
+                ];
+              }),
+            ),
+      );
+      io.out('');
+      io.out(io.color.bold('history'));
+      io.out(
+        d.history.length === 0
+          ? '-'
+          : table(
+              io,
+              ['TIME', 'MODEL', 'STATE', 'VERSION', 'ROLLOUT', 'ERROR'],
+              d.history.map((h) => [
+                h.ts,
+                h.model,
+                paint(io, h.state),
+                h.version ?? '-',
+                h.rolloutId ?? '-',
+                h.error ? `${h.error.code}: ${h.error.message}` : '-',
+              ]),
+            ),
+      );
+    },
+  );
+
+  remoteCommand(device, 'rm <id>', 'remove a device (its token stops working)').action(
+    async (id: string, opts: { json?: boolean }, cmd: Command) => {
+      const result = await withSession(io, cmd, (s) => s.call<{ id: string; removed: boolean }>('device.rm', { id }));
+      if (opts.json) return printJson(io, result);
+      io.out(`removed device ${result.id}`);
+    },
+  );
+}

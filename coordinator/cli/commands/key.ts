@@ -1,0 +1,54 @@
+import type { Command } from 'commander';
+import { publicKeyToJson, readPublicKeyFile } from '../../../shared/keys.js';
+import type { TrustedKeyRecord } from '../../store/records.js';
+import { remoteCommand, withSession } from '../connection.js';
+import { type CliIo, keyValueLines } from '../io.js';
+import { paint, printJson, printTable } from '../render.js';
+
+/** `otactl key add | ls | revoke`: the release keys the coordinator (and agent configs) trust. */
+export function registerKey(program: Command, io: CliIo): void {
+  const key = program
+    .command('key')
+    .description('trusted release keys (the coordinator checks every release against them)');
+
+  remoteCommand(key, 'add <file.pub>', 'trust a release public key (written by `otactl keygen`)')
+    .option('--name <name>', 'a name to recognise the key by')
+    .action(async (file: string, opts: { name?: string; json?: boolean }, cmd: Command) => {
+      // Checked here first: a wrong file is named before anything is sent.
+      const pub = publicKeyToJson(await readPublicKeyFile(file));
+      const record = await withSession(io, cmd, (s) =>
+        s.call<TrustedKeyRecord>('key.add', { key: pub, ...(opts.name ? { name: opts.name } : {}) }),
+      );
+      if (opts.json) return printJson(io, record);
+      for (const line of keyValueLines([
+        ['trusted key', record.keyId],
+        ['name', record.name ?? '-'],
+      ])) {
+        io.out(line);
+      }
+      io.err('devices enrolled from now on trust it; existing agent configs list their trusted keys themselves');
+    });
+
+  remoteCommand(key, 'ls', 'list the trusted release keys').action(async (opts: { json?: boolean }, cmd: Command) => {
+    const keys = await withSession(io, cmd, (s) => s.call<TrustedKeyRecord[]>('key.ls'));
+    if (opts.json) return printJson(io, keys);
+    printTable(
+      io,
+      ['KEY ID', 'NAME', 'STATUS', 'ADDED'],
+      keys.map((k) => [k.keyId, k.name ?? '-', paint(io, k.revoked ? 'revoked' : 'trusted'), k.addedAt]),
+      'no trusted release keys: add one with `otactl key add release.key.pub`',
+    );
+  });
+
+  remoteCommand(
+    key,
+    'revoke <keyId>',
+    'stop trusting a release key (new releases signed only by it are refused)',
+  ).action(async (keyId: string, opts: { json?: boolean }, cmd: Command) => {
+    const result = await withSession(io, cmd, (s) =>
+      s.call<{ keyId: string; revoked: boolean }>('key.revoke', { keyId }),
+    );
+    if (opts.json) return printJson(io, result);
+    io.out(`revoked key ${result.keyId}`);
+  });
+}

@@ -1,0 +1,211 @@
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import type { RolloutSummary } from '../../../shared/messages.js';
+import { parseWaves } from '../../rollout/strategy.js';
+import type { Rollout, RolloutDevice } from '../../rollout/types.js';
+import { remoteCommand, type Session, withSession } from '../connection.js';
+import { CliExit, EXIT_OK, usageError } from '../exit.js';
+import type { CliIo } from '../io.js';
+import { commaList, failureRate, labelPairs, positiveInt } from '../options.js';
+import { nextSteps, paint, printJson, printTable, renderSummary, table } from '../render.js';
+import { watchRollout } from './rollout-watch.js';
+
+interface StatusResult {
+  summary: RolloutSummary;
+  rollout: Rollout;
+  devices: RolloutDevice[];
+}
+
+/** `--waves 1,10:manual,50,100`, checked here so a typo is a usage error with the help. */
+function wavesOption(value: string): string {
+  try {
+    parseWaves(value);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+  return value;
+}
+
+function idsCell(ids: string[], max = 8): string {
+  if (ids.length === 0) return '-';
+  return ids.length > max ? `${ids.slice(0, max).join(',')} (+${ids.length - max} more)` : ids.join(',');
+}
+
+function printNext(io: CliIo, s: RolloutSummary): void {
+  const next = nextSteps(s);
+  if (next) io.err(next);
+}
+
+function devicesTable(io: CliIo, devices: RolloutDevice[]): string {
+  return table(
+    io,
+    ['DEVICE', 'WAVE', 'STATE', 'ONLINE', 'ERROR'],
+    [...devices]
+      .sort((a, b) => a.wave - b.wave || a.deviceId.localeCompare(b.deviceId))
+      .map((d) => [
+        d.deviceId,
+        String(d.wave),
+        paint(io, d.state),
+        paint(io, d.online ? 'online' : 'offline'),
+        d.error ? `${d.error.code}: ${d.error.message}` : '-',
+      ]),
+  );
+}
+
+/** approve | promote | resume: `id` only; halt and abort add their argument. */
+function registerAction(
+  rollout: Command,
+  io: CliIo,
+  name: 'approve' | 'promote' | 'halt' | 'resume' | 'abort',
+  description: string,
+  extra: (cmd: Command) => Command = (c) => c,
+  args: (opts: Record<string, unknown>) => Record<string, unknown> = () => ({}),
+): void {
+  extra(remoteCommand(rollout, `${name} <id>`, description)).action(
+    async (id: string, opts: Record<string, unknown> & { json?: boolean }, cmd: Command) => {
+      const summary = await withSession(io, cmd, (s) =>
+        s.call<RolloutSummary>(`rollout.${name}`, { id, ...args(opts) }),
+      );
+      if (opts.json) return printJson(io, summary);
+      io.out(renderSummary(io, summary));
+      printNext(io, summary);
+    },
+  );
+}
+
+export function registerRollout(program: Command, io: CliIo): void {
+  const rollout = program
+    .command('rollout')
+    .description('roll a release out in waves with a failure tolerance; approve, promote, halt, resume, abort');
+
+  remoteCommand(rollout, 'create', 'start a rollout of a published release to a group, device list or label selector')
+    .requiredOption('--model <name>', 'the model')
+    .requiredOption('--version <version>', 'the release version to roll out (published first)')
+    .option('--group <name>', 'target: a group')
+    .option('--devices <a,b,c>', 'target: these devices (repeatable)', commaList)
+    .option('--selector <k=v>', 'target: devices with all these labels (repeatable, or k=v,k2=v2)', labelPairs)
+    .requiredOption(
+      '--waves <spec>',
+      'cumulative percents ending at 100, each auto (default) or :manual, e.g. 1,10:manual,50,100',
+      wavesOption,
+    )
+    .option('--max-failure-rate <rate>', 'halt when the failure rate exceeds this, in [0, 1) (default 0)', failureRate)
+    .option('--channel <channel>', 'channel moved to the release when the rollout completes (default stable)')
+    .option('--id <id>', 'the rollout id (default generated)')
+    .action(
+      async (
+        opts: {
+          model: string;
+          version: string;
+          group?: string;
+          devices?: string[];
+          selector?: Record<string, string>;
+          waves: string;
+          maxFailureRate?: number;
+          channel?: string;
+          id?: string;
+          json?: boolean;
+        },
+        cmd: Command,
+      ) => {
+        const targets = [opts.group, opts.devices, opts.selector].filter((x) => x !== undefined).length;
+        if (targets !== 1) usageError(cmd, 'give exactly one target: --group G, --devices a,b or --selector k=v');
+        const { summary, status } = await withSession(io, cmd, async (s) => {
+          const created = await s.call<RolloutSummary>('rollout.create', {
+            model: opts.model,
+            version: opts.version,
+            waves: opts.waves,
+            ...(opts.group ? { group: opts.group } : {}),
+            ...(opts.devices ? { devices: opts.devices } : {}),
+            ...(opts.selector ? { selector: opts.selector } : {}),
+            ...(opts.maxFailureRate !== undefined ? { maxFailureRate: opts.maxFailureRate } : {}),
+            ...(opts.channel ? { channel: opts.channel } : {}),
+            ...(opts.id ? { id: opts.id } : {}),
+          });
+          if (opts.json) return { summary: created, status: null };
+          // The split, by name: which devices are the canaries.
+          const status = await s.call<StatusResult>('rollout.status', { id: created.rolloutId });
+          return { summary: created, status };
+        });
+        if (opts.json || !status) return printJson(io, summary);
+        const total = summary.waves.reduce((n, w) => n + w.devices, 0);
+        io.out(
+          `rollout ${io.color.bold(summary.rolloutId)} created: ${summary.model} ${summary.version} on ${total} device(s), failure tolerance ${summary.maxFailureRate}, status ${paint(io, summary.status)}`,
+        );
+        io.out(
+          table(
+            io,
+            ['WAVE', 'UP TO', 'GATE', 'DEVICES', 'IDS'],
+            summary.waves.map((w) => [
+              String(w.index),
+              `${w.percent}%`,
+              w.approval,
+              String(w.devices),
+              idsCell(status.devices.filter((d) => d.wave === w.index).map((d) => d.deviceId)),
+            ]),
+          ),
+        );
+        printNext(io, summary);
+      },
+    );
+
+  remoteCommand(rollout, 'ls', 'list rollouts').action(async (opts: { json?: boolean }, cmd: Command) => {
+    const rollouts = await withSession(io, cmd, (s) => s.call<RolloutSummary[]>('rollout.ls'));
+    if (opts.json) return printJson(io, rollouts);
+    printTable(
+      io,
+      ['ID', 'MODEL', 'VERSION', 'STATUS', 'WAVE', 'FAILURES', 'UPDATED'],
+      rollouts.map((r) => [
+        r.rolloutId,
+        r.model,
+        r.version,
+        paint(io, r.status),
+        `${r.currentWave + 1}/${r.waves.length}`,
+        `${r.failures.count}/${r.failures.assigned} (max ${r.maxFailureRate})`,
+        r.updatedAt,
+      ]),
+      'no rollouts: start one with `otactl rollout create --model M --version V --group G --waves 1,10:manual,50,100`',
+    );
+  });
+
+  remoteCommand(rollout, 'status <id>', 'a rollout: waves, gates, failures vs tolerance, every device')
+    .option('--watch', 'follow it until it completes (exit 0), halts or is aborted (exit 1)')
+    .option('--interval-ms <ms>', 'with --watch: also poll this often (default 5000)', positiveInt, 5000)
+    .action(async (id: string, opts: { watch?: boolean; intervalMs: number; json?: boolean }, cmd: Command) => {
+      if (opts.watch) {
+        const code = await withSession(io, cmd, (s: Session) => watchRollout(io, s, id, opts));
+        if (code !== EXIT_OK) throw new CliExit(code);
+        return;
+      }
+      const status = await withSession(io, cmd, (s) => s.call<StatusResult>('rollout.status', { id }));
+      if (opts.json) return printJson(io, status);
+      io.out(renderSummary(io, status.summary));
+      io.out('');
+      io.out(status.devices.length === 0 ? 'no devices' : devicesTable(io, status.devices));
+      printNext(io, status.summary);
+    });
+
+  registerAction(rollout, io, 'approve', 'start the next wave of a rollout waiting at a manual gate');
+  registerAction(rollout, io, 'promote', 'approve every remaining gate now');
+  registerAction(
+    rollout,
+    io,
+    'halt',
+    'stop assigning devices, with a reason',
+    (c) => c.requiredOption('--reason <text>', 'why (kept in the audit log)'),
+    (o) => ({ reason: o.reason }),
+  );
+  registerAction(rollout, io, 'resume', 'acknowledge the failures so far and go on');
+  registerAction(
+    rollout,
+    io,
+    'abort',
+    'end a rollout: keep what devices have, or revert them to their previous release',
+    (c) =>
+      c.addOption(
+        new Option('--policy <policy>', 'keep: devices keep what they have; revert: back to the release before')
+          .choices(['keep', 'revert'])
+          .default('keep'),
+      ),
+    (o) => ({ policy: o.policy }),
+  );
+}
