@@ -123,6 +123,7 @@ export async function startCoordinator(
     closers.push(() => {
       rollouts.flush();
       flushReports();
+      flushPresence();
     });
     publishOne = (m) => broker.publish(m.topic, m.payload, { retain: m.retain, qos: 1 });
 
@@ -204,14 +205,40 @@ export async function startCoordinator(
     };
     // Counted here, not by scanning the devices table on every connect (10,000 devices connect at once).
     const onlineDevices = new Set<string>();
+    // Presence is written behind too, one transaction per turn (10,000 devices connect at once);
+    // the rollout engine hears about it right away (batched there).
+    type Presence = { online: boolean; facts?: { facts: never; agentVersion: string | null } };
+    const pendingPresence = new Map<string, Presence>();
+    let presenceFlushScheduled = false;
+    const flushPresence = () => {
+      presenceFlushScheduled = false;
+      const batch = [...pendingPresence];
+      pendingPresence.clear();
+      const ts = now().toISOString();
+      try {
+        store.transaction(() => {
+          for (const [deviceId, p] of batch) {
+            try {
+              store.setDevicePresence(deviceId, p.online, ts, p.facts);
+            } catch {
+              // removed meanwhile
+            }
+          }
+        });
+      } catch (err) {
+        logger.error({ err: (err as Error).message, devices: batch.length }, 'recording presence failed');
+      }
+    };
     const onPresence = (deviceId: string, online: boolean, status?: { facts?: unknown; agentVersion?: string }) => {
-      if (!store.getDevice(deviceId)) return;
-      store.setDevicePresence(
-        deviceId,
-        online,
-        now().toISOString(),
-        status?.facts ? { facts: status.facts as never, agentVersion: status.agentVersion ?? null } : undefined,
-      );
+      const previous = pendingPresence.get(deviceId);
+      const facts = status?.facts
+        ? { facts: status.facts as never, agentVersion: status.agentVersion ?? null }
+        : previous?.facts;
+      pendingPresence.set(deviceId, facts ? { online, facts } : { online });
+      if (!presenceFlushScheduled) {
+        presenceFlushScheduled = true;
+        setImmediate(flushPresence);
+      }
       rollouts.onPresence(deviceId, online);
       if (online) onlineDevices.add(deviceId);
       else onlineDevices.delete(deviceId);
