@@ -80,6 +80,8 @@ export class AgentRuntime {
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly downloads = new Map<string, AbortController>();
   private readonly inFlight = new Set<Promise<unknown>>();
+  /** Digests computed while downloading, by `${model}:${generation}`, until verified. */
+  private readonly fetchedDigests = new Map<string, { size: number; sha256: string }>();
   private flushing = false;
   private stopped = false;
   private readonly limits: AgentLimits;
@@ -270,7 +272,9 @@ export class AgentRuntime {
         try {
           crashPoint('verify');
           const file = await modelStore.artifactFile(model, target);
-          const digest = await digestFile(file, target.size + 1);
+          const known = this.fetchedDigests.get(`${model}:${generation}`);
+          this.fetchedDigests.delete(`${model}:${generation}`);
+          const digest = known ?? (await digestFile(file, target.size + 1));
           // Only bytes that are the signed ones are worth inspecting (the machine discards others).
           const refusal =
             digest.sha256 === target.sha256 && digest.size === target.size
@@ -384,7 +388,7 @@ export class AgentRuntime {
         }
         let lastProgress = 0;
         let crashedMid = false;
-        await this.deps.download({
+        const fetched = await this.deps.download({
           url: `${config.artifactsUrl.replace(/\/+$/, '')}/artifacts/sha256/${target.sha256}`,
           partFile,
           expectedSize: target.size,
@@ -403,6 +407,10 @@ export class AgentRuntime {
             }
           },
         });
+        // The download hashed every byte of the part file as it wrote it (resumed bytes included):
+        // verifying reuses that digest instead of reading the file a second time. After a restart
+        // there is none, and the staged file is hashed again.
+        this.fetchedDigests.set(`${model}:${generation}`, { size: fetched.size, sha256: fetched.sha256 });
       }
       crashPoint('downloaded');
       await this.dispatch({ type: 'download_ok', model, generation });

@@ -1,0 +1,152 @@
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import t from 'tap';
+
+/**
+ * The benchmarks (`npm run bench:*`, BENCHMARKS.md) are scripts, not timed tests: this runs each
+ * once, tiny, from dist/ (`npm test` builds first) and checks the shape of the one JSON document
+ * it prints, so they cannot rot. No timing is asserted.
+ */
+
+const script = (name: string) => fileURLToPath(new URL(`../dist/scripts/bench/${name}.js`, import.meta.url));
+
+interface Run {
+  code: number | null;
+  json: Record<string, unknown>;
+  stderr: string;
+}
+
+function runBench(name: string, args: string[], timeoutMs = 55_000): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [script(name), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      try {
+        resolve({ code, json: JSON.parse(stdout) as Record<string, unknown>, stderr });
+      } catch {
+        reject(
+          new Error(`${name} printed no JSON document (exit ${code}):\n${stdout.slice(-2000)}\n${stderr.slice(-3000)}`),
+        );
+      }
+    });
+  });
+}
+
+const spreadShape = { median: Number, min: Number, max: Number, runs: Number };
+const goalShape = { goal: String, target: String };
+const machineShape = { cores: Number, cpuModel: String, node: String, date: String };
+
+t.test('bench:fleet, bench:update and bench:audit print their JSON document', async (t) => {
+  // In parallel: each is a few seconds of mostly waiting on processes and fsync.
+  const [fleet, update, audit] = await Promise.all([
+    runBench('fleet', [
+      '--devices',
+      '40',
+      '--halt-trials',
+      '2',
+      '--step-ms',
+      '20',
+      '--burst',
+      '2',
+      '--timeout-s',
+      '50',
+    ]),
+    runBench('update', ['--sizes', '1', '--runs', '1', '--idle-s', '1']),
+    runBench('audit', [
+      '--events',
+      '200',
+      '--history-rows',
+      '2000',
+      '--batches',
+      '1,100',
+      '--verify-rows',
+      '2000',
+      '--runs',
+      '1',
+    ]),
+  ]);
+
+  t.test('fleet', async (t) => {
+    const r = fleet.json;
+    t.equal(fleet.code, 0, 'fleet exits 0', { stderr: fleet.stderr.slice(-3000) });
+    t.same(r.errors, []);
+    t.match(r, {
+      benchmark: 'fleet',
+      machine: machineShape,
+      enrol: { devices: 40, ms: Number, perSecond: Number },
+      connect: { connected: 40, failed: 0, ms: Number, perDeviceP99Ms: Number },
+      fdLimits: { coordinator: { soft: Number, hard: Number }, workers: Array, limitedBy: String },
+      rollout: {
+        status: 'completed',
+        allHealthy: true,
+        reports: { lost: 0 },
+        perWave: [
+          { index: 0, devices: Number, waveMs: Number, assignPublishMs: Number },
+          { index: 1 },
+          { index: 2 },
+          { index: 3 },
+        ],
+      },
+      ingestBurst: { reports: 80, acknowledged: 80, countedByCoordinator: 80, reportsPerSec: Number },
+      halt: { trials: 2, p50Ms: Number, p99Ms: Number },
+      bigWave: { status: 'completed', lastWave: { devices: Number, assignPublishMs: Number } },
+      assignOnly: { devices: 40, received: 40, createReplyMs: Number, allReceivedMs: Number },
+      audit: { ok: true, rows: Number },
+      coordinator: { peakRssMB: Number, cpuSeconds: Number, phases: Array },
+      sim: { counters: { devices: 40, reportErrors: 0, desiredInvalid: 0 } },
+    });
+    const halt = r.halt as { perTrial: { latencyMs: number | null }[] };
+    t.ok(
+      halt.perTrial.every((p) => typeof p.latencyMs === 'number' && p.latencyMs > 0),
+      'each trial has a halt latency',
+    );
+    t.equal((r.goals as unknown[]).length, 4);
+    t.match(r.goals, [goalShape, goalShape, goalShape, goalShape]);
+  });
+
+  t.test('update', async (t) => {
+    const r = update.json;
+    t.equal(update.code, 0, 'update exits 0', { stderr: update.stderr.slice(-3000) });
+    t.match(r, {
+      benchmark: 'update',
+      machine: machineShape,
+      sizes: [
+        {
+          sizeMB: 1,
+          floorMs: spreadShape,
+          agentMs: spreadShape,
+          ratio: Number,
+          agentBreakdownMs: { download: spreadShape, verify: spreadShape, install: spreadShape, swap: spreadShape },
+          agentPeakRssMB: spreadShape,
+        },
+      ],
+      idleAgent: { rssMB: Number, peakRssMB: Number },
+    });
+    t.match(r.goals, Array);
+  });
+
+  t.test('audit', async (t) => {
+    const r = audit.json;
+    t.equal(audit.code, 0, 'audit exits 0', { stderr: audit.stderr.slice(-3000) });
+    t.match(r, {
+      benchmark: 'audit',
+      machine: machineShape,
+      decisionEvents: { perSec: spreadShape, cpuShare: spreadShape },
+      history: [
+        { batch: 1, rowsPerSec: spreadShape },
+        { batch: 100, rowsPerSec: spreadShape },
+      ],
+      verify: { rowsPerSec: spreadShape, rows: 2000, ok: true },
+      goals: [goalShape, goalShape],
+    });
+  });
+});
