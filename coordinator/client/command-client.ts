@@ -5,6 +5,9 @@ import { type CommandReply, CommandReplySchema } from '../../shared/messages.js'
 import { decodePayload, encodePayload } from '../../shared/payload.js';
 import { createTopics, type Topics } from '../../shared/topics.js';
 
+/** Replies are not capped like client payloads: a large fleet's status runs to megabytes. */
+const MAX_REPLY_BYTES = 64 * 1024 * 1024;
+
 export interface CommandClientOptions {
   /** mqtt://, mqtts://, ws:// or wss:// URL of the coordinator's broker. */
   url: string;
@@ -44,7 +47,8 @@ export class CommandClient {
     mqtt.on('message', (topic, payload) => {
       if (topic !== this.replyTopic) return;
       try {
-        const reply = decodePayload(CommandReplySchema, payload, topic);
+        // Replies come from the coordinator itself and may be large (rollout.status of 10,000 devices).
+        const reply = decodePayload(CommandReplySchema, payload, topic, MAX_REPLY_BYTES);
         this.pending.get(reply.correlationId)?.(reply);
       } catch {
         // Not a reply we can read: the request it belonged to times out with a clear message.

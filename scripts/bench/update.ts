@@ -35,8 +35,9 @@ import { BenchPublisher } from './release.js';
  *
  *   floor  `curl -s URL | tee FILE | openssl dgst -sha256; sync` (fetch, write, hash in one pass)
  *   agent  scripts/bench/update-child.ts in its own process: downloadArtifact (streaming sha256,
- *          fsync), digestFile (the verify step), ModelStore.install + setLinks (fsync + swap);
- *          its peak RSS is the child's VmHWM
+ *          fsync), the verify step (the streaming digest, as the agent does; BENCH_REHASH=1 adds
+ *          the digestFile re-read of a resumed download), ModelStore.install + setLinks (fsync +
+ *          swap); its peak RSS is the child's VmHWM
  *
  * Runs alternate floor and agent, `--runs` times per size; median, min and max of each, and the
  * ratio of the medians. Then the idle RSS of a real `ota-agent` process (dist/agent/main.js)
@@ -383,7 +384,9 @@ async function main(): Promise<void> {
         server: 'node:http on 127.0.0.1, fs.createReadStream (1 MiB chunks)',
         floor: 'curl -s URL | tee FILE | openssl dgst -sha256 && sync',
         agent:
-          'downloadArtifact + digestFile + ModelStore.install + setLinks in a child process (probe and ONNX inspection excluded)',
+          process.env.BENCH_REHASH === '1'
+            ? 'downloadArtifact + digestFile re-read + ModelStore.install + setLinks in a child process (probe and ONNX inspection excluded)'
+            : 'downloadArtifact (its streaming digest is what is verified) + ModelStore.install + setLinks in a child process (probe and ONNX inspection excluded)',
         stateDir: 'temp dir on the same filesystem as the floor output',
       },
       sizes,
