@@ -6,7 +6,8 @@ import { FleetFixture } from './helpers/fleet-fixture.js';
 // Abort with revert, including a device that is offline during the abort; and kill -9 of the
 // coordinator mid-rollout, after which the restarted coordinator continues it.
 
-t.setTimeout(300_000);
+// Agents reconnect to a restarted coordinator with backoff (up to 60 s, full jitter): give them time.
+t.setTimeout(400_000);
 
 const DEVICES = ['edge-1', 'edge-2', 'edge-3', 'edge-4', 'edge-5'];
 
@@ -75,7 +76,7 @@ t.test('kill -9 of the coordinator mid-rollout: the restarted coordinator contin
   });
   await f.restartCoordinator('SIGKILL');
   const done = await f
-    .waitForRollout('r-crash', (s) => s.status === 'completed', 'completed after the restarts', 40_000)
+    .waitForRollout('r-crash', (s) => s.status === 'completed', 'completed after the restarts', 120_000)
     .catch(async (err) => {
       console.error(JSON.stringify(await f.admin.call('rollout.status', { id: 'r-crash' }), null, 1));
       for (const d of DEVICES) console.error(d, JSON.stringify(f.lastReport(d)?.models.det));
