@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 import { toOtaError } from '../shared/errors.js';
 import { createLogger } from '../shared/logger.js';
+import { stopOnSignal } from '../shared/stop-on-signal.js';
 import { readPackageVersion } from '../shared/version.js';
 import { DEFAULT_CONFIG_FILE, loadAgentConfig } from './config.js';
 import { readDeviceFacts } from './facts.js';
@@ -56,14 +57,7 @@ async function main(): Promise<number> {
   }
   const logger = createLogger(config.logLevel);
   const agent = await startAgent(config, { logger, env: process.env });
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string) => {
-      logger.info({ signal }, 'stopping');
-      agent.stop().then(resolve, resolve);
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
-  });
+  await stopOnSignal(logger, () => agent.stop());
   return 0;
 }
 

@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 import { toOtaError } from '../shared/errors.js';
 import { createLogger } from '../shared/logger.js';
+import { stopOnSignal } from '../shared/stop-on-signal.js';
 import { readPackageVersion } from '../shared/version.js';
 import { type CoordinatorFlags, resolveCoordinatorConfig } from './config.js';
 import { startCoordinator } from './service.js';
@@ -37,14 +38,7 @@ async function main(): Promise<number> {
   const config = resolveCoordinatorConfig(program.opts<CoordinatorFlags>(), process.env);
   const logger = createLogger(config.logLevel, process.stdout, 'ota-coordinator');
   const running = await startCoordinator(config, { logger });
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string) => {
-      logger.info({ signal }, 'stopping');
-      running.stop().then(resolve, resolve);
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
-  });
+  await stopOnSignal(logger, () => running.stop());
   logger.info('stopped');
   return 0;
 }
