@@ -14,7 +14,7 @@ t.test('kill -9 during a rollback, restart: the rollback completes', async (t) =
     const { f, v1 } = await deviceOnV1(t, device);
     const crashing = f.startAgent(device, { ...HOOKS, OTA_AGENT_TEST_CRASH_AT: 'rollback' });
     await f.assign(device, { det: { envelope: f.release('det', '2.0.0', wrongOutputsModel(), { counter: 2 }) } });
-    t.equal((await crashing.exited).signal, 'SIGKILL');
+    t.equal((await crashing.exitsWithin(60_000, 'crash at rollback')).signal, 'SIGKILL');
     t.equal(await f.link(device, 'det', 'current'), '1.0.0', 'the swap back happened before the kill');
     f.startAgent(device);
     const r = await f.observer.waitFor(`${device} rolled back`, () => {
@@ -33,10 +33,14 @@ t.test('a download killed mid-way resumes where it stopped', async (t) => {
     const big = paddedGoodModel(6 * 1024 * 1024, round);
     const envelope = f.release('det', '2.0.0', big, { counter: 2 });
     const sha = (JSON.parse(envelope.manifest) as { sha256: string }).sha256;
-    f.artifacts.throttle = { bytes: 256 * 1024, everyMs: 20 };
+    // About 2 s of download (at most 3.2 MB/s): the download calls onProgress every 250 ms and the
+    // crash point fires on the first report past half, so the second half must span several
+    // reports. At 12.8 MB/s it spanned one, and a download that finished between two reports
+    // never crashed (the test then waited for an exit that never came).
+    f.artifacts.throttle = { bytes: 64 * 1024, everyMs: 20 };
     const crashing = f.startAgent(device, { ...HOOKS, OTA_AGENT_TEST_CRASH_AT: 'download-mid' });
     await f.assign(device, { det: { envelope } });
-    t.equal((await crashing.exited).signal, 'SIGKILL');
+    t.equal((await crashing.exitsWithin(60_000, 'crash at download-mid')).signal, 'SIGKILL');
     const firstBytes = f.artifacts.bytesSentFor(sha);
     f.startAgent(device);
     await f.observer.waitFor(`${device} healthy`, () => {

@@ -29,7 +29,7 @@ for (const point of GOOD_PATH) {
       const v2 = goodModel(2);
       const crashing = f.startAgent(device, { ...HOOKS, OTA_AGENT_TEST_CRASH_AT: point });
       await f.assign(device, { det: { envelope: f.release('det', '2.0.0', v2, { counter: 2 }), rolloutId: 'r' } });
-      const exit = await crashing.exited;
+      const exit = await crashing.exitsWithin(60_000, `crash at ${point}`);
       t.equal(exit.signal, 'SIGKILL', `round ${round}: killed at ${point}`);
       // Right after the crash: current is a complete, verified version, old or new.
       const current = await f.link(device, 'det', 'current');

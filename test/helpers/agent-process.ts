@@ -115,6 +115,24 @@ export class LoggedProcess {
     ].join('\n');
   }
 
+  /**
+   * Waits for the process to exit by itself (a test crash point), at most `timeoutMs`; otherwise
+   * kills it and fails with its last log lines, so a crash point that was never reached fails
+   * the test at once instead of hanging it until the file timeout.
+   */
+  async exitsWithin(timeoutMs: number, what: string): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((r) => {
+      timer = setTimeout(() => r('late'), timeoutMs);
+    });
+    const result = await Promise.race([this.exited, late]);
+    clearTimeout(timer);
+    if (result !== 'late') return result;
+    this.child.kill('SIGKILL');
+    await this.exited;
+    throw new Error(`${what}: the process did not exit within ${timeoutMs} ms; last lines:\n${this.tail()}`);
+  }
+
   kill9(): Promise<unknown> {
     this.child.kill('SIGKILL');
     return this.exited;
