@@ -9,6 +9,7 @@ import { signerFor } from '../shared/signatures.js';
 import { createTopics } from '../shared/topics.js';
 import { readPackageVersion } from '../shared/version.js';
 import { attachWebSocket, createBroker } from './broker/create-broker.js';
+import { OrderedPublisher } from './broker/ordered-publisher.js';
 import { runCommand } from './commands/dispatch.js';
 import type { CoordinatorConfig } from './config.js';
 import { DesiredPublisher, type OutgoingMessage } from './desired/desired-publisher.js';
@@ -68,15 +69,8 @@ export async function startCoordinator(
     let publishOne: (m: OutgoingMessage) => Promise<void> = async () => {
       throw new Error('publish before the broker started');
     };
-    const publish = async (messages: OutgoingMessage[]) => {
-      for (const m of messages) {
-        try {
-          await publishOne(m);
-        } catch (err) {
-          logger.error({ topic: m.topic, err: (err as Error).message }, 'publish failed');
-        }
-      }
-    };
+    const publisher = new OrderedPublisher((m) => publishOne(m), logger);
+    const publish = (messages: OutgoingMessage[]) => publisher.publish(messages);
     const desired = new DesiredPublisher({ store, topics, signer: signerFor(key, { fast: true }), now });
     // Counted as rows are appended (a COUNT(*) over the table after every commit does not scale).
     const onAudit = (events: readonly unknown[]) => metrics.auditRows.inc(events.length);

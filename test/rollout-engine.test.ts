@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import t from 'tap';
 import { decide, decideBatch } from '../coordinator/rollout/decide.js';
+import { indexDevices, LiveDeviceIndex } from '../coordinator/rollout/device-index.js';
 import { planWaves, waveCuts } from '../coordinator/rollout/plan-waves.js';
 import { parseWaves, validateStrategy } from '../coordinator/rollout/strategy.js';
 import { summarize } from '../coordinator/rollout/summary.js';
@@ -72,10 +73,25 @@ const probeError = { code: 'E_PROBE_FAILED', message: 'outputs differ from the g
 /** Plays the shell: applies every decision to its copy of the rows, one second per event. */
 class Sim {
   clock = 0;
+  private rows: RolloutDevice[] = [];
+  /** What the real shell keeps: the rows with running wave tallies, decided against directly. */
+  private index!: LiveDeviceIndex;
   constructor(
     public rollout: Rollout,
-    public devices: RolloutDevice[],
-  ) {}
+    devices: RolloutDevice[],
+  ) {
+    this.devices = devices;
+  }
+
+  get devices(): RolloutDevice[] {
+    return this.rows;
+  }
+
+  /** Rows edited by a test (not by a decision): the shell would load them afresh. */
+  set devices(rows: RolloutDevice[]) {
+    this.rows = rows;
+    this.index = new LiveDeviceIndex(rows, this.rollout.strategy.waves.length);
+  }
 
   static started(waves: string, deviceWaves: number[], maxFailureRate = 0): Sim {
     const sim = new Sim(rolloutOf(waves, maxFailureRate), fleet(deviceWaves));
@@ -92,9 +108,16 @@ class Sim {
     const decision = decide(this.rollout, this.devices, event, at(this.clock + 1));
     this.clock++; // only when decide did not throw
     if (JSON.stringify([this.rollout, this.devices]) !== before) throw new Error('decide mutated its input');
+    // The shell's path (its live index, no copy) decides exactly the same.
+    const viaIndex = decide(this.rollout, this.index, event, at(this.clock));
+    if (JSON.stringify(viaIndex) !== JSON.stringify(decision))
+      throw new Error(`the live index decided differently: ${JSON.stringify(viaIndex)} vs ${JSON.stringify(decision)}`);
     this.rollout = { ...this.rollout, ...decision.patch };
     const changed = new Map(decision.devices.map((d) => [d.deviceId, d]));
-    this.devices = this.devices.map((d) => changed.get(d.deviceId) ?? d);
+    this.rows = this.rows.map((d) => changed.get(d.deviceId) ?? d);
+    this.index.apply(decision.devices);
+    const recount = indexDevices(this.devices, this.rollout.strategy.waves.length);
+    if (JSON.stringify(recount.waves) !== JSON.stringify(this.index.waves)) throw new Error('tallies drifted');
     return decision;
   }
 
@@ -1212,4 +1235,59 @@ t.test('decideBatch: a failure anywhere in the batch halts before the next wave 
     EMPTY,
     'a pending device reporting is not acted on',
   );
+});
+
+// ---------------------------------------------------------------------------------------------
+// the live index (what the shell decides against): tallies against an independent recount
+
+t.test('live index: tallies equal a recount by scanning, after every decision of a random run', async (t) => {
+  // A deterministic pseudo-random run over 60 devices in 4 waves: reports in every state,
+  // presence flaps, operator operations; the tallies and the engine's answers (wave complete,
+  // failure counts) are checked against a scan written independently of device-index.ts.
+  let seed = 7;
+  const random = () => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed / 2 ** 31;
+  };
+  const deviceWaves = Array.from({ length: 60 }, (_, i) => (i < 1 ? 0 : i < 6 ? 1 : i < 30 ? 2 : 3));
+  const sim = Sim.started('2,10,50,100', deviceWaves, 0.3);
+  const states: ModelState[] = ['downloading', 'verifying', 'applying', 'probing', 'healthy', 'rolled_back', 'failed'];
+  let checked = 0;
+  for (let step = 0; step < 20_000 && sim.rollout.status !== 'completed'; step++) {
+    const id = `d${Math.floor(random() * 60)}`;
+    const roll = random();
+    if (roll < 0.7) sim.report(id, states[Math.floor(random() * states.length)] as ModelState);
+    else if (roll < 0.9) sim.presence(id, random() < 0.5);
+    else if (sim.rollout.status === 'halted') sim.send({ type: 'resume', actor: 'alice' });
+    else if (sim.rollout.status === 'waiting_approval') sim.send({ type: 'approve', actor: 'alice' });
+    // Independent recount of what the engine decided from the tallies.
+    let failed = 0;
+    let assigned = 0;
+    for (const d of sim.devices) {
+      if (d.state !== 'pending') assigned++;
+      if (d.state === 'failed' || d.state === 'rolled_back') failed++;
+    }
+    const open = sim.devices.some(
+      (d) =>
+        d.wave <= sim.rollout.currentWave &&
+        d.online &&
+        !['pending', 'healthy', 'rolled_back', 'failed'].includes(d.state),
+    );
+    const summary = summarize(sim.rollout, sim.devices, sim.now);
+    if (summary.failures.count !== failed || summary.failures.assigned !== assigned) {
+      t.fail(`step ${step}: summary says ${JSON.stringify(summary.failures)}, scan says ${failed}/${assigned}`);
+      break;
+    }
+    if (sim.rollout.status === 'running' && !open && sim.rollout.currentWave < 3) {
+      t.fail(`step ${step}: wave ${sim.rollout.currentWave} is complete by scan but the rollout did not advance`);
+      break;
+    }
+    for (const [i, w] of summary.waves.entries()) {
+      const members = sim.devices.filter((d) => d.wave === i).length;
+      if (w.devices !== members) t.fail(`step ${step}: wave ${i} has ${w.devices} devices, scan says ${members}`);
+    }
+    checked++;
+  }
+  t.ok(checked > 100, `${checked} decisions checked`);
+  t.equal(sim.rollout.status, 'completed', `the random run reaches the end (${sim.states()})`);
 });

@@ -150,6 +150,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
   const aedes = await Aedes.createBroker({
     preConnect(client, packet, callback) {
       if (packet.will) wills.set(client, packet.will);
+      disableCounterDedupe(client);
       callback(null, true);
     },
 
@@ -342,6 +343,29 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       return closed;
     },
   };
+}
+
+/**
+ * Aedes drops a message for a subscriber when a message published AFTER it (higher broker
+ * counter) reached that subscriber first (lib/client.js `dedupe`, meant for overlapping
+ * subscriptions such as `a/#` + `a/b`). Messages do overtake each other: a retained publish
+ * awaits the retained store, a non-retained one does not, so a rollout summary published just
+ * before an audit event was silently lost for a client subscribed to both (moscajs/aedes #955,
+ * #994, open). Lost messages are worse than duplicates: MQTT 3.1.1 section 3.3.5 allows the
+ * server to deliver one copy per matching subscription, so with overlapping subscriptions a
+ * client may now see a message twice, and never misses one.
+ */
+const NO_DEDUPE: Record<string, number> = new Proxy(
+  {},
+  {
+    get: () => 0,
+    set: () => true,
+    deleteProperty: () => true,
+  },
+);
+
+function disableCounterDedupe(client: Client): void {
+  (client as unknown as { duplicates: Record<string, number> }).duplicates = NO_DEDUPE;
 }
 
 /**

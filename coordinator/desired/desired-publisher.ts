@@ -4,14 +4,12 @@ import { DESIRED_TYPE, type DesiredState } from '../../shared/messages.js';
 import { encodePayload } from '../../shared/payload.js';
 import type { Signer } from '../../shared/signatures.js';
 import type { Topics } from '../../shared/topics.js';
+import type { OutgoingPublish } from '../broker/ordered-publisher.js';
 import type { ReleaseRecord } from '../store/records.js';
 import type { Store } from '../store/store.js';
 
-export interface OutgoingMessage {
-  topic: string;
-  payload: Buffer;
-  retain: boolean;
-}
+/** One message the coordinator publishes itself (sent through OrderedPublisher). */
+export type OutgoingMessage = OutgoingPublish;
 
 /**
  * Builds a device's signed desired-state message from its stored (device, model) entries

@@ -1,15 +1,24 @@
 import { OtaError } from '../../shared/errors.js';
 import type { ModelState, RolloutStatus } from '../../shared/messages.js';
 import {
-  type Approval,
-  type AuditDraft,
-  type Decision,
-  FAILED_DEVICE_STATES,
-  type Rollout,
-  type RolloutDevice,
-  type RolloutDeviceState,
-  type RolloutEvent,
-  TERMINAL_DEVICE_STATES,
+  cloneTallies,
+  count,
+  type DeviceIndex,
+  failureTotals,
+  indexDevices,
+  isFailed,
+  isTerminal,
+  type WaveTally,
+  wavesComplete,
+} from './device-index.js';
+import type {
+  Approval,
+  AuditDraft,
+  Decision,
+  Rollout,
+  RolloutDevice,
+  RolloutDeviceState,
+  RolloutEvent,
 } from './types.js';
 
 /**
@@ -29,8 +38,13 @@ import {
  *   left to the shell's device history (so failure counts never go down and acknowledged
  *   failures stay meaningful).
  */
-export function decide(rollout: Rollout, devices: RolloutDevice[], event: RolloutEvent, now: string): Decision {
-  const ctx = new Context(rollout, devices, now);
+export function decide(
+  rollout: Rollout,
+  devices: readonly RolloutDevice[] | DeviceIndex,
+  event: RolloutEvent,
+  now: string,
+): Decision {
+  const ctx = new Context(rollout, asIndex(rollout, devices), now);
   switch (event.type) {
     case 'start':
       onStart(ctx);
@@ -64,6 +78,13 @@ export function decide(rollout: Rollout, devices: RolloutDevice[], event: Rollou
   return ctx.decision();
 }
 
+/** The shell passes its live index (no copy); tests and one-off callers pass plain rows. */
+export function asIndex(rollout: Rollout, devices: readonly RolloutDevice[] | DeviceIndex): DeviceIndex {
+  return Array.isArray(devices)
+    ? indexDevices(devices as readonly RolloutDevice[], rollout.strategy.waves.length)
+    : (devices as DeviceIndex);
+}
+
 const SYSTEM = 'coordinator';
 const MAX_REASON = 2000;
 const ACTIVE: readonly RolloutStatus[] = ['running', 'waiting_approval'];
@@ -75,13 +96,7 @@ const OPS_BY_STATUS: Record<RolloutStatus, string> = {
   aborted: 'none (the rollout is finished)',
 };
 
-export function isTerminal(state: RolloutDeviceState): boolean {
-  return TERMINAL_DEVICE_STATES.includes(state);
-}
-
-export function isFailed(state: RolloutDeviceState): boolean {
-  return FAILED_DEVICE_STATES.includes(state);
-}
+export { isFailed, isTerminal };
 
 /** The gate in front of wave `index` as it applies now: wave 0 and promoted rollouts are auto. */
 export function effectiveApproval(rollout: Rollout, index: number): Approval {
@@ -99,16 +114,11 @@ export interface FailureStats {
   rate: number;
 }
 
-export function failureStats(rollout: Rollout, devices: readonly RolloutDevice[]): FailureStats {
-  let count = 0;
-  let assigned = 0;
-  for (const d of devices) {
-    if (d.state !== 'pending') assigned++;
-    if (isFailed(d.state)) count++;
-  }
-  const unacknowledged = Math.max(0, count - rollout.acknowledgedFailures);
+export function failureStats(rollout: Rollout, waves: readonly WaveTally[]): FailureStats {
+  const { failed, assigned } = failureTotals(waves);
+  const unacknowledged = Math.max(0, failed - rollout.acknowledgedFailures);
   return {
-    count,
+    count: failed,
     acknowledged: rollout.acknowledgedFailures,
     assigned,
     rate: assigned === 0 ? 0 : unacknowledged / assigned,
@@ -119,18 +129,20 @@ export function failureStats(rollout: Rollout, devices: readonly RolloutDevice[]
  * True when every live device of the waves started so far (index <= currentWave) is terminal.
  * Devices in `pending` belong to later waves; `reverted` only exists after abort.
  */
-export function currentWaveComplete(rollout: Rollout, devices: readonly RolloutDevice[]): boolean {
-  return devices.every(
-    (d) => d.wave > rollout.currentWave || !d.online || d.state === 'pending' || isTerminal(d.state),
-  );
+export function currentWaveComplete(rollout: Rollout, waves: readonly WaveTally[]): boolean {
+  return wavesComplete(waves, rollout.currentWave);
 }
 
-/** The working copy one decision edits; it records exactly what changed. */
+/**
+ * The working copy one decision edits; it records exactly what changed. Copy-on-write: the
+ * stored rows are read through the index and never modified; a device is copied the first time
+ * the decision changes it, and the wave tallies (a few numbers per wave) are copied once, so a
+ * decision costs what it changes, not the size of the rollout.
+ */
 class Context {
   readonly rollout: Rollout;
-  readonly devices: RolloutDevice[];
-  private readonly byId = new Map<string, RolloutDevice>();
-  private readonly changedDevices = new Set<string>();
+  readonly tallies: WaveTally[];
+  private readonly changed = new Map<string, RolloutDevice>();
   private readonly patch: Partial<Rollout> = {};
   private readonly assignments: Decision['assignments'] = [];
   private readonly audits: AuditDraft[] = [];
@@ -138,16 +150,32 @@ class Context {
 
   constructor(
     rollout: Rollout,
-    devices: RolloutDevice[],
+    private readonly index: DeviceIndex,
     readonly now: string,
   ) {
     this.rollout = { ...rollout };
-    this.devices = devices.map((d) => ({ ...d, error: d.error ? { ...d.error } : null }));
-    for (const d of this.devices) this.byId.set(d.deviceId, d);
+    this.tallies = cloneTallies(index.waves);
+  }
+
+  get deviceCount(): number {
+    return this.index.byId.size;
   }
 
   device(id: string): RolloutDevice | undefined {
-    return this.byId.get(id);
+    return this.changed.get(id) ?? this.index.byId.get(id);
+  }
+
+  /** Every device, as this decision sees it, in row order. */
+  *devices(): Generator<RolloutDevice> {
+    for (const [id, d] of this.index.byId) yield this.changed.get(id) ?? d;
+  }
+
+  /** The devices of one wave, as this decision sees them. */
+  *wave(index: number): Generator<RolloutDevice> {
+    for (const id of this.index.waveMembers[index] ?? []) {
+      const d = this.device(id);
+      if (d) yield d;
+    }
   }
 
   set<K extends keyof Rollout>(key: K, value: Rollout[K]): void {
@@ -157,14 +185,16 @@ class Context {
   }
 
   updateDevice(device: RolloutDevice, change: Partial<Omit<RolloutDevice, 'deviceId' | 'wave'>>): void {
-    let changed = false;
-    for (const [key, value] of Object.entries(change) as [keyof typeof change, unknown][]) {
-      if (device[key] !== value) {
-        (device as unknown as Record<string, unknown>)[key] = value;
-        changed = true;
-      }
-    }
-    if (changed) this.changedDevices.add(device.deviceId);
+    const current = this.device(device.deviceId) ?? device;
+    const entries = (Object.entries(change) as [keyof typeof change, unknown][]).filter(
+      ([key, value]) => current[key] !== value,
+    );
+    if (entries.length === 0) return;
+    const next: RolloutDevice = { ...current, error: current.error ? { ...current.error } : null };
+    for (const [key, value] of entries) (next as unknown as Record<string, unknown>)[key] = value;
+    count(this.tallies, current, -1);
+    count(this.tallies, next, 1);
+    this.changed.set(next.deviceId, next);
   }
 
   assign(device: RolloutDevice): void {
@@ -191,7 +221,7 @@ class Context {
   }
 
   decision(): Decision {
-    const devices = this.devices.filter((d) => this.changedDevices.has(d.deviceId));
+    const devices = [...this.changed.values()];
     const changed =
       Object.keys(this.patch).length > 0 ||
       devices.length > 0 ||
@@ -213,15 +243,15 @@ function refuse(ctx: Context, op: string): never {
 
 /** Assigns the pending devices of wave `index` and makes it the current wave. */
 function startWave(ctx: Context, index: number, actor: string): void {
-  let count = 0;
-  for (const d of ctx.devices) {
-    if (d.wave === index && d.state === 'pending') {
+  let assigned = 0;
+  for (const d of ctx.wave(index)) {
+    if (d.state === 'pending') {
       ctx.assign(d);
-      count++;
+      assigned++;
     }
   }
   ctx.set('currentWave', index);
-  ctx.audit(actor, 'rollout.wave_started', { wave: index, devices: count });
+  ctx.audit(actor, 'rollout.wave_started', { wave: index, devices: assigned });
 }
 
 /**
@@ -230,21 +260,23 @@ function startWave(ctx: Context, index: number, actor: string): void {
  */
 function advance(ctx: Context, actor: string): void {
   const r = ctx.rollout;
-  while (r.status === 'running' && currentWaveComplete(r, ctx.devices)) {
+  while (r.status === 'running' && currentWaveComplete(r, ctx.tallies)) {
     const next = r.currentWave + 1;
     if (next >= r.strategy.waves.length) {
       ctx.set('status', 'completed');
       const outcome = { healthy: 0, rolled_back: 0, failed: 0, unfinished: 0 };
-      for (const d of ctx.devices) {
-        if (d.state === 'healthy' || d.state === 'rolled_back' || d.state === 'failed') outcome[d.state]++;
-        else outcome.unfinished++;
+      for (const w of ctx.tallies) {
+        outcome.healthy += w.counts.healthy;
+        outcome.rolled_back += w.counts.rolled_back;
+        outcome.failed += w.counts.failed;
       }
+      outcome.unfinished = ctx.deviceCount - outcome.healthy - outcome.rolled_back - outcome.failed;
       ctx.audit(actor, 'rollout.completed', {
         model: r.model,
         version: r.version,
         releaseId: r.releaseId,
         channel: r.channel,
-        devices: ctx.devices.length,
+        devices: ctx.deviceCount,
         ...outcome,
       });
       ctx.moveChannel();
@@ -272,7 +304,7 @@ function formatRate(rate: number, max: number): [string, string] {
 function applyHaltRule(ctx: Context, trigger: Record<string, unknown>): boolean {
   const r = ctx.rollout;
   if (!ACTIVE.includes(r.status)) return false;
-  const stats = failureStats(r, ctx.devices);
+  const stats = failureStats(r, ctx.tallies);
   const max = r.strategy.maxFailureRate;
   if (!(stats.rate > max)) return false;
   const [rate, maxText] = formatRate(stats.rate, max);
@@ -299,7 +331,8 @@ function applyHaltRule(ctx: Context, trigger: Record<string, unknown>): boolean 
 
 function onStart(ctx: Context): void {
   const r = ctx.rollout;
-  if (r.status !== 'running' || r.currentWave !== 0 || ctx.devices.some((d) => d.state !== 'pending')) {
+  const pending = ctx.tallies.reduce((n, w) => n + w.counts.pending, 0);
+  if (r.status !== 'running' || r.currentWave !== 0 || pending !== ctx.deviceCount) {
     throw new OtaError(
       'E_ROLLOUT_STATE',
       `cannot start rollout ${r.id}: it already started (status ${r.status}, wave ${r.currentWave}); start is only the first event after create`,
@@ -361,11 +394,17 @@ export type DeviceEvent = Extract<RolloutEvent, { type: 'report' | 'presence' }>
  * Many device events at once (what arrived since the last decision), in one decision: each
  * event's device change is recorded in order, then the halt rule and wave progress are evaluated
  * once. The same outcome as one `decide` per event, except that no wave can start in the middle
- * of a batch whose later reports trip the halt rule (strictly safer), and it costs O(devices +
- * events) instead of O(devices x events): what lets one coordinator ingest a 10,000-device wave.
+ * of a batch whose later reports trip the halt rule (strictly safer), and it costs O(events +
+ * waves) with the shell's live index (no copy of the rollout's rows, tallies instead of scans):
+ * what lets one coordinator ingest a 10,000-device wave.
  */
-export function decideBatch(rollout: Rollout, devices: RolloutDevice[], events: DeviceEvent[], now: string): Decision {
-  const ctx = new Context(rollout, devices, now);
+export function decideBatch(
+  rollout: Rollout,
+  devices: readonly RolloutDevice[] | DeviceIndex,
+  events: readonly DeviceEvent[],
+  now: string,
+): Decision {
+  const ctx = new Context(rollout, asIndex(rollout, devices), now);
   const tripped: string[] = [];
   let changed = false;
   for (const event of events) {
@@ -409,7 +448,7 @@ function onHalt(ctx: Context, actor: string, reason: string): void {
   const r = ctx.rollout;
   if (!ACTIVE.includes(r.status)) refuse(ctx, 'halt');
   const text = reason.trim() === '' ? `halted by ${actor}` : reason.trim().slice(0, MAX_REASON);
-  const stats = failureStats(r, ctx.devices);
+  const stats = failureStats(r, ctx.tallies);
   ctx.set('status', 'halted');
   ctx.set('haltReason', text);
   ctx.audit(actor, 'rollout.halted', {
@@ -428,7 +467,7 @@ function onHalt(ctx: Context, actor: string, reason: string): void {
 function onResume(ctx: Context, actor: string): void {
   const r = ctx.rollout;
   if (r.status !== 'halted') refuse(ctx, 'resume');
-  const stats = failureStats(r, ctx.devices);
+  const stats = failureStats(r, ctx.tallies);
   ctx.set('acknowledgedFailures', stats.count);
   ctx.set('status', 'running');
   ctx.set('haltReason', null);
@@ -442,7 +481,7 @@ function onAbort(ctx: Context, actor: string, policy: 'keep' | 'revert'): void {
   if (r.status === 'completed' || r.status === 'aborted') refuse(ctx, 'abort');
   let reverted = 0;
   if (policy === 'revert') {
-    for (const d of ctx.devices) {
+    for (const d of ctx.devices()) {
       if (d.state !== 'pending' && d.state !== 'reverted') {
         ctx.revert(d);
         reverted++;

@@ -6,6 +6,7 @@ import type { Topics } from '../../shared/topics.js';
 import type { DesiredPublisher, OutgoingMessage } from '../desired/desired-publisher.js';
 import type { Store } from '../store/store.js';
 import { type DeviceEvent, decide, decideBatch } from './decide.js';
+import { LiveDeviceIndex } from './device-index.js';
 import { planWaves } from './plan-waves.js';
 import { validateStrategy } from './strategy.js';
 import { summarize } from './summary.js';
@@ -41,7 +42,8 @@ export interface RolloutServiceDeps {
 
 interface Live {
   rollout: Rollout;
-  devices: Map<string, RolloutDevice>;
+  /** The rollout's rows and wave tallies, kept in step with every commit. */
+  devices: LiveDeviceIndex;
 }
 
 /**
@@ -70,7 +72,7 @@ export class RolloutService {
     if (!rollout) return null;
     const entry: Live = {
       rollout,
-      devices: new Map(this.deps.store.rolloutDevices(id).map((d) => [d.deviceId, d])),
+      devices: new LiveDeviceIndex(this.deps.store.rolloutDevices(id), rollout.strategy.waves.length),
     };
     if (ACTIVE.has(rollout.status)) this.live.set(id, entry);
     return entry;
@@ -190,14 +192,14 @@ export class RolloutService {
         channel: rollout.channel,
       },
     };
-    const entry: Live = { rollout, devices: new Map(devices.map((d) => [d.deviceId, d])) };
-    const decision = decide(rollout, devices, { type: 'start' }, now);
+    const entry: Live = { rollout, devices: new LiveDeviceIndex(devices, strategy.waves.length) };
+    const decision = decide(rollout, entry.devices, { type: 'start' }, now);
     this.commit(entry, decision, now, () => {
       store.createRollout(rollout, devices);
       return [created];
     });
     this.live.set(id, entry);
-    return summarize(entry.rollout, [...entry.devices.values()], now);
+    return summarize(entry.rollout, entry.devices, now);
   }
 
   /** approve / promote / halt / resume / abort: E_ROLLOUT_STATE when it does not apply now. */
@@ -205,19 +207,18 @@ export class RolloutService {
     this.flush();
     const entry = this.mustLoad(id);
     const now = this.deps.now().toISOString();
-    const decision = decide(entry.rollout, [...entry.devices.values()], event, now);
+    const decision = decide(entry.rollout, entry.devices, event, now);
     this.commit(entry, decision, now);
-    return summarize(entry.rollout, [...entry.devices.values()], now);
+    return summarize(entry.rollout, entry.devices, now);
   }
 
   status(id: string): { summary: RolloutSummary; rollout: Rollout; devices: RolloutDevice[] } {
     this.flush();
     const entry = this.mustLoad(id);
-    const devices = [...entry.devices.values()];
     return {
-      summary: summarize(entry.rollout, devices, this.deps.now().toISOString()),
+      summary: summarize(entry.rollout, entry.devices, this.deps.now().toISOString()),
       rollout: entry.rollout,
-      devices,
+      devices: entry.devices.values(),
     };
   }
 
@@ -226,7 +227,7 @@ export class RolloutService {
     for (const [model, entry] of Object.entries(report.models)) {
       if (!entry.rolloutId) continue;
       const live = this.live.get(entry.rolloutId);
-      if (!live || live.rollout.model !== model || !live.devices.has(deviceId)) continue;
+      if (!live || live.rollout.model !== model || !live.devices.byId.has(deviceId)) continue;
       this.enqueue(live.rollout.id, {
         type: 'report',
         deviceId,
@@ -239,7 +240,7 @@ export class RolloutService {
 
   onPresence(deviceId: string, online: boolean): void {
     for (const live of this.live.values()) {
-      if (live.devices.has(deviceId)) this.enqueue(live.rollout.id, { type: 'presence', deviceId, online });
+      if (live.devices.byId.has(deviceId)) this.enqueue(live.rollout.id, { type: 'presence', deviceId, online });
     }
   }
 
@@ -269,7 +270,7 @@ export class RolloutService {
       if (!live) continue;
       const now = this.deps.now().toISOString();
       try {
-        this.commit(live, decideBatch(live.rollout, [...live.devices.values()], events, now), now);
+        this.commit(live, decideBatch(live.rollout, live.devices, events, now), now);
       } catch (err) {
         this.deps.onError?.(err, `deciding ${events.length} device event(s) of rollout ${id}`);
       }
@@ -281,7 +282,7 @@ export class RolloutService {
     const now = this.deps.now().toISOString();
     return this.deps.store.listRollouts().map((r) => {
       const entry = this.load(r.id) as Live;
-      return this.summaryMessage(summarize(entry.rollout, [...entry.devices.values()], now));
+      return this.summaryMessage(summarize(entry.rollout, entry.devices, now));
     });
   }
 
@@ -349,9 +350,9 @@ export class RolloutService {
     });
     // The transaction committed: now the cache may change.
     Object.assign(rollout, decision.patch);
-    for (const d of decision.devices) entry.devices.set(d.deviceId, d);
+    entry.devices.apply(decision.devices);
     if (!ACTIVE.has(rollout.status)) this.live.delete(rollout.id);
-    const summary = summarize(rollout, [...entry.devices.values()], now);
+    const summary = summarize(rollout, entry.devices, now);
     this.deps.onAudit?.(audit);
     this.deps.onSummary?.(summary);
     const out = [

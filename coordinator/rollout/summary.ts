@@ -1,5 +1,6 @@
 import type { ModelState, RolloutSummary } from '../../shared/messages.js';
-import { currentWaveComplete, effectiveApproval, failureStats } from './decide.js';
+import { asIndex, currentWaveComplete, effectiveApproval, failureStats } from './decide.js';
+import type { DeviceIndex, WaveTally } from './device-index.js';
 import type { Rollout, RolloutDevice } from './types.js';
 
 type WaveSummary = RolloutSummary['waves'][number];
@@ -9,22 +10,28 @@ type WaveSummary = RolloutSummary['waves'][number];
  * `updatedAt` is the rollout's own `updatedAt`, so republishing after a restart gives the same
  * message; `now` is accepted for the shell's convenience and not needed for any field.
  */
-export function summarize(rollout: Rollout, devices: RolloutDevice[], _now: string): RolloutSummary {
-  const stats = failureStats(rollout, devices);
+export function summarize(
+  rollout: Rollout,
+  devices: readonly RolloutDevice[] | DeviceIndex,
+  _now: string,
+): RolloutSummary {
+  // From the wave tallies: O(waves), whatever the size of the rollout.
+  const tallies = asIndex(rollout, devices).waves;
+  const stats = failureStats(rollout, tallies);
   const waves = rollout.strategy.waves.map((spec, index): WaveSummary => {
-    const members = devices.filter((d) => d.wave === index);
+    const tally = tallies[index];
     const counts: Partial<Record<ModelState, number>> = {};
-    for (const d of members) {
-      if (d.state === 'pending' || d.state === 'reverted') continue;
-      const key: ModelState = d.state === 'assigned' ? 'idle' : d.state;
-      counts[key] = (counts[key] ?? 0) + 1;
+    for (const [state, n] of Object.entries(tally?.counts ?? {}) as [RolloutDevice['state'], number][]) {
+      if (n === 0 || state === 'pending' || state === 'reverted') continue;
+      const key: ModelState = state === 'assigned' ? 'idle' : state;
+      counts[key] = (counts[key] ?? 0) + n;
     }
     return {
       index,
       percent: spec.percent,
       approval: effectiveApproval(rollout, index),
-      state: waveState(rollout, devices, index),
-      devices: members.length,
+      state: waveState(rollout, tallies, index),
+      devices: tally?.members ?? 0,
       counts,
     };
   });
@@ -42,7 +49,7 @@ export function summarize(rollout: Rollout, devices: RolloutDevice[], _now: stri
   };
 }
 
-function waveState(rollout: Rollout, devices: RolloutDevice[], index: number): WaveSummary['state'] {
+function waveState(rollout: Rollout, tallies: readonly WaveTally[], index: number): WaveSummary['state'] {
   const current = rollout.currentWave;
   if (index < current) return 'completed';
   if (index > current) {
@@ -56,6 +63,6 @@ function waveState(rollout: Rollout, devices: RolloutDevice[], index: number): W
       return 'running';
     default:
       // halted or aborted: show whether its live devices all finished.
-      return currentWaveComplete(rollout, devices) ? 'completed' : 'running';
+      return currentWaveComplete(rollout, tallies) ? 'completed' : 'running';
   }
 }

@@ -1,0 +1,86 @@
+import { Writable } from 'node:stream';
+import t from 'tap';
+import { OrderedPublisher, type OutgoingPublish } from '../coordinator/broker/ordered-publisher.js';
+import { createLogger } from '../shared/logger.js';
+
+// The coordinator's publish pipeline: concurrent across topics (a 9,000-device wave must not
+// wait message by message), strictly ordered within a topic (a retained rollout summary must
+// never be overwritten by an older one).
+
+/** A transport whose publishes the test completes by hand, in any order. */
+function manualTransport() {
+  const started: { message: OutgoingPublish; settle: (err?: Error) => void }[] = [];
+  const send = (message: OutgoingPublish) =>
+    new Promise<void>((resolve, reject) => {
+      started.push({ message, settle: (err) => (err ? reject(err) : resolve()) });
+    });
+  return { started, send };
+}
+
+function captureLogger() {
+  const lines: string[] = [];
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      lines.push(String(chunk));
+      cb();
+    },
+  });
+  return { lines, logger: createLogger('info', sink, 'ota-coordinator') };
+}
+
+const msg = (topic: string, n: number): OutgoingPublish => ({ topic, payload: Buffer.from(String(n)), retain: true });
+const tick = () => new Promise((r) => setImmediate(r));
+
+t.test('different topics go out at once; one topic waits for its previous message', async (t) => {
+  const { started, send } = manualTransport();
+  const { logger } = captureLogger();
+  const publisher = new OrderedPublisher(send, logger);
+  const wave = Array.from({ length: 1000 }, (_, i) => msg(`desired/d${i}`, i));
+  const done = publisher.publish([...wave, msg('rollout/r1', 1)]);
+  const later = publisher.publish([msg('rollout/r1', 2), msg('rollout/r1', 3)]);
+  await tick();
+  t.equal(started.length, 1001, 'every first message of a topic was handed over without waiting');
+  t.same(
+    started.filter((s) => s.message.topic === 'rollout/r1').map((s) => String(s.message.payload)),
+    ['1'],
+    'the newer summaries wait for the older one',
+  );
+  for (const s of started.splice(0, 1000)) s.settle();
+  t.equal(
+    await Promise.race([done.then(() => 'resolved'), tick().then(() => 'pending')]),
+    'pending',
+    'publish() resolves only when its last message settled',
+  );
+  const first = started.shift();
+  first?.settle();
+  await done;
+  await tick();
+  t.same(
+    started.map((s) => String(s.message.payload)),
+    ['2'],
+    'message 2 starts only after 1 settled, and 3 only after 2',
+  );
+  started.shift()?.settle();
+  await tick();
+  t.same(
+    started.map((s) => String(s.message.payload)),
+    ['3'],
+  );
+  started.shift()?.settle();
+  await later;
+  t.equal(publisher.pendingTopics, 0, 'nothing left in flight');
+});
+
+t.test('a failed publish is logged and does not hold back its topic', async (t) => {
+  const { started, send } = manualTransport();
+  const { lines, logger } = captureLogger();
+  const publisher = new OrderedPublisher(send, logger);
+  const all = publisher.publish([msg('audit', 1), msg('audit', 2)]);
+  await tick();
+  started.shift()?.settle(new Error('broker closing'));
+  await tick();
+  t.equal(started.length, 1, 'the next message of the topic was sent');
+  started.shift()?.settle();
+  await all;
+  t.match(lines.join(''), /"topic":"audit".*broker closing.*publish failed/);
+});
