@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { OtaError } from './errors.js';
 import { ioError } from './fs-atomic.js';
 
@@ -8,19 +8,31 @@ export interface FileDigest {
   sha256: string;
 }
 
+const READ_CHUNK = 1 << 20;
+
 /**
- * Streams a file through sha256 (node:crypto: hundreds of MB/s, unlike tweetnacl's hash) and
+ * Reads a file through sha256 (node:crypto: hundreds of MB/s, unlike tweetnacl's hash) and
  * stops with E_SIZE as soon as more than `maxBytes` have been read, so an endless file cannot
- * keep it busy.
+ * keep it busy. One 1 MiB buffer is reused for every read: a read stream allocates a new Buffer
+ * per chunk, outside the V8 heap, which V8 frees late (it grew the agent's RSS by tens of MB on
+ * large models; BENCHMARKS.md, agent memory).
  */
 export async function digestFile(file: string, maxBytes = Number.MAX_SAFE_INTEGER): Promise<FileDigest> {
   const hash = createHash('sha256');
   let size = 0;
   try {
-    for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) {
-      size += (chunk as Buffer).length;
-      if (size > maxBytes) throw new OtaError('E_SIZE', `${file} is larger than the limit of ${maxBytes} bytes`);
-      hash.update(chunk as Buffer);
+    const handle = await open(file, 'r');
+    try {
+      const buf = Buffer.allocUnsafe(READ_CHUNK);
+      for (;;) {
+        const { bytesRead } = await handle.read(buf, 0, buf.length, null);
+        if (bytesRead === 0) break;
+        size += bytesRead;
+        if (size > maxBytes) throw new OtaError('E_SIZE', `${file} is larger than the limit of ${maxBytes} bytes`);
+        hash.update(buf.subarray(0, bytesRead));
+      }
+    } finally {
+      await handle.close().catch(() => {});
     }
   } catch (err) {
     throw ioError(err, file);

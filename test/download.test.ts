@@ -416,6 +416,32 @@ t.test('short body: E_DOWNLOAD, the prefix is kept and the next call resumes', a
   t.same(result, { size: body.length, sha256: sha256(body), resumedFrom: 30_000, bytesFetched: 70_000 });
 });
 
+const hasDevFull = await fs.stat('/dev/full').then(
+  (s) => s.isCharacterDevice(),
+  () => false,
+);
+
+t.test(
+  'a disk that refuses the bytes (ENOSPC via /dev/full): E_IO naming the cause, no crash',
+  { skip: hasDevFull ? false : 'no /dev/full on this system' },
+  async (t) => {
+    // Smaller than one write buffer (fails at the final flush) and several buffers (fails while
+    // the next buffer fills, with a write in flight).
+    for (const size of [200_000, 5 * 1024 * 1024 + 123]) {
+      const body = randomBytes(size);
+      const srv = await serve(t, rangeHandler(body));
+      await t.rejects(downloadArtifact(request(srv.url, '/dev/full', body)), {
+        code: 'E_IO',
+        message: /\/dev\/full: no space left on the device/,
+      });
+      await t.resolves(
+        waitFor(() => srv.requests[0]?.closed === true),
+        `${size} bytes: the connection was closed`,
+      );
+    }
+  },
+);
+
 t.test('stalled after some bytes: E_DOWNLOAD_STALLED within the stall timeout', async (t) => {
   const body = randomBytes(200_000);
   const srv = await serve(t, rangeHandler(body, { chunk: 10_000, hangAfter: 50_000 }));

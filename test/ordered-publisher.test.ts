@@ -34,7 +34,7 @@ const tick = () => new Promise((r) => setImmediate(r));
 t.test('different topics go out at once; one topic waits for its previous message', async (t) => {
   const { started, send } = manualTransport();
   const { logger } = captureLogger();
-  const publisher = new OrderedPublisher(send, logger);
+  const publisher = new OrderedPublisher(send, logger, 2000);
   const wave = Array.from({ length: 1000 }, (_, i) => msg(`desired/d${i}`, i));
   const done = publisher.publish([...wave, msg('rollout/r1', 1)]);
   const later = publisher.publish([msg('rollout/r1', 2), msg('rollout/r1', 3)]);
@@ -83,4 +83,37 @@ t.test('a failed publish is logged and does not hold back its topic', async (t) 
   started.shift()?.settle();
   await all;
   t.match(lines.join(''), /"topic":"audit".*broker closing.*publish failed/);
+});
+
+t.test('at most `window` publishes in flight; the rest start as slots free up, in order', async (t) => {
+  const { started, send } = manualTransport();
+  const { logger } = captureLogger();
+  const publisher = new OrderedPublisher(send, logger, 3);
+  const all = publisher.publish(Array.from({ length: 8 }, (_, i) => msg(`desired/d${i}`, i)));
+  await tick();
+  t.same(
+    started.map((s) => String(s.message.payload)),
+    ['0', '1', '2'],
+    'three in flight',
+  );
+  started[1]?.settle();
+  await tick();
+  t.same(
+    started.map((s) => String(s.message.payload)),
+    ['0', '1', '2', '3'],
+    'one settled, the next one started',
+  );
+  let settled = 2;
+  while (settled < 8) {
+    for (const s of started) s.settle();
+    await tick();
+    settled = started.length;
+  }
+  for (const s of started) s.settle();
+  await all;
+  t.same(
+    started.map((s) => String(s.message.payload)),
+    ['0', '1', '2', '3', '4', '5', '6', '7'],
+    'every message went out, in handover order',
+  );
 });

@@ -39,15 +39,16 @@ export interface DownloadResult {
 }
 
 const PROGRESS_INTERVAL_MS = 250;
-const READ_CHUNK = 1 << 20;
+/** Reads of an existing part file and writes of received bytes, 1 MiB at a time. */
+const WRITE_CHUNK = 1 << 20;
 // setTimeout fires at once (with a warning) for delays above 2^31-1 ms; clamp instead.
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * Downloads `url` into `partFile`, resuming from the bytes already there (RFC 9110 section 14,
  * `Range: bytes=N-`), hashing with sha256 while streaming and never keeping more than
- * `expectedSize` bytes. Memory stays bounded: the body is written chunk by chunk, each write
- * awaited before the next chunk is read (the response stream is paused meanwhile).
+ * `expectedSize` bytes. Memory stays bounded: received bytes go through two reused 1 MiB
+ * buffers (PartFile), and reading waits whenever a full buffer waits for the previous write.
  *
  * Every failure is an OtaError (E_DOWNLOAD, E_DOWNLOAD_TIMEOUT, E_DOWNLOAD_STALLED, E_SIZE, E_IO,
  * E_CONFIG for a URL that is not http(s)); the bytes already written stay in `partFile`, since
@@ -102,8 +103,8 @@ async function download(req: DownloadRequest, url: URL, where: string, dog: Watc
   }
   // An exception from onProgress is the caller's own: it is rethrown unchanged, not as E_DOWNLOAD.
   let callbackError: { err: unknown } | undefined;
+  const part = new PartFile(handle, partFile);
   try {
-    const part = new PartFile(handle, partFile);
     let have = await part.statSize();
     if (have > expectedSize) {
       // More bytes than the signed size cannot be a prefix of the artifact.
@@ -208,6 +209,8 @@ async function download(req: DownloadRequest, url: URL, where: string, dog: Watc
     progress();
     return { size: part.length, sha256: part.digest(), resumedFrom, bytesFetched };
   } catch (err) {
+    // Bytes received before the failure are a prefix of the artifact: keep them for the resume.
+    await part.flushQuietly();
     if (callbackError) throw callbackError.err;
     // A timeout, stall or abort surfaces inside the loop as a destroyed stream; report its cause.
     throw dog.failure ?? (err instanceof OtaError ? err : networkError(err, where));
@@ -218,10 +221,25 @@ async function download(req: DownloadRequest, url: URL, where: string, dog: Watc
   }
 }
 
-/** The part file, its size and the running sha256 of its content (kept in step on every change). */
+/**
+ * The part file, its size and the running sha256 of its content. Received bytes are hashed as
+ * they arrive and copied into one of two reused 1 MiB buffers; a full buffer is written while
+ * the other fills, one write in flight at a time. One write per MiB instead of one per socket
+ * chunk (64 KiB), and no per-chunk Buffers kept alive until their write: the agent's update path
+ * and its peak RSS both depended on it (BENCHMARKS.md, agent update path and memory).
+ *
+ * The hash covers `length` bytes: what was written plus what waits in a buffer. It is only
+ * returned after `sync()` wrote everything; when a write fails the call fails, and the next call
+ * hashes the file again from disk (hashExisting), so a digest is always of the bytes in the file.
+ */
 class PartFile {
   private hash: Hash = createHash('sha256');
+  /** Bytes received so far: in the file or waiting in the fill buffer. */
   length = 0;
+  private buffers: Buffer[] | null = null;
+  private filling = 0;
+  private filled = 0;
+  private inFlight: Promise<void> | null = null;
 
   constructor(
     private readonly handle: FileHandle,
@@ -238,7 +256,7 @@ class PartFile {
 
   /** Streams the first `n` bytes through the hash, 1 MiB at a time (bounded memory). */
   async hashExisting(n: number, dog: Watchdog): Promise<void> {
-    const buf = Buffer.allocUnsafe(Math.min(READ_CHUNK, Math.max(n, 1)));
+    const buf = Buffer.allocUnsafe(Math.min(WRITE_CHUNK, Math.max(n, 1)));
     let pos = 0;
     while (pos < n) {
       dog.throwIfFailed();
@@ -255,7 +273,11 @@ class PartFile {
     this.length = n;
   }
 
+  /** Empties the file (and drops buffered bytes): the next byte appended is byte 0. */
   async truncate(): Promise<void> {
+    await this.inFlight?.catch(() => {});
+    this.inFlight = null;
+    this.filled = 0;
     try {
       await this.handle.truncate(0);
     } catch (err) {
@@ -265,24 +287,63 @@ class PartFile {
     this.length = 0;
   }
 
-  /** Writes all of `chunk` at the end (a write may be partial), then hashes it. */
+  /** Hashes `chunk` and queues it for the file; waits only when a full buffer must be written. */
   async append(chunk: Buffer): Promise<void> {
+    this.hash.update(chunk);
+    this.length += chunk.length;
+    this.buffers ??= [Buffer.allocUnsafe(WRITE_CHUNK), Buffer.allocUnsafe(WRITE_CHUNK)];
+    let off = 0;
+    while (off < chunk.length) {
+      const n = chunk.copy(this.buffers[this.filling] as Buffer, this.filled, off);
+      this.filled += n;
+      off += n;
+      if (this.filled === WRITE_CHUNK) await this.rotate();
+    }
+  }
+
+  /** Starts writing the fill buffer once the previous write finished (its buffer is free again). */
+  private async rotate(): Promise<void> {
+    await this.inFlight;
+    const write = this.writeAll(this.fillBuffer());
+    write.catch(() => {}); // awaited by the next rotate or flush; never an unhandled rejection
+    this.inFlight = write;
+    this.filling ^= 1;
+    this.filled = 0;
+  }
+
+  /** Everything received is in the file (not yet fsynced). */
+  async flush(): Promise<void> {
+    await this.inFlight;
+    this.inFlight = null;
+    if (this.filled > 0) {
+      await this.writeAll(this.fillBuffer());
+      this.filled = 0;
+    }
+  }
+
+  private fillBuffer(): Buffer {
+    return (this.buffers?.[this.filling] as Buffer).subarray(0, this.filled);
+  }
+
+  /** After a failure: keep what was received for the next attempt's Range, if the disk takes it. */
+  async flushQuietly(): Promise<void> {
+    await this.flush().catch(() => {});
+  }
+
+  private async writeAll(bytes: Buffer): Promise<void> {
     let off = 0;
     try {
-      while (off < chunk.length) {
-        const { bytesWritten } = await this.handle.write(chunk, off, chunk.length - off, null);
+      while (off < bytes.length) {
+        const { bytesWritten } = await this.handle.write(bytes, off, bytes.length - off, null);
         off += bytesWritten;
       }
     } catch (err) {
       throw ioError(err, this.file);
-    } finally {
-      // Hash exactly what reached the file, so the hash matches it even after a failed write.
-      this.hash.update(chunk.subarray(0, off));
-      this.length += off;
     }
   }
 
   async sync(): Promise<void> {
+    await this.flush();
     try {
       await this.handle.sync();
     } catch (err) {

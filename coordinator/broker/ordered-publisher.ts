@@ -7,22 +7,30 @@ export interface OutgoingPublish {
 }
 
 /**
- * The coordinator's own publishes: messages to different topics go out concurrently, messages to
- * the same topic strictly in the order they were handed over.
+ * The coordinator's own publishes: messages to different topics go out concurrently (at most
+ * `window` at once), messages to the same topic strictly in the order they were handed over.
  *
  * Why both: a 9,000-device wave is 9,000 desired states, and awaiting each before the next took
  * 99 s at 10,000 devices (BENCHMARKS.md); but a retained topic keeps the LAST message the broker
  * stored, so an older rollout summary must never land after a newer one (decisions publish after
  * their commit without waiting for each other), and audit events keep their chain order.
  * A failed publish is logged and does not hold back later messages of its topic.
+ *
+ * Why a window: Aedes hands each publish to mqemitter, which runs 100 at once and queues the
+ * rest; a queued emit is started synchronously when one finishes, so 9,000 publishes started
+ * together overflowed the call stack (RangeError, the coordinator died). Below mqemitter's
+ * concurrency, nothing queues there.
  */
 export class OrderedPublisher {
   /** The last publish handed over per topic, until it settles. */
   private readonly tails = new Map<string, Promise<void>>();
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
 
   constructor(
     private readonly send: (message: OutgoingPublish) => Promise<void>,
     private readonly logger: Logger,
+    private readonly window = 50,
   ) {}
 
   /** Resolves when every message has been handed to the broker (or its failure logged). */
@@ -32,7 +40,7 @@ export class OrderedPublisher {
 
   private one(message: OutgoingPublish): Promise<void> {
     const run = (): Promise<void> =>
-      this.send(message).catch((err: unknown) => {
+      this.withSlot(() => this.send(message)).catch((err: unknown) => {
         this.logger.error({ topic: message.topic, err: (err as Error).message }, 'publish failed');
       });
     const previous = this.tails.get(message.topic);
@@ -42,6 +50,21 @@ export class OrderedPublisher {
       if (this.tails.get(message.topic) === mine) this.tails.delete(message.topic);
     });
     return mine;
+  }
+
+  /** Runs `fn` when fewer than `window` sends are in flight (first come, first served). */
+  private async withSlot(fn: () => Promise<void>): Promise<void> {
+    // A finishing send hands its slot straight to the next waiter, so `active` never exceeds
+    // `window`, even when new callers arrive before the waiter resumes.
+    if (this.active >= this.window) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.active++;
+    try {
+      await fn();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.active--;
+    }
   }
 
   /** Topics with a publish in flight (for tests and shutdown diagnostics). */

@@ -152,8 +152,16 @@ async function phase<T>(name: string, fn: () => Promise<T>): Promise<T> {
   if (inspector) await inspector.startCpuProfile();
   const t0 = wallMs();
   const before = coordinatorStats();
+  // A coordinator that dies mid-phase fails the phase at once, with its last log lines.
+  const c = coordinator;
+  const died = c
+    ? c.exited.then((e) => {
+        throw new Error(`ota-coordinator exited (${e.code ?? e.signal}) during phase ${name}:\n${c.tail(20)}`);
+      })
+    : new Promise<never>(() => {});
+  died.catch(() => {});
   try {
-    return await fn();
+    return await Promise.race([fn(), died]);
   } finally {
     const after = coordinatorStats();
     const usage: PhaseUsage = {
