@@ -69,7 +69,7 @@ export async function startCoordinator(
     let publishOne: (m: OutgoingMessage) => Promise<void> = async () => {
       throw new Error('publish before the broker started');
     };
-    const publisher = new OrderedPublisher((m) => publishOne(m), logger);
+    const publisher = new OrderedPublisher((m) => publishOne(m), logger, Number(process.env.OTA_EXP_WIN ?? 50));
     const publish = (messages: OutgoingMessage[]) => publisher.publish(messages);
     const desired = new DesiredPublisher({ store, topics, signer: signerFor(key, { fast: true }), now });
     // Counted as rows are appended (a COUNT(*) over the table after every commit does not scale).
@@ -246,14 +246,26 @@ export async function startCoordinator(
       if (!principal) return;
       void (async () => {
         try {
+          // Decoded once, by the broker's payload check; decoded here only when it did not (a will).
+          const decoded = broker.decoded(packet.payload);
+          if (decoded?.kind === 'reported' && principal.kind === 'device') {
+            onReported(decoded.deviceId, decoded.value);
+            return;
+          }
           const parsed = topics.parse(packet.topic);
           if (parsed.kind === 'reported' && principal.kind === 'device') {
             onReported(parsed.deviceId, decodePayload(ReportedSchema, packet.payload as Buffer, packet.topic));
           } else if (parsed.kind === 'status' && principal.kind === 'device') {
-            const status = decodePayload(StatusSchema, packet.payload as Buffer, packet.topic);
+            const status =
+              decoded?.kind === 'status'
+                ? decoded.value
+                : decodePayload(StatusSchema, packet.payload as Buffer, packet.topic);
             onPresence(parsed.deviceId, status.online, status);
           } else if (parsed.kind === 'cmd') {
-            const request = decodePayload(CommandRequestSchema, packet.payload as Buffer, packet.topic);
+            const request =
+              decoded?.kind === 'cmd'
+                ? decoded.value
+                : decodePayload(CommandRequestSchema, packet.payload as Buffer, packet.topic);
             const reply = await runCommand(parsed.op, request, principal, commandContext, logger);
             await publishOne({ topic: request.replyTo, payload: encodePayload(reply), retain: false });
           }

@@ -89,3 +89,32 @@ t.test('a 10,000-device wave handed over at once through OrderedPublisher: all d
   while (received < wave.length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   t.equal(received, wave.length, 'every desired state delivered');
 });
+
+t.test("a device's report is decoded once: the broker hands its check's result to the coordinator", async (t) => {
+  const deviceAuth: Authenticate = (username, password) =>
+    password === 'tok' ? { kind: 'device', deviceId: username } : null;
+  const broker = await createBroker({ topics, authenticate: deviceAuth, logger: createLogger('silent') });
+  t.teardown(() => broker.close());
+  const { port } = await broker.listen(0, '127.0.0.1');
+  const seen: unknown[] = [];
+  broker.aedes.on('publish', (packet, client) => {
+    if (client) seen.push(broker.decoded(packet.payload));
+  });
+  const device = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, {
+    clientId: 'dev-1',
+    username: 'dev-1',
+    password: 'tok',
+    protocolVersion: 4,
+    reconnectPeriod: 0,
+  });
+  t.teardown(() => device.endAsync(true));
+  const report = { deviceId: 'dev-1', seq: 3, ts: new Date().toISOString(), models: {} };
+  const status = { online: true, ts: new Date().toISOString(), agentVersion: '1.0.0' };
+  await device.publishAsync(topics.reported('dev-1'), JSON.stringify(report), { qos: 1 });
+  await device.publishAsync(topics.status('dev-1'), JSON.stringify(status), { qos: 1, retain: true });
+  t.match(seen, [
+    { kind: 'reported', deviceId: 'dev-1', value: { seq: 3, models: {} } },
+    { kind: 'status', deviceId: 'dev-1', value: { online: true, agentVersion: '1.0.0' } },
+  ]);
+  t.equal(broker.decoded(Buffer.from(JSON.stringify(report))), undefined, 'nothing for a payload it never checked');
+});

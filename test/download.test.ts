@@ -9,6 +9,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import t, { type Test } from 'tap';
 import { type DownloadRequest, downloadArtifact, parseContentRange } from '../agent/download/http-download.js';
+import { youngGenerationGc } from '../agent/download/scavenge.js';
 
 // The downloader against real HTTP servers on 127.0.0.1 and real files: resume, the size cap,
 // deadlines and stalls, and bounded memory. Every server is closed in t.teardown.
@@ -628,6 +629,20 @@ t.test('https with an extra CA', { skip: hasOpenssl ? false : 'no openssl to mak
   await t.rejects(downloadArtifact(request(url, part, body)), { code: 'E_DOWNLOAD', message: /certificate/ });
   const result = await downloadArtifact(request(url, part, body, { ca: await fs.readFile(cert) }));
   t.equal(result.sha256, sha256(body));
+});
+
+t.test('scavenge: called every 4 MiB received, and a real young-generation GC is available', async (t) => {
+  const body = randomBytes(10 * 1024 * 1024 + 7);
+  const srv = await serve(t, rangeHandler(body));
+  let calls = 0;
+  const result = await downloadArtifact(
+    request(srv.url, path.join(t.testdir(), 'x.part'), body, { scavenge: () => calls++ }),
+  );
+  t.equal(result.sha256, sha256(body));
+  t.equal(calls, 2, 'twice for 10 MiB');
+  const gc = youngGenerationGc();
+  t.type(gc, 'function', 'node offers a minor GC at run time');
+  t.doesNotThrow(() => gc?.());
 });
 
 t.test('memory stays bounded for a 20 MB body', async (t) => {

@@ -25,6 +25,8 @@ export interface DownloadRequest {
   signal?: AbortSignal;
   /** Called at most every ~250 ms and once at the end of a successful call. */
   onProgress?: (bytes: number, total: number) => void;
+  /** Called every SCAVENGE_EVERY bytes received (youngGenerationGc in scavenge.ts: bounded RSS). */
+  scavenge?: () => void;
 }
 
 export interface DownloadResult {
@@ -39,6 +41,8 @@ export interface DownloadResult {
 }
 
 const PROGRESS_INTERVAL_MS = 250;
+/** 4 MiB: the agent's RSS grew by ~20 MB during a download instead of ~45 (measured, 400 MB). */
+const SCAVENGE_EVERY = 4 << 20;
 /** Reads of an existing part file and writes of received bytes, 1 MiB at a time. */
 const WRITE_CHUNK = 1 << 20;
 // setTimeout fires at once (with a warning) for delays above 2^31-1 ms; clamp instead.
@@ -114,6 +118,7 @@ async function download(req: DownloadRequest, url: URL, where: string, dog: Watc
     await part.hashExisting(have, dog);
     const resumedFrom = have;
     let bytesFetched = 0;
+    let sinceScavenge = 0;
     let lastProgress = Date.now();
     const progress = (): void => {
       try {
@@ -188,6 +193,11 @@ async function download(req: DownloadRequest, url: URL, where: string, dog: Watc
         }
         await part.append(chunk);
         bytesFetched += chunk.length;
+        sinceScavenge += chunk.length;
+        if (req.scavenge && sinceScavenge >= SCAVENGE_EVERY) {
+          sinceScavenge = 0;
+          req.scavenge();
+        }
         // A slow disk write is not a network stall: count the stall from the end of the write.
         dog.touch();
         const now = Date.now();

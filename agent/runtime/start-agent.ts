@@ -2,6 +2,7 @@ import type { Logger } from '../../shared/logger.js';
 import { readPackageVersion } from '../../shared/version.js';
 import type { AgentConfig } from '../config.js';
 import { downloadArtifact } from '../download/http-download.js';
+import { youngGenerationGc } from '../download/scavenge.js';
 import { readDeviceFacts } from '../facts.js';
 import { ModelStore } from '../install/model-store.js';
 import { inspectModel } from '../probe/inspect-model.js';
@@ -28,6 +29,7 @@ export async function startAgent(
   options: { logger: Logger; env: NodeJS.ProcessEnv },
 ): Promise<RunningAgent> {
   const { logger, env } = options;
+  const scavenge = youngGenerationGc();
   const runtime = new AgentRuntime({
     config,
     agentVersion: readPackageVersion(),
@@ -36,7 +38,7 @@ export async function startAgent(
     random: Math.random,
     stateStore: new StateStore(config.stateDir),
     modelStore: new ModelStore(config.stateDir),
-    download: downloadArtifact,
+    download: (req) => downloadArtifact(scavenge ? { ...req, scavenge } : req),
     probe: runProbe,
     inspectModel: (file, dir) => inspectModel(file, dir),
     facts: () => readDeviceFacts(config.stateDir),

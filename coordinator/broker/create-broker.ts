@@ -4,7 +4,15 @@ import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { Aedes, type AuthenticateError, type Client, type ConnectPacket, type PublishPacket } from 'aedes';
 import { createWebSocketStream, WebSocketServer } from 'ws';
-import { CommandRequestSchema, MetricsSchema, ReportedSchema, StatusSchema } from '../../shared/messages.js';
+import {
+  type CommandRequest,
+  CommandRequestSchema,
+  MetricsSchema,
+  type Reported,
+  ReportedSchema,
+  type Status,
+  StatusSchema,
+} from '../../shared/messages.js';
 import { decodePayload, MAX_PAYLOAD_BYTES } from '../../shared/payload.js';
 import type { Topics } from '../../shared/topics.js';
 import { canPublish, canSubscribe, checkClientId, ownsReplyClientId } from './acl.js';
@@ -61,6 +69,12 @@ export interface Broker {
   principalOf(clientId: string): Principal | undefined;
   /** Publishes as the coordinator, bypassing the ACL. */
   publish(topic: string, payload: Buffer, opts: { retain: boolean; qos: 0 | 1 }): Promise<void>;
+  /**
+   * What the broker decoded while checking a client's payload (keyed by the payload Buffer, which
+   * Aedes passes on unchanged to its 'publish' event), so the coordinator does not parse and
+   * validate every report twice. Undefined when the broker did not decode it (e.g. a will).
+   */
+  decoded(payload: unknown): DecodedPayload | undefined;
   /** Disconnects every client and closes the listeners. */
   close(): Promise<void>;
 }
@@ -84,6 +98,11 @@ function errorMessage(err: unknown): string {
 
 type Will = NonNullable<ConnectPacket['will']>;
 
+export type DecodedPayload =
+  | { kind: 'reported'; deviceId: string; value: Reported }
+  | { kind: 'status'; deviceId: string; value: Status }
+  | { kind: 'cmd'; op: string; value: CommandRequest };
+
 export async function createBroker(options: BrokerOptions): Promise<Broker> {
   const { topics, logger } = options;
   const maxBytes = options.maxPayloadBytes ?? MAX_PAYLOAD_BYTES;
@@ -105,9 +124,13 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     }
   }
 
+  /** Decoded payloads of accepted publishes, until the payload Buffer is garbage. */
+  const decodedPayloads = new WeakMap<Buffer, DecodedPayload>();
+
   /** The reason to refuse a payload on `topic` (already allowed by the ACL), or null. */
   function checkPayload(topic: string, payload: Buffer, p: Principal, clientId: string): string | null {
     if (payload.length > maxBytes) return `payload is ${payload.length} bytes, the limit is ${maxBytes}`;
+    let decoded: DecodedPayload | undefined;
     try {
       const parsed = topics.parse(topic);
       switch (parsed.kind) {
@@ -116,10 +139,15 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
           if (reported.deviceId !== parsed.deviceId) {
             return `reported payload names device ${reported.deviceId}, the topic ${parsed.deviceId}`;
           }
+          decoded = { kind: 'reported', deviceId: parsed.deviceId, value: reported };
           break;
         }
         case 'status':
-          decodePayload(StatusSchema, payload, `status of ${parsed.deviceId}`, maxBytes);
+          decoded = {
+            kind: 'status',
+            deviceId: parsed.deviceId,
+            value: decodePayload(StatusSchema, payload, `status of ${parsed.deviceId}`, maxBytes),
+          };
           break;
         case 'metrics':
           decodePayload(MetricsSchema, payload, `metrics of ${parsed.deviceId}`, maxBytes);
@@ -129,6 +157,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
           if (!isOwnReplyTopic(request.replyTo, p)) {
             return `command ${parsed.op}: replyTo ${JSON.stringify(request.replyTo.slice(0, 200))} must be a topic under ${topics.replyPrefix(clientId)} (or the reply prefix of another client id of yours)`;
           }
+          decoded = { kind: 'cmd', op: parsed.op, value: request };
           break;
         }
         default:
@@ -138,16 +167,20 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       return errorMessage(err);
     }
     if (options.validate) {
+      let problem: string | null;
       try {
-        return options.validate(topic, payload, p, clientId);
+        problem = options.validate(topic, payload, p, clientId);
       } catch (err) {
         return `payload check failed: ${errorMessage(err)}`;
       }
+      if (problem !== null) return problem;
     }
+    if (decoded) decodedPayloads.set(payload, decoded);
     return null;
   }
 
   const aedes = await Aedes.createBroker({
+    concurrency: Number(process.env.OTA_EXP_CONC ?? 100),
     preConnect(client, packet, callback) {
       if (packet.will) wills.set(client, packet.will);
       disableCounterDedupe(client);
@@ -338,6 +371,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     handleStream,
     principalOf: (clientId) => live.get(clientId)?.principal,
     publish,
+    decoded: (payload) => (Buffer.isBuffer(payload) ? decodedPayloads.get(payload) : undefined),
     close() {
       closed ??= doClose();
       return closed;

@@ -2,6 +2,7 @@
 import { performance } from 'node:perf_hooks';
 import type { Target } from '../../agent/core/agent-state.js';
 import { downloadArtifact } from '../../agent/download/http-download.js';
+import { youngGenerationGc } from '../../agent/download/scavenge.js';
 import { ModelStore } from '../../agent/install/model-store.js';
 import { signManifest } from '../../shared/envelope.js';
 import { digestFile } from '../../shared/file-digest.js';
@@ -54,8 +55,10 @@ async function main(): Promise<void> {
     stepPeak = 0;
   };
 
+  const scavenge = youngGenerationGc(); // as agent/runtime/start-agent.ts does
   const t0 = performance.now();
   const dl = await downloadArtifact({
+    ...(scavenge ? { scavenge } : {}),
     url: a.url,
     partFile: store.stagedFile(a.sha256),
     expectedSize: a.size,
