@@ -1,36 +1,92 @@
+import { fork } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
-import si from 'systeminformation';
-import type { DeviceFacts } from '../shared/messages.js';
+import { fileURLToPath } from 'node:url';
+import { type DeviceFacts, DeviceFactsSchema } from '../shared/messages.js';
+import { childExecArgv } from './node-flags.js';
+import { withoutNotifyEnv } from './systemd-notify.js';
+
+export type HardwareFacts = Omit<DeviceFacts, 'freeDiskMB'>;
+
+const CHILD = fileURLToPath(new URL(`./facts-child.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url));
 
 /**
- * Device facts for the retained status message and for checking release requirements, read with
- * systeminformation. Every probe is bounded: a slow or failing source leaves a fallback value
- * (from node:os) rather than delaying the agent's start.
+ * Device facts for the retained status message and for checking release requirements. The
+ * hardware part is read by a short-lived child process (facts-child.ts, systeminformation), so
+ * the agent itself never loads systeminformation (~11 MB resident); the free disk space is read
+ * here. Every source is bounded: a slow, failing or missing child leaves fallback values from
+ * node:os rather than delaying the agent's start.
  */
 export async function readDeviceFacts(stateDir: string, timeoutMs = 5_000): Promise<DeviceFacts> {
-  const within = <T>(p: Promise<T>, fallback: T) =>
-    Promise.race([p.catch(() => fallback), new Promise<T>((r) => setTimeout(() => r(fallback), timeoutMs).unref())]);
-  const [cpu, mem, osInfo, graphics, freeDiskMB] = await Promise.all([
-    within(si.cpu(), null),
-    within(si.mem(), null),
-    within(si.osInfo(), null),
-    within(si.graphics(), null),
-    freeDiskMegabytes(stateDir),
-  ]);
+  const [hardware, freeDiskMB] = await Promise.all([readHardwareFacts(timeoutMs), freeDiskMegabytes(stateDir)]);
+  return { ...hardware, freeDiskMB };
+}
+
+/**
+ * Facts as the agent reports them on every (re)connect: the hardware is read once (it does not
+ * change while the agent runs; a fallback answer is tried again next time), the disk every time.
+ */
+export function cachedDeviceFacts(stateDir: string, timeoutMs = 5_000): () => Promise<DeviceFacts> {
+  let hardware: HardwareFacts | null = null;
+  return async () => {
+    const [hw, freeDiskMB] = await Promise.all([
+      hardware ?? readHardwareFacts(timeoutMs, (read) => (hardware = read)),
+      freeDiskMegabytes(stateDir),
+    ]);
+    return { ...hw, freeDiskMB };
+  };
+}
+
+/** Runs facts-child.js; node:os values when it fails. `onRead` sees only a real answer. */
+export function readHardwareFacts(timeoutMs: number, onRead?: (facts: HardwareFacts) => void): Promise<HardwareFacts> {
+  return new Promise((resolve) => {
+    let stdout = '';
+    let settled = false;
+    const finish = (facts: HardwareFacts | null) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (facts) onRead?.(facts);
+      resolve(facts ?? fallbackHardwareFacts());
+    };
+    // fork, not execFile: the child runs with this process's loader flags (TypeScript in tests).
+    const child = fork(CHILD, [String(timeoutMs)], {
+      execArgv: childExecArgv(),
+      stdio: ['ignore', 'pipe', 'ignore', 'ipc'],
+      env: withoutNotifyEnv(process.env),
+    });
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      finish(null);
+    }, timeoutMs + 2_000);
+    child.stdout?.on('data', (d: Buffer) => {
+      if (stdout.length < 64 * 1024) stdout += d.toString('utf8');
+    });
+    child.on('error', () => finish(null));
+    child.on('exit', (code) => {
+      const parsed = code === 0 ? DeviceFactsSchema.omit({ freeDiskMB: true }).safeParse(safeJson(stdout)) : null;
+      finish(parsed?.success ? parsed.data : null);
+    });
+  });
+}
+
+export function fallbackHardwareFacts(): HardwareFacts {
   return {
     arch: process.arch,
-    cpuCores: cpu?.cores || os.cpus().length,
-    memoryMB: Math.round((mem?.total || os.totalmem()) / 1024 / 1024),
-    freeDiskMB,
-    os: osInfo ? `${osInfo.distro} ${osInfo.release}`.trim() : `${os.type()} ${os.release()}`,
-    kernel: osInfo?.kernel || os.release(),
-    accelerators: (graphics?.controllers ?? [])
-      .map((c) => [c.vendor, c.model].filter(Boolean).join(' ').trim())
-      .filter((name) => name.length > 0)
-      .slice(0, 16)
-      .map((name) => name.slice(0, 100)),
+    cpuCores: os.cpus().length,
+    memoryMB: Math.round(os.totalmem() / 1024 / 1024),
+    os: `${os.type()} ${os.release()}`,
+    kernel: os.release(),
+    accelerators: [],
   };
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
 }
 
 export async function freeDiskMegabytes(dir: string): Promise<number> {

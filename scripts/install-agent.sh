@@ -313,7 +313,7 @@ mkdir -p -- "$ROOT$(dirname "$BIN_PATH")"
 install_content 0755 "$BIN_PATH" <<EOF
 #!/bin/sh
 # Written by install-agent.sh: runs the ota-models device agent installed in $OPT_DIR.
-exec $NODE_BIN $OPT_DIR/dist/agent/main.js "\$@"
+exec $NODE_BIN --max-semi-space-size=1 --no-opt $OPT_DIR/dist/agent/main.js "\$@"
 EOF
 
 # --- 5. The config /etc/ota-agent/config.json ---------------------------------------------------

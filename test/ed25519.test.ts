@@ -1,7 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import t from 'tap';
 import nacl from 'tweetnacl';
-import { createFastSigner, hasCanonicalS, keyPairFromSeed, signDetached, verifyDetached } from '../shared/ed25519.js';
+import {
+  createFastSigner,
+  hasCanonicalS,
+  keyPairFromSeed,
+  signDetached,
+  verifyDetached,
+  verifyDetachedTweetnacl,
+} from '../shared/ed25519.js';
 
 // RFC 8032 section 7.1, TEST 1, TEST 2, TEST 3 and TEST SHA(abc).
 const VECTORS = [
@@ -55,6 +62,31 @@ t.test('node:crypto and tweetnacl give byte-identical signatures on random input
     t.same(createFastSigner(seed)(message), signDetached(message, pair.secretKey));
   }
   t.end();
+});
+
+t.test('node:crypto verification agrees with tweetnacl: valid, tampered, wrong key, garbage keys', async (t) => {
+  let checked = 0;
+  for (let i = 0; i < 40; i++) {
+    const pair = keyPairFromSeed(new Uint8Array(randomBytes(32)));
+    const message = new Uint8Array(randomBytes(1 + i * 29));
+    const signature = signDetached(message, pair.secretKey);
+    const tampered = new Uint8Array(message);
+    tampered[i % tampered.length] = (tampered[i % tampered.length] as number) ^ 1;
+    const other = keyPairFromSeed(new Uint8Array(randomBytes(32))).publicKey;
+    // Random 32 bytes: about half do not decode to a curve point at all.
+    const garbage = new Uint8Array(randomBytes(32));
+    for (const [msg, key] of [
+      [message, pair.publicKey],
+      [tampered, pair.publicKey],
+      [message, other],
+      [message, garbage],
+    ] as const) {
+      const node = verifyDetached(msg, signature, key) === 'valid';
+      t.equal(node, verifyDetachedTweetnacl(msg, signature, key), `case ${checked}`);
+      checked++;
+    }
+  }
+  t.equal(verifyDetached(new Uint8Array(), new Uint8Array(64), new Uint8Array(32).fill(255)), 'invalid');
 });
 
 /** Adds the group order L to the little-endian S half of a signature: the classic malleation. */

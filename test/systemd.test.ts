@@ -4,7 +4,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
+import { AGENT_NODE_FLAGS, childExecArgv } from '../agent/node-flags.js';
 import { createNotifier, withoutNotifyEnv } from '../agent/systemd-notify.js';
 
 /**
@@ -384,7 +386,8 @@ t.test('install-agent.sh --root installs, is idempotent and rejects bad input', 
   t.equal((await fs.stat(path.join(root, 'usr/local/bin/ota-agent'))).mode & 0o777, 0o755, 'wrapper 0755');
   t.match(
     await fs.readFile(path.join(root, 'usr/local/bin/ota-agent'), 'utf8'),
-    `exec ${node} /opt/ota-agent/dist/agent/main.js "$@"`,
+    `exec ${node} ${AGENT_NODE_FLAGS.join(' ')} /opt/ota-agent/dist/agent/main.js "$@"`,
+    'the wrapper runs node with the agent flags (agent/node-flags.ts)',
   );
   t.equal(
     await fs.readFile(path.join(root, 'etc/systemd/system/ota-agent.service'), 'utf8'),
@@ -437,4 +440,18 @@ t.test('install-agent.sh --root installs, is idempotent and rejects bad input', 
   const help = await run('bash', [INSTALL, '--help']);
   t.equal(help.code, 0);
   t.match(help.stdout, /--package DIR\|TGZ/);
+});
+
+t.test('the agent flags are accepted by this node, silently', async (t) => {
+  const main = path.join(REPO, 'dist/agent/main.js');
+  const { stdout, stderr } = await promisify(execFile)(process.execPath, [...AGENT_NODE_FLAGS, main, '--help']);
+  t.match(stdout, /ota-agent/);
+  t.equal(stderr, '', 'no warning on stderr (journald would log it at every start)');
+});
+
+t.test("children run at full speed: the agent's flags and debugger flags are not passed on", async (t) => {
+  t.same(childExecArgv([...AGENT_NODE_FLAGS, '--import=loader.mjs', '--inspect=9229', '--max-old-space-size=64']), [
+    '--import=loader.mjs',
+    '--max-old-space-size=64',
+  ]);
 });

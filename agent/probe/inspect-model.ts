@@ -2,6 +2,7 @@ import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { ErrorCode } from '../../shared/errors.js';
 import type { ErrorInfo } from '../../shared/messages.js';
+import { childExecArgv } from '../node-flags.js';
 import { withoutNotifyEnv } from '../systemd-notify.js';
 
 /** The child entry next to this module: .ts when running from source (tests), .js once compiled. */
@@ -23,7 +24,7 @@ const CHILD_MODULE = fileURLToPath(
  */
 export function inspectModel(modelFile: string, installDir: string, timeoutMs = 120_000): Promise<ErrorInfo | null> {
   return new Promise((resolve) => {
-    const execArgv = process.execArgv.filter((a) => !/^--(inspect|debug)/.test(a));
+    const execArgv = childExecArgv();
     const child = fork(CHILD_MODULE, [modelFile, installDir], {
       execArgv,
       stdio: ['ignore', 'ignore', 'ignore', 'ipc'],

@@ -6,6 +6,7 @@ import { type ErrorCode, OtaError } from '../../shared/errors.js';
 import type { Manifest } from '../../shared/manifest.js';
 import { type ProbeSpec, ProbeSpecSchema } from '../../shared/probe-spec.js';
 import { describeZodError } from '../../shared/zod-errors.js';
+import { childExecArgv } from '../node-flags.js';
 import { withoutNotifyEnv } from '../systemd-notify.js';
 import { disallowedExec, runExtraProbes } from './extra-probes.js';
 import type { ChildMessage, LoadMessage, ParentMessage } from './probe-child.js';
@@ -207,7 +208,7 @@ class ProbeRun {
 
   private startChild(): void {
     // Debugger flags would make the child fight the agent for the inspector port.
-    const execArgv = process.execArgv.filter((a) => !/^--(inspect|debug)/.test(a));
+    const execArgv = childExecArgv();
     const child = fork(CHILD_MODULE, [], {
       execArgv,
       // stdout is not read: nothing the child prints there matters. stderr is kept (its end) to

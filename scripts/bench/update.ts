@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { AGENT_NODE_FLAGS } from '../../agent/node-flags.js';
 import { CommandClient } from '../../coordinator/client/command-client.js';
 import { publicKeyToJson } from '../../shared/keys.js';
 import {
@@ -50,11 +51,16 @@ const args = parseArgs(
     sizes: { default: '10,100,500', help: 'model sizes in MB (MiB), comma-separated' },
     runs: { default: 3, help: 'runs of each path per size' },
     'idle-s': { default: 30, help: 'seconds the real agent idles before its RSS is read (0: skip)' },
-    'agent-node-flags': { default: '', help: 'node flags for the idle ota-agent, e.g. "--max-semi-space-size=1"' },
+    'agent-node-flags': {
+      default: AGENT_NODE_FLAGS.join(' '),
+      help: "node flags of the agent (idle ota-agent and update-path child); default: the installed wrapper's (agent/node-flags.ts)",
+    },
     'profile-dir': { default: '', help: 'also run the agent path once per size under --cpu-prof (profiles go here)' },
   },
   'npm run bench:update -- [options]',
 );
+/** Node flags of the agent under test: the idle ota-agent and the update-path child alike. */
+const agentFlags = args['agent-node-flags'].split(' ').filter(Boolean);
 
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 const CHILD = here('./update-child.js');
@@ -197,7 +203,7 @@ async function updatePath(dir: string): Promise<SizeResult[]> {
       const agent: ChildResult[] = [];
       for (let r = 0; r < Math.max(1, args.runs); r++) {
         floor.push(await floorRun(url, path.join(dir, 'floor.out'), sha));
-        agent.push(await agentRun(url, Math.round(mb * MiB), sha, path.join(dir, 'agent-state')));
+        agent.push(await agentRun(url, Math.round(mb * MiB), sha, path.join(dir, 'agent-state'), agentFlags));
         log(
           `${mb} MB run ${r + 1}: floor ${Math.round(floor.at(-1) as number)} ms, agent ${Math.round((agent.at(-1) as ChildResult).totalMs)} ms`,
         );
@@ -298,7 +304,7 @@ async function idleAgent(dir: string): Promise<Record<string, unknown>> {
       JSON.stringify({ ...enrolled.agentConfig, stateDir: path.join(dir, 'agent-state'), logLevel: 'info' }),
     );
     if (!existsSync(AGENT_MAIN)) throw new Error(`${AGENT_MAIN} is missing: run npm run build`);
-    const flags = args['agent-node-flags'].split(' ').filter(Boolean);
+    const flags = agentFlags;
     const child = spawn(process.execPath, [...flags, AGENT_MAIN, '--config', configFile], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });

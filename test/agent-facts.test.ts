@@ -1,0 +1,38 @@
+import t from 'tap';
+import { cachedDeviceFacts, fallbackHardwareFacts, readDeviceFacts, readHardwareFacts } from '../agent/facts.js';
+import { DeviceFactsSchema } from '../shared/messages.js';
+
+// Device facts come from a short-lived child process (systeminformation stays out of the
+// long-running agent); the agent falls back to node:os when the child cannot answer.
+
+t.test('the child answers with systeminformation facts, not the node:os fallback', async (t) => {
+  const facts = await readDeviceFacts(t.testdir(), 10_000);
+  t.ok(DeviceFactsSchema.safeParse(facts).success, 'schema-valid');
+  t.equal(facts.arch, process.arch);
+  t.ok(facts.cpuCores > 0 && facts.memoryMB > 0);
+  // systeminformation names the distribution (e.g. "Debian GNU/Linux 12"); node:os only the kernel.
+  t.not(facts.os, fallbackHardwareFacts().os, `os: ${facts.os}`);
+});
+
+t.test('hardware facts are read once; the disk every time', async (t) => {
+  let reads = 0;
+  const counting = (timeoutMs: number) =>
+    readHardwareFacts(timeoutMs, () => {
+      reads++;
+    });
+  await counting(10_000);
+  t.equal(reads, 1, 'onRead sees a real answer');
+  const facts = cachedDeviceFacts(t.testdir(), 10_000);
+  const a = await facts();
+  const b = await facts();
+  t.same({ ...a, freeDiskMB: 0 }, { ...b, freeDiskMB: 0 }, 'the same hardware facts');
+  t.ok(b.freeDiskMB > 0, 'free disk space read');
+});
+
+t.test('a zero probe timeout: still valid facts, within the bound', async (t) => {
+  const started = Date.now();
+  // 0 ms for every systeminformation probe and 2 s for the child: whatever comes back is valid.
+  const facts = await readHardwareFacts(0);
+  t.ok(Date.now() - started < 5_000);
+  t.ok(DeviceFactsSchema.omit({ freeDiskMB: true }).safeParse(facts).success);
+});
