@@ -69,7 +69,7 @@ export async function startCoordinator(
     let publishOne: (m: OutgoingMessage) => Promise<void> = async () => {
       throw new Error('publish before the broker started');
     };
-    const publisher = new OrderedPublisher((m) => publishOne(m), logger, Number(process.env.OTA_EXP_WIN ?? 50));
+    const publisher = new OrderedPublisher((m) => publishOne(m), logger);
     const publish = (messages: OutgoingMessage[]) => publisher.publish(messages);
     const desired = new DesiredPublisher({ store, topics, signer: signerFor(key, { fast: true }), now });
     // Counted as rows are appended (a COUNT(*) over the table after every commit does not scale).

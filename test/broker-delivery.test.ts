@@ -118,3 +118,49 @@ t.test("a device's report is decoded once: the broker hands its check's result t
   ]);
   t.equal(broker.decoded(Buffer.from(JSON.stringify(report))), undefined, 'nothing for a payload it never checked');
 });
+
+t.test(
+  'retained messages: exact filters from the topic index, wildcards from the matcher, deletes in both',
+  async (t) => {
+    const broker = await createBroker({ topics, authenticate, logger: createLogger('silent') });
+    t.teardown(() => broker.close());
+    const { port } = await broker.listen(0, '127.0.0.1');
+    for (const id of ['d1', 'd2', 'd3']) {
+      await broker.publish(topics.desired(id), Buffer.from(`desired of ${id}`), { retain: true, qos: 1 });
+    }
+    await broker.publish(topics.desired('d1'), Buffer.from('desired of d1, newer'), { retain: true, qos: 1 });
+    // An empty retained payload deletes the topic's retained message (MQTT-3.3.1-10).
+    await broker.publish(topics.desired('d2'), Buffer.alloc(0), { retain: true, qos: 1 });
+
+    const retainedFor = async (clientId: string, filters: string[]): Promise<string[]> => {
+      const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, {
+        clientId,
+        username: 'admin',
+        password: 'tok',
+        protocolVersion: 4,
+        clean: true,
+        reconnectPeriod: 0,
+      });
+      const got: string[] = [];
+      client.on('message', (topic, payload, packet) => {
+        if (packet.retain) got.push(`${topic.split('/').at(-2)}=${payload.toString()}`);
+      });
+      await client.subscribeAsync(filters, { qos: 1 });
+      await new Promise((r) => setTimeout(r, 300));
+      await client.endAsync(true);
+      return got.sort();
+    };
+    t.same(await retainedFor('admin-exact', [topics.desired('d1')]), ['d1=desired of d1, newer'], 'exact: the latest');
+    t.same(await retainedFor('admin-gone', [topics.desired('d2')]), [], 'exact: deleted');
+    t.same(
+      await retainedFor('admin-two', [topics.desired('d1'), topics.desired('d3'), topics.desired('nobody')]),
+      ['d1=desired of d1, newer', 'd3=desired of d3'],
+      'several exact filters in one SUBSCRIBE',
+    );
+    t.same(
+      await retainedFor('admin-wild', [topics.allDevices('desired')]),
+      ['d1=desired of d1, newer', 'd3=desired of d3'],
+      'wildcard: the same messages',
+    );
+  },
+);

@@ -17,6 +17,7 @@ import { decodePayload, MAX_PAYLOAD_BYTES } from '../../shared/payload.js';
 import type { Topics } from '../../shared/topics.js';
 import { canPublish, canSubscribe, checkClientId, ownsReplyClientId } from './acl.js';
 import type { Authenticate, Principal } from './principal.js';
+import { retainedIndexPersistence } from './retained-index.js';
 
 /**
  * The coordinator's embedded MQTT 3.1.1 broker (Aedes 1.x) with the ACL of design section 3.
@@ -180,7 +181,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
   }
 
   const aedes = await Aedes.createBroker({
-    concurrency: Number(process.env.OTA_EXP_CONC ?? 100),
+    persistence: retainedIndexPersistence(),
     preConnect(client, packet, callback) {
       if (packet.will) wills.set(client, packet.will);
       disableCounterDedupe(client);

@@ -71,6 +71,10 @@ const args = parseArgs(
     'timeout-s': { default: 3600, help: 'limit for the whole run' },
     'profile-dir': { default: '', help: 'profile the coordinator per phase (inspector); .cpuprofile files go here' },
     keep: { default: false, help: 'keep the temporary directory (coordinator data)' },
+    'coordinator-node-flags': {
+      default: '',
+      help: 'node flags for the coordinator process, e.g. "--max-semi-space-size=8"',
+    },
   },
   'npm run bench:fleet -- [options]',
 );
@@ -296,6 +300,7 @@ async function run(): Promise<void> {
   tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'ota-bench-fleet-'));
   if (args['profile-dir']) await fs.mkdir(args['profile-dir'], { recursive: true });
   coordinator = await CoordinatorProcess.start({
+    nodeFlags: args['coordinator-node-flags'].split(' ').filter(Boolean),
     dataDir: path.join(tmp, 'data'),
     inspect: Boolean(args['profile-dir']),
   });
