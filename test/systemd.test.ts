@@ -8,6 +8,7 @@ import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
 import { AGENT_NODE_FLAGS, childExecArgv } from '../agent/node-flags.js';
 import { createNotifier, withoutNotifyEnv } from '../agent/systemd-notify.js';
+import { COORDINATOR_NODE_FLAGS } from '../coordinator/node-flags.js';
 
 /**
  * systemd integration: the unit's sandbox score (systemd-analyze), the notifier against a real
@@ -454,4 +455,16 @@ t.test("children run at full speed: the agent's flags and debugger flags are not
     '--import=loader.mjs',
     '--max-old-space-size=64',
   ]);
+});
+
+t.test("the coordinator unit runs node with the coordinator's flags, and node accepts them silently", async (t) => {
+  const unit = await fs.readFile(path.join(REPO, 'systemd', 'ota-coordinator.service'), 'utf8');
+  t.match(
+    unit,
+    `\nExecStart=/usr/bin/env node ${COORDINATOR_NODE_FLAGS.join(' ')} /opt/ota-models/dist/coordinator/main.js\n`,
+  );
+  const main = path.join(REPO, 'dist/coordinator/main.js');
+  const { stdout, stderr } = await promisify(execFile)(process.execPath, [...COORDINATOR_NODE_FLAGS, main, '--help']);
+  t.match(stdout, /ota-coordinator/);
+  t.equal(stderr, '');
 });

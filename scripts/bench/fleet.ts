@@ -3,6 +3,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { CommandClient } from '../../coordinator/client/command-client.js';
+import { COORDINATOR_NODE_FLAGS } from '../../coordinator/node-flags.js';
 import type { RolloutSummary } from '../../shared/messages.js';
 import { FleetSim } from '../fleet-sim/controller.js';
 import { deviceIds, enrolDevices } from '../fleet-sim/enrol.js';
@@ -72,8 +73,8 @@ const args = parseArgs(
     'profile-dir': { default: '', help: 'profile the coordinator per phase (inspector); .cpuprofile files go here' },
     keep: { default: false, help: 'keep the temporary directory (coordinator data)' },
     'coordinator-node-flags': {
-      default: '',
-      help: 'node flags for the coordinator process, e.g. "--max-semi-space-size=8"',
+      default: COORDINATOR_NODE_FLAGS.join(' '),
+      help: "node flags for the coordinator process; default: the systemd unit's (coordinator/node-flags.ts)",
     },
   },
   'npm run bench:fleet -- [options]',
