@@ -6,8 +6,6 @@ import {
   type DeviceIndex,
   failureTotals,
   indexDevices,
-  isFailed,
-  isTerminal,
   type WaveTally,
   wavesComplete,
 } from './device-index.js';
@@ -95,8 +93,6 @@ const OPS_BY_STATUS: Record<RolloutStatus, string> = {
   completed: 'none (the rollout is finished)',
   aborted: 'none (the rollout is finished)',
 };
-
-export { isFailed, isTerminal };
 
 /** The gate in front of wave `index` as it applies now: wave 0 and promoted rollouts are auto. */
 export function effectiveApproval(rollout: Rollout, index: number): Approval {

@@ -39,10 +39,6 @@ export function isTerminal(state: RolloutDeviceState): boolean {
   return TERMINAL_DEVICE_STATES.includes(state);
 }
 
-export function isFailed(state: RolloutDeviceState): boolean {
-  return FAILED_DEVICE_STATES.includes(state);
-}
-
 /** The design's "keeps its wave open": online, its wave started, and no outcome yet (section 6). */
 function blocks(d: RolloutDevice): boolean {
   return d.online && d.state !== 'pending' && !isTerminal(d.state);
@@ -136,7 +132,7 @@ export function failureTotals(waves: readonly WaveTally[]): FailureTotals {
   let failed = 0;
   let assigned = 0;
   for (const w of waves) {
-    failed += w.counts.rolled_back + w.counts.failed;
+    for (const state of FAILED_DEVICE_STATES) failed += w.counts[state];
     assigned += w.members - w.counts.pending;
   }
   return { failed, assigned };
