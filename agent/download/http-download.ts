@@ -332,7 +332,8 @@ class PartFile {
   }
 
   private fillBuffer(): Buffer {
-    return (this.buffers?.[this.filling] as Buffer).subarray(0, this.filled);
+    const buffer = this.buffers?.[this.filling];
+    return buffer ? buffer.subarray(0, this.filled) : Buffer.alloc(0);
   }
 
   /** After a failure: keep what was received for the next attempt's Range, if the disk takes it. */
