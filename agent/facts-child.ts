@@ -7,7 +7,8 @@ import si from 'systeminformation';
  * long-running agent should not carry for facts it reads once. Every probe is bounded: a slow
  * or failing source leaves a fallback value from node:os.
  */
-const timeoutMs = Number(process.argv[2]) || 5_000;
+const given = Number(process.argv[2]);
+const timeoutMs = process.argv[2] !== undefined && Number.isFinite(given) && given >= 0 ? given : 5_000;
 const within = <T>(p: Promise<T>, fallback: T) =>
   Promise.race([p.catch(() => fallback), new Promise<T>((r) => setTimeout(() => r(fallback), timeoutMs).unref())]);
 const [cpu, mem, osInfo, graphics] = await Promise.all([

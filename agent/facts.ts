@@ -17,9 +17,8 @@ const CHILD = fileURLToPath(new URL(`./facts-child.${import.meta.url.endsWith('.
  * here. Every source is bounded: a slow, failing or missing child leaves fallback values from
  * node:os rather than delaying the agent's start.
  */
-export async function readDeviceFacts(stateDir: string, timeoutMs = 5_000): Promise<DeviceFacts> {
-  const [hardware, freeDiskMB] = await Promise.all([readHardwareFacts(timeoutMs), freeDiskMegabytes(stateDir)]);
-  return { ...hardware, freeDiskMB };
+export function readDeviceFacts(stateDir: string, timeoutMs = 5_000): Promise<DeviceFacts> {
+  return cachedDeviceFacts(stateDir, timeoutMs)();
 }
 
 /**
@@ -29,16 +28,17 @@ export async function readDeviceFacts(stateDir: string, timeoutMs = 5_000): Prom
 export function cachedDeviceFacts(stateDir: string, timeoutMs = 5_000): () => Promise<DeviceFacts> {
   let hardware: HardwareFacts | null = null;
   return async () => {
-    const [hw, freeDiskMB] = await Promise.all([
-      hardware ?? readHardwareFacts(timeoutMs, (read) => (hardware = read)),
+    const [read, freeDiskMB] = await Promise.all([
+      hardware ?? readHardwareFacts(timeoutMs),
       freeDiskMegabytes(stateDir),
     ]);
-    return { ...hw, freeDiskMB };
+    hardware = read;
+    return { ...(read ?? fallbackHardwareFacts()), freeDiskMB };
   };
 }
 
-/** Runs facts-child.js; node:os values when it fails. `onRead` sees only a real answer. */
-export function readHardwareFacts(timeoutMs: number, onRead?: (facts: HardwareFacts) => void): Promise<HardwareFacts> {
+/** Runs facts-child.js: its answer, or null when it failed, timed out or answered nonsense. */
+export function readHardwareFacts(timeoutMs: number): Promise<HardwareFacts | null> {
   return new Promise((resolve) => {
     let stdout = '';
     let settled = false;
@@ -46,8 +46,7 @@ export function readHardwareFacts(timeoutMs: number, onRead?: (facts: HardwareFa
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      if (facts) onRead?.(facts);
-      resolve(facts ?? fallbackHardwareFacts());
+      resolve(facts);
     };
     // fork, not execFile: the child runs with this process's loader flags (TypeScript in tests).
     const child = fork(CHILD, [String(timeoutMs)], {

@@ -15,24 +15,20 @@ t.test('the child answers with systeminformation facts, not the node:os fallback
 });
 
 t.test('hardware facts are read once; the disk every time', async (t) => {
-  let reads = 0;
-  const counting = (timeoutMs: number) =>
-    readHardwareFacts(timeoutMs, () => {
-      reads++;
-    });
-  await counting(10_000);
-  t.equal(reads, 1, 'onRead sees a real answer');
+  const read = await readHardwareFacts(10_000);
+  t.ok(read && DeviceFactsSchema.omit({ freeDiskMB: true }).safeParse(read).success, 'the child answered');
   const facts = cachedDeviceFacts(t.testdir(), 10_000);
   const a = await facts();
   const b = await facts();
   t.same({ ...a, freeDiskMB: 0 }, { ...b, freeDiskMB: 0 }, 'the same hardware facts');
+  t.same({ ...a, freeDiskMB: 0 }, { ...read, freeDiskMB: 0 }, "the child's, not the fallback");
   t.ok(b.freeDiskMB > 0, 'free disk space read');
 });
 
-t.test('a zero probe timeout: still valid facts, within the bound', async (t) => {
+t.test('every probe timing out at once: the child still answers, within the bound', async (t) => {
   const started = Date.now();
-  // 0 ms for every systeminformation probe and 2 s for the child: whatever comes back is valid.
+  // A 0 ms limit for each systeminformation probe: the child answers with its node:os values.
   const facts = await readHardwareFacts(0);
-  t.ok(Date.now() - started < 5_000);
-  t.ok(DeviceFactsSchema.omit({ freeDiskMB: true }).safeParse(facts).success);
+  t.ok(Date.now() - started < 2_000, 'well inside the 2 s the parent waits beyond the limit');
+  t.ok(facts && DeviceFactsSchema.omit({ freeDiskMB: true }).safeParse(facts).success, 'an answer, not null');
 });

@@ -1,5 +1,5 @@
-import mqtt from 'mqtt';
-import t from 'tap';
+import mqtt, { type MqttClient } from 'mqtt';
+import t, { type Test } from 'tap';
 import { createBroker } from '../coordinator/broker/create-broker.js';
 import { OrderedPublisher } from '../coordinator/broker/ordered-publisher.js';
 import type { Authenticate } from '../coordinator/broker/principal.js';
@@ -15,19 +15,31 @@ const topics = createTopics();
 const authenticate: Authenticate = (username, password) =>
   username === 'admin' && password === 'tok' ? { kind: 'operator', name: 'admin', role: 'admin' } : null;
 
-t.test('retained and non-retained publishes in flight together: none is lost', async (t) => {
-  const broker = await createBroker({ topics, authenticate, logger: createLogger('silent') });
+/** A broker on a free loopback port, closed at the end of the test. */
+async function startBroker(t: Test, auth: Authenticate = authenticate) {
+  const broker = await createBroker({ topics, authenticate: auth, logger: createLogger('silent') });
   t.teardown(() => broker.close());
   const { port } = await broker.listen(0, '127.0.0.1');
+  return { broker, port };
+}
+
+/** An MQTT 3.1.1 client of `user` (password `tok`), ended at the end of the test. */
+async function connect(t: Test, port: number, user: string, clientId: string): Promise<MqttClient> {
   const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, {
-    clientId: 'admin-watch',
-    username: 'admin',
+    clientId,
+    username: user,
     password: 'tok',
     protocolVersion: 4,
     clean: true,
     reconnectPeriod: 0,
   });
   t.teardown(() => client.endAsync(true));
+  return client;
+}
+
+t.test('retained and non-retained publishes in flight together: none is lost', async (t) => {
+  const { broker, port } = await startBroker(t);
+  const client = await connect(t, port, 'admin', 'admin-watch');
   const got: string[] = [];
   client.on('message', (_topic, payload) => got.push(payload.toString()));
   await client.subscribeAsync([topics.allRollouts(), topics.audit()], { qos: 1 });
@@ -57,18 +69,8 @@ t.test('retained and non-retained publishes in flight together: none is lost', a
 });
 
 t.test('a 10,000-device wave handed over at once through OrderedPublisher: all delivered', async (t) => {
-  const broker = await createBroker({ topics, authenticate, logger: createLogger('silent') });
-  t.teardown(() => broker.close());
-  const { port } = await broker.listen(0, '127.0.0.1');
-  const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, {
-    clientId: 'admin-fleet',
-    username: 'admin',
-    password: 'tok',
-    protocolVersion: 4,
-    clean: true,
-    reconnectPeriod: 0,
-  });
-  t.teardown(() => client.endAsync(true));
+  const { broker, port } = await startBroker(t);
+  const client = await connect(t, port, 'admin', 'admin-fleet');
   let received = 0;
   client.on('message', () => received++);
   await client.subscribeAsync(topics.allDevices('desired'), { qos: 1 });
@@ -93,21 +95,12 @@ t.test('a 10,000-device wave handed over at once through OrderedPublisher: all d
 t.test("a device's report is decoded once: the broker hands its check's result to the coordinator", async (t) => {
   const deviceAuth: Authenticate = (username, password) =>
     password === 'tok' ? { kind: 'device', deviceId: username } : null;
-  const broker = await createBroker({ topics, authenticate: deviceAuth, logger: createLogger('silent') });
-  t.teardown(() => broker.close());
-  const { port } = await broker.listen(0, '127.0.0.1');
+  const { broker, port } = await startBroker(t, deviceAuth);
   const seen: unknown[] = [];
   broker.aedes.on('publish', (packet, client) => {
     if (client) seen.push(broker.decoded(packet.payload));
   });
-  const device = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, {
-    clientId: 'dev-1',
-    username: 'dev-1',
-    password: 'tok',
-    protocolVersion: 4,
-    reconnectPeriod: 0,
-  });
-  t.teardown(() => device.endAsync(true));
+  const device = await connect(t, port, 'dev-1', 'dev-1');
   const report = { deviceId: 'dev-1', seq: 3, ts: new Date().toISOString(), models: {} };
   const status = { online: true, ts: new Date().toISOString(), agentVersion: '1.0.0' };
   await device.publishAsync(topics.reported('dev-1'), JSON.stringify(report), { qos: 1 });
@@ -122,9 +115,7 @@ t.test("a device's report is decoded once: the broker hands its check's result t
 t.test(
   'retained messages: exact filters from the topic index, wildcards from the matcher, deletes in both',
   async (t) => {
-    const broker = await createBroker({ topics, authenticate, logger: createLogger('silent') });
-    t.teardown(() => broker.close());
-    const { port } = await broker.listen(0, '127.0.0.1');
+    const { broker, port } = await startBroker(t);
     for (const id of ['d1', 'd2', 'd3']) {
       await broker.publish(topics.desired(id), Buffer.from(`desired of ${id}`), { retain: true, qos: 1 });
     }
@@ -133,21 +124,13 @@ t.test(
     await broker.publish(topics.desired('d2'), Buffer.alloc(0), { retain: true, qos: 1 });
 
     const retainedFor = async (clientId: string, filters: string[]): Promise<string[]> => {
-      const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, {
-        clientId,
-        username: 'admin',
-        password: 'tok',
-        protocolVersion: 4,
-        clean: true,
-        reconnectPeriod: 0,
-      });
+      const client = await connect(t, port, 'admin', clientId);
       const got: string[] = [];
       client.on('message', (topic, payload, packet) => {
         if (packet.retain) got.push(`${topic.split('/').at(-2)}=${payload.toString()}`);
       });
       await client.subscribeAsync(filters, { qos: 1 });
       await new Promise((r) => setTimeout(r, 300));
-      await client.endAsync(true);
       return got.sort();
     };
     t.same(await retainedFor('admin-exact', [topics.desired('d1')]), ['d1=desired of d1, newer'], 'exact: the latest');

@@ -1,3 +1,4 @@
+import { MODEL_STATES, type ModelState } from '../../shared/messages.js';
 import { FAILED_DEVICE_STATES, type RolloutDevice, type RolloutDeviceState, TERMINAL_DEVICE_STATES } from './types.js';
 
 /**
@@ -22,16 +23,11 @@ export interface DeviceIndex {
   readonly waves: readonly WaveTally[];
 }
 
+/** Every RolloutDeviceState (types.ts): the agent's model states but `idle`, and the rollout's own. */
 const STATES: readonly RolloutDeviceState[] = [
   'pending',
   'assigned',
-  'downloading',
-  'verifying',
-  'applying',
-  'probing',
-  'healthy',
-  'rolled_back',
-  'failed',
+  ...MODEL_STATES.filter((s): s is Exclude<ModelState, 'idle'> => s !== 'idle'),
   'reverted',
 ];
 
