@@ -72,3 +72,29 @@ t.test('network drop: a desired state published meanwhile is applied once after 
   t.equal(applyCount(agent.logs), 1, 'no duplicate apply');
   t.equal(f.observer.last('net-2')?.rejected, null, 'the retained copy is not mistaken for a replay');
 });
+
+t.test('a report in flight when the connection drops is sent again after the reconnect', async (t) => {
+  const f = await AgentFixture.create(t);
+  const agent = f.startAgent('net-3');
+  await f.observer.waitFor('online', () => f.observer.statuses.get('net-3')?.find((s) => s.online));
+  // The broker takes the agent's next publish and never acknowledges it, then the link drops:
+  // the PUBLISH was in flight at the disconnect, as when a coordinator is killed mid-rollout.
+  f.broker.unacknowledged.add('net-3');
+  await f.assign('net-3', {
+    det: { envelope: f.release('det', '1.0.0', goodModel(1), { counter: 1 }), rolloutId: 'r1' },
+  });
+  await f.observer.waitFor('a report swallowed', () => f.broker.swallowed.length > 0 || undefined);
+  f.broker.unacknowledged.delete('net-3');
+  t.ok(f.broker.dropClient('net-3'), 'connection cut with the report unacknowledged');
+  await f.observer.waitForState('net-3', 'det', 'healthy', 30_000);
+  t.same(
+    f.observer.states('net-3', 'det'),
+    ['downloading', 'verifying', 'applying', 'probing', 'healthy'],
+    'the unacknowledged report and every later one arrived, in order',
+  );
+  t.equal(applyCount(agent.logs), 1, 'applied once');
+  await f.observer.waitFor('outbox drained', async () => {
+    const s = JSON.parse(await fs.readFile(path.join(f.stateDir('net-3'), 'state.json'), 'utf8'));
+    return s.outbox.length === 0 || undefined;
+  });
+});

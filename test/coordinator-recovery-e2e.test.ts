@@ -80,6 +80,7 @@ t.test('kill -9 of the coordinator mid-rollout: the restarted coordinator contin
     .catch(async (err) => {
       console.error(JSON.stringify(await f.admin.call('rollout.status', { id: 'r-crash' }), null, 1));
       for (const d of DEVICES) console.error(d, JSON.stringify(f.lastReport(d)?.models.det));
+      for (const d of DEVICES) console.error(`--- agent ${d}\n${f.agents.get(d)?.tail(40)}`);
       console.error(f.coordinator.tail(60));
       throw err;
     });

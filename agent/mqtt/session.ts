@@ -35,6 +35,8 @@ export class MqttSession extends EventEmitter {
   private attempt = 0;
   private timer: NodeJS.Timeout | null = null;
   private stopped = false;
+  /** Publishes sent and not yet acknowledged, failed when the connection closes (see `publish`). */
+  private readonly unacknowledged = new Set<(err: Error) => void>();
   connected = false;
 
   constructor(private readonly options: SessionOptions) {
@@ -87,6 +89,7 @@ export class MqttSession extends EventEmitter {
     client.on('close', () => {
       if (this.connected) logger.warn('disconnected from the broker');
       this.connected = false;
+      this.failUnacknowledged();
       this.emit('disconnected');
       this.scheduleReconnect();
     });
@@ -114,13 +117,32 @@ export class MqttSession extends EventEmitter {
     await this.publish(this.options.topics.status(this.options.deviceId), encodePayload(status), true);
   }
 
-  /** Publishes with QoS 1; resolves when the broker acknowledged it (PUBACK). */
+  /**
+   * Publishes with QoS 1; resolves when the broker acknowledged it (PUBACK), rejects when the
+   * connection closes first. mqtt.js would otherwise never settle it: `client.reconnect()` starts
+   * from an empty outgoing store, so a PUBLISH in flight at a disconnect is neither re-sent nor
+   * failed, and a caller awaiting it (the report outbox) waits forever. Callers keep what they
+   * publish until it is acknowledged and send it again after the reconnect (at-least-once,
+   * MQTT 3.1.1 4.3.2); a report sent twice is harmless, the coordinator's ingestion is idempotent.
+   */
   publish(topic: string, payload: Buffer, retain: boolean): Promise<void> {
     const client = this.client;
     if (!client || !this.connected) return Promise.reject(new Error('not connected'));
     return new Promise((resolve, reject) => {
-      client.publish(topic, payload, { qos: 1, retain }, (err) => (err ? reject(err) : resolve()));
+      const fail = (err: Error) => reject(err);
+      this.unacknowledged.add(fail);
+      client.publish(topic, payload, { qos: 1, retain }, (err) => {
+        this.unacknowledged.delete(fail);
+        if (err) reject(err);
+        else resolve();
+      });
     });
+  }
+
+  private failUnacknowledged(): void {
+    const lost = new Error('connection closed before the broker acknowledged the publish');
+    for (const fail of this.unacknowledged) fail(lost);
+    this.unacknowledged.clear();
   }
 
   /** Clean shutdown: retained offline status (a clean disconnect sends no LWT), then disconnect. */

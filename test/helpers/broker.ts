@@ -14,6 +14,13 @@ export class TestBroker {
   readonly connects: string[] = [];
   /** Client ids refused for now (CONNACK "not authorized"), to order reconnections in tests. */
   readonly held = new Set<string>();
+  /**
+   * Client ids whose publishes the broker takes and never acknowledges (no PUBACK), standing in
+   * for a broker that dies between receiving a message and acknowledging it.
+   */
+  readonly unacknowledged = new Set<string>();
+  /** Topics published by clients in `unacknowledged` and swallowed. */
+  readonly swallowed: string[] = [];
 
   static async start(): Promise<TestBroker> {
     const broker = new TestBroker();
@@ -28,6 +35,10 @@ export class TestBroker {
   private async listen(port: number): Promise<void> {
     const aedes = await Aedes.createBroker({
       authenticate: (client, _username, _password, done) => done(null, !this.held.has(client.id)),
+      authorizePublish: (client, packet, done) => {
+        if (client && this.unacknowledged.has(client.id)) this.swallowed.push(packet.topic);
+        else done(null);
+      },
     });
     aedes.on('client', (client) => this.connects.push(client.id));
     const server = net.createServer(aedes.handle);
