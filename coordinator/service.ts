@@ -20,9 +20,14 @@ import { createMetrics } from './http/metrics.js';
 import { AuthFailureAudit } from './identity/auth-failure-audit.js';
 import { storeAuthenticator } from './identity/authenticate.js';
 import { ensureAdminToken, loadOrCreateCoordinatorKey } from './identity/bootstrap.js';
+import { PacedFlush } from './paced-flush.js';
 import { RolloutService } from './rollout/rollout-service.js';
 import type { HistoryRecord } from './store/records.js';
 import { openStore } from './store/sqlite-store.js';
+import { WRITE_BEHIND } from './store/store.js';
+
+/** Reports and presence are written behind at most this often under load (PacedFlush). */
+const WRITE_BEHIND_EVERY_MS = 50;
 
 export interface RunningCoordinator {
   mqttUrl: string;
@@ -117,8 +122,8 @@ export async function startCoordinator(
     // On the way out: the reports still queued and the rollout events not yet decided.
     closers.push(() => {
       rollouts.flush();
-      flushReports();
-      flushPresence();
+      reportWriter.run();
+      presenceWriter.run();
     });
     publishOne = (m) => broker.publish(m.topic, m.payload, { retain: m.retain, qos: 1 });
 
@@ -137,15 +142,16 @@ export async function startCoordinator(
 
     // Reports are recorded write-behind: the device's last report and its history rows go to
     // SQLite in one transaction per turn of the event loop (thousands of reports per second
-    // would otherwise be thousands of fsyncs). Rollout decisions do not wait for it: they have
-    // their own durable transaction. A crash loses at most the history of the last few
-    // milliseconds; agents send their current report again when they reconnect.
+    // would otherwise be thousands of transactions), without an fsync of its own (WRITE_BEHIND):
+    // a kill -9 loses none of them, a power loss at most those since the last durable commit.
+    // Rollout decisions do not wait for it: they have their own durable transaction. A crash
+    // loses at most the history of the last few milliseconds; agents send their current report
+    // again when they reconnect.
     const lastReports = new Map<string, Reported>();
     const pendingReports = new Map<string, Reported>();
     let pendingHistory: HistoryRecord[] = [];
-    let reportFlushScheduled = false;
-    const flushReports = () => {
-      reportFlushScheduled = false;
+    const recordReports = () => {
+      if (pendingReports.size === 0 && pendingHistory.length === 0) return;
       const reports = [...pendingReports];
       const history = pendingHistory;
       pendingReports.clear();
@@ -163,11 +169,14 @@ export async function startCoordinator(
           }
           const rows = gone.size > 0 ? history.filter((h) => !gone.has(h.deviceId)) : history;
           if (rows.length > 0) store.appendHistory(rows);
-        });
+        }, WRITE_BEHIND);
       } catch (err) {
         logger.error({ err: (err as Error).message, reports: reports.length }, 'recording reports failed');
       }
     };
+    // At most every WRITE_BEHIND_EVERY_MS under load (group commit, PacedFlush); on the next turn when quiet.
+    const nowMs = () => now().getTime();
+    const reportWriter = new PacedFlush(recordReports, WRITE_BEHIND_EVERY_MS, nowMs);
     const onReported = (deviceId: string, report: Reported) => {
       let before = lastReports.get(deviceId);
       if (!before && !lastReports.has(deviceId)) {
@@ -191,10 +200,7 @@ export async function startCoordinator(
       }
       lastReports.set(deviceId, report);
       pendingReports.set(deviceId, report);
-      if (!reportFlushScheduled) {
-        reportFlushScheduled = true;
-        setImmediate(flushReports);
-      }
+      reportWriter.schedule();
       metrics.reports.inc();
       rollouts.onReport(deviceId, report);
     };
@@ -204,9 +210,8 @@ export async function startCoordinator(
     // the rollout engine hears about it right away (batched there).
     type Presence = { online: boolean; facts?: { facts: never; agentVersion: string | null } };
     const pendingPresence = new Map<string, Presence>();
-    let presenceFlushScheduled = false;
-    const flushPresence = () => {
-      presenceFlushScheduled = false;
+    const recordPresence = () => {
+      if (pendingPresence.size === 0) return;
       const batch = [...pendingPresence];
       pendingPresence.clear();
       const ts = now().toISOString();
@@ -219,21 +224,19 @@ export async function startCoordinator(
               // removed meanwhile
             }
           }
-        });
+        }, WRITE_BEHIND);
       } catch (err) {
         logger.error({ err: (err as Error).message, devices: batch.length }, 'recording presence failed');
       }
     };
+    const presenceWriter = new PacedFlush(recordPresence, WRITE_BEHIND_EVERY_MS, nowMs);
     const onPresence = (deviceId: string, online: boolean, status?: { facts?: unknown; agentVersion?: string }) => {
       const previous = pendingPresence.get(deviceId);
       const facts = status?.facts
         ? { facts: status.facts as never, agentVersion: status.agentVersion ?? null }
         : previous?.facts;
       pendingPresence.set(deviceId, facts ? { online, facts } : { online });
-      if (!presenceFlushScheduled) {
-        presenceFlushScheduled = true;
-        setImmediate(flushPresence);
-      }
+      presenceWriter.schedule();
       rollouts.onPresence(deviceId, online);
       if (online) onlineDevices.add(deviceId);
       else onlineDevices.delete(deviceId);
@@ -266,6 +269,9 @@ export async function startCoordinator(
               decoded?.kind === 'cmd'
                 ? decoded.value
                 : decodePayload(CommandRequestSchema, packet.payload as Buffer, packet.topic);
+            // A command reads what the devices reported so far, written behind until now.
+            reportWriter.runIfScheduled();
+            presenceWriter.runIfScheduled();
             const reply = await runCommand(parsed.op, request, principal, commandContext, logger);
             await publishOne({ topic: request.replyTo, payload: encodePayload(reply), retain: false });
           }

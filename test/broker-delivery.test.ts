@@ -74,9 +74,9 @@ t.test('a 10,000-device wave handed over at once through OrderedPublisher: all d
   let received = 0;
   client.on('message', () => received++);
   await client.subscribeAsync(topics.allDevices('desired'), { qos: 1 });
-  // The publisher's window keeps them under mqemitter's concurrency (unbounded, a live 10,000-
-  // device rollout overflowed the stack in its queue; that needs the whole fleet and is covered
-  // by `npm run bench:fleet`, not here): every message still arrives.
+  // In windows of 3,000 through the coordinator's broker (mqemitter without a queue: a live
+  // 10,000-device rollout once overflowed the stack in its queue; that needs the whole fleet and
+  // is covered by `npm run bench:fleet`, not here): every message still arrives.
   const publisher = new OrderedPublisher(
     (m) => broker.publish(m.topic, m.payload, { retain: m.retain, qos: 1 }),
     createLogger('silent'),

@@ -6,6 +6,7 @@ import type { Rollout, RolloutDevice } from '../coordinator/rollout/types.js';
 import { LATEST_SCHEMA_VERSION, MIGRATIONS, migrate } from '../coordinator/store/migrations.js';
 import type { HistoryRecord, ReleaseRecord } from '../coordinator/store/records.js';
 import { openStore, type SqliteStore } from '../coordinator/store/sqlite-store.js';
+import { WRITE_BEHIND } from '../coordinator/store/store.js';
 import type { Envelope } from '../shared/envelope.js';
 import type { DeviceFacts, Reported } from '../shared/messages.js';
 
@@ -137,6 +138,45 @@ t.test('opens in WAL mode with synchronous=FULL, foreign keys and a busy timeout
   const raw = new Database(file, { readonly: true });
   t.teardown(() => raw.close());
   t.equal(raw.pragma('journal_mode', { simple: true }), 'wal');
+});
+
+t.test('a write-behind transaction commits without its own fsync (synchronous=NORMAL), then FULL again', async (t) => {
+  const { store, file } = fresh(t);
+  const during: number[] = [];
+  store.transaction(() => {
+    during.push(store.settings().synchronous);
+    store.addDevice({ id: 'wb-1', labels: {}, channel: 'stable', tokenHash: 'h', now: NOW });
+  }, WRITE_BEHIND);
+  t.same(during, [1], 'NORMAL inside (1)');
+  t.equal(store.settings().synchronous, 2, 'FULL again after the commit');
+  // Committed like any other: another connection reads it.
+  const raw = new Database(file, { readonly: true });
+  t.teardown(() => raw.close());
+  t.equal((raw.prepare('SELECT count(*) AS n FROM devices WHERE id = ?').get('wb-1') as { n: number }).n, 1);
+
+  // A failing one rolls back and restores FULL too.
+  t.throws(() =>
+    store.transaction(() => {
+      store.addDevice({ id: 'wb-2', labels: {}, channel: 'stable', tokenHash: 'h', now: NOW });
+      throw new Error('boom');
+    }, WRITE_BEHIND),
+  );
+  t.equal(store.getDevice('wb-2'), null, 'rolled back');
+  t.equal(store.settings().synchronous, 2, 'FULL after a rollback');
+
+  // Inside a durable transaction the outer one decides: no relaxing halfway through it.
+  const nested: number[] = [];
+  store.transaction(() => store.transaction(() => nested.push(store.settings().synchronous), WRITE_BEHIND));
+  t.same(nested, [2], 'a nested write-behind transaction stays FULL');
+  t.same(
+    (() => {
+      const seen: number[] = [];
+      store.transaction(() => seen.push(store.settings().synchronous));
+      return seen;
+    })(),
+    [2],
+    'an ordinary transaction is FULL',
+  );
 });
 
 t.test('migrations run once, in order, and are idempotent on reopen', async (t) => {

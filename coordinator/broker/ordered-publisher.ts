@@ -16,10 +16,13 @@ export interface OutgoingPublish {
  * their commit without waiting for each other), and audit events keep their chain order.
  * A failed publish is logged and does not hold back later messages of its topic.
  *
- * Why a window: Aedes hands each publish to mqemitter, which runs 100 at once and queues the
- * rest; a queued emit is started synchronously when one finishes, so 9,000 publishes started
- * together overflowed the call stack (RangeError, the coordinator died). Below mqemitter's
- * concurrency, nothing queues there.
+ * Why a window of 3,000: it bounds the memory of publishes in flight, and it is large because
+ * a slot frees only on the turn of the event loop after the write (Aedes completes a delivery
+ * with setImmediate), and every turn between two slot refills also ingests every report that
+ * arrived meanwhile: at 50 a 9,000-device wave took 5.6 s to go out while its devices reported,
+ * at 3,000 (three turns) 3.2 s, all at once 1.3 s but +60-80 MB peak RSS at 10,000 devices
+ * (BENCHMARKS.md, "bigwave"). mqemitter runs without a queue (create-broker.ts), so the window
+ * is no longer what keeps its queue's recursion off the stack.
  */
 export class OrderedPublisher {
   /** The last publish handed over per topic, until it settles. */
@@ -30,7 +33,7 @@ export class OrderedPublisher {
   constructor(
     private readonly send: (message: OutgoingPublish) => Promise<void>,
     private readonly logger: Logger,
-    private readonly window = 50,
+    private readonly window = 3_000,
   ) {}
 
   /** Resolves when every message has been handed to the broker (or its failure logged). */

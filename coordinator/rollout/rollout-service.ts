@@ -4,7 +4,8 @@ import type { AuditEvent, ModelState, Reported, RolloutSummary } from '../../sha
 import { encodePayload } from '../../shared/payload.js';
 import type { Topics } from '../../shared/topics.js';
 import type { DesiredPublisher, OutgoingMessage } from '../desired/desired-publisher.js';
-import type { Store } from '../store/store.js';
+import { PacedFlush } from '../paced-flush.js';
+import { type Store, WRITE_BEHIND } from '../store/store.js';
 import { type DeviceEvent, decide, decideBatch } from './decide.js';
 import { LiveDeviceIndex } from './device-index.js';
 import { planWaves } from './plan-waves.js';
@@ -38,6 +39,8 @@ export interface RolloutServiceDeps {
   onAudit?: (events: AuditEvent[]) => void;
   onSummary?: (summary: RolloutSummary) => void;
   onError?: (err: unknown, what: string) => void;
+  /** Device events are decided at most once per this many ms under load (PacedFlush); default 20. */
+  decideEveryMs?: number;
 }
 
 interface Live {
@@ -59,9 +62,14 @@ interface Live {
 export class RolloutService {
   private readonly live = new Map<string, Live>();
   private readonly queue = new Map<string, DeviceEvent[]>();
-  private flushScheduled = false;
+  private readonly pacer: PacedFlush;
 
   constructor(private readonly deps: RolloutServiceDeps) {
+    this.pacer = new PacedFlush(
+      () => this.decideQueued(),
+      deps.decideEveryMs ?? 20,
+      () => deps.now().getTime(),
+    );
     for (const rollout of deps.store.listRollouts({ active: true })) this.load(rollout.id);
   }
 
@@ -245,24 +253,24 @@ export class RolloutService {
   }
 
   /**
-   * Device events are decided in batches: everything that arrived while the previous decision
-   * was being written goes into the next one (decideBatch: one decision, one transaction, one
-   * summary per rollout). Under light load a batch is one event, decided on the next turn of
-   * the event loop; under a 10,000-device wave it is hundreds.
+   * Device events are decided in batches: everything that arrived since the previous decision
+   * goes into the next one (decideBatch: one decision, one transaction, one summary per
+   * rollout), at most one batch per `decideEveryMs` (PacedFlush). Under light load a batch is one
+   * event, decided on the next turn of the event loop; under a 10,000-device wave it is hundreds.
    */
   private enqueue(rolloutId: string, event: DeviceEvent): void {
     const list = this.queue.get(rolloutId);
     if (list) list.push(event);
     else this.queue.set(rolloutId, [event]);
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(() => this.flush());
-    }
+    this.pacer.schedule();
   }
 
   /** Decides every queued device event now (also before an operator's command sees the rollout). */
   flush(): void {
-    this.flushScheduled = false;
+    this.pacer.run();
+  }
+
+  private decideQueued(): void {
     const queued = [...this.queue];
     this.queue.clear();
     for (const [id, events] of queued) {
@@ -306,48 +314,62 @@ export class RolloutService {
     const { store, desired } = this.deps;
     const { rollout } = entry;
     let audit: AuditEvent[] = [];
-    const messages = store.transaction(() => {
-      const drafts = before ? before() : [];
-      if (Object.keys(decision.patch).length > 0) store.updateRollout(rollout.id, decision.patch);
-      if (decision.devices.length > 0) store.upsertRolloutDevices(rollout.id, decision.devices);
-      const touched: string[] = [];
-      for (const a of decision.assignments) {
-        touched.push(a.deviceId);
-        if (a.kind === 'assign') {
-          store.setDesired({
-            deviceId: a.deviceId,
-            model: rollout.model,
-            releaseId: a.releaseId,
-            rolloutId: rollout.id,
-            source: 'rollout',
-            updatedAt: now,
-          });
-        } else if (a.releaseId) {
-          store.setDesired({
-            deviceId: a.deviceId,
-            model: rollout.model,
-            releaseId: a.releaseId,
-            rolloutId: null,
-            source: 'revert',
-            updatedAt: now,
-          });
-        } else {
-          store.removeDesired(a.deviceId, rollout.model);
+    // A decision that only moves device rows (a report or presence that changed no wave, no
+    // rollout field, no assignment, no audit row) is re-derived from the reports the agents send
+    // again, so it skips its own fsync (WRITE_BEHIND); the next durable commit syncs it too.
+    // Everything else (a wave started, a halt, an operator's action) is durable before it is
+    // published.
+    const durable =
+      before !== undefined ||
+      Object.keys(decision.patch).some((key) => key !== 'updatedAt') ||
+      decision.assignments.length > 0 ||
+      decision.audit.length > 0 ||
+      decision.channelMove !== null;
+    const messages = store.transaction(
+      () => {
+        const drafts = before ? before() : [];
+        if (Object.keys(decision.patch).length > 0) store.updateRollout(rollout.id, decision.patch);
+        if (decision.devices.length > 0) store.upsertRolloutDevices(rollout.id, decision.devices);
+        const touched: string[] = [];
+        for (const a of decision.assignments) {
+          touched.push(a.deviceId);
+          if (a.kind === 'assign') {
+            store.setDesired({
+              deviceId: a.deviceId,
+              model: rollout.model,
+              releaseId: a.releaseId,
+              rolloutId: rollout.id,
+              source: 'rollout',
+              updatedAt: now,
+            });
+          } else if (a.releaseId) {
+            store.setDesired({
+              deviceId: a.deviceId,
+              model: rollout.model,
+              releaseId: a.releaseId,
+              rolloutId: null,
+              source: 'revert',
+              updatedAt: now,
+            });
+          } else {
+            store.removeDesired(a.deviceId, rollout.model);
+          }
         }
-      }
-      if (decision.channelMove) {
-        const { channel, model, releaseId } = decision.channelMove;
-        store.setChannel({ model, channel, releaseId, now });
-        drafts.push({
-          actor: 'coordinator',
-          action: 'channel.moved',
-          subject: `channel:${model}/${channel}`,
-          details: { rolloutId: rollout.id, model, channel, releaseId },
-        });
-      }
-      audit = store.appendAudit([...drafts, ...decision.audit], now);
-      return desired.prepare(touched);
-    });
+        if (decision.channelMove) {
+          const { channel, model, releaseId } = decision.channelMove;
+          store.setChannel({ model, channel, releaseId, now });
+          drafts.push({
+            actor: 'coordinator',
+            action: 'channel.moved',
+            subject: `channel:${model}/${channel}`,
+            details: { rolloutId: rollout.id, model, channel, releaseId },
+          });
+        }
+        audit = store.appendAudit([...drafts, ...decision.audit], now);
+        return desired.prepare(touched);
+      },
+      durable ? {} : WRITE_BEHIND,
+    );
     // The transaction committed: now the cache may change.
     Object.assign(rollout, decision.patch);
     entry.devices.apply(decision.devices);

@@ -18,7 +18,7 @@ import type {
   RolloutDevice,
   TrustedKeyRecord,
 } from './records.js';
-import type { Store } from './store.js';
+import type { Store, TransactionOptions } from './store.js';
 
 /**
  * The Store on SQLite (better-sqlite3): WAL, synchronous=FULL, foreign keys on, busy timeout 5 s,
@@ -403,15 +403,19 @@ export class SqliteStore implements Store {
     }
   }
 
-  transaction<T>(fn: () => T): T {
+  transaction<T>(fn: () => T, options: TransactionOptions = {}): T {
     // Nested calls join the outer transaction (better-sqlite3 uses a savepoint). A top-level
     // write transaction takes the write lock at BEGIN (IMMEDIATE), so it never fails halfway
     // through on a lock upgrade.
     const tx = this.db.transaction(fn);
+    const relaxed = options.durable === false && !this.readonly && !this.db.inTransaction;
     try {
+      if (relaxed) this.db.pragma('synchronous = NORMAL');
       return this.readonly ? tx.deferred() : tx.immediate();
     } catch (err) {
       throw translateError(err);
+    } finally {
+      if (relaxed) this.db.pragma('synchronous = FULL');
     }
   }
 

@@ -20,13 +20,26 @@ import type {
  * foreign keys on, versioned migrations). Every method is synchronous (better-sqlite3 is) and
  * every write is durable when it returns. `transaction(fn)` runs fn in one SQLite transaction:
  * the rollout shell writes a decision's patch, device rows, desired entries and audit rows
- * through it, all or nothing.
+ * through it, all or nothing. `transaction(fn, { durable: false })` is for state that devices
+ * send again (their last report, presence, history): see `TransactionOptions`.
  *
  * Secrets: tokens are stored only as hashes (`tokenHash` is sha256 hex of the token; the caller
  * hashes and compares in constant time).
  */
+/**
+ * `durable: false`: the commit survives a crash of the coordinator process (kill -9: the WAL is
+ * written before the commit returns) but not necessarily a power loss, until the next durable
+ * commit or checkpoint, which syncs the WAL with everything before it (SQLite WAL with
+ * synchronous=NORMAL, https://sqlite.org/pragma.html#pragma_synchronous). It saves the fsync
+ * per commit, which on the coordinator's one thread costs the whole fleet. Ignored inside an
+ * outer transaction (the outer one decides).
+ */
+export interface TransactionOptions {
+  durable?: boolean;
+}
+
 export interface Store {
-  transaction<T>(fn: () => T): T;
+  transaction<T>(fn: () => T, options?: TransactionOptions): T;
   close(): void;
 
   // devices
@@ -110,3 +123,6 @@ export interface Store {
   auditCount(): number;
   verifyAudit(): AuditVerdict;
 }
+
+/** For state the devices send again (reports, presence, history): see `TransactionOptions`. */
+export const WRITE_BEHIND: TransactionOptions = Object.freeze({ durable: false });

@@ -1,0 +1,135 @@
+import path from 'node:path';
+import t, { type Test } from 'tap';
+import { DesiredPublisher, type OutgoingMessage } from '../coordinator/desired/desired-publisher.js';
+import { RolloutService } from '../coordinator/rollout/rollout-service.js';
+import { parseWaves } from '../coordinator/rollout/strategy.js';
+import { openStore } from '../coordinator/store/sqlite-store.js';
+import type { Store, TransactionOptions } from '../coordinator/store/store.js';
+import { generateKey } from '../shared/keys.js';
+import type { Reported } from '../shared/messages.js';
+import { signerFor, signText } from '../shared/signatures.js';
+import { createTopics } from '../shared/topics.js';
+
+// The rollout shell on a real SQLite store: which decisions are written durably, and how device
+// events are batched (PacedFlush). The store is the real one; a Proxy only records the options
+// each top-level transaction was asked for.
+
+const NOW = '2026-03-01T10:00:00.000Z';
+const DEVICES = ['d-1', 'd-2', 'd-3', 'd-4'];
+
+function setup(t: Test) {
+  const real = openStore(path.join(t.testdir(), 'ota.db'));
+  t.teardown(() => real.close());
+  const transactions: ('durable' | 'write-behind')[] = [];
+  let depth = 0;
+  const store = new Proxy(real, {
+    get(target, prop, receiver) {
+      if (prop !== 'transaction') {
+        const value = Reflect.get(target, prop, receiver);
+        return typeof value === 'function' ? value.bind(target) : value;
+      }
+      return <T>(fn: () => T, options?: TransactionOptions): T => {
+        if (depth === 0) transactions.push(options?.durable === false ? 'write-behind' : 'durable');
+        depth++;
+        try {
+          return target.transaction(fn, options);
+        } finally {
+          depth--;
+        }
+      };
+    },
+  }) as Store;
+  for (const id of DEVICES) {
+    store.addDevice({ id, labels: {}, channel: 'stable', tokenHash: 'h', now: NOW });
+    store.setDevicePresence(id, true, NOW); // offline devices would not hold a wave open
+  }
+  store.addRelease({
+    id: 'det@2.0.0',
+    model: 'det',
+    version: '2.0.0',
+    counter: 2,
+    sha256: 'f'.repeat(64),
+    size: 10,
+    envelope: { manifest: '{"model":"det"}', signatures: signText('{"model":"det"}', [signerFor(generateKey())]) },
+    publishedBy: 'admin',
+    publishedAt: NOW,
+  });
+  const topics = createTopics();
+  const now = () => new Date();
+  const published: OutgoingMessage[] = [];
+  const desired = new DesiredPublisher({ store, topics, signer: signerFor(generateKey(), { fast: true }), now });
+  const rollouts = new RolloutService({
+    store,
+    desired,
+    topics,
+    now,
+    decideEveryMs: 200,
+    publish: async (messages) => {
+      published.push(...messages);
+    },
+  });
+  return { store, rollouts, transactions, published };
+}
+
+const report = (state: string, rolloutId: string) =>
+  ({ models: { det: { state, version: '2.0.0', rolloutId, error: null } } }) as unknown as Reported;
+const turns = async (n = 3) => {
+  for (let i = 0; i < n; i++) await new Promise<void>((r) => setImmediate(r));
+};
+
+t.test('device-only decisions are written behind; a wave, an outcome, an operator action durably', async (t) => {
+  const { rollouts, transactions } = setup(t);
+  rollouts.create(
+    {
+      id: 'r1',
+      model: 'det',
+      version: '2.0.0',
+      target: { devices: DEVICES },
+      strategy: { waves: parseWaves('25,100') },
+    },
+    'admin',
+  );
+  t.same(transactions, ['durable'], 'create (wave 0 assigned) is durable');
+  const [canary] = rollouts.status('r1').devices.filter((d) => d.state === 'assigned');
+  const id = canary?.deviceId as string;
+
+  transactions.length = 0;
+  rollouts.onReport(id, report('downloading', 'r1'));
+  await new Promise((r) => setTimeout(r, 300)); // create() was a flush: the next waits the interval
+  t.same(transactions, ['write-behind'], 'a progress report moves a device row only: no fsync of its own');
+
+  transactions.length = 0;
+  rollouts.onReport(id, report('healthy', 'r1'));
+  rollouts.flush();
+  t.same(transactions, ['durable'], 'an outcome (audit row, the next wave assigned) is durable');
+  t.equal(rollouts.status('r1').summary.currentWave, 1);
+
+  transactions.length = 0;
+  rollouts.act('r1', { type: 'halt', actor: 'admin', reason: 'test' } as never);
+  t.same(transactions, ['durable'], 'an operator action is durable');
+});
+
+t.test('under load device events are decided at most once per interval, in one batch', async (t) => {
+  const { rollouts, transactions } = setup(t);
+  rollouts.create(
+    { id: 'r2', model: 'det', version: '2.0.0', target: { devices: DEVICES }, strategy: { waves: parseWaves('100') } },
+    'admin',
+  );
+  await new Promise((r) => setTimeout(r, 300)); // quiet for longer than the interval
+  transactions.length = 0;
+  rollouts.onReport('d-1', report('downloading', 'r2'));
+  await turns();
+  t.equal(transactions.length, 1, 'quiet: decided on the next turn');
+  for (const id of ['d-2', 'd-3', 'd-4']) rollouts.onReport(id, report('downloading', 'r2'));
+  await turns();
+  t.equal(transactions.length, 1, 'within the interval: waiting');
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal(transactions.length, 2, 'then the three reports in one transaction');
+  t.same(
+    rollouts
+      .status('r2')
+      .devices.map((d) => d.state)
+      .sort(),
+    ['downloading', 'downloading', 'downloading', 'downloading'],
+  );
+});
