@@ -19,10 +19,18 @@ export class PacedFlush {
     private readonly nowMs: () => number,
   ) {}
 
-  /** Work was queued: flush on the next turn, or when `minIntervalMs` has passed since the last flush. */
-  schedule(): void {
-    if (this.timer || this.immediate) return;
-    const wait = this.lastStartedAt + this.minIntervalMs - this.nowMs();
+  /**
+   * Work was queued: flush on the next turn, or when `minIntervalMs` has passed since the last
+   * flush. `urgent` work (a device failing: the halt rule must not wait) goes on the next turn.
+   */
+  schedule(urgent = false): void {
+    if (this.immediate) return;
+    if (this.timer) {
+      if (!urgent) return;
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    const wait = urgent ? 0 : this.lastStartedAt + this.minIntervalMs - this.nowMs();
     if (wait > 0) {
       this.timer = setTimeout(() => this.run(), wait);
       this.timer.unref();

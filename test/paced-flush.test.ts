@@ -57,3 +57,17 @@ t.test('run() flushes now and drops the scheduled one; runIfScheduled() only whe
   pacer.run();
   t.equal(runs, 2, 'run() always flushes');
 });
+
+t.test('urgent work runs on the next turn even within the interval', async (t) => {
+  let runs = 0;
+  const pacer = new PacedFlush(() => runs++, 10_000, Date.now);
+  pacer.run();
+  pacer.schedule(); // within the interval: would wait 10 s
+  await turn();
+  t.equal(runs, 1, 'waiting for the interval');
+  pacer.schedule(true);
+  await turn();
+  await turn();
+  t.equal(runs, 2, 'the urgent schedule replaced the timer with the next turn');
+  pacer.cancel();
+});

@@ -133,3 +133,30 @@ t.test('under load device events are decided at most once per interval, in one b
     ['downloading', 'downloading', 'downloading', 'downloading'],
   );
 });
+
+t.test('a failure is decided on the next turn, without waiting for the batch interval', async (t) => {
+  const { rollouts, transactions } = setup(t);
+  rollouts.create(
+    { id: 'r3', model: 'det', version: '2.0.0', target: { devices: DEVICES }, strategy: { waves: parseWaves('100') } },
+    'admin',
+  );
+  transactions.length = 0;
+  // create() was a flush a moment ago: a progress report waits for the interval (200 ms here) ...
+  rollouts.onReport('d-1', report('downloading', 'r3'));
+  await turns();
+  t.equal(transactions.length, 0, 'progress: waiting');
+  // ... a failure does not, and takes the waiting report with it.
+  rollouts.onReport('d-2', {
+    models: {
+      det: { state: 'rolled_back', version: '2.0.0', rolloutId: 'r3', error: { code: 'E_PROBE_FAILED', message: 'x' } },
+    },
+  } as unknown as Reported);
+  await turns();
+  t.equal(transactions.length, 1, 'decided on the next turn, one batch');
+  const status = rollouts.status('r3');
+  t.equal(status.summary.status, 'halted', 'the halt rule (max failure rate 0) tripped at once');
+  t.same(
+    status.devices.filter((d) => d.deviceId === 'd-1' || d.deviceId === 'd-2').map((d) => d.state),
+    ['downloading', 'rolled_back'],
+  );
+});

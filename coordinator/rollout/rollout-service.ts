@@ -11,9 +11,17 @@ import { LiveDeviceIndex } from './device-index.js';
 import { planWaves } from './plan-waves.js';
 import { validateStrategy } from './strategy.js';
 import { summarize } from './summary.js';
-import type { AuditDraft, Decision, Rollout, RolloutDevice, RolloutEvent } from './types.js';
+import {
+  type AuditDraft,
+  type Decision,
+  FAILED_DEVICE_STATES,
+  type Rollout,
+  type RolloutDevice,
+  type RolloutEvent,
+} from './types.js';
 
 const ACTIVE = new Set(['running', 'waiting_approval', 'halted']);
+const FAILURE_STATES: ReadonlySet<string> = new Set(FAILED_DEVICE_STATES);
 
 export interface RolloutTarget {
   group?: string | undefined;
@@ -236,13 +244,18 @@ export class RolloutService {
       if (!entry.rolloutId) continue;
       const live = this.live.get(entry.rolloutId);
       if (!live || live.rollout.model !== model || !live.devices.byId.has(deviceId)) continue;
-      this.enqueue(live.rollout.id, {
-        type: 'report',
-        deviceId,
-        state: entry.state as ModelState,
-        version: entry.version ?? '',
-        error: entry.error ?? null,
-      });
+      this.enqueue(
+        live.rollout.id,
+        {
+          type: 'report',
+          deviceId,
+          state: entry.state as ModelState,
+          version: entry.version ?? '',
+          error: entry.error ?? null,
+        },
+        // A failure may trip the halt rule: decided on the next turn, not after the batch interval.
+        FAILURE_STATES.has(entry.state),
+      );
     }
   }
 
@@ -258,11 +271,11 @@ export class RolloutService {
    * rollout), at most one batch per `decideEveryMs` (PacedFlush). Under light load a batch is one
    * event, decided on the next turn of the event loop; under a 10,000-device wave it is hundreds.
    */
-  private enqueue(rolloutId: string, event: DeviceEvent): void {
+  private enqueue(rolloutId: string, event: DeviceEvent, urgent = false): void {
     const list = this.queue.get(rolloutId);
     if (list) list.push(event);
     else this.queue.set(rolloutId, [event]);
-    this.pacer.schedule();
+    this.pacer.schedule(urgent);
   }
 
   /** Decides every queued device event now (also before an operator's command sees the rollout). */
