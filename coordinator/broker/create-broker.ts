@@ -185,8 +185,8 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     // No queue in mqemitter (0 = unbounded; Aedes's default is 100): a queued message is started
     // synchronously when one finishes, so thousands queued at once (a wave's desired states while
     // reports stream in) overflowed the call stack and killed the coordinator. The coordinator's
-    // own publishes are bounded by OrderedPublisher's window instead; device publishes by one
-    // packet in flight per connection (Aedes parses a client's next packet after the last).
+    // own publishes are bounded by OrderedPublisher's window instead; device publishes by what
+    // each connection has buffered (Aedes reads a connection again once its parsed packets are handled).
     concurrency: 0,
     preConnect(client, packet, callback) {
       if (packet.will) wills.set(client, packet.will);
