@@ -28,6 +28,10 @@ import { WRITE_BEHIND } from './store/store.js';
 
 /** Reports and presence are written behind at most this often under load (PacedFlush). */
 const WRITE_BEHIND_EVERY_MS = 50;
+/** A hand-over of this many messages is a wave whose devices will all answer at once. */
+const LARGE_FAN_OUT = 1_000;
+/** How long after a large hand-over device publishes stay gated (its devices' answers). */
+const ANSWER_STORM_MS = 1_000;
 
 export interface RunningCoordinator {
   mqttUrl: string;
@@ -75,7 +79,20 @@ export async function startCoordinator(
       throw new Error('publish before the broker started');
     };
     const publisher = new OrderedPublisher((m) => publishOne(m), logger);
-    const publish = (messages: OutgoingMessage[]) => publisher.publish(messages);
+    // A large hand-over (a wave's desired states) is followed by its devices' answers, all at
+    // once: while it goes out and for ANSWER_STORM_MS after, the broker takes device publishes
+    // in bounded turns (IngestGate), so that storm cannot take seconds and ~90 MB in one stretch.
+    let largeFanOuts = 0;
+    let lastFanOutDoneAt = Number.NEGATIVE_INFINITY;
+    const publish = (messages: OutgoingMessage[]) => {
+      if (messages.length < LARGE_FAN_OUT) return publisher.publish(messages);
+      largeFanOuts++;
+      return publisher.publish(messages).finally(() => {
+        largeFanOuts--;
+        lastFanOutDoneAt = now().getTime();
+      });
+    };
+    const answerStorm = () => largeFanOuts > 0 || now().getTime() - lastFanOutDoneAt < ANSWER_STORM_MS;
     const desired = new DesiredPublisher({ store, topics, signer: signerFor(key, { fast: true }), now });
     // Counted as rows are appended (a COUNT(*) over the table after every commit does not scale).
     const onAudit = (events: readonly unknown[]) => metrics.auditRows.inc(events.length);
@@ -113,6 +130,7 @@ export async function startCoordinator(
       topics,
       authenticate,
       logger,
+      holdDeviceIngest: answerStorm,
       onAuthFailure: (info) => {
         metrics.authFailures.inc();
         authFailures.record({ clientId: info.clientId, username: info.username ?? '', reason: info.reason });

@@ -74,7 +74,7 @@ t.test('a 10,000-device wave handed over at once through OrderedPublisher: all d
   let received = 0;
   client.on('message', () => received++);
   await client.subscribeAsync(topics.allDevices('desired'), { qos: 1 });
-  // In windows of 3,000 through the coordinator's broker (mqemitter without a queue: a live
+  // In one window of 10,000 through the coordinator's broker (mqemitter without a queue: a live
   // 10,000-device rollout once overflowed the stack in its queue; that needs the whole fleet and
   // is covered by `npm run bench:fleet`, not here): every message still arrives.
   const publisher = new OrderedPublisher(

@@ -16,6 +16,7 @@ import {
 import { decodePayload, MAX_PAYLOAD_BYTES } from '../../shared/payload.js';
 import type { Topics } from '../../shared/topics.js';
 import { canPublish, canSubscribe, checkClientId, ownsReplyClientId } from './acl.js';
+import { IngestGate } from './ingest-gate.js';
 import type { Authenticate, Principal } from './principal.js';
 import { retainedIndexPersistence } from './retained-index.js';
 
@@ -58,6 +59,10 @@ export interface BrokerOptions {
   onAuthFailure?: (info: AuthFailure) => void;
   /** An extra payload check after the built-in ones: the reason to refuse, or null. */
   validate?: (topic: string, payload: Buffer, p: Principal, clientId: string) => string | null;
+  /** While true, device publishes are handled at most `devicePublishesPerTurn` per turn (IngestGate). */
+  holdDeviceIngest?: () => boolean;
+  /** Default 2,000. */
+  devicePublishesPerTurn?: number;
 }
 
 export interface Broker {
@@ -180,6 +185,37 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     return null;
   }
 
+  const gate = new IngestGate(options.devicePublishesPerTurn ?? 2_000, options.holdDeviceIngest ?? (() => false));
+
+  function authorizeNow(client: Client | null, packet: PublishPacket, callback: (error?: Error | null) => void): void {
+    const refuse = (clientId: string, reason: string) => {
+      logger.warn({ clientId, topic: packet.topic.slice(0, 200), reason }, 'mqtt publish refused');
+      callback(new Error(reason));
+    };
+    if (client === null) {
+      // A will left by a connection of an earlier broker process; ours are checked at connect.
+      refuse('(none)', 'will without a live client');
+      return;
+    }
+    const principal = principals.get(client);
+    if (!principal) {
+      refuse(client.id, 'client is not authenticated');
+      return;
+    }
+    const allowed = canPublish(principal, client.id, packet.topic, { retain: packet.retain, will: false }, topics);
+    if (allowed !== true) {
+      refuse(client.id, allowed);
+      return;
+    }
+    const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+    const problem = checkPayload(packet.topic, payload, principal, client.id);
+    if (problem !== null) {
+      refuse(client.id, problem);
+      return;
+    }
+    callback(null);
+  }
+
   const aedes = await Aedes.createBroker({
     persistence: retainedIndexPersistence(),
     // No queue in mqemitter (0 = unbounded; Aedes's default is 100): a queued message is started
@@ -259,32 +295,10 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     },
 
     authorizePublish(client, packet, callback) {
-      const refuse = (clientId: string, reason: string) => {
-        logger.warn({ clientId, topic: packet.topic.slice(0, 200), reason }, 'mqtt publish refused');
-        callback(new Error(reason));
-      };
-      if (client === null) {
-        // A will left by a connection of an earlier broker process; ours are checked at connect.
-        refuse('(none)', 'will without a live client');
-        return;
-      }
-      const principal = principals.get(client);
-      if (!principal) {
-        refuse(client.id, 'client is not authenticated');
-        return;
-      }
-      const allowed = canPublish(principal, client.id, packet.topic, { retain: packet.retain, will: false }, topics);
-      if (allowed !== true) {
-        refuse(client.id, allowed);
-        return;
-      }
-      const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-      const problem = checkPayload(packet.topic, payload, principal, client.id);
-      if (problem !== null) {
-        refuse(client.id, problem);
-        return;
-      }
-      callback(null);
+      const principal = client ? principals.get(client) : undefined;
+      // Devices' publishes wait their turn (IngestGate); operators' commands never queue behind them.
+      if (principal?.kind === 'device') gate.admit(() => authorizeNow(client, packet, callback));
+      else authorizeNow(client, packet, callback);
     },
 
     authorizeSubscribe(client, subscription, callback) {

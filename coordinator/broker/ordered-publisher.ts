@@ -16,13 +16,15 @@ export interface OutgoingPublish {
  * their commit without waiting for each other), and audit events keep their chain order.
  * A failed publish is logged and does not hold back later messages of its topic.
  *
- * Why a window of 3,000: it bounds the memory of publishes in flight, and it is large because
- * a slot frees only on the turn of the event loop after the write (Aedes completes a delivery
- * with setImmediate), and every turn between two slot refills also ingests every report that
- * arrived meanwhile: at 50 a 9,000-device wave took 5.6 s to go out while its devices reported,
- * at 3,000 (three turns) 3.2 s, all at once 1.3 s but +60-80 MB peak RSS at 10,000 devices
- * (BENCHMARKS.md, "bigwave"). mqemitter runs without a queue (create-broker.ts), so the window
- * is no longer what keeps its queue's recursion off the stack.
+ * Why a window of 10,000 (a whole 9,000-device wave at once): a slot frees only on the turn of
+ * the event loop after the write (Aedes completes a delivery with setImmediate), and every turn
+ * between two slot refills also ingests the reports that arrived meanwhile: at 50 a 9,000-device
+ * wave took 5.6 s to go out while its devices reported, at 3,000 (three turns) 3.3 s, at once
+ * 1.2-1.4 s (BENCHMARKS.md, "bigwave"). The window still bounds the memory of what is in flight
+ * for larger fleets; the answers of a wave's devices are taken in bounded turns by the broker
+ * (IngestGate, service.ts), which is what keeps sending it all at once within the memory budget.
+ * mqemitter runs without a queue (create-broker.ts), so no window is needed against its
+ * queue's recursion.
  */
 export class OrderedPublisher {
   /** The last publish handed over per topic, until it settles. */
@@ -33,7 +35,7 @@ export class OrderedPublisher {
   constructor(
     private readonly send: (message: OutgoingPublish) => Promise<void>,
     private readonly logger: Logger,
-    private readonly window = 3_000,
+    private readonly window = 10_000,
   ) {}
 
   /** Resolves when every message has been handed to the broker (or its failure logged). */
