@@ -1,6 +1,6 @@
 import mqtt, { type MqttClient } from 'mqtt';
 import t, { type Test } from 'tap';
-import { createBroker } from '../coordinator/broker/create-broker.js';
+import { type BrokerOptions, createBroker } from '../coordinator/broker/create-broker.js';
 import { OrderedPublisher } from '../coordinator/broker/ordered-publisher.js';
 import type { Authenticate } from '../coordinator/broker/principal.js';
 import { createLogger } from '../shared/logger.js';
@@ -16,8 +16,8 @@ const authenticate: Authenticate = (username, password) =>
   username === 'admin' && password === 'tok' ? { kind: 'operator', name: 'admin', role: 'admin' } : null;
 
 /** A broker on a free loopback port, closed at the end of the test. */
-async function startBroker(t: Test, auth: Authenticate = authenticate) {
-  const broker = await createBroker({ topics, authenticate: auth, logger: createLogger('silent') });
+async function startBroker(t: Test, auth: Authenticate = authenticate, extra: Partial<BrokerOptions> = {}) {
+  const broker = await createBroker({ topics, authenticate: auth, logger: createLogger('silent'), ...extra });
   t.teardown(() => broker.close());
   const { port } = await broker.listen(0, '127.0.0.1');
   return { broker, port };
@@ -147,3 +147,83 @@ t.test(
     );
   },
 );
+
+t.test('during a wave (gate held) devices are taken a few per turn: every report acknowledged, in order', async (t) => {
+  const deviceAuth: Authenticate = (username, password) => {
+    if (password !== 'tok') return null;
+    return username === 'admin'
+      ? { kind: 'operator', name: 'admin', role: 'admin' }
+      : { kind: 'device', deviceId: username };
+  };
+  let held = true;
+  const { broker, port } = await startBroker(t, deviceAuth, {
+    holdDeviceIngest: () => held,
+    devicePublishesPerTurn: 2,
+  });
+  // Turns of the event loop, counted by a ticker on the check phase; each device publish is
+  // stamped with the turn the broker handed it over in.
+  let turn = 0;
+  let ticking = true;
+  const tick = () => {
+    turn++;
+    if (ticking) setImmediate(tick);
+  };
+  setImmediate(tick);
+  t.teardown(() => {
+    ticking = false;
+  });
+  const turnsOf: number[] = [];
+  broker.aedes.on('publish', (_packet, client) => {
+    if (client) turnsOf.push(turn);
+  });
+  const perTurn = () => {
+    const counts = new Map<number, number>();
+    for (const n of turnsOf) counts.set(n, (counts.get(n) ?? 0) + 1);
+    return [...counts.values()];
+  };
+  /** The 'publish' event may come after the PUBACK: wait until all 12 were handed over. */
+  const allHandedOver = async () => {
+    const until = Date.now() + 5_000;
+    while (turnsOf.length < 12 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    t.equal(turnsOf.length, 12, 'all 12 handed over to the coordinator');
+  };
+  const devices = await Promise.all(['g-1', 'g-2', 'g-3'].map((id) => connect(t, port, id, id)));
+  const watcher = await connect(t, port, 'admin', 'admin-watch-gate');
+  const got = new Map<string, number[]>();
+  watcher.on('message', (topic, payload) => {
+    const id = topic.split('/').at(-2) as string;
+    got.set(id, [...(got.get(id) ?? []), (JSON.parse(payload.toString()) as { seq: number }).seq]);
+  });
+  await watcher.subscribeAsync(topics.allDevices('reported'), { qos: 1 });
+  const report = (i: number, seq: number) =>
+    JSON.stringify({ deviceId: `g-${i + 1}`, seq, ts: new Date().toISOString(), models: {} });
+  turnsOf.length = 0;
+  await Promise.all(
+    devices.flatMap((d, i) =>
+      [1, 2, 3, 4].map((seq) => d.publishAsync(topics.reported(`g-${i + 1}`), report(i, seq), { qos: 1 })),
+    ),
+  );
+  t.pass('all 12 reports PUBACKed while the gate was held');
+  await allHandedOver();
+  // 2 per turn; a turn's poll phase and the check phase after it may share a ticker count: <= 4.
+  t.ok(Math.max(...perTurn()) <= 4, `a few per turn: ${JSON.stringify(perTurn())}`);
+  t.ok(perTurn().length >= 3, `spread over ${perTurn().length} turns`);
+  const deadline = Date.now() + 5_000;
+  while ([...got.values()].flat().length < 12 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  t.same(
+    Object.fromEntries(got),
+    { 'g-1': [1, 2, 3, 4], 'g-2': [1, 2, 3, 4], 'g-3': [1, 2, 3, 4] },
+    'per device, in order',
+  );
+
+  // An open gate (no wave going out) takes them as they come.
+  held = false;
+  turnsOf.length = 0;
+  await Promise.all(
+    devices.flatMap((d, i) =>
+      [5, 6, 7, 8].map((seq) => d.publishAsync(topics.reported(`g-${i + 1}`), report(i, seq), { qos: 1 })),
+    ),
+  );
+  await allHandedOver();
+  t.ok(perTurn().length <= 2, `open: in one or two turns (${JSON.stringify(perTurn())})`);
+});
