@@ -79,6 +79,7 @@ export async function startCoordinator(
       throw new Error('publish before the broker started');
     };
     const publisher = new OrderedPublisher((m) => publishOne(m), logger);
+    const nowMs = () => now().getTime();
     // A large hand-over (a wave's desired states) is followed by its devices' answers, all at
     // once: while it goes out and for ANSWER_STORM_MS after, the broker takes device publishes
     // in bounded turns (IngestGate), so that storm cannot take seconds and ~90 MB in one stretch.
@@ -89,10 +90,10 @@ export async function startCoordinator(
       largeFanOuts++;
       return publisher.publish(messages).finally(() => {
         largeFanOuts--;
-        lastFanOutDoneAt = now().getTime();
+        lastFanOutDoneAt = nowMs();
       });
     };
-    const answerStorm = () => largeFanOuts > 0 || now().getTime() - lastFanOutDoneAt < ANSWER_STORM_MS;
+    const answerStorm = () => largeFanOuts > 0 || nowMs() - lastFanOutDoneAt < ANSWER_STORM_MS;
     const desired = new DesiredPublisher({ store, topics, signer: signerFor(key, { fast: true }), now });
     // Counted as rows are appended (a COUNT(*) over the table after every commit does not scale).
     const onAudit = (events: readonly unknown[]) => metrics.auditRows.inc(events.length);
@@ -193,7 +194,6 @@ export async function startCoordinator(
       }
     };
     // At most every WRITE_BEHIND_EVERY_MS under load (group commit, PacedFlush); on the next turn when quiet.
-    const nowMs = () => now().getTime();
     const reportWriter = new PacedFlush(recordReports, WRITE_BEHIND_EVERY_MS, nowMs);
     const onReported = (deviceId: string, report: Reported) => {
       let before = lastReports.get(deviceId);

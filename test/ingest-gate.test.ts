@@ -19,13 +19,15 @@ t.test('closed: at most perTurn per turn, the rest on later turns, in arrival or
   t.equal(gate.backlog, 0);
 });
 
-t.test('a newcomer never overtakes the ones waiting, even when its turn has room', async (t) => {
+t.test('one arriving while others wait goes behind them, across turns', async (t) => {
   const gate = new IngestGate(2, () => true);
   const ran: string[] = [];
-  for (const id of ['a', 'b', 'c']) gate.admit(() => ran.push(id));
-  await turn(); // c ran at the start of this turn; one slot of it left
-  gate.admit(() => ran.push('d'));
-  t.same(ran, ['a', 'b', 'c', 'd'], 'd after c');
+  for (const id of ['a', 'b', 'c', 'd', 'e']) gate.admit(() => ran.push(id));
+  await turn(); // c and d ran at the start of this turn, e still waits
+  gate.admit(() => ran.push('f'));
+  t.same(ran, ['a', 'b', 'c', 'd'], 'f waits behind e');
+  await turn();
+  t.same(ran, ['a', 'b', 'c', 'd', 'e', 'f'], 'in arrival order');
 });
 
 t.test('open: everything runs at once; a backlog left from a wave drains on the next turn in order', async (t) => {

@@ -187,33 +187,28 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
 
   const gate = new IngestGate(options.devicePublishesPerTurn ?? 2_000, options.holdDeviceIngest ?? (() => false));
 
-  function authorizeNow(client: Client | null, packet: PublishPacket, callback: (error?: Error | null) => void): void {
-    const refuse = (clientId: string, reason: string) => {
-      logger.warn({ clientId, topic: packet.topic.slice(0, 200), reason }, 'mqtt publish refused');
-      callback(new Error(reason));
-    };
-    if (client === null) {
-      // A will left by a connection of an earlier broker process; ours are checked at connect.
-      refuse('(none)', 'will without a live client');
-      return;
-    }
-    const principal = principals.get(client);
-    if (!principal) {
-      refuse(client.id, 'client is not authenticated');
-      return;
-    }
+  /** The ACL and payload checks of a publish by an authenticated client, answered to Aedes. */
+  function authorizeNow(
+    client: Client,
+    principal: Principal,
+    packet: PublishPacket,
+    callback: (error?: Error | null) => void,
+  ): void {
     const allowed = canPublish(principal, client.id, packet.topic, { retain: packet.retain, will: false }, topics);
-    if (allowed !== true) {
-      refuse(client.id, allowed);
-      return;
-    }
     const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-    const problem = checkPayload(packet.topic, payload, principal, client.id);
-    if (problem !== null) {
-      refuse(client.id, problem);
-      return;
-    }
-    callback(null);
+    const problem = allowed === true ? checkPayload(packet.topic, payload, principal, client.id) : allowed;
+    if (problem !== null) refusePublish(client.id, packet, problem, callback);
+    else callback(null);
+  }
+
+  function refusePublish(
+    clientId: string,
+    packet: PublishPacket,
+    reason: string,
+    callback: (error?: Error | null) => void,
+  ): void {
+    logger.warn({ clientId, topic: packet.topic.slice(0, 200), reason }, 'mqtt publish refused');
+    callback(new Error(reason));
   }
 
   const aedes = await Aedes.createBroker({
@@ -295,10 +290,19 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     },
 
     authorizePublish(client, packet, callback) {
-      const principal = client ? principals.get(client) : undefined;
+      if (client === null) {
+        // A will left by a connection of an earlier broker process; ours are checked at connect.
+        refusePublish('(none)', packet, 'will without a live client', callback);
+        return;
+      }
+      const principal = principals.get(client);
+      if (!principal) {
+        refusePublish(client.id, packet, 'client is not authenticated', callback);
+        return;
+      }
       // Devices' publishes wait their turn (IngestGate); operators' commands never queue behind them.
-      if (principal?.kind === 'device') gate.admit(() => authorizeNow(client, packet, callback));
-      else authorizeNow(client, packet, callback);
+      if (principal.kind === 'device') gate.admit(() => authorizeNow(client, principal, packet, callback));
+      else authorizeNow(client, principal, packet, callback);
     },
 
     authorizeSubscribe(client, subscription, callback) {

@@ -25,23 +25,20 @@ export class IngestGate {
 
   /** Runs `work` now if nobody is waiting and the gate is open or this turn has room; else later, in order. */
   admit(work: () => void): void {
-    if (this.head === this.waiting.length) {
-      if (!this.active()) {
-        work();
-        return;
-      }
-      this.scheduleTurn();
-      if (this.admittedThisTurn < this.perTurn) {
-        this.admittedThisTurn++;
-        work();
-        return;
-      }
+    if (this.backlog === 0 && !this.active()) {
+      work();
+      return;
     }
     this.scheduleTurn();
+    if (this.backlog === 0 && this.admittedThisTurn < this.perTurn) {
+      this.admittedThisTurn++;
+      work();
+      return;
+    }
     this.waiting.push(work);
   }
 
-  /** Publishes waiting for a later turn (for metrics and tests). */
+  /** Publishes waiting for a later turn. */
   get backlog(): number {
     return this.waiting.length - this.head;
   }

@@ -16,17 +16,6 @@ import type {
 } from './records.js';
 
 /**
- * The coordinator's persistent state (SQLite through better-sqlite3, WAL, synchronous=FULL,
- * foreign keys on, versioned migrations). Every method is synchronous (better-sqlite3 is) and
- * every write is durable when it returns. `transaction(fn)` runs fn in one SQLite transaction:
- * the rollout shell writes a decision's patch, device rows, desired entries and audit rows
- * through it, all or nothing. `transaction(fn, { durable: false })` is for state that devices
- * send again (their last report, presence, history): see `TransactionOptions`.
- *
- * Secrets: tokens are stored only as hashes (`tokenHash` is sha256 hex of the token; the caller
- * hashes and compares in constant time).
- */
-/**
  * `durable: false`: the commit survives a crash of the coordinator process (kill -9: the WAL is
  * written before the commit returns) but not necessarily a power loss, until the next durable
  * commit or checkpoint, which syncs the WAL with everything before it (SQLite WAL with
@@ -38,6 +27,17 @@ export interface TransactionOptions {
   durable?: boolean;
 }
 
+/**
+ * The coordinator's persistent state (SQLite through better-sqlite3, WAL, synchronous=FULL,
+ * foreign keys on, versioned migrations). Every method is synchronous (better-sqlite3 is) and
+ * every write is durable when it returns (unless written behind, below). `transaction(fn)` runs fn in one SQLite transaction:
+ * the rollout shell writes a decision's patch, device rows, desired entries and audit rows
+ * through it, all or nothing. `transaction(fn, { durable: false })` is for state that devices
+ * send again (their last report, presence, history): see `TransactionOptions`.
+ *
+ * Secrets: tokens are stored only as hashes (`tokenHash` is sha256 hex of the token; the caller
+ * hashes and compares in constant time).
+ */
 export interface Store {
   transaction<T>(fn: () => T, options?: TransactionOptions): T;
   close(): void;
