@@ -3,6 +3,14 @@ import { EnvelopeSchema } from './envelope.js';
 import { ERROR_CODES } from './errors.js';
 import { ID_PATTERN, VERSION_PATTERN } from './names.js';
 import { SignatureSchema } from './signatures.js';
+import {
+  MODEL_STATES,
+  type ModelState,
+  ROLLOUT_DEVICE_STATES,
+  ROLLOUT_STATUSES,
+  type RolloutStatus,
+  WAVE_STATES,
+} from './states.js';
 
 /**
  * Payload schemas for every topic of design section 3. Exported as JSON Schema under
@@ -61,19 +69,8 @@ export type DesiredMessage = z.infer<typeof DesiredMessageSchema>;
 
 // ---- reported (device -> coordinator, retained) ----
 
-export const MODEL_STATES = [
-  'idle',
-  'downloading',
-  'verifying',
-  'applying',
-  'probing',
-  'healthy',
-  'rolled_back',
-  'failed',
-] as const;
 export const ModelStateSchema = z.enum(MODEL_STATES);
-export type ModelState = z.infer<typeof ModelStateSchema>;
-export const TERMINAL_STATES: readonly ModelState[] = ['healthy', 'rolled_back', 'failed'];
+export type { ModelState };
 
 export const ReportedModelSchema = z.object({
   state: ModelStateSchema,
@@ -150,29 +147,41 @@ export type Metrics = z.infer<typeof MetricsSchema>;
 
 // ---- rollout summary (coordinator, retained) ----
 
-export const ROLLOUT_STATUSES = ['running', 'waiting_approval', 'halted', 'completed', 'aborted'] as const;
+export { ROLLOUT_STATUSES, type RolloutStatus };
 export const RolloutStatusSchema = z.enum(ROLLOUT_STATUSES);
-export type RolloutStatus = z.infer<typeof RolloutStatusSchema>;
+
+/** Waves are numbered from 1 everywhere an operator sees them (wave 1 is the canary cohort). */
+const waveNumber = z.number().int().min(1).max(100);
 
 export const WaveSummarySchema = z.strictObject({
-  index: z.number().int().min(0),
+  wave: waveNumber,
   percent: z.number().min(0).max(100),
+  /** The gate in front of this wave as it applies now (`auto` for wave 1 and promoted rollouts). */
   approval: z.enum(['auto', 'manual']),
-  state: z.enum(['pending', 'waiting_approval', 'running', 'completed']),
+  state: z.enum(WAVE_STATES),
   devices: count,
-  counts: z.partialRecord(ModelStateSchema, count),
+  /** Devices of the wave by rollout device state (shared/states.ts); states with none are left out. */
+  counts: z.partialRecord(z.enum(ROLLOUT_DEVICE_STATES), count),
+  /** Devices of the wave whose desired state an abort with revert set back. */
+  reverted: count,
 });
 
 export const RolloutSummarySchema = z.strictObject({
-  rolloutId: id,
+  id,
   model: id,
   version,
   status: RolloutStatusSchema,
-  currentWave: z.number().int().min(0),
+  /** The highest wave started so far, from 1. */
+  currentWave: waveNumber,
   maxFailureRate: z.number().min(0).lt(1),
+  /** rolled_back + failed devices, those acknowledged by resume, devices assigned so far, and the rate the halt rule uses. */
   failures: z.strictObject({ count, acknowledged: count, assigned: count, rate: z.number().min(0) }),
   waves: z.array(WaveSummarySchema).max(100),
   haltReason: text(2000).nullable(),
+  /** Set when the rollout was aborted. */
+  abortPolicy: z.enum(['keep', 'revert']).nullable(),
+  /** Devices whose desired state the abort set back (policy revert). */
+  reverted: count,
   updatedAt: isoDate,
 });
 export type RolloutSummary = z.infer<typeof RolloutSummarySchema>;

@@ -55,6 +55,7 @@ function fleet(waves: number[], previous: (i: number) => string | null = () => O
     state: 'pending',
     online: true,
     previousReleaseId: previous(i),
+    revertedTo: null,
     assignedAt: null,
     finishedAt: null,
     error: null,
@@ -188,18 +189,18 @@ t.test('parseWaves refuses bad text with E_STRATEGY and a message that says what
   const cases: [string, RegExp][] = [
     ['', /^--waves is empty: give cumulative percents ending at 100, e\.g\. --waves 1,10:manual,50,100$/],
     ['   ', /^--waves is empty/],
-    ['1,,100', /^wave 1 of --waves "1,,100" is empty \(two commas in a row\?\)/],
-    ['1,ten,100', /^percent of wave 1 "ten" is not a number: write a number in \(0, 100\]/],
-    ['1,10:manaul,100', /^approval of wave 1 "manaul" is unknown: use ":manual" or ":auto" \(default auto\)/],
-    ['1,10:manual:auto,100', /^wave 1 "10:manual:auto" has more than one ":"/],
-    ['1,Infinity', /^percent of wave 1 "Infinity" is not a number/],
-    ['10,10,100', /^wave percents must strictly increase \(they are cumulative\): wave 1 has 10 after 10 in wave 0/],
-    ['50,10,100', /wave 1 has 10 after 50 in wave 0/],
+    ['1,,100', /^wave 2 of --waves "1,,100" is empty \(two commas in a row\?\)/],
+    ['1,ten,100', /^percent of wave 2 "ten" is not a number: write a number in \(0, 100\]/],
+    ['1,10:manaul,100', /^approval of wave 2 "manaul" is unknown: use ":manual" or ":auto" \(default auto\)/],
+    ['1,10:manual:auto,100', /^wave 2 "10:manual:auto" has more than one ":"/],
+    ['1,Infinity', /^percent of wave 2 "Infinity" is not a number/],
+    ['10,10,100', /^wave percents must strictly increase \(they are cumulative\): wave 2 has 10 after 10 in wave 1/],
+    ['50,10,100', /wave 2 has 10 after 50 in wave 1/],
     ['1,10,50', /^the last wave must be 100 \(the whole target\), not 50: append 100/],
-    ['0,100', /^percent of wave 0 is 0: it must be in \(0, 100\]/],
-    ['-5,100', /^percent of wave 0 is -5: it must be in \(0, 100\]/],
-    ['1,150', /^percent of wave 1 is 150: it must be in \(0, 100\]/],
-    ['1:manual,100', /^wave 0 cannot be manual: the first wave starts when the rollout is created/],
+    ['0,100', /^percent of wave 1 is 0: it must be in \(0, 100\]/],
+    ['-5,100', /^percent of wave 1 is -5: it must be in \(0, 100\]/],
+    ['1,150', /^percent of wave 2 is 150: it must be in \(0, 100\]/],
+    ['1:manual,100', /^wave 1 cannot be manual: the first wave starts when the rollout is created/],
   ];
   for (const [text, message] of cases) {
     const err = codeOf(() => parseWaves(text));
@@ -243,20 +244,20 @@ t.test('validateStrategy refuses invalid strategies with E_STRATEGY and a clear 
     [
       'non-increasing',
       { waves: [{ percent: 10 }, { percent: 5 }, { percent: 100 }] },
-      /^wave percents must strictly increase \(they are cumulative\): wave 1 has 5 after 10 in wave 0/,
+      /^wave percents must strictly increase \(they are cumulative\): wave 2 has 5 after 10 in wave 1/,
     ],
-    ['equal percents', { waves: [{ percent: 100 }, { percent: 100 }] }, /wave 1 has 100 after 100 in wave 0/],
+    ['equal percents', { waves: [{ percent: 100 }, { percent: 100 }] }, /wave 2 has 100 after 100 in wave 1/],
     ['last is not 100', { waves: [{ percent: 1 }, { percent: 99 }] }, /^the last wave must be 100.*not 99/],
-    ['percent is a string', { waves: [{ percent: '100' }] }, /^percent of wave 0 "100" is not a number/],
-    ['percent NaN', { waves: [{ percent: Number.NaN }] }, /^percent of wave 0 NaN is not a number/],
-    ['percent 0', { waves: [{ percent: 0 }, { percent: 100 }] }, /^percent of wave 0 is 0: it must be in \(0, 100\]/],
-    ['percent negative', { waves: [{ percent: -1 }, { percent: 100 }] }, /^percent of wave 0 is -1/],
-    ['percent > 100', { waves: [{ percent: 1 }, { percent: 101 }] }, /^percent of wave 1 is 101/],
-    ['percent Infinity', { waves: [{ percent: Number.POSITIVE_INFINITY }] }, /^percent of wave 0 is Infinity/],
-    ['wave not an object', { waves: [100] }, /^wave 0 100 is not an object \{ percent, approval \}/],
-    ['wave unknown field', { waves: [{ percent: 100, gate: 'manual' }] }, /^wave 0 has an unknown field "gate"/],
-    ['bad approval', { waves: [{ percent: 100, approval: 'later' }] }, /^approval of wave 0 "later" is unknown/],
-    ['wave 0 manual', { waves: [{ percent: 1, approval: 'manual' }, { percent: 100 }] }, /^wave 0 cannot be manual/],
+    ['percent is a string', { waves: [{ percent: '100' }] }, /^percent of wave 1 "100" is not a number/],
+    ['percent NaN', { waves: [{ percent: Number.NaN }] }, /^percent of wave 1 NaN is not a number/],
+    ['percent 0', { waves: [{ percent: 0 }, { percent: 100 }] }, /^percent of wave 1 is 0: it must be in \(0, 100\]/],
+    ['percent negative', { waves: [{ percent: -1 }, { percent: 100 }] }, /^percent of wave 1 is -1/],
+    ['percent > 100', { waves: [{ percent: 1 }, { percent: 101 }] }, /^percent of wave 2 is 101/],
+    ['percent Infinity', { waves: [{ percent: Number.POSITIVE_INFINITY }] }, /^percent of wave 1 is Infinity/],
+    ['wave not an object', { waves: [100] }, /^wave 1 100 is not an object \{ percent, approval \}/],
+    ['wave unknown field', { waves: [{ percent: 100, gate: 'manual' }] }, /^wave 1 has an unknown field "gate"/],
+    ['bad approval', { waves: [{ percent: 100, approval: 'later' }] }, /^approval of wave 1 "later" is unknown/],
+    ['wave 1 manual', { waves: [{ percent: 1, approval: 'manual' }, { percent: 100 }] }, /^wave 1 cannot be manual/],
     [
       'more than 100 waves',
       { waves: Array.from({ length: 101 }, (_, i) => ({ percent: (i + 1) * (100 / 101) })) },
@@ -424,7 +425,7 @@ t.test('start assigns wave 0 only, with the candidate release', async (t) => {
       { deviceId: 'd0', kind: 'assign', releaseId: 'detector@2.0.0' },
       { deviceId: 'd4', kind: 'assign', releaseId: 'detector@2.0.0' },
     ],
-    audit: [audit('coordinator', 'rollout.wave_started', { wave: 0, devices: 2 })],
+    audit: [audit('coordinator', 'rollout.wave_started', { wave: 1, devices: 2 })],
     channelMove: null,
   });
   t.equal(devices[0]?.state, 'pending', 'input rows untouched');
@@ -434,24 +435,30 @@ t.test('start assigns wave 0 only, with the candidate release', async (t) => {
     codeOf(() => decide(started, after, { type: 'start' }, at(2))),
     {
       code: 'E_ROLLOUT_STATE',
-      message: /^cannot start rollout r1: it already started \(status running, wave 0\)/,
+      message: /^cannot start rollout r1: it already started \(status running, wave 1\)/,
     },
   );
 });
 
 t.test('start on an empty target passes through every (empty) wave and completes', async (t) => {
+  // docs/rollouts.md: an empty wave passes at once, its manual gate included (nothing to approve).
   const d = decide(rolloutOf('1,10:manual,100'), [], { type: 'start' }, at(1));
-  t.strictSame(d.patch, { status: 'waiting_approval', updatedAt: at(1) }, 'manual gates are respected even when empty');
+  t.strictSame(d.patch, { currentWave: 2, status: 'completed', updatedAt: at(1) }, 'an empty manual wave does not park');
+  t.notOk(
+    d.audit.some((a) => a.action === 'rollout.gate_waiting'),
+    'no gate waits for an empty wave',
+  );
   const e = decide(rolloutOf('1,10,100'), [], { type: 'start' }, at(1));
   t.strictSame(e.patch, { currentWave: 2, status: 'completed', updatedAt: at(1) });
   t.strictSame(
     e.audit.map((a) => [a.action, a.details.wave]),
     [
-      ['rollout.wave_started', 0],
       ['rollout.wave_started', 1],
       ['rollout.wave_started', 2],
+      ['rollout.wave_started', 3],
       ['rollout.completed', undefined],
     ],
+    'audit rows number waves from 1',
   );
   t.strictSame(e.channelMove, { channel: 'stable', model: 'detector', releaseId: 'detector@2.0.0' });
 });
@@ -476,16 +483,17 @@ t.test('reports move devices through their states; terminal ones set finishedAt,
     state: 'healthy',
     online: true,
     previousReleaseId: OLD,
+    revertedTo: null,
     assignedAt: at(1),
     finishedAt: at(6),
     error: null,
   });
-  t.strictSame(d2.audit, [audit('coordinator', 'rollout.device_outcome', { device: 'd0', wave: 0, state: 'healthy' })]);
+  t.strictSame(d2.audit, [audit('coordinator', 'rollout.device_outcome', { device: 'd0', wave: 1, state: 'healthy' })]);
   const d3 = sim.report('d1', 'rolled_back');
   t.strictSame(sim.dev('d1').error, probeError);
   t.equal(sim.dev('d1').finishedAt, at(7));
   t.strictSame(d3.audit, [
-    audit('coordinator', 'rollout.device_outcome', { device: 'd1', wave: 0, state: 'rolled_back', error: probeError }),
+    audit('coordinator', 'rollout.device_outcome', { device: 'd1', wave: 1, state: 'rolled_back', error: probeError }),
   ]);
   t.equal(sim.rollout.status, 'running', '1 of 3 = 0.33 is within 0.5');
 });
@@ -529,8 +537,8 @@ t.test('reports that are not acted on return an empty decision', async (t) => {
       { type: 'report', deviceId: 'd0', state: 'healthy', version: '2.0.0', error: null },
     ],
     [
-      'after abort (late report)',
-      (sim) => sim.send({ type: 'abort', actor: 'alice', policy: 'keep' }),
+      'after abort with revert (the device was sent back)',
+      (sim) => sim.send({ type: 'abort', actor: 'alice', policy: 'revert' }),
       { type: 'report', deviceId: 'd0', state: 'failed', version: '2.0.0', error: probeError },
     ],
     [
@@ -572,7 +580,7 @@ t.test('a wave completes when all its live devices are terminal, then the next a
     d.audit.map((a) => a.action),
     ['rollout.device_outcome', 'rollout.wave_started'],
   );
-  t.strictSame(d.audit[1], audit('coordinator', 'rollout.wave_started', { wave: 1, devices: 2 }));
+  t.strictSame(d.audit[1], audit('coordinator', 'rollout.wave_started', { wave: 2, devices: 2 }));
   t.strictSame(
     d.devices.map((x) => [x.deviceId, x.state, x.assignedAt]),
     [
@@ -610,36 +618,45 @@ t.test('completion of the last wave completes the rollout and moves the channel'
   t.equal(sim.rollout.status, 'completed');
 });
 
-t.test('empty waves pass straight through, manual gates on them still park', async (t) => {
+t.test('empty waves pass straight through, their manual gates included (nothing to approve)', async (t) => {
   // 3 devices with 1,10,50,100: sizes 1,0,1,1.
   const sim = Sim.started('1,10,50,100', [0, 2, 3]);
   const d = sim.report('d0', 'healthy');
   t.strictSame(
     d.audit.map((a) => [a.action, a.details.wave, a.details.devices]),
     [
-      ['rollout.device_outcome', 0, undefined],
-      ['rollout.wave_started', 1, 0],
-      ['rollout.wave_started', 2, 1],
+      ['rollout.device_outcome', 1, undefined],
+      ['rollout.wave_started', 2, 0],
+      ['rollout.wave_started', 3, 1],
     ],
   );
   t.equal(sim.rollout.currentWave, 2);
   t.strictSame(d.assignments, [{ deviceId: 'd1', kind: 'assign', releaseId: 'detector@2.0.0' }]);
 
-  const gated = Sim.started('1,10:manual,50,100', [0, 2, 3]);
+  // The empty wave 2 is manual: it passes; the manual gate of wave 3 (one device) parks.
+  const gated = Sim.started('1,10:manual,50:manual,100', [0, 2, 3]);
   const g = gated.report('d0', 'healthy');
-  t.strictSame(g.patch, { status: 'waiting_approval', updatedAt: at(2) });
-  t.strictSame(g.audit[1], audit('coordinator', 'rollout.gate_waiting', { wave: 1 }));
+  t.strictSame(g.patch, { currentWave: 1, status: 'waiting_approval', updatedAt: at(2) });
+  t.strictSame(
+    g.audit.map((a) => [a.action, a.details.wave, a.details.devices]),
+    [
+      ['rollout.device_outcome', 1, undefined],
+      ['rollout.wave_started', 2, 0],
+      ['rollout.gate_waiting', 3, undefined],
+    ],
+    'the empty gated wave starts (with no devices) at once; the next gate waits',
+  );
   t.strictSame(g.assignments, []);
   const a = gated.send({ type: 'approve', actor: 'bob' });
   t.strictSame(
     a.audit.map((x) => [x.actor, x.action, x.details.wave]),
     [
-      ['bob', 'rollout.approved', 1],
-      ['bob', 'rollout.wave_started', 1],
-      ['bob', 'rollout.wave_started', 2],
+      ['bob', 'rollout.approved', 3],
+      ['bob', 'rollout.wave_started', 3],
     ],
   );
   t.strictSame(a.patch, { status: 'running', currentWave: 2, updatedAt: at(3) });
+  t.strictSame(a.assignments, [{ deviceId: 'd1', kind: 'assign', releaseId: 'detector@2.0.0' }]);
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -747,20 +764,20 @@ t.test('halt rule trips mid-wave, in the same decision, with numbers, and serves
   const d = sim.report('d2', 'failed');
   t.strictSame(d.patch, {
     status: 'halted',
-    haltReason: 'failure rate 0.333 (1 of 3 assigned) exceeds max 0.330 in wave 0',
+    haltReason: 'failure rate 0.333 (1 of 3 assigned) exceeds max 0.330 in wave 1',
     updatedAt: at(4),
   });
   t.strictSame(d.audit, [
-    audit('coordinator', 'rollout.device_outcome', { device: 'd2', wave: 0, state: 'failed', error: probeError }),
+    audit('coordinator', 'rollout.device_outcome', { device: 'd2', wave: 1, state: 'failed', error: probeError }),
     audit('coordinator', 'rollout.halted', {
       manual: false,
-      wave: 0,
+      wave: 1,
       failures: 1,
       acknowledged: 0,
       assigned: 3,
       rate: 1 / 3,
       maxFailureRate: 0.33,
-      reason: 'failure rate 0.333 (1 of 3 assigned) exceeds max 0.330 in wave 0',
+      reason: 'failure rate 0.333 (1 of 3 assigned) exceeds max 0.330 in wave 1',
       device: 'd2',
     }),
   ]);
@@ -780,7 +797,7 @@ t.test('halt rule trips mid-wave, in the same decision, with numbers, and serves
 t.test('halt rule with maxFailureRate 0: the first failure halts, with a readable reason', async (t) => {
   const sim = Sim.started('10,100', [0, 0, 1, 1]);
   const d = sim.report('d1', 'rolled_back');
-  t.equal(d.patch.haltReason, 'failure rate 0.50 (1 of 2 assigned) exceeds max 0.00 in wave 0');
+  t.equal(d.patch.haltReason, 'failure rate 0.50 (1 of 2 assigned) exceeds max 0.00 in wave 1');
   t.equal(sim.rollout.status, 'halted');
 });
 
@@ -792,7 +809,7 @@ t.test('a late failure from an earlier wave halts a rollout parked at a gate', a
   sim.presence('d1', true);
   const d = sim.report('d1', 'failed');
   t.equal(d.patch.status, 'halted');
-  t.equal(sim.rollout.haltReason, 'failure rate 0.50 (1 of 2 assigned) exceeds max 0.40 in wave 0');
+  t.equal(sim.rollout.haltReason, 'failure rate 0.50 (1 of 2 assigned) exceeds max 0.40 in wave 1');
 });
 
 t.test('resume acknowledges the failures so far: old ones do not re-trip, a new one does', async (t) => {
@@ -805,7 +822,7 @@ t.test('resume acknowledges the failures so far: old ones do not re-trip, a new 
     patch: { acknowledgedFailures: 2, status: 'running', haltReason: null, updatedAt: at(4) },
     devices: [],
     assignments: [],
-    audit: [audit('carol', 'rollout.resumed', { acknowledged: 2, actor: 'carol', wave: 0 })],
+    audit: [audit('carol', 'rollout.resumed', { acknowledged: 2, actor: 'carol', wave: 1 })],
     channelMove: null,
   });
   t.strictSame(sim.report('d0', 'failed'), EMPTY, 'an old failure reported again is not a new one');
@@ -817,7 +834,7 @@ t.test('resume acknowledges the failures so far: old ones do not re-trip, a new 
   t.equal(d.patch.status, 'halted', '2 new of 10 = 0.2 > 0.1');
   t.equal(
     sim.rollout.haltReason,
-    'failure rate 0.20 (2 of 10 assigned, 2 more acknowledged) exceeds max 0.10 in wave 0',
+    'failure rate 0.20 (2 of 10 assigned, 2 more acknowledged) exceeds max 0.10 in wave 1',
   );
   t.match(d.audit[1]?.details, { failures: 4, acknowledged: 2, assigned: 10, rate: 0.2 });
 });
@@ -872,7 +889,7 @@ t.test('halt by hand keeps the reason; resumes to running', async (t) => {
         manual: true,
         reason: 'customer escalation',
         actor: 'dan',
-        wave: 0,
+        wave: 1,
         failures: 0,
         acknowledged: 0,
         assigned: 1,
@@ -910,8 +927,8 @@ t.test('manual gate waits for approve', async (t) => {
     { deviceId: 'd3', kind: 'assign', releaseId: 'detector@2.0.0' },
   ]);
   t.strictSame(a.audit, [
-    audit('bob', 'rollout.approved', { wave: 1, actor: 'bob' }),
-    audit('bob', 'rollout.wave_started', { wave: 1, devices: 2 }),
+    audit('bob', 'rollout.approved', { wave: 2, actor: 'bob' }),
+    audit('bob', 'rollout.wave_started', { wave: 2, devices: 2 }),
   ]);
 });
 
@@ -989,8 +1006,8 @@ t.test('promote approves every remaining wave: later gates do not park', async (
   t.strictSame(
     p.audit.map((a) => [a.actor, a.action, a.details.wave]),
     [
-      ['erin', 'rollout.promoted', 0],
-      ['erin', 'rollout.wave_started', 1],
+      ['erin', 'rollout.promoted', 1],
+      ['erin', 'rollout.wave_started', 2],
     ],
   );
   t.strictSame(
@@ -1017,58 +1034,94 @@ t.test('promote approves every remaining wave: later gates do not park', async (
   t.equal(run.rollout.status, 'running');
 });
 
-t.test('abort keep: nothing reassigned, statuses and audit', async (t) => {
-  const sim = Sim.started('50,100', [0, 0, 1, 1]);
+t.test('abort keep: healthy and converging devices keep the candidate; a device that rolled back keeps what it runs', async (t) => {
+  const sim = Sim.started('50,100', [0, 0, 0, 1], 0.9);
   sim.report('d0', 'healthy');
+  sim.report('d1', 'rolled_back');
+  sim.report('d2', 'downloading');
   const d = sim.send({ type: 'abort', actor: 'frank', policy: 'keep' });
-  t.strictSame(d, {
-    patch: { status: 'aborted', abortPolicy: 'keep', updatedAt: at(3) },
-    devices: [],
-    assignments: [],
-    audit: [
-      audit('frank', 'rollout.aborted', { policy: 'keep', reverted: 0, actor: 'frank', wave: 0, from: 'running' }),
-    ],
-    channelMove: null,
-  });
+  t.strictSame(d.patch, { status: 'aborted', abortPolicy: 'keep', updatedAt: at(5) });
+  // d1 runs its earlier release (the agent swapped back): its desired state must say so, not
+  // name the candidate that failed there (issue 11 B).
+  t.strictSame(d.assignments, [{ deviceId: 'd1', kind: 'revert', releaseId: OLD }]);
+  t.strictSame(
+    d.devices.map((x) => [x.deviceId, x.state, x.revertedTo]),
+    [['d1', 'rolled_back', { releaseId: OLD }]],
+    'the outcome stays; the move back is recorded beside it',
+  );
+  t.strictSame(d.audit, [
+    audit('frank', 'rollout.aborted', {
+      policy: 'keep',
+      actor: 'frank',
+      wave: 1,
+      from: 'running',
+      reverted: 1,
+      setBack: [{ version: '1.0.0', devices: ['d1'] }],
+    }),
+  ]);
+  t.equal(sim.states(), 'd0:healthy d1:rolled_back d2:downloading d3:pending');
 });
 
-t.test('abort revert: every touched device goes back, offline ones included, untouched ones stay', async (t) => {
-  const previous = (i: number) => (i === 2 ? null : `detector@1.${i}.0`);
-  const sim = new Sim(rolloutOf('60,100', 0.9), fleet([0, 0, 0, 0, 0, 0, 1, 1], previous));
-  sim.send({ type: 'start' });
+t.test('after the end, a late report moves the device row; a late failure sets the device back, nothing else is decided', async (t) => {
+  // A completed rollout with d1 offline and assigned (offline devices never block).
+  const sim = Sim.started('100', [0, 0]);
+  sim.presence('d1', false);
   sim.report('d0', 'healthy');
-  sim.report('d1', 'failed');
-  sim.report('d2', 'probing');
-  sim.presence('d3', false);
-  sim.report('d4', 'rolled_back');
-  // d5 assigned, online, no report yet; d6, d7 pending (wave 1 not started).
-  t.equal(sim.states(), 'd0:healthy d1:failed d2:probing d3:assigned d4:rolled_back d5:assigned d6:pending d7:pending');
-  const d = sim.send({ type: 'abort', actor: 'frank', policy: 'revert' as AbortPolicy });
-  t.strictSame(d.assignments, [
-    { deviceId: 'd0', kind: 'revert', releaseId: 'detector@1.0.0' },
-    { deviceId: 'd1', kind: 'revert', releaseId: 'detector@1.1.0' },
-    { deviceId: 'd2', kind: 'revert', releaseId: null },
-    { deviceId: 'd3', kind: 'revert', releaseId: 'detector@1.3.0' },
-    { deviceId: 'd4', kind: 'revert', releaseId: 'detector@1.4.0' },
-    { deviceId: 'd5', kind: 'revert', releaseId: 'detector@1.5.0' },
+  t.equal(sim.rollout.status, 'completed');
+  t.equal(sim.dev('d1').state, 'assigned');
+  // d1 reconnects (presence of a finished rollout is not recorded: rollout status reads it from
+  // the devices table) and converges: its row follows, the rollout stays completed.
+  const p = sim.presence('d1', true);
+  t.strictSame(p, EMPTY, 'presence after the end decides nothing');
+  const down = sim.report('d1', 'downloading');
+  t.strictSame(down.patch, { updatedAt: at(5) });
+  t.strictSame(down.audit, []);
+  t.equal(sim.dev('d1').state, 'downloading');
+  const ok = sim.report('d1', 'healthy');
+  t.equal(sim.dev('d1').state, 'healthy');
+  t.strictSame(ok.audit, [
+    audit('coordinator', 'rollout.device_outcome', {
+      device: 'd1',
+      wave: 1,
+      state: 'healthy',
+      late: true,
+      rolloutStatus: 'completed',
+    }),
   ]);
-  t.equal(
-    sim.states(),
-    'd0:reverted d1:reverted d2:reverted d3:reverted d4:reverted d5:reverted d6:pending d7:pending',
-  );
+  t.equal(sim.rollout.status, 'completed');
+  t.strictSame(ok.assignments, []);
+
+  // Aborted with keep while d1 was still downloading; it rolls back afterwards.
+  const kept = Sim.started('100', [0, 0]);
+  kept.report('d1', 'downloading');
+  kept.send({ type: 'abort', actor: 'frank', policy: 'keep' });
+  const late = kept.report('d1', 'rolled_back');
+  t.equal(kept.rollout.status, 'aborted', 'no halt after the end');
+  t.strictSame(late.assignments, [{ deviceId: 'd1', kind: 'revert', releaseId: OLD }], 'keeps what it runs');
   t.strictSame(
-    d.devices.map((x) => x.deviceId),
-    ['d0', 'd1', 'd2', 'd3', 'd4', 'd5'],
+    late.audit.map((a) => [a.action, a.details.device, a.details.to ?? a.details.state]),
+    [
+      ['rollout.device_outcome', 'd1', 'rolled_back'],
+      ['rollout.device_set_back', 'd1', '1.0.0'],
+    ],
   );
-  t.strictSame(d.patch, { status: 'aborted', abortPolicy: 'revert', updatedAt: at(7) });
-  t.strictSame(d.audit, [
-    audit('frank', 'rollout.aborted', { policy: 'revert', reverted: 6, actor: 'frank', wave: 0, from: 'running' }),
-  ]);
-  t.strictSame(sim.report('d5', 'healthy'), EMPTY, 'a late report after abort is not acted on');
-  t.match(
-    codeOf(() => sim.send({ type: 'abort', actor: 'frank', policy: 'revert' })),
-    { code: 'E_ROLLOUT_STATE' },
+  t.strictSame(kept.report('d1', 'healthy'), EMPTY, 'a device once set back is left alone');
+});
+
+t.test('a wave start takes each device\'s revert target from what it runs now', async (t) => {
+  const sim = new Sim(rolloutOf('50,100'), fleet([0, 1]));
+  const running: Record<string, string | null | undefined> = { d0: 'detector@1.5.0', d1: undefined };
+  const inputs = { revertTargetOf: (id: string) => running[id] };
+  const start = decide(sim.rollout, sim.devices, { type: 'start' }, at(1), inputs);
+  t.strictSame(
+    start.devices.map((d) => [d.deviceId, d.previousReleaseId]),
+    [['d0', 'detector@1.5.0']],
+    'what d0 reports it runs replaces the create-time guess',
   );
+  const none = decide(sim.rollout, sim.devices, { type: 'start' }, at(1), { revertTargetOf: () => null });
+  t.strictSame(none.devices[0]?.previousReleaseId, null, 'runs nothing of the model: null');
+  const unknown = decide(sim.rollout, sim.devices, { type: 'start' }, at(1), { revertTargetOf: () => undefined });
+  t.strictSame(unknown.devices[0]?.previousReleaseId, OLD, 'never reported: the create-time target stays');
 });
 
 t.test('abort from halted and from waiting_approval', async (t) => {
@@ -1091,19 +1144,29 @@ t.test('summarize: per-wave states and counts, failures, schema-valid', async (t
   let s = summarize(sim.rollout, sim.devices, at(99));
   t.strictSame(RolloutSummarySchema.parse(s), s);
   t.strictSame(s, {
-    rolloutId: 'r1',
+    id: 'r1',
     model: 'detector',
     version: '2.0.0',
     status: 'running',
-    currentWave: 0,
+    currentWave: 1,
     maxFailureRate: 0.5,
     failures: { count: 0, acknowledged: 0, assigned: 2, rate: 0 },
     waves: [
-      { index: 0, percent: 25, approval: 'auto', state: 'running', devices: 2, counts: { healthy: 1, downloading: 1 } },
-      { index: 1, percent: 50, approval: 'manual', state: 'pending', devices: 1, counts: {} },
-      { index: 2, percent: 100, approval: 'auto', state: 'pending', devices: 5, counts: {} },
+      {
+        wave: 1,
+        percent: 25,
+        approval: 'auto',
+        state: 'running',
+        devices: 2,
+        counts: { downloading: 1, healthy: 1 },
+        reverted: 0,
+      },
+      { wave: 2, percent: 50, approval: 'manual', state: 'pending', devices: 1, counts: { pending: 1 }, reverted: 0 },
+      { wave: 3, percent: 100, approval: 'auto', state: 'pending', devices: 5, counts: { pending: 5 }, reverted: 0 },
     ],
     haltReason: null,
+    abortPolicy: null,
+    reverted: 0,
     updatedAt: at(3),
   });
   sim.report('d1', 'failed');
@@ -1119,35 +1182,43 @@ t.test('summarize: per-wave states and counts, failures, schema-valid', async (t
   s = summarize(sim.rollout, sim.devices, at(99));
   t.strictSame(RolloutSummarySchema.parse(s), s);
   t.equal(s.status, 'halted');
-  t.equal(s.haltReason, 'failure rate 0.67 (2 of 3 assigned) exceeds max 0.50 in wave 1');
+  t.equal(s.haltReason, 'failure rate 0.67 (2 of 3 assigned) exceeds max 0.50 in wave 2');
   t.strictSame(
     s.waves.map((w) => [w.approval, w.state, w.counts]),
     [
       ['auto', 'completed', { healthy: 1, failed: 1 }],
       ['auto', 'completed', { rolled_back: 1 }],
-      ['auto', 'pending', {}],
+      ['auto', 'pending', { pending: 5 }],
     ],
     'promoted: every gate shows auto; the halted wave whose live devices finished shows completed',
   );
   sim.send({ type: 'resume', actor: 'carol' });
   s = summarize(sim.rollout, sim.devices, at(99));
   t.strictSame(s.waves[2], {
-    index: 2,
+    wave: 3,
     percent: 100,
     approval: 'auto',
     state: 'running',
     devices: 5,
-    counts: { idle: 5 },
+    counts: { assigned: 5 },
+    reverted: 0,
   });
   t.strictSame(s.failures, { count: 2, acknowledged: 2, assigned: 8, rate: 0 });
   sim.send({ type: 'abort', actor: 'frank', policy: 'revert' });
   s = summarize(sim.rollout, sim.devices, at(99));
   t.strictSame(RolloutSummarySchema.parse(s), s);
   t.strictSame(
-    s.waves.map((w) => w.counts),
-    [{}, {}, {}],
-    'reverted devices are not counted',
+    s.waves.map((w) => [w.state, w.counts, w.reverted]),
+    [
+      ['completed', { healthy: 1, failed: 1 }, 2],
+      ['completed', { rolled_back: 1 }, 1],
+      ['aborted', { assigned: 5 }, 5],
+    ],
+    'after abort with revert each wave keeps its final counts, and says how many went back',
   );
+  t.strictSame(s.failures, { count: 2, acknowledged: 2, assigned: 8, rate: 0 }, 'failures stay');
+  t.equal(s.reverted, 8);
+  t.equal(s.abortPolicy, 'revert');
 });
 
 t.test('summarize: a completed rollout shows every wave completed', async (t) => {

@@ -91,7 +91,7 @@ t.test('device-only decisions are written behind; a wave, an outcome, an operato
   );
   t.same(transactions, ['durable'], 'create (wave 0 assigned) is durable');
   const [canary] = rollouts.status('r1').devices.filter((d) => d.state === 'assigned');
-  const id = canary?.deviceId as string;
+  const id = canary?.id as string;
 
   transactions.length = 0;
   rollouts.onReport(id, report('downloading', 'r1'));
@@ -102,7 +102,7 @@ t.test('device-only decisions are written behind; a wave, an outcome, an operato
   rollouts.onReport(id, report('healthy', 'r1'));
   rollouts.flush();
   t.same(transactions, ['durable'], 'an outcome (audit row, the next wave assigned) is durable');
-  t.equal(rollouts.status('r1').summary.currentWave, 1);
+  t.equal(rollouts.status('r1').summary.currentWave, 2, 'wave 2 (numbered from 1) started');
 
   transactions.length = 0;
   rollouts.act('r1', { type: 'halt', actor: 'admin', reason: 'test' } as never);
@@ -156,7 +156,7 @@ t.test('a failure is decided on the next turn, without waiting for the batch int
   const status = rollouts.status('r3');
   t.equal(status.summary.status, 'halted', 'the halt rule (max failure rate 0) tripped at once');
   t.same(
-    status.devices.filter((d) => d.deviceId === 'd-1' || d.deviceId === 'd-2').map((d) => d.state),
+    status.devices.filter((d) => d.id === 'd-1' || d.id === 'd-2').map((d) => d.state),
     ['downloading', 'rolled_back'],
   );
 });

@@ -76,6 +76,7 @@ function member(deviceId: string, wave = 0, overrides: Partial<RolloutDevice> = 
     state: 'pending',
     online: false,
     previousReleaseId: 'detector@1.0.0',
+    revertedTo: null,
     assignedAt: null,
     finishedAt: null,
     error: null,

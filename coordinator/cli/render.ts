@@ -111,24 +111,29 @@ export function failureLine(io: CliIo, s: RolloutSummary): string {
   return f.count - f.acknowledged > 0 ? (over ? io.color.red(text) : io.color.yellow(text)) : text;
 }
 
-/** The rollout summary as a block: header, failures, halt reason, one row per wave. */
+/** The rollout summary as a block: header, failures, halt reason, abort, one row per wave (numbered from 1). */
 export function renderSummary(io: CliIo, s: RolloutSummary): string {
   const lines = [
-    `${io.color.bold(`rollout ${s.rolloutId}`)}  ${s.model} ${s.version}  ${paint(io, s.status)}  (wave ${s.currentWave + 1} of ${s.waves.length}, updated ${s.updatedAt})`,
+    `${io.color.bold(`rollout ${s.id}`)}  ${s.model} ${s.version}  ${paint(io, s.status)}  (wave ${s.currentWave} of ${s.waves.length}, updated ${s.updatedAt})`,
     `failures  ${failureLine(io, s)}`,
   ];
   if (s.haltReason) lines.push(`reason    ${io.color.red(s.haltReason)}`);
+  if (s.abortPolicy) {
+    lines.push(
+      `aborted   policy ${s.abortPolicy}: ${s.reverted} device(s) sent back to the release they ran before (see REVERTED TO below)`,
+    );
+  }
   lines.push(
     table(
       io,
       ['WAVE', 'UP TO', 'GATE', 'STATE', 'DEVICES', 'BY STATE'],
       s.waves.map((w) => [
-        String(w.index),
+        String(w.wave),
         `${w.percent}%`,
         w.approval,
         paint(io, w.state),
         String(w.devices),
-        counts(io, w.counts),
+        counts(io, w.counts) + (w.reverted > 0 ? `; sent back ${w.reverted}` : ''),
       ]),
     ),
   );
@@ -143,22 +148,26 @@ export function summaryLine(s: RolloutSummary): string {
         .filter(([, n]) => (n ?? 0) > 0)
         .map(([state, n]) => `${state}=${n}`)
         .join(',');
-      return `w${w.index}(${w.percent}%,${w.approval},${w.state},${w.devices}${c ? `:${c}` : ''})`;
+      return `w${w.wave}(${w.percent}%,${w.approval},${w.state},${w.devices}${c ? `:${c}` : ''})`;
     })
     .join(' ');
   const f = s.failures;
   const halt = s.haltReason ? ` reason=${JSON.stringify(s.haltReason)}` : '';
-  return `${s.updatedAt} ${s.rolloutId} ${s.status} wave=${s.currentWave} ${waves} failures=${f.count}/${f.assigned} ack=${f.acknowledged} rate=${f.rate.toFixed(3)} max=${s.maxFailureRate}${halt}`;
+  const abort = s.abortPolicy ? ` abort=${s.abortPolicy} reverted=${s.reverted}` : '';
+  return `${s.updatedAt} ${s.id} ${s.status} wave=${s.currentWave} ${waves} failures=${f.count}/${f.assigned} ack=${f.acknowledged} rate=${f.rate.toFixed(3)} max=${s.maxFailureRate}${halt}${abort}`;
 }
 
 /** What an operator can do next with a rollout in this status. */
 export function nextSteps(s: RolloutSummary): string | null {
-  const id = s.rolloutId;
+  const id = s.id;
   switch (s.status) {
     case 'waiting_approval':
-      return `next: \`otactl rollout approve ${id}\` starts the next wave (\`promote\` approves every remaining gate)`;
+      return `next: \`otactl rollout approve ${id}\` starts wave ${s.currentWave + 1} (\`promote\` approves every remaining gate)`;
     case 'halted':
-      return `next: inspect the failures (\`otactl rollout status ${id}\`), then \`otactl rollout resume ${id}\` or \`otactl rollout abort ${id} --policy revert\``;
+      // A halt by hand with no failures has nothing to inspect but its reason.
+      return s.failures.count - s.failures.acknowledged > 0
+        ? `next: inspect the failures (\`otactl rollout status ${id}\` lists each device's error), then \`otactl rollout resume ${id}\` or \`otactl rollout abort ${id} --policy revert\``
+        : `next: halted by hand with no new failures; \`otactl rollout resume ${id}\` continues, \`otactl rollout abort ${id} --policy keep|revert\` ends it`;
     case 'running':
       return `follow it with \`otactl rollout status ${id} --watch\``;
     default:

@@ -147,7 +147,7 @@ export const HANDLERS: { [O in Op]: Handler<O> } = {
       },
       c.actor,
     ),
-  'rollout.ls': (_a, c) => c.store.listRollouts().map((r) => c.rollouts.status(r.id).summary),
+  'rollout.ls': (_a, c) => c.store.listRollouts().map((r) => c.rollouts.summary(r.id)),
   'rollout.status': (a, c) => c.rollouts.status(a.id),
   'rollout.approve': (a, c) => c.rollouts.act(a.id, { type: 'approve', actor: c.actor }),
   'rollout.promote': (a, c) => c.rollouts.act(a.id, { type: 'promote', actor: c.actor }),

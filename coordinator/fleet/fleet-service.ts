@@ -1,3 +1,4 @@
+import { releaseIdOf } from '../../shared/release-id.js';
 import { type Envelope, verifyArtifact, verifyEnvelope } from '../../shared/envelope.js';
 import { OtaError } from '../../shared/errors.js';
 import { publicKeyFromJson, publicKeyToJson } from '../../shared/keys.js';
@@ -249,7 +250,7 @@ export class FleetService {
     }
     const { manifest } = verifyEnvelope(input.envelope, policy, { now: this.deps.now() });
     verifyArtifact(manifest, { size: input.size, sha256: input.sha256 });
-    const id = `${manifest.model}@${manifest.version}`;
+    const id = releaseIdOf(manifest.model, manifest.version);
     if (store.getRelease(id)) throw new OtaError('E_CONFLICT', `release ${id} already exists; publish a new version`);
     const release = this.write(() => {
       const record = store.addRelease({
@@ -288,7 +289,7 @@ export class FleetService {
   setChannel(input: { model: string; channel: string; version: string; yes?: boolean | undefined }, actor: string) {
     const { store } = this.deps;
     assertSafeName('device id', input.channel);
-    const releaseId = `${input.model}@${input.version}`;
+    const releaseId = releaseIdOf(input.model, input.version);
     if (!store.getRelease(releaseId)) {
       throw new OtaError('E_NOT_FOUND', `no release ${releaseId}: see \`otactl release ls --model ${input.model}\``);
     }

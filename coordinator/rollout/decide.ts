@@ -1,5 +1,7 @@
 import { OtaError } from '../../shared/errors.js';
-import type { ModelState, RolloutStatus } from '../../shared/messages.js';
+import type { ModelState } from '../../shared/messages.js';
+import { versionOfRelease } from '../../shared/release-id.js';
+import { isAdvancingRollout, isFailure, isFinishedRollout, isOutcome, type RolloutStatus } from '../../shared/states.js';
 import {
   cloneTallies,
   count,
@@ -13,6 +15,7 @@ import type {
   Approval,
   AuditDraft,
   Decision,
+  DecisionInputs,
   Rollout,
   RolloutDevice,
   RolloutDeviceState,
@@ -32,17 +35,23 @@ import type {
  *   else the rollout parks in `waiting_approval`.
  * - Halt rule, after every report: rate = (failed + rolled_back - acknowledged) / devices assigned
  *   so far; above `maxFailureRate` (strictly) the rollout halts, in the same decision.
- * - A device's terminal outcome is final for the rollout: later reports of the same device are
- *   left to the shell's device history (so failure counts never go down and acknowledged
- *   failures stay meaningful).
+ * - A device's outcome is final for the rollout: later reports of the same device are left to
+ *   the shell's device history (so failure counts never go down and acknowledged failures stay
+ *   meaningful).
+ * - A finished rollout (completed, aborted) decides nothing more, but a late report about its
+ *   candidate still moves the device's row (an offline device that converged later), and a device
+ *   that rolls back or fails late is set back to what it runs (see onAbort).
+ * - Waves are 0-based indexes here and in the store; every text and audit row an operator reads
+ *   numbers them from 1 (`waveNumber`).
  */
 export function decide(
   rollout: Rollout,
   devices: readonly RolloutDevice[] | DeviceIndex,
   event: RolloutEvent,
   now: string,
+  inputs: DecisionInputs = {},
 ): Decision {
-  const ctx = new Context(rollout, asIndex(rollout, devices), now);
+  const ctx = new Context(rollout, asIndex(rollout, devices), now, inputs);
   switch (event.type) {
     case 'start':
       onStart(ctx);
@@ -85,7 +94,11 @@ export function asIndex(rollout: Rollout, devices: readonly RolloutDevice[] | De
 
 const SYSTEM = 'coordinator';
 const MAX_REASON = 2000;
-const ACTIVE: readonly RolloutStatus[] = ['running', 'waiting_approval'];
+
+/** The wave number operators see (from 1) for a 0-based wave index. */
+export function waveNumber(index: number): number {
+  return index + 1;
+}
 const OPS_BY_STATUS: Record<RolloutStatus, string> = {
   running: 'promote, halt, abort',
   waiting_approval: 'approve, promote, halt, abort',
@@ -148,6 +161,7 @@ class Context {
     rollout: Rollout,
     private readonly index: DeviceIndex,
     readonly now: string,
+    private readonly inputs: DecisionInputs = {},
   ) {
     this.rollout = { ...rollout };
     this.tallies = cloneTallies(index.waves);
@@ -186,21 +200,46 @@ class Context {
       ([key, value]) => current[key] !== value,
     );
     if (entries.length === 0) return;
-    const next: RolloutDevice = { ...current, error: current.error ? { ...current.error } : null };
+    const next: RolloutDevice = {
+      ...current,
+      error: current.error ? { ...current.error } : null,
+      revertedTo: current.revertedTo ? { ...current.revertedTo } : null,
+    };
     for (const [key, value] of entries) (next as unknown as Record<string, unknown>)[key] = value;
     count(this.tallies, current, -1);
     count(this.tallies, next, 1);
     this.changed.set(next.deviceId, next);
   }
 
+  /** Members of wave `index`, 0 for a wave past the plan. */
+  waveSize(index: number): number {
+    return this.index.waveMembers[index]?.length ?? 0;
+  }
+
+  /**
+   * The candidate goes into the device's desired state. Its revert target is taken now, from
+   * what it runs at this moment (it may have converged since create); unknown keeps the one
+   * computed at create.
+   */
   assign(device: RolloutDevice): void {
-    this.updateDevice(device, { state: 'assigned', assignedAt: this.now });
+    const running = this.inputs.revertTargetOf?.(device.deviceId);
+    this.updateDevice(device, {
+      state: 'assigned',
+      assignedAt: this.now,
+      ...(running !== undefined ? { previousReleaseId: running } : {}),
+    });
     this.assignments.push({ deviceId: device.deviceId, kind: 'assign', releaseId: this.rollout.releaseId });
   }
 
+  /**
+   * The device's desired state goes back to the release it ran before this rollout touched it
+   * (or loses the entry when it ran none). Its state stays what happened (an outcome is evidence);
+   * `revertedTo` records the move.
+   */
   revert(device: RolloutDevice): void {
-    this.updateDevice(device, { state: 'reverted' });
-    this.assignments.push({ deviceId: device.deviceId, kind: 'revert', releaseId: device.previousReleaseId });
+    const to = device.previousReleaseId;
+    this.updateDevice(device, { revertedTo: { releaseId: to } });
+    this.assignments.push({ deviceId: device.deviceId, kind: 'revert', releaseId: to });
   }
 
   audit(actor: string, action: string, details: Record<string, unknown>): void {
@@ -247,12 +286,13 @@ function startWave(ctx: Context, index: number, actor: string): void {
     }
   }
   ctx.set('currentWave', index);
-  ctx.audit(actor, 'rollout.wave_started', { wave: index, devices: assigned });
+  ctx.audit(actor, 'rollout.wave_started', { wave: waveNumber(index), devices: assigned });
 }
 
 /**
  * While the rollout runs and its current wave is complete: complete the rollout, park at a manual
- * gate, or start the next wave (empty waves pass straight through).
+ * gate, or start the next wave. An empty wave (a small target cut into many waves) passes straight
+ * through, its gate included: there is nothing to approve (docs/rollouts.md).
  */
 function advance(ctx: Context, actor: string): void {
   const r = ctx.rollout;
@@ -278,9 +318,9 @@ function advance(ctx: Context, actor: string): void {
       ctx.moveChannel();
       return;
     }
-    if (effectiveApproval(r, next) === 'manual') {
+    if (effectiveApproval(r, next) === 'manual' && ctx.waveSize(next) > 0) {
       ctx.set('status', 'waiting_approval');
-      ctx.audit(actor, 'rollout.gate_waiting', { wave: next });
+      ctx.audit(actor, 'rollout.gate_waiting', { wave: waveNumber(next) });
       return;
     }
     startWave(ctx, next, actor);
@@ -299,7 +339,7 @@ function formatRate(rate: number, max: number): [string, string] {
 /** The automatic halt: true when it tripped. */
 function applyHaltRule(ctx: Context, trigger: Record<string, unknown>): boolean {
   const r = ctx.rollout;
-  if (!ACTIVE.includes(r.status)) return false;
+  if (!isAdvancingRollout(r.status)) return false;
   const stats = failureStats(r, ctx.tallies);
   const max = r.strategy.maxFailureRate;
   if (!(stats.rate > max)) return false;
@@ -309,11 +349,11 @@ function applyHaltRule(ctx: Context, trigger: Record<string, unknown>): boolean 
   ctx.set('status', 'halted');
   ctx.set(
     'haltReason',
-    `failure rate ${rate} (${unacknowledged} of ${stats.assigned} assigned${ack}) exceeds max ${maxText} in wave ${r.currentWave}`,
+    `failure rate ${rate} (${unacknowledged} of ${stats.assigned} assigned${ack}) exceeds max ${maxText} in wave ${waveNumber(r.currentWave)}`,
   );
   ctx.audit(SYSTEM, 'rollout.halted', {
     manual: false,
-    wave: r.currentWave,
+    wave: waveNumber(r.currentWave),
     failures: stats.count,
     acknowledged: stats.acknowledged,
     assigned: stats.assigned,
@@ -331,7 +371,7 @@ function onStart(ctx: Context): void {
   if (r.status !== 'running' || r.currentWave !== 0 || pending !== ctx.deviceCount) {
     throw new OtaError(
       'E_ROLLOUT_STATE',
-      `cannot start rollout ${r.id}: it already started (status ${r.status}, wave ${r.currentWave}); start is only the first event after create`,
+      `cannot start rollout ${r.id}: it already started (status ${r.status}, wave ${waveNumber(r.currentWave)}); start is only the first event after create`,
     );
   }
   startWave(ctx, 0, SYSTEM);
@@ -342,33 +382,52 @@ const REPORTABLE: readonly RolloutDeviceState[] = ['assigned', 'downloading', 'v
 
 function onReport(ctx: Context, event: Extract<RolloutEvent, { type: 'report' }>): void {
   if (!recordReport(ctx, event)) return;
+  if (isFinishedRollout(ctx.rollout.status)) return;
   if (applyHaltRule(ctx, { device: event.deviceId })) return;
   advance(ctx, SYSTEM);
 }
 
-/** The device-state part of a report; true when something changed. */
+/**
+ * The device-state part of a report; true when something changed. A finished rollout still
+ * records a late report about its candidate (decisions are the caller's business).
+ */
 function recordReport(ctx: Context, event: Extract<RolloutEvent, { type: 'report' }>): boolean {
   const r = ctx.rollout;
-  if (r.status === 'completed' || r.status === 'aborted') return false;
   if (event.version !== r.version) return false;
   const device = ctx.device(event.deviceId);
-  // Not started (pending), terminal outcome already recorded, or reverted: nothing to act on.
-  if (!device || !REPORTABLE.includes(device.state)) return false;
+  // Not started (pending), outcome already recorded, or sent back: nothing to act on.
+  if (!device || device.revertedTo || !REPORTABLE.includes(device.state)) return false;
   const state: ModelState = event.state;
   if (state === 'idle' || state === device.state) return false;
-  if (state === 'healthy' || state === 'rolled_back' || state === 'failed') {
+  const late = isFinishedRollout(r.status);
+  if (isOutcome(state)) {
     const error = state === 'healthy' ? null : (event.error ?? null);
     ctx.updateDevice(device, { state, finishedAt: ctx.now, error: error ? { ...error } : null });
     ctx.audit(SYSTEM, 'rollout.device_outcome', {
       device: device.deviceId,
-      wave: device.wave,
+      wave: waveNumber(device.wave),
       state,
       ...(error ? { error: { code: error.code, message: error.message } } : {}),
+      ...(late ? { late: true, rolloutStatus: r.status } : {}),
     });
+    // After the rollout ended nobody will decide about this device again: one that went back to
+    // what it ran keeps it, and its desired state says so (the abort `keep` rule, docs/rollouts.md).
+    if (late && isFailure(state)) {
+      ctx.revert(ctx.device(device.deviceId) ?? device);
+      ctx.audit(SYSTEM, 'rollout.device_set_back', {
+        device: device.deviceId,
+        to: versionOrNull(device.previousReleaseId),
+        reason: `${state} after the rollout was ${r.status}`,
+      });
+    }
   } else {
     ctx.updateDevice(device, { state });
   }
   return true;
+}
+
+function versionOrNull(releaseId: string | null): string | null {
+  return releaseId === null ? null : versionOfRelease(releaseId);
 }
 
 function onPresence(ctx: Context, deviceId: string, online: boolean): void {
@@ -376,8 +435,7 @@ function onPresence(ctx: Context, deviceId: string, online: boolean): void {
 }
 
 function recordPresence(ctx: Context, deviceId: string, online: boolean): boolean {
-  const r = ctx.rollout;
-  if (r.status === 'completed' || r.status === 'aborted') return false;
+  if (isFinishedRollout(ctx.rollout.status)) return false;
   const device = ctx.device(deviceId);
   if (!device || device.online === online) return false;
   ctx.updateDevice(device, { online });
@@ -399,21 +457,24 @@ export function decideBatch(
   devices: readonly RolloutDevice[] | DeviceIndex,
   events: readonly DeviceEvent[],
   now: string,
+  inputs: DecisionInputs = {},
 ): Decision {
-  const ctx = new Context(rollout, asIndex(rollout, devices), now);
+  const ctx = new Context(rollout, asIndex(rollout, devices), now, inputs);
   const tripped: string[] = [];
   let changed = false;
   for (const event of events) {
     if (event.type === 'report') {
       if (recordReport(ctx, event)) {
         changed = true;
-        if (event.state === 'rolled_back' || event.state === 'failed') tripped.push(event.deviceId);
+        if (isFailure(event.state)) tripped.push(event.deviceId);
       }
     } else if (recordPresence(ctx, event.deviceId, event.online)) {
       changed = true;
     }
   }
-  if (changed && !applyHaltRule(ctx, tripped.length > 0 ? { device: tripped.at(-1) } : {})) advance(ctx, SYSTEM);
+  if (changed && !isFinishedRollout(ctx.rollout.status)) {
+    if (!applyHaltRule(ctx, tripped.length > 0 ? { device: tripped.at(-1) } : {})) advance(ctx, SYSTEM);
+  }
   return ctx.decision();
 }
 
@@ -422,17 +483,17 @@ function onApprove(ctx: Context, actor: string): void {
   if (r.status !== 'waiting_approval') refuse(ctx, 'approve');
   const next = r.currentWave + 1;
   ctx.set('status', 'running');
-  ctx.audit(actor, 'rollout.approved', { wave: next, actor });
+  ctx.audit(actor, 'rollout.approved', { wave: waveNumber(next), actor });
   startWave(ctx, next, actor);
   advance(ctx, actor);
 }
 
 function onPromote(ctx: Context, actor: string): void {
   const r = ctx.rollout;
-  if (!ACTIVE.includes(r.status)) refuse(ctx, 'promote');
+  if (!isAdvancingRollout(r.status)) refuse(ctx, 'promote');
   const waiting = r.status === 'waiting_approval';
   ctx.set('promoted', true);
-  ctx.audit(actor, 'rollout.promoted', { wave: r.currentWave, actor });
+  ctx.audit(actor, 'rollout.promoted', { wave: waveNumber(r.currentWave), actor });
   if (waiting) {
     ctx.set('status', 'running');
     startWave(ctx, r.currentWave + 1, actor);
@@ -442,7 +503,7 @@ function onPromote(ctx: Context, actor: string): void {
 
 function onHalt(ctx: Context, actor: string, reason: string): void {
   const r = ctx.rollout;
-  if (!ACTIVE.includes(r.status)) refuse(ctx, 'halt');
+  if (!isAdvancingRollout(r.status)) refuse(ctx, 'halt');
   const text = reason.trim() === '' ? `halted by ${actor}` : reason.trim().slice(0, MAX_REASON);
   const stats = failureStats(r, ctx.tallies);
   ctx.set('status', 'halted');
@@ -451,7 +512,7 @@ function onHalt(ctx: Context, actor: string, reason: string): void {
     manual: true,
     reason: text,
     actor,
-    wave: r.currentWave,
+    wave: waveNumber(r.currentWave),
     failures: stats.count,
     acknowledged: stats.acknowledged,
     assigned: stats.assigned,
@@ -467,25 +528,45 @@ function onResume(ctx: Context, actor: string): void {
   ctx.set('acknowledgedFailures', stats.count);
   ctx.set('status', 'running');
   ctx.set('haltReason', null);
-  ctx.audit(actor, 'rollout.resumed', { acknowledged: stats.count, actor, wave: r.currentWave });
+  ctx.audit(actor, 'rollout.resumed', { acknowledged: stats.count, actor, wave: waveNumber(r.currentWave) });
   if (applyHaltRule(ctx, {})) return;
   advance(ctx, actor);
 }
 
+/**
+ * Abort (design section 6, docs/rollouts.md "Abort"). Every device ends with a desired state that
+ * says what it should run, and the audit row says which device went to which version:
+ * - `revert`: every device whose wave started goes back to the release it last ran healthy
+ *   (its revert target), whatever its outcome; devices not yet assigned keep what they have.
+ * - `keep`: devices keep what they run. Healthy ones and those still converging keep the
+ *   candidate; one that rolled back or failed runs its earlier release, and its desired state is
+ *   set back to it (otherwise it would still name a candidate that failed there).
+ */
 function onAbort(ctx: Context, actor: string, policy: 'keep' | 'revert'): void {
   const r = ctx.rollout;
-  if (r.status === 'completed' || r.status === 'aborted') refuse(ctx, 'abort');
-  let reverted = 0;
-  if (policy === 'revert') {
-    for (const d of ctx.devices()) {
-      if (d.state !== 'pending' && d.state !== 'reverted') {
-        ctx.revert(d);
-        reverted++;
-      }
-    }
+  if (isFinishedRollout(r.status)) refuse(ctx, 'abort');
+  const byTarget = new Map<string | null, string[]>();
+  for (const d of ctx.devices()) {
+    if (d.state === 'pending' || d.revertedTo) continue;
+    if (policy === 'keep' && !isFailure(d.state)) continue;
+    ctx.revert(d);
+    const to = versionOrNull(d.previousReleaseId);
+    const list = byTarget.get(to);
+    if (list) list.push(d.deviceId);
+    else byTarget.set(to, [d.deviceId]);
   }
   const from = r.status;
   ctx.set('status', 'aborted');
   ctx.set('abortPolicy', policy);
-  ctx.audit(actor, 'rollout.aborted', { policy, reverted, actor, wave: r.currentWave, from });
+  const setBack = [...byTarget].map(([version, devices]) => ({ version, devices }));
+  const count = setBack.reduce((n, t) => n + t.devices.length, 0);
+  ctx.audit(actor, 'rollout.aborted', {
+    policy,
+    actor,
+    wave: waveNumber(r.currentWave),
+    from,
+    /** Devices whose desired state went back; per target version (null: entry removed, it keeps what it runs). */
+    reverted: count,
+    setBack,
+  });
 }

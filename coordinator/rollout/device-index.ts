@@ -1,5 +1,5 @@
-import { MODEL_STATES, type ModelState } from '../../shared/messages.js';
-import { FAILED_DEVICE_STATES, type RolloutDevice, type RolloutDeviceState, TERMINAL_DEVICE_STATES } from './types.js';
+import { FAILED_STATES, isOutcome, ROLLOUT_DEVICE_STATES } from '../../shared/states.js';
+import type { RolloutDevice, RolloutDeviceState } from './types.js';
 
 /**
  * A rollout's device rows with running tallies per wave, so that the questions the engine asks
@@ -14,6 +14,8 @@ export interface WaveTally {
   counts: Record<RolloutDeviceState, number>;
   /** Online devices of this wave that are assigned or in progress: they keep the wave open. */
   blocking: number;
+  /** Devices of this wave whose desired state an abort with revert set back. */
+  reverted: number;
 }
 
 export interface DeviceIndex {
@@ -23,31 +25,19 @@ export interface DeviceIndex {
   readonly waves: readonly WaveTally[];
 }
 
-/** Every RolloutDeviceState (types.ts): the agent's model states but `idle`, and the rollout's own. */
-const STATES: readonly RolloutDeviceState[] = [
-  'pending',
-  'assigned',
-  ...MODEL_STATES.filter((s): s is Exclude<ModelState, 'idle'> => s !== 'idle'),
-  'reverted',
-];
-
-export function isTerminal(state: RolloutDeviceState): boolean {
-  return TERMINAL_DEVICE_STATES.includes(state);
-}
-
 /** The design's "keeps its wave open": online, its wave started, and no outcome yet (section 6). */
 function blocks(d: RolloutDevice): boolean {
-  return d.online && d.state !== 'pending' && !isTerminal(d.state);
+  return d.online && d.state !== 'pending' && !isOutcome(d.state);
 }
 
 export function emptyTally(): WaveTally {
   const counts = {} as Record<RolloutDeviceState, number>;
-  for (const s of STATES) counts[s] = 0;
-  return { members: 0, counts, blocking: 0 };
+  for (const s of ROLLOUT_DEVICE_STATES) counts[s] = 0;
+  return { members: 0, counts, blocking: 0, reverted: 0 };
 }
 
 export function cloneTallies(waves: readonly WaveTally[]): WaveTally[] {
-  return waves.map((w) => ({ members: w.members, counts: { ...w.counts }, blocking: w.blocking }));
+  return waves.map((w) => ({ members: w.members, counts: { ...w.counts }, blocking: w.blocking, reverted: w.reverted }));
 }
 
 /** Adds (sign 1) or removes (sign -1) one device's contribution to the tallies. */
@@ -61,6 +51,7 @@ export function count(waves: WaveTally[], d: RolloutDevice, sign: 1 | -1): void 
   tally.members += sign;
   tally.counts[d.state] += sign;
   if (blocks(d)) tally.blocking += sign;
+  if (d.revertedTo) tally.reverted += sign;
 }
 
 /** A mutable index, owned by the shell: built at load, kept in step with every committed row. */
@@ -128,13 +119,13 @@ export function failureTotals(waves: readonly WaveTally[]): FailureTotals {
   let failed = 0;
   let assigned = 0;
   for (const w of waves) {
-    for (const state of FAILED_DEVICE_STATES) failed += w.counts[state];
+    for (const state of FAILED_STATES) failed += w.counts[state];
     assigned += w.members - w.counts.pending;
   }
   return { failed, assigned };
 }
 
-/** True when no online device of waves 0..currentWave is still without an outcome. */
+/** True when no online device of the waves up to index currentWave (0-based) is still without an outcome. */
 export function wavesComplete(waves: readonly WaveTally[], currentWave: number): boolean {
   for (let i = 0; i <= currentWave && i < waves.length; i++) {
     if ((waves[i] as WaveTally).blocking > 0) return false;

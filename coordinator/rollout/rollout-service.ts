@@ -1,6 +1,9 @@
+import { releaseIdOf } from '../../shared/release-id.js';
 import { randomBytes } from 'node:crypto';
 import { OtaError } from '../../shared/errors.js';
 import type { AuditEvent, ModelState, Reported, RolloutSummary } from '../../shared/messages.js';
+import { versionOfRelease } from '../../shared/release-id.js';
+import { isActiveRollout, isFailure, isOutcome } from '../../shared/states.js';
 import { encodePayload } from '../../shared/payload.js';
 import type { Topics } from '../../shared/topics.js';
 import type { DesiredPublisher, OutgoingMessage } from '../desired/desired-publisher.js';
@@ -11,17 +14,20 @@ import { LiveDeviceIndex } from './device-index.js';
 import { planWaves } from './plan-waves.js';
 import { validateStrategy } from './strategy.js';
 import { summarize } from './summary.js';
-import {
-  type AuditDraft,
-  type Decision,
-  FAILED_DEVICE_STATES,
-  type Rollout,
-  type RolloutDevice,
-  type RolloutEvent,
+import { revertTarget, runningRelease } from './revert-target.js';
+import type {
+  AuditDraft,
+  Decision,
+  DecisionInputs,
+  Rollout,
+  RolloutDevice,
+  RolloutDeviceView,
+  RolloutEvent,
+  RolloutStatusResult,
 } from './types.js';
 
-const ACTIVE = new Set(['running', 'waiting_approval', 'halted']);
-const FAILURE_STATES: ReadonlySet<string> = new Set(FAILED_DEVICE_STATES);
+/** Finished rollouts kept loaded for late reports (a device that converges after the end). */
+const FINISHED_CACHE = 8;
 
 export interface RolloutTarget {
   group?: string | undefined;
@@ -49,6 +55,11 @@ export interface RolloutServiceDeps {
   onError?: (err: unknown, what: string) => void;
   /** Device events are decided at most once per this many ms under load (PacedFlush); default 20. */
   decideEveryMs?: number;
+  /**
+   * A device's last report, newest first from memory (the shell writes reports behind); default:
+   * the store's copy.
+   */
+  lastReport?: (deviceId: string) => Reported | null | undefined;
 }
 
 interface Live {
@@ -69,6 +80,8 @@ interface Live {
  */
 export class RolloutService {
   private readonly live = new Map<string, Live>();
+  /** Finished rollouts recently named by a late report, oldest first (bounded: FINISHED_CACHE). */
+  private readonly finished = new Map<string, Live | null>();
   private readonly queue = new Map<string, DeviceEvent[]>();
   private readonly pacer: PacedFlush;
 
@@ -90,8 +103,46 @@ export class RolloutService {
       rollout,
       devices: new LiveDeviceIndex(this.deps.store.rolloutDevices(id), rollout.strategy.waves.length),
     };
-    if (ACTIVE.has(rollout.status)) this.live.set(id, entry);
+    if (isActiveRollout(rollout.status)) this.live.set(id, entry);
     return entry;
+  }
+
+  /**
+   * A finished rollout that a late report names, kept loaded for a few more reports (a fleet of
+   * devices reconnecting after the end names the same few rollouts); null when there is none.
+   */
+  private loadFinished(id: string): Live | null {
+    if (this.finished.has(id)) return this.finished.get(id) ?? null;
+    const entry = this.live.get(id) ? null : this.load(id);
+    this.finished.set(id, entry);
+    if (this.finished.size > FINISHED_CACHE) {
+      const oldest = this.finished.keys().next().value as string;
+      this.finished.delete(oldest);
+    }
+    return entry;
+  }
+
+  private lastReport(deviceId: string): Reported | null | undefined {
+    return this.deps.lastReport ? this.deps.lastReport(deviceId) : this.deps.store.getDevice(deviceId)?.lastReport;
+  }
+
+  /** The snapshot a decision of this rollout may read (DecisionInputs), memoised per decision. */
+  private inputsFor(rollout: Rollout): DecisionInputs {
+    const published = new Map<string, boolean>();
+    const isPublished = (releaseId: string) => {
+      let known = published.get(releaseId);
+      if (known === undefined) {
+        known = this.deps.store.getRelease(releaseId) !== null;
+        published.set(releaseId, known);
+      }
+      return known;
+    };
+    return {
+      revertTargetOf: (deviceId) => {
+        const running = runningRelease(rollout.model, this.lastReport(deviceId)?.models[rollout.model]);
+        return running === undefined ? undefined : revertTarget(running, null, isPublished);
+      },
+    };
   }
 
   private mustLoad(id: string): Live {
@@ -143,7 +194,7 @@ export class RolloutService {
     this.flush();
     const { store } = this.deps;
     const strategy = validateStrategy(input.strategy);
-    const releaseId = `${input.model}@${input.version}`;
+    const releaseId = releaseIdOf(input.model, input.version);
     if (!store.getRelease(releaseId)) {
       throw new OtaError(
         'E_NOT_FOUND',
@@ -163,6 +214,7 @@ export class RolloutService {
     }
     const id = input.id ?? `ro-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
     if (store.getRollout(id)) throw new OtaError('E_CONFLICT', `rollout ${id} already exists`);
+    this.finished.delete(id);
     const now = this.deps.now().toISOString();
     const waves = planWaves(deviceIds, strategy, id);
     const rollout: Rollout = {
@@ -182,14 +234,19 @@ export class RolloutService {
       createdAt: now,
       updatedAt: now,
     };
+    const inputs = this.inputsFor(rollout);
     const devices: RolloutDevice[] = deviceIds.map((deviceId) => {
       const device = store.getDevice(deviceId);
+      // What it runs, as it reports it; a device that never reported: its desired state before.
+      const running = inputs.revertTargetOf?.(deviceId);
+      const desiredBefore = store.getDesired(deviceId, input.model)?.releaseId ?? null;
       return {
         deviceId,
         wave: waves.get(deviceId) ?? 0,
         state: 'pending',
         online: device?.online ?? false,
-        previousReleaseId: store.getDesired(deviceId, input.model)?.releaseId ?? null,
+        previousReleaseId: running === undefined ? revertTarget(undefined, desiredBefore, () => true) : running,
+        revertedTo: null,
         assignedAt: null,
         finishedAt: null,
         error: null,
@@ -209,7 +266,7 @@ export class RolloutService {
       },
     };
     const entry: Live = { rollout, devices: new LiveDeviceIndex(devices, strategy.waves.length) };
-    const decision = decide(rollout, entry.devices, { type: 'start' }, now);
+    const decision = decide(rollout, entry.devices, { type: 'start' }, now, inputs);
     this.commit(entry, decision, now, () => {
       store.createRollout(rollout, devices);
       return [created];
@@ -223,27 +280,84 @@ export class RolloutService {
     this.flush();
     const entry = this.mustLoad(id);
     const now = this.deps.now().toISOString();
-    const decision = decide(entry.rollout, entry.devices, event, now);
+    const decision = decide(entry.rollout, entry.devices, event, now, this.inputsFor(entry.rollout));
     this.commit(entry, decision, now);
     return summarize(entry.rollout, entry.devices, now);
   }
 
-  status(id: string): { summary: RolloutSummary; rollout: Rollout; devices: RolloutDevice[] } {
+  /**
+   * The rollout as an operator reads it: its summary, how it was made, and each device with its
+   * wave (from 1), its outcome, where an abort sent it, whether it is online now and what it
+   * reports now for the model.
+   */
+  status(id: string): RolloutStatusResult {
     this.flush();
     const entry = this.mustLoad(id);
+    const { rollout } = entry;
+    const fleet = new Map(this.deps.store.listDevices().map((d) => [d.id, d]));
+    const devices = entry.devices.values().map((d): RolloutDeviceView => {
+      const device = fleet.get(d.deviceId);
+      const report = (this.deps.lastReport?.(d.deviceId) ?? device?.lastReport)?.models[rollout.model];
+      return {
+        id: d.deviceId,
+        wave: d.wave + 1,
+        state: d.state,
+        online: device?.online ?? false,
+        assignedAt: d.assignedAt,
+        finishedAt: d.finishedAt,
+        error: d.error,
+        revertedTo: d.revertedTo
+          ? { version: d.revertedTo.releaseId === null ? null : versionOfRelease(d.revertedTo.releaseId) }
+          : null,
+        now: report
+          ? {
+              state: report.state,
+              version: report.version,
+              current: report.current,
+              progress: report.progress,
+              error: report.error,
+              updatedAt: report.updatedAt,
+            }
+          : null,
+      };
+    });
     return {
-      summary: summarize(entry.rollout, entry.devices, this.deps.now().toISOString()),
-      rollout: entry.rollout,
-      devices: entry.devices.values(),
+      summary: summarize(rollout, entry.devices, this.deps.now().toISOString()),
+      rollout: {
+        channel: rollout.channel,
+        strategy: rollout.strategy,
+        promoted: rollout.promoted,
+        createdBy: rollout.createdBy,
+        createdAt: rollout.createdAt,
+      },
+      devices,
     };
   }
 
-  /** A device report: every model entry that names an active rollout it belongs to. */
+  /** The rollout's summary (rollout ls). */
+  summary(id: string): RolloutSummary {
+    this.flush();
+    const entry = this.mustLoad(id);
+    return summarize(entry.rollout, entry.devices, this.deps.now().toISOString());
+  }
+
+  /**
+   * A device report: every model entry that names a rollout it belongs to. Active rollouts decide
+   * on it; a finished one only records a late report about its candidate on a device whose row
+   * has no outcome yet (it converged after the end), which costs a lookup only in that case.
+   */
   onReport(deviceId: string, report: Reported): void {
     for (const [model, entry] of Object.entries(report.models)) {
       if (!entry.rolloutId) continue;
-      const live = this.live.get(entry.rolloutId);
-      if (!live || live.rollout.model !== model || !live.devices.byId.has(deviceId)) continue;
+      let live = this.live.get(entry.rolloutId);
+      if (!live) {
+        const finished = this.loadFinished(entry.rolloutId);
+        const row = finished?.devices.byId.get(deviceId);
+        if (!finished || !row || row.revertedTo || isOutcome(row.state) || row.state === entry.state) continue;
+        if (entry.version !== finished.rollout.version) continue;
+        live = finished;
+      }
+      if (live.rollout.model !== model || !live.devices.byId.has(deviceId)) continue;
       this.enqueue(
         live.rollout.id,
         {
@@ -254,7 +368,7 @@ export class RolloutService {
           error: entry.error ?? null,
         },
         // A failure may trip the halt rule: decided on the next turn, not after the batch interval.
-        FAILURE_STATES.has(entry.state),
+        isFailure(entry.state),
       );
     }
   }
@@ -287,11 +401,11 @@ export class RolloutService {
     const queued = [...this.queue];
     this.queue.clear();
     for (const [id, events] of queued) {
-      const live = this.live.get(id);
+      const live = this.live.get(id) ?? this.finished.get(id);
       if (!live) continue;
       const now = this.deps.now().toISOString();
       try {
-        this.commit(live, decideBatch(live.rollout, live.devices, events, now), now);
+        this.commit(live, decideBatch(live.rollout, live.devices, events, now, this.inputsFor(live.rollout)), now);
       } catch (err) {
         this.deps.onError?.(err, `deciding ${events.length} device event(s) of rollout ${id}`);
       }
@@ -308,7 +422,7 @@ export class RolloutService {
   }
 
   private summaryMessage(summary: RolloutSummary): OutgoingMessage {
-    return { topic: this.deps.topics.rollout(summary.rolloutId), payload: encodePayload(summary), retain: true };
+    return { topic: this.deps.topics.rollout(summary.id), payload: encodePayload(summary), retain: true };
   }
 
   private isEmpty(decision: Decision): boolean {
@@ -386,7 +500,7 @@ export class RolloutService {
     // The transaction committed: now the cache may change.
     Object.assign(rollout, decision.patch);
     entry.devices.apply(decision.devices);
-    if (!ACTIVE.has(rollout.status)) this.live.delete(rollout.id);
+    if (!isActiveRollout(rollout.status)) this.live.delete(rollout.id);
     const summary = summarize(rollout, entry.devices, now);
     this.deps.onAudit?.(audit);
     this.deps.onSummary?.(summary);

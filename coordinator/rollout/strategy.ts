@@ -24,7 +24,8 @@ function fail(message: string): never {
 export function parseWaves(text: string): WaveSpec[] {
   const trimmed = text.trim();
   if (trimmed === '') fail(`--waves is empty: give cumulative percents ending at 100, ${EXAMPLE}`);
-  const waves = trimmed.split(',').map((raw, i): WaveSpec => {
+  const waves = trimmed.split(',').map((raw, index): WaveSpec => {
+    const i = index + 1; // waves are numbered from 1 in every message
     const item = raw.trim();
     if (item === '') fail(`wave ${i} of --waves "${text}" is empty (two commas in a row?): ${EXAMPLE}`);
     const parts = item.split(':');
@@ -80,13 +81,13 @@ function validateWaves(value: unknown): WaveSpec[] {
   }
   if (value.length === 0) fail(`waves is empty: give at least one wave, and the last at 100, ${EXAMPLE}`);
   if (value.length > MAX_WAVES) fail(`${value.length} waves is more than the maximum of ${MAX_WAVES}: merge waves`);
-  const waves: WaveSpec[] = value.map((w: unknown, i) => validateWave(w, i));
+  const waves: WaveSpec[] = value.map((w: unknown, i) => validateWave(w, i + 1));
   for (let i = 1; i < waves.length; i++) {
     const prev = (waves[i - 1] as WaveSpec).percent;
     const cur = (waves[i] as WaveSpec).percent;
     if (cur <= prev) {
       fail(
-        `wave percents must strictly increase (they are cumulative): wave ${i} has ${cur} after ${prev} in wave ${i - 1}; ${EXAMPLE}`,
+        `wave percents must strictly increase (they are cumulative): wave ${i + 1} has ${cur} after ${prev} in wave ${i}; ${EXAMPLE}`,
       );
     }
   }
@@ -96,12 +97,13 @@ function validateWaves(value: unknown): WaveSpec[] {
   }
   if ((waves[0] as WaveSpec).approval === 'manual') {
     fail(
-      'wave 0 cannot be manual: the first wave starts when the rollout is created; put ":manual" on a later wave to gate it, e.g. --waves 1,10:manual,100',
+      'wave 1 cannot be manual: the first wave starts when the rollout is created; put ":manual" on a later wave to gate it, e.g. --waves 1,10:manual,100',
     );
   }
   return waves;
 }
 
+/** `i`: the wave's number, from 1. */
 function validateWave(w: unknown, i: number): WaveSpec {
   if (typeof w !== 'object' || w === null || Array.isArray(w)) {
     fail(`wave ${i} ${describe(w)} is not an object { percent, approval }`);

@@ -1,4 +1,7 @@
-import type { ModelState, RolloutStatus } from '../../shared/messages.js';
+import type { ModelState, RolloutSummary } from '../../shared/messages.js';
+import type { RolloutDeviceState, RolloutStatus } from '../../shared/states.js';
+
+export type { RolloutDeviceState };
 
 /**
  * The data the rollout engine decides over (design section 6). Pure values: the store loads
@@ -22,17 +25,6 @@ export interface Strategy {
 
 export type AbortPolicy = 'keep' | 'revert';
 
-/**
- * A device's place in a rollout. `pending`: its wave has not started. `assigned`: its desired
- * state names the candidate, no report for it yet. Then the agent's reported states
- * (`downloading` ... `healthy` | `rolled_back` | `failed`). `reverted`: aborted with revert and
- * its desired state set back.
- */
-export type RolloutDeviceState = 'pending' | 'assigned' | Exclude<ModelState, 'idle'> | 'reverted';
-
-export const TERMINAL_DEVICE_STATES: readonly RolloutDeviceState[] = ['healthy', 'rolled_back', 'failed'];
-export const FAILED_DEVICE_STATES: readonly RolloutDeviceState[] = ['rolled_back', 'failed'];
-
 export interface RolloutDevice {
   deviceId: string;
   /** Index into strategy.waves; computed once at create time (planWaves), never recomputed. */
@@ -40,8 +32,14 @@ export interface RolloutDevice {
   state: RolloutDeviceState;
   /** Last known connection state (status topic / LWT); offline devices do not block a wave. */
   online: boolean;
-  /** The release the device's desired state named before this rollout touched it (revert target). */
+  /**
+   * Where an abort with revert sends the device (design section 6, "a revert goes back to the
+   * release the device last ran healthy"): the release it reported as current and healthy before
+   * this rollout touched it; null when it ran no release of the model (the entry is removed).
+   */
   previousReleaseId: string | null;
+  /** Set when an abort with revert set the device's desired state back: the release it went to (null: removed). */
+  revertedTo: { releaseId: string | null } | null;
   assignedAt: string | null;
   finishedAt: string | null;
   /** Error of the terminal report, when it failed. */
@@ -98,6 +96,18 @@ export type Assignment =
   /** Back to `releaseId`; null: the device had no release of this model before, remove the entry. */
   | { deviceId: string; kind: 'revert'; releaseId: string | null };
 
+/**
+ * What a decision may read besides the rollout's own rows: a snapshot the shell passes in, so the
+ * engine stays a pure function.
+ */
+export interface DecisionInputs {
+  /**
+   * The revert target of a device as of now (revert-target.ts: the release it runs, if published
+   * here; null: none), or undefined when the device never reported the model.
+   */
+  revertTargetOf?: (deviceId: string) => string | null | undefined;
+}
+
 /** An audit row to append (the shell adds seq, ts, hashes). */
 export interface AuditDraft {
   actor: string;
@@ -115,4 +125,45 @@ export interface Decision {
   audit: AuditDraft[];
   /** On completion: move `channel` to the candidate release. */
   channelMove: { channel: string; model: string; releaseId: string } | null;
+}
+
+/**
+ * One device of a rollout as `rollout.status` returns it (otactl, the dashboard, scripts): waves
+ * numbered from 1 like everywhere an operator looks, and what the device reports now for the
+ * model (its last report), so an operator sees where a reverted or late device is.
+ */
+export interface RolloutDeviceView {
+  id: string;
+  /** From 1. */
+  wave: number;
+  state: RolloutDeviceState;
+  online: boolean;
+  assignedAt: string | null;
+  finishedAt: string | null;
+  /** The error of its outcome (rolled_back, failed). */
+  error: { code: string; message: string } | null;
+  /** Set when an abort with revert set its desired state back: the version it was sent (null: none, it keeps what it runs). */
+  revertedTo: { version: string | null } | null;
+  /** Its last report for the rollout's model: state, the version that state is about, what it runs, progress, error. */
+  now: {
+    state: ModelState;
+    version: string | null;
+    current: string | null;
+    progress: { bytes: number; total: number } | null;
+    error: { code: string; message: string } | null;
+    updatedAt: string;
+  } | null;
+}
+
+/** The reply of `rollout.status`. */
+export interface RolloutStatusResult {
+  summary: RolloutSummary;
+  rollout: {
+    channel: string;
+    strategy: Strategy;
+    promoted: boolean;
+    createdBy: string;
+    createdAt: string;
+  };
+  devices: RolloutDeviceView[];
 }

@@ -182,6 +182,18 @@ BEGIN
 END;
 `,
   },
+  {
+    version: 2,
+    description: 'rollout_devices.reverted_to: an abort with revert is recorded beside the outcome, not instead of it',
+    // Rows written by version 1 in state 'reverted' lost their outcome: they keep no state but
+    // 'assigned' (nothing known about the candidate) and their revert target as reverted_to.
+    sql: `
+ALTER TABLE rollout_devices ADD COLUMN reverted_to TEXT;
+UPDATE rollout_devices
+   SET reverted_to = json_object('releaseId', previous_release_id), state = 'assigned'
+ WHERE state = 'reverted';
+`,
+  },
 ];
 
 export const LATEST_SCHEMA_VERSION: number = MIGRATIONS.reduce((max, m) => Math.max(max, m.version), 0);

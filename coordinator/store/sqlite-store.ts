@@ -1,3 +1,4 @@
+import { releaseIdOf } from '../../shared/release-id.js';
 import Database from 'better-sqlite3';
 import { OtaError } from '../../shared/errors.js';
 import type { AuditEvent } from '../../shared/messages.js';
@@ -125,6 +126,7 @@ interface RolloutDeviceRow {
   state: RolloutDevice['state'];
   online: number;
   previous_release_id: string | null;
+  reverted_to: string | null;
   assigned_at: string | null;
   finished_at: string | null;
   error: string | null;
@@ -232,6 +234,7 @@ const toRolloutDevice = (row: RolloutDeviceRow): RolloutDevice => ({
   state: row.state,
   online: row.online === 1,
   previousReleaseId: row.previous_release_id,
+  revertedTo: parseOrNull(row.reverted_to),
   assignedAt: row.assigned_at,
   finishedAt: row.finished_at,
   error: parseOrNull(row.error),
@@ -608,7 +611,7 @@ export class SqliteStore implements Store {
   // ---- releases and channels ----
 
   addRelease(release: ReleaseRecord): ReleaseRecord {
-    const expected = `${release.model}@${release.version}`;
+    const expected = releaseIdOf(release.model, release.version);
     if (release.id !== expected) {
       throw new OtaError('E_INTERNAL', `release id ${release.id} must be ${expected}`);
     }
@@ -853,13 +856,14 @@ export class SqliteStore implements Store {
   private writeRolloutDevices(rolloutId: string, devices: readonly RolloutDevice[], upsert: boolean): void {
     const stmt = this.q(
       `INSERT INTO rollout_devices (rollout_id, device_id, wave, state, online, previous_release_id,
-         assigned_at, finished_at, error)
-       VALUES (@rolloutId, @deviceId, @wave, @state, @online, @previousReleaseId, @assignedAt, @finishedAt, @error)
+         reverted_to, assigned_at, finished_at, error)
+       VALUES (@rolloutId, @deviceId, @wave, @state, @online, @previousReleaseId, @revertedTo, @assignedAt,
+         @finishedAt, @error)
        ${
          upsert
            ? `ON CONFLICT (rollout_id, device_id) DO UPDATE SET wave = excluded.wave, state = excluded.state,
                 online = excluded.online, previous_release_id = excluded.previous_release_id,
-                assigned_at = excluded.assigned_at, finished_at = excluded.finished_at, error = excluded.error`
+                reverted_to = excluded.reverted_to, assigned_at = excluded.assigned_at, finished_at = excluded.finished_at, error = excluded.error`
            : ''
        }`,
     );
@@ -877,6 +881,7 @@ export class SqliteStore implements Store {
             state: d.state,
             online: bool(d.online),
             previousReleaseId: d.previousReleaseId,
+            revertedTo: jsonOrNull(d.revertedTo),
             assignedAt: d.assignedAt,
             finishedAt: d.finishedAt,
             error: jsonOrNull(d.error),

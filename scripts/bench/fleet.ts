@@ -268,12 +268,13 @@ function mustAdmin(): CommandClient {
 
 async function rolloutDevices(id: string): Promise<{ deviceId: string; wave: number; state: string }[]> {
   // Not CommandClient.call: its 256 KiB reply cap drops the status of a large rollout.
-  const status = await rawCall<{ devices: { deviceId: string; wave: number; state: string }[] }>(
+  const status = await rawCall<{ devices: { id: string; wave: number; state: string }[] }>(
     mustAdmin(),
     'rollout.status',
     { id },
   );
-  return status.devices;
+  // Waves from 1 in the reply; 0-based indexes here (the observer's and the results').
+  return status.devices.map((d) => ({ deviceId: d.id, wave: d.wave - 1, state: d.state }));
 }
 
 async function createRollout(version: string, waves: string): Promise<{ id: string; createdAt: number }> {
@@ -285,7 +286,7 @@ async function createRollout(version: string, waves: string): Promise<{ id: stri
     waves,
     maxFailureRate: 0,
   });
-  return { id: created.rolloutId, createdAt };
+  return { id: created.id, createdAt };
 }
 
 function waitDone(id: string): Promise<RolloutSeen> {

@@ -47,7 +47,7 @@ export class RolloutObserver {
           this.auditEvents++;
           const event = JSON.parse(payload.toString('utf8')) as AuditEvent;
           if (event.action === 'rollout.halted') {
-            const id = String(event.details.rolloutId);
+            const id = String(event.details.id);
             const seen = this.rollouts.get(id);
             if (seen) seen.haltEvent ??= event;
             else this.pendingHalts.set(id, event);
@@ -81,15 +81,15 @@ export class RolloutObserver {
   }
 
   private onSummary(s: RolloutSummary, at: number): void {
-    let seen = this.rollouts.get(s.rolloutId);
+    let seen = this.rollouts.get(s.id);
     if (!seen) {
       seen = {
-        id: s.rolloutId,
+        id: s.id,
         summaries: 0,
         firstAt: at,
         last: s,
         waves: s.waves.map((w) => ({
-          index: w.index,
+          index: w.wave - 1,
           percent: w.percent,
           devices: w.devices,
           startedAt: null,
@@ -97,14 +97,14 @@ export class RolloutObserver {
         })),
         haltedAt: null,
         completedAt: null,
-        haltEvent: this.pendingHalts.get(s.rolloutId) ?? null,
+        haltEvent: this.pendingHalts.get(s.id) ?? null,
       };
-      this.rollouts.set(s.rolloutId, seen);
+      this.rollouts.set(s.id, seen);
     }
     seen.summaries++;
     seen.last = s;
     for (const w of s.waves) {
-      const ws = seen.waves[w.index];
+      const ws = seen.waves[w.wave - 1];
       if (!ws) continue;
       if (ws.startedAt === null && (w.state === 'running' || w.state === 'completed')) ws.startedAt = at;
       const terminal = TERMINAL.reduce((n, k) => n + (w.counts[k] ?? 0), 0);

@@ -1,19 +1,13 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import type { RolloutSummary } from '../../../shared/messages.js';
 import { parseWaves } from '../../rollout/strategy.js';
-import type { Rollout, RolloutDevice } from '../../rollout/types.js';
+import type { RolloutStatusResult } from '../../rollout/types.js';
 import { remoteCommand, type Session, withSession } from '../connection.js';
 import { CliExit, EXIT_OK, usageError } from '../exit.js';
 import type { CliIo } from '../io.js';
 import { commaList, failureRate, labelPairs, positiveInt } from '../options.js';
 import { nextSteps, paint, printJson, printTable, renderSummary, table } from '../render.js';
-import { watchRollout } from './rollout-watch.js';
-
-interface StatusResult {
-  summary: RolloutSummary;
-  rollout: Rollout;
-  devices: RolloutDevice[];
-}
+import { devicesTable, watchRollout } from './rollout-watch.js';
 
 /** `--waves 1,10:manual,50,100`, checked here so a typo is a usage error with the help. */
 function wavesOption(value: string): string {
@@ -33,22 +27,6 @@ function idsCell(ids: string[], max = 8): string {
 function printNext(io: CliIo, s: RolloutSummary): void {
   const next = nextSteps(s);
   if (next) io.err(next);
-}
-
-function devicesTable(io: CliIo, devices: RolloutDevice[]): string {
-  return table(
-    io,
-    ['DEVICE', 'WAVE', 'STATE', 'ONLINE', 'ERROR'],
-    [...devices]
-      .sort((a, b) => a.wave - b.wave || a.deviceId.localeCompare(b.deviceId))
-      .map((d) => [
-        d.deviceId,
-        String(d.wave),
-        paint(io, d.state),
-        paint(io, d.online ? 'online' : 'offline'),
-        d.error ? `${d.error.code}: ${d.error.message}` : '-',
-      ]),
-  );
 }
 
 /** approve | promote | resume: `id` only; halt and abort add their argument. */
@@ -123,24 +101,31 @@ export function registerRollout(program: Command, io: CliIo): void {
           });
           if (opts.json) return { summary: created, status: null };
           // The split, by name: which devices are the canaries.
-          const status = await s.call<StatusResult>('rollout.status', { id: created.rolloutId });
+          const status = await s.call<RolloutStatusResult>('rollout.status', { id: created.id });
           return { summary: created, status };
         });
         if (opts.json || !status) return printJson(io, summary);
         const total = summary.waves.reduce((n, w) => n + w.devices, 0);
         io.out(
-          `rollout ${io.color.bold(summary.rolloutId)} created: ${summary.model} ${summary.version} on ${total} device(s), failure tolerance ${summary.maxFailureRate}, status ${paint(io, summary.status)}`,
+          `rollout ${io.color.bold(summary.id)} created: ${summary.model} ${summary.version} on ${total} device(s), failure tolerance ${summary.maxFailureRate}, status ${paint(io, summary.status)}`,
         );
+        // A small target cut into many waves leaves some empty: they pass at once, gate included.
+        const empty = summary.waves.filter((w) => w.devices === 0).map((w) => String(w.wave));
+        if (empty.length > 0) {
+          io.err(
+            `note: wave${empty.length > 1 ? 's' : ''} ${empty.join(', ')} ${empty.length > 1 ? 'are' : 'is'} empty (${total} device(s) in ${summary.waves.length} waves) and pass${empty.length > 1 ? '' : 'es'} at once, manual gates included`,
+          );
+        }
         io.out(
           table(
             io,
             ['WAVE', 'UP TO', 'GATE', 'DEVICES', 'IDS'],
             summary.waves.map((w) => [
-              String(w.index),
+              String(w.wave),
               `${w.percent}%`,
               w.approval,
               String(w.devices),
-              idsCell(status.devices.filter((d) => d.wave === w.index).map((d) => d.deviceId)),
+              idsCell(status.devices.filter((d) => d.wave === w.wave).map((d) => d.id)),
             ]),
           ),
         );
@@ -155,11 +140,11 @@ export function registerRollout(program: Command, io: CliIo): void {
       io,
       ['ID', 'MODEL', 'VERSION', 'STATUS', 'WAVE', 'FAILURES', 'UPDATED'],
       rollouts.map((r) => [
-        r.rolloutId,
+        r.id,
         r.model,
         r.version,
         paint(io, r.status),
-        `${r.currentWave + 1}/${r.waves.length}`,
+        `${r.currentWave}/${r.waves.length}`,
         `${r.failures.count}/${r.failures.assigned} (max ${r.maxFailureRate})`,
         r.updatedAt,
       ]),
@@ -169,14 +154,14 @@ export function registerRollout(program: Command, io: CliIo): void {
 
   remoteCommand(rollout, 'status <id>', 'a rollout: waves, gates, failures vs tolerance, every device')
     .option('--watch', 'follow it until it completes (exit 0), halts or is aborted (exit 1)')
-    .option('--interval-ms <ms>', 'with --watch: also poll this often (default 5000)', positiveInt, 5000)
+    .option('--interval-ms <ms>', 'with --watch: also poll this often (default 2000)', positiveInt, 2000)
     .action(async (id: string, opts: { watch?: boolean; intervalMs: number; json?: boolean }, cmd: Command) => {
       if (opts.watch) {
         const code = await withSession(io, cmd, (s: Session) => watchRollout(io, s, id, opts));
         if (code !== EXIT_OK) throw new CliExit(code);
         return;
       }
-      const status = await withSession(io, cmd, (s) => s.call<StatusResult>('rollout.status', { id }));
+      const status = await withSession(io, cmd, (s) => s.call<RolloutStatusResult>('rollout.status', { id }));
       if (opts.json) return printJson(io, status);
       io.out(renderSummary(io, status.summary));
       io.out('');
@@ -199,10 +184,13 @@ export function registerRollout(program: Command, io: CliIo): void {
     rollout,
     io,
     'abort',
-    'end a rollout: keep what devices have, or revert them to their previous release',
+    'end a rollout: devices keep what they run, or go back to the release they ran healthy before it',
     (c) =>
       c.addOption(
-        new Option('--policy <policy>', 'keep: devices keep what they have; revert: back to the release before')
+        new Option(
+          '--policy <policy>',
+          'keep: each device keeps what it runs (one that rolled back stays on its earlier release); revert: every assigned device goes back to the release it ran healthy before this rollout',
+        )
           .choices(['keep', 'revert'])
           .default('keep'),
       ),

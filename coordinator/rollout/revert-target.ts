@@ -1,0 +1,39 @@
+import type { ReportedModel } from '../../shared/messages.js';
+import { releaseIdOf } from '../../shared/release-id.js';
+
+/**
+ * Where an abort sends a device back (design section 6: "a revert goes back to the release the
+ * device last ran healthy, never to one that failed on it"). Read from what the device itself
+ * reports for the model, not from its desired state: a desired state can name a candidate that
+ * failed its probe there (an earlier rollout aborted with `keep`), while the device kept running
+ * the release before it.
+ *
+ * What it runs: `current` (what `models/<name>/current` points at), except while it is applying or
+ * probing an update, when `current` may already point at the unproven candidate and
+ * `previousVersion` is the release it ran before the swap. In every other state `current` has
+ * passed its probe on this device, or the agent swapped back to it after a failed one.
+ *
+ * Returns `undefined` when the device never reported the model (unknown: the caller keeps what it
+ * knew), `null` when it runs no release of it, else the release id.
+ */
+export function runningRelease(model: string, report: ReportedModel | undefined): string | null | undefined {
+  if (!report) return undefined;
+  const version =
+    report.state === 'applying' || report.state === 'probing' ? report.previousVersion : report.current;
+  return version === null ? null : releaseIdOf(model, version);
+}
+
+/**
+ * The revert target of a device, given what it runs and whether the coordinator can send that
+ * release (it must be published here: a side-loaded version cannot be signed into a desired state,
+ * so the entry is removed instead and the agent keeps what it runs). `fallback` is used when the
+ * device never reported the model (its desired state before the rollout).
+ */
+export function revertTarget(
+  running: string | null | undefined,
+  fallback: string | null,
+  isPublished: (releaseId: string) => boolean,
+): string | null {
+  const target = running === undefined ? fallback : running;
+  return target !== null && isPublished(target) ? target : null;
+}
