@@ -31,6 +31,12 @@ export const AgentConfigSchema = z.strictObject({
     /** CA certificate file for mqtts/wss/https (PEM). */
     caFile: absolutePath.optional(),
     topicPrefix: z.string().default(DEFAULT_PREFIX),
+    /**
+     * MQTT keepalive in seconds (MQTT 3.1.1 section 3.1.2.10). The broker drops a connection
+     * that stays silent for 1.5 times this (a device that lost power or network without a FIN),
+     * and publishes its will: the device shows offline within that bound. Default 30.
+     */
+    keepaliveSeconds: z.number().int().min(1).max(3600).default(30),
   }),
   /** Base URL of the coordinator's HTTP server (artifacts are under /artifacts/sha256/<hex>). */
   artifactsUrl: z.string().refine((u) => /^https?:\/\/[^/]/.test(u), 'must be an http:// or https:// URL'),

@@ -25,6 +25,12 @@ export const CoordinatorConfigSchema = z.strictObject({
   releaseThreshold: z.number().int().min(1).max(16),
   /** Largest artifact accepted by upload. */
   maxArtifactBytes: z.number().int().min(1),
+  /**
+   * After a start, how long a device that was online in an active rollout has to reconnect before
+   * its rollout row says offline (so a device that died while the coordinator was down never holds
+   * a wave open). Agents reconnect with backoff up to 60 s; default 90 s.
+   */
+  reconnectGraceMs: z.number().int().min(0).max(86_400_000).default(90_000),
 });
 export type CoordinatorConfig = z.infer<typeof CoordinatorConfigSchema>;
 
@@ -85,6 +91,7 @@ export function resolveCoordinatorConfig(flags: CoordinatorFlags, env: NodeJS.Pr
     logLevel: pick('logLevel') ?? 'info',
     releaseThreshold: env.OTA_RELEASE_THRESHOLD ? Number(env.OTA_RELEASE_THRESHOLD) : 1,
     maxArtifactBytes: env.OTA_MAX_ARTIFACT_BYTES ? Number(env.OTA_MAX_ARTIFACT_BYTES) : 4 * 1024 ** 3,
+    reconnectGraceMs: env.OTA_RECONNECT_GRACE_MS ? Number(env.OTA_RECONNECT_GRACE_MS) : 90_000,
   };
   const parsed = CoordinatorConfigSchema.safeParse(raw);
   if (!parsed.success) {

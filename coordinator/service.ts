@@ -124,6 +124,8 @@ export async function startCoordinator(
         if (s.status === 'halted') metrics.rolloutHalts.inc();
       },
       onError: (err, what) => logger.error({ err: (err as Error).message }, `rollout engine: ${what} failed`),
+      // Its newest report, also when it is still waiting to be written behind.
+      lastReport: (deviceId) => lastReports.get(deviceId) ?? store.getDevice(deviceId)?.lastReport,
     });
     const authenticate = storeAuthenticator(store);
     const authFailures = new AuthFailureAudit({ store, now, logger });
@@ -263,7 +265,8 @@ export async function startCoordinator(
 
     broker.aedes.on('publish', (packet, client) => {
       if (!client) return; // our own publishes
-      const principal = broker.principalOf(client.id);
+      // By connection, not by id: a will is published while its connection closes.
+      const principal = broker.principalFor(client);
       if (!principal) return;
       void (async () => {
         try {
@@ -281,6 +284,8 @@ export async function startCoordinator(
               decoded?.kind === 'status'
                 ? decoded.value
                 : decodePayload(StatusSchema, packet.payload as Buffer, packet.topic);
+            // The will of a session a newer one replaced says nothing about the device.
+            if (!status.online && !broker.isNewestSession(client)) return;
             onPresence(parsed.deviceId, status.online, status);
           } else if (parsed.kind === 'cmd') {
             const request =
@@ -300,14 +305,18 @@ export async function startCoordinator(
         }
       })();
     });
+    // A device is offline the moment its connection ends, however it ends: a DISCONNECT, a
+    // dropped TCP connection (kill -9, power loss: the kernel or the peer resets it), or the
+    // keepalive running out on a connection that went silent (Aedes closes it after 1.5 x the
+    // keepalive, MQTT 3.1.1 section 3.1.2.10). Its will says the same a moment earlier.
+    // Looked up by connection: the broker forgets the id's session before this listener runs.
     broker.aedes.on('clientDisconnect', (client) => {
-      const principal = broker.principalOf(client.id);
-      if (principal?.kind === 'device') {
-        try {
-          onPresence(principal.deviceId, false);
-        } catch (err) {
-          logger.error({ err: (err as Error).message }, 'presence update failed');
-        }
+      const principal = broker.principalFor(client);
+      if (principal?.kind !== 'device' || !broker.isNewestSession(client)) return;
+      try {
+        onPresence(principal.deviceId, false);
+      } catch (err) {
+        logger.error({ err: (err as Error).message }, 'presence update failed');
       }
     });
 
@@ -346,6 +355,19 @@ export async function startCoordinator(
     const republish = store.transaction(() => desired.prepare(store.devicesWithDesired()));
     await publish([...republish, ...rollouts.summaries()]);
     metrics.auditRows.set(store.auditCount());
+
+    // Devices that were online in an active rollout before this start and have not come back
+    // within the grace are offline (they must not hold a wave open forever).
+    const sweep = setTimeout(() => {
+      try {
+        const swept = rollouts.sweepPresence((id) => onlineDevices.has(id));
+        if (swept > 0) logger.info({ devices: swept }, 'devices that did not reconnect after the start marked offline');
+      } catch (err) {
+        logger.error({ err: (err as Error).message }, 'presence sweep failed');
+      }
+    }, config.reconnectGraceMs ?? 90_000);
+    sweep.unref();
+    closers.push(() => clearTimeout(sweep));
 
     const admin = await ensureAdminToken(
       config.dataDir,

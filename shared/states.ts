@@ -77,7 +77,11 @@ export type RolloutStatus = (typeof ROLLOUT_STATUSES)[number];
  * Not finished: the rollout owns its devices (no other rollout of the model may take them), its
  * reports are decided, and operators can act on it.
  */
-export const ACTIVE_ROLLOUT_STATUSES = ['running', 'waiting_approval', 'halted'] as const satisfies readonly RolloutStatus[];
+export const ACTIVE_ROLLOUT_STATUSES = [
+  'running',
+  'waiting_approval',
+  'halted',
+] as const satisfies readonly RolloutStatus[];
 /** Finished for good: nothing is decided any more (late reports still update the device picture). */
 export const FINISHED_ROLLOUT_STATUSES = ['completed', 'aborted'] as const satisfies readonly RolloutStatus[];
 /** Moving forward: the halt rule applies and waves may start (a halted rollout waits for resume). */

@@ -439,7 +439,7 @@ t.test('otactl over the command API', async (t) => {
     await t.test('completed: exit 0, NDJSON summaries with --json', async (t) => {
       await device(t, 'w-ok');
       const created = await create(t, 'ro-ok', ['--devices', 'w-ok']);
-      t.match(created, { rolloutId: 'ro-ok', status: 'running', waves: [{ devices: 1 }] });
+      t.match(created, { id: 'ro-ok', status: 'running', waves: [{ wave: 1, devices: 1 }] });
       const w = watch('ro-ok', ['--json']);
       await w.waitForStdout(/"status":"running"/);
       await report('w-ok', 'ro-ok', 'downloading');
@@ -449,10 +449,10 @@ t.test('otactl over the command API', async (t) => {
       const lines = r.stdout
         .trim()
         .split('\n')
-        .map((l) => json<{ status: string; rolloutId: string }>(l));
+        .map((l) => json<{ status: string; id: string }>(l));
       t.ok(lines.length >= 2, 'one summary per change');
-      t.match(lines[0], { rolloutId: 'ro-ok', status: 'running' });
-      t.match(lines.at(-1), { rolloutId: 'ro-ok', status: 'completed', failures: { count: 0 } });
+      t.match(lines[0], { id: 'ro-ok', status: 'running' });
+      t.match(lines.at(-1), { id: 'ro-ok', status: 'completed', failures: { count: 0 } });
       t.match(r.stderr, /rollout ro-ok completed/);
       // Watching a finished rollout prints its state and exits at once.
       const done = await run(['rollout', 'status', 'ro-ok', '--watch']);
@@ -478,13 +478,20 @@ t.test('otactl over the command API', async (t) => {
         'ro-bad',
       ]);
       t.match(status, {
-        summary: { rolloutId: 'ro-bad', status: 'halted', haltReason: String, failures: { count: 1, rate: 1 } },
-        rollout: { id: 'ro-bad', model: 'det', version: '2.0.0' },
-        devices: [{ deviceId: 'w-bad', wave: 0, state: 'rolled_back', error: { code: 'E_PROBE_FAILED' } }],
+        summary: {
+          id: 'ro-bad',
+          model: 'det',
+          version: '2.0.0',
+          status: 'halted',
+          haltReason: String,
+          failures: { count: 1, rate: 1 },
+        },
+        rollout: { channel: 'stable', createdBy: String },
+        devices: [{ id: 'w-bad', wave: 1, state: 'rolled_back', error: { code: 'E_PROBE_FAILED' }, revertedTo: null }],
       });
       const human = await ok(t, ['rollout', 'status', 'ro-bad']);
       t.match(human.stdout, /failures\s+1 of 1 assigned: rate 100% > tolerance 0%/);
-      t.match(human.stdout, /w-bad\s+0\s+rolled_back/);
+      t.match(human.stdout, /w-bad\s+1\s+rolled_back/);
       t.match(await okJson(t, ['rollout', 'abort', 'ro-bad', '--policy', 'revert']), { status: 'aborted' });
     });
 

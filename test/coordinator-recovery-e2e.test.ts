@@ -67,12 +67,12 @@ t.test('kill -9 of the coordinator mid-rollout: the restarted coordinator contin
   t.pass('coordinator killed with SIGKILL and restarted on the same data');
   // The retained summary is back (republished at start) and says where it was.
   const again = await f.waitForRollout('r-crash', (s) => s.status === 'waiting_approval', 'summary republished');
-  t.equal(again.currentWave, 0);
+  t.equal(again.currentWave, 1, 'wave 1 (numbered from 1) done, at the gate of wave 2');
   await f.admin.call('rollout.approve', { id: 'r-crash' });
   // Kill it again while wave 1 is running.
-  await f.waitFor('wave 1 assigned', () => {
+  await f.waitFor('wave 2 assigned', () => {
     const s = f.lastSummary('r-crash');
-    return s && s.currentWave >= 1 ? s : undefined;
+    return s && s.currentWave >= 2 ? s : undefined;
   });
   await f.restartCoordinator('SIGKILL');
   const done = await f
@@ -86,7 +86,7 @@ t.test('kill -9 of the coordinator mid-rollout: the restarted coordinator contin
     });
   t.equal(done.failures.count, 0);
   for (const id of DEVICES) await f.waitForDevice(id, 'det', 'healthy', '2.0.0');
-  const status = await f.admin.call<{ devices: { deviceId: string; state: string }[] }>('rollout.status', {
+  const status = await f.admin.call<{ devices: { id: string; state: string }[] }>('rollout.status', {
     id: 'r-crash',
   });
   t.same(

@@ -443,7 +443,11 @@ t.test('start assigns wave 0 only, with the candidate release', async (t) => {
 t.test('start on an empty target passes through every (empty) wave and completes', async (t) => {
   // docs/rollouts.md: an empty wave passes at once, its manual gate included (nothing to approve).
   const d = decide(rolloutOf('1,10:manual,100'), [], { type: 'start' }, at(1));
-  t.strictSame(d.patch, { currentWave: 2, status: 'completed', updatedAt: at(1) }, 'an empty manual wave does not park');
+  t.strictSame(
+    d.patch,
+    { currentWave: 2, status: 'completed', updatedAt: at(1) },
+    'an empty manual wave does not park',
+  );
   t.notOk(
     d.audit.some((a) => a.action === 'rollout.gate_waiting'),
     'no gate waits for an empty wave',
@@ -1034,81 +1038,87 @@ t.test('promote approves every remaining wave: later gates do not park', async (
   t.equal(run.rollout.status, 'running');
 });
 
-t.test('abort keep: healthy and converging devices keep the candidate; a device that rolled back keeps what it runs', async (t) => {
-  const sim = Sim.started('50,100', [0, 0, 0, 1], 0.9);
-  sim.report('d0', 'healthy');
-  sim.report('d1', 'rolled_back');
-  sim.report('d2', 'downloading');
-  const d = sim.send({ type: 'abort', actor: 'frank', policy: 'keep' });
-  t.strictSame(d.patch, { status: 'aborted', abortPolicy: 'keep', updatedAt: at(5) });
-  // d1 runs its earlier release (the agent swapped back): its desired state must say so, not
-  // name the candidate that failed there (issue 11 B).
-  t.strictSame(d.assignments, [{ deviceId: 'd1', kind: 'revert', releaseId: OLD }]);
-  t.strictSame(
-    d.devices.map((x) => [x.deviceId, x.state, x.revertedTo]),
-    [['d1', 'rolled_back', { releaseId: OLD }]],
-    'the outcome stays; the move back is recorded beside it',
-  );
-  t.strictSame(d.audit, [
-    audit('frank', 'rollout.aborted', {
-      policy: 'keep',
-      actor: 'frank',
-      wave: 1,
-      from: 'running',
-      reverted: 1,
-      setBack: [{ version: '1.0.0', devices: ['d1'] }],
-    }),
-  ]);
-  t.equal(sim.states(), 'd0:healthy d1:rolled_back d2:downloading d3:pending');
-});
+t.test(
+  'abort keep: healthy and converging devices keep the candidate; a device that rolled back keeps what it runs',
+  async (t) => {
+    const sim = Sim.started('50,100', [0, 0, 0, 1], 0.9);
+    sim.report('d0', 'healthy');
+    sim.report('d1', 'rolled_back');
+    sim.report('d2', 'downloading');
+    const d = sim.send({ type: 'abort', actor: 'frank', policy: 'keep' });
+    t.strictSame(d.patch, { status: 'aborted', abortPolicy: 'keep', updatedAt: at(5) });
+    // d1 runs its earlier release (the agent swapped back): its desired state must say so, not
+    // name the candidate that failed there (issue 11 B).
+    t.strictSame(d.assignments, [{ deviceId: 'd1', kind: 'revert', releaseId: OLD }]);
+    t.strictSame(
+      d.devices.map((x) => [x.deviceId, x.state, x.revertedTo]),
+      [['d1', 'rolled_back', { releaseId: OLD }]],
+      'the outcome stays; the move back is recorded beside it',
+    );
+    t.strictSame(d.audit, [
+      audit('frank', 'rollout.aborted', {
+        policy: 'keep',
+        actor: 'frank',
+        wave: 1,
+        from: 'running',
+        reverted: 1,
+        setBack: [{ version: '1.0.0', devices: ['d1'] }],
+      }),
+    ]);
+    t.equal(sim.states(), 'd0:healthy d1:rolled_back d2:downloading d3:pending');
+  },
+);
 
-t.test('after the end, a late report moves the device row; a late failure sets the device back, nothing else is decided', async (t) => {
-  // A completed rollout with d1 offline and assigned (offline devices never block).
-  const sim = Sim.started('100', [0, 0]);
-  sim.presence('d1', false);
-  sim.report('d0', 'healthy');
-  t.equal(sim.rollout.status, 'completed');
-  t.equal(sim.dev('d1').state, 'assigned');
-  // d1 reconnects (presence of a finished rollout is not recorded: rollout status reads it from
-  // the devices table) and converges: its row follows, the rollout stays completed.
-  const p = sim.presence('d1', true);
-  t.strictSame(p, EMPTY, 'presence after the end decides nothing');
-  const down = sim.report('d1', 'downloading');
-  t.strictSame(down.patch, { updatedAt: at(5) });
-  t.strictSame(down.audit, []);
-  t.equal(sim.dev('d1').state, 'downloading');
-  const ok = sim.report('d1', 'healthy');
-  t.equal(sim.dev('d1').state, 'healthy');
-  t.strictSame(ok.audit, [
-    audit('coordinator', 'rollout.device_outcome', {
-      device: 'd1',
-      wave: 1,
-      state: 'healthy',
-      late: true,
-      rolloutStatus: 'completed',
-    }),
-  ]);
-  t.equal(sim.rollout.status, 'completed');
-  t.strictSame(ok.assignments, []);
+t.test(
+  'after the end, a late report moves the device row; a late failure sets the device back, nothing else is decided',
+  async (t) => {
+    // A completed rollout with d1 offline and assigned (offline devices never block).
+    const sim = Sim.started('100', [0, 0]);
+    sim.presence('d1', false);
+    sim.report('d0', 'healthy');
+    t.equal(sim.rollout.status, 'completed');
+    t.equal(sim.dev('d1').state, 'assigned');
+    // d1 reconnects (presence of a finished rollout is not recorded: rollout status reads it from
+    // the devices table) and converges: its row follows, the rollout stays completed.
+    const p = sim.presence('d1', true);
+    t.strictSame(p, EMPTY, 'presence after the end decides nothing');
+    const down = sim.report('d1', 'downloading');
+    t.strictSame(down.patch, { updatedAt: at(5) });
+    t.strictSame(down.audit, []);
+    t.equal(sim.dev('d1').state, 'downloading');
+    const ok = sim.report('d1', 'healthy');
+    t.equal(sim.dev('d1').state, 'healthy');
+    t.strictSame(ok.audit, [
+      audit('coordinator', 'rollout.device_outcome', {
+        device: 'd1',
+        wave: 1,
+        state: 'healthy',
+        late: true,
+        rolloutStatus: 'completed',
+      }),
+    ]);
+    t.equal(sim.rollout.status, 'completed');
+    t.strictSame(ok.assignments, []);
 
-  // Aborted with keep while d1 was still downloading; it rolls back afterwards.
-  const kept = Sim.started('100', [0, 0]);
-  kept.report('d1', 'downloading');
-  kept.send({ type: 'abort', actor: 'frank', policy: 'keep' });
-  const late = kept.report('d1', 'rolled_back');
-  t.equal(kept.rollout.status, 'aborted', 'no halt after the end');
-  t.strictSame(late.assignments, [{ deviceId: 'd1', kind: 'revert', releaseId: OLD }], 'keeps what it runs');
-  t.strictSame(
-    late.audit.map((a) => [a.action, a.details.device, a.details.to ?? a.details.state]),
-    [
-      ['rollout.device_outcome', 'd1', 'rolled_back'],
-      ['rollout.device_set_back', 'd1', '1.0.0'],
-    ],
-  );
-  t.strictSame(kept.report('d1', 'healthy'), EMPTY, 'a device once set back is left alone');
-});
+    // Aborted with keep while d1 was still downloading; it rolls back afterwards.
+    const kept = Sim.started('100', [0, 0]);
+    kept.report('d1', 'downloading');
+    kept.send({ type: 'abort', actor: 'frank', policy: 'keep' });
+    const late = kept.report('d1', 'rolled_back');
+    t.equal(kept.rollout.status, 'aborted', 'no halt after the end');
+    t.strictSame(late.assignments, [{ deviceId: 'd1', kind: 'revert', releaseId: OLD }], 'keeps what it runs');
+    t.strictSame(
+      late.audit.map((a) => [a.action, a.details.device, a.details.to ?? a.details.state]),
+      [
+        ['rollout.device_outcome', 'd1', 'rolled_back'],
+        ['rollout.device_set_back', 'd1', '1.0.0'],
+      ],
+    );
+    t.strictSame(kept.report('d1', 'healthy'), EMPTY, 'a device once set back is left alone');
+  },
+);
 
-t.test('a wave start takes each device\'s revert target from what it runs now', async (t) => {
+t.test("a wave start takes each device's revert target from what it runs now", async (t) => {
   const sim = new Sim(rolloutOf('50,100'), fleet([0, 1]));
   const running: Record<string, string | null | undefined> = { d0: 'detector@1.5.0', d1: undefined };
   const inputs = { revertTargetOf: (id: string) => running[id] };

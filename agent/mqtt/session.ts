@@ -12,6 +12,8 @@ export interface SessionOptions {
   deviceId: string;
   token: string;
   caFile?: string;
+  /** MQTT keepalive (default 30 s): a silent connection is dropped by the broker after 1.5 x this. */
+  keepaliveSeconds?: number;
   topics: Topics;
   logger: Logger;
   /** Builds the retained status published on every connect. */
@@ -54,14 +56,14 @@ export class MqttSession extends EventEmitter {
   }
 
   start(): void {
-    const { url, deviceId, token, caFile, topics, logger } = this.options;
+    const { url, deviceId, token, caFile, topics, logger, keepaliveSeconds = 30 } = this.options;
     const client = mqtt.connect(url, {
       clientId: deviceId,
       username: deviceId,
       password: token,
       clean: false,
       protocolVersion: 4,
-      keepalive: 30,
+      keepalive: keepaliveSeconds,
       connectTimeout: 15_000,
       reconnectPeriod: 0, // reconnects are scheduled here, with backoff and jitter
       ...(caFile ? { ca: readFileSync(caFile) } : {}),

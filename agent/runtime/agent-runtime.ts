@@ -102,6 +102,7 @@ export class AgentRuntime {
       deviceId: config.deviceId,
       token: config.token,
       ...(config.broker.caFile ? { caFile: config.broker.caFile } : {}),
+      keepaliveSeconds: config.broker.keepaliveSeconds,
       topics: this.topics,
       logger: deps.logger,
       now: deps.now,

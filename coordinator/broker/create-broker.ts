@@ -71,8 +71,16 @@ export interface Broker {
   listen(port: number, host: string, tls?: { cert: Buffer; key: Buffer }): Promise<{ port: number }>;
   /** Serves one connection made elsewhere (e.g. a WebSocket stream). */
   handleStream(stream: Duplex, req?: http.IncomingMessage): void;
-  /** The principal of a connected client. */
+  /** The principal of a connected client, by client id. */
   principalOf(clientId: string): Principal | undefined;
+  /**
+   * The principal a connection authenticated as, also after it closed (its will and its
+   * 'clientDisconnect' arrive then): keyed by the connection, not the id, which a newer session
+   * may hold by now.
+   */
+  principalFor(client: Client): Principal | undefined;
+  /** True when `client` is the newest session of its id, or no session of that id is registered. */
+  isNewestSession(client: Client): boolean;
   /** Publishes as the coordinator, bypassing the ACL. */
   publish(topic: string, payload: Buffer, opts: { retain: boolean; qos: 0 | 1 }): Promise<void>;
   /**
@@ -395,6 +403,11 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     listen,
     handleStream,
     principalOf: (clientId) => live.get(clientId)?.principal,
+    principalFor: (client) => principals.get(client),
+    isNewestSession: (client) => {
+      const holder = live.get(client.id);
+      return holder === undefined || holder.client === client;
+    },
     publish,
     decoded: (payload) => (Buffer.isBuffer(payload) ? decodedPayloads.get(payload) : undefined),
     close() {

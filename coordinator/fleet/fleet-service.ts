@@ -1,10 +1,10 @@
-import { releaseIdOf } from '../../shared/release-id.js';
 import { type Envelope, verifyArtifact, verifyEnvelope } from '../../shared/envelope.js';
 import { OtaError } from '../../shared/errors.js';
 import { publicKeyFromJson, publicKeyToJson } from '../../shared/keys.js';
 import type { AuditEvent } from '../../shared/messages.js';
 import { assertSafeName } from '../../shared/names.js';
 import { encodePayload } from '../../shared/payload.js';
+import { releaseIdOf } from '../../shared/release-id.js';
 import type { Topics } from '../../shared/topics.js';
 import type { DesiredPublisher, OutgoingMessage } from '../desired/desired-publisher.js';
 import { hashToken, newToken } from '../identity/tokens.js';

@@ -1,7 +1,13 @@
 import { OtaError } from '../../shared/errors.js';
 import type { ModelState } from '../../shared/messages.js';
 import { versionOfRelease } from '../../shared/release-id.js';
-import { isAdvancingRollout, isFailure, isFinishedRollout, isOutcome, type RolloutStatus } from '../../shared/states.js';
+import {
+  isAdvancingRollout,
+  isFailure,
+  isFinishedRollout,
+  isOutcome,
+  type RolloutStatus,
+} from '../../shared/states.js';
 import {
   cloneTallies,
   count,

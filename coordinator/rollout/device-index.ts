@@ -37,7 +37,12 @@ export function emptyTally(): WaveTally {
 }
 
 export function cloneTallies(waves: readonly WaveTally[]): WaveTally[] {
-  return waves.map((w) => ({ members: w.members, counts: { ...w.counts }, blocking: w.blocking, reverted: w.reverted }));
+  return waves.map((w) => ({
+    members: w.members,
+    counts: { ...w.counts },
+    blocking: w.blocking,
+    reverted: w.reverted,
+  }));
 }
 
 /** Adds (sign 1) or removes (sign -1) one device's contribution to the tallies. */

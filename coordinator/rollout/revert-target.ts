@@ -18,8 +18,7 @@ import { releaseIdOf } from '../../shared/release-id.js';
  */
 export function runningRelease(model: string, report: ReportedModel | undefined): string | null | undefined {
   if (!report) return undefined;
-  const version =
-    report.state === 'applying' || report.state === 'probing' ? report.previousVersion : report.current;
+  const version = report.state === 'applying' || report.state === 'probing' ? report.previousVersion : report.current;
   return version === null ? null : releaseIdOf(model, version);
 }
 

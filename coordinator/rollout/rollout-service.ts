@@ -1,10 +1,9 @@
-import { releaseIdOf } from '../../shared/release-id.js';
 import { randomBytes } from 'node:crypto';
 import { OtaError } from '../../shared/errors.js';
 import type { AuditEvent, ModelState, Reported, RolloutSummary } from '../../shared/messages.js';
-import { versionOfRelease } from '../../shared/release-id.js';
-import { isActiveRollout, isFailure, isOutcome } from '../../shared/states.js';
 import { encodePayload } from '../../shared/payload.js';
+import { releaseIdOf, versionOfRelease } from '../../shared/release-id.js';
+import { isActiveRollout, isFailure, isOutcome } from '../../shared/states.js';
 import type { Topics } from '../../shared/topics.js';
 import type { DesiredPublisher, OutgoingMessage } from '../desired/desired-publisher.js';
 import { PacedFlush } from '../paced-flush.js';
@@ -12,9 +11,9 @@ import { type Store, WRITE_BEHIND } from '../store/store.js';
 import { type DeviceEvent, decide, decideBatch } from './decide.js';
 import { LiveDeviceIndex } from './device-index.js';
 import { planWaves } from './plan-waves.js';
+import { revertTarget, runningRelease } from './revert-target.js';
 import { validateStrategy } from './strategy.js';
 import { summarize } from './summary.js';
-import { revertTarget, runningRelease } from './revert-target.js';
 import type {
   AuditDraft,
   Decision,
@@ -371,6 +370,24 @@ export class RolloutService {
         isFailure(entry.state),
       );
     }
+  }
+
+  /**
+   * After a coordinator start: every device an active rollout still counts as online but that has
+   * not reconnected (`isOnline` false) is offline now. Rows keep their presence across a restart
+   * so waves do not complete before the fleet reconnects; this ends that grace.
+   */
+  sweepPresence(isOnline: (deviceId: string) => boolean): number {
+    let swept = 0;
+    for (const live of this.live.values()) {
+      for (const d of live.devices.byId.values()) {
+        if (d.online && !isOnline(d.deviceId)) {
+          this.enqueue(live.rollout.id, { type: 'presence', deviceId: d.deviceId, online: false });
+          swept++;
+        }
+      }
+    }
+    return swept;
   }
 
   onPresence(deviceId: string, online: boolean): void {

@@ -1,7 +1,7 @@
-import { releaseIdOf } from '../../shared/release-id.js';
 import Database from 'better-sqlite3';
 import { OtaError } from '../../shared/errors.js';
 import type { AuditEvent } from '../../shared/messages.js';
+import { releaseIdOf } from '../../shared/release-id.js';
 import { AuditChain } from './audit-chain.js';
 import { checkSchema, migrate, schemaVersion } from './migrations.js';
 import type {

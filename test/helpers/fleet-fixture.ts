@@ -94,7 +94,16 @@ export class FleetFixture {
   }
 
   /** Enrols a device through the command API and starts its agent with the returned config. */
-  async enrol(id: string, options: { labels?: Record<string, string>; channel?: string; start?: boolean } = {}) {
+  async enrol(
+    id: string,
+    options: {
+      labels?: Record<string, string>;
+      channel?: string;
+      start?: boolean;
+      /** Overrides of the agent config's `broker` section (e.g. a proxy URL, keepaliveSeconds). */
+      broker?: Record<string, unknown>;
+    } = {},
+  ) {
     const result = await this.admin.call<{ agentConfig: Record<string, unknown>; token: string }>('device.add', {
       id,
       ...(options.labels ? { labels: options.labels } : {}),
@@ -105,6 +114,9 @@ export class FleetFixture {
       file,
       JSON.stringify({
         ...result.agentConfig,
+        ...(options.broker
+          ? { broker: { ...(result.agentConfig.broker as Record<string, unknown>), ...options.broker } }
+          : {}),
         stateDir: path.join(this.dir, `${id}-state`),
         logLevel: 'debug',
         download: { backoffBaseMs: 100, backoffMaxMs: 1_000, maxAttempts: 3, stallTimeoutMs: 5_000, reserveMB: 0 },
