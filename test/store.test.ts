@@ -442,11 +442,13 @@ t.test('groups', async (t) => {
     code: 'E_CONFLICT',
     message: 'group lab already exists',
   });
+  // The rule (a list or a selector) is FleetService's; the table's CHECK is the last line of
+  // defence, and reaching it is a bug (E_INTERNAL).
   t.throws(() => store.createGroup({ name: 'both', devices: ['x'], selector: { a: 'b' }, now: NOW }), {
-    code: 'E_USAGE',
+    code: 'E_INTERNAL',
   });
   t.throws(() => store.createGroup({ name: 'neither', devices: null, selector: null, now: NOW }), {
-    code: 'E_USAGE',
+    code: 'E_INTERNAL',
   });
 });
 
@@ -659,12 +661,6 @@ t.test('rollouts: active filters and the one-active-rollout-per-model rule', asy
     ['r2'],
   );
   t.strictSame(store.activeRolloutsFor('cam-03', 'detector'), [], 'completed rollouts are not active');
-
-  t.throws(() => store.createRollout(rollout('r3'), [member('cam-02'), member('cam-03')]), {
-    code: 'E_CONFLICT',
-    message: /already in another active rollout of model detector: cam-02 \(rollout r1\)/,
-  });
-  t.equal(store.getRollout('r3'), null);
 
   store.updateRollout('r1', { status: 'halted' });
   t.strictSame(

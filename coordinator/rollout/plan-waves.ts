@@ -10,7 +10,7 @@ import type { Strategy } from './types.js';
  * the devices between cut(i-1) and cut(i), cut(i) = ceil(percent_i / 100 * n), except that wave 0
  * always gets at least one device when the target is not empty. Later waves may be empty.
  */
-export function planWaves(deviceIds: string[], strategy: Strategy, seed: string): Map<string, number> {
+export function planWaves(deviceIds: readonly string[], strategy: Strategy, seed: string): Map<string, number> {
   const { waves } = validateStrategy(strategy);
   const unique = [...new Set(deviceIds)];
   const ordered = unique

@@ -7,19 +7,19 @@ import { isActiveRollout, isFailure, isOutcome } from '../../shared/states.js';
 import type { Topics } from '../../shared/topics.js';
 import type { DesiredPublisher, OutgoingMessage } from '../desired/desired-publisher.js';
 import { PacedFlush } from '../paced-flush.js';
-import { type Store, WRITE_BEHIND } from '../store/store.js';
+import { PlanExecutor } from '../plan/commit-plan.js';
+import { isEmptyPlan, type WritePlan } from '../plan/write-plan.js';
+import type { Store } from '../store/store.js';
 import { type DeviceEvent, decide, decideBatch } from './decide.js';
+import { decisionPlan } from './decision-plan.js';
 import { LiveDeviceIndex } from './device-index.js';
-import { planWaves } from './plan-waves.js';
+import { planRolloutCreate } from './plan-create.js';
 import { revertTarget, runningRelease } from './revert-target.js';
-import { validateStrategy } from './strategy.js';
 import { summarize } from './summary.js';
 import type {
-  AuditDraft,
   Decision,
   DecisionInputs,
   Rollout,
-  RolloutDevice,
   RolloutDeviceView,
   RolloutEvent,
   RolloutStatusResult,
@@ -59,6 +59,8 @@ export interface RolloutServiceDeps {
    * the store's copy.
    */
   lastReport?: (deviceId: string) => Reported | null | undefined;
+  /** The one executor of write plans (one per coordinator); default: one of its own. */
+  executor?: PlanExecutor;
 }
 
 interface Live {
@@ -83,8 +85,10 @@ export class RolloutService {
   private readonly finished = new Map<string, Live | null>();
   private readonly queue = new Map<string, DeviceEvent[]>();
   private readonly pacer: PacedFlush;
+  private readonly executor: PlanExecutor;
 
   constructor(private readonly deps: RolloutServiceDeps) {
+    this.executor = deps.executor ?? new PlanExecutor(deps);
     this.pacer = new PacedFlush(
       () => this.decideQueued(),
       deps.decideEveryMs ?? 20,
@@ -192,84 +196,34 @@ export class RolloutService {
   create(input: CreateRolloutInput, actor: string): RolloutSummary {
     this.flush();
     const { store } = this.deps;
-    const strategy = validateStrategy(input.strategy);
-    const releaseId = releaseIdOf(input.model, input.version);
-    if (!store.getRelease(releaseId)) {
-      throw new OtaError(
-        'E_NOT_FOUND',
-        `no release ${releaseId}: publish it first (\`otactl release publish\`), see \`otactl release ls\``,
-      );
-    }
     const deviceIds = this.resolveTarget(input.target);
-    const busy: string[] = [];
-    for (const id of deviceIds) {
-      for (const other of store.activeRolloutsFor(id, input.model)) busy.push(`${id} (in ${other.id})`);
-    }
-    if (busy.length > 0) {
-      throw new OtaError(
-        'E_CONFLICT',
-        `${busy.length} device(s) are already in an active rollout of ${input.model}: ${busy.slice(0, 20).join(', ')}; finish or abort that rollout first`,
-      );
-    }
     const id = input.id ?? `ro-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
-    if (store.getRollout(id)) throw new OtaError('E_CONFLICT', `rollout ${id} already exists`);
-    this.finished.delete(id);
     const now = this.deps.now().toISOString();
-    const waves = planWaves(deviceIds, strategy, id);
-    const rollout: Rollout = {
-      id,
-      model: input.model,
-      version: input.version,
-      releaseId,
-      channel: input.channel ?? 'stable',
-      strategy,
-      status: 'running',
-      currentWave: 0,
-      acknowledgedFailures: 0,
-      haltReason: null,
-      abortPolicy: null,
-      promoted: false,
-      createdBy: actor,
-      createdAt: now,
-      updatedAt: now,
-    };
-    const inputs = this.inputsFor(rollout);
-    const devices: RolloutDevice[] = deviceIds.map((deviceId) => {
-      const device = store.getDevice(deviceId);
-      // What it runs, as it reports it; a device that never reported: its desired state before.
-      const running = inputs.revertTargetOf?.(deviceId);
-      const desiredBefore = store.getDesired(deviceId, input.model)?.releaseId ?? null;
-      return {
-        deviceId,
-        wave: waves.get(deviceId) ?? 0,
-        state: 'pending',
-        online: device?.online ?? false,
-        previousReleaseId: running === undefined ? revertTarget(undefined, desiredBefore, () => true) : running,
-        revertedTo: null,
-        assignedAt: null,
-        finishedAt: null,
-        error: null,
-      };
-    });
-    const created: AuditDraft = {
-      actor,
-      action: 'rollout.created',
-      subject: `rollout:${id}`,
-      details: {
-        rolloutId: id,
-        model: input.model,
-        version: input.version,
-        devices: deviceIds.length,
-        strategy,
-        channel: rollout.channel,
+    const { rollout, devices, plan } = planRolloutCreate(
+      { id, model: input.model, version: input.version, strategy: input.strategy, channel: input.channel },
+      {
+        releaseExists: store.getRelease(releaseIdOf(input.model, input.version)) !== null,
+        rolloutExists: store.getRollout(id) !== null,
+        deviceIds,
+        online: (deviceId) => store.getDevice(deviceId)?.online ?? false,
+        busyIn: (deviceId) => store.activeRolloutsFor(deviceId, input.model).map((r) => r.id),
+        desiredBefore: (deviceId) => store.getDesired(deviceId, input.model)?.releaseId ?? null,
+        inputs: this.inputsFor({ model: input.model } as Rollout),
       },
+      actor,
+      now,
+    );
+    this.finished.delete(id);
+    // The plan carries the rows as created and the start decision's changes: the cache starts
+    // from the created rows and takes the changes once they are committed.
+    const entry: Live = {
+      rollout: { ...rollout },
+      devices: new LiveDeviceIndex(
+        devices.map((d) => ({ ...d })),
+        rollout.strategy.waves.length,
+      ),
     };
-    const entry: Live = { rollout, devices: new LiveDeviceIndex(devices, strategy.waves.length) };
-    const decision = decide(rollout, entry.devices, { type: 'start' }, now, inputs);
-    this.commit(entry, decision, now, () => {
-      store.createRollout(rollout, devices);
-      return [created];
-    });
+    this.commitPlan(entry, plan, now);
     this.live.set(id, entry);
     return summarize(entry.rollout, entry.devices, now);
   }
@@ -442,90 +396,22 @@ export class RolloutService {
     return { topic: this.deps.topics.rollout(summary.id), payload: encodePayload(summary), retain: true };
   }
 
-  private isEmpty(decision: Decision): boolean {
-    return (
-      Object.keys(decision.patch).length === 0 &&
-      decision.devices.length === 0 &&
-      decision.assignments.length === 0 &&
-      decision.audit.length === 0 &&
-      decision.channelMove === null
-    );
+  /** Writes a decision through the executor (one transaction), updates the cache, then publishes. */
+  private commit(entry: Live, decision: Decision, now: string): void {
+    this.commitPlan(entry, decisionPlan(entry.rollout, decision), now);
   }
 
-  /** Writes a decision in one transaction, updates the cache, then publishes. */
-  private commit(entry: Live, decision: Decision, now: string, before?: () => AuditDraft[]): void {
-    if (!before && this.isEmpty(decision)) return;
-    const { store, desired } = this.deps;
+  private commitPlan(entry: Live, plan: WritePlan, now: string): void {
+    if (isEmptyPlan(plan)) return;
     const { rollout } = entry;
-    let audit: AuditEvent[] = [];
-    // A decision that only moves device rows (a report or presence that changed no wave, no
-    // rollout field, no assignment, no audit row) is re-derived from the reports the agents send
-    // again, so it skips its own fsync (WRITE_BEHIND); the next durable commit syncs it too.
-    // Everything else (a wave started, a halt, an operator's action) is durable before it is
-    // published.
-    const durable =
-      before !== undefined ||
-      Object.keys(decision.patch).some((key) => key !== 'updatedAt') ||
-      decision.assignments.length > 0 ||
-      decision.audit.length > 0 ||
-      decision.channelMove !== null;
-    const messages = store.transaction(
-      () => {
-        const drafts = before ? before() : [];
-        if (Object.keys(decision.patch).length > 0) store.updateRollout(rollout.id, decision.patch);
-        if (decision.devices.length > 0) store.upsertRolloutDevices(rollout.id, decision.devices);
-        const touched: string[] = [];
-        for (const a of decision.assignments) {
-          touched.push(a.deviceId);
-          if (a.kind === 'assign') {
-            store.setDesired({
-              deviceId: a.deviceId,
-              model: rollout.model,
-              releaseId: a.releaseId,
-              rolloutId: rollout.id,
-              source: 'rollout',
-              updatedAt: now,
-            });
-          } else if (a.releaseId) {
-            store.setDesired({
-              deviceId: a.deviceId,
-              model: rollout.model,
-              releaseId: a.releaseId,
-              rolloutId: null,
-              source: 'revert',
-              updatedAt: now,
-            });
-          } else {
-            store.removeDesired(a.deviceId, rollout.model);
-          }
-        }
-        if (decision.channelMove) {
-          const { channel, model, releaseId } = decision.channelMove;
-          store.setChannel({ model, channel, releaseId, now });
-          drafts.push({
-            actor: 'coordinator',
-            action: 'channel.moved',
-            subject: `channel:${model}/${channel}`,
-            details: { rolloutId: rollout.id, model, channel, releaseId },
-          });
-        }
-        audit = store.appendAudit([...drafts, ...decision.audit], now);
-        return desired.prepare(touched);
-      },
-      durable ? {} : WRITE_BEHIND,
-    );
-    // The transaction committed: now the cache may change.
-    Object.assign(rollout, decision.patch);
-    entry.devices.apply(decision.devices);
-    if (!isActiveRollout(rollout.status)) this.live.delete(rollout.id);
-    const summary = summarize(rollout, entry.devices, now);
-    this.deps.onAudit?.(audit);
-    this.deps.onSummary?.(summary);
-    const out = [
-      ...messages,
-      this.summaryMessage(summary),
-      ...audit.map((e) => ({ topic: this.deps.topics.audit(), payload: encodePayload(e), retain: false })),
-    ];
-    void this.deps.publish(out);
+    this.executor.commit(plan, now, () => {
+      // The transaction committed: now the cache may change.
+      if (plan.rolloutPatch) Object.assign(rollout, plan.rolloutPatch.patch);
+      if (plan.rolloutDevices) entry.devices.apply(plan.rolloutDevices.devices);
+      if (!isActiveRollout(rollout.status)) this.live.delete(rollout.id);
+      const summary = summarize(rollout, entry.devices, now);
+      this.deps.onSummary?.(summary);
+      return [this.summaryMessage(summary)];
+    });
   }
 }

@@ -2,6 +2,7 @@ import Database from 'better-sqlite3';
 import { OtaError } from '../../shared/errors.js';
 import type { AuditEvent } from '../../shared/messages.js';
 import { releaseIdOf } from '../../shared/release-id.js';
+import { ACTIVE_ROLLOUT_STATUSES, FINISHED_ROLLOUT_STATUSES } from '../../shared/states.js';
 import { AuditChain } from './audit-chain.js';
 import { checkSchema, migrate, schemaVersion } from './migrations.js';
 import type {
@@ -33,8 +34,10 @@ import type { Store, TransactionOptions } from './store.js';
  * referenced row E_NOT_FOUND naming it; locked, read-only or full databases are E_IO.
  */
 
-const ACTIVE_STATUSES = "('running', 'waiting_approval', 'halted')";
-const DONE_STATUSES = "('completed', 'aborted')";
+/** SQL lists of the shared vocabulary (shared/states.ts): the statuses are fixed identifiers, not input. */
+const sqlList = (values: readonly string[]) => `(${values.map((v) => `'${v}'`).join(', ')})`;
+const ACTIVE_STATUSES = sqlList(ACTIVE_ROLLOUT_STATUSES);
+const DONE_STATUSES = sqlList(FINISHED_ROLLOUT_STATUSES);
 
 // ---- row shapes ----
 
@@ -585,9 +588,6 @@ export class SqliteStore implements Store {
     selector: Record<string, string> | null;
     now: string;
   }): GroupRecord {
-    if ((group.devices === null) === (group.selector === null)) {
-      throw new OtaError('E_USAGE', `group ${group.name} needs either a device list or a label selector (not both)`);
-    }
     this.guard({ conflict: `group ${group.name} already exists` }, () =>
       this.q('INSERT INTO groups (name, devices, selector, created_at) VALUES (?, ?, ?, ?)').run(
         group.name,
@@ -738,12 +738,11 @@ export class SqliteStore implements Store {
   // ---- rollouts ----
 
   /**
-   * Writes the rollout and its device rows at once. An active rollout is refused (E_CONFLICT)
-   * when one of its devices is already in another active rollout of the same model.
+   * Writes the rollout and its device rows at once. Whether its devices may join it (not in
+   * another active rollout of the model) is the planner's rule (rollout/plan-create.ts).
    */
   createRollout(rollout: Rollout, devices: RolloutDevice[]): void {
     this.transaction(() => {
-      if (isActive(rollout.status)) this.refuseBusyDevices(rollout, devices);
       this.guard(
         {
           conflict: `rollout ${rollout.id} already exists`,
@@ -776,30 +775,6 @@ export class SqliteStore implements Store {
       );
       this.writeRolloutDevices(rollout.id, devices, false);
     });
-  }
-
-  private refuseBusyDevices(rollout: Rollout, devices: readonly RolloutDevice[]): void {
-    const stmt = this.q<{ rollout_id: string }>(
-      `SELECT r.id AS rollout_id FROM rollout_devices rd JOIN rollouts r ON r.id = rd.rollout_id
-       WHERE rd.device_id = ? AND r.model = ? AND r.id <> ? AND r.status IN ${ACTIVE_STATUSES}
-       LIMIT 1`,
-    );
-    const busy: string[] = [];
-    let total = 0;
-    for (const d of devices) {
-      const row = stmt.get(d.deviceId, rollout.model, rollout.id);
-      if (!row) continue;
-      total += 1;
-      if (busy.length < 10) busy.push(`${d.deviceId} (rollout ${row.rollout_id})`);
-    }
-    if (total > 0) {
-      const more = total > busy.length ? ` and ${total - busy.length} more` : '';
-      throw new OtaError(
-        'E_CONFLICT',
-        `already in another active rollout of model ${rollout.model}: ${busy.join(', ')}${more}; ` +
-          'finish or abort that rollout first, or leave these devices out',
-      );
-    }
   }
 
   getRollout(id: string): Rollout | null {
@@ -963,10 +938,6 @@ function connect(file: string, readonly: boolean): Database.Database {
     }
     throw new OtaError('E_IO', `cannot open database ${file}: ${(err as Error).message}`, { cause: err });
   }
-}
-
-function isActive(status: Rollout['status']): boolean {
-  return status === 'running' || status === 'waiting_approval' || status === 'halted';
 }
 
 function deviceNotFound(id: string): OtaError {

@@ -1,0 +1,70 @@
+import type { AuditEvent } from '../../shared/messages.js';
+import { encodePayload } from '../../shared/payload.js';
+import type { Topics } from '../../shared/topics.js';
+import type { DesiredPublisher, OutgoingMessage } from '../desired/desired-publisher.js';
+import { type Store, WRITE_BEHIND } from '../store/store.js';
+import type { WritePlan } from './write-plan.js';
+
+export interface PlanExecutorDeps {
+  store: Store;
+  desired: DesiredPublisher;
+  topics: Topics;
+  publish: (messages: OutgoingMessage[]) => Promise<void>;
+  onAudit?: (events: AuditEvent[]) => void;
+}
+
+/**
+ * The one executor of write plans (write-plan.ts): every row, desired-state change, channel move
+ * and audit row of a plan in ONE SQLite transaction (durable unless the plan says otherwise),
+ * the devices' desired states signed inside it (their seq bumps commit with the change), then,
+ * after the commit, the signed desired states, what the caller adds (`after`: e.g. the rollout
+ * summary, computed once the commit went through) and the audit events are published, in that
+ * order. A plan that fails to write publishes nothing.
+ */
+export class PlanExecutor {
+  constructor(private readonly deps: PlanExecutorDeps) {}
+
+  commit(plan: WritePlan, now: string, after?: (audit: AuditEvent[]) => OutgoingMessage[]): AuditEvent[] {
+    const { store, desired } = this.deps;
+    let audit: AuditEvent[] = [];
+    const messages = store.transaction(
+      () => {
+        if (plan.createRollout) store.createRollout(plan.createRollout.rollout, plan.createRollout.devices);
+        if (plan.rolloutPatch && Object.keys(plan.rolloutPatch.patch).length > 0) {
+          store.updateRollout(plan.rolloutPatch.id, plan.rolloutPatch.patch);
+        }
+        if (plan.rolloutDevices && plan.rolloutDevices.devices.length > 0) {
+          store.upsertRolloutDevices(plan.rolloutDevices.rolloutId, plan.rolloutDevices.devices);
+        }
+        const touched: string[] = [];
+        for (const change of plan.desired) {
+          touched.push(change.deviceId);
+          if (change.kind === 'set') {
+            store.setDesired({
+              deviceId: change.deviceId,
+              model: change.model,
+              releaseId: change.releaseId,
+              rolloutId: change.rolloutId,
+              source: change.source,
+              updatedAt: now,
+            });
+          } else {
+            store.removeDesired(change.deviceId, change.model);
+          }
+        }
+        for (const move of plan.channelMoves) store.setChannel({ ...move, now });
+        audit = plan.audit.length > 0 ? store.appendAudit(plan.audit, now) : [];
+        return desired.prepare(touched);
+      },
+      plan.durable ? {} : WRITE_BEHIND,
+    );
+    this.deps.onAudit?.(audit);
+    const extra = after ? after(audit) : [];
+    void this.deps.publish([
+      ...messages,
+      ...extra,
+      ...audit.map((e) => ({ topic: this.deps.topics.audit(), payload: encodePayload(e), retain: false })),
+    ]);
+    return audit;
+  }
+}
