@@ -56,7 +56,10 @@ export async function startCoordinator(
   await fs.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   const store = openStore(path.join(config.dataDir, 'coordinator.db'));
   const closers: (() => Promise<void> | void)[] = [() => store.close()];
+  // What /healthz says: ready only once everything a client needs is in place (see below).
+  let phase: 'starting' | 'ready' | 'stopping' = 'starting';
   const stopAll = async () => {
+    phase = 'stopping';
     for (const close of closers.reverse()) {
       try {
         await close();
@@ -69,6 +72,7 @@ export async function startCoordinator(
     const key = await loadOrCreateCoordinatorKey(config.dataDir);
     const topics = createTopics(config.topicPrefix);
     const metrics = createMetrics();
+    metrics.resetRollouts(store.listRollouts());
     const tls = config.tls
       ? { cert: await fs.readFile(config.tls.certFile), key: await fs.readFile(config.tls.keyFile) }
       : undefined;
@@ -120,15 +124,14 @@ export async function startCoordinator(
       publish,
       now,
       onAudit,
-      onSummary: (s) => {
-        if (s.status === 'halted') metrics.rolloutHalts.inc();
-      },
+      // Every transition publishes a summary: the rollouts gauge and the halts counter follow them.
+      onSummary: (s) => metrics.observeRollout(s.rolloutId, s.status),
       onError: (err, what) => logger.error({ err: (err as Error).message }, `rollout engine: ${what} failed`),
       // Its newest report, also when it is still waiting to be written behind.
       lastReport: (deviceId) => lastReports.get(deviceId) ?? store.getDevice(deviceId)?.lastReport,
     });
     const authenticate = storeAuthenticator(store);
-    const authFailures = new AuthFailureAudit({ store, now, logger });
+    const authFailures = new AuthFailureAudit({ store, now, logger, onAudit });
     const broker = await createBroker({
       topics,
       authenticate,
@@ -333,7 +336,7 @@ export async function startCoordinator(
         const { envelope: _e, ...rest } = release;
         return rest;
       },
-      health: () => ({ ok: true, details: { devices: store.listDevices().length } }),
+      health: () => (phase === 'ready' ? { ok: true } : { ok: false, reason: phase }),
       maxUploadBytes: config.maxArtifactBytes,
       tls,
     });
@@ -354,7 +357,6 @@ export async function startCoordinator(
     // Retained state again: Aedes keeps it in memory, so a restart starts empty.
     const republish = store.transaction(() => desired.prepare(store.devicesWithDesired()));
     await publish([...republish, ...rollouts.summaries()]);
-    metrics.auditRows.set(store.auditCount());
 
     // Devices that were online in an active rollout before this start and have not come back
     // within the grace are offline (they must not hold a wave open forever).
@@ -376,6 +378,12 @@ export async function startCoordinator(
       now().toISOString(),
     );
     if (admin.warning) logger.warn(admin.warning);
+    // Counted once here (the first start's bootstrap row included), then followed through onAudit.
+    metrics.auditRows.set(store.auditCount());
+    // Ready only now: the admin token file is in place (written and renamed), both servers
+    // listen, and every retained message is republished. /healthz said 503 until here, so a
+    // script that waits for it can run otactl at once.
+    phase = 'ready';
     logger.info(
       {
         mqtt: mqttUrl,

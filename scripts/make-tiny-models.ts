@@ -2,25 +2,29 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from '../shared/fs-atomic.js';
-import { goodModel, goodProbe, invalidModel, nanModel, wrongOutputsModel } from './tiny-models.js';
+import { parseMakerArgs, tinyModelFiles } from './tiny-models.js';
 
 /**
- * Writes the tiny models into a directory (default ./tiny-models):
- *   good.onnx + good.probe.json   passes its probe
- *   wrong.onnx                    loads and runs, fails the golden check of good.probe.json
- *   nan.onnx                      loads and runs, produces NaN
- *   invalid.onnx                  not an ONNX model
+ * `npm run models -- [--versions N] [DIR]`: writes the tiny models into DIR (default
+ * ./tiny-models); `--help` says what it writes. Exit codes: 0 done (or help), 1 the files could
+ * not be written, 2 usage error (nothing written).
  */
-const dir = path.resolve(process.argv[2] ?? 'tiny-models');
-mkdirSync(dir, { recursive: true });
-const files: [string, Uint8Array | string][] = [
-  ['good.onnx', goodModel()],
-  ['good.probe.json', `${JSON.stringify(goodProbe(), null, 2)}\n`],
-  ['wrong.onnx', wrongOutputsModel()],
-  ['nan.onnx', nanModel()],
-  ['invalid.onnx', invalidModel()],
-];
-for (const [name, data] of files) {
-  await writeFileAtomic(path.join(dir, name), data);
-  process.stdout.write(`${path.join(dir, name)}\n`);
+const parsed = parseMakerArgs(process.argv.slice(2));
+if (parsed.kind === 'help') {
+  process.stdout.write(parsed.text);
+} else if (parsed.kind === 'usage') {
+  process.stderr.write(`make-tiny-models: ${parsed.message}\n${parsed.usage}`);
+  process.exitCode = 2;
+} else {
+  try {
+    const dir = path.resolve(parsed.dir);
+    mkdirSync(dir, { recursive: true });
+    for (const [name, data] of tinyModelFiles(parsed.versions)) {
+      await writeFileAtomic(path.join(dir, name), data);
+      process.stdout.write(`${path.join(dir, name)}\n`);
+    }
+  } catch (err) {
+    process.stderr.write(`make-tiny-models: ${(err as Error).message}\n`);
+    process.exitCode = 1;
+  }
 }

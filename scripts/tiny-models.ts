@@ -1,3 +1,4 @@
+import { parseArgs } from 'node:util';
 import onnxProto from 'onnx-proto';
 import type { ProbeSpecInput } from '../shared/probe-spec.js';
 
@@ -58,9 +59,42 @@ function linear(x: readonly number[], w: readonly number[], b: readonly number[]
   });
 }
 
-/** A model that passes `goodProbe()`. `variant` goes into the doc string, so versions differ in bytes but not in outputs. */
+/**
+ * A direction in weight space the probe cannot see: PROBE_X · NULL_ROW = 1·2 + 2·(-1) = 0, so
+ * adding a multiple of it to a column of W leaves the outputs at the probe's input unchanged.
+ */
+const NULL_ROW = [2, -1, 0, 0];
+/** Variants step by 1/8: exact in float32, so every variant's probe outputs are the golden ones exactly. */
+const VARIANT_STEP = 1 / 8;
+/** Up to here the varied weights (at most 0.5 + 2 · MAX_VARIANT / 8) stay exact in float32. */
+export const MAX_VARIANT = 1_000_000;
+
+/** W of `goodModel(variant)`: GOOD_W plus variant/8 · NULL_ROW in the first column, minus it in the second. */
+function goodWeights(variant: number): number[] {
+  if (!Number.isSafeInteger(variant) || variant < 0 || variant > MAX_VARIANT) {
+    throw new RangeError(`tiny model variant must be an integer from 0 to ${MAX_VARIANT}, got ${variant}`);
+  }
+  const delta = variant * VARIANT_STEP;
+  return GOOD_W.map((w, k) => {
+    const row = Math.floor(k / OUT);
+    const sign = k % OUT === 0 ? 1 : -1;
+    return w + sign * delta * (NULL_ROW[row] as number);
+  });
+}
+
+/**
+ * A model that passes `goodProbe()`. Each variant is a different model, not just other bytes:
+ * its weights differ (in a direction the probe's input cannot see), so on most inputs its outputs
+ * differ too, while at the probe's input every variant gives the golden outputs. Variant 0 is the
+ * base model (`goodWeightsBytes()`).
+ */
 export function goodModel(variant = 0): Uint8Array {
-  return linearModel(GOOD_W, GOOD_B, `good model, variant ${variant}`);
+  return linearModel(goodWeights(variant), GOOD_B, `good model, variant ${variant}`);
+}
+
+/** What `goodModel(variant)` computes for input `x` (float64; for tests that tell variants apart). */
+export function goodModelOutputs(variant: number, x: readonly number[]): number[] {
+  return linear(x, goodWeights(variant), GOOD_B);
 }
 
 /** Loads and runs, but its outputs are wrong: fails the golden check of `goodProbe()`. */
@@ -213,4 +247,85 @@ export function dynamicBatchModel(): Uint8Array {
   if (graph) graph.name = 'tiny_linear_dynamic_batch';
   model.docString = 'good model with a symbolic batch dimension';
   return onnx.ModelProto.encode(model).finish();
+}
+
+/** How many good versions `npm run models` writes by default, and at most. */
+export const DEFAULT_VERSIONS = 3;
+export const MAX_VERSIONS = 100;
+
+export const MAKER_USAGE = `usage: npm run models -- [--versions N] [DIR]
+
+Writes small real ONNX models into DIR (default ./tiny-models), for trying ota-models without a
+model of your own:
+  good-1.onnx ... good-N.onnx  N distinct good versions (default ${DEFAULT_VERSIONS}, at most ${MAX_VERSIONS}): their
+                               weights and bytes differ, and each passes good.probe.json
+  good.probe.json              the probe spec (fixed input, golden outputs) for --probe
+  wrong.onnx                   loads and runs, fails the golden check of good.probe.json
+  nan.onnx                     loads and runs, produces NaN
+  invalid.onnx                 not an ONNX model
+
+options:
+  --versions N  how many good versions to write
+  -h, --help    this text
+A DIR that starts with "-" goes after "--": npm run models -- -- -odd-dir
+`;
+
+const SHORT_USAGE = `${MAKER_USAGE.split('\n')[0]}   (--help says what it writes)\n`;
+
+export type MakerArgs =
+  | { kind: 'run'; dir: string; versions: number }
+  | { kind: 'help'; text: string }
+  | { kind: 'usage'; message: string; usage: string };
+
+/** The tiny-model maker's command line (argv without node and the script). Pure: no I/O. */
+export function parseMakerArgs(argv: readonly string[]): MakerArgs {
+  let values: { versions?: string; help?: boolean };
+  let positionals: string[];
+  try {
+    ({ values, positionals } = parseArgs({
+      args: [...argv],
+      options: { versions: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      allowPositionals: true,
+      strict: true,
+    }));
+  } catch (err) {
+    return { kind: 'usage', message: (err as Error).message, usage: SHORT_USAGE };
+  }
+  if (values.help) return { kind: 'help', text: MAKER_USAGE };
+  if (positionals.length > 1) {
+    return {
+      kind: 'usage',
+      message: `one output directory, got ${positionals.length}: ${positionals.map((p) => JSON.stringify(p)).join(' ')}`,
+      usage: SHORT_USAGE,
+    };
+  }
+  let versions = DEFAULT_VERSIONS;
+  if (values.versions !== undefined) {
+    versions = /^\d+$/.test(values.versions) ? Number(values.versions) : Number.NaN;
+    if (!(versions >= 1 && versions <= MAX_VERSIONS)) {
+      return {
+        kind: 'usage',
+        message: `--versions must be a whole number from 1 to ${MAX_VERSIONS}, got ${JSON.stringify(values.versions)}`,
+        usage: SHORT_USAGE,
+      };
+    }
+  }
+  const dir = positionals[0] ?? 'tiny-models';
+  if (dir === '') return { kind: 'usage', message: 'the output directory is empty', usage: SHORT_USAGE };
+  return { kind: 'run', dir, versions };
+}
+
+/** The files `npm run models` writes, by name: `versions` good versions (variants 1..N) and the rest. */
+export function tinyModelFiles(versions: number): [string, Uint8Array | string][] {
+  const good: [string, Uint8Array][] = Array.from({ length: versions }, (_, i) => [
+    `good-${i + 1}.onnx`,
+    goodModel(i + 1),
+  ]);
+  return [
+    ...good,
+    ['good.probe.json', `${JSON.stringify(goodProbe(), null, 2)}\n`],
+    ['wrong.onnx', wrongOutputsModel()],
+    ['nan.onnx', nanModel()],
+    ['invalid.onnx', invalidModel()],
+  ];
 }

@@ -17,11 +17,12 @@ import {
   type PublishInput,
   parseRange,
 } from '../coordinator/http/http-server.js';
-import { createMetrics } from '../coordinator/http/metrics.js';
+import { createMetrics, RolloutStatusBook } from '../coordinator/http/metrics.js';
 import { type Envelope, signManifest, verifyArtifact, verifyEnvelope } from '../shared/envelope.js';
 import { OtaError } from '../shared/errors.js';
 import { generateKey } from '../shared/keys.js';
 import type { Manifest } from '../shared/manifest.js';
+import { ROLLOUT_STATUSES, type RolloutStatus } from '../shared/messages.js';
 import { signerFor } from '../shared/signatures.js';
 import { manifestFor } from './helpers/releases.js';
 
@@ -74,7 +75,7 @@ async function setup(
   const releases: Fixture['releases'] = new Map();
   const publishCalls: PublishInput[] = [];
   const authFailures: Fixture['authFailures'] = [];
-  const health: Fixture['health'] = { report: { ok: true, details: { devices: 3 } } };
+  const health: Fixture['health'] = { report: { ok: true } };
   const server = createHttpServer({
     artifacts,
     metrics,
@@ -811,30 +812,40 @@ t.test('errors never leak internals; the log has the details', async (t) => {
   t.equal(wrongMethod.json().ok, false);
 });
 
-t.test('healthz', async (t) => {
+t.test('healthz: 200 {ok: true} when ready, 503 {ok: false, reason} otherwise; HEAD alike', async (t) => {
   const f = await setup(t);
   const ok = await request(f.port, { path: '/healthz' });
   t.equal(ok.status, 200);
-  t.same(ok.json(), { ok: true, devices: 3 });
-  f.health.report = { ok: false, details: { broker: 'down' } };
+  t.same(ok.json(), { ok: true }, 'exactly what docs/coordinator.md says');
+  t.match(ok.headers['content-type'], /^application\/json/);
+  const head = await request(f.port, { method: 'HEAD', path: '/healthz' });
+  t.equal(head.status, 200, 'HEAD /healthz answers like GET');
+  t.match(head.headers['content-type'], /^application\/json/);
+  t.equal(head.body.length, 0, 'without a body');
+  f.health.report = { ok: false, reason: 'starting' };
   const down = await request(f.port, { path: '/healthz' });
   t.equal(down.status, 503);
-  t.same(down.json(), { ok: false, broker: 'down' });
+  t.same(down.json(), { ok: false, reason: 'starting' });
+  t.equal((await request(f.port, { method: 'HEAD', path: '/healthz' })).status, 503);
   f.health.report = () => {
     throw new Error('database is locked');
   };
   const broken = await request(f.port, { path: '/healthz' });
   t.equal(broken.status, 503);
-  t.equal(broken.json().ok, false);
+  t.same(broken.json(), { ok: false, reason: 'health check failed' });
   t.notMatch(broken.body.toString(), /locked/);
 });
 
-t.test('metrics: Prometheus text with every coordinator metric, no device ids', async (t) => {
+t.test('metrics: Prometheus text with every coordinator metric (ota_*), no device ids', async (t) => {
   const f = await setup(t);
   f.metrics.connectedDevices.set(2);
   f.metrics.reports.inc(5);
-  f.metrics.setRolloutCounts({ running: 1, halted: 2 });
-  f.metrics.rolloutHalts.inc();
+  f.metrics.resetRollouts([
+    { id: 'r-1', status: 'running' },
+    { id: 'r-2', status: 'halted' },
+    { id: 'r-3', status: 'halted' },
+  ]);
+  f.metrics.observeRollout('r-1', 'halted');
   f.metrics.auditRows.set(42);
   f.metrics.authFailures.inc();
   // Traffic that involves a device id.
@@ -844,25 +855,75 @@ t.test('metrics: Prometheus text with every coordinator metric, no device ids', 
   t.match(r.headers['content-type'], /^text\/plain; version=0\.0\.4/);
   const text = r.body.toString();
   for (const line of [
-    'connected_devices 2',
-    'reports_total 5',
-    'rollouts{status="running"} 1',
-    'rollouts{status="halted"} 2',
-    'rollouts{status="completed"} 0',
-    'rollout_halts_total 1',
-    'audit_rows 42',
-    'mqtt_auth_failures_total 1',
-    'artifact_bytes_served_total 0',
+    'ota_connected_devices 2',
+    'ota_reports_total 5',
+    'ota_rollouts{status="running"} 0',
+    'ota_rollouts{status="halted"} 3',
+    'ota_rollouts{status="completed"} 0',
+    'ota_rollout_halts_total 1',
+    'ota_audit_rows 42',
+    'ota_mqtt_auth_failures_total 1',
+    'ota_artifact_bytes_served_total 0',
     'process_cpu_user_seconds_total',
     'nodejs_heap_size_used_bytes',
+    'nodejs_active_handles{',
   ]) {
     t.ok(text.includes(line), line);
   }
   t.notOk(text.includes(DEVICE_ID), 'no device id anywhere');
+  t.notMatch(text, /^# TYPE \S+_total gauge/m, 'no gauge named *_total (promtool refuses them)');
+  const ours = [...text.matchAll(/^# TYPE (\S+)/gm)].map((m) => m[1] as string);
+  t.same(
+    ours.filter((name) => !/^(ota|process|nodejs)_/.test(name)),
+    [],
+    'every metric is ota_*, or a standard process_/nodejs_ one',
+  );
+
+  // HEAD: the same status and Prometheus content type as GET, no body.
+  const head = await request(f.port, { method: 'HEAD', path: '/metrics' });
+  t.equal(head.status, 200);
+  t.equal(head.headers['content-type'], r.headers['content-type'], 'HEAD carries the text/plain content type');
+  t.equal(head.body.length, 0);
 
   // Each call builds its own registry: two coordinators in one process do not collide.
   const other = createMetrics();
   other.reports.inc();
-  t.match(await other.registry.metrics(), /reports_total 1/);
-  t.match(await f.metrics.registry.metrics(), /reports_total 5/);
+  t.match(await other.registry.metrics(), /ota_reports_total 1/);
+  t.match(await f.metrics.registry.metrics(), /ota_reports_total 5/);
+});
+
+t.test('RolloutStatusBook: counts per status, and a halt only when a rollout enters halted', async (t) => {
+  const book = new RolloutStatusBook();
+  book.reset([
+    { id: 'a', status: 'running' },
+    { id: 'constructor', status: 'halted' },
+  ]);
+  t.equal(book.count('running'), 1);
+  t.equal(book.count('halted'), 1, 'an id like "constructor" is just an id');
+  // [status observed, is it a halt]: summaries repeat a status whenever a device moves.
+  const steps: [string, RolloutStatus, boolean][] = [
+    ['a', 'running', false],
+    ['a', 'halted', true],
+    ['a', 'halted', false],
+    ['a', 'halted', false],
+    ['a', 'running', false],
+    ['a', 'halted', true],
+    ['constructor', 'halted', false],
+    ['constructor', 'aborted', false],
+    ['b', 'halted', true],
+    ['a', 'completed', false],
+  ];
+  for (const [id, status, halt] of steps) t.equal(book.observe(id, status), halt, `${id} -> ${status}`);
+  t.same(
+    ROLLOUT_STATUSES.map((s) => [s, book.count(s)]),
+    [
+      ['running', 0],
+      ['waiting_approval', 0],
+      ['halted', 1],
+      ['completed', 1],
+      ['aborted', 1],
+    ],
+  );
+  book.reset([]);
+  t.equal(book.count('halted'), 0, 'reset starts over');
 });

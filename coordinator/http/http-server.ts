@@ -62,10 +62,12 @@ export interface PublishInput {
   channel: string | null;
 }
 
-export interface HealthReport {
-  ok: boolean;
-  details: Record<string, unknown>;
-}
+/**
+ * What `/healthz` answers: 200 `{ ok: true }` when the coordinator serves everything a client
+ * needs, else 503 `{ ok: false, reason }`. Counts (devices, rollouts) are in `/metrics`, not here:
+ * a health check is polled often and must stay cheap.
+ */
+export type HealthReport = { ok: true } | { ok: false; reason: string };
 
 export interface HttpServerOptions {
   artifacts: ArtifactStore;
@@ -486,23 +488,34 @@ export function createHttpServer(options: HttpServerOptions): CoordinatorHttpSer
     });
   });
 
-  app.get('/healthz', async (request, reply) => {
-    let report: HealthReport;
-    try {
-      report = health();
-    } catch (err) {
-      request.log.error({ err }, 'health check failed');
-      report = { ok: false, details: { error: 'health check failed' } };
-    }
-    return reply
-      .code(report.ok ? 200 : 503)
-      .header('cache-control', 'no-store')
-      .send({ ...report.details, ok: report.ok });
+  // HEAD answers with the same status and headers as GET (RFC 9110 section 9.3.2), no body.
+  app.route({
+    method: ['GET', 'HEAD'],
+    url: '/healthz',
+    handler: async (request, reply) => {
+      let report: HealthReport;
+      try {
+        report = health();
+      } catch (err) {
+        request.log.error({ err }, 'health check failed');
+        report = { ok: false, reason: 'health check failed' };
+      }
+      const body = report.ok ? { ok: true } : { ok: false, reason: report.reason };
+      return reply
+        .code(report.ok ? 200 : 503)
+        .header('cache-control', 'no-store')
+        .type('application/json; charset=utf-8')
+        .send(JSON.stringify(body));
+    },
   });
 
-  app.get('/metrics', async (_request, reply) => {
-    const text = await metrics.registry.metrics();
-    return reply.header('cache-control', 'no-store').type(metrics.registry.contentType).send(text);
+  app.route({
+    method: ['GET', 'HEAD'],
+    url: '/metrics',
+    handler: async (_request, reply) => {
+      const text = await metrics.registry.metrics();
+      return reply.header('cache-control', 'no-store').type(metrics.registry.contentType).send(text);
+    },
   });
 
   return {

@@ -6,6 +6,10 @@ import { ROLLOUT_STATUSES, type RolloutStatus } from '../../shared/messages.js';
  * prom-client's global default one, so several coordinators (tests, embedded use) in one process
  * do not share or double-register metrics.
  *
+ * Every metric of the coordinator's own is named `ota_*` (Prometheus naming practice: a prefix
+ * for the application's domain). prom-client's process and Node.js metrics keep their standard
+ * `process_*` and `nodejs_*` names, which ready-made dashboards expect.
+ *
  * Cardinality is bounded on purpose: no metric is labelled with a device id, a model version or
  * anything else that grows with the fleet. The only label is the rollout status (five values).
  */
@@ -13,11 +17,11 @@ export interface CoordinatorMetrics {
   readonly registry: Registry;
   /** Devices whose MQTT session is up right now. */
   readonly connectedDevices: Gauge;
-  /** Device reports accepted; `rate(reports_total[1m])` gives reports per second. */
+  /** Device reports accepted; `rate(ota_reports_total[1m])` gives reports per second. */
   readonly reports: Counter;
   /** Rollouts per status (every status is always present, 0 when none). */
   readonly rollouts: Gauge<'status'>;
-  /** Rollouts halted, automatically (failure rate) or by hand. */
+  /** Transitions of a rollout into `halted` (automatic or by hand). */
   readonly rolloutHalts: Counter;
   /** Rows in the audit chain. */
   readonly auditRows: Gauge;
@@ -25,9 +29,61 @@ export interface CoordinatorMetrics {
   readonly authFailures: Counter;
   /** Artifact bytes read from disk and sent to clients (`GET /artifacts/...`). */
   readonly artifactBytesServed: Counter;
-  /** Sets the `rollouts` gauge from counts per status; statuses missing from `counts` become 0. */
-  setRolloutCounts(counts: Partial<Record<RolloutStatus, number>>): void;
+  /**
+   * Starts the rollout picture over from the store's rollouts (at start): the `rollouts` gauge
+   * is set from them; no halt is counted.
+   */
+  resetRollouts(rollouts: Iterable<{ id: string; status: RolloutStatus }>): void;
+  /**
+   * One rollout's status after a transition (every rollout summary the coordinator publishes):
+   * moves it between the `rollouts` gauge's statuses and counts a halt when it enters `halted`.
+   */
+  observeRollout(id: string, status: RolloutStatus): void;
 }
+
+/**
+ * Which status each rollout is in, and how many rollouts per status: what the `rollouts` gauge
+ * shows and when a halt happens. Pure bookkeeping (no I/O), fed by every summary.
+ */
+export class RolloutStatusBook {
+  private readonly byId = new Map<string, RolloutStatus>();
+  private readonly perStatus = new Map<RolloutStatus, number>(ROLLOUT_STATUSES.map((s) => [s, 0]));
+
+  reset(rollouts: Iterable<{ id: string; status: RolloutStatus }>): void {
+    this.byId.clear();
+    for (const s of ROLLOUT_STATUSES) this.perStatus.set(s, 0);
+    for (const r of rollouts) this.observe(r.id, r.status);
+  }
+
+  /**
+   * Records `status` for rollout `id`. Returns true when this is a halt: the rollout was in
+   * another status (or unknown) and is `halted` now. A summary published again while the rollout
+   * stays halted (a device's report or presence changed) is not a halt.
+   */
+  observe(id: string, status: RolloutStatus): boolean {
+    const previous = this.byId.get(id);
+    if (previous === status) return false;
+    if (previous !== undefined) this.perStatus.set(previous, (this.perStatus.get(previous) ?? 0) - 1);
+    this.perStatus.set(status, (this.perStatus.get(status) ?? 0) + 1);
+    this.byId.set(id, status);
+    return status === 'halted';
+  }
+
+  count(status: RolloutStatus): number {
+    return this.perStatus.get(status) ?? 0;
+  }
+}
+
+/**
+ * prom-client's default metrics it also exports per type: these totals are gauges named
+ * `*_total`, which `promtool check metrics` refuses ("non-counter metrics should not have _total
+ * suffix"); `sum(nodejs_active_handles)` gives the same number.
+ */
+const MISNAMED_DEFAULT_METRICS = [
+  'nodejs_active_handles_total',
+  'nodejs_active_requests_total',
+  'nodejs_active_resources_total',
+];
 
 export interface MetricsOptions {
   /** Also register prom-client's default process and Node.js metrics (default true). */
@@ -36,51 +92,55 @@ export interface MetricsOptions {
 
 export function createMetrics(options: MetricsOptions = {}): CoordinatorMetrics {
   const registry = new Registry();
-  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
+  if (options.defaultMetrics !== false) {
+    collectDefaultMetrics({ register: registry });
+    for (const name of MISNAMED_DEFAULT_METRICS) registry.removeSingleMetric(name);
+  }
   const registers = [registry];
 
   const connectedDevices = new Gauge({
-    name: 'connected_devices',
+    name: 'ota_connected_devices',
     help: 'Devices with an open MQTT session.',
     registers,
   });
   const reports = new Counter({
-    name: 'reports_total',
+    name: 'ota_reports_total',
     help: 'Device reports accepted by the coordinator (its rate is reports per second).',
     registers,
   });
   const rollouts = new Gauge({
-    name: 'rollouts',
+    name: 'ota_rollouts',
     help: 'Rollouts by status.',
     labelNames: ['status'] as const,
     registers,
   });
   const rolloutHalts = new Counter({
-    name: 'rollout_halts_total',
-    help: 'Rollouts halted (failure rate above tolerance, or by an operator).',
+    name: 'ota_rollout_halts_total',
+    help: 'Rollouts that entered halted (failure rate above tolerance, or an operator) since the coordinator started.',
     registers,
   });
   const auditRows = new Gauge({
-    name: 'audit_rows',
+    name: 'ota_audit_rows',
     help: 'Rows in the append-only audit chain.',
     registers,
   });
   const authFailures = new Counter({
-    name: 'mqtt_auth_failures_total',
+    name: 'ota_mqtt_auth_failures_total',
     help: 'MQTT connections refused for failed authentication.',
     registers,
   });
   const artifactBytesServed = new Counter({
-    name: 'artifact_bytes_served_total',
+    name: 'ota_artifact_bytes_served_total',
     help: 'Artifact bytes sent to clients over HTTP.',
     registers,
   });
 
-  const setRolloutCounts = (counts: Partial<Record<RolloutStatus, number>>): void => {
-    for (const status of ROLLOUT_STATUSES) rollouts.set({ status }, counts[status] ?? 0);
+  const book = new RolloutStatusBook();
+  const showRollouts = (): void => {
+    for (const status of ROLLOUT_STATUSES) rollouts.set({ status }, book.count(status));
   };
   // Every status exists from the start, so dashboards see 0 instead of "no data".
-  setRolloutCounts({});
+  showRollouts();
 
   return {
     registry,
@@ -91,6 +151,13 @@ export function createMetrics(options: MetricsOptions = {}): CoordinatorMetrics 
     auditRows,
     authFailures,
     artifactBytesServed,
-    setRolloutCounts,
+    resetRollouts(list) {
+      book.reset(list);
+      showRollouts();
+    },
+    observeRollout(id, status) {
+      if (book.observe(id, status)) rolloutHalts.inc();
+      showRollouts();
+    },
   };
 }

@@ -1,4 +1,5 @@
 import type { Logger } from '../../shared/logger.js';
+import type { AuditEvent } from '../../shared/messages.js';
 import type { Store } from '../store/store.js';
 
 /**
@@ -10,7 +11,15 @@ export class AuthFailureAudit {
   private readonly windows = new Map<string, { start: number; count: number }>();
 
   constructor(
-    private readonly deps: { store: Store; now: () => Date; logger: Logger; windowMs?: number; maxKeys?: number },
+    private readonly deps: {
+      store: Store;
+      now: () => Date;
+      logger: Logger;
+      windowMs?: number;
+      maxKeys?: number;
+      /** The rows it appended (the audit_rows metric follows the chain through this). */
+      onAudit?: (events: AuditEvent[]) => void;
+    },
   ) {}
 
   record(info: { clientId: string; username: string; reason: string }): void {
@@ -27,8 +36,9 @@ export class AuthFailureAudit {
     if (this.windows.size > (this.deps.maxKeys ?? 10_000)) {
       for (const [k, v] of this.windows) if (now - v.start >= windowMs) this.windows.delete(k);
     }
+    let events: AuditEvent[];
     try {
-      this.deps.store.appendAudit(
+      events = this.deps.store.appendAudit(
         [
           {
             actor: info.username.slice(0, 128) || '(none)',
@@ -41,6 +51,8 @@ export class AuthFailureAudit {
       );
     } catch (err) {
       this.deps.logger.error({ err: (err as Error).message }, 'could not audit an authentication failure');
+      return;
     }
+    this.deps.onAudit?.(events);
   }
 }

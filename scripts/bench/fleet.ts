@@ -351,7 +351,7 @@ async function run(): Promise<void> {
     log(`  ${r.connected} connected, ${r.failed} failed; waiting until the coordinator counts them online`);
     let seenAt: number | null = null;
     try {
-      seenAt = (await waitMetric('connected_devices', (v) => v >= r.connected, PHASE_MS, 250)).at;
+      seenAt = (await waitMetric('ota_connected_devices', (v) => v >= r.connected, PHASE_MS, 250)).at;
     } catch (err) {
       errors.push(`connect: ${(err as Error).message}`);
     }
@@ -366,7 +366,7 @@ async function run(): Promise<void> {
     perSecond: Math.round(connect.connected / ((connect.doneAt - connect.startedAt) / 1000)),
     perDeviceP50Ms: percentile(connect.latenciesMs, 50),
     perDeviceP99Ms: percentile(connect.latenciesMs, 99),
-    /** -> the coordinator's connected_devices gauge counts them all (presence written to SQLite). */
+    /** -> the coordinator's ota_connected_devices gauge counts them all (presence written to SQLite). */
     allOnlineAtCoordinatorMs: connect.seenAt !== null ? Math.round(connect.seenAt - connect.startedAt) : null,
   };
   const hard = openFilesLimit('self').hard;
@@ -388,9 +388,9 @@ async function run(): Promise<void> {
       // Every report a device got a PUBACK for must reach the coordinator's counter.
       let reportsTotal = Number.NaN;
       try {
-        reportsTotal = (await waitMetric('reports_total', (v) => v >= counters.reportsAcked, 30_000)).value;
+        reportsTotal = (await waitMetric('ota_reports_total', (v) => v >= counters.reportsAcked, 30_000)).value;
       } catch {
-        reportsTotal = (await c.metrics()).reports_total ?? Number.NaN;
+        reportsTotal = (await c.metrics()).ota_reports_total ?? Number.NaN;
       }
       return { id, createdAt, seen, counters, reportsTotal, devices: await rolloutDevices(id) };
     });
@@ -420,12 +420,12 @@ async function run(): Promise<void> {
   // ---- ingest burst ----
   if (wants('burst') && args.burst > 0) {
     const b = await phase('burst', async () => {
-      const base = (await c.metrics()).reports_total ?? 0;
+      const base = (await c.metrics()).ota_reports_total ?? 0;
       const expected = N * args.burst;
       const r = await s.burst(args.burst);
       // Cross-check (after the fact: scraping /metrics during the burst costs the coordinator
       // ~10% of its CPU at 10,000 connections, prom-client's open-fds and handles collectors).
-      const counted = await waitMetric('reports_total', (v) => v >= base + expected, PHASE_MS, 250);
+      const counted = await waitMetric('ota_reports_total', (v) => v >= base + expected, PHASE_MS, 250);
       return { ...r, expected, counted: counted.value - base, countedAt: counted.at };
     });
     result.ingestBurst = {
@@ -440,7 +440,7 @@ async function run(): Promise<void> {
        */
       ms: Math.round(b.doneAt - b.startedAt),
       reportsPerSec: Math.round(b.expected / ((b.doneAt - b.startedAt) / 1000)),
-      /** First report sent -> /metrics reports_total showed them all (polled every 250 ms after the last PUBACK). */
+      /** First report sent -> /metrics ota_reports_total showed them all (polled every 250 ms after the last PUBACK). */
       countedMs: Math.round(b.countedAt - b.startedAt),
     };
   }
