@@ -125,7 +125,7 @@ export async function startCoordinator(
       now,
       onAudit,
       // Every transition publishes a summary: the rollouts gauge and the halts counter follow them.
-      onSummary: (s) => metrics.observeRollout(s.rolloutId, s.status),
+      onSummary: (s) => metrics.observeRollout(s.id, s.status),
       onError: (err, what) => logger.error({ err: (err as Error).message }, `rollout engine: ${what} failed`),
       // Its newest report, also when it is still waiting to be written behind.
       lastReport: (deviceId) => lastReports.get(deviceId) ?? store.getDevice(deviceId)?.lastReport,

@@ -119,10 +119,10 @@ t.test(
       qos: 1,
     });
     await until(httpUrl, 'ota_connected_devices', 0);
-    const status = await admin.call<{ devices: { deviceId: string; online: boolean }[] }>('rollout.status', {
+    const status = await admin.call<{ devices: { id: string; online: boolean }[] }>('rollout.status', {
       id: 'r-1',
     });
-    t.match(status.devices, [{ deviceId: 'cam-1', online: false }], 'the rollout recorded the device offline');
+    t.match(status.devices, [{ id: 'cam-1', online: false }], 'the rollout recorded the device offline');
     text = await checkRolloutsGauge(t, admin, httpUrl, 'halted, device gone');
     t.equal(sample(text, 'ota_rollout_halts_total'), 1, 'still one halt');
 
