@@ -1,7 +1,12 @@
 // The per-file coverage gate, run after tap by `npm test` (posttest).
 //
 //   node .ci/coverage-check.mjs [--summary .tap/report/coverage-summary.json]
-//                               [--policy .ci/coverage-policy.json] [--root .]
+//                               [--policy .ci/coverage-policy.json] [--root .] [--suggest-floors]
+//
+// --suggest-floors prints, instead of checking, the `floors` the policy's rule gives for the
+// last report (after a whole `npm test`): for each metric of a file below the default + 3
+// points, 5 points under its value (never above the default). For after a refactor that moved
+// code between files; review the output before pasting it into the policy.
 //
 // tap (node-tap 21) only checks the whole run's totals. This checks every source file under the
 // policy's `include` folders (TypeScript, not .d.ts) against the policy's `default` thresholds
@@ -63,6 +68,23 @@ export function checkCoverage({ summary, policy, sources, root, typesOnly = () =
     if (below.length) problems.push(`${name}: ${below.join(', ')}`);
   }
   return problems;
+}
+
+/** The floors rule of the policy (see --suggest-floors) applied to a report. */
+export function suggestFloors({ summary, policy, root }) {
+  const floors = {};
+  for (const [file, entry] of Object.entries(summary)) {
+    if (file === 'total') continue;
+    const name = path.relative(root, file).split(path.sep).join('/');
+    const floor = {};
+    for (const m of METRICS) {
+      const want = policy.default[m];
+      if (want !== undefined && pct(entry[m]) < want + 3)
+        floor[m] = Math.max(0, Math.min(want, Math.floor(pct(entry[m])) - 5));
+    }
+    if (Object.keys(floor).length) floors[name] = floor;
+  }
+  return Object.fromEntries(Object.entries(floors).sort(([a], [b]) => (a < b ? -1 : 1)));
 }
 
 /** istanbul reports 100 for a metric with nothing to cover (total 0), and "Unknown" in old versions. */
@@ -132,8 +154,9 @@ function arg(name, fallback) {
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const root = path.resolve(arg('root', '.'));
+  const suggest = process.argv.includes('--suggest-floors');
   const notRun = testFilesNotRun(root);
-  if (notRun.length) {
+  if (notRun.length && !suggest) {
     console.log(
       `coverage: the last tap run left out ${notRun.length} test file(s) (${notRun.slice(0, 3).join(', ')}` +
         `${notRun.length > 3 ? ', ...' : ''}): per-file gate skipped; it applies to the whole suite (npm test)`,
@@ -153,6 +176,10 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     process.exit(1);
   }
   const policy = JSON.parse(readFileSync(policyFile, 'utf8'));
+  if (suggest) {
+    console.log(JSON.stringify(suggestFloors({ summary, policy, root }), null, 2));
+    process.exit(0);
+  }
   const sources = sourceFiles(root, policy.include);
   const problems = checkCoverage({ summary, policy, sources, root, typesOnly: (f) => compiledToNothing(root, f) });
   if (problems.length) {

@@ -21,10 +21,11 @@ interface Project {
   report?: Record<string, ReturnType<typeof entry>>;
   policy?: object;
   ran?: string[];
+  args?: string[];
 }
 
 /** A project with agent/{good,weak,types}.ts and two test files; runs the check in it. */
-function check(t: Test, { report, policy, ran = ['test/a.test.ts', 'test/b.test.ts'] }: Project = {}) {
+function check(t: Test, { report, policy, ran = ['test/a.test.ts', 'test/b.test.ts'], args = [] }: Project = {}) {
   const root = t.testdir({
     agent: { 'good.ts': 'export const a = 1;', 'weak.ts': 'export const b = 2;', 'types.ts': 'export type T = 1;' },
     // The build: types.ts compiled to no code.
@@ -48,7 +49,7 @@ function check(t: Test, { report, policy, ran = ['test/a.test.ts', 'test/b.test.
   });
   const child = { parent: '0', cwd: root, argv: ['node', 'dist/agent/main.js'] };
   writeFileSync(path.join(root, '.tap/processinfo/child.json'), JSON.stringify(child));
-  const r = spawnSync(process.execPath, [CHECK, '--root', root], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [CHECK, '--root', root, ...args], { encoding: 'utf8' });
   return { status: r.status, out: r.stdout + r.stderr };
 }
 
@@ -111,4 +112,13 @@ t.test('a run of some test files only: the gate says so and passes', async (t) =
   const r = check(t, { ran: ['test/a.test.ts'], report: { 'agent/good.ts': entry(10) } });
   t.equal(r.status, 0, r.out);
   t.match(r.out, /left out 1 test file\(s\) \(test\/b\.test\.ts\): per-file gate skipped/);
+});
+
+t.test('--suggest-floors: 5 points under each metric below the default + 3, never above the default', async (t) => {
+  const r = check(t, {
+    args: ['--suggest-floors'],
+    report: { 'agent/good.ts': entry(95, 95, 95), 'agent/weak.ts': entry(60, 72, 87) },
+  });
+  t.equal(r.status, 0, r.out);
+  t.same(JSON.parse(r.out), { 'agent/weak.ts': { lines: 55, branches: 67, functions: 82 } });
 });
