@@ -87,15 +87,20 @@ t.test('rollouts end to end: waves, a manual gate, completion; a bad model halts
       t.equal(await f.link(id, 'det'), '2.0.0');
     }
   }
-  // No assignment after the halt, from the coordinator's own rows: wave 2 is still pending.
-  const afterHalt = await f.admin.call<{ devices: { id: string; wave: number; state: string }[] }>('rollout.status', {
+  // No assignment after the halt, from the coordinator's own record rather than a wait for
+  // reports that should not come: every wave-2 device is still pending (never assigned, so never
+  // sent 3.0.0), and no device beyond the canaries reported 3.0.0.
+  const after = await f.admin.call<{ devices: { id: string; wave: number; state: string }[] }>('rollout.status', {
     id: 'r-v3',
   });
+  const later = after.devices.filter((d) => d.wave !== 1);
+  t.equal(later.length, DEVICES.length - 2, 'four devices in wave 2');
   t.same(
-    afterHalt.devices.filter((d) => d.wave === 2).map((d) => d.state),
-    afterHalt.devices.filter((d) => d.wave === 2).map(() => 'pending'),
-    'wave 2 never assigned',
+    later.filter((d) => d.state !== 'pending'),
+    [],
+    'wave 2 never assigned after the halt',
   );
+  t.equal(DEVICES.filter((d) => f.lastReport(d)?.models.det?.version === '3.0.0').length, canaries.length);
   const audit = await f.admin.call<AuditEvent[]>('audit.ls', { rolloutId: 'r-v3' });
   const haltRow = audit.find((e) => e.action === 'rollout.halted');
   t.match(haltRow?.details, { wave: 1, maxFailureRate: 0 }, 'the halt is audited with its numbers');

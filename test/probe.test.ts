@@ -1,3 +1,4 @@
+import { promises as fs } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -62,6 +63,28 @@ async function probe(
   return { result, pid, ms };
 }
 
+/**
+ * Resolves once `pid` has exited (no such process, or a zombie waiting for a parent to reap it:
+ * an orphan's parent is PID 1, which may reap late or never in a container). Rejects after 30 s,
+ * a limit only for a process that was never killed (the ones here would live 1000 s).
+ */
+async function waitUntilGone(pid: number): Promise<void> {
+  const gone = async () => {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return true;
+    }
+    const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+    return /^\d+ \(.*\) Z/.test(stat);
+  };
+  for (let i = 0; i < 1_500; i++) {
+    if (await gone()) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`process ${pid} is still running`);
+}
+
 function assertGone(t: Test, pid: number): void {
   t.throws(() => process.kill(pid, 0), { code: 'ESRCH' }, `the probe child ${pid} is gone`);
 }
@@ -78,7 +101,8 @@ t.test('the good model passes its probe', async (t) => {
   const { result, pid, ms } = await probe(t, goodModel(), goodProbe());
   t.match(result, { ok: true, attempts: 1, latencyMs: Number });
   t.ok(pid, 'a child was started');
-  if (result.ok) t.ok(result.latencyMs < 1000, 'latency measured per run');
+  // Per inference run, not the whole probe (which includes the child's start and the model load).
+  if (result.ok) t.ok(result.latencyMs >= 0 && result.latencyMs < ms, 'latency measured per run');
   goodProbeMs = ms;
   t.comment(`a whole probe takes ${Math.round(ms)} ms here`);
 });
@@ -126,18 +150,20 @@ t.test('a probe that does not fit the model is E_PROBE_SPEC', async (t) => {
 });
 
 t.test('a slow model is killed at the timeout', async (t) => {
-  const { result, pid, ms } = await probe(t, slowModel(), spec({ golden: undefined, timeoutMs: 500 }));
+  // The slow model's run takes minutes: a timeout that did not fire would leave the probe
+  // running past the test's own limit. The code says the timeout fired; probe() checks the
+  // child is gone.
+  const { result, pid } = await probe(t, slowModel(), spec({ golden: undefined, timeoutMs: 500 }));
   t.match(result, { ok: false, code: 'E_PROBE_TIMEOUT', message: /within 500 ms/ });
   t.ok(pid, 'a child was started');
-  t.ok(ms < 2_000, `resolved ${Math.round(ms)} ms after the start`);
 });
 
 t.test('a child blocked in run() is killed at the timeout', async (t) => {
   // Long enough for the child to start and load here, far too short for the slow model's run.
   const timeoutMs = Math.ceil(goodProbeMs * 2 + 1_000);
-  const { result, ms } = await probe(t, slowModel(), spec({ golden: undefined, timeoutMs }));
+  const { result, pid } = await probe(t, slowModel(), spec({ golden: undefined, timeoutMs }));
   t.match(result, { ok: false, attempts: 1, code: 'E_PROBE_TIMEOUT', message: /running inference, attempt 1/ });
-  t.ok(ms < timeoutMs + 1_500, `resolved ${Math.round(ms)} ms after the start (timeout ${timeoutMs} ms)`);
+  t.ok(pid, 'a child was started (probe() checks it is gone)');
 });
 
 t.test('a child that dies without a verdict is E_PROBE_FAILED, saying how', async (t) => {
@@ -282,14 +308,15 @@ t.test('extra probes', async (t) => {
   t.test('the probe deadline covers the extra probes', async (t) => {
     const timeoutMs = Math.ceil(goodProbeMs * 2 + 1_000);
     const hang = spec({ timeoutMs, extra: [{ kind: 'http', url: `${base}/hang`, timeoutMs: 600_000 }] });
-    const { result, ms } = await probe(t, goodModel(), hang);
+    // The extra probe alone would wait 10 minutes: E_PROBE_TIMEOUT naming the extra probes is
+    // the probe's deadline firing.
+    const { result } = await probe(t, goodModel(), hang);
     t.match(result, {
       ok: false,
       attempts: 1,
       code: 'E_PROBE_TIMEOUT',
       message: /running the extra probes, attempt 1/,
     });
-    t.ok(ms < timeoutMs + 1_500, `resolved ${Math.round(ms)} ms after the start (timeout ${timeoutMs} ms)`);
   });
 
   t.test('http: no answer within its timeout, nothing listening', async (t) => {
@@ -347,8 +374,6 @@ t.test('extra probes', async (t) => {
       code: 'E_PROBE_EXTRA',
       message: /exited with code 3: broken: \$\(touch \/tmp\/nope\);x$/,
     });
-    // A program past its timeout is killed, with what it started (its process group).
-    const started = performance.now();
     // Stopped from outside (deadline, shutdown): rejects with the reason, the program is killed.
     const stop = new AbortController();
     setTimeout(() => stop.abort(new Error('deadline')), 100);
@@ -357,12 +382,22 @@ t.test('extra probes', async (t) => {
       { ...allow, signal: stop.signal },
     );
     await t.rejects(stopped, { message: 'deadline' });
+    // A program past its timeout is killed, with what it started (its process group). Both
+    // sleeps outlive the test: waiting for the program, or for the child holding its stdout,
+    // would time the test out; the background sleep's pid shows that it was killed too.
+    const pidFile = path.join(dir, 'background.pid');
     const slow = await runExtraProbe(
-      { kind: 'exec', path: '/bin/sh', argv: ['-c', 'sleep 30 & sleep 30'], timeoutMs: 300 },
+      {
+        kind: 'exec',
+        path: '/bin/sh',
+        argv: ['-c', `sleep 1000 & echo $! > '${pidFile}'; sleep 1000`],
+        timeoutMs: 300,
+      },
       allow,
     );
     t.match(slow, { ok: false, code: 'E_PROBE_EXTRA', message: /did not finish within 300 ms/ });
-    t.ok(performance.now() - started < 2_000, 'no wait for the program or its children');
+    const background = Number(await fs.readFile(pidFile, 'utf8'));
+    await t.resolves(waitUntilGone(background), `the program's own child ${background} was killed`);
   });
 });
 
@@ -370,7 +405,6 @@ t.test('aborting (agent shutdown) kills the child and rejects', async (t) => {
   const dir = t.testdir({ 'model.onnx': Buffer.from(slowModel()) });
   const controller = new AbortController();
   let pid: number | undefined;
-  const started = performance.now();
   const pending = runProbe({
     modelFile: path.join(dir, 'model.onnx'),
     manifest: { inputs: [], outputs: [], probe: null },
@@ -382,8 +416,8 @@ t.test('aborting (agent shutdown) kills the child and rejects', async (t) => {
       setTimeout(() => controller.abort(new Error('agent stopping')), goodProbeMs + 500);
     },
   });
+  // Aborted, not E_PROBE_TIMEOUT at the 60 s limit: the abort stopped the run at once.
   await t.rejects(pending, { code: 'E_PROBE_FAILED', message: /aborted.*agent stopping/ });
-  t.ok(performance.now() - started < goodProbeMs + 3_000, 'promptly');
   if (pid !== undefined) assertGone(t, pid);
   // Already aborted: no child at all.
   let forked = false;

@@ -12,6 +12,8 @@ export class TestBroker {
   port = 0;
   /** Every accepted CONNECT, by client id. */
   readonly connects: string[] = [];
+  /** Every SUBSCRIBE the broker completed (SUBACK sent, the subscription live), by client id. */
+  readonly subscribes: string[] = [];
   /** Client ids refused for now (CONNACK "not authorized"), to order reconnections in tests. */
   readonly held = new Set<string>();
   /**
@@ -41,6 +43,7 @@ export class TestBroker {
       },
     });
     aedes.on('client', (client) => this.connects.push(client.id));
+    aedes.on('subscribe', (_subscriptions, client) => this.subscribes.push(client.id));
     const server = net.createServer(aedes.handle);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
