@@ -1,10 +1,8 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { isOtaError } from '../shared/errors.js';
 import { publicKeyToJson } from '../shared/keys.js';
 import type { Logger } from '../shared/logger.js';
-import { CommandRequestSchema, type Reported, ReportedSchema, StatusSchema } from '../shared/messages.js';
-import { decodePayload, encodePayload } from '../shared/payload.js';
+import { encodePayload } from '../shared/payload.js';
 import { signerFor } from '../shared/signatures.js';
 import { createTopics } from '../shared/topics.js';
 import { readPackageVersion } from '../shared/version.js';
@@ -20,11 +18,12 @@ import { createMetrics } from './http/metrics.js';
 import { AuthFailureAudit } from './identity/auth-failure-audit.js';
 import { storeAuthenticator } from './identity/authenticate.js';
 import { ensureAdminToken, loadOrCreateCoordinatorKey } from './identity/bootstrap.js';
-import { PacedFlush } from './paced-flush.js';
+import { PresenceRecorder } from './ingest/presence-recorder.js';
+import { ReportRecorder } from './ingest/report-recorder.js';
+import { routeMessages } from './ingest/route-messages.js';
+import { PlanExecutor } from './plan/commit-plan.js';
 import { RolloutService } from './rollout/rollout-service.js';
-import type { HistoryRecord } from './store/records.js';
 import { openStore } from './store/sqlite-store.js';
-import { WRITE_BEHIND } from './store/store.js';
 
 /** Reports and presence are written behind at most this often under load (PacedFlush). */
 const WRITE_BEHIND_EVERY_MS = 50;
@@ -117,7 +116,10 @@ export async function startCoordinator(
       }),
       onAudit,
     });
+    // The one executor of write plans (rollout decisions; design section 2).
+    const executor = new PlanExecutor({ store, desired, topics, publish, onAudit });
     const rollouts = new RolloutService({
+      executor,
       store,
       desired,
       topics,
@@ -128,7 +130,7 @@ export async function startCoordinator(
       onSummary: (s) => metrics.observeRollout(s.id, s.status),
       onError: (err, what) => logger.error({ err: (err as Error).message }, `rollout engine: ${what} failed`),
       // Its newest report, also when it is still waiting to be written behind.
-      lastReport: (deviceId) => lastReports.get(deviceId) ?? store.getDevice(deviceId)?.lastReport,
+      lastReport: (deviceId) => reports.last(deviceId) ?? store.getDevice(deviceId)?.lastReport,
     });
     const authenticate = storeAuthenticator(store);
     const authFailures = new AuthFailureAudit({ store, now, logger, onAudit });
@@ -146,8 +148,8 @@ export async function startCoordinator(
     // On the way out: the reports still queued and the rollout events not yet decided.
     closers.push(() => {
       rollouts.flush();
-      reportWriter.run();
-      presenceWriter.run();
+      reports.flush();
+      presence.flush();
     });
     publishOne = (m) => broker.publish(m.topic, m.payload, { retain: m.retain, qos: 1 });
 
@@ -164,164 +166,33 @@ export async function startCoordinator(
       },
     };
 
-    // Reports are recorded write-behind: the device's last report and its history rows go to
-    // SQLite in one transaction per turn of the event loop (thousands of reports per second
-    // would otherwise be thousands of transactions), without an fsync of its own (WRITE_BEHIND):
-    // a kill -9 loses none of them, a power loss at most those since the last durable commit.
-    // Rollout decisions do not wait for it: they have their own durable transaction. A crash
-    // loses at most the history of the last few milliseconds; agents send their current report
-    // again when they reconnect.
-    const lastReports = new Map<string, Reported>();
-    const pendingReports = new Map<string, Reported>();
-    let pendingHistory: HistoryRecord[] = [];
-    const recordReports = () => {
-      if (pendingReports.size === 0 && pendingHistory.length === 0) return;
-      const reports = [...pendingReports];
-      const history = pendingHistory;
-      pendingReports.clear();
-      pendingHistory = [];
-      const ts = now().toISOString();
-      try {
-        store.transaction(() => {
-          const gone = new Set<string>();
-          for (const [deviceId, report] of reports) {
-            try {
-              store.setDeviceReport(deviceId, report, ts);
-            } catch {
-              gone.add(deviceId); // removed while connected: nothing to record
-            }
-          }
-          const rows = gone.size > 0 ? history.filter((h) => !gone.has(h.deviceId)) : history;
-          if (rows.length > 0) store.appendHistory(rows);
-        }, WRITE_BEHIND);
-      } catch (err) {
-        logger.error({ err: (err as Error).message, reports: reports.length }, 'recording reports failed');
-      }
-    };
-    // At most every WRITE_BEHIND_EVERY_MS under load (group commit, PacedFlush); on the next turn when quiet.
-    const reportWriter = new PacedFlush(recordReports, WRITE_BEHIND_EVERY_MS, nowMs);
-    const onReported = (deviceId: string, report: Reported) => {
-      let before = lastReports.get(deviceId);
-      if (!before && !lastReports.has(deviceId)) {
-        const device = store.getDevice(deviceId);
-        if (!device) return;
-        before = device.lastReport ?? undefined;
-      }
-      const ts = now().toISOString();
-      for (const [model, m] of Object.entries(report.models)) {
-        const b = before?.models[model];
-        if (b && b.state === m.state && b.version === m.version && b.updatedAt === m.updatedAt) continue;
-        pendingHistory.push({
-          deviceId,
-          model,
-          state: m.state,
-          version: m.version,
-          rolloutId: m.rolloutId,
-          error: m.error,
-          ts,
-        });
-      }
-      lastReports.set(deviceId, report);
-      pendingReports.set(deviceId, report);
-      reportWriter.schedule();
-      metrics.reports.inc();
-      rollouts.onReport(deviceId, report);
-    };
-    // Counted here, not by scanning the devices table on every connect (10,000 devices connect at once).
-    const onlineDevices = new Set<string>();
-    // Presence is written behind too, one transaction per turn (10,000 devices connect at once);
-    // the rollout engine hears about it right away (batched there).
-    type Presence = { online: boolean; facts?: { facts: never; agentVersion: string | null } };
-    const pendingPresence = new Map<string, Presence>();
-    const recordPresence = () => {
-      if (pendingPresence.size === 0) return;
-      const batch = [...pendingPresence];
-      pendingPresence.clear();
-      const ts = now().toISOString();
-      try {
-        store.transaction(() => {
-          for (const [deviceId, p] of batch) {
-            try {
-              store.setDevicePresence(deviceId, p.online, ts, p.facts);
-            } catch {
-              // removed meanwhile
-            }
-          }
-        }, WRITE_BEHIND);
-      } catch (err) {
-        logger.error({ err: (err as Error).message, devices: batch.length }, 'recording presence failed');
-      }
-    };
-    const presenceWriter = new PacedFlush(recordPresence, WRITE_BEHIND_EVERY_MS, nowMs);
-    const onPresence = (deviceId: string, online: boolean, status?: { facts?: unknown; agentVersion?: string }) => {
-      const previous = pendingPresence.get(deviceId);
-      const facts = status?.facts
-        ? { facts: status.facts as never, agentVersion: status.agentVersion ?? null }
-        : previous?.facts;
-      pendingPresence.set(deviceId, facts ? { online, facts } : { online });
-      presenceWriter.schedule();
-      rollouts.onPresence(deviceId, online);
-      if (online) onlineDevices.add(deviceId);
-      else onlineDevices.delete(deviceId);
-      metrics.connectedDevices.set(onlineDevices.size);
-    };
-
-    broker.aedes.on('publish', (packet, client) => {
-      if (!client) return; // our own publishes
-      // By connection, not by id: a will is published while its connection closes.
-      const principal = broker.principalFor(client);
-      if (!principal) return;
-      void (async () => {
-        try {
-          // Decoded once, by the broker's payload check; decoded here only when it did not (a will).
-          const decoded = broker.decoded(packet.payload);
-          if (decoded?.kind === 'reported' && principal.kind === 'device') {
-            onReported(decoded.deviceId, decoded.value);
-            return;
-          }
-          const parsed = topics.parse(packet.topic);
-          if (parsed.kind === 'reported' && principal.kind === 'device') {
-            onReported(parsed.deviceId, decodePayload(ReportedSchema, packet.payload as Buffer, packet.topic));
-          } else if (parsed.kind === 'status' && principal.kind === 'device') {
-            const status =
-              decoded?.kind === 'status'
-                ? decoded.value
-                : decodePayload(StatusSchema, packet.payload as Buffer, packet.topic);
-            // The will of a session a newer one replaced says nothing about the device.
-            if (!status.online && !broker.isNewestSession(client)) return;
-            onPresence(parsed.deviceId, status.online, status);
-          } else if (parsed.kind === 'cmd') {
-            const request =
-              decoded?.kind === 'cmd'
-                ? decoded.value
-                : decodePayload(CommandRequestSchema, packet.payload as Buffer, packet.topic);
-            // A command reads what the devices reported so far, written behind until now.
-            reportWriter.runIfScheduled();
-            presenceWriter.runIfScheduled();
-            const reply = await runCommand(parsed.op, request, principal, commandContext, logger);
-            await publishOne({ topic: request.replyTo, payload: encodePayload(reply), retain: false });
-          }
-        } catch (err) {
-          // The broker validated the payload already; anything here is logged, never fatal.
-          const level = isOtaError(err) ? 'warn' : 'error';
-          logger[level]({ topic: packet.topic, err: (err as Error).message }, 'message not processed');
-        }
-      })();
-    });
-    // A device is offline the moment its connection ends, however it ends: a DISCONNECT, a
-    // dropped TCP connection (kill -9, power loss: the kernel or the peer resets it), or the
-    // keepalive running out on a connection that went silent (Aedes closes it after 1.5 x the
-    // keepalive, MQTT 3.1.1 section 3.1.2.10). Its will says the same a moment earlier.
-    // Looked up by connection: the broker forgets the id's session before this listener runs.
-    broker.aedes.on('clientDisconnect', (client) => {
-      const principal = broker.principalFor(client);
-      if (principal?.kind !== 'device' || !broker.isNewestSession(client)) return;
-      try {
-        onPresence(principal.deviceId, false);
-      } catch (err) {
-        logger.error({ err: (err as Error).message }, 'presence update failed');
-      }
-    });
+    const reports = new ReportRecorder({ store, now, logger, everyMs: WRITE_BEHIND_EVERY_MS });
+    const presence = new PresenceRecorder({ store, now, logger, everyMs: WRITE_BEHIND_EVERY_MS });
+    routeMessages(
+      broker,
+      topics,
+      {
+        report: (deviceId, report) => {
+          if (!reports.record(deviceId, report)) return;
+          metrics.reports.inc();
+          rollouts.onReport(deviceId, report);
+        },
+        presence: (deviceId, online, status) => {
+          presence.record(deviceId, online, status);
+          // The rollout engine hears about it right away (batched there).
+          rollouts.onPresence(deviceId, online);
+          metrics.connectedDevices.set(presence.connected);
+        },
+        command: (op, request, principal) => {
+          // A command reads what the devices reported so far, written behind until now.
+          reports.flushIfScheduled();
+          presence.flushIfScheduled();
+          return runCommand(op, request, principal, commandContext, logger);
+        },
+        reply: (topic, reply) => publishOne({ topic, payload: encodePayload(reply), retain: false }),
+      },
+      logger,
+    );
 
     const http = createHttpServer({
       artifacts,
@@ -362,7 +233,7 @@ export async function startCoordinator(
     // within the grace are offline (they must not hold a wave open forever).
     const sweep = setTimeout(() => {
       try {
-        const swept = rollouts.sweepPresence((id) => onlineDevices.has(id));
+        const swept = rollouts.sweepPresence((id) => presence.isOnline(id));
         if (swept > 0) logger.info({ devices: swept }, 'devices that did not reconnect after the start marked offline');
       } catch (err) {
         logger.error({ err: (err as Error).message }, 'presence sweep failed');

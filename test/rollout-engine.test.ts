@@ -6,7 +6,6 @@ import { planWaves, waveCuts } from '../coordinator/rollout/plan-waves.js';
 import { parseWaves, validateStrategy } from '../coordinator/rollout/strategy.js';
 import { summarize } from '../coordinator/rollout/summary.js';
 import type {
-  AbortPolicy,
   Decision,
   Rollout,
   RolloutDevice,

@@ -1,0 +1,115 @@
+import type { Logger } from '../../shared/logger.js';
+import type { Reported } from '../../shared/messages.js';
+import { PacedFlush } from '../paced-flush.js';
+import type { HistoryRecord } from '../store/records.js';
+import { type Store, WRITE_BEHIND } from '../store/store.js';
+
+export interface ReportRecorderDeps {
+  store: Store;
+  now: () => Date;
+  logger: Logger;
+  /** Written at most this often under load (group commit); on the next turn when quiet. */
+  everyMs: number;
+}
+
+/**
+ * Devices' reports, written behind: each device's last report and its history rows go to SQLite
+ * in one transaction per flush (thousands of reports per second would otherwise be thousands of
+ * transactions), without an fsync of its own (WRITE_BEHIND): a kill -9 loses none of them, a
+ * power loss at most those since the last durable commit. Rollout decisions do not wait for it:
+ * they have their own durable transaction, and agents send their current report again when they
+ * reconnect. The newest report of each device is kept in memory (`last`), so readers never see
+ * an older one than the rollout engine decided on.
+ */
+export class ReportRecorder {
+  private readonly lastReports = new Map<string, Reported>();
+  private readonly pending = new Map<string, Reported>();
+  private history: HistoryRecord[] = [];
+  private readonly writer: PacedFlush;
+
+  constructor(private readonly deps: ReportRecorderDeps) {
+    this.writer = new PacedFlush(
+      () => this.write(),
+      deps.everyMs,
+      () => deps.now().getTime(),
+    );
+  }
+
+  /**
+   * Records a report: a history row per model whose state, version or time changed. Returns false
+   * for a device that is not enrolled (removed while connected): nothing is recorded.
+   */
+  record(deviceId: string, report: Reported): boolean {
+    let before = this.lastReports.get(deviceId);
+    if (!before && !this.lastReports.has(deviceId)) {
+      const device = this.deps.store.getDevice(deviceId);
+      if (!device) return false;
+      before = device.lastReport ?? undefined;
+    }
+    const ts = this.deps.now().toISOString();
+    for (const [model, m] of Object.entries(report.models)) {
+      const b = before?.models[model];
+      if (b && b.state === m.state && b.version === m.version && b.updatedAt === m.updatedAt) continue;
+      this.history.push({
+        deviceId,
+        model,
+        state: m.state,
+        version: m.version,
+        rolloutId: m.rolloutId,
+        error: m.error,
+        ts,
+      });
+    }
+    this.lastReports.set(deviceId, report);
+    this.pending.set(deviceId, report);
+    this.writer.schedule();
+    return true;
+  }
+
+  /** The device's newest report, also while it waits to be written; undefined when none is known here. */
+  last(deviceId: string): Reported | undefined {
+    return this.lastReports.get(deviceId);
+  }
+
+  /** Forgets a device (removed or re-enrolled: a new device starts with no report). */
+  forget(deviceId: string): void {
+    this.lastReports.delete(deviceId);
+    this.pending.delete(deviceId);
+  }
+
+  /** Writes what is waiting now (a command is about to read the store). */
+  flushIfScheduled(): void {
+    this.writer.runIfScheduled();
+  }
+
+  /** Writes what is waiting (on the way out). */
+  flush(): void {
+    this.writer.run();
+  }
+
+  private write(): void {
+    if (this.pending.size === 0 && this.history.length === 0) return;
+    const { store, logger } = this.deps;
+    const reports = [...this.pending];
+    const history = this.history;
+    this.pending.clear();
+    this.history = [];
+    const ts = this.deps.now().toISOString();
+    try {
+      store.transaction(() => {
+        const gone = new Set<string>();
+        for (const [deviceId, report] of reports) {
+          try {
+            store.setDeviceReport(deviceId, report, ts);
+          } catch {
+            gone.add(deviceId); // removed while connected: nothing to record
+          }
+        }
+        const rows = gone.size > 0 ? history.filter((h) => !gone.has(h.deviceId)) : history;
+        if (rows.length > 0) store.appendHistory(rows);
+      }, WRITE_BEHIND);
+    } catch (err) {
+      logger.error({ err: (err as Error).message, reports: reports.length }, 'recording reports failed');
+    }
+  }
+}
