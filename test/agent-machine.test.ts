@@ -29,6 +29,7 @@ const ctx: StepContext = {
     backoffMaxMs: 8000,
     maxStarts: 2,
     maxArtifactBytes: 1_000_000,
+    diskReserveBytes: 100,
     outboxLimit: 5,
   },
 };
@@ -189,7 +190,6 @@ t.test('an unreachable server is waited for without using up attempts', async (t
       model: 'det',
       generation: gen,
       error: unreachable,
-      retryable: true,
     });
     state = r.state;
     t.equal(state.models.det?.phase, 'downloading');
@@ -199,7 +199,7 @@ t.test('an unreachable server is waited for without using up attempts', async (t
   t.equal(state.models.det?.attempt, 1, 'twenty refusals later, still the first attempt');
   t.same(state.models.det?.error, unreachable, 'the reason is reported meanwhile');
   const other = { code: 'E_DOWNLOAD', message: 'HTTP 500' } as const;
-  state = run(state, { type: 'download_failed', model: 'det', generation: gen, error: other, retryable: true }).state;
+  state = run(state, { type: 'download_failed', model: 'det', generation: gen, error: other }).state;
   t.equal(state.models.det?.attempt, 2, 'a server that answers badly does use an attempt');
 });
 
@@ -237,7 +237,6 @@ t.test('download errors: transient ones retried, others fail at once', async (t)
     model: 'det',
     generation: gen,
     error: { code: 'E_DOWNLOAD_STALLED', message: 'stalled' },
-    retryable: true,
   });
   t.equal(transient.state.models.det?.phase, 'downloading');
   t.equal(transient.state.models.det?.attempt, 2);
@@ -250,7 +249,6 @@ t.test('download errors: transient ones retried, others fail at once', async (t)
     model: 'det',
     generation: gen,
     error: { code: 'E_DISK_SPACE', message: 'full' },
-    retryable: false,
   });
   t.equal(disk.state.models.det?.phase, 'failed');
   t.equal(disk.state.models.det?.links.current, '1.0', 'current untouched');
