@@ -204,7 +204,7 @@ export function buildReport(state: AgentState, deviceId: string, ts: string): Re
   for (const [name, rec] of Object.entries(state.models)) {
     models[name] = {
       state: rec.phase,
-      version: rec.target?.version ?? null,
+      version: rec.target?.version ?? rec.refusedVersion,
       current: rec.links.current,
       previousVersion: rec.links.previous,
       rolloutId: rec.rolloutId,

@@ -1,6 +1,7 @@
 import { verifyArtifact, verifyEnvelope } from '../../shared/envelope.js';
 import { OtaError, toOtaError } from '../../shared/errors.js';
 import type { DesiredState, ErrorInfo, ModelState } from '../../shared/messages.js';
+import { isSafeVersion } from '../../shared/names.js';
 import { effectiveFloor } from '../../shared/rollback-floor.js';
 import type { AgentState, Links, ModelRecord, Target } from './agent-state.js';
 import type { AgentEvent, AgentLimits, Effect, StepContext } from './machine.js';
@@ -249,6 +250,16 @@ function retryOrFail(tx: Txn, model: string, rec: ModelRecord, error: ErrorInfo,
   }
 }
 
+/** The version an envelope names, when it is a well-formed one (it goes into the report as is). */
+function namedVersion(envelope: { manifest: string }): string | null {
+  try {
+    const version = (JSON.parse(envelope.manifest) as { version?: unknown }).version;
+    return typeof version === 'string' && isSafeVersion(version) ? version : null;
+  } catch {
+    return null;
+  }
+}
+
 // ---- handlers, one per row group ----
 
 function onAssigned(tx: Txn, rec: ModelRecord, event: Extract<ModelEvent, { type: 'assigned' }>): void {
@@ -280,15 +291,22 @@ function onAssigned(tx: Txn, rec: ModelRecord, event: Extract<ModelEvent, { type
     if (unmet) throw new OtaError('E_REQUIREMENTS', unmet);
   } catch (err) {
     // Refused before a single byte is fetched; `current` is untouched. A new generation makes
-    // any work still running for an older assignment irrelevant.
-    tx.replace(model, { ...rec, target: null, rolloutId, generation: rec.generation + 1 });
+    // any work still running for an older assignment irrelevant. The report names the refused
+    // version: the desired state carrying the envelope is the coordinator's, verified above.
+    tx.replace(model, {
+      ...rec,
+      target: null,
+      refusedVersion: namedVersion(envelope),
+      rolloutId,
+      generation: rec.generation + 1,
+    });
     fail(tx, model, info(err));
     return;
   }
   const same = rec.target?.sha256 === target.sha256 && rec.target.version === target.version;
   if (same && rec.rolloutId === rolloutId) return; // nothing new for this model
   if (same && !isTerminal(rec.phase)) {
-    tx.put(model, { rolloutId, target }); // same bytes, new rollout label: keep going
+    tx.put(model, { rolloutId, target, refusedVersion: null }); // same bytes, new rollout label: keep going
     return;
   }
   const installed =
@@ -298,6 +316,7 @@ function onAssigned(tx: Txn, rec: ModelRecord, event: Extract<ModelEvent, { type
     tx.put(model, {
       phase: 'healthy',
       target,
+      refusedVersion: null,
       rolloutId,
       error: null,
       progress: null,
@@ -309,6 +328,7 @@ function onAssigned(tx: Txn, rec: ModelRecord, event: Extract<ModelEvent, { type
   tx.put(model, {
     phase: 'downloading',
     target,
+    refusedVersion: null,
     rolloutId,
     generation: rec.generation + 1,
     attempt: 1,
