@@ -29,6 +29,7 @@ const ctx: StepContext = {
     backoffMaxMs: 8000,
     maxStarts: 2,
     maxArtifactBytes: 1_000_000,
+    diskReserveBytes: 100,
     outboxLimit: 5,
   },
 };
@@ -189,7 +190,6 @@ t.test('an unreachable server is waited for without using up attempts', async (t
       model: 'det',
       generation: gen,
       error: unreachable,
-      retryable: true,
     });
     state = r.state;
     t.equal(state.models.det?.phase, 'downloading');
@@ -199,7 +199,7 @@ t.test('an unreachable server is waited for without using up attempts', async (t
   t.equal(state.models.det?.attempt, 1, 'twenty refusals later, still the first attempt');
   t.same(state.models.det?.error, unreachable, 'the reason is reported meanwhile');
   const other = { code: 'E_DOWNLOAD', message: 'HTTP 500' } as const;
-  state = run(state, { type: 'download_failed', model: 'det', generation: gen, error: other, retryable: true }).state;
+  state = run(state, { type: 'download_failed', model: 'det', generation: gen, error: other }).state;
   t.equal(state.models.det?.attempt, 2, 'a server that answers badly does use an attempt');
 });
 
@@ -237,7 +237,6 @@ t.test('download errors: transient ones retried, others fail at once', async (t)
     model: 'det',
     generation: gen,
     error: { code: 'E_DOWNLOAD_STALLED', message: 'stalled' },
-    retryable: true,
   });
   t.equal(transient.state.models.det?.phase, 'downloading');
   t.equal(transient.state.models.det?.attempt, 2);
@@ -250,7 +249,6 @@ t.test('download errors: transient ones retried, others fail at once', async (t)
     model: 'det',
     generation: gen,
     error: { code: 'E_DISK_SPACE', message: 'full' },
-    retryable: false,
   });
   t.equal(disk.state.models.det?.phase, 'failed');
   t.equal(disk.state.models.det?.links.current, '1.0', 'current untouched');
@@ -294,6 +292,43 @@ t.test('attacks on the assignment are refused before any byte is fetched', async
   const floored = initialState();
   floored.floors.det = 5;
   t.equal(run(floored, desired(env2)).state.models.det?.error?.code, 'E_FLOOR');
+});
+
+t.test('a refused release is reported failed with the version it refused', async (t) => {
+  // docs/protocol.md: `version` is the version the state is about. A release this device cannot
+  // take (another architecture, too little memory) must be named, or the operator (and the
+  // rollout, which counts reports by version) cannot tell which release it refused.
+  const cases: [string, ReturnType<typeof signers.release>, string][] = [
+    ['another architecture', signers.release('det', '2.0-x64', v2, { requires: { arch: ['x64'] } }), 'E_REQUIREMENTS'],
+    [
+      'too little memory',
+      signers.release('det', '2.0-big', v2, { requires: { minMemoryMB: 64_000 } }),
+      'E_REQUIREMENTS',
+    ],
+    ['bigger than the device cap', signers.release('det', '2.0-huge', v2, { size: 2_000_000 }), 'E_SIZE'],
+    ['an unknown release key', new TestSigners().release('det', '2.0-other', v2), 'E_UNKNOWN_KEY'],
+  ];
+  for (const [name, envelope, code] of cases) {
+    const version = (JSON.parse(envelope.manifest) as { version: string }).version;
+    const start = initialState();
+    start.models.det = { ...emptyRecord(NOW, { current: '1.0', previous: null }), phase: 'healthy' };
+    const r = run(start, desired(envelope, 'r7'));
+    t.match(
+      r.state.outbox.at(-1)?.models.det,
+      { state: 'failed', version, current: '1.0', rolloutId: 'r7', error: { code } },
+      `${name}: failed, naming ${version}`,
+    );
+    t.equal(r.state.models.det?.target, null, `${name}: nothing accepted`);
+    // The next release it can take clears the refused version.
+    const next = run(r.state, desired(env2, 'r8'));
+    t.match(next.state.outbox.at(-1)?.models.det, { state: 'downloading', version: '2.0' });
+    t.equal(next.state.models.det?.refusedVersion, null);
+  }
+  // A version that could not go into a report (a path) is not repeated: the report stays valid.
+  const manifest = JSON.parse(env2.manifest) as Record<string, unknown>;
+  const unsafe = { ...env2, manifest: JSON.stringify({ ...manifest, version: '../../evil' }) };
+  const r = run(initialState(), desired(unsafe));
+  t.match(r.state.outbox.at(-1)?.models.det, { state: 'failed', version: null });
 });
 
 t.test('desired-state messages: retained copy ignored, replay and strangers refused', async (t) => {

@@ -29,6 +29,13 @@ export type Links = z.infer<typeof LinksSchema>;
 export const ModelRecordSchema = z.object({
   phase: ModelStateSchema,
   target: TargetSchema.nullable(),
+  /**
+   * The version an assignment named when it was refused before any byte was fetched (another
+   * architecture, too little memory, a bad signature...): `target` stays null, since nothing was
+   * accepted, but the report must still say which version the `failed` is about (docs/protocol.md).
+   * Defaults to null so a state.json written before this field loads unchanged.
+   */
+  refusedVersion: z.string().nullable().default(null),
   /** Mirrors of models/<name>/current and previous (the symlinks are the truth; read at start). */
   links: LinksSchema,
   /** The links before the swap of the update in progress: a rollback restores exactly these. */
@@ -78,6 +85,7 @@ export function emptyRecord(now: Date, links: Links = { current: null, previous:
   return {
     phase: 'idle',
     target: null,
+    refusedVersion: null,
     links,
     rollbackTo: null,
     rolloutId: null,

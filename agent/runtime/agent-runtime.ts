@@ -56,15 +56,6 @@ export interface RuntimeDeps {
   crashPoint: (point: CrashPoint) => void;
 }
 
-const RETRYABLE_DOWNLOAD = new Set([
-  'E_UNREACHABLE',
-  'E_DOWNLOAD',
-  'E_DOWNLOAD_TIMEOUT',
-  'E_DOWNLOAD_STALLED',
-  'E_SIZE',
-  'E_IO',
-]);
-
 /**
  * The imperative shell around the pure core (agent/core/machine.ts): it feeds events in one at a
  * time, persists each new state before running its effects, runs the effects (download, verify,
@@ -79,6 +70,8 @@ export class AgentRuntime {
   private readonly session: MqttSession;
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly downloads = new Map<string, AbortController>();
+  /** Staged files being deleted, by sha256: a fetch of the same artifact waits for its discard. */
+  private readonly discarding = new Map<string, Promise<void>>();
   private readonly inFlight = new Set<Promise<unknown>>();
   /** Digests computed while downloading, by `${model}:${generation}`, until verified. */
   private readonly fetchedDigests = new Map<string, { size: number; sha256: string }>();
@@ -95,6 +88,7 @@ export class AgentRuntime {
       backoffMaxMs: config.download.backoffMaxMs,
       maxStarts: config.maxStartsPerStep,
       maxArtifactBytes: config.download.maxBytes,
+      diskReserveBytes: config.download.reserveMB * 1024 * 1024,
       outboxLimit: config.outboxLimit,
     };
     this.session = new MqttSession({
@@ -196,11 +190,13 @@ export class AgentRuntime {
           facts: this.facts,
           limits: this.limits,
         });
-        if (state === this.state) return;
-        // Persist before acting: after a crash the agent resumes from this state.
-        await this.deps.stateStore.save(state);
-        this.logTransitions(this.state, state, event);
-        this.state = state;
+        if (state !== this.state) {
+          // Persist before acting: after a crash the agent resumes from this state. (The same
+          // state object back means nothing changed: it is on disk already.)
+          await this.deps.stateStore.save(state);
+          this.logTransitions(this.state, state, event);
+          this.state = state;
+        }
         for (const effect of effects) this.runEffect(effect);
       } catch (err) {
         this.deps.logger.error({ err: (err as Error).message, event: event.type }, 'processing an event failed');
@@ -254,7 +250,9 @@ export class AgentRuntime {
         this.flushOutbox();
         return;
       case 'download':
-        return this.executeDownload(effect.model, effect.generation, effect.target);
+        return this.checkDisk(effect.model, effect.generation, effect.target);
+      case 'fetch':
+        return this.fetch(effect.model, effect.generation, effect.target);
       case 'retry_later': {
         // Jitter up to half the delay, so devices that failed together do not retry together.
         const delay = effect.delayMs + Math.round(this.deps.random() * effect.delayMs * 0.5);
@@ -265,9 +263,19 @@ export class AgentRuntime {
         this.timers.add(timer);
         return;
       }
-      case 'discard_staged':
-        await modelStore.discardStaged(effect.target.sha256);
+      case 'discard_staged': {
+        const { sha256 } = effect.target;
+        const discard = (this.discarding.get(sha256) ?? Promise.resolve())
+          .catch(() => {})
+          .then(() => modelStore.discardStaged(sha256));
+        this.discarding.set(sha256, discard);
+        try {
+          await discard;
+        } finally {
+          if (this.discarding.get(sha256) === discard) this.discarding.delete(sha256);
+        }
         return;
+      }
       case 'hash_staged': {
         const { model, generation, target } = effect;
         try {
@@ -364,70 +372,63 @@ export class AgentRuntime {
     }
   }
 
-  private async executeDownload(model: string, generation: number, target: Target): Promise<void> {
+  /** The download step's first half: what the disk holds, reported raw; the core decides what follows. */
+  private async checkDisk(model: string, generation: number, target: Target): Promise<void> {
+    const { modelStore, crashPoint } = this.deps;
+    try {
+      crashPoint('download-start');
+      const installed = await modelStore.isInstalled(model, target);
+      const stagedBytes = await fs.stat(modelStore.stagedFile(target.sha256)).then(
+        (s) => s.size,
+        () => 0,
+      );
+      const freeBytes = await modelStore.freeBytes();
+      await this.dispatch({ type: 'disk_checked', model, generation, installed, freeBytes, stagedBytes });
+    } catch (err) {
+      if (this.stopped) return;
+      await this.dispatch({ type: 'download_failed', model, generation, error: toOtaError(err).toJSON() });
+    }
+  }
+
+  /** The download step's second half: fetch into the staging file, then report the raw outcome. */
+  private async fetch(model: string, generation: number, target: Target): Promise<void> {
     const { modelStore, config, crashPoint } = this.deps;
     this.downloads.get(model)?.abort();
     const controller = new AbortController();
     this.downloads.set(model, controller);
     try {
-      crashPoint('download-start');
-      if (!(await modelStore.isInstalled(model, target))) {
-        const partFile = modelStore.stagedFile(target.sha256);
-        const have = await fs.stat(partFile).then(
-          (s) => s.size,
-          () => 0,
-        );
-        const need = target.size - Math.min(have, target.size) + config.download.reserveMB * 1024 * 1024;
-        const free = await modelStore.freeBytes();
-        if (free < need) {
-          const error = new OtaError(
-            'E_DISK_SPACE',
-            `${model}@${target.version} needs ${need} bytes free (with the ${config.download.reserveMB} MB reserve), ${free} available`,
-          );
-          await this.dispatch({ type: 'download_failed', model, generation, error: error.toJSON(), retryable: false });
-          return;
-        }
-        let lastProgress = 0;
-        let crashedMid = false;
-        const fetched = await this.deps.download({
-          url: `${config.artifactsUrl.replace(/\/+$/, '')}/artifacts/sha256/${target.sha256}`,
-          partFile,
-          expectedSize: target.size,
-          deadlineMs: config.download.deadlineMs,
-          stallTimeoutMs: config.download.stallTimeoutMs,
-          signal: controller.signal,
-          onProgress: (bytes, total) => {
-            if (!crashedMid && bytes >= total / 2 && bytes < total) {
-              crashedMid = true;
-              crashPoint('download-mid');
-            }
-            const now = this.deps.now().getTime();
-            if (now - lastProgress >= 1_000) {
-              lastProgress = now;
-              void this.dispatch({ type: 'progress', model, generation, bytes, total });
-            }
-          },
-        });
-        // The download hashed every byte of the part file as it wrote it (resumed bytes included):
-        // verifying reuses that digest instead of reading the file a second time. After a restart
-        // there is none, and the staged file is hashed again.
-        this.fetchedDigests.set(`${model}:${generation}`, { size: fetched.size, sha256: fetched.sha256 });
-      }
+      // Never resume from bytes that are being thrown away.
+      await this.discarding.get(target.sha256)?.catch(() => {});
+      let lastProgress = 0;
+      let crashedMid = false;
+      const fetched = await this.deps.download({
+        url: `${config.artifactsUrl.replace(/\/+$/, '')}/artifacts/sha256/${target.sha256}`,
+        partFile: modelStore.stagedFile(target.sha256),
+        expectedSize: target.size,
+        deadlineMs: config.download.deadlineMs,
+        stallTimeoutMs: config.download.stallTimeoutMs,
+        signal: controller.signal,
+        onProgress: (bytes, total) => {
+          if (!crashedMid && bytes >= total / 2 && bytes < total) {
+            crashedMid = true;
+            crashPoint('download-mid');
+          }
+          const now = this.deps.now().getTime();
+          if (now - lastProgress >= 1_000) {
+            lastProgress = now;
+            void this.dispatch({ type: 'progress', model, generation, bytes, total });
+          }
+        },
+      });
+      // The download hashed every byte of the part file as it wrote it (resumed bytes included):
+      // verifying reuses that digest instead of reading the file a second time. After a restart
+      // there is none, and the staged file is hashed again.
+      this.fetchedDigests.set(`${model}:${generation}`, { size: fetched.size, sha256: fetched.sha256 });
       crashPoint('downloaded');
       await this.dispatch({ type: 'download_ok', model, generation });
     } catch (err) {
       if (this.stopped) return;
-      const error = toOtaError(err).toJSON();
-      // A server that sent more than the signed size filled the part file with bytes that cannot
-      // be the artifact: resuming from them would only fail the digest later, so start over.
-      if (error.code === 'E_SIZE') await modelStore.discardStaged(target.sha256).catch(() => {});
-      await this.dispatch({
-        type: 'download_failed',
-        model,
-        generation,
-        error,
-        retryable: RETRYABLE_DOWNLOAD.has(error.code),
-      });
+      await this.dispatch({ type: 'download_failed', model, generation, error: toOtaError(err).toJSON() });
     } finally {
       if (this.downloads.get(model) === controller) this.downloads.delete(model);
     }
