@@ -47,7 +47,7 @@ export class RolloutObserver {
           this.auditEvents++;
           const event = JSON.parse(payload.toString('utf8')) as AuditEvent;
           if (event.action === 'rollout.halted') {
-            const id = String(event.details.id);
+            const id = String(event.details.rolloutId);
             const seen = this.rollouts.get(id);
             if (seen) seen.haltEvent ??= event;
             else this.pendingHalts.set(id, event);
