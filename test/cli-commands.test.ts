@@ -73,7 +73,7 @@ t.test('otactl over the command API', async (t) => {
       ],
       [
         ['rollout', 'create', '--model', 'det', '--version', '1', '--devices', 'a', '--waves', '10:manual,100'],
-        /wave 0 cannot be manual/,
+        /wave 1 cannot be manual/,
       ],
       [
         ['rollout', 'create', '--model', 'det', '--version', '1', '--devices', 'a', '--waves', 'ten,100'],

@@ -30,7 +30,7 @@ t.test('abort with revert returns touched devices to the previous version, offli
     waves: '40,100:manual',
   });
   t.equal(created.waves[0]?.devices, 2);
-  await f.waitForRollout('r-abort', (s) => s.status === 'waiting_approval', 'wave 0 done, at the gate');
+  await f.waitForRollout('r-abort', (s) => s.status === 'waiting_approval', 'wave 1 done, at the gate');
   const touched = DEVICES.filter((d) => f.lastReport(d)?.models.det?.version === '2.0.0');
   t.equal(touched.length, 2, 'two devices on 2.0.0');
   const [offline, online] = touched as [string, string];

@@ -410,7 +410,7 @@ t.test('planWaves: explicit small cases, empty target, floating-point exact cuts
 // ---------------------------------------------------------------------------------------------
 // decide: start, reports, wave completion
 
-t.test('start assigns wave 0 only, with the candidate release', async (t) => {
+t.test('start assigns wave 1 (index 0) only, with the candidate release', async (t) => {
   const rollout = rolloutOf('1,50,100');
   const devices = fleet([0, 1, 1, 2, 0]);
   const d = decide(rollout, devices, { type: 'start' }, at(1));
@@ -698,7 +698,7 @@ t.test('offline devices do not block completion; going offline can complete the 
   t.strictSame(
     r.assignments.map((a) => a.deviceId),
     ['d2', 'd3'],
-    'd1 offline: wave 0 completes with d0 alone',
+    'd1 offline: wave 1 completes with d0 alone',
   );
 });
 

@@ -89,7 +89,7 @@ t.test('device-only decisions are written behind; a wave, an outcome, an operato
     },
     'admin',
   );
-  t.same(transactions, ['durable'], 'create (wave 0 assigned) is durable');
+  t.same(transactions, ['durable'], 'create (wave 1 assigned) is durable');
   const [canary] = rollouts.status('r1').devices.filter((d) => d.state === 'assigned');
   const id = canary?.id as string;
 
