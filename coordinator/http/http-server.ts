@@ -16,6 +16,7 @@ import { ERROR_CODES, type ErrorCode, isOtaError, OtaError } from '../../shared/
 import { type Manifest, parseManifest } from '../../shared/manifest.js';
 import { isSafeId } from '../../shared/names.js';
 import type { Principal } from '../broker/principal.js';
+import { OPS, roleAllows } from '../commands/ops.js';
 import { type ArtifactStore, isSha256 } from './artifact-store.js';
 import type { CoordinatorMetrics } from './metrics.js';
 
@@ -419,10 +420,11 @@ export function createHttpServer(options: HttpServerOptions): CoordinatorHttpSer
       if (principal.kind !== 'operator') {
         throw new OtaError('E_FORBIDDEN', 'devices cannot publish releases; use an operator account');
       }
-      if (principal.role !== 'operator' && principal.role !== 'admin') {
+      // The upload is `release.publish` over HTTP: the same role table as the command API.
+      if (!roleAllows(principal.role, 'release.publish')) {
         throw new OtaError(
           'E_FORBIDDEN',
-          `operator ${principal.name} has role ${principal.role}; publishing a release needs role operator or admin`,
+          `operator ${principal.name} has role ${principal.role}; publishing a release needs role ${OPS['release.publish']} or above`,
         );
       }
       const envelope = readEnvelopeHeader(singleHeader(request.headers['x-ota-envelope']));
