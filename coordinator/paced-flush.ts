@@ -8,8 +8,23 @@
  * batches large under load; when the coordinator was quiet for `minIntervalMs` the flush runs on
  * the next turn, so a lone report (a canary failing) is decided as fast as before.
  */
+/** The timers PacedFlush waits with (injectable: tests drive time themselves). */
+export interface PacedTimers {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+const REAL_TIMERS: PacedTimers = {
+  setTimeout: (fn, ms) => {
+    const timer = setTimeout(fn, ms);
+    timer.unref();
+    return timer;
+  },
+  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+};
+
 export class PacedFlush {
-  private timer: NodeJS.Timeout | null = null;
+  private timer: unknown = null;
   private immediate: NodeJS.Immediate | null = null;
   private lastStartedAt = Number.NEGATIVE_INFINITY;
 
@@ -17,6 +32,7 @@ export class PacedFlush {
     private readonly flush: () => void,
     private readonly minIntervalMs: number,
     private readonly nowMs: () => number,
+    private readonly timers: PacedTimers = REAL_TIMERS,
   ) {}
 
   /**
@@ -27,13 +43,12 @@ export class PacedFlush {
     if (this.immediate) return;
     if (this.timer) {
       if (!urgent) return;
-      clearTimeout(this.timer);
+      this.timers.clearTimeout(this.timer);
       this.timer = null;
     }
     const wait = urgent ? 0 : this.lastStartedAt + this.minIntervalMs - this.nowMs();
     if (wait > 0) {
-      this.timer = setTimeout(() => this.run(), wait);
-      this.timer.unref();
+      this.timer = this.timers.setTimeout(() => this.run(), wait);
     } else {
       this.immediate = setImmediate(() => this.run());
     }
@@ -53,7 +68,7 @@ export class PacedFlush {
 
   /** Drops a scheduled flush (the caller flushes itself, or stops). */
   cancel(): void {
-    if (this.timer) clearTimeout(this.timer);
+    if (this.timer) this.timers.clearTimeout(this.timer);
     if (this.immediate) clearImmediate(this.immediate);
     this.timer = null;
     this.immediate = null;

@@ -55,7 +55,29 @@ function setup(t: Test) {
     publishedAt: NOW,
   });
   const topics = createTopics();
-  const now = () => new Date();
+  // Time is the test's: a clock it moves and timers that fire only when it moves it (PacedFlush),
+  // so "not decided yet" is a fact of the schedule, not a race with a busy machine.
+  let clock = Date.parse(NOW);
+  const pending: { at: number; fn: () => void }[] = [];
+  const timers = {
+    setTimeout: (fn: () => void, ms: number) => {
+      const entry = { at: clock + ms, fn };
+      pending.push(entry);
+      return entry;
+    },
+    clearTimeout: (handle: unknown) => {
+      const i = pending.indexOf(handle as (typeof pending)[number]);
+      if (i >= 0) pending.splice(i, 1);
+    },
+  };
+  const advance = (ms: number) => {
+    clock += ms;
+    for (const due of pending.filter((p) => p.at <= clock)) {
+      pending.splice(pending.indexOf(due), 1);
+      due.fn();
+    }
+  };
+  const now = () => new Date(clock);
   const published: OutgoingMessage[] = [];
   const desired = new DesiredPublisher({ store, topics, signer: signerFor(generateKey(), { fast: true }), now });
   const rollouts = new RolloutService({
@@ -64,11 +86,12 @@ function setup(t: Test) {
     topics,
     now,
     decideEveryMs: 200,
+    timers,
     publish: async (messages) => {
       published.push(...messages);
     },
   });
-  return { store, rollouts, transactions, published };
+  return { store, rollouts, transactions, published, advance, pending };
 }
 
 const report = (state: string, rolloutId: string) =>
@@ -78,7 +101,7 @@ const turns = async (n = 3) => {
 };
 
 t.test('device-only decisions are written behind; a wave, an outcome, an operator action durably', async (t) => {
-  const { rollouts, transactions } = setup(t);
+  const { rollouts, transactions, advance } = setup(t);
   rollouts.create(
     {
       id: 'r1',
@@ -95,7 +118,9 @@ t.test('device-only decisions are written behind; a wave, an outcome, an operato
 
   transactions.length = 0;
   rollouts.onReport(id, report('downloading', 'r1'));
-  await new Promise((r) => setTimeout(r, 300)); // create() was a flush: the next waits the interval
+  await turns();
+  t.same(transactions, [], 'create() was a flush: the next waits the interval');
+  advance(200);
   t.same(transactions, ['write-behind'], 'a progress report moves a device row only: no fsync of its own');
 
   transactions.length = 0;
@@ -110,12 +135,12 @@ t.test('device-only decisions are written behind; a wave, an outcome, an operato
 });
 
 t.test('under load device events are decided at most once per interval, in one batch', async (t) => {
-  const { rollouts, transactions } = setup(t);
+  const { rollouts, transactions, advance } = setup(t);
   rollouts.create(
     { id: 'r2', model: 'det', version: '2.0.0', target: { devices: DEVICES }, strategy: { waves: parseWaves('100') } },
     'admin',
   );
-  await new Promise((r) => setTimeout(r, 300)); // quiet for longer than the interval
+  advance(300); // quiet for longer than the interval
   transactions.length = 0;
   rollouts.onReport('d-1', report('downloading', 'r2'));
   await turns();
@@ -123,7 +148,9 @@ t.test('under load device events are decided at most once per interval, in one b
   for (const id of ['d-2', 'd-3', 'd-4']) rollouts.onReport(id, report('downloading', 'r2'));
   await turns();
   t.equal(transactions.length, 1, 'within the interval: waiting');
-  await new Promise((r) => setTimeout(r, 300));
+  advance(199);
+  t.equal(transactions.length, 1, 'still within the interval');
+  advance(1);
   t.equal(transactions.length, 2, 'then the three reports in one transaction');
   t.same(
     rollouts
@@ -135,7 +162,7 @@ t.test('under load device events are decided at most once per interval, in one b
 });
 
 t.test('a failure is decided on the next turn, without waiting for the batch interval', async (t) => {
-  const { rollouts, transactions } = setup(t);
+  const { rollouts, transactions, pending } = setup(t);
   rollouts.create(
     { id: 'r3', model: 'det', version: '2.0.0', target: { devices: DEVICES }, strategy: { waves: parseWaves('100') } },
     'admin',
@@ -145,6 +172,7 @@ t.test('a failure is decided on the next turn, without waiting for the batch int
   rollouts.onReport('d-1', report('downloading', 'r3'));
   await turns();
   t.equal(transactions.length, 0, 'progress: waiting');
+  t.equal(pending.length, 1, 'for the interval');
   // ... a failure does not, and takes the waiting report with it.
   rollouts.onReport('d-2', {
     models: {
@@ -153,6 +181,7 @@ t.test('a failure is decided on the next turn, without waiting for the batch int
   } as unknown as Reported);
   await turns();
   t.equal(transactions.length, 1, 'decided on the next turn, one batch');
+  t.equal(pending.length, 0, 'the interval timer was dropped: the failure took the waiting report');
   const status = rollouts.status('r3');
   t.equal(status.summary.status, 'halted', 'the halt rule (max failure rate 0) tripped at once');
   t.same(

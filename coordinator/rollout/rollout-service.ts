@@ -6,7 +6,7 @@ import { releaseIdOf, versionOfRelease } from '../../shared/release-id.js';
 import { isActiveRollout, isFailure, isOutcome } from '../../shared/states.js';
 import type { Topics } from '../../shared/topics.js';
 import type { DesiredPublisher, OutgoingMessage } from '../desired/desired-publisher.js';
-import { PacedFlush } from '../paced-flush.js';
+import { PacedFlush, type PacedTimers } from '../paced-flush.js';
 import { PlanExecutor } from '../plan/commit-plan.js';
 import { isEmptyPlan, type WritePlan } from '../plan/write-plan.js';
 import type { Store } from '../store/store.js';
@@ -61,6 +61,8 @@ export interface RolloutServiceDeps {
   lastReport?: (deviceId: string) => Reported | null | undefined;
   /** The one executor of write plans (one per coordinator); default: one of its own. */
   executor?: PlanExecutor;
+  /** The timers batching waits with (default the real ones; tests pass their own). */
+  timers?: PacedTimers;
 }
 
 interface Live {
@@ -93,6 +95,7 @@ export class RolloutService {
       () => this.decideQueued(),
       deps.decideEveryMs ?? 20,
       () => deps.now().getTime(),
+      deps.timers,
     );
     for (const rollout of deps.store.listRollouts({ active: true })) this.load(rollout.id);
   }
