@@ -71,7 +71,11 @@ export async function uploadRelease(options: UploadOptions): Promise<unknown> {
       },
     );
     req.on('error', (err) =>
-      reject(new OtaError('E_CONNECT', `cannot upload to ${target.href}: ${err.message}; is the coordinator running?`)),
+      reject(
+        new OtaError('E_CONNECT', `cannot upload to ${target.href}: ${err.message}; is the coordinator running?`, {
+          cause: err,
+        }),
+      ),
     );
     let sent = 0;
     const progress = new Transform({

@@ -1,10 +1,11 @@
 import type { Command } from 'commander';
 import { OtaError } from '../../../shared/errors.js';
 import { writeFileAtomic } from '../../../shared/fs-atomic.js';
+import { untrustedCertificateCode } from '../../client/tls-trust.js';
 import { uploadRelease } from '../../client/upload-release.js';
 import type { ChannelView } from '../../commands/views.js';
 import type { ReleaseRecord } from '../../store/records.js';
-import { connectionFlags, remoteCommand, resolveConnection, withSession } from '../connection.js';
+import { connectionFlags, remoteCommand, resolveConnection, untrustedError, withSession } from '../connection.js';
 import { type CliIo, keyValueLines } from '../io.js';
 import { bytes, printJson, printTable, shortHash } from '../render.js';
 import {
@@ -55,6 +56,8 @@ export function registerReleasePublish(release: Command, io: CliIo): void {
           io.progress(`uploading ${opts.file}: ${pct}% (${bytes(sent)} of ${bytes(total)})`);
         },
       }).catch((err: unknown) => {
+        const untrusted = untrustedCertificateCode(err);
+        if (untrusted) throw untrustedError(conn.httpUrl, untrusted, conn, err);
         if (err instanceof OtaError && err.code === 'E_CONNECT') {
           throw new OtaError(
             'E_CONNECT',
