@@ -3,6 +3,7 @@ import { OtaError, toOtaError } from '../../shared/errors.js';
 import { readPackageVersion } from '../../shared/version.js';
 import { registerAudit } from './commands/audit.js';
 import { registerChannel } from './commands/channel.js';
+import { registerCompletion } from './commands/completion.js';
 import { registerDevice } from './commands/device.js';
 import { registerGroup } from './commands/group.js';
 import { registerKey } from './commands/key.js';
@@ -60,6 +61,7 @@ export function createProgram(io: CliIo, json: { errText: string[] } | null = nu
   registerRollout(program, io);
   registerAudit(program, io);
   registerOperator(program, io);
+  registerCompletion(program, io);
   return program;
 }
 
