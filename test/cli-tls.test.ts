@@ -134,5 +134,14 @@ t.test('otactl and agent configs with a private CA', { skip: hasOpenssl ? false 
       await new Promise((r) => setTimeout(r, 100));
     }
     t.pass('cam-1 is online over mqtts');
+
+    // Without --agent-config the config is only printed: a warning says what it lacks.
+    const printed = await run(['device', 'add', 'cam-2', ...ca, '--json']);
+    t.equal(printed.code, 0, printed.stderr);
+    t.match(printed.stderr, /warning: the agent of cam-2 connects to mqtts:.*--agent-ca-file PATH/);
+    t.same(
+      await run(['device', 'add', 'cam-3', ...ca, '--agent-ca-file', cert]).then((r) => r.stderr.match(/warning/)),
+      null,
+    );
   });
 });

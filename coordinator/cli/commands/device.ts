@@ -166,8 +166,11 @@ export function registerDevice(program: Command, io: CliIo): void {
           );
         }
         const agentUrl = result.agentConfig.broker.url;
-        if (!opts.agentCaFile && tlsEndpoint(agentUrl) && !tlsEndpoint(conn.url)) {
-          // otactl came over plain MQTT, so its connection says nothing about the agent's certificate.
+        // With --agent-config over TLS the trust was checked before enrolling. Otherwise: otactl
+        // came over plain MQTT (its connection says nothing of the agent's certificate), or it
+        // needed --ca itself and the config is only printed.
+        const unsure = !tlsEndpoint(conn.url) || (!opts.agentConfig && conn.ca !== undefined);
+        if (!opts.agentCaFile && tlsEndpoint(agentUrl) && unsure) {
           io.err(
             io.color.yellow(
               `warning: the agent of ${id} connects to ${agentUrl}: if that certificate is not from a public CA, the agent needs the CA certificate: copy it to the device and add its path as broker.caFile (otactl device add --agent-ca-file PATH)`,
