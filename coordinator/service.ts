@@ -201,7 +201,7 @@ export async function startCoordinator(
       authenticate: (username: string, token: string) => authenticate(username, token),
       publishRelease: async (input) => {
         const release = fleet.publishRelease(
-          { envelope: input.envelope, sha256: input.sha256, size: input.size, channel: input.channel },
+          { envelope: input.envelope, sha256: input.sha256, size: input.size, channel: input.channel, yes: input.yes },
           input.actor,
         );
         const { envelope: _e, ...rest } = release;

@@ -196,10 +196,12 @@ async function main(): Promise<void> {
     '--key',
     at('release.key'),
   ];
+  // Six devices follow stable: moving it re-targets all of them at once, which needs --yes.
   await otactl('sign model v1 locally, upload it and put it on the stable channel', [
     ...sign('1.0.0'),
     '--channel',
     'stable',
+    '--yes',
   ]);
   await until('every device healthy on 1.0.0', () => fleetOn('1.0.0'));
   await otactl('every device runs v1', ['device', 'ls']);

@@ -178,13 +178,13 @@ t.test('otactl over the command API', async (t) => {
     await fs.writeFile(at('v2.onnx'), goodModel(2));
     await fs.writeFile(at('probe.json'), JSON.stringify(goodProbe()));
     await ok(t, ['keygen', '--out', at('release.key')]);
-    const added = await okJson<{ keyId: string }>(t, ['key', 'add', at('release.key.pub'), '--name', 'ci key']);
-    t.match(added.keyId, /^[0-9a-f]{32}$/);
+    const added = await okJson<{ id: string }>(t, ['key', 'add', at('release.key.pub'), '--name', 'ci key']);
+    t.match(added.id, /^[0-9a-f]{32}$/);
     const keys = await okJson<unknown[]>(t, ['key', 'ls']);
-    t.match(keys, [{ keyId: added.keyId, publicKey: String, name: 'ci key', revoked: false, addedAt: String }]);
+    t.match(keys, [{ id: added.id, publicKey: String, name: 'ci key', revoked: false, addedAt: String }]);
     const human = await ok(t, ['key', 'ls']);
     t.match(human.stdout, /KEY ID\s+NAME\s+STATUS/);
-    t.match(human.stdout, added.keyId);
+    t.match(human.stdout, added.id);
 
     const publish = (version: string, file: string, extra: string[] = []) =>
       run([
@@ -211,7 +211,7 @@ t.test('otactl over the command API', async (t) => {
       counter: 1,
       sha256: /^[0-9a-f]{64}$/,
       size: goodModel(1).length,
-      channel: { channel: 'stable', releaseId: 'det@1.0.0' },
+      channel: { id: 'det/stable', channel: 'stable', releaseId: 'det@1.0.0' },
     });
     t.match(v1.stderr, /uploaded/, 'progress on stderr');
     const v2 = await publish('2.0.0', 'v2.onnx', ['--counter', '2', '--out', at('v2.envelope.json')]);
@@ -309,7 +309,7 @@ t.test('otactl over the command API', async (t) => {
     t.match((await ok(t, ['device', 'show', 'cam-1'])).stdout, /det\s+det@1\.0\.0\s+enrolment/);
 
     t.match(await okJson(t, ['group', 'create', 'hall-a', '--selector', 'site=hall-a']), {
-      name: 'hall-a',
+      id: 'hall-a',
       selector: { site: 'hall-a' },
       devices: null,
     });
@@ -317,10 +317,10 @@ t.test('otactl over the command API', async (t) => {
     const unknown = await run(['group', 'create', 'ghosts', '--devices', 'cam-1,ghost-9']);
     t.equal(unknown.code, 1);
     t.match(unknown.stderr, /ghost-9/);
-    const groups = (await okJson<{ name: string }[]>(t, ['group', 'ls'])).sort((a, b) => a.name.localeCompare(b.name));
+    const groups = (await okJson<{ id: string }[]>(t, ['group', 'ls'])).sort((a, b) => a.id.localeCompare(b.id));
     t.match(groups, [
-      { name: 'both', devices: ['cam-1', 'cam-2'], selector: null, createdAt: String },
-      { name: 'hall-a', devices: null, selector: { site: 'hall-a' } },
+      { id: 'both', devices: ['cam-1', 'cam-2'], selector: null, createdAt: String },
+      { id: 'hall-a', devices: null, selector: { site: 'hall-a' } },
     ]);
 
     await ok(t, ['device', 'add', 'cam-gone']);
@@ -328,14 +328,14 @@ t.test('otactl over the command API', async (t) => {
   });
 
   await t.test('roles: a viewer reads, and is told when a command needs another role', async (t) => {
-    const vera = await okJson<{ name: string; role: string; token: string }>(t, [
+    const vera = await okJson<{ id: string; role: string; token: string }>(t, [
       'operator',
       'add',
       'vera',
       '--role',
       'viewer',
     ]);
-    t.match(vera, { name: 'vera', role: 'viewer', token: String });
+    t.match(vera, { id: 'vera', role: 'viewer', token: String });
     await fs.writeFile(at('vera.token'), `${vera.token}\n`, { mode: 0o600 });
     const as = ['--user', 'vera', '--token-file', at('vera.token')];
     const read = await run(['device', 'ls', '--json', ...as]);
@@ -363,8 +363,8 @@ t.test('otactl over the command API', async (t) => {
     t.equal(upload.code, 1);
     t.match(upload.stderr, /E_FORBIDDEN/);
     t.match(await okJson(t, ['operator', 'ls']), [
-      { name: 'admin', role: 'admin' },
-      { name: 'vera', role: 'viewer' },
+      { id: 'admin', role: 'admin' },
+      { id: 'vera', role: 'viewer' },
     ]);
   });
 

@@ -20,7 +20,7 @@ t.test('otactl keygen, release sign, release verify', async (t) => {
 
   const keygen = await otactl(['keygen', '--out', at('release.key'), '--json']);
   t.equal(keygen.code, 0, keygen.stderr);
-  const { keyId } = JSON.parse(keygen.stdout) as { keyId: string };
+  const { id: keyId } = JSON.parse(keygen.stdout) as { id: string };
   t.match(keyId, /^[0-9a-f]{32}$/);
   t.equal((await fs.stat(at('release.key'))).mode & 0o777, 0o600);
   const again = await otactl(['keygen', '--out', at('release.key')]);

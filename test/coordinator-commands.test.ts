@@ -119,7 +119,7 @@ t.test('roles: a viewer reads and cannot change anything', async (t) => {
   const o = await CommandClient.connect({ url: running.mqttUrl, user: 'otto', token: operator.token });
   t.teardown(() => o.close());
   await t.rejects(o.call('operator.add', { name: 'eve', role: 'admin' }));
-  t.same((await admin.call<{ name: string }[]>('operator.ls')).map((x) => x.name).sort(), ['admin', 'otto', 'vera']);
+  t.same((await admin.call<{ id: string }[]>('operator.ls')).map((x) => x.id).sort(), ['admin', 'otto', 'vera']);
   await t.rejects(
     CommandClient.connect({ url: running.mqttUrl, user: 'vera', token: 'wrong', connectTimeoutMs: 3_000 }),
     { code: 'E_AUTH' },

@@ -4,6 +4,7 @@ import { type Command, InvalidArgumentError, Option } from 'commander';
 import { OtaError } from '../../shared/errors.js';
 import { createTopics, type Topics } from '../../shared/topics.js';
 import type { CommandClient, CommandClientOptions } from '../client/command-client.js';
+import { untrustedCertificateCode } from '../client/tls-trust.js';
 import { isOp, OPS } from '../commands/ops.js';
 import { ADMIN_TOKEN_FILE, type AdminTokenFile } from '../identity/bootstrap.js';
 import type { CliIo } from './io.js';
@@ -36,8 +37,8 @@ export interface Connection {
   ca?: Buffer;
   timeoutMs?: number;
   topicPrefix?: string;
-  /** Where each setting came from, named in error messages. */
-  from: { url: string; httpUrl: string; user: string; token: string };
+  /** Where each setting came from, named in error messages (`ca`: the file and its flag, when given). */
+  from: { url: string; httpUrl: string; user: string; token: string; ca?: string };
 }
 
 const KEYS = ['url', 'httpUrl', 'user', 'tokenFile', 'ca', 'timeout'] as const;
@@ -234,6 +235,7 @@ export async function resolveConnection(flags: ConnectionFlags, io: Pick<CliIo, 
   } else [http, httpFrom] = [deriveHttpUrl(url), `derived from ${url}`];
 
   const caFile = flags.ca ?? env('OTA_CA');
+  const caFrom = caFile ? `${caFile} (${flags.ca ? '--ca' : 'OTA_CA'})` : undefined;
   let ca: Buffer | undefined;
   if (caFile) {
     ca = await fs.readFile(path.resolve(io.cwd, caFile)).catch((err: Error) => {
@@ -249,13 +251,30 @@ export async function resolveConnection(flags: ConnectionFlags, io: Pick<CliIo, 
     ...(ca ? { ca } : {}),
     ...(flags.timeout ? { timeoutMs: flags.timeout } : {}),
     ...(topicPrefix ? { topicPrefix } : {}),
-    from: { url: urlFrom, httpUrl: httpFrom, user: userFrom, token: tokenFrom },
+    from: { url: urlFrom, httpUrl: httpFrom, user: userFrom, token: tokenFrom, ...(caFrom ? { ca: caFrom } : {}) },
   };
+}
+
+/**
+ * A TLS trust failure said with its fix. The coordinator's certificate is self-signed or from a
+ * private CA (docs/security.md): otactl trusts it only when given that CA with --ca.
+ */
+export function untrustedError(url: string, code: string, conn: Pick<Connection, 'from'>, cause?: unknown): OtaError {
+  const given = conn.from.ca
+    ? `the CA certificate ${conn.from.ca} did not sign it`
+    : 'otactl was given no CA certificate';
+  return new OtaError(
+    'E_CONNECT',
+    `the coordinator at ${url} presented a certificate otactl does not trust (${code}: self-signed, or from a CA otactl was not given); ${given}: pass the CA certificate that signed the coordinator's certificate (for a self-signed one, the certificate itself) with --ca FILE or OTA_CA=FILE`,
+    { cause },
+  );
 }
 
 /** Adds to a connection error where the URL and token came from, and what to check. */
 export function explainConnectError(err: unknown, conn: Connection): unknown {
   if (!(err instanceof OtaError)) return err;
+  const untrusted = untrustedCertificateCode(err);
+  if (untrusted) return untrustedError(conn.url, untrusted, conn, err);
   if (err.code === 'E_CONNECT') {
     return new OtaError(
       'E_CONNECT',

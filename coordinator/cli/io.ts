@@ -1,4 +1,5 @@
 import pc from 'picocolors';
+import { EXIT_FAILURE, EXIT_OK } from './exit.js';
 
 /** A region of stdout redrawn in place (a terminal), for `rollout status --watch`. */
 export interface LiveRegion {
@@ -31,7 +32,26 @@ export interface CliIo {
   onInterrupt(handler: () => void): () => void;
 }
 
-export function processIo(): CliIo {
+/**
+ * What to do when writing to stdout or stderr fails. EPIPE means the reader went away
+ * (`otactl ... | head -1`, quitting `less`): a C program would die of SIGPIPE, silently; Node
+ * ignores SIGPIPE and emits EPIPE instead, which unhandled is a crash with a stack trace. Nobody
+ * reads the rest, so otactl stops at once, quietly, with 0 (the reader chose to stop; a script
+ * under `set -o pipefail` does not fail because `head` closed early). Any other write error
+ * (EIO on a closed terminal) leaves no channel to report it on: exit 1, also quietly.
+ */
+export function exitCodeForWriteError(err: NodeJS.ErrnoException): number {
+  return err.code === 'EPIPE' ? EXIT_OK : EXIT_FAILURE;
+}
+
+/**
+ * `finalCode`: the command's exit code once it has finished (null before). A write that fails
+ * after that (the last flush) must not replace a failure's exit code with 0.
+ */
+export function processIo(finalCode: () => number | null = () => null): CliIo {
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => process.exit(finalCode() ?? exitCodeForWriteError(err)));
+  }
   const stdoutIsTTY = process.stdout.isTTY === true;
   const stderrIsTTY = process.stderr.isTTY === true;
   // Colours go into tables on stdout and messages on stderr: both must be terminals.

@@ -1,8 +1,9 @@
 import { Command, CommanderError } from 'commander';
-import { ERROR_CODES, OtaError, toOtaError } from '../../shared/errors.js';
+import { OtaError, toOtaError } from '../../shared/errors.js';
 import { readPackageVersion } from '../../shared/version.js';
 import { registerAudit } from './commands/audit.js';
 import { registerChannel } from './commands/channel.js';
+import { registerCompletion } from './commands/completion.js';
 import { registerDevice } from './commands/device.js';
 import { registerGroup } from './commands/group.js';
 import { registerKey } from './commands/key.js';
@@ -15,6 +16,7 @@ import { registerRollout } from './commands/rollout.js';
 import { addConnectionOptions } from './connection.js';
 import { CliExit, EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './exit.js';
 import type { CliIo } from './io.js';
+import { errorDocument, fixFor, plainMessage, wantsJson } from './report-error.js';
 
 export { EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './exit.js';
 
@@ -27,7 +29,11 @@ Connection (for every command that talks to the coordinator), each from the firs
 Exit codes: 0 success, 1 failure, 2 usage error; \`rollout status --watch\`: 0 completed,
   1 halted or aborted, 130 interrupted.`;
 
-export function createProgram(io: CliIo): Command {
+/**
+ * `json`: the command line has `--json`; commander's own error text (and the help it shows after
+ * an error) then goes to `errText` instead of stderr, and runCli prints the error as JSON.
+ */
+export function createProgram(io: CliIo, json: { errText: string[] } | null = null): Command {
   const program = new Command('otactl')
     .description('operate an ota-models fleet: release keys, signed releases, devices, rollouts, audit')
     .version(readPackageVersion(), '-V, --version')
@@ -38,7 +44,7 @@ export function createProgram(io: CliIo): Command {
     .showHelpAfterError(true)
     .configureOutput({
       writeOut: (s) => io.out(s.replace(/\n$/, '')),
-      writeErr: (s) => io.err(s.replace(/\n$/, '')),
+      writeErr: (s) => (json ? json.errText.push(s) : io.err(s.replace(/\n$/, ''))),
     })
     .addHelpText('after', CONNECTION_HELP);
   addConnectionOptions(program);
@@ -55,6 +61,7 @@ export function createProgram(io: CliIo): Command {
   registerRollout(program, io);
   registerAudit(program, io);
   registerOperator(program, io);
+  registerCompletion(program, io);
   return program;
 }
 
@@ -69,7 +76,8 @@ const SELF_EXPLAINED = new Set(['E_USAGE', 'E_CONFIG']);
 
 /** Runs otactl with `argv` (without node and script) and returns the exit code; never throws. */
 export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
-  const program = createProgram(io);
+  const json = wantsJson(argv) ? { errText: [] as string[] } : null;
+  const program = createProgram(io, json);
   let active: Command | null = null;
   program.hook('preAction', (_program, actionCommand) => {
     active = actionCommand;
@@ -83,18 +91,25 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       // help and version "errors" are normal exits; commander already printed its message.
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') {
         // `otactl device` without a subcommand prints that group's help on stderr: a usage error.
+        // (With --json a group has no such option: that is reported as the unknown option below.)
         return err.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
       }
+      if (json) io.err(errorDocument({ code: 'E_USAGE', message: plainMessage(err.message) }));
       return EXIT_USAGE;
     }
     const e = toOtaError(err);
-    io.err(`${io.color.red('error')} ${e.code}: ${e.message}`);
-    if (err instanceof OtaError && !SELF_EXPLAINED.has(e.code)) {
-      const fix = (ERROR_CODES as Record<string, { fix: string }>)[e.code]?.fix;
-      if (fix) io.err(io.color.dim(`  what to do: ${fix}`));
-    } else if (!(err instanceof OtaError)) io.err((err as Error)?.stack ?? String(err));
-    if (e.code !== 'E_USAGE') return EXIT_FAILURE;
+    const known = err instanceof OtaError;
+    const fix = known && !SELF_EXPLAINED.has(e.code) ? fixFor(e.code) : undefined;
+    const usage = e.code === 'E_USAGE';
     const cmd = active as Command | null;
+    if (json) {
+      io.err(errorDocument(e, { fix, stack: known ? undefined : (err as Error)?.stack }));
+      return usage ? EXIT_USAGE : EXIT_FAILURE;
+    }
+    io.err(`${io.color.red('error')} ${e.code}: ${e.message}`);
+    if (fix) io.err(io.color.dim(`  what to do: ${fix}`));
+    else if (!known) io.err((err as Error)?.stack ?? String(err));
+    if (!usage) return EXIT_FAILURE;
     if (cmd) io.err(`(see \`${commandPath(cmd)} --help\`)`);
     return EXIT_USAGE;
   }

@@ -73,9 +73,14 @@ export class CommandClient {
     };
     const client = mqtt.connect(options.url, opts);
     await new Promise<void>((resolve, reject) => {
-      const fail = (why: string) => {
+      // The cause is kept: otactl names --ca when it is a TLS trust failure (tls-trust.ts).
+      const fail = (why: string, cause?: unknown) => {
         client.end(true);
-        reject(new OtaError('E_CONNECT', `cannot connect to the coordinator at ${options.url}: ${why}`));
+        reject(
+          new OtaError('E_CONNECT', `cannot connect to the coordinator at ${options.url}: ${why}`, {
+            ...(cause ? { cause } : {}),
+          }),
+        );
       };
       const timer = setTimeout(() => fail(`no answer within ${connectTimeoutMs} ms`), connectTimeoutMs);
       client.once('connect', () => {
@@ -93,7 +98,7 @@ export class CommandClient {
               `the coordinator refused user ${options.user}: wrong token, or not allowed (check --user/--token-file or OTA_USER/OTA_TOKEN)`,
             ),
           );
-        } else fail(err.message);
+        } else fail(err.message, err);
       });
       client.once('close', () => {
         clearTimeout(timer);

@@ -14,6 +14,8 @@ export interface UploadOptions {
   envelope: Envelope;
   file: string;
   channel?: string | null;
+  /** Confirms a channel move that re-targets more than 5 devices (sent as `X-Ota-Yes: true`). */
+  yes?: boolean;
   ca?: Buffer;
   onProgress?: (sent: number, total: number) => void;
 }
@@ -39,6 +41,7 @@ export async function uploadRelease(options: UploadOptions): Promise<unknown> {
     'x-ota-envelope': Buffer.from(JSON.stringify(options.envelope)).toString('base64'),
   };
   if (options.channel) headers['x-ota-channel'] = options.channel;
+  if (options.yes) headers['x-ota-yes'] = 'true';
   return new Promise((resolve, reject) => {
     const req = transport.request(
       target,
@@ -68,7 +71,11 @@ export async function uploadRelease(options: UploadOptions): Promise<unknown> {
       },
     );
     req.on('error', (err) =>
-      reject(new OtaError('E_CONNECT', `cannot upload to ${target.href}: ${err.message}; is the coordinator running?`)),
+      reject(
+        new OtaError('E_CONNECT', `cannot upload to ${target.href}: ${err.message}; is the coordinator running?`, {
+          cause: err,
+        }),
+      ),
     );
     let sent = 0;
     const progress = new Transform({

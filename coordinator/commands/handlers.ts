@@ -5,8 +5,10 @@ import { ID_PATTERN, VERSION_PATTERN } from '../../shared/names.js';
 import type { FleetService } from '../fleet/fleet-service.js';
 import type { RolloutService } from '../rollout/rollout-service.js';
 import { parseWaves } from '../rollout/strategy.js';
+import type { Role } from '../store/records.js';
 import type { Store } from '../store/store.js';
 import type { Op } from './ops.js';
+import { channelView, groupView, keyView, operatorView } from './views.js';
 
 export interface CommandContext {
   store: Store;
@@ -39,7 +41,7 @@ const ARGS = {
     selector: labels.optional(),
   }),
   'group.ls': z.strictObject({}),
-  'release.publish': z.strictObject({ envelope: EnvelopeSchema, channel: id.optional() }),
+  'release.publish': z.strictObject({ envelope: EnvelopeSchema, channel: id.optional(), yes: z.boolean().optional() }),
   'release.ls': z.strictObject({ model: id.optional() }),
   'channel.set': z.strictObject({ model: id, channel: id, version, yes: z.boolean().optional() }),
   'channel.ls': z.strictObject({}),
@@ -106,15 +108,19 @@ function deviceRow(d: ReturnType<Store['listDevices']>[number]) {
 }
 
 export const HANDLERS: { [O in Op]: Handler<O> } = {
-  'key.add': (a, c) => c.fleet.addKey({ key: a.key, name: a.name }, c.actor),
-  'key.ls': (_a, c) => c.store.listKeys(),
-  'key.revoke': (a, c) => c.fleet.revokeKey(a.keyId, c.actor),
+  'key.add': (a, c) => keyView(c.fleet.addKey({ key: a.key, name: a.name }, c.actor)),
+  'key.ls': (_a, c) => c.store.listKeys().map(keyView),
+  'key.revoke': (a, c) => {
+    const { keyId, revoked } = c.fleet.revokeKey(a.keyId, c.actor);
+    return { id: keyId, revoked };
+  },
   'device.add': (a, c) => c.fleet.addDevice({ id: a.id, labels: a.labels, channel: a.channel }, c.actor),
   'device.ls': (_a, c) => c.store.listDevices().map(deviceRow),
   'device.show': (a, c) => c.fleet.showDevice(a.id),
   'device.rm': (a, c) => c.fleet.removeDevice(a.id, c.actor),
-  'group.create': (a, c) => c.fleet.createGroup({ name: a.name, devices: a.devices, selector: a.selector }, c.actor),
-  'group.ls': (_a, c) => c.store.listGroups(),
+  'group.create': (a, c) =>
+    groupView(c.fleet.createGroup({ name: a.name, devices: a.devices, selector: a.selector }, c.actor)),
+  'group.ls': (_a, c) => c.store.listGroups().map(groupView),
   'release.publish': async (a, c) => {
     const manifest = JSON.parse(a.envelope.manifest) as { sha256?: string };
     const size = typeof manifest.sha256 === 'string' ? await c.artifactSize(manifest.sha256) : null;
@@ -125,13 +131,19 @@ export const HANDLERS: { [O in Op]: Handler<O> } = {
       );
     }
     return c.fleet.publishRelease(
-      { envelope: a.envelope, sha256: manifest.sha256 as string, size, channel: a.channel ?? null },
+      {
+        envelope: a.envelope,
+        sha256: manifest.sha256 as string,
+        size,
+        channel: a.channel ?? null,
+        yes: a.yes === true,
+      },
       c.actor,
     );
   },
   'release.ls': (a, c) => c.store.listReleases(a.model).map(({ envelope: _e, ...rest }) => rest),
   'channel.set': (a, c) => c.fleet.setChannel(a, c.actor),
-  'channel.ls': (_a, c) => c.store.listChannels(),
+  'channel.ls': (_a, c) => c.store.listChannels().map(channelView),
   'rollout.create': (a, c) =>
     c.rollouts.create(
       {
@@ -162,6 +174,13 @@ export const HANDLERS: { [O in Op]: Handler<O> } = {
     // The whole chain is verified once, with the last page (not once per page).
     return { events, verdict: events.length < limit ? c.store.verifyAudit() : null };
   },
-  'operator.add': (a, c) => c.fleet.addOperator(a.name, a.role, c.actor),
-  'operator.ls': (_a, c) => c.store.listOperators(),
+  'operator.add': (a, c) => {
+    const { name, role, token }: { name: string; role: Role; token: string } = c.fleet.addOperator(
+      a.name,
+      a.role,
+      c.actor,
+    );
+    return { id: name, role, token };
+  },
+  'operator.ls': (_a, c) => c.store.listOperators().map(operatorView),
 };

@@ -6,13 +6,32 @@ import { assertSafeName } from '../../shared/names.js';
 import { encodePayload } from '../../shared/payload.js';
 import { releaseIdOf } from '../../shared/release-id.js';
 import type { Topics } from '../../shared/topics.js';
+import { type ChannelView, channelView } from '../commands/views.js';
 import type { DesiredPublisher, OutgoingMessage } from '../desired/desired-publisher.js';
 import { hashToken, newToken } from '../identity/tokens.js';
-import type { AuditDraft, ChannelRecord, DeviceRecord, ReleaseRecord, Role } from '../store/records.js';
+import type { AuditDraft, DeviceRecord, ReleaseRecord, Role } from '../store/records.js';
 import type { Store } from '../store/store.js';
 
-/** Above this many devices, `channel set` re-targets only with `yes: true` (design section 6). */
+/**
+ * Above this many devices, a channel move re-targets only with `yes: true` (design section 6),
+ * whichever command moves it: `channel set` or `release publish --channel`.
+ */
 export const CHANNEL_CONFIRM_ABOVE = 5;
+
+/**
+ * The one confirmation rule for moving a channel, with one message, checked on the coordinator
+ * before anything is written (so fleet scripts on the command API or POST /releases get it too).
+ */
+export function confirmChannelMove(
+  move: { model: string; channel: string; releaseId: string; retarget: number },
+  yes: boolean,
+): void {
+  if (move.retarget <= CHANNEL_CONFIRM_ABOVE || yes) return;
+  throw new OtaError(
+    'E_USAGE',
+    `moving channel ${move.channel} of ${move.model} to ${move.releaseId} re-targets ${move.retarget} devices at once (more than ${CHANNEL_CONFIRM_ABOVE}), so nothing was changed: confirm with --yes (command API: "yes": true; POST /releases: X-Ota-Yes: true), or go in waves with \`otactl rollout create\``,
+  );
+}
 
 export interface FleetServiceDeps {
   store: Store;
@@ -237,9 +256,16 @@ export class FleetService {
    * makes, done early so a bad release never reaches one.
    */
   publishRelease(
-    input: { envelope: Envelope; sha256: string; size: number; channel: string | null },
+    input: {
+      envelope: Envelope;
+      sha256: string;
+      size: number;
+      channel: string | null;
+      /** Confirms moving `channel` when that re-targets more than CHANNEL_CONFIRM_ABOVE devices. */
+      yes: boolean;
+    },
     actor: string,
-  ): ReleaseRecord & { channel: ChannelRecord | null; retargeted: number } {
+  ): ReleaseRecord & { channel: ChannelView | null; retargeted: number } {
     const { store } = this.deps;
     const policy = this.trustPolicy();
     if (policy.keys.length === 0) {
@@ -252,6 +278,12 @@ export class FleetService {
     verifyArtifact(manifest, { size: input.size, sha256: input.sha256 });
     const id = releaseIdOf(manifest.model, manifest.version);
     if (store.getRelease(id)) throw new OtaError('E_CONFLICT', `release ${id} already exists; publish a new version`);
+    if (input.channel) {
+      // Before the release is written: a refused move leaves nothing published.
+      assertSafeName('device id', input.channel);
+      const move = this.planChannelMove(manifest.model, input.channel, id);
+      confirmChannelMove({ ...move, retarget: move.retarget.length }, input.yes);
+    }
     const release = this.write(() => {
       const record = store.addRelease({
         id,
@@ -275,11 +307,26 @@ export class FleetService {
       return { result: record };
     });
     if (!input.channel) return { ...release, channel: null, retargeted: 0 };
+    // Confirmed above (or within the limit); nothing ran in between (this is synchronous).
     const moved = this.setChannel(
       { model: manifest.model, channel: input.channel, version: manifest.version, yes: true },
       actor,
     );
     return { ...release, channel: moved.channel, retargeted: moved.retargeted.length };
+  }
+
+  /**
+   * The devices a channel move re-targets: those following the channel whose desired release of
+   * the model is another, except those in an active rollout of the model (which owns them).
+   */
+  private planChannelMove(model: string, channel: string, releaseId: string) {
+    const { store } = this.deps;
+    const followers = store.listDevices().filter((d) => d.channel === channel);
+    const inRollout = followers.filter((d) => store.activeRolloutsFor(d.id, model).length > 0).map((d) => d.id);
+    const retarget = followers
+      .map((d) => d.id)
+      .filter((id) => !inRollout.includes(id) && store.getDesired(id, model)?.releaseId !== releaseId);
+    return { model, channel, releaseId, retarget, inRollout };
   }
 
   /**
@@ -293,17 +340,11 @@ export class FleetService {
     if (!store.getRelease(releaseId)) {
       throw new OtaError('E_NOT_FOUND', `no release ${releaseId}: see \`otactl release ls --model ${input.model}\``);
     }
-    const followers = store.listDevices().filter((d) => d.channel === input.channel);
-    const inRollout = followers.filter((d) => store.activeRolloutsFor(d.id, input.model).length > 0).map((d) => d.id);
-    const retarget = followers
-      .map((d) => d.id)
-      .filter((id) => !inRollout.includes(id) && store.getDesired(id, input.model)?.releaseId !== releaseId);
-    if (retarget.length > CHANNEL_CONFIRM_ABOVE && !input.yes) {
-      throw new OtaError(
-        'E_USAGE',
-        `moving ${input.channel} re-targets ${retarget.length} devices at once; confirm with --yes, or use a rollout (\`otactl rollout create\`) to go in waves`,
-      );
-    }
+    const { retarget, inRollout } = this.planChannelMove(input.model, input.channel, releaseId);
+    confirmChannelMove(
+      { model: input.model, channel: input.channel, releaseId, retarget: retarget.length },
+      input.yes === true,
+    );
     return this.write(() => {
       const now = this.deps.now().toISOString();
       const channel = store.setChannel({ model: input.model, channel: input.channel, releaseId, now });
@@ -331,7 +372,10 @@ export class FleetService {
           },
         },
       ]);
-      return { result: { channel, retargeted: retarget, skippedInRollout: inRollout }, desiredFor: retarget };
+      return {
+        result: { channel: channelView(channel), retargeted: retarget, skippedInRollout: inRollout },
+        desiredFor: retarget,
+      };
     });
   }
 }

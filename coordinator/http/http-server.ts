@@ -61,6 +61,8 @@ export interface PublishInput {
   /** Name of the authenticated operator. */
   actor: string;
   channel: string | null;
+  /** `X-Ota-Yes: true`: confirms a channel move above the limit (fleet-service confirmChannelMove). */
+  yes: boolean;
 }
 
 /**
@@ -466,6 +468,7 @@ export function createHttpServer(options: HttpServerOptions): CoordinatorHttpSer
           size: ingested.size,
           actor: principal.name,
           channel,
+          yes: singleHeader(request.headers['x-ota-yes']) === 'true',
         });
       } catch (err) {
         await artifacts.discard(ingested.tmpFile);

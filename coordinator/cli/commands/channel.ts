@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { ChannelRecord } from '../../store/records.js';
+import type { ChannelView } from '../../commands/views.js';
 import { remoteCommand, withSession } from '../connection.js';
 import type { CliIo } from '../io.js';
 import { printJson, printTable } from '../render.js';
@@ -18,7 +18,7 @@ export function registerChannel(program: Command, io: CliIo): void {
     .action(
       async (model: string, name: string, version: string, opts: { yes?: boolean; json?: boolean }, cmd: Command) => {
         const result = await withSession(io, cmd, (s) =>
-          s.call<{ channel: ChannelRecord; retargeted: string[]; skippedInRollout: string[] }>('channel.set', {
+          s.call<{ channel: ChannelView; retargeted: string[]; skippedInRollout: string[] }>('channel.set', {
             model,
             channel: name,
             version,
@@ -38,7 +38,7 @@ export function registerChannel(program: Command, io: CliIo): void {
     );
 
   remoteCommand(channel, 'ls', 'list channel pointers').action(async (opts: { json?: boolean }, cmd: Command) => {
-    const channels = await withSession(io, cmd, (s) => s.call<ChannelRecord[]>('channel.ls'));
+    const channels = await withSession(io, cmd, (s) => s.call<ChannelView[]>('channel.ls'));
     if (opts.json) return printJson(io, channels);
     printTable(
       io,

@@ -1,9 +1,18 @@
 import { promises as fs } from 'node:fs';
-import type { Command } from 'commander';
+import path from 'node:path';
+import { type Command, InvalidArgumentError } from 'commander';
 import { OtaError } from '../../../shared/errors.js';
 import { writeFileAtomic } from '../../../shared/fs-atomic.js';
+import { probePublicTrust, tlsEndpoint } from '../../client/tls-trust.js';
 import type { DesiredRecord, DeviceRecord, HistoryRecord } from '../../store/records.js';
-import { remoteCommand, withSession } from '../connection.js';
+import {
+  type Connection,
+  connectionFlags,
+  remoteCommand,
+  resolveConnection,
+  Session,
+  withSession,
+} from '../connection.js';
 import { type CliIo, keyValueLines } from '../io.js';
 import { labelPairs } from '../options.js';
 import { ago, formatLabels, paint, printJson, printTable, table } from '../render.js';
@@ -25,7 +34,35 @@ interface DeviceRow {
 interface AddResult {
   device: DeviceRecord;
   token: string;
-  agentConfig: { trustedKeys: unknown[] } & Record<string, unknown>;
+  agentConfig: { trustedKeys: unknown[]; broker: { url: string; caFile?: string } } & Record<string, unknown>;
+}
+
+/** `--agent-ca-file`: a path on the device, absolute as the agent config requires (agent/config.ts). */
+function devicePath(value: string): string {
+  if (!path.posix.isAbsolute(value)) {
+    throw new InvalidArgumentError(
+      'expected the absolute path of the CA certificate on the device, e.g. /etc/ota-agent/ca.pem',
+    );
+  }
+  return value;
+}
+
+/**
+ * Before enrolling with --agent-config and no --agent-ca-file: an agent without `broker.caFile`
+ * trusts only the public CAs bundled with Node. When otactl reaches the coordinator over TLS and
+ * its certificate does not verify against those alone (self-signed, a private CA: what otactl
+ * needs --ca for), the written config could not connect; refuse while nothing is enrolled yet.
+ */
+async function checkAgentTrust(conn: Connection): Promise<void> {
+  const endpoint = tlsEndpoint(conn.url);
+  if (!endpoint) return;
+  const probe = await probePublicTrust(endpoint);
+  // Unreachable: enrolling fails on its own, with the connection error.
+  if (probe.verdict !== 'untrusted') return;
+  throw new OtaError(
+    'E_USAGE',
+    `the coordinator's certificate at ${conn.url} is not publicly trusted (${probe.reason}), so an agent needs its CA certificate and the agent config would be incomplete; nothing was enrolled: copy the CA certificate (the one otactl gets with --ca) to the device and pass its path there with --agent-ca-file, e.g. --agent-ca-file /etc/ota-agent/ca.pem`,
+  );
 }
 
 function modelsCell(io: CliIo, models: DeviceRow['models']): string {
@@ -57,10 +94,21 @@ export function registerDevice(program: Command, io: CliIo): void {
       '--agent-config <file>',
       'write the complete agent config for the device (id, token, broker, keys), mode 0600; never overwrites',
     )
+    .option(
+      '--agent-ca-file <path>',
+      "where the coordinator's CA certificate is ON THE DEVICE (absolute), written as broker.caFile: needed over TLS when the certificate is not from a public CA",
+      devicePath,
+    )
     .action(
       async (
         id: string,
-        opts: { label?: Record<string, string>; channel?: string; agentConfig?: string; json?: boolean },
+        opts: {
+          label?: Record<string, string>;
+          channel?: string;
+          agentConfig?: string;
+          agentCaFile?: string;
+          json?: boolean;
+        },
         cmd: Command,
       ) => {
         // Before enrolling: the token is shown once, so the file must be writable afterwards.
@@ -70,13 +118,22 @@ export function registerDevice(program: Command, io: CliIo): void {
             `${opts.agentConfig} already exists; refusing to overwrite it (nothing was enrolled): choose another file`,
           );
         }
-        const result = await withSession(io, cmd, (s) =>
-          s.call<AddResult>('device.add', {
+        const conn = await resolveConnection(connectionFlags(cmd), io);
+        if (opts.agentConfig && !opts.agentCaFile) await checkAgentTrust(conn);
+        const session = await Session.open(conn);
+        let result: AddResult;
+        try {
+          result = await session.call<AddResult>('device.add', {
             id,
             ...(opts.label ? { labels: opts.label } : {}),
             ...(opts.channel ? { channel: opts.channel } : {}),
-          }),
-        );
+          });
+        } finally {
+          await session.close();
+        }
+        if (opts.agentCaFile) {
+          result.agentConfig.broker = { ...result.agentConfig.broker, caFile: opts.agentCaFile };
+        }
         let writeError: unknown = null;
         if (opts.agentConfig) {
           try {
@@ -106,6 +163,18 @@ export function registerDevice(program: Command, io: CliIo): void {
             opts.agentConfig && !writeError
               ? `the token is shown only once and is in ${opts.agentConfig}: copy that file to the device as /etc/ota-agent/config.json`
               : 'the token is shown only once: keep it for the agent config (or enrol with --agent-config FILE)',
+          );
+        }
+        const agentUrl = result.agentConfig.broker.url;
+        // With --agent-config over TLS the trust was checked before enrolling. Otherwise: otactl
+        // came over plain MQTT (its connection says nothing of the agent's certificate), or it
+        // needed --ca itself and the config is only printed.
+        const unsure = !tlsEndpoint(conn.url) || (!opts.agentConfig && conn.ca !== undefined);
+        if (!opts.agentCaFile && tlsEndpoint(agentUrl) && unsure) {
+          io.err(
+            io.color.yellow(
+              `warning: the agent of ${id} connects to ${agentUrl}: if that certificate is not from a public CA, the agent needs the CA certificate: copy it to the device and add its path as broker.caFile (otactl device add --agent-ca-file PATH)`,
+            ),
           );
         }
         if (result.agentConfig.trustedKeys.length === 0) {

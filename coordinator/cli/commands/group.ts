@@ -1,12 +1,12 @@
 import type { Command } from 'commander';
-import type { GroupRecord } from '../../store/records.js';
+import type { GroupView } from '../../commands/views.js';
 import { remoteCommand, withSession } from '../connection.js';
 import { usageError } from '../exit.js';
 import type { CliIo } from '../io.js';
 import { commaList, labelPairs } from '../options.js';
 import { formatLabels, printJson, printTable } from '../render.js';
 
-function members(g: GroupRecord): string {
+function members(g: GroupView): string {
   return g.devices ? g.devices.join(',') : `selector ${formatLabels(g.selector)}`;
 }
 
@@ -26,24 +26,24 @@ export function registerGroup(program: Command, io: CliIo): void {
           usageError(cmd, 'give either --devices a,b,c or --selector k=v (exactly one)');
         }
         const created = await withSession(io, cmd, (s) =>
-          s.call<GroupRecord>('group.create', {
+          s.call<GroupView>('group.create', {
             name,
             ...(opts.devices ? { devices: opts.devices } : {}),
             ...(opts.selector ? { selector: opts.selector } : {}),
           }),
         );
         if (opts.json) return printJson(io, created);
-        io.out(`group ${created.name}: ${members(created)}`);
+        io.out(`group ${created.id}: ${members(created)}`);
       },
     );
 
   remoteCommand(group, 'ls', 'list groups').action(async (opts: { json?: boolean }, cmd: Command) => {
-    const groups = await withSession(io, cmd, (s) => s.call<GroupRecord[]>('group.ls'));
+    const groups = await withSession(io, cmd, (s) => s.call<GroupView[]>('group.ls'));
     if (opts.json) return printJson(io, groups);
     printTable(
       io,
       ['NAME', 'MEMBERS', 'CREATED'],
-      groups.map((g) => [g.name, members(g), g.createdAt]),
+      groups.map((g) => [g.id, members(g), g.createdAt]),
       'no groups: create one with `otactl group create NAME --selector site=hall-a`',
     );
   });

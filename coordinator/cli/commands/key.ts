@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { publicKeyToJson, readPublicKeyFile } from '../../../shared/keys.js';
-import type { TrustedKeyRecord } from '../../store/records.js';
+import type { KeyView } from '../../commands/views.js';
 import { remoteCommand, withSession } from '../connection.js';
 import { type CliIo, keyValueLines } from '../io.js';
 import { paint, printJson, printTable } from '../render.js';
@@ -17,11 +17,11 @@ export function registerKey(program: Command, io: CliIo): void {
       // Checked here first: a wrong file is named before anything is sent.
       const pub = publicKeyToJson(await readPublicKeyFile(file));
       const record = await withSession(io, cmd, (s) =>
-        s.call<TrustedKeyRecord>('key.add', { key: pub, ...(opts.name ? { name: opts.name } : {}) }),
+        s.call<KeyView>('key.add', { key: pub, ...(opts.name ? { name: opts.name } : {}) }),
       );
       if (opts.json) return printJson(io, record);
       for (const line of keyValueLines([
-        ['trusted key', record.keyId],
+        ['trusted key', record.id],
         ['name', record.name ?? '-'],
       ])) {
         io.out(line);
@@ -30,12 +30,12 @@ export function registerKey(program: Command, io: CliIo): void {
     });
 
   remoteCommand(key, 'ls', 'list the trusted release keys').action(async (opts: { json?: boolean }, cmd: Command) => {
-    const keys = await withSession(io, cmd, (s) => s.call<TrustedKeyRecord[]>('key.ls'));
+    const keys = await withSession(io, cmd, (s) => s.call<KeyView[]>('key.ls'));
     if (opts.json) return printJson(io, keys);
     printTable(
       io,
       ['KEY ID', 'NAME', 'STATUS', 'ADDED'],
-      keys.map((k) => [k.keyId, k.name ?? '-', paint(io, k.revoked ? 'revoked' : 'trusted'), k.addedAt]),
+      keys.map((k) => [k.id, k.name ?? '-', paint(io, k.revoked ? 'revoked' : 'trusted'), k.addedAt]),
       'no trusted release keys: add one with `otactl key add release.key.pub`',
     );
   });
@@ -45,10 +45,8 @@ export function registerKey(program: Command, io: CliIo): void {
     'revoke <keyId>',
     'stop trusting a release key (new releases signed only by it are refused)',
   ).action(async (keyId: string, opts: { json?: boolean }, cmd: Command) => {
-    const result = await withSession(io, cmd, (s) =>
-      s.call<{ keyId: string; revoked: boolean }>('key.revoke', { keyId }),
-    );
+    const result = await withSession(io, cmd, (s) => s.call<{ id: string; revoked: boolean }>('key.revoke', { keyId }));
     if (opts.json) return printJson(io, result);
-    io.out(`revoked key ${result.keyId}`);
+    io.out(`revoked key ${result.id}`);
   });
 }

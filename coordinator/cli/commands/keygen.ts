@@ -12,7 +12,8 @@ export function registerKeygen(program: Command, io: CliIo): void {
       const key = generateKey();
       const { privateFile, publicFile } = await writeKeyPair(opts.out, key);
       if (opts.json) {
-        io.out(JSON.stringify({ keyId: key.keyId, privateKey: privateFile, publicKey: publicFile }));
+        // `id`: every object otactl prints as JSON names its own id so (the .pub file keeps `keyId`).
+        io.out(JSON.stringify({ id: key.keyId, privateKey: privateFile, publicKey: publicFile }));
         return;
       }
       for (const line of keyValueLines([

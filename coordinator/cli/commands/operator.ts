@@ -1,5 +1,6 @@
 import { type Command, Option } from 'commander';
-import type { OperatorRecord, Role } from '../../store/records.js';
+import type { OperatorView } from '../../commands/views.js';
+import type { Role } from '../../store/records.js';
 import { remoteCommand, withSession } from '../connection.js';
 import { type CliIo, keyValueLines } from '../io.js';
 import { printJson, printTable } from '../render.js';
@@ -15,28 +16,28 @@ export function registerOperator(program: Command, io: CliIo): void {
     )
     .action(async (name: string, opts: { role: Role; json?: boolean }, cmd: Command) => {
       const result = await withSession(io, cmd, (s) =>
-        s.call<{ name: string; role: Role; token: string }>('operator.add', { name, role: opts.role }),
+        s.call<{ id: string; role: Role; token: string }>('operator.add', { name, role: opts.role }),
       );
       if (opts.json) return printJson(io, result);
       for (const line of keyValueLines([
-        ['operator', result.name],
+        ['operator', result.id],
         ['role', result.role],
         ['token', result.token],
       ])) {
         io.out(line);
       }
       io.err(
-        `the token is shown only once: save it to a file (mode 0600) and use \`otactl --user ${result.name} --token-file FILE\`, or OTA_USER/OTA_TOKEN`,
+        `the token is shown only once: save it to a file (mode 0600) and use \`otactl --user ${result.id} --token-file FILE\`, or OTA_USER/OTA_TOKEN`,
       );
     });
 
   remoteCommand(operator, 'ls', 'list operator accounts').action(async (opts: { json?: boolean }, cmd: Command) => {
-    const operators = await withSession(io, cmd, (s) => s.call<OperatorRecord[]>('operator.ls'));
+    const operators = await withSession(io, cmd, (s) => s.call<OperatorView[]>('operator.ls'));
     if (opts.json) return printJson(io, operators);
     printTable(
       io,
       ['NAME', 'ROLE', 'CREATED'],
-      operators.map((o) => [o.name, o.role, o.createdAt]),
+      operators.map((o) => [o.id, o.role, o.createdAt]),
       'no operators',
     );
   });

@@ -1,9 +1,11 @@
 import type { Command } from 'commander';
 import { OtaError } from '../../../shared/errors.js';
 import { writeFileAtomic } from '../../../shared/fs-atomic.js';
+import { untrustedCertificateCode } from '../../client/tls-trust.js';
 import { uploadRelease } from '../../client/upload-release.js';
-import type { ChannelRecord, ReleaseRecord } from '../../store/records.js';
-import { connectionFlags, remoteCommand, resolveConnection, withSession } from '../connection.js';
+import type { ChannelView } from '../../commands/views.js';
+import type { ReleaseRecord } from '../../store/records.js';
+import { connectionFlags, remoteCommand, resolveConnection, untrustedError, withSession } from '../connection.js';
 import { type CliIo, keyValueLines } from '../io.js';
 import { bytes, printJson, printTable, shortHash } from '../render.js';
 import {
@@ -14,7 +16,8 @@ import {
   type SignOptions,
 } from './release-sign.js';
 
-type PublishedRelease = Omit<ReleaseRecord, 'envelope'> & { channel: ChannelRecord | null; retargeted: number };
+type PublishedRelease = Omit<ReleaseRecord, 'envelope'> & { channel: ChannelView | null; retargeted: number };
+type PublishOptions = SignOptions & { channel?: string; yes?: boolean; out?: string; json?: boolean };
 
 /** `release publish`: signs locally exactly as `release sign`, then uploads envelope and model over HTTP. */
 export function registerReleasePublish(release: Command, io: CliIo): void {
@@ -26,8 +29,9 @@ export function registerReleasePublish(release: Command, io: CliIo): void {
     ),
   )
     .option('--channel <channel>', 'also point this channel at the release: its devices are re-targeted at once')
+    .option('--yes', 'confirm moving --channel when that re-targets more than 5 devices at once')
     .option('--out <envelope.json>', 'also keep the signed envelope in this file')
-    .action(async (opts: SignOptions & { channel?: string; out?: string; json?: boolean }, cmd: Command) => {
+    .action(async (opts: PublishOptions, cmd: Command) => {
       checkSigningOptions(opts);
       // Connection settings first: a missing token is reported before any signing work.
       const conn = await resolveConnection(connectionFlags(cmd), io);
@@ -43,6 +47,7 @@ export function registerReleasePublish(release: Command, io: CliIo): void {
         envelope,
         file: opts.file,
         channel: opts.channel ?? null,
+        ...(opts.yes ? { yes: true } : {}),
         ...(conn.ca ? { ca: conn.ca } : {}),
         onProgress: (sent, total) => {
           const pct = total === 0 ? 100 : Math.floor((sent * 100) / total);
@@ -51,6 +56,8 @@ export function registerReleasePublish(release: Command, io: CliIo): void {
           io.progress(`uploading ${opts.file}: ${pct}% (${bytes(sent)} of ${bytes(total)})`);
         },
       }).catch((err: unknown) => {
+        const untrusted = untrustedCertificateCode(err);
+        if (untrusted) throw untrustedError(conn.httpUrl, untrusted, conn, err);
         if (err instanceof OtaError && err.code === 'E_CONNECT') {
           throw new OtaError(
             'E_CONNECT',
