@@ -102,7 +102,10 @@ export async function startCoordinator(
     const onAudit = (events: readonly unknown[]) => metrics.auditRows.inc(events.length);
     let publicMqttUrl = config.publicMqttUrl ?? '';
     let publicHttpUrl = config.publicHttpUrl ?? '';
+    // The one executor of write plans (rollouts, channel moves, enrolment; design section 2).
+    const executor = new PlanExecutor({ store, desired, topics, publish, onAudit });
     const fleet = new FleetService({
+      executor,
       store,
       desired,
       topics,
@@ -116,8 +119,6 @@ export async function startCoordinator(
       }),
       onAudit,
     });
-    // The one executor of write plans (rollout decisions; design section 2).
-    const executor = new PlanExecutor({ store, desired, topics, publish, onAudit });
     const rollouts = new RolloutService({
       executor,
       store,

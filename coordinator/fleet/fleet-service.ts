@@ -9,29 +9,16 @@ import type { Topics } from '../../shared/topics.js';
 import { type ChannelView, channelView } from '../commands/views.js';
 import type { DesiredPublisher, OutgoingMessage } from '../desired/desired-publisher.js';
 import { hashToken, newToken } from '../identity/tokens.js';
-import type { AuditDraft, DeviceRecord, ReleaseRecord, Role } from '../store/records.js';
+import { PlanExecutor } from '../plan/commit-plan.js';
+import type { AuditDraft, ChannelRecord, DeviceRecord, ReleaseRecord, Role } from '../store/records.js';
 import type { Store } from '../store/store.js';
-
-/**
- * Above this many devices, a channel move re-targets only with `yes: true` (design section 6),
- * whichever command moves it: `channel set` or `release publish --channel`.
- */
-export const CHANNEL_CONFIRM_ABOVE = 5;
-
-/**
- * The one confirmation rule for moving a channel, with one message, checked on the coordinator
- * before anything is written (so fleet scripts on the command API or POST /releases get it too).
- */
-export function confirmChannelMove(
-  move: { model: string; channel: string; releaseId: string; retarget: number },
-  yes: boolean,
-): void {
-  if (move.retarget <= CHANNEL_CONFIRM_ABOVE || yes) return;
-  throw new OtaError(
-    'E_USAGE',
-    `moving channel ${move.channel} of ${move.model} to ${move.releaseId} re-targets ${move.retarget} devices at once (more than ${CHANNEL_CONFIRM_ABOVE}), so nothing was changed: confirm with --yes (command API: "yes": true; POST /releases: X-Ota-Yes: true), or go in waves with \`otactl rollout create\``,
-  );
-}
+import {
+  type ChannelMoveSnapshot,
+  channelMoveTargets,
+  confirmChannelMove,
+  planChannelMove,
+} from './plan-channel-move.js';
+import { planEnrol } from './plan-enrol.js';
 
 export interface FleetServiceDeps {
   store: Store;
@@ -47,6 +34,8 @@ export interface FleetServiceDeps {
     coordinatorKey: { keyId: string; publicKey: string };
   };
   onAudit?: (events: AuditEvent[]) => void;
+  /** The one executor of write plans (one per coordinator); default: one of its own. */
+  executor?: PlanExecutor;
 }
 
 /**
@@ -55,7 +44,11 @@ export interface FleetServiceDeps {
  * (enrolment, channel moves) are published after the commit.
  */
 export class FleetService {
-  constructor(private readonly deps: FleetServiceDeps) {}
+  private readonly executor: PlanExecutor;
+
+  constructor(private readonly deps: FleetServiceDeps) {
+    this.executor = deps.executor ?? new PlanExecutor(deps);
+  }
 
   private audit(drafts: AuditDraft[]): void {
     const events = this.deps.store.appendAudit(drafts, this.deps.now().toISOString());
@@ -152,32 +145,14 @@ export class FleetService {
     }
     const token = newToken();
     const { store } = this.deps;
-    const device = this.write(() => {
-      const now = this.deps.now().toISOString();
-      const record = store.addDevice({ id, labels: input.labels ?? {}, channel, tokenHash: hashToken(token), now });
-      // Enrolment: the device gets its channel's release of every model that has one.
-      const enrolled: string[] = [];
-      for (const ch of store.listChannels().filter((c) => c.channel === channel)) {
-        store.setDesired({
-          deviceId: id,
-          model: ch.model,
-          releaseId: ch.releaseId,
-          rolloutId: null,
-          source: 'enrolment',
-          updatedAt: now,
-        });
-        enrolled.push(ch.releaseId);
-      }
-      this.audit([
-        {
-          actor,
-          action: 'device.enrolled',
-          subject: `device:${id}`,
-          details: { labels: record.labels, channel, releases: enrolled },
-        },
-      ]);
-      return { result: record, desiredFor: enrolled.length > 0 ? [id] : [] };
-    });
+    const labels = input.labels ?? {};
+    const plan = planEnrol(
+      { id, labels, channel, tokenHash: hashToken(token) },
+      store.listChannels().filter((c) => c.channel === channel),
+      actor,
+    );
+    this.executor.commit(plan, this.deps.now().toISOString());
+    const device = store.getDevice(id) as DeviceRecord;
     const policy = this.trustPolicy();
     const agentConfig = {
       deviceId: id,
@@ -281,7 +256,7 @@ export class FleetService {
     if (input.channel) {
       // Before the release is written: a refused move leaves nothing published.
       assertSafeName('device id', input.channel);
-      const move = this.planChannelMove(manifest.model, input.channel, id);
+      const move = channelMoveTargets(manifest.model, input.channel, id, this.followers(manifest.model, input.channel));
       confirmChannelMove({ ...move, retarget: move.retarget.length }, input.yes);
     }
     const release = this.write(() => {
@@ -315,67 +290,38 @@ export class FleetService {
     return { ...release, channel: moved.channel, retargeted: moved.retargeted.length };
   }
 
-  /**
-   * The devices a channel move re-targets: those following the channel whose desired release of
-   * the model is another, except those in an active rollout of the model (which owns them).
-   */
-  private planChannelMove(model: string, channel: string, releaseId: string) {
+  /** A channel's followers as the store has them now (ChannelMoveSnapshot). */
+  private followers(model: string, channel: string): ChannelMoveSnapshot['followers'] {
     const { store } = this.deps;
-    const followers = store.listDevices().filter((d) => d.channel === channel);
-    const inRollout = followers.filter((d) => store.activeRolloutsFor(d.id, model).length > 0).map((d) => d.id);
-    const retarget = followers
-      .map((d) => d.id)
-      .filter((id) => !inRollout.includes(id) && store.getDesired(id, model)?.releaseId !== releaseId);
-    return { model, channel, releaseId, retarget, inRollout };
+    return store
+      .listDevices()
+      .filter((d) => d.channel === channel)
+      .map((d) => ({
+        id: d.id,
+        desiredReleaseId: store.getDesired(d.id, model)?.releaseId ?? null,
+        inRollout: store.activeRolloutsFor(d.id, model).length > 0,
+      }));
   }
 
   /**
    * Points a channel at a release and re-targets every device that follows the channel, except
-   * those in an active rollout of the model (the rollout owns them until it ends).
+   * those in an active rollout of the model (the rollout owns them until it ends): planChannelMove.
    */
   setChannel(input: { model: string; channel: string; version: string; yes?: boolean | undefined }, actor: string) {
     const { store } = this.deps;
     assertSafeName('device id', input.channel);
     const releaseId = releaseIdOf(input.model, input.version);
-    if (!store.getRelease(releaseId)) {
-      throw new OtaError('E_NOT_FOUND', `no release ${releaseId}: see \`otactl release ls --model ${input.model}\``);
-    }
-    const { retarget, inRollout } = this.planChannelMove(input.model, input.channel, releaseId);
-    confirmChannelMove(
-      { model: input.model, channel: input.channel, releaseId, retarget: retarget.length },
-      input.yes === true,
+    const { move, plan } = planChannelMove(
+      { model: input.model, channel: input.channel, releaseId, yes: input.yes === true },
+      { releaseExists: store.getRelease(releaseId) !== null, followers: this.followers(input.model, input.channel) },
+      actor,
     );
-    return this.write(() => {
-      const now = this.deps.now().toISOString();
-      const channel = store.setChannel({ model: input.model, channel: input.channel, releaseId, now });
-      for (const deviceId of retarget) {
-        store.setDesired({
-          deviceId,
-          model: input.model,
-          releaseId,
-          rolloutId: null,
-          source: 'channel',
-          updatedAt: now,
-        });
-      }
-      this.audit([
-        {
-          actor,
-          action: 'channel.moved',
-          subject: `channel:${input.model}/${input.channel}`,
-          details: {
-            model: input.model,
-            channel: input.channel,
-            releaseId,
-            retargeted: retarget.length,
-            skippedInRollout: inRollout,
-          },
-        },
-      ]);
-      return {
-        result: { channel: channelView(channel), retargeted: retarget, skippedInRollout: inRollout },
-        desiredFor: retarget,
-      };
-    });
+    this.executor.commit(plan, this.deps.now().toISOString());
+    const channel = store.listChannels().find((c) => c.model === input.model && c.channel === input.channel);
+    return {
+      channel: channelView(channel as ChannelRecord),
+      retargeted: move.retarget,
+      skippedInRollout: move.inRollout,
+    };
   }
 }

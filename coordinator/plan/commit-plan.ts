@@ -29,6 +29,7 @@ export class PlanExecutor {
     let audit: AuditEvent[] = [];
     const messages = store.transaction(
       () => {
+        if (plan.createDevice) store.addDevice({ ...plan.createDevice, now });
         if (plan.createRollout) store.createRollout(plan.createRollout.rollout, plan.createRollout.devices);
         if (plan.rolloutPatch && Object.keys(plan.rolloutPatch.patch).length > 0) {
           store.updateRollout(plan.rolloutPatch.id, plan.rolloutPatch.patch);

@@ -23,6 +23,8 @@ export type DesiredChange =
 export type DesiredSource = 'rollout' | 'revert' | 'channel' | 'enrolment';
 
 export interface WritePlan {
+  /** A new device (enrolment): its row, with the hash of its token. */
+  createDevice: { id: string; labels: Record<string, string>; channel: string; tokenHash: string } | null;
   /** A new rollout and its device rows (rollout create). */
   createRollout: { rollout: Rollout; devices: RolloutDevice[] } | null;
   /** Fields of an existing rollout that change. */
@@ -42,6 +44,7 @@ export interface WritePlan {
 
 export function emptyPlan(): WritePlan {
   return {
+    createDevice: null,
     createRollout: null,
     rolloutPatch: null,
     rolloutDevices: null,
@@ -54,6 +57,7 @@ export function emptyPlan(): WritePlan {
 
 export function isEmptyPlan(plan: WritePlan): boolean {
   return (
+    plan.createDevice === null &&
     plan.createRollout === null &&
     (plan.rolloutPatch === null || Object.keys(plan.rolloutPatch.patch).length === 0) &&
     (plan.rolloutDevices === null || plan.rolloutDevices.devices.length === 0) &&
