@@ -55,22 +55,25 @@ const toRolloutDevice = (row: RolloutDeviceRow): RolloutDevice => ({
   error: parseOrNull(row.error),
 });
 
-/** Rollout fields that have a column, with how each is written. */
-const ROLLOUT_COLUMNS: Record<string, { column: string; write: (value: unknown) => SqlValue }> = {
-  model: { column: 'model', write: (v) => v as string },
-  version: { column: 'version', write: (v) => v as string },
-  releaseId: { column: 'release_id', write: (v) => v as string },
-  channel: { column: 'channel', write: (v) => v as string },
+/**
+ * Rollout fields that have a column, with how each is written when it is not written as it is
+ * (JSON text, INTEGER 0/1, NULL for absent).
+ */
+const ROLLOUT_COLUMNS: Record<string, { column: string; write?: (value: unknown) => SqlValue }> = {
+  model: { column: 'model' },
+  version: { column: 'version' },
+  releaseId: { column: 'release_id' },
+  channel: { column: 'channel' },
   strategy: { column: 'strategy', write: json },
-  status: { column: 'status', write: (v) => v as string },
-  currentWave: { column: 'current_wave', write: (v) => v as number },
-  acknowledgedFailures: { column: 'acknowledged_failures', write: (v) => v as number },
+  status: { column: 'status' },
+  currentWave: { column: 'current_wave' },
+  acknowledgedFailures: { column: 'acknowledged_failures' },
   promoted: { column: 'promoted', write: (v) => bool(v === true) },
   haltReason: { column: 'halt_reason', write: (v) => (v ?? null) as string | null },
   abortPolicy: { column: 'abort_policy', write: (v) => (v ?? null) as string | null },
-  createdBy: { column: 'created_by', write: (v) => v as string },
-  createdAt: { column: 'created_at', write: (v) => v as string },
-  updatedAt: { column: 'updated_at', write: (v) => v as string },
+  createdBy: { column: 'created_by' },
+  createdAt: { column: 'created_at' },
+  updatedAt: { column: 'updated_at' },
 };
 
 /** Fields of a rollout that have no column (kept as JSON in `extra`). */
@@ -174,9 +177,9 @@ export class RolloutsTable {
       const sets = keys.map((k) => `${(ROLLOUT_COLUMNS[k] as { column: string }).column} = @${k}`);
       const params: Record<string, SqlValue> = { id };
       for (const k of keys) {
-        params[k] = (ROLLOUT_COLUMNS[k] as { write: (v: unknown) => SqlValue }).write(
-          (patch as Record<string, unknown>)[k],
-        );
+        const value = (patch as Record<string, unknown>)[k];
+        const write = (ROLLOUT_COLUMNS[k] as { write?: (v: unknown) => SqlValue }).write;
+        params[k] = write ? write(value) : (value as SqlValue);
       }
       if (Object.keys(extra).length > 0) {
         sets.push('extra = @extra');

@@ -41,6 +41,9 @@ export type { StoreOptions, StoreSettings } from './db.js';
  * calls to several of them is one SQLite transaction.
  */
 export class SqliteStore implements Store {
+  readonly file: string;
+  /** Opened with `readonly`: reads only, and transactions take no write lock. */
+  readonly readonly: boolean;
   private readonly devices: DevicesTable;
   private readonly operators: OperatorsTable;
   private readonly keys: KeysTable;
@@ -51,6 +54,8 @@ export class SqliteStore implements Store {
   private readonly audit: AuditTable;
 
   private constructor(private readonly db: Db) {
+    this.file = db.file;
+    this.readonly = db.readonly;
     this.devices = new DevicesTable(db);
     this.operators = new OperatorsTable(db);
     this.keys = new KeysTable(db);
@@ -63,15 +68,6 @@ export class SqliteStore implements Store {
 
   static open(file: string, options: StoreOptions = {}): SqliteStore {
     return new SqliteStore(Db.open(file, options));
-  }
-
-  get file(): string {
-    return this.db.file;
-  }
-
-  /** Opened with `readonly`: reads only, and transactions take no write lock. */
-  get readonly(): boolean {
-    return this.db.readonly;
   }
 
   // ---- plumbing ----
