@@ -191,7 +191,7 @@ export interface AuditListFilter {
 
 /**
  * The audit table of one connection: statements prepared once. It runs no transaction of its
- * own: `append` must run inside the caller's (the store wraps it), so the seq it reads at the
+ * own: `append` must run inside the caller's (audit-table.ts wraps it), so the seq it reads at the
  * head and the rows it writes are one atomic step.
  */
 export class AuditChain {

@@ -4,7 +4,8 @@ import type { AuditDraft, Rollout, RolloutDevice } from '../rollout/types.js';
 
 /**
  * The rows the coordinator keeps (design section 6), as the rest of the coordinator sees them.
- * `coordinator/store/sqlite-store.ts` maps them to tables. Timestamps are ISO strings.
+ * The table modules of `coordinator/store/` (composed by sqlite-store.ts) map them to tables.
+ * Timestamps are ISO strings.
  */
 
 export type Role = 'admin' | 'operator' | 'viewer';
