@@ -451,3 +451,144 @@ t.test('progress is recorded only while downloading and for the live generation'
     p.state,
   );
 });
+
+// ---- assignments that arrive while a rollback runs (issue 11 B) ----
+
+const v3 = new TextEncoder().encode('model v3');
+const env3 = signers.release('det', '3.0', v3, { counter: 3 });
+const gen = (state: AgentState) => state.models.det?.generation as number;
+
+/** v1 healthy, v2 assigned, v2 failed its probe: rolling back to {1.0, null}, the rollback effect running. */
+function rollingBackV2() {
+  const a = assignedV2();
+  const g0 = gen(a.state);
+  return run(
+    a.state,
+    { type: 'download_ok', model: 'det', generation: g0 },
+    { type: 'hashed', model: 'det', generation: g0, size: v2.length, sha256: sha(env2) },
+    { type: 'applied', model: 'det', generation: g0 },
+    { type: 'probe_failed', model: 'det', generation: g0, error: { code: 'E_PROBE_NONFINITE', message: 'NaN' } },
+  ).state;
+}
+
+/** Drives the update in progress through download, verify and apply; returns the state in `probing`. */
+function installInProgress(state: AgentState, envelope: typeof env1, bytes: Uint8Array) {
+  const g1 = gen(state);
+  return run(
+    state,
+    { type: 'download_ok', model: 'det', generation: g1 },
+    { type: 'hashed', model: 'det', generation: g1, size: bytes.length, sha256: sha(envelope) },
+    { type: 'applied', model: 'det', generation: g1 },
+  );
+}
+
+t.test('a new version assigned during a rollback that also fails: back on the last healthy version', async (t) => {
+  const rolling = rollingBackV2();
+  t.same(rolling.models.det?.links, { current: '2.0', previous: '1.0' }, 'the record still names 2.0 mid-rollback');
+  const during = run(rolling, desired(env3, 'r2'));
+  t.equal(during.state.models.det?.phase, 'probing', 'the assignment waits: still rolling back');
+  t.equal(during.state.models.det?.error?.code, 'E_PROBE_NONFINITE');
+  t.notOk(
+    during.effects.some((e) => e.type === 'download'),
+    'nothing downloaded while the links are being restored',
+  );
+  // The rollback finishes: the restored links are recorded, then 3.0 is taken up from them.
+  const done = run(during.state, { type: 'rolled_back', model: 'det', generation: gen(during.state) });
+  t.equal(done.state.models.det?.phase, 'downloading');
+  t.equal(done.state.models.det?.target?.version, '3.0');
+  t.equal(done.state.models.det?.rolloutId, 'r2');
+  t.same(done.state.models.det?.links, { current: '1.0', previous: null });
+  t.match(
+    done.effects.find((e) => e.type === 'gc'),
+    { keep: ['1.0', '3.0'] },
+    'the gc keeps the version being downloaded',
+  );
+  t.match(
+    done.state.outbox.at(-2)?.models.det,
+    { state: 'rolled_back', version: '2.0', current: '1.0', rolloutId: 'r1' },
+    '2.0 is reported rolled back under its own rollout',
+  );
+  const probing = installInProgress(done.state, env3, v3);
+  t.match(
+    probing.effects.find((e) => e.type === 'apply'),
+    { rollbackTo: { current: '1.0', previous: null } },
+    '3.0 is installed over the restored links, never over the failed 2.0',
+  );
+  t.same(probing.state.models.det?.links, { current: '3.0', previous: '1.0' });
+  const g3 = gen(probing.state);
+  const failed = run(
+    probing.state,
+    { type: 'probe_failed', model: 'det', generation: g3, error: { code: 'E_PROBE_FAILED', message: 'y' } },
+    { type: 'rolled_back', model: 'det', generation: g3 },
+  );
+  t.equal(failed.state.models.det?.phase, 'rolled_back');
+  t.same(failed.state.models.det?.links, { current: '1.0', previous: null }, 'on 1.0, the last healthy version');
+});
+
+t.test('a revert to the version the rollback restores, during the rollback: healthy on it, no pipeline', async (t) => {
+  const rolling = rollingBackV2();
+  const during = run(rolling, desired(env1, null));
+  t.equal(during.state.models.det?.phase, 'probing', 'waits for the rollback');
+  const done = run(during.state, { type: 'rolled_back', model: 'det', generation: gen(during.state) });
+  t.match(done.state.models.det, {
+    phase: 'healthy',
+    target: { version: '1.0' },
+    rolloutId: null,
+    error: null,
+    links: { current: '1.0', previous: null },
+  });
+  t.same(types(done.effects).sort(), ['gc', 'report'], 'nothing downloaded, installed or probed');
+  t.match(done.state.outbox.at(-1)?.models.det, { state: 'healthy', version: '1.0', current: '1.0' });
+  // The next update starts from the healthy links: the failed 2.0 is nowhere in its rollback target.
+  const next = installInProgress(run(done.state, desired(env3, 'r3')).state, env3, v3);
+  t.match(next.state.models.det?.rollbackTo, { current: '1.0', previous: null });
+});
+
+t.test('the same revert after the rollback finished ends the same way', async (t) => {
+  const rolling = rollingBackV2();
+  const done = run(rolling, { type: 'rolled_back', model: 'det', generation: gen(rolling) });
+  const reverted = run(done.state, desired(env1, null));
+  t.match(reverted.state.models.det, { phase: 'healthy', links: { current: '1.0', previous: null } });
+  t.same(types(reverted.effects), ['report']);
+});
+
+t.test('the failed candidate again during its rollback', async (t) => {
+  const rolling = rollingBackV2();
+  // The same assignment again (a re-sent desired state): nothing new; the rollback ends as it would.
+  const same = run(rolling, desired(env2, 'r1'));
+  const sameDone = run(same.state, { type: 'rolled_back', model: 'det', generation: gen(same.state) });
+  t.match(sameDone.state.models.det, { phase: 'rolled_back', links: { current: '1.0', previous: null } });
+  // Under a new rollout: taken up after the rollback, from the restored links; failing again
+  // lands on 1.0 again.
+  const again = run(rolling, desired(env2, 'r4'));
+  t.equal(again.state.models.det?.phase, 'probing');
+  const retried = run(again.state, { type: 'rolled_back', model: 'det', generation: gen(again.state) });
+  t.match(retried.state.models.det, { phase: 'downloading', rolloutId: 'r4', links: { current: '1.0' } });
+  const probing = installInProgress(retried.state, env2, v2);
+  t.match(probing.state.models.det?.rollbackTo, { current: '1.0', previous: null });
+  const g = gen(probing.state);
+  const end = run(
+    probing.state,
+    { type: 'probe_failed', model: 'det', generation: g, error: { code: 'E_PROBE_NONFINITE', message: 'NaN' } },
+    { type: 'rolled_back', model: 'det', generation: g },
+  );
+  t.match(end.state.models.det, { phase: 'rolled_back', rolloutId: 'r4', links: { current: '1.0', previous: null } });
+});
+
+t.test('an assignment waiting for a rollback survives a restart and a failed rollback', async (t) => {
+  const during = run(rollingBackV2(), desired(env3, 'r2')).state;
+  // Restarted mid-rollback: the rollback is redone first (the disk may still say 2.0).
+  const restarted = run(during, { type: 'started', links: { det: { current: '2.0', previous: '1.0' } } });
+  t.match(restarted.effects[0], { type: 'rollback', rollbackTo: { current: '1.0', previous: null } });
+  const done = run(restarted.state, { type: 'rolled_back', model: 'det', generation: gen(restarted.state) });
+  t.match(done.state.models.det, { phase: 'downloading', target: { version: '3.0' }, links: { current: '1.0' } });
+  // The rollback itself failed: reported failed (E_ROLLBACK), then the waiting assignment is taken up.
+  const broken = run(during, {
+    type: 'rollback_failed',
+    model: 'det',
+    generation: gen(during),
+    error: { code: 'E_IO', message: 'disk gone' },
+  });
+  t.match(broken.state.outbox.at(-2)?.models.det, { state: 'failed', version: '2.0', error: { code: 'E_ROLLBACK' } });
+  t.match(broken.state.models.det, { phase: 'downloading', target: { version: '3.0' } });
+});

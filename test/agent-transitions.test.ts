@@ -27,7 +27,7 @@ const EXPECTED = `
   verifying     assigned         verifying downloading failed
   applying      assigned         applying downloading failed
   probing       assigned         probing downloading failed
-  rolling_back  assigned         rolling_back downloading failed
+  rolling_back  assigned         rolling_back
   healthy       assigned         healthy downloading failed
   rolled_back   assigned         rolled_back downloading healthy failed
   failed        assigned         failed downloading healthy
@@ -51,8 +51,8 @@ const EXPECTED = `
   applying      apply_failed     failed
   probing       probe_passed     healthy
   probing       probe_failed     rolling_back
-  rolling_back  rolled_back      rolled_back failed
-  rolling_back  rollback_failed  failed
+  rolling_back  rolled_back      rolled_back failed downloading healthy
+  rolling_back  rollback_failed  failed downloading healthy
 `;
 
 const signers = new TestSigners();
@@ -132,6 +132,8 @@ const rollingBack = () => {
   });
 };
 
+const DEFERRED = 'probe failed, then 3.0 assigned';
+
 /** Each state, by one or more routes (a `failed` record with a target and one without). */
 const REACH: Record<MachineState, [string, () => AgentState][]> = {
   idle: [['adopted from disk', () => onV1('idle')]],
@@ -139,7 +141,12 @@ const REACH: Record<MachineState, [string, () => AgentState][]> = {
   verifying: [['downloaded', verifying]],
   applying: [['verified', applying]],
   probing: [['applied', probing]],
-  rolling_back: [['probe failed', rollingBack]],
+  rolling_back: [
+    ['probe failed', rollingBack],
+    // A new release assigned during the rollback waits for it (the rows for `rolled_back` and
+    // `rollback_failed` then take it up).
+    [DEFERRED, () => run(rollingBack(), desired(env3, 'r2'))],
+  ],
   healthy: [
     [
       'probe passed',
@@ -186,10 +193,10 @@ interface Variant {
   /** Prepares the state (e.g. the loop guard's start count); the event is built from the record. */
   prepare?: (rec: ModelRecord) => ModelRecord;
   event: (rec: ModelRecord) => AgentEvent;
-  /** Where this variant leaves a model in `from` when the pair has a row. */
-  outcome: (from: MachineState) => MachineState;
-  /** An effect this variant must queue when the pair has a row. */
-  effect?: Effect['type'];
+  /** Where this variant leaves a model in `from` (reached by `route`) when the pair has a row. */
+  outcome: (from: MachineState, route: string) => MachineState;
+  /** An effect this variant must queue when the pair has a row (none when it gives undefined). */
+  effect?: Effect['type'] | ((from: MachineState, route: string) => Effect['type'] | undefined);
 }
 
 const at = (rec: ModelRecord) => ({ model: 'det', generation: rec.generation });
@@ -214,8 +221,18 @@ const VARIANTS: Record<ModelEventType, Variant[]> = {
     },
   ],
   assigned: [
-    { name: 'a new release', event: () => desired(env3, 'r2'), outcome: to('downloading'), effect: 'download' },
-    { name: 'a release for another arch', event: () => desired(env3x64, 'r2'), outcome: to('failed') },
+    // While rolling back, an assignment waits for the rollback to finish.
+    {
+      name: 'a new release',
+      event: () => desired(env3, 'r2'),
+      outcome: (from) => (from === 'rolling_back' ? from : 'downloading'),
+      effect: (from) => (from === 'rolling_back' ? undefined : 'download'),
+    },
+    {
+      name: 'a release for another arch',
+      event: () => desired(env3x64, 'r2'),
+      outcome: (from) => (from === 'rolling_back' ? from : 'failed'),
+    },
   ],
   disk_checked: [
     {
@@ -337,7 +354,8 @@ const VARIANTS: Record<ModelEventType, Variant[]> = {
     {
       name: 'restored',
       event: (rec) => ({ type: 'rolled_back', ...at(rec) }),
-      outcome: to('rolled_back'),
+      // The release assigned during the rollback is taken up once it is done.
+      outcome: (_from, route) => (route === DEFERRED ? 'downloading' : 'rolled_back'),
       effect: 'gc',
     },
   ],
@@ -345,7 +363,7 @@ const VARIANTS: Record<ModelEventType, Variant[]> = {
     {
       name: 'could not restore',
       event: (rec) => ({ type: 'rollback_failed', ...at(rec), error: { code: 'E_IO', message: 'x' } }),
-      outcome: to('failed'),
+      outcome: (_from, route) => (route === DEFERRED ? 'downloading' : 'failed'),
     },
   ],
 };
@@ -390,11 +408,13 @@ t.test('every (state, event) pair does what the table declares', async (t) => {
           }
           const after = machineState(det(r.state));
           t.ok(row.to.includes(after), `${name}: ends in ${after}, one of ${row.to.join(', ')}`);
-          t.equal(after, variant.outcome(state), `${name}: ends in ${variant.outcome(state)}`);
-          if (variant.effect) {
+          const outcome = variant.outcome(state, route);
+          t.equal(after, outcome, `${name}: ends in ${outcome}`);
+          const effect = typeof variant.effect === 'function' ? variant.effect(state, route) : variant.effect;
+          if (effect) {
             t.ok(
-              r.effects.some((e) => e.type === variant.effect),
-              `${name}: runs ${variant.effect}`,
+              r.effects.some((e) => e.type === effect),
+              `${name}: runs ${effect}`,
             );
           }
           if (r.state !== before) {
@@ -404,7 +424,7 @@ t.test('every (state, event) pair does what the table declares', async (t) => {
       }
     }
   }
-  t.equal(pairs, 10 * 15, 'every pair, for every route into a state');
+  t.equal(pairs, 11 * 15, 'every pair, for every route into a state');
 });
 
 t.test('an outcome for an older assignment is ignored in every state', async (t) => {

@@ -26,6 +26,7 @@ export {
  *                                                        \-> rolling_back -> rolled_back
  *   any step -> failed (with a reason), after bounded retries where retrying can help.
  * `rolling_back` is reported as `probing` with the error set: on restart the rollback is redone.
+ * An assignment that arrives during a rollback waits for it to finish (transitions.ts says why).
  */
 
 export interface StepContext {
@@ -125,6 +126,9 @@ export function step(prev: AgentState, event: AgentEvent, ctx: StepContext): Ste
       state.models[model] = rec;
       changed = true;
     },
+    report() {
+      state.outbox = boundOutbox([...state.outbox, buildReport(state, ctx.deviceId, ts)], ctx.limits.outboxLimit);
+    },
   };
   // A model the agent has no record of yet starts idle.
   const apply = (rec: ModelRecord | undefined, e: ModelEvent) => transition(tx, rec ?? emptyRecord(ctx.now), e);
@@ -180,7 +184,7 @@ export function step(prev: AgentState, event: AgentEvent, ctx: StepContext): Ste
 
   const { effects } = tx;
   if (!changed) return { state: prev, effects };
-  state.outbox = boundOutbox([...state.outbox, buildReport(state, ctx.deviceId, ts)], ctx.limits.outboxLimit);
+  tx.report();
   effects.push({ type: 'report' });
   return { state, effects };
 }

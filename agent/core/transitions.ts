@@ -79,6 +79,11 @@ export interface Txn {
   put(model: string, patch: Partial<ModelRecord>): void;
   /** Replaces a model's record as given (no stamp). */
   replace(model: string, rec: ModelRecord): void;
+  /**
+   * Queues a report of the state as it is now, before the step goes on (every step that changed
+   * something ends with one anyway): for a state the step passes through that must be seen.
+   */
+  report(): void;
 }
 
 type Handler<T extends ModelEventType> = (tx: Txn, rec: ModelRecord, event: Extract<ModelEvent, { type: T }>) => void;
@@ -108,7 +113,7 @@ export const TRANSITIONS: readonly Transition[] = [
   row('verifying',    'assigned',        ['verifying', 'downloading', 'failed'],              onAssigned),
   row('applying',     'assigned',        ['applying', 'downloading', 'failed'],               onAssigned),
   row('probing',      'assigned',        ['probing', 'downloading', 'failed'],                onAssigned),
-  row('rolling_back', 'assigned',        ['rolling_back', 'downloading', 'failed'],           onAssigned),
+  row('rolling_back', 'assigned',        ['rolling_back'],                                    onAssignedWhileRollingBack),
   row('healthy',      'assigned',        ['healthy', 'downloading', 'failed'],                onAssigned),
   row('rolled_back',  'assigned',        ['rolled_back', 'downloading', 'healthy', 'failed'], onAssigned),
   row('failed',       'assigned',        ['failed', 'downloading', 'healthy'],                onAssigned),
@@ -134,8 +139,8 @@ export const TRANSITIONS: readonly Transition[] = [
   row('applying',     'apply_failed',    ['failed'],                                          onApplyFailed),
   row('probing',      'probe_passed',    ['healthy'],                                         onProbePassed),
   row('probing',      'probe_failed',    ['rolling_back'],                                    onProbeFailed),
-  row('rolling_back', 'rolled_back',     ['rolled_back', 'failed'],                           onRolledBack),
-  row('rolling_back', 'rollback_failed', ['failed'],                                          onRollbackFailed),
+  row('rolling_back', 'rolled_back',     ['rolled_back', 'failed', 'downloading', 'healthy'], onRolledBack),
+  row('rolling_back', 'rollback_failed', ['failed', 'downloading', 'healthy'],                onRollbackFailed),
 ];
 
 const TABLE = new Map(TRANSITIONS.map((t) => [`${t.from} ${t.on}`, t]));
@@ -309,8 +314,13 @@ function onAssigned(tx: Txn, rec: ModelRecord, event: Extract<ModelEvent, { type
     tx.put(model, { rolloutId, target, refusedVersion: null }); // same bytes, new rollout label: keep going
     return;
   }
+  // The record's digest is evidence only about its own target's version. For another version
+  // (the one a rollback just restored, or one adopted from disk with no target) the installed
+  // version's name is all the device knows, and it was verified when it was installed: so a
+  // revert to the version a rollback restored is healthy at once, without a reload or a probe.
   const installed =
-    rec.links.current === target.version && (rec.target === null || rec.target.sha256 === target.sha256);
+    rec.links.current === target.version &&
+    (rec.target === null || rec.target.version !== target.version || rec.target.sha256 === target.sha256);
   if (installed && (rec.phase === 'healthy' || rec.phase === 'idle' || rec.phase === 'rolled_back' || same)) {
     // Already running exactly this release (e.g. a revert to the version it never left).
     tx.put(model, {
@@ -510,12 +520,49 @@ function onProbeFailed(tx: Txn, rec: ModelRecord, event: Extract<ModelEvent, { t
   });
 }
 
+/**
+ * An assignment that arrives while a rollback runs waits until the rollback has finished, and is
+ * then taken up exactly as if it had arrived just after it (takeUpDeferredAssignment). Why: during
+ * the rollback the record's links still name the failed candidate as `current` (they become the
+ * restored ones only when the rollback is done), while the rollback effect is rewriting the
+ * symlinks on disk. Taking the assignment at once started the next update from that stale copy:
+ * its rollback target named the failed version, so a failing new version rolled the device back
+ * onto the one that had just failed, and a revert to the restored version kept the failed one as
+ * `previous`. Waiting also keeps one effect at a time on a model's symlinks. The wait is short
+ * (a rollback is a symlink swap and the reload action) and survives a restart: the assignment is
+ * in the persisted `desired`, and a restart redoes the rollback first.
+ */
+function onAssignedWhileRollingBack(): void {
+  // Nothing to do now: `step` has already persisted the desired state that carries it.
+}
+
+/**
+ * After a rollback: an assignment that waited for it is taken up. The latest accepted desired
+ * state is persisted (`state.desired`); an entry for this model that is not what was being rolled
+ * back (another manifest or another rollout) arrived during the rollback, since any earlier one
+ * was taken up at once and became the record's target.
+ */
+function takeUpDeferredAssignment(tx: Txn, model: string): void {
+  const entry = tx.state.desired?.models[model];
+  const rec = tx.state.models[model];
+  if (!entry || !rec) return;
+  if (entry.rolloutId === rec.rolloutId && entry.envelope.manifest === rec.target?.envelope.manifest) return;
+  // The rollback's outcome is reported first: the rollout that assigned the failed version learns
+  // that it was rolled back (its only outcome report) before the device moves on.
+  tx.report();
+  onAssigned(tx, rec, { type: 'assigned', model, envelope: entry.envelope, rolloutId: entry.rolloutId });
+}
+
 function onRolledBack(tx: Txn, rec: ModelRecord, event: Extract<ModelEvent, { type: 'rolled_back' }>): void {
   if (!rec.error || !rec.rollbackTo) return;
   const links = rec.rollbackTo;
   const phase: ModelState = rec.error.code === 'E_CRASH_LOOP' ? 'failed' : 'rolled_back';
   tx.put(event.model, { phase, links, rollbackTo: null, starts: 0 });
-  tx.effects.push({ type: 'gc', model: event.model, keep: keepList(links) });
+  takeUpDeferredAssignment(tx, event.model);
+  // The garbage collection runs alongside the update just taken up: it keeps that update's version.
+  const after = tx.state.models[event.model];
+  const working = after?.target && !isTerminal(after.phase) ? [after.target.version] : [];
+  tx.effects.push({ type: 'gc', model: event.model, keep: [...new Set([...keepList(links), ...working])] });
 }
 
 function onRollbackFailed(tx: Txn, rec: ModelRecord, event: Extract<ModelEvent, { type: 'rollback_failed' }>): void {
@@ -523,4 +570,5 @@ function onRollbackFailed(tx: Txn, rec: ModelRecord, event: Extract<ModelEvent, 
     code: 'E_ROLLBACK',
     message: `${rec.error ? `${rec.error.code}: ${rec.error.message}; ` : ''}rollback failed: ${event.error.message}`,
   });
+  takeUpDeferredAssignment(tx, event.model);
 }
