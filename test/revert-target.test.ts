@@ -40,6 +40,9 @@ t.test('what a device runs, per reported state', async (t) => {
     // Rolled back from 3.0.0: the agent swapped back to 2.0.0, which is what it runs.
     ['rolled_back', '3.0.0', '2.0.0', '1.0.0', 'det@2.0.0'],
     ['failed', '3.0.0', '2.0.0', '1.0.0', 'det@2.0.0'],
+    // The rollback itself failed (E_ROLLBACK): the failed version may still be linked.
+    ['failed', '3.0.0', '3.0.0', '2.0.0', 'det@2.0.0'],
+    ['rolled_back', '3.0.0', '3.0.0', '2.0.0', 'det@2.0.0'],
   ];
   const covered = new Set(table.map(([s]) => s));
   t.strictSame(

@@ -10,8 +10,9 @@ import { releaseIdOf } from '../../shared/release-id.js';
  *
  * What it runs: `current` (what `models/<name>/current` points at), except while it is applying or
  * probing an update, when `current` may already point at the unproven candidate and
- * `previousVersion` is the release it ran before the swap. In every other state `current` has
- * passed its probe on this device, or the agent swapped back to it after a failed one.
+ * `previousVersion` is the release it ran before the swap, and likewise after a failure that left
+ * the failed version as `current` (its rollback failed). In every other state `current` has passed
+ * its probe on this device, or the agent swapped back to it after a failed one.
  *
  * Returns `undefined` when the device never reported the model (unknown: the caller keeps what it
  * knew), `null` when it runs no release of it, else the release id.
