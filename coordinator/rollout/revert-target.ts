@@ -19,7 +19,13 @@ import { releaseIdOf } from '../../shared/release-id.js';
  */
 export function runningRelease(model: string, report: ReportedModel | undefined): string | null | undefined {
   if (!report) return undefined;
-  const version = report.state === 'applying' || report.state === 'probing' ? report.previousVersion : report.current;
+  // A failure whose `current` is still the version that failed (a rollback that could not swap
+  // back, E_ROLLBACK) does not vouch for it: the release before it is the last one known healthy.
+  const unproven =
+    report.state === 'applying' ||
+    report.state === 'probing' ||
+    ((report.state === 'failed' || report.state === 'rolled_back') && report.current === report.version);
+  const version = unproven ? report.previousVersion : report.current;
   return version === null ? null : releaseIdOf(model, version);
 }
 
