@@ -46,6 +46,11 @@ export function isFailure(state: string): boolean {
   return FAILURES.has(state);
 }
 
+/** Nothing under way for the model on the device: idle, or an update ended (an outcome). */
+export function isAtRest(state: string): boolean {
+  return state === 'idle' || OUTCOMES.has(state);
+}
+
 // ---- a device in a rollout ----
 
 /**

@@ -3,6 +3,7 @@ import { OtaError, toOtaError } from '../../shared/errors.js';
 import type { DesiredState, ErrorInfo, ModelState } from '../../shared/messages.js';
 import { isSafeVersion } from '../../shared/names.js';
 import { effectiveFloor } from '../../shared/rollback-floor.js';
+import { isAtRest } from '../../shared/states.js';
 import type { AgentState, Links, ModelRecord, Target } from './agent-state.js';
 import type { AgentEvent, AgentLimits, Effect, StepContext } from './machine.js';
 import { unmetRequirement } from './requirements.js';
@@ -177,10 +178,9 @@ export const RETRYABLE_ERRORS: ReadonlySet<string> = new Set([
  */
 const DISCARD_STAGED_ON: ReadonlySet<string> = new Set(['E_SIZE']);
 
-const TERMINAL: readonly ModelState[] = ['idle', 'healthy', 'rolled_back', 'failed'];
-
+/** At rest: idle or an outcome (shared/states.ts, the one vocabulary). */
 export function isTerminal(phase: ModelState): boolean {
-  return TERMINAL.includes(phase);
+  return isAtRest(phase);
 }
 
 /** Exponential backoff without jitter (the shell adds jitter: randomness is I/O). */

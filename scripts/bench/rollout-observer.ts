@@ -1,10 +1,11 @@
 import mqtt, { type MqttClient } from 'mqtt';
 import type { AuditEvent, RolloutSummary } from '../../shared/messages.js';
+import { OUTCOME_STATES } from '../../shared/states.js';
 import { createTopics } from '../../shared/topics.js';
 import { wallMs } from './common.js';
 
 const topics = createTopics();
-const TERMINAL = ['healthy', 'rolled_back', 'failed'] as const;
+const TERMINAL = OUTCOME_STATES;
 
 export interface WaveSeen {
   index: number;

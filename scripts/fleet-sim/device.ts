@@ -1,5 +1,6 @@
 import mqtt, { type MqttClient } from 'mqtt';
 import type { ModelState, Reported, Status } from '../../shared/messages.js';
+import { isOutcome } from '../../shared/states.js';
 import { createTopics } from '../../shared/topics.js';
 import type { RolloutTrace, SimCounters, SimCredentials, SimOptions } from './ipc.js';
 
@@ -429,5 +430,5 @@ export class SimDevice {
 }
 
 function isTerminal(state: ModelState): boolean {
-  return state === 'healthy' || state === 'rolled_back' || state === 'failed';
+  return isOutcome(state);
 }
