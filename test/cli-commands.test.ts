@@ -421,7 +421,7 @@ t.test('otactl over the command API', async (t) => {
       return devices.get(id)?.publishAsync(topics.reported(id), JSON.stringify(reported), { qos: 1, retain: true });
     };
     const create = (t: Test, id: string, target: string[]) =>
-      okJson<{ rolloutId: string; status: string; waves: { devices: number }[] }>(t, [
+      okJson<{ id: string; status: string; waves: { devices: number }[] }>(t, [
         'rollout',
         'create',
         '--id',
@@ -545,7 +545,8 @@ t.test('otactl over the command API', async (t) => {
       ]);
       t.match(created.stdout, /rollout ro-split created: det 2\.0\.0 on 5 device\(s\)/);
       t.match(created.stdout, /WAVE\s+UP TO\s+GATE\s+DEVICES\s+IDS/);
-      t.match(created.stdout, /1\s+100%\s+manual/);
+      t.match(created.stdout, /^1\s+50%\s+auto\s+3\s/m, 'waves numbered from 1');
+      t.match(created.stdout, /^2\s+100%\s+manual\s+2\s/m);
       const conflict = await run([
         'rollout',
         'create',
@@ -560,18 +561,18 @@ t.test('otactl over the command API', async (t) => {
       ]);
       t.equal(conflict.code, 1);
       t.match(conflict.stderr, /ghost-1/, 'unresolved names listed');
-      const rollouts = await okJson<{ rolloutId: string }[]>(t, ['rollout', 'ls']);
-      t.same(rollouts.map((r) => r.rolloutId).sort(), ['ro-abort', 'ro-bad', 'ro-ok', 'ro-split']);
+      const rollouts = await okJson<{ id: string }[]>(t, ['rollout', 'ls']);
+      t.same(rollouts.map((r) => r.id).sort(), ['ro-abort', 'ro-bad', 'ro-ok', 'ro-split']);
       t.match(
-        rollouts.find((r) => r.rolloutId === 'ro-split'),
+        rollouts.find((r) => r.id === 'ro-split'),
         {
           model: 'det',
           version: '2.0.0',
           maxFailureRate: 0.5,
           failures: { count: 0 },
           waves: [
-            { percent: 50, approval: 'auto' },
-            { percent: 100, approval: 'manual' },
+            { wave: 1, percent: 50, approval: 'auto' },
+            { wave: 2, percent: 100, approval: 'manual' },
           ],
         },
       );
