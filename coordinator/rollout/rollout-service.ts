@@ -25,8 +25,14 @@ import type {
   RolloutStatusResult,
 } from './types.js';
 
-/** Finished rollouts kept loaded for late reports (a device that converges after the end). */
-const FINISHED_CACHE = 8;
+/** Finished rollouts remembered for late reports (a device that converges after the end). */
+const FINISHED_CACHE = 64;
+
+interface Finished {
+  rollout: Rollout;
+  /** Devices a late report can still move. */
+  open: Set<string>;
+}
 
 export interface RolloutTarget {
   group?: string | undefined;
@@ -83,8 +89,8 @@ interface Live {
  */
 export class RolloutService {
   private readonly live = new Map<string, Live>();
-  /** Finished rollouts recently named by a late report, oldest first (bounded: FINISHED_CACHE). */
-  private readonly finished = new Map<string, Live | null>();
+  /** Finished rollouts recently named by a report, oldest first (bounded: FINISHED_CACHE). */
+  private readonly finished = new Map<string, Finished | null>();
   private readonly queue = new Map<string, DeviceEvent[]>();
   private readonly pacer: PacedFlush;
   private readonly executor: PlanExecutor;
@@ -114,18 +120,24 @@ export class RolloutService {
   }
 
   /**
-   * A finished rollout that a late report names, kept loaded for a few more reports (a fleet of
-   * devices reconnecting after the end names the same few rollouts); null when there is none.
+   * A finished rollout that a late report names: its fields and the devices a late report can
+   * still move (no outcome, not sent back), kept for the next reports (a fleet reconnecting after
+   * the end names the same few rollouts); null when there is none. Small: ids of the open devices
+   * only, never the rollout's rows (a 10,000-device rollout has a handful of late devices).
    */
-  private loadFinished(id: string): Live | null {
+  private finishedInfo(id: string): Finished | null {
     if (this.finished.has(id)) return this.finished.get(id) ?? null;
-    const entry = this.live.get(id) ? null : this.load(id);
-    this.finished.set(id, entry);
+    const rollout = this.live.has(id) ? null : this.deps.store.getRollout(id);
+    const info =
+      rollout && !isActiveRollout(rollout.status)
+        ? { rollout, open: new Set(this.deps.store.openRolloutDevices(id)) }
+        : null;
+    this.finished.set(id, info);
     if (this.finished.size > FINISHED_CACHE) {
       const oldest = this.finished.keys().next().value as string;
       this.finished.delete(oldest);
     }
-    return entry;
+    return info;
   }
 
   private lastReport(deviceId: string): Reported | null | undefined {
@@ -305,17 +317,17 @@ export class RolloutService {
   onReport(deviceId: string, report: Reported): void {
     for (const [model, entry] of Object.entries(report.models)) {
       if (!entry.rolloutId) continue;
-      let live = this.live.get(entry.rolloutId);
+      const live = this.live.get(entry.rolloutId);
       if (!live) {
-        const finished = this.loadFinished(entry.rolloutId);
-        const row = finished?.devices.byId.get(deviceId);
-        if (!finished || !row || row.revertedTo || isOutcome(row.state) || row.state === entry.state) continue;
-        if (entry.version !== finished.rollout.version) continue;
-        live = finished;
+        // Finished: only a report about its candidate from a device still without an outcome.
+        const finished = this.finishedInfo(entry.rolloutId);
+        if (!finished || finished.rollout.model !== model || entry.version !== finished.rollout.version) continue;
+        if (!finished.open.has(deviceId)) continue;
+      } else if (live.rollout.model !== model || !live.devices.byId.has(deviceId)) {
+        continue;
       }
-      if (live.rollout.model !== model || !live.devices.byId.has(deviceId)) continue;
       this.enqueue(
-        live.rollout.id,
+        entry.rolloutId,
         {
           type: 'report',
           deviceId,
@@ -375,7 +387,8 @@ export class RolloutService {
     const queued = [...this.queue];
     this.queue.clear();
     for (const [id, events] of queued) {
-      const live = this.live.get(id) ?? this.finished.get(id);
+      // A finished rollout is loaded for its late reports and let go after (rare: late devices).
+      const live = this.live.get(id) ?? (this.finished.get(id) ? this.load(id) : null);
       if (!live) continue;
       const now = this.deps.now().toISOString();
       try {
@@ -411,6 +424,12 @@ export class RolloutService {
       // The transaction committed: now the cache may change.
       if (plan.rolloutPatch) Object.assign(rollout, plan.rolloutPatch.patch);
       if (plan.rolloutDevices) entry.devices.apply(plan.rolloutDevices.devices);
+      const finished = this.finished.get(rollout.id);
+      if (finished && plan.rolloutDevices) {
+        for (const d of plan.rolloutDevices.devices) {
+          if (isOutcome(d.state) || d.revertedTo) finished.open.delete(d.deviceId);
+        }
+      }
       if (!isActiveRollout(rollout.status)) this.live.delete(rollout.id);
       const summary = summarize(rollout, entry.devices, now);
       this.deps.onSummary?.(summary);

@@ -1,5 +1,5 @@
 import { OtaError } from '../../shared/errors.js';
-import { ACTIVE_ROLLOUT_STATUSES, FINISHED_ROLLOUT_STATUSES } from '../../shared/states.js';
+import { ACTIVE_ROLLOUT_STATUSES, FINISHED_ROLLOUT_STATUSES, OUTCOME_STATES } from '../../shared/states.js';
 import { bool, type Db, json, jsonOrNull, parse, parseOrNull, type SqlValue, sqlList } from './db.js';
 import type { Rollout, RolloutDevice } from './records.js';
 
@@ -211,6 +211,17 @@ export class RolloutsTable {
       .q<RolloutDeviceRow>('SELECT * FROM rollout_devices WHERE rollout_id = ? ORDER BY wave, device_id')
       .all(rolloutId)
       .map(toRolloutDevice);
+  }
+
+  /** Devices of the rollout with no outcome yet and not sent back (what a late report can still move). */
+  openDevices(rolloutId: string): string[] {
+    return this.db
+      .q<{ device_id: string }>(
+        `SELECT device_id FROM rollout_devices
+          WHERE rollout_id = ? AND reverted_to IS NULL AND state NOT IN ${sqlList(OUTCOME_STATES)}`,
+      )
+      .all(rolloutId)
+      .map((r) => r.device_id);
   }
 
   upsertDevices(rolloutId: string, devices: readonly RolloutDevice[]): void {

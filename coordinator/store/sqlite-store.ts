@@ -250,6 +250,10 @@ export class SqliteStore implements Store {
     return this.rollouts.devices(rolloutId);
   }
 
+  openRolloutDevices(rolloutId: string): string[] {
+    return this.rollouts.openDevices(rolloutId);
+  }
+
   upsertRolloutDevices(rolloutId: string, devices: RolloutDevice[]): void {
     this.rollouts.upsertDevices(rolloutId, devices);
   }
