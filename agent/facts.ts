@@ -4,7 +4,7 @@ import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { type DeviceFacts, DeviceFactsSchema } from '../shared/messages.js';
 import { childExecArgv } from './node-flags.js';
-import { withoutNotifyEnv } from './systemd-notify.js';
+import { withoutNotifyEnv } from '../shared/systemd-notify.js';
 
 export type HardwareFacts = Omit<DeviceFacts, 'freeDiskMB'>;
 

@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { toOtaError } from '../shared/errors.js';
 import { createLogger } from '../shared/logger.js';
 import { stopOnSignal } from '../shared/stop-on-signal.js';
+import { createNotifier } from '../shared/systemd-notify.js';
 import { readPackageVersion } from '../shared/version.js';
 import { type CoordinatorFlags, resolveCoordinatorConfig } from './config.js';
 import { startCoordinator } from './service.js';
@@ -37,8 +38,18 @@ async function main(): Promise<number> {
   }
   const config = resolveCoordinatorConfig(program.opts<CoordinatorFlags>(), process.env);
   const logger = createLogger(config.logLevel, process.stdout, 'ota-coordinator');
+  const notifier = createNotifier(process.env, {
+    onError: (err) => logger.warn({ err: err.message }, 'systemd notification failed'),
+  });
   const running = await startCoordinator(config, { logger });
-  await stopOnSignal(logger, () => running.stop());
+  // startCoordinator resolves once a client can use the coordinator (the admin token is in place,
+  // both servers listen, retained state is republished: the `ready` log line): only then READY=1.
+  const stopped = stopOnSignal(logger, async () => {
+    await notifier.stopping();
+    await running.stop();
+  });
+  await notifier.ready(`mqtt ${running.mqttUrl}, http ${running.httpUrl}`);
+  await stopped;
   logger.info('stopped');
   return 0;
 }

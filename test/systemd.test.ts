@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
 import { AGENT_NODE_FLAGS, childExecArgv } from '../agent/node-flags.js';
-import { createNotifier, withoutNotifyEnv } from '../agent/systemd-notify.js';
+import { createNotifier, withoutNotifyEnv } from '../shared/systemd-notify.js';
 import { COORDINATOR_NODE_FLAGS } from '../coordinator/node-flags.js';
 
 /**

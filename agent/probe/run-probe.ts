@@ -7,7 +7,7 @@ import type { Manifest } from '../../shared/manifest.js';
 import { type ProbeSpec, ProbeSpecSchema } from '../../shared/probe-spec.js';
 import { describeZodError } from '../../shared/zod-errors.js';
 import { childExecArgv } from '../node-flags.js';
-import { withoutNotifyEnv } from '../systemd-notify.js';
+import { withoutNotifyEnv } from '../../shared/systemd-notify.js';
 import { disallowedExec, runExtraProbes } from './extra-probes.js';
 import type { ChildMessage, LoadMessage, ParentMessage } from './probe-child.js';
 

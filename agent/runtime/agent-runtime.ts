@@ -25,7 +25,7 @@ import type { ModelStore } from '../install/model-store.js';
 import { MqttSession } from '../mqtt/session.js';
 import type { ProbeRequest, ProbeResult } from '../probe/run-probe.js';
 import type { StateStore } from '../state/state-store.js';
-import { withoutNotifyEnv } from '../systemd-notify.js';
+import { withoutNotifyEnv } from '../../shared/systemd-notify.js';
 
 /** Where a test may make the agent kill itself with SIGKILL (OTA_AGENT_TEST_HOOKS=1 only). */
 export type CrashPoint =

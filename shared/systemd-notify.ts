@@ -1,8 +1,9 @@
 import { execFile } from 'node:child_process';
 
 /**
- * sd_notify(3) for the agent under systemd (systemd/ota-agent.service: Type=notify,
- * NotifyAccess=all, WatchdogSec=).
+ * sd_notify(3) for both daemons under systemd (systemd/ota-agent.service: Type=notify,
+ * NotifyAccess=all, WatchdogSec=; systemd/ota-coordinator.service: Type=notify, NotifyAccess=all,
+ * READY=1 only once a client can use it).
  *
  * Node cannot send AF_UNIX datagrams, so each message runs the `systemd-notify` binary
  * (execFile, no shell) with `KEY=VALUE` arguments. systemd-notify >= 246 waits (up to 5 s) until
