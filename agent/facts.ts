@@ -3,8 +3,8 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { type DeviceFacts, DeviceFactsSchema } from '../shared/messages.js';
-import { childExecArgv } from './node-flags.js';
 import { withoutNotifyEnv } from '../shared/systemd-notify.js';
+import { childExecArgv } from './node-flags.js';
 
 export type HardwareFacts = Omit<DeviceFacts, 'freeDiskMB'>;
 

@@ -7,8 +7,8 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
 import { AGENT_NODE_FLAGS, childExecArgv } from '../agent/node-flags.js';
-import { createNotifier, withoutNotifyEnv } from '../shared/systemd-notify.js';
 import { COORDINATOR_NODE_FLAGS } from '../coordinator/node-flags.js';
+import { createNotifier, withoutNotifyEnv } from '../shared/systemd-notify.js';
 
 /**
  * systemd integration: the unit's sandbox score (systemd-analyze), the notifier against a real

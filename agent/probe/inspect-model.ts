@@ -2,8 +2,8 @@ import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { ErrorCode } from '../../shared/errors.js';
 import type { ErrorInfo } from '../../shared/messages.js';
-import { childExecArgv } from '../node-flags.js';
 import { withoutNotifyEnv } from '../../shared/systemd-notify.js';
+import { childExecArgv } from '../node-flags.js';
 
 /** The child entry next to this module: .ts when running from source (tests), .js once compiled. */
 const CHILD_MODULE = fileURLToPath(

@@ -5,9 +5,9 @@ import { fileURLToPath } from 'node:url';
 import { type ErrorCode, OtaError } from '../../shared/errors.js';
 import type { Manifest } from '../../shared/manifest.js';
 import { type ProbeSpec, ProbeSpecSchema } from '../../shared/probe-spec.js';
+import { withoutNotifyEnv } from '../../shared/systemd-notify.js';
 import { describeZodError } from '../../shared/zod-errors.js';
 import { childExecArgv } from '../node-flags.js';
-import { withoutNotifyEnv } from '../../shared/systemd-notify.js';
 import { disallowedExec, runExtraProbes } from './extra-probes.js';
 import type { ChildMessage, LoadMessage, ParentMessage } from './probe-child.js';
 

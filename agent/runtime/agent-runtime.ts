@@ -8,6 +8,7 @@ import type { Manifest } from '../../shared/manifest.js';
 import type { DeviceFacts, ErrorInfo, Status } from '../../shared/messages.js';
 import { encodePayload } from '../../shared/payload.js';
 import { settleWithin } from '../../shared/settle-within.js';
+import { withoutNotifyEnv } from '../../shared/systemd-notify.js';
 import { createTopics, type Topics } from '../../shared/topics.js';
 import type { AgentConfig } from '../config.js';
 import { type AgentState, emptyRecord, type Links, type Target } from '../core/agent-state.js';
@@ -25,7 +26,6 @@ import type { ModelStore } from '../install/model-store.js';
 import { MqttSession } from '../mqtt/session.js';
 import type { ProbeRequest, ProbeResult } from '../probe/run-probe.js';
 import type { StateStore } from '../state/state-store.js';
-import { withoutNotifyEnv } from '../../shared/systemd-notify.js';
 
 /** Where a test may make the agent kill itself with SIGKILL (OTA_AGENT_TEST_HOOKS=1 only). */
 export type CrashPoint =

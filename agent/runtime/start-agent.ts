@@ -1,4 +1,5 @@
 import type { Logger } from '../../shared/logger.js';
+import { createNotifier } from '../../shared/systemd-notify.js';
 import { readPackageVersion } from '../../shared/version.js';
 import type { AgentConfig } from '../config.js';
 import { downloadArtifact } from '../download/http-download.js';
@@ -8,7 +9,6 @@ import { ModelStore } from '../install/model-store.js';
 import { inspectModel } from '../probe/inspect-model.js';
 import { runProbe } from '../probe/run-probe.js';
 import { StateStore } from '../state/state-store.js';
-import { createNotifier } from '../../shared/systemd-notify.js';
 import { AgentRuntime, type CrashPoint } from './agent-runtime.js';
 
 /** How long an offline device waits for the broker before telling systemd it has started anyway. */
