@@ -58,3 +58,35 @@ fetch('http://127.0.0.1:${http}/healthz').then((r) => r.status, () => 'no answer
     'STOPPING=1 on a clean stop',
   );
 });
+
+t.test('a systemd-notify that fails is logged, never fatal: the coordinator serves', async (t) => {
+  const dir = t.testdir({});
+  const bin = path.join(dir, 'bin');
+  await fs.mkdir(bin);
+  await fs.writeFile(path.join(bin, 'systemd-notify'), '#!/bin/sh\necho "no manager" >&2\nexit 1\n', { mode: 0o755 });
+  const coordinator = new CoordinatorProcess(
+    path.join(dir, 'data'),
+    { mqtt: await freePort(), http: await freePort() },
+    { NOTIFY_SOCKET: path.join(dir, 'notify.sock'), PATH: `${bin}:${process.env.PATH ?? ''}` },
+  );
+  t.teardown(() => coordinator.kill9());
+  await coordinator.ready();
+  const warning = await coordinator.waitForLog((l) => l.msg === 'systemd notification failed');
+  t.match(String(warning.err), /no manager|exit/, 'the failure is in the log');
+  const health = await fetch(`${coordinator.httpUrl}/healthz`);
+  t.equal(health.status, 200, 'and the coordinator serves');
+  t.match(await coordinator.stop(), { code: 0 }, 'a clean stop still exits 0');
+});
+
+t.test('a start that fails exits 1 with the error and the fix (a port in use)', async (t) => {
+  const first = await CoordinatorProcess.start(path.join(t.testdir({}), 'a'));
+  t.teardown(() => first.kill9());
+  const port = Number(new URL(first.mqttUrl).port);
+  const second = new CoordinatorProcess(path.join(t.testdir({}), 'b'), { mqtt: port, http: await freePort() });
+  const exit = await second.exited;
+  t.equal(exit.code, 1);
+  t.match(
+    second.stderr,
+    /ota-coordinator: error .*another process uses that port: stop it, or pick another with --mqtt-port/,
+  );
+});
