@@ -60,17 +60,7 @@ export function isAtRest(state: string): boolean {
  * A revert on abort does not change this state (the outcome stays what happened); it is recorded
  * beside it (`revertedTo`).
  */
-export const ROLLOUT_DEVICE_STATES = [
-  'pending',
-  'assigned',
-  'downloading',
-  'verifying',
-  'applying',
-  'probing',
-  'healthy',
-  'rolled_back',
-  'failed',
-] as const;
+export const ROLLOUT_DEVICE_STATES = ['pending', 'assigned', ...IN_PROGRESS_STATES, ...OUTCOME_STATES] as const;
 export type RolloutDeviceState = (typeof ROLLOUT_DEVICE_STATES)[number];
 
 // ---- a rollout ----

@@ -1,38 +1,14 @@
 import t from 'tap';
 import { type AgentState, emptyRecord, initialState } from '../agent/core/agent-state.js';
 import { type AgentEvent, backoffMs, type Effect, type StepContext, step } from '../agent/core/machine.js';
-import type { DeviceFacts } from '../shared/messages.js';
+import { MACHINE_NOW, machineContext } from './helpers/machine-context.js';
 import { TestSigners } from './helpers/signing.js';
 
 // Table-driven tests of the agent's pure core: every transition, with the clock passed in.
 
 const signers = new TestSigners();
-const NOW = new Date('2026-11-26T12:00:00.000Z');
-const FACTS: DeviceFacts = {
-  arch: 'arm64',
-  cpuCores: 4,
-  memoryMB: 2048,
-  freeDiskMB: 10_000,
-  os: 'Debian 12',
-  kernel: '6.1',
-  accelerators: [],
-};
-const ctx: StepContext = {
-  now: NOW,
-  deviceId: 'cam-1',
-  releaseTrust: { keys: [signers.releaseKey], threshold: 1 },
-  coordinatorTrust: { keys: [signers.coordinatorKey], threshold: 1 },
-  facts: FACTS,
-  limits: {
-    maxAttempts: 3,
-    backoffBaseMs: 1000,
-    backoffMaxMs: 8000,
-    maxStarts: 2,
-    maxArtifactBytes: 1_000_000,
-    diskReserveBytes: 100,
-    outboxLimit: 5,
-  },
-};
+const NOW = MACHINE_NOW;
+const ctx: StepContext = machineContext(signers);
 const v1 = new TextEncoder().encode('model v1');
 const v2 = new TextEncoder().encode('model v2 bytes');
 const env1 = signers.release('det', '1.0', v1, { counter: 1 });

@@ -10,7 +10,7 @@ import {
   TRANSITIONS,
   transitionFor,
 } from '../agent/core/transitions.js';
-import type { DeviceFacts } from '../shared/messages.js';
+import { MACHINE_NOW, machineContext } from './helpers/machine-context.js';
 import { TestSigners } from './helpers/signing.js';
 
 // The agent's transition table, pair by pair: every (state, event) pair is declared (a row, or
@@ -56,32 +56,8 @@ const EXPECTED = `
 `;
 
 const signers = new TestSigners();
-const NOW = new Date('2026-11-26T12:00:00.000Z');
-const FACTS: DeviceFacts = {
-  arch: 'arm64',
-  cpuCores: 4,
-  memoryMB: 2048,
-  freeDiskMB: 10_000,
-  os: 'Debian 12',
-  kernel: '6.1',
-  accelerators: [],
-};
-const ctx: StepContext = {
-  now: NOW,
-  deviceId: 'cam-1',
-  releaseTrust: { keys: [signers.releaseKey], threshold: 1 },
-  coordinatorTrust: { keys: [signers.coordinatorKey], threshold: 1 },
-  facts: FACTS,
-  limits: {
-    maxAttempts: 3,
-    backoffBaseMs: 1000,
-    backoffMaxMs: 8000,
-    maxStarts: 2,
-    maxArtifactBytes: 1_000_000,
-    diskReserveBytes: 100,
-    outboxLimit: 50,
-  },
-};
+const NOW = MACHINE_NOW;
+const ctx: StepContext = machineContext(signers, { outboxLimit: 50 });
 const v2 = new TextEncoder().encode('model v2 bytes');
 const env2 = signers.release('det', '2.0', v2, { counter: 2, floor: 1 });
 const env3 = signers.release('det', '3.0', new TextEncoder().encode('model v3'), { counter: 3 });

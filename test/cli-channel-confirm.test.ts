@@ -1,20 +1,17 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { CommandClient } from '../coordinator/client/command-client.js';
-import { resolveCoordinatorConfig } from '../coordinator/config.js';
-import type { AdminTokenFile } from '../coordinator/identity/bootstrap.js';
-import { startCoordinator } from '../coordinator/service.js';
 import { goodModel, goodProbe } from '../scripts/tiny-models.js';
 import type { Envelope } from '../shared/envelope.js';
 import { createLogger } from '../shared/logger.js';
 import { otactl } from './helpers/cli.js';
+import { startInProcessCoordinator } from './helpers/in-process-coordinator.js';
 
 // Moving a channel re-targets every device that follows it at once. Above 5 devices that needs
 // --yes, whichever command moves it: `channel set`, `release publish --channel`, or a fleet
 // script on the command API. A refusal changes nothing: no release, no channel, no desired state.
 
-const silent = createLogger('silent', process.stdout, 'ota-coordinator');
+const _silent = createLogger('silent', process.stdout, 'ota-coordinator');
 const json = <T = unknown>(text: string): T => JSON.parse(text) as T;
 
 t.test('a channel move above 5 devices needs --yes, with one rule and one message', async (t) => {
@@ -23,13 +20,7 @@ t.test('a channel move above 5 devices needs --yes, with one rule and one messag
   const work = path.join(dir, 'work');
   await fs.mkdir(work);
   const at = (f: string) => path.join(work, f);
-  const running = await startCoordinator(resolveCoordinatorConfig({ data: dataDir, mqttPort: 0, httpPort: 0 }, {}), {
-    logger: silent,
-  });
-  t.teardown(() => running.stop());
-  const adminToken = json<AdminTokenFile>(await fs.readFile(running.adminTokenFile, 'utf8'));
-  const admin = await CommandClient.connect({ url: running.mqttUrl, user: 'admin', token: adminToken.token });
-  t.teardown(() => admin.close());
+  const { admin } = await startInProcessCoordinator(t, dataDir);
   const env = { OTA_URL: '', OTA_HTTP_URL: '', OTA_USER: '', OTA_TOKEN: '', OTA_CA: '', OTA_DATA: dataDir };
   const run = (args: string[]) => otactl(args, { cwd: work, env });
 

@@ -1,6 +1,5 @@
 import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -16,6 +15,7 @@ import { createLogger } from '../shared/logger.js';
 import type { ModelState, Reported } from '../shared/messages.js';
 import { createTopics } from '../shared/topics.js';
 import { otactl, startOtactl } from './helpers/cli.js';
+import { freePort } from './helpers/coordinator-process.js';
 
 // otactl against a real coordinator (in process for speed: real Aedes, SQLite and HTTP), run as
 // a user runs it: the compiled binary in a child process. The CLI contract: --json documents,
@@ -24,15 +24,6 @@ import { otactl, startOtactl } from './helpers/cli.js';
 const AGENT = fileURLToPath(new URL('../dist/agent/main.js', import.meta.url));
 const topics = createTopics();
 const silent = createLogger('silent', process.stdout, 'ota-coordinator');
-
-/** A port nothing listens on: bound, then closed. */
-async function closedPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
-}
 
 const json = <T = unknown>(text: string): T => JSON.parse(text) as T;
 
@@ -121,7 +112,7 @@ t.test('otactl over the command API', async (t) => {
   });
 
   await t.test('connection: resolution order and failures', async (t) => {
-    const port = await closedPort();
+    const port = await freePort();
     const closed = `mqtt://127.0.0.1:${port}`;
     await fs.writeFile(at('wrong.token'), 'not-the-token\n');
     await fs.writeFile(at('admin.token.txt'), `${adminToken.token}\n`);

@@ -1,6 +1,5 @@
 import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
@@ -11,6 +10,7 @@ import { startCoordinator } from '../coordinator/service.js';
 import { goodModel, goodProbe } from '../scripts/tiny-models.js';
 import { createLogger } from '../shared/logger.js';
 import { OTACTL, otactl } from './helpers/cli.js';
+import { freePort } from './helpers/coordinator-process.js';
 
 // `otactl completion bash`, sourced into a real bash and called as bash calls it on TAB
 // (COMP_LINE, COMP_POINT, COMP_WORDS, COMP_CWORD set), against a real coordinator: commands,
@@ -18,14 +18,6 @@ import { OTACTL, otactl } from './helpers/cli.js';
 
 const silent = createLogger('silent', process.stdout, 'ota-coordinator');
 const json = <T = unknown>(text: string): T => JSON.parse(text) as T;
-
-async function closedPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
-}
 
 t.test('shell completion with ids from the coordinator', async (t) => {
   const dir = t.testdir();
@@ -136,7 +128,7 @@ printf "%s\\n" "\${COMPREPLY[@]}"`,
   t.same(typed.words, ['gw-1'], 'ids with the flags on the line');
 
   // No coordinator: no ids, quietly and at once (exit 0, nothing on stderr).
-  const down = await tab('otactl device show ', { OTA_URL: `mqtt://127.0.0.1:${await closedPort()}` });
+  const down = await tab('otactl device show ', { OTA_URL: `mqtt://127.0.0.1:${await freePort()}` });
   t.same(down.words, []);
   t.equal(down.stderr, '');
   const nothing = await tab('otactl device show ', elsewhere);

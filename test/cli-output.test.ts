@@ -1,6 +1,5 @@
 import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import t from 'tap';
 import { resolveCoordinatorConfig } from '../coordinator/config.js';
@@ -8,6 +7,7 @@ import { startCoordinator } from '../coordinator/service.js';
 import { goodModel, goodProbe } from '../scripts/tiny-models.js';
 import { createLogger } from '../shared/logger.js';
 import { OTACTL, otactl } from './helpers/cli.js';
+import { freePort } from './helpers/coordinator-process.js';
 
 // What otactl's output looks like to a program reading it: a reader that goes away early
 // (`| head -1`) ends otactl quietly, every object's id is `id` under --json, and under --json
@@ -15,15 +15,6 @@ import { OTACTL, otactl } from './helpers/cli.js';
 
 const silent = createLogger('silent', process.stdout, 'ota-coordinator');
 const json = <T = unknown>(text: string): T => JSON.parse(text) as T;
-
-/** A port nothing listens on: bound, then closed. */
-async function closedPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
-}
 
 interface ClosedPipeResult {
   code: number | null;
@@ -178,7 +169,7 @@ t.test('otactl output for programs', async (t) => {
   });
 
   await t.test('under --json an error is one JSON object on stderr, with the usual exit code', async (t) => {
-    const closed = `mqtt://127.0.0.1:${await closedPort()}`;
+    const closed = `mqtt://127.0.0.1:${await freePort()}`;
     const cases: [string[], number, string, RegExp][] = [
       [['device', 'show', 'nope', '--json'], 1, 'E_NOT_FOUND', /no device "nope"/],
       [['device', 'ls', '--json', '--url', closed], 1, 'E_CONNECT', /is ota-coordinator running/],

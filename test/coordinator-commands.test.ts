@@ -5,14 +5,12 @@ import mqtt from 'mqtt';
 import t, { type Test } from 'tap';
 import { CommandClient } from '../coordinator/client/command-client.js';
 import { uploadRelease } from '../coordinator/client/upload-release.js';
-import { resolveCoordinatorConfig } from '../coordinator/config.js';
-import type { AdminTokenFile } from '../coordinator/identity/bootstrap.js';
-import { startCoordinator } from '../coordinator/service.js';
 import { goodModel } from '../scripts/tiny-models.js';
 import { publicKeyToJson } from '../shared/keys.js';
 import { createLogger } from '../shared/logger.js';
 import { encodePayload } from '../shared/payload.js';
 import { createTopics } from '../shared/topics.js';
+import { startInProcessCoordinator } from './helpers/in-process-coordinator.js';
 import { TestSigners } from './helpers/signing.js';
 
 // The command API of a real coordinator (in process: real Aedes, real SQLite, real HTTP):
@@ -20,16 +18,10 @@ import { TestSigners } from './helpers/signing.js';
 // audit chain notices a row edited behind its back.
 
 const topics = createTopics();
-const silent = createLogger('silent', process.stdout, 'ota-coordinator');
+const _silent = createLogger('silent', process.stdout, 'ota-coordinator');
 
 async function coordinator(t: Test) {
-  const dataDir = path.join(t.testdir(), 'data');
-  const config = resolveCoordinatorConfig({ data: dataDir, mqttPort: 0, httpPort: 0 }, {});
-  const running = await startCoordinator(config, { logger: silent });
-  t.teardown(() => running.stop());
-  const token = JSON.parse(await fs.readFile(running.adminTokenFile, 'utf8')) as AdminTokenFile;
-  const admin = await CommandClient.connect({ url: running.mqttUrl, user: token.user, token: token.token });
-  t.teardown(() => admin.close());
+  const { running, token, admin, dataDir } = await startInProcessCoordinator(t);
   return { running, token, admin, dataDir };
 }
 

@@ -6,7 +6,6 @@ import t, { type Test } from 'tap';
 import { CommandClient } from '../coordinator/client/command-client.js';
 import { uploadRelease } from '../coordinator/client/upload-release.js';
 import { resolveCoordinatorConfig } from '../coordinator/config.js';
-import type { AdminTokenFile } from '../coordinator/identity/bootstrap.js';
 import { startCoordinator } from '../coordinator/service.js';
 import { goodModel } from '../scripts/tiny-models.js';
 import { publicKeyToJson } from '../shared/keys.js';
@@ -14,6 +13,7 @@ import { createLogger } from '../shared/logger.js';
 import { ROLLOUT_STATUSES, type RolloutSummary } from '../shared/messages.js';
 import { encodePayload } from '../shared/payload.js';
 import { createTopics } from '../shared/topics.js';
+import { startInProcessCoordinator } from './helpers/in-process-coordinator.js';
 import { TestSigners } from './helpers/signing.js';
 
 // /metrics of a real coordinator (in process: real Aedes, real SQLite, real HTTP), checked
@@ -24,13 +24,7 @@ const topics = createTopics();
 const silent = createLogger('silent', process.stdout, 'ota-coordinator');
 
 async function coordinator(t: Test) {
-  const dataDir = path.join(t.testdir(), 'data');
-  const config = resolveCoordinatorConfig({ data: dataDir, mqttPort: 0, httpPort: 0 }, {});
-  const running = await startCoordinator(config, { logger: silent });
-  t.teardown(() => running.stop());
-  const token = JSON.parse(await fs.readFile(running.adminTokenFile, 'utf8')) as AdminTokenFile;
-  const admin = await CommandClient.connect({ url: running.mqttUrl, user: token.user, token: token.token });
-  t.teardown(() => admin.close());
+  const { running, token, admin, dataDir } = await startInProcessCoordinator(t);
   // A release det@1.0.0 to roll out.
   const signers = new TestSigners();
   await admin.call('key.add', { key: publicKeyToJson(signers.releaseKey) });

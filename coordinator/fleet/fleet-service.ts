@@ -12,12 +12,7 @@ import { hashToken, newToken } from '../identity/tokens.js';
 import { PlanExecutor } from '../plan/commit-plan.js';
 import type { AuditDraft, ChannelRecord, DeviceRecord, ReleaseRecord, Role } from '../store/records.js';
 import type { Store } from '../store/store.js';
-import {
-  type ChannelMoveSnapshot,
-  channelMoveTargets,
-  confirmChannelMove,
-  planChannelMove,
-} from './plan-channel-move.js';
+import { type ChannelMoveSnapshot, planChannelMove } from './plan-channel-move.js';
 import { planEnrol } from './plan-enrol.js';
 
 export interface FleetServiceDeps {
@@ -253,11 +248,16 @@ export class FleetService {
     verifyArtifact(manifest, { size: input.size, sha256: input.sha256 });
     const id = releaseIdOf(manifest.model, manifest.version);
     if (store.getRelease(id)) throw new OtaError('E_CONFLICT', `release ${id} already exists; publish a new version`);
+    // The channel move is planned (and confirmed) before the release is written, so a refused
+    // move leaves nothing published; it is committed right after (nothing runs in between).
+    let channelMove: ReturnType<typeof planChannelMove> | null = null;
     if (input.channel) {
-      // Before the release is written: a refused move leaves nothing published.
       assertSafeName('device id', input.channel);
-      const move = channelMoveTargets(manifest.model, input.channel, id, this.followers(manifest.model, input.channel));
-      confirmChannelMove({ ...move, retarget: move.retarget.length }, input.yes);
+      channelMove = planChannelMove(
+        { model: manifest.model, channel: input.channel, releaseId: id, yes: input.yes },
+        { releaseExists: true, followers: this.followers(manifest.model, input.channel) },
+        actor,
+      );
     }
     const release = this.write(() => {
       const record = store.addRelease({
@@ -281,12 +281,8 @@ export class FleetService {
       ]);
       return { result: record };
     });
-    if (!input.channel) return { ...release, channel: null, retargeted: 0 };
-    // Confirmed above (or within the limit); nothing ran in between (this is synchronous).
-    const moved = this.setChannel(
-      { model: manifest.model, channel: input.channel, version: manifest.version, yes: true },
-      actor,
-    );
+    if (!channelMove) return { ...release, channel: null, retargeted: 0 };
+    const moved = this.commitChannelMove(channelMove);
     return { ...release, channel: moved.channel, retargeted: moved.retargeted.length };
   }
 
@@ -311,13 +307,18 @@ export class FleetService {
     const { store } = this.deps;
     assertSafeName('device id', input.channel);
     const releaseId = releaseIdOf(input.model, input.version);
-    const { move, plan } = planChannelMove(
-      { model: input.model, channel: input.channel, releaseId, yes: input.yes === true },
-      { releaseExists: store.getRelease(releaseId) !== null, followers: this.followers(input.model, input.channel) },
-      actor,
+    return this.commitChannelMove(
+      planChannelMove(
+        { model: input.model, channel: input.channel, releaseId, yes: input.yes === true },
+        { releaseExists: store.getRelease(releaseId) !== null, followers: this.followers(input.model, input.channel) },
+        actor,
+      ),
     );
+  }
+
+  private commitChannelMove({ move, plan }: ReturnType<typeof planChannelMove>) {
     this.executor.commit(plan, this.deps.now().toISOString());
-    const channel = store.listChannels().find((c) => c.model === input.model && c.channel === input.channel);
+    const channel = this.deps.store.listChannels().find((c) => c.model === move.model && c.channel === move.channel);
     return {
       channel: channelView(channel as ChannelRecord),
       retargeted: move.retarget,

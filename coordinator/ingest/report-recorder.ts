@@ -71,12 +71,6 @@ export class ReportRecorder {
     return this.lastReports.get(deviceId);
   }
 
-  /** Forgets a device (removed or re-enrolled: a new device starts with no report). */
-  forget(deviceId: string): void {
-    this.lastReports.delete(deviceId);
-    this.pending.delete(deviceId);
-  }
-
   /** Writes what is waiting now (a command is about to read the store). */
   flushIfScheduled(): void {
     this.writer.runIfScheduled();

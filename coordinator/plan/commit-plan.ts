@@ -24,7 +24,7 @@ export interface PlanExecutorDeps {
 export class PlanExecutor {
   constructor(private readonly deps: PlanExecutorDeps) {}
 
-  commit(plan: WritePlan, now: string, after?: (audit: AuditEvent[]) => OutgoingMessage[]): AuditEvent[] {
+  commit(plan: WritePlan, now: string, after?: () => OutgoingMessage[]): AuditEvent[] {
     const { store, desired } = this.deps;
     let audit: AuditEvent[] = [];
     const messages = store.transaction(
@@ -60,7 +60,7 @@ export class PlanExecutor {
       plan.durable ? {} : WRITE_BEHIND,
     );
     this.deps.onAudit?.(audit);
-    const extra = after ? after(audit) : [];
+    const extra = after ? after() : [];
     void this.deps.publish([
       ...messages,
       ...extra,

@@ -4,7 +4,6 @@ import type { WritePlan } from '../plan/write-plan.js';
 import { decide } from './decide.js';
 import { decisionPlan } from './decision-plan.js';
 import { planWaves } from './plan-waves.js';
-import { revertTarget } from './revert-target.js';
 import { validateStrategy } from './strategy.js';
 import type { DecisionInputs, Rollout, RolloutDevice } from './types.js';
 
@@ -88,8 +87,7 @@ export function planRolloutCreate(
       wave: waves.get(deviceId) ?? 0,
       state: 'pending',
       online: snapshot.online(deviceId),
-      previousReleaseId:
-        running === undefined ? revertTarget(undefined, snapshot.desiredBefore(deviceId), () => true) : running,
+      previousReleaseId: running === undefined ? snapshot.desiredBefore(deviceId) : running,
       revertedTo: null,
       assignedAt: null,
       finishedAt: null,

@@ -30,16 +30,11 @@ export function runningRelease(model: string, report: ReportedModel | undefined)
 }
 
 /**
- * The revert target of a device, given what it runs and whether the coordinator can send that
- * release (it must be published here: a side-loaded version cannot be signed into a desired state,
- * so the entry is removed instead and the agent keeps what it runs). `fallback` is used when the
- * device never reported the model (its desired state before the rollout).
+ * The revert target of a device, given the release it runs: that release when the coordinator
+ * can send it (published here: a side-loaded version cannot be signed into a desired state), else
+ * null (the entry is removed and the agent keeps what it runs). A device that never reported the
+ * model is the planner's case (its desired state before the rollout, plan-create.ts).
  */
-export function revertTarget(
-  running: string | null | undefined,
-  fallback: string | null,
-  isPublished: (releaseId: string) => boolean,
-): string | null {
-  const target = running === undefined ? fallback : running;
-  return target !== null && isPublished(target) ? target : null;
+export function revertTarget(running: string | null, isPublished: (releaseId: string) => boolean): string | null {
+  return running !== null && isPublished(running) ? running : null;
 }

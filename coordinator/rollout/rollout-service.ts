@@ -144,8 +144,8 @@ export class RolloutService {
     return this.deps.lastReport ? this.deps.lastReport(deviceId) : this.deps.store.getDevice(deviceId)?.lastReport;
   }
 
-  /** The snapshot a decision of this rollout may read (DecisionInputs), memoised per decision. */
-  private inputsFor(rollout: Rollout): DecisionInputs {
+  /** The snapshot a decision about `model` may read (DecisionInputs), memoised per decision. */
+  private inputsFor(model: string): DecisionInputs {
     const published = new Map<string, boolean>();
     const isPublished = (releaseId: string) => {
       let known = published.get(releaseId);
@@ -157,8 +157,8 @@ export class RolloutService {
     };
     return {
       revertTargetOf: (deviceId) => {
-        const running = runningRelease(rollout.model, this.lastReport(deviceId)?.models[rollout.model]);
-        return running === undefined ? undefined : revertTarget(running, null, isPublished);
+        const running = runningRelease(model, this.lastReport(deviceId)?.models[model]);
+        return running === undefined ? undefined : revertTarget(running, isPublished);
       },
     };
   }
@@ -195,9 +195,8 @@ export class RolloutService {
         `${unknown.length} device name(s) do not resolve: ${unknown.slice(0, 20).join(', ')}${unknown.length > 20 ? ', ...' : ''}; enrol them (\`otactl device add\`) or fix the target`,
       );
     }
-    const unique = [...new Set(ids)];
-    if (unique.length === 0) throw new OtaError('E_NOT_FOUND', 'the target resolves to no devices');
-    return unique;
+    // An empty target is the planner's refusal (planRolloutCreate).
+    return [...new Set(ids)];
   }
 
   private select(selector: Record<string, string>): string[] {
@@ -223,7 +222,7 @@ export class RolloutService {
         online: (deviceId) => store.getDevice(deviceId)?.online ?? false,
         busyIn: (deviceId) => store.activeRolloutsFor(deviceId, input.model).map((r) => r.id),
         desiredBefore: (deviceId) => store.getDesired(deviceId, input.model)?.releaseId ?? null,
-        inputs: this.inputsFor({ model: input.model } as Rollout),
+        inputs: this.inputsFor(input.model),
       },
       actor,
       now,
@@ -248,7 +247,7 @@ export class RolloutService {
     this.flush();
     const entry = this.mustLoad(id);
     const now = this.deps.now().toISOString();
-    const decision = decide(entry.rollout, entry.devices, event, now, this.inputsFor(entry.rollout));
+    const decision = decide(entry.rollout, entry.devices, event, now, this.inputsFor(entry.rollout.model));
     this.commit(entry, decision, now);
     return summarize(entry.rollout, entry.devices, now);
   }
@@ -262,9 +261,9 @@ export class RolloutService {
     this.flush();
     const entry = this.mustLoad(id);
     const { rollout } = entry;
-    const fleet = new Map(this.deps.store.listDevices().map((d) => [d.id, d]));
+    // Per row, not a scan of the whole fleet: a canary rollout in a big fleet reads a few devices.
     const devices = entry.devices.values().map((d): RolloutDeviceView => {
-      const device = fleet.get(d.deviceId);
+      const device = this.deps.store.getDevice(d.deviceId);
       const report = (this.deps.lastReport?.(d.deviceId) ?? device?.lastReport)?.models[rollout.model];
       return {
         id: d.deviceId,
@@ -392,7 +391,11 @@ export class RolloutService {
       if (!live) continue;
       const now = this.deps.now().toISOString();
       try {
-        this.commit(live, decideBatch(live.rollout, live.devices, events, now, this.inputsFor(live.rollout)), now);
+        this.commit(
+          live,
+          decideBatch(live.rollout, live.devices, events, now, this.inputsFor(live.rollout.model)),
+          now,
+        );
       } catch (err) {
         this.deps.onError?.(err, `deciding ${events.length} device event(s) of rollout ${id}`);
       }
