@@ -141,7 +141,7 @@ export async function startCoordinator(
       logger,
       holdDeviceIngest: answerStorm,
       onAuthFailure: (info) => {
-        metrics.authFailures.inc();
+        metrics.authFailures.inc({ transport: 'mqtt' });
         authFailures.record({ clientId: info.clientId, username: info.username ?? '', reason: info.reason });
       },
     });
@@ -207,6 +207,17 @@ export async function startCoordinator(
         );
         const { envelope: _e, ...rest } = release;
         return rest;
+      },
+      checkRelease: (claim) => fleet.checkRelease(claim, claim.actor),
+      onAuthFailure: (info) => {
+        metrics.authFailures.inc({ transport: 'http' });
+        // HTTP has no client id: the subject names the transport and the address. The reason
+        // keeps its own rate-limit window apart from MQTT's (AuthFailureAudit groups by it).
+        authFailures.record({
+          clientId: `http:${info.ip}`,
+          username: info.username ?? '',
+          reason: `http: ${info.reason}`,
+        });
       },
       health: () => (phase === 'ready' ? { ok: true } : { ok: false, reason: phase }),
       maxUploadBytes: config.maxArtifactBytes,

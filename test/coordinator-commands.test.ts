@@ -157,7 +157,7 @@ t.test('malformed and oversize payloads are dropped; the coordinator keeps servi
   const health = await fetch(`${running.httpUrl}/healthz`);
   t.equal(health.status, 200);
   const metrics = await (await fetch(`${running.httpUrl}/metrics`)).text();
-  t.match(metrics, /mqtt_auth_failures_total/);
+  t.match(metrics, /ota_auth_failures_total\{transport="mqtt"\}/);
   t.notMatch(metrics, /cam-9/, 'no device ids in metrics');
 });
 

@@ -16,6 +16,7 @@ import {
   httpStatusFor,
   type PublishInput,
   parseRange,
+  type ReleaseClaim,
 } from '../coordinator/http/http-server.js';
 import { createMetrics, RolloutStatusBook } from '../coordinator/http/metrics.js';
 import { type Envelope, signManifest, verifyArtifact, verifyEnvelope } from '../shared/envelope.js';
@@ -56,6 +57,7 @@ interface Fixture {
   metrics: ReturnType<typeof createMetrics>;
   releases: Map<string, { sha256: string; actor: string; channel: string | null }>;
   publishCalls: PublishInput[];
+  checkCalls: ReleaseClaim[];
   authFailures: { username: string | null; reason: string }[];
   health: { report: HealthReport | (() => never) };
   /** Files in the artifact directory (content addresses and any temporaries). */
@@ -74,6 +76,7 @@ async function setup(
   const metrics = createMetrics();
   const releases: Fixture['releases'] = new Map();
   const publishCalls: PublishInput[] = [];
+  const checkCalls: ReleaseClaim[] = [];
   const authFailures: Fixture['authFailures'] = [];
   const health: Fixture['health'] = { report: { ok: true } };
   const server = createHttpServer({
@@ -84,6 +87,13 @@ async function setup(
       return user && user.token === token ? user.principal : null;
     },
     onAuthFailure: (info) => authFailures.push({ username: info.username, reason: info.reason }),
+    // What the coordinator decides before the body: signatures against the trusted keys, not yet published.
+    checkRelease: (claim) => {
+      checkCalls.push(claim);
+      const { manifest } = verifyEnvelope(claim.envelope, { keys: [publisherKey], threshold: 1 }, { now: new Date() });
+      const id = `${manifest.model}@${manifest.version}`;
+      if (releases.has(id)) throw new OtaError('E_CONFLICT', `release ${id} already exists`);
+    },
     publishRelease: async (input) => {
       publishCalls.push(input);
       // What the coordinator does: signatures against the trusted keys, then size and sha256.
@@ -117,6 +127,7 @@ async function setup(
     metrics,
     releases,
     publishCalls,
+    checkCalls,
     authFailures,
     health,
     files,
@@ -509,6 +520,8 @@ t.test('over TLS', { skip: hasOpenssl ? false : 'no openssl to make a test certi
     artifacts,
     metrics: createMetrics({ defaultMetrics: false }),
     authenticate: () => null,
+    onAuthFailure: () => {},
+    checkRelease: () => {},
     publishRelease: async () => null,
     health: () => ({ ok: true, details: {} }),
     tls: { cert, key: await fs.readFile(keyFile) },
@@ -584,10 +597,19 @@ t.test('upload: authentication and roles', async (t) => {
   t.equal(f.publishCalls.length, 0, 'publishRelease never called');
   t.same(await f.files(), [], 'nothing stored');
   t.same(
-    f.authFailures.map((a) => a.username),
-    ['alice', 'mallory', 'alice'],
-    'refused credentials are reported for the audit log',
+    f.authFailures.map((a) => [a.username, a.reason]),
+    [
+      [null, 'no credentials'],
+      ['alice', 'unknown user or wrong token'],
+      ['mallory', 'unknown user or wrong token'],
+      [null, 'Bearer token without X-Ota-User'],
+      ['alice', 'unknown user or wrong token'],
+      [null, 'malformed Basic credentials'],
+      [null, 'unsupported Authorization scheme'],
+    ],
+    'every 401 is reported for the metric and the audit log (a 403 is not an authentication failure)',
   );
+  t.equal(f.checkCalls.length, 0, 'nothing about the release is checked for a refused caller');
 });
 
 t.test('upload: missing or garbled envelope is 400', async (t) => {
@@ -660,7 +682,8 @@ t.test('upload: signature and digest failures are 422 and store nothing', async 
   t.equal(r3.status, 422, 'same size, other bytes');
   t.equal(r3.json().error?.code, 'E_DIGEST');
 
-  t.equal(f.publishCalls.length, 3, 'each reached publishRelease');
+  t.equal(f.checkCalls.length, 3, 'each was checked before its body');
+  t.equal(f.publishCalls.length, 1, 'only the one whose signature verifies reached publishRelease');
   t.equal(f.releases.size, 0, 'no release');
   t.same(await f.noTmpFiles(), [], 'no artifact, no temporary');
 });
@@ -849,7 +872,8 @@ t.test('metrics: Prometheus text with every coordinator metric (ota_*), no devic
   ]);
   f.metrics.observeRollout('r-1', 'halted');
   f.metrics.auditRows.set(42);
-  f.metrics.authFailures.inc();
+  f.metrics.authFailures.inc({ transport: 'mqtt' });
+  f.metrics.authFailures.inc({ transport: 'http' }, 2);
   // Traffic that involves a device id.
   await upload(f, Buffer.alloc(1), sign(Buffer.alloc(1)), { authorization: 'Bearer x', 'x-ota-user': DEVICE_ID });
   const r = await request(f.port, { path: '/metrics' });
@@ -864,7 +888,9 @@ t.test('metrics: Prometheus text with every coordinator metric (ota_*), no devic
     'ota_rollouts{status="completed"} 0',
     'ota_rollout_halts_total 1',
     'ota_audit_rows 42',
-    'ota_mqtt_auth_failures_total 1',
+    'ota_auth_failures_total{transport="mqtt"} 1',
+    'ota_auth_failures_total{transport="http"} 2',
+    'ota_upload_bytes_written_total 0',
     'ota_artifact_bytes_served_total 0',
     'process_cpu_user_seconds_total',
     'nodejs_heap_size_used_bytes',

@@ -151,7 +151,7 @@ t.test(
     const verdict = await admin.call<{ ok: boolean; count: number }>('audit.verify');
     t.ok(verdict.ok);
     text = await scrape(httpUrl);
-    t.equal(sample(text, 'ota_mqtt_auth_failures_total'), 1);
+    t.equal(sample(text, 'ota_auth_failures_total{transport="mqtt"}'), 1);
     t.equal(
       sample(text, 'ota_audit_rows'),
       verdict.count,

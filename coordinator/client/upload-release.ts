@@ -21,9 +21,17 @@ export interface UploadOptions {
 }
 
 /**
+ * How long to wait for `100 Continue` before sending the body anyway (RFC 9110 section 10.1.1
+ * allows it): only for an intermediary that drops the expectation; the coordinator always answers.
+ */
+const CONTINUE_WAIT_MS = 10_000;
+
+/**
  * `POST /releases`: the signed envelope in `X-Ota-Envelope` (base64 JSON), the artifact streamed
- * as the body. The coordinator verifies the signatures against its trusted keys and the bytes
- * against the manifest before the release exists. Resolves the created release.
+ * as the body. With `Expect: 100-continue` the coordinator checks everything but the bytes first
+ * (credentials, signatures against its trusted keys, release not yet published, channel move):
+ * a refusal arrives before a byte of the model is sent. The bytes are then checked against the
+ * manifest before the release exists. Resolves the created release.
  */
 export async function uploadRelease(options: UploadOptions): Promise<unknown> {
   const size = (
@@ -39,14 +47,18 @@ export async function uploadRelease(options: UploadOptions): Promise<unknown> {
     authorization: `Bearer ${options.token}`,
     'x-ota-user': options.user,
     'x-ota-envelope': Buffer.from(JSON.stringify(options.envelope)).toString('base64'),
+    expect: '100-continue',
   };
   if (options.channel) headers['x-ota-channel'] = options.channel;
   if (options.yes) headers['x-ota-yes'] = 'true';
   return new Promise((resolve, reject) => {
+    let sending = false;
+    let fallback: NodeJS.Timeout | undefined;
     const req = transport.request(
       target,
       { method: 'POST', headers, ...(options.ca ? { ca: options.ca } : {}) },
       (res) => {
+        clearTimeout(fallback);
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => {
@@ -57,6 +69,8 @@ export async function uploadRelease(options: UploadOptions): Promise<unknown> {
           } catch {
             // handled below
           }
+          // Refused before the body was asked for: the request is unfinished, so drop the connection.
+          if (!sending) req.destroy();
           if (res.statusCode && res.statusCode < 300 && body.ok) resolve(body.result);
           else if (body.error?.code)
             reject(new OtaError(body.error.code as never, body.error.message ?? 'upload refused'));
@@ -70,23 +84,33 @@ export async function uploadRelease(options: UploadOptions): Promise<unknown> {
         });
       },
     );
-    req.on('error', (err) =>
+    req.on('error', (err) => {
+      clearTimeout(fallback);
       reject(
         new OtaError('E_CONNECT', `cannot upload to ${target.href}: ${err.message}; is the coordinator running?`, {
           cause: err,
         }),
-      ),
-    );
-    let sent = 0;
-    const progress = new Transform({
-      transform(chunk: Buffer, _enc, done) {
-        sent += chunk.length;
-        options.onProgress?.(sent, size);
-        done(null, chunk);
-      },
+      );
     });
-    pipeline(createReadStream(options.file), progress, req).catch((err: Error) => {
-      reject(new OtaError('E_IO', `upload of ${options.file} failed: ${err.message}`));
-    });
+    const send = () => {
+      clearTimeout(fallback);
+      if (sending || req.destroyed) return;
+      sending = true;
+      let sent = 0;
+      const progress = new Transform({
+        transform(chunk: Buffer, _enc, done) {
+          sent += chunk.length;
+          options.onProgress?.(sent, size);
+          done(null, chunk);
+        },
+      });
+      pipeline(createReadStream(options.file), progress, req).catch((err: Error) => {
+        reject(new OtaError('E_IO', `upload of ${options.file} failed: ${err.message}`));
+      });
+    };
+    // The headers go now; the body only once the coordinator has accepted them.
+    req.once('continue', send);
+    fallback = setTimeout(send, CONTINUE_WAIT_MS);
+    req.flushHeaders();
   });
 }

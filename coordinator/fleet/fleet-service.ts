@@ -225,17 +225,14 @@ export class FleetService {
    * coordinator never holds a release key (design section 4), so this is the same check a device
    * makes, done early so a bad release never reaches one.
    */
-  publishRelease(
-    input: {
-      envelope: Envelope;
-      sha256: string;
-      size: number;
-      channel: string | null;
-      /** Confirms moving `channel` when that re-targets more than CHANNEL_CONFIRM_ABOVE devices. */
-      yes: boolean;
-    },
-    actor: string,
-  ): ReleaseRecord & { channel: ChannelView | null; retargeted: number } {
+  /**
+   * Everything about a release that can be decided without its bytes: the signatures against the
+   * trusted, non-revoked keys and the threshold, the release not already published, and the
+   * channel move (refused above CHANNEL_CONFIRM_ABOVE devices without `yes`). The HTTP upload asks
+   * this before it reads the body, so a refused upload costs neither disk nor bandwidth;
+   * publishRelease asks again once the bytes are in (a key may be revoked meanwhile).
+   */
+  checkRelease(input: { envelope: Envelope; channel: string | null; yes: boolean }, actor: string) {
     const { store } = this.deps;
     const policy = this.trustPolicy();
     if (policy.keys.length === 0) {
@@ -245,7 +242,6 @@ export class FleetService {
       );
     }
     const { manifest } = verifyEnvelope(input.envelope, policy, { now: this.deps.now() });
-    verifyArtifact(manifest, { size: input.size, sha256: input.sha256 });
     const id = releaseIdOf(manifest.model, manifest.version);
     if (store.getRelease(id)) throw new OtaError('E_CONFLICT', `release ${id} already exists; publish a new version`);
     // The channel move is planned (and confirmed) before the release is written, so a refused
@@ -259,6 +255,23 @@ export class FleetService {
         actor,
       );
     }
+    return { manifest, id, channelMove };
+  }
+
+  publishRelease(
+    input: {
+      envelope: Envelope;
+      sha256: string;
+      size: number;
+      channel: string | null;
+      /** Confirms moving `channel` when that re-targets more than CHANNEL_CONFIRM_ABOVE devices. */
+      yes: boolean;
+    },
+    actor: string,
+  ): ReleaseRecord & { channel: ChannelView | null; retargeted: number } {
+    const { store } = this.deps;
+    const { manifest, id, channelMove } = this.checkRelease(input, actor);
+    verifyArtifact(manifest, { size: input.size, sha256: input.sha256 });
     const release = this.write(() => {
       const record = store.addRelease({
         id,

@@ -34,6 +34,8 @@ export interface IngestOptions {
   maxBytes: number;
   /** Fails with E_TIMEOUT (and destroys the stream) when no data arrives for this long. */
   idleTimeoutMs?: number;
+  /** Called with each number of bytes written to the temporary file (the upload metric). */
+  onWrite?: (bytes: number) => void;
 }
 
 export interface Ingested {
@@ -160,6 +162,7 @@ export class ArtifactStore {
           }
           hash.update(buf);
           await writeAll(handle, buf, tmpFile);
+          opts.onWrite?.(buf.length);
         }
         clearTimeout(timer);
         await handle.sync().catch((err: unknown) => {

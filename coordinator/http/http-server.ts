@@ -25,6 +25,11 @@ import type { CoordinatorMetrics } from './metrics.js';
  * support, release upload for `otactl release publish`, `/healthz` and `/metrics`. The MQTT
  * WebSocket endpoint is attached elsewhere to `server` ('upgrade' events never reach fastify).
  *
+ * An upload is decided before its body is read: credentials, role, the envelope in its header
+ * (signatures, threshold, not yet published, channel move) and the declared size. Only then is
+ * the body read, never past the signed size; a client that sent `Expect: 100-continue` gets the
+ * `100 Continue` only at that point (RFC 9110 section 10.1.1), so a refused upload sends nothing.
+ *
  * Every error is `{ ok: false, error: { code, message } }` with a status from `httpStatusFor`;
  * stack traces never leave the process, and 5xx replies carry only the code's generic meaning
  * (the details, which may name server paths, go to the log).
@@ -50,6 +55,16 @@ const DRAIN_BYTES = 1024 * 1024;
 const DRAIN_MS = 5000;
 const DEFAULT_UPLOAD_IDLE_MS = 60_000;
 const IMMUTABLE = 'public, max-age=31536000, immutable';
+
+/** What an upload claims before its body: checked by `checkRelease` before a byte is read. */
+export interface ReleaseClaim {
+  envelope: Envelope;
+  /** Name of the authenticated operator. */
+  actor: string;
+  channel: string | null;
+  /** `X-Ota-Yes: true`. */
+  yes: boolean;
+}
 
 export interface PublishInput {
   envelope: Envelope;
@@ -84,9 +99,18 @@ export interface HttpServerOptions {
    * OtaError; on success the artifact is committed, on failure discarded.
    */
   publishRelease: (input: PublishInput) => Promise<unknown>;
+  /**
+   * Everything publishRelease checks that does not need the bytes (signatures against the trusted
+   * keys, threshold, release not yet published, channel move confirmed); throws an OtaError.
+   * Called before the body is read, so a refused upload writes nothing.
+   */
+  checkRelease: (claim: ReleaseClaim) => unknown;
   health: () => HealthReport;
-  /** Called for each refused credential (for the audit log, which rate limits). */
-  onAuthFailure?: (info: { username: string | null; ip: string; reason: string }) => void;
+  /**
+   * Called for each refused credential (401): the `http` authentication-failure metric and the
+   * audit log, which rate limits. Required: a server that does not report them is a blind spot.
+   */
+  onAuthFailure: (info: { username: string | null; ip: string; reason: string }) => void;
   maxUploadBytes?: number;
   /** An upload with no data for this long is abandoned (default 60 s). */
   uploadIdleTimeoutMs?: number;
@@ -191,30 +215,68 @@ function singleHeader(value: string | string[] | undefined): string | undefined 
   return Array.isArray(value) ? value[0] : value;
 }
 
+type Credentials =
+  | { ok: true; username: string; token: string }
+  /** `reason` is short and fixed (the audit log groups by it); `message` tells the client the fix. */
+  | { ok: false; username: string | null; reason: string; message: string };
+
 /** Reads `Authorization` (Bearer + X-Ota-User, or Basic name:token). */
-function readCredentials(request: FastifyRequest): { username: string; token: string } {
+function readCredentials(request: FastifyRequest): Credentials {
   const auth = singleHeader(request.headers.authorization);
   if (!auth) {
-    throw new OtaError(
-      'E_AUTH',
-      'authentication required: send "Authorization: Bearer <token>" with "X-Ota-User: <name>", or HTTP Basic name:token',
-    );
+    return {
+      ok: false,
+      username: null,
+      reason: 'no credentials',
+      message:
+        'authentication required: send "Authorization: Bearer <token>" with "X-Ota-User: <name>", or HTTP Basic name:token',
+    };
   }
   const m = /^([A-Za-z]+) +(\S+)\s*$/.exec(auth);
   const scheme = m?.[1]?.toLowerCase();
   const value = m?.[2] ?? '';
   if (scheme === 'bearer') {
     const username = singleHeader(request.headers['x-ota-user'])?.trim();
-    if (!username) throw new OtaError('E_AUTH', 'a Bearer token needs the operator name in the X-Ota-User header');
-    return { username, token: value };
+    if (!username) {
+      return {
+        ok: false,
+        username: null,
+        reason: 'Bearer token without X-Ota-User',
+        message: 'a Bearer token needs the operator name in the X-Ota-User header',
+      };
+    }
+    return { ok: true, username, token: value };
   }
   if (scheme === 'basic') {
     const decoded = Buffer.from(value, 'base64').toString('utf8');
     const colon = decoded.indexOf(':');
-    if (colon <= 0) throw new OtaError('E_AUTH', 'malformed Basic credentials: expected base64 of name:token');
-    return { username: decoded.slice(0, colon), token: decoded.slice(colon + 1) };
+    if (colon <= 0) {
+      return {
+        ok: false,
+        username: null,
+        reason: 'malformed Basic credentials',
+        message: 'malformed Basic credentials: expected base64 of name:token',
+      };
+    }
+    return { ok: true, username: decoded.slice(0, colon), token: decoded.slice(colon + 1) };
   }
-  throw new OtaError('E_AUTH', 'unsupported Authorization scheme: use Bearer (with X-Ota-User) or Basic');
+  return {
+    ok: false,
+    username: null,
+    reason: 'unsupported Authorization scheme',
+    message: 'unsupported Authorization scheme: use Bearer (with X-Ota-User) or Basic',
+  };
+}
+
+/** `Expect: 100-continue` on HTTP/1.1 (Node's own test, RFC 9110 section 10.1.1). */
+function expectsContinue(raw: http.IncomingMessage): boolean {
+  const expect = singleHeader(raw.headers.expect);
+  return (
+    raw.httpVersionMajor === 1 &&
+    raw.httpVersionMinor === 1 &&
+    expect !== undefined &&
+    /(?:^|\W)100-continue(?:$|\W)/i.test(expect)
+  );
 }
 
 /** Decodes the X-Ota-Envelope header: base64 of the envelope JSON. */
@@ -283,7 +345,7 @@ function errorReply(code: ErrorCode, message: string) {
 }
 
 export function createHttpServer(options: HttpServerOptions): CoordinatorHttpServer {
-  const { artifacts, metrics, authenticate, publishRelease, health } = options;
+  const { artifacts, metrics, authenticate, publishRelease, checkRelease, health, onAuthFailure } = options;
   const maxUploadBytes = options.maxUploadBytes ?? DEFAULT_MAX_UPLOAD_BYTES;
   const uploadIdleTimeoutMs = options.uploadIdleTimeoutMs ?? DEFAULT_UPLOAD_IDLE_MS;
 
@@ -311,6 +373,13 @@ export function createHttpServer(options: HttpServerOptions): CoordinatorHttpSer
   } else {
     app = Fastify({ ...withLogger, http: { maxHeaderSize: MAX_HEADER_BYTES } }) as FastifyInstance;
   }
+
+  // With a 'checkContinue' listener Node no longer answers `Expect: 100-continue` by itself: the
+  // request goes to fastify as any other, and the upload route sends `100 Continue` once it has
+  // accepted everything but the bytes. Another route never sends it (the client then sends no body).
+  app.server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    app.server.emit('request', req, res);
+  });
 
   app.setErrorHandler((err: FastifyError | OtaError | Error, request: FastifyRequest, reply: FastifyReply) => {
     let status: number;
@@ -413,11 +482,19 @@ export function createHttpServer(options: HttpServerOptions): CoordinatorHttpSer
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('application/octet-stream', (_request, payload, done) => done(null, payload));
     scope.post('/releases', async (request, reply) => {
-      const { username, token } = readCredentials(request);
-      const principal = authenticate(username, token);
+      const credentials = readCredentials(request);
+      const principal = credentials.ok ? authenticate(credentials.username, credentials.token) : null;
       if (!principal) {
-        options.onAuthFailure?.({ username, ip: request.ip, reason: 'unknown user or wrong token' });
-        throw new OtaError('E_AUTH', 'unknown user or wrong token');
+        const refused = credentials.ok
+          ? {
+              username: credentials.username,
+              reason: 'unknown user or wrong token',
+              message: 'unknown user or wrong token',
+            }
+          : credentials;
+        // Counted and audited like a refused MQTT CONNECT (docs/security.md).
+        onAuthFailure({ username: refused.username, ip: request.ip, reason: refused.reason });
+        throw new OtaError('E_AUTH', refused.message);
       }
       if (principal.kind !== 'operator') {
         throw new OtaError('E_FORBIDDEN', 'devices cannot publish releases; use an operator account');
@@ -432,6 +509,7 @@ export function createHttpServer(options: HttpServerOptions): CoordinatorHttpSer
       const envelope = readEnvelopeHeader(singleHeader(request.headers['x-ota-envelope']));
       const manifest = claimedManifest(envelope);
       const channel = readChannel(singleHeader(request.headers['x-ota-channel']));
+      const yes = singleHeader(request.headers['x-ota-yes']) === 'true';
       if (manifest.size > maxUploadBytes) {
         throw new OtaError(
           'E_SIZE',
@@ -448,10 +526,19 @@ export function createHttpServer(options: HttpServerOptions): CoordinatorHttpSer
           throw new StatusError(400, 'E_SIZE', `the body is ${length} bytes, the manifest says ${manifest.size}`);
         }
       }
+      // Everything that does not need the bytes is decided before reading them: an envelope no
+      // trusted key signed, a release already published or an unconfirmed channel move costs no
+      // disk and (with Expect: 100-continue) no upload.
+      await checkRelease({ envelope, actor: principal.name, channel, yes });
+      if (expectsContinue(request.raw)) reply.raw.writeContinue();
       // Without a body and a content type fastify skips parsing; the raw request is then empty.
       const body = request.body instanceof Readable ? request.body : request.raw;
       // Never more than the manifest's size is written: one byte more and the upload is cut.
-      const ingested = await artifacts.ingest(body, { maxBytes: manifest.size, idleTimeoutMs: uploadIdleTimeoutMs });
+      const ingested = await artifacts.ingest(body, {
+        maxBytes: manifest.size,
+        idleTimeoutMs: uploadIdleTimeoutMs,
+        onWrite: (n) => metrics.uploadBytesWritten.inc(n),
+      });
       let result: unknown;
       try {
         if (ingested.size !== manifest.size) {
@@ -468,7 +555,7 @@ export function createHttpServer(options: HttpServerOptions): CoordinatorHttpSer
           size: ingested.size,
           actor: principal.name,
           channel,
-          yes: singleHeader(request.headers['x-ota-yes']) === 'true',
+          yes,
         });
       } catch (err) {
         await artifacts.discard(ingested.tmpFile);

@@ -11,7 +11,8 @@ import { ROLLOUT_STATUSES, type RolloutStatus } from '../../shared/messages.js';
  * `process_*` and `nodejs_*` names, which ready-made dashboards expect.
  *
  * Cardinality is bounded on purpose: no metric is labelled with a device id, a model version or
- * anything else that grows with the fleet. The only label is the rollout status (five values).
+ * anything else that grows with the fleet. The only labels are the rollout status (five values)
+ * and the transport of an authentication failure (two).
  */
 export interface CoordinatorMetrics {
   readonly registry: Registry;
@@ -25,8 +26,16 @@ export interface CoordinatorMetrics {
   readonly rolloutHalts: Counter;
   /** Rows in the audit chain. */
   readonly auditRows: Gauge;
-  /** MQTT CONNECTs refused for bad credentials or a client id that is not the device id. */
-  readonly authFailures: Counter;
+  /**
+   * Refused credentials, by transport: MQTT CONNECTs refused for bad credentials or a client id
+   * that is not the device id (`mqtt`), release uploads refused with 401 (`http`).
+   */
+  readonly authFailures: { inc(labels: { transport: AuthTransport }, value?: number): void };
+  /**
+   * Release upload bytes written to disk (temporaries included, whether the upload is accepted
+   * or not): an upload refused before its body is read adds nothing.
+   */
+  readonly uploadBytesWritten: Counter;
   /** Artifact bytes read from disk and sent to clients (`GET /artifacts/...`). */
   readonly artifactBytesServed: Counter;
   /**
@@ -73,6 +82,10 @@ export class RolloutStatusBook {
     return this.perStatus.get(status) ?? 0;
   }
 }
+
+/** Where a refused credential came from: the `transport` label of `ota_auth_failures_total`. */
+export const AUTH_TRANSPORTS = ['mqtt', 'http'] as const;
+export type AuthTransport = (typeof AUTH_TRANSPORTS)[number];
 
 /**
  * prom-client's default metrics it also exports per type: these totals are gauges named
@@ -125,8 +138,16 @@ export function createMetrics(options: MetricsOptions = {}): CoordinatorMetrics 
     registers,
   });
   const authFailures = new Counter({
-    name: 'ota_mqtt_auth_failures_total',
-    help: 'MQTT connections refused for failed authentication.',
+    name: 'ota_auth_failures_total',
+    help: 'Refused credentials: MQTT connections (transport="mqtt") and release uploads (transport="http").',
+    labelNames: ['transport'] as const,
+    registers,
+  });
+  // Both series exist from the start, so dashboards see 0 instead of "no data".
+  for (const transport of AUTH_TRANSPORTS) authFailures.inc({ transport }, 0);
+  const uploadBytesWritten = new Counter({
+    name: 'ota_upload_bytes_written_total',
+    help: 'Release upload bytes written to disk, accepted or not (an upload refused before its body adds none).',
     registers,
   });
   const artifactBytesServed = new Counter({
@@ -150,6 +171,7 @@ export function createMetrics(options: MetricsOptions = {}): CoordinatorMetrics 
     rolloutHalts,
     auditRows,
     authFailures,
+    uploadBytesWritten,
     artifactBytesServed,
     resetRollouts(list) {
       book.reset(list);
