@@ -68,7 +68,14 @@ interface Fixture {
 
 async function setup(
   t: Test,
-  opts: { maxUploadBytes?: number; publishDelayMs?: number; uploadIdleTimeoutMs?: number; logger?: Logger } = {},
+  opts: {
+    maxUploadBytes?: number;
+    publishDelayMs?: number;
+    uploadIdleTimeoutMs?: number;
+    logger?: Logger;
+    /** The audit hook fails (a broken store): the caller must still get its 401. */
+    authFailureThrows?: boolean;
+  } = {},
 ): Promise<Fixture> {
   const dir = path.join(t.testdir(), 'artifacts', 'sha256');
   const artifacts = new ArtifactStore(dir);
@@ -86,7 +93,10 @@ async function setup(
       const user = USERS[username];
       return user && user.token === token ? user.principal : null;
     },
-    onAuthFailure: (info) => authFailures.push({ username: info.username, reason: info.reason }),
+    onAuthFailure: (info) => {
+      authFailures.push({ username: info.username, reason: info.reason });
+      if (opts.authFailureThrows) throw new Error('audit store is down');
+    },
     // What the coordinator decides before the body: signatures against the trusted keys, not yet published.
     checkRelease: (claim) => {
       checkCalls.push(claim);
@@ -610,6 +620,11 @@ t.test('upload: authentication and roles', async (t) => {
     'every 401 is reported for the metric and the audit log (a 403 is not an authentication failure)',
   );
   t.equal(f.checkCalls.length, 0, 'nothing about the release is checked for a refused caller');
+
+  const broken = await setup(t, { authFailureThrows: true });
+  const r = await upload(broken, bytes, envelope, { authorization: 'Bearer nope', 'x-ota-user': 'alice' });
+  t.equal(r.status, 401, 'a failing audit hook still answers 401, not 500');
+  t.equal(broken.authFailures.length, 1);
 });
 
 t.test('upload: missing or garbled envelope is 400', async (t) => {

@@ -492,8 +492,13 @@ export function createHttpServer(options: HttpServerOptions): CoordinatorHttpSer
               message: 'unknown user or wrong token',
             }
           : credentials;
-        // Counted and audited like a refused MQTT CONNECT (docs/security.md).
-        onAuthFailure({ username: refused.username, ip: request.ip, reason: refused.reason });
+        // Counted and audited like a refused MQTT CONNECT (docs/security.md); a failing hook must
+        // not turn the 401 into a 500.
+        try {
+          onAuthFailure({ username: refused.username, ip: request.ip, reason: refused.reason });
+        } catch (err) {
+          request.log.error({ err }, 'onAuthFailure threw');
+        }
         throw new OtaError('E_AUTH', refused.message);
       }
       if (principal.kind !== 'operator') {
