@@ -144,6 +144,7 @@ export async function startCoordinator(
         metrics.authFailures.inc();
         authFailures.record({ clientId: info.clientId, username: info.username ?? '', reason: info.reason });
       },
+      onOversizedPacket: () => metrics.oversizedPackets.inc(),
     });
     closers.push(() => broker.close());
     // On the way out: the reports still queued and the rollout events not yet decided.

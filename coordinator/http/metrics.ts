@@ -27,6 +27,8 @@ export interface CoordinatorMetrics {
   readonly auditRows: Gauge;
   /** MQTT CONNECTs refused for bad credentials or a client id that is not the device id. */
   readonly authFailures: Counter;
+  /** MQTT connections closed for announcing a packet over the size cap (before it was buffered). */
+  readonly oversizedPackets: Counter;
   /** Artifact bytes read from disk and sent to clients (`GET /artifacts/...`). */
   readonly artifactBytesServed: Counter;
   /**
@@ -129,6 +131,11 @@ export function createMetrics(options: MetricsOptions = {}): CoordinatorMetrics 
     help: 'MQTT connections refused for failed authentication.',
     registers,
   });
+  const oversizedPackets = new Counter({
+    name: 'ota_mqtt_oversized_packets_total',
+    help: 'MQTT connections closed for announcing a packet over the size limit.',
+    registers,
+  });
   const artifactBytesServed = new Counter({
     name: 'ota_artifact_bytes_served_total',
     help: 'Artifact bytes sent to clients over HTTP.',
@@ -150,6 +157,7 @@ export function createMetrics(options: MetricsOptions = {}): CoordinatorMetrics 
     rolloutHalts,
     auditRows,
     authFailures,
+    oversizedPackets,
     artifactBytesServed,
     resetRollouts(list) {
       book.reset(list);
