@@ -73,6 +73,12 @@ export interface BrokerOptions {
   maxPayloadBytes?: number;
   onAuthFailure?: (info: AuthFailure) => void;
   /**
+   * How long to hold back the refusal (the CONNACK) of a CONNECT just refused, in ms (asked
+   * after onAuthFailure, with the number of refusals held right now). Only refusals are ever
+   * held: good credentials are answered at once.
+   */
+  refusalDelayMs?: (info: AuthFailure, heldNow: number) => number;
+  /**
    * Cap on a packet's remaining length (MQTT 3.1.1 section 2.2.3), checked from its fixed header
    * before any of its body is buffered. Default: maxPayloadBytes + room for a topic (packet-size-guard.ts).
    */
@@ -158,6 +164,8 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
   new PacketSizeGuard(maxPacketBytes); // a bad option fails here, not at the first connection
   /** Peer addresses by connection, recorded when it is handed to Aedes. */
   const peers = new WeakMap<Duplex, string>();
+  /** Refusals held back (refusalDelayMs), cleared when the broker closes. */
+  const heldRefusals = new Set<NodeJS.Timeout>();
 
   /** Principals by connection, set when CONNECT is accepted. */
   const principals = new WeakMap<Client, Principal>();
@@ -276,6 +284,15 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       const clientId = client.id;
       const remoteAddress = peers.get(client.conn as Duplex) ?? '(unknown)';
       const refuse = (returnCode: 3 | 4 | 5, reason: string) => {
+        const info: AuthFailure = { clientId, username: username ?? null, reason, remoteAddress };
+        let delayMs = 0;
+        try {
+          options.onAuthFailure?.(info);
+          delayMs = options.refusalDelayMs?.(info, heldRefusals.size) ?? 0;
+        } catch (err) {
+          logger.error({ err: errorMessage(err) }, 'onAuthFailure or refusalDelayMs threw');
+        }
+        const hold = delayMs > 0;
         logger.warn(
           {
             clientId: clientId.slice(0, 128),
@@ -283,15 +300,22 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
             remoteAddress,
             returnCode,
             reason,
+            ...(hold ? { refusalHeldMs: delayMs } : {}),
           },
           'mqtt connection refused',
         );
-        try {
-          options.onAuthFailure?.({ clientId, username: username ?? null, reason, remoteAddress });
-        } catch (err) {
-          logger.error({ err: errorMessage(err) }, 'onAuthFailure threw');
+        const answer = () => done(authError(returnCode, reason), null);
+        if (!hold) {
+          answer();
+          return;
         }
-        done(authError(returnCode, reason), null);
+        // The CONNACK refusal is held back (the client waits, reading nothing more meanwhile);
+        // Aedes drops the answer when the connection or the broker closed in between.
+        const timer = setTimeout(() => {
+          heldRefusals.delete(timer);
+          answer();
+        }, delayMs);
+        heldRefusals.add(timer);
       };
       if (!username || !password || password.length === 0) {
         refuse(BAD_USERNAME_OR_PASSWORD, 'username and password are required');
@@ -476,6 +500,8 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
 
   async function doClose(): Promise<void> {
     const stopped = [...servers].map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
+    for (const timer of heldRefusals) clearTimeout(timer);
+    heldRefusals.clear();
     await new Promise<void>((resolve) => aedes.close(() => resolve()));
     // Aedes closed its clients; drop whatever is left (e.g. a connection that never sent CONNECT).
     for (const socket of sockets) socket.destroy();

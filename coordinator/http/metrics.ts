@@ -27,6 +27,10 @@ export interface CoordinatorMetrics {
   readonly auditRows: Gauge;
   /** MQTT CONNECTs refused for bad credentials or a client id that is not the device id. */
   readonly authFailures: Counter;
+  /** Authentication failures that got no audit row of their own (rate limits, auth-failure-limits.ts). */
+  readonly authFailuresNotAudited: Counter;
+  /** Refused CONNECTs whose CONNACK was held back (their address failed too often). */
+  readonly authRefusalsHeld: Counter;
   /** MQTT connections closed for announcing a packet over the size cap (before it was buffered). */
   readonly oversizedPackets: Counter;
   /** Artifact bytes read from disk and sent to clients (`GET /artifacts/...`). */
@@ -131,6 +135,16 @@ export function createMetrics(options: MetricsOptions = {}): CoordinatorMetrics 
     help: 'MQTT connections refused for failed authentication.',
     registers,
   });
+  const authFailuresNotAudited = new Counter({
+    name: 'ota_auth_failures_not_audited_total',
+    help: 'Authentication failures not written to the audit chain (over the per-user, per-address or overall rate limit).',
+    registers,
+  });
+  const authRefusalsHeld = new Counter({
+    name: 'ota_mqtt_auth_refusals_held_total',
+    help: 'Refused MQTT CONNECTs whose refusal was held back because their address failed too often.',
+    registers,
+  });
   const oversizedPackets = new Counter({
     name: 'ota_mqtt_oversized_packets_total',
     help: 'MQTT connections closed for announcing a packet over the size limit.',
@@ -157,6 +171,8 @@ export function createMetrics(options: MetricsOptions = {}): CoordinatorMetrics 
     rolloutHalts,
     auditRows,
     authFailures,
+    authFailuresNotAudited,
+    authRefusalsHeld,
     oversizedPackets,
     artifactBytesServed,
     resetRollouts(list) {
