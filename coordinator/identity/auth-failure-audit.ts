@@ -10,7 +10,7 @@ import { AuthFailureLimits, type AuthFailureVerdict } from './auth-failure-limit
  * nor one cycling through usernames (or addresses) can flood the append-only log.
  */
 export class AuthFailureAudit {
-  readonly limits: AuthFailureLimits;
+  private readonly limits: AuthFailureLimits;
 
   constructor(
     private readonly deps: {
