@@ -16,6 +16,7 @@ import { ArtifactStore } from './http/artifact-store.js';
 import { createHttpServer } from './http/http-server.js';
 import { createMetrics } from './http/metrics.js';
 import { AuthFailureAudit } from './identity/auth-failure-audit.js';
+import { AuthFailureLimits, type AuthFailureLimitsOptions } from './identity/auth-failure-limits.js';
 import { storeAuthenticator } from './identity/authenticate.js';
 import { ensureAdminToken, loadOrCreateCoordinatorKey } from './identity/bootstrap.js';
 import { PresenceRecorder } from './ingest/presence-recorder.js';
@@ -48,7 +49,7 @@ export interface RunningCoordinator {
  */
 export async function startCoordinator(
   config: CoordinatorConfig,
-  options: { logger: Logger; now?: () => Date },
+  options: { logger: Logger; now?: () => Date; authFailureLimits?: AuthFailureLimitsOptions },
 ): Promise<RunningCoordinator> {
   const { logger } = options;
   const now = options.now ?? (() => new Date());
@@ -134,7 +135,8 @@ export async function startCoordinator(
       lastReport: (deviceId) => reports.last(deviceId) ?? store.getDevice(deviceId)?.lastReport,
     });
     const authenticate = storeAuthenticator(store);
-    const authFailures = new AuthFailureAudit({ store, now, logger, onAudit });
+    const authLimits = new AuthFailureLimits(options.authFailureLimits);
+    const authFailures = new AuthFailureAudit({ store, now, logger, onAudit, limits: authLimits });
     const broker = await createBroker({
       topics,
       authenticate,
@@ -142,8 +144,16 @@ export async function startCoordinator(
       holdDeviceIngest: answerStorm,
       onAuthFailure: (info) => {
         metrics.authFailures.inc({ transport: 'mqtt' });
-        authFailures.record({ clientId: info.clientId, username: info.username ?? '', reason: info.reason });
+        const { clientId, username, reason, remoteAddress: address } = info;
+        const verdict = authFailures.record({ clientId, username: username ?? '', reason, address });
+        if (!verdict.audit) metrics.authFailuresNotAudited.inc();
       },
+      refusalDelayMs: (info, heldNow) => {
+        const ms = authLimits.refusalDelayMs(info.remoteAddress, nowMs(), heldNow);
+        if (ms > 0) metrics.authRefusalsHeld.inc();
+        return ms;
+      },
+      onOversizedPacket: () => metrics.oversizedPackets.inc(),
     });
     closers.push(() => broker.close());
     // On the way out: the reports still queued and the rollout events not yet decided.
@@ -213,11 +223,13 @@ export async function startCoordinator(
         metrics.authFailures.inc({ transport: 'http' });
         // HTTP has no client id: the subject names the transport and the address. The reason
         // keeps its own rate-limit window apart from MQTT's (AuthFailureAudit groups by it).
-        authFailures.record({
+        const verdict = authFailures.record({
           clientId: `http:${info.ip}`,
           username: info.username ?? '',
           reason: `http: ${info.reason}`,
+          address: info.ip,
         });
+        if (!verdict.audit) metrics.authFailuresNotAudited.inc();
       },
       health: () => (phase === 'ready' ? { ok: true } : { ok: false, reason: phase }),
       maxUploadBytes: config.maxArtifactBytes,

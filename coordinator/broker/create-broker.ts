@@ -17,6 +17,12 @@ import { decodePayload, MAX_PAYLOAD_BYTES } from '../../shared/payload.js';
 import type { Topics } from '../../shared/topics.js';
 import { canPublish, canSubscribe, checkClientId, ownsReplyClientId } from './acl.js';
 import { IngestGate } from './ingest-gate.js';
+import {
+  defaultMaxPacketBytes,
+  describeOversized,
+  MAX_FIXED_HEADER_BYTES,
+  PacketSizeGuard,
+} from './packet-size-guard.js';
 import type { Authenticate, Principal } from './principal.js';
 import { retainedIndexPersistence } from './retained-index.js';
 
@@ -48,6 +54,15 @@ export interface AuthFailure {
   clientId: string;
   username: string | null;
   reason: string;
+  /** The peer's address as the connection has it (never a header such as X-Forwarded-For). */
+  remoteAddress: string;
+}
+
+/** A connection closed because it announced a packet over the size cap. */
+export interface OversizedConnection {
+  remoteAddress: string;
+  transport: 'mqtt' | 'websocket';
+  reason: string;
 }
 
 export interface BrokerOptions {
@@ -57,6 +72,20 @@ export interface BrokerOptions {
   /** Cap on every client payload, in bytes (default 256 KiB, shared/payload.ts). */
   maxPayloadBytes?: number;
   onAuthFailure?: (info: AuthFailure) => void;
+  /**
+   * How long to hold back the refusal (the CONNACK) of a CONNECT just refused, in ms (asked
+   * after onAuthFailure, with the number of refusals held right now). Only refusals are ever
+   * held: good credentials are answered at once.
+   */
+  refusalDelayMs?: (info: AuthFailure, heldNow: number) => number;
+  /**
+   * Cap on a packet's remaining length (MQTT 3.1.1 section 2.2.3), checked from its fixed header
+   * before any of its body is buffered. Default: maxPayloadBytes + room for a topic (packet-size-guard.ts).
+   */
+  maxPacketBytes?: number;
+  onOversizedPacket?: (info: OversizedConnection) => void;
+  /** A connection that has not completed CONNECT this long after it opened is closed (default 30 s). */
+  connectTimeoutMs?: number;
   /** An extra payload check after the built-in ones: the reason to refuse, or null. */
   validate?: (topic: string, payload: Buffer, p: Principal, clientId: string) => string | null;
   /** While true, device publishes are handled at most `devicePublishesPerTurn` per turn (IngestGate). */
@@ -67,6 +96,10 @@ export interface BrokerOptions {
 
 export interface Broker {
   readonly aedes: Aedes;
+  /** The cap on a packet's remaining length (BrokerOptions.maxPacketBytes). */
+  readonly maxPacketBytes: number;
+  /** Counts and logs a connection closed for its size by another layer (a WebSocket message over the cap). */
+  oversized(info: OversizedConnection): void;
   /** Listens for MQTT over TCP (or TLS when `tls` is given); port 0 picks a free port. */
   listen(port: number, host: string, tls?: { cert: Buffer; key: Buffer }): Promise<{ port: number }>;
   /** Serves one connection made elsewhere (e.g. a WebSocket stream). */
@@ -110,6 +143,13 @@ function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/** The peer of a connection: the socket's address (an IPv4-mapped IPv6 address as IPv4). */
+function peerAddress(stream: Duplex, req?: http.IncomingMessage): string {
+  const address = (req?.socket ?? (stream as Partial<net.Socket>)).remoteAddress;
+  if (!address) return '(unknown)';
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}
+
 type Will = NonNullable<ConnectPacket['will']>;
 
 export type DecodedPayload =
@@ -120,6 +160,12 @@ export type DecodedPayload =
 export async function createBroker(options: BrokerOptions): Promise<Broker> {
   const { topics, logger } = options;
   const maxBytes = options.maxPayloadBytes ?? MAX_PAYLOAD_BYTES;
+  const maxPacketBytes = options.maxPacketBytes ?? defaultMaxPacketBytes(maxBytes);
+  new PacketSizeGuard(maxPacketBytes); // a bad option fails here, not at the first connection
+  /** Peer addresses by connection, recorded when it is handed to Aedes. */
+  const peers = new WeakMap<Duplex, string>();
+  /** Refusals held back (refusalDelayMs), cleared when the broker closes. */
+  const heldRefusals = new Set<NodeJS.Timeout>();
 
   /** Principals by connection, set when CONNECT is accepted. */
   const principals = new WeakMap<Client, Principal>();
@@ -227,6 +273,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     // own publishes are bounded by OrderedPublisher's window instead; device publishes by what
     // each connection has buffered (Aedes reads a connection again once its parsed packets are handled).
     concurrency: 0,
+    connectTimeout: options.connectTimeoutMs ?? 30_000,
     preConnect(client, packet, callback) {
       if (packet.will) wills.set(client, packet.will);
       disableCounterDedupe(client);
@@ -235,17 +282,40 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
 
     authenticate(client, username, password, done) {
       const clientId = client.id;
+      const remoteAddress = peers.get(client.conn as Duplex) ?? '(unknown)';
       const refuse = (returnCode: 3 | 4 | 5, reason: string) => {
+        const info: AuthFailure = { clientId, username: username ?? null, reason, remoteAddress };
+        let delayMs = 0;
+        try {
+          options.onAuthFailure?.(info);
+          delayMs = options.refusalDelayMs?.(info, heldRefusals.size) ?? 0;
+        } catch (err) {
+          logger.error({ err: errorMessage(err) }, 'onAuthFailure or refusalDelayMs threw');
+        }
+        const hold = delayMs > 0;
         logger.warn(
-          { clientId: clientId.slice(0, 128), username: username?.slice(0, 128) ?? null, returnCode, reason },
+          {
+            clientId: clientId.slice(0, 128),
+            username: username?.slice(0, 128) ?? null,
+            remoteAddress,
+            returnCode,
+            reason,
+            ...(hold ? { refusalHeldMs: delayMs } : {}),
+          },
           'mqtt connection refused',
         );
-        try {
-          options.onAuthFailure?.({ clientId, username: username ?? null, reason });
-        } catch (err) {
-          logger.error({ err: errorMessage(err) }, 'onAuthFailure threw');
+        const answer = () => done(authError(returnCode, reason), null);
+        if (!hold) {
+          answer();
+          return;
         }
-        done(authError(returnCode, reason), null);
+        // The CONNACK refusal is held back (the client waits, reading nothing more meanwhile);
+        // Aedes drops the answer when the connection or the broker closed in between.
+        const timer = setTimeout(() => {
+          heldRefusals.delete(timer);
+          answer();
+        }, delayMs);
+        heldRefusals.add(timer);
       };
       if (!username || !password || password.length === 0) {
         refuse(BAD_USERNAME_OR_PASSWORD, 'username and password are required');
@@ -348,11 +418,51 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
   const sockets = new Set<net.Socket>();
   let closed: Promise<void> | null = null;
 
+  function oversized(info: OversizedConnection): void {
+    logger.warn(
+      { remoteAddress: info.remoteAddress, transport: info.transport, reason: info.reason },
+      'mqtt connection closed: packet over the size limit',
+    );
+    try {
+      options.onOversizedPacket?.(info);
+    } catch (err) {
+      logger.error({ err: errorMessage(err) }, 'onOversizedPacket threw');
+    }
+  }
+
+  /**
+   * Checks every packet's fixed header as the bytes arrive, before mqtt-packet buffers the body
+   * (packet-size-guard.ts), and closes the connection at the first packet over the cap. It sits
+   * on the stream's push(), where the transport hands its bytes to the stream (net, tls and ws's
+   * createWebSocketStream all feed their Duplex that way), so it sees every byte in order
+   * whatever way Aedes reads them, adds no copy and keeps nothing.
+   */
+  function guardPackets(stream: Duplex, remoteAddress: string, transport: OversizedConnection['transport']): void {
+    const guard = new PacketSizeGuard(maxPacketBytes);
+    const push = stream.push.bind(stream);
+    stream.push = (chunk: unknown, encoding?: BufferEncoding): boolean => {
+      if (chunk instanceof Uint8Array) {
+        const problem = guard.push(chunk);
+        if (problem) {
+          if (!stream.destroyed) {
+            oversized({ remoteAddress, transport, reason: describeOversized(problem) });
+            stream.destroy();
+          }
+          return false;
+        }
+      }
+      return push(chunk, encoding);
+    };
+  }
+
   function handleStream(stream: Duplex, req?: http.IncomingMessage): void {
     if (aedes.closed) {
       stream.destroy();
       return;
     }
+    const remoteAddress = peerAddress(stream, req);
+    peers.set(stream, remoteAddress);
+    guardPackets(stream, remoteAddress, req ? 'websocket' : 'mqtt');
     aedes.handle(stream, req);
   }
 
@@ -390,6 +500,8 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
 
   async function doClose(): Promise<void> {
     const stopped = [...servers].map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
+    for (const timer of heldRefusals) clearTimeout(timer);
+    heldRefusals.clear();
     await new Promise<void>((resolve) => aedes.close(() => resolve()));
     // Aedes closed its clients; drop whatever is left (e.g. a connection that never sent CONNECT).
     for (const socket of sockets) socket.destroy();
@@ -400,6 +512,8 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
 
   return {
     aedes,
+    maxPacketBytes,
+    oversized,
     listen,
     handleStream,
     principalOf: (clientId) => live.get(clientId)?.principal,
@@ -446,7 +560,12 @@ function disableCounterDedupe(client: Client): void {
  * the WebSocket connections too.
  */
 export function attachWebSocket(httpServer: http.Server, broker: Broker, path = '/mqtt'): WebSocketServer {
-  const wss = new WebSocketServer({ noServer: true });
+  // ws's own cap is 100 MiB per message by default: a message may carry at most one packet of the
+  // broker's cap (with its fixed header). ws refuses a larger message from its frame header
+  // (close code 1009), before buffering it; a packet spread over many small messages is the
+  // broker's packet guard's to refuse.
+  const maxPayload = broker.maxPacketBytes + MAX_FIXED_HEADER_BYTES;
+  const wss = new WebSocketServer({ noServer: true, maxPayload });
   const onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
     if (url.pathname !== path) {
@@ -458,6 +577,20 @@ export function attachWebSocket(httpServer: http.Server, broker: Broker, path = 
       return;
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
+      // On a protocol error (a message over maxPayload included) ws starts a closing handshake
+      // and reads and discards whatever the peer still sends until it answers or 30 s pass;
+      // the stream errors only then. Terminated at once instead.
+      ws.on('error', (err: Error & { code?: string }) => {
+        if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
+          const remoteAddress = peerAddress(ws as unknown as Duplex, req);
+          broker.oversized({
+            remoteAddress,
+            transport: 'websocket',
+            reason: `a WebSocket message over ${maxPayload} bytes`,
+          });
+        }
+        ws.terminate();
+      });
       const stream = createWebSocketStream(ws);
       stream.on('error', () => ws.terminate());
       broker.handleStream(stream, req);

@@ -36,6 +36,12 @@ export interface CoordinatorMetrics {
    * or not): an upload refused before its body is read adds nothing.
    */
   readonly uploadBytesWritten: Counter;
+  /** Authentication failures that got no audit row of their own (rate limits, auth-failure-limits.ts). */
+  readonly authFailuresNotAudited: Counter;
+  /** Refused CONNECTs whose CONNACK was held back (their address failed too often). */
+  readonly authRefusalsHeld: Counter;
+  /** MQTT connections closed for announcing a packet over the size cap (before it was buffered). */
+  readonly oversizedPackets: Counter;
   /** Artifact bytes read from disk and sent to clients (`GET /artifacts/...`). */
   readonly artifactBytesServed: Counter;
   /**
@@ -150,6 +156,21 @@ export function createMetrics(options: MetricsOptions = {}): CoordinatorMetrics 
     help: 'Release upload bytes written to disk, accepted or not (an upload refused before its body adds none).',
     registers,
   });
+  const authFailuresNotAudited = new Counter({
+    name: 'ota_auth_failures_not_audited_total',
+    help: 'Authentication failures not written to the audit chain (over the per-user, per-address or overall rate limit).',
+    registers,
+  });
+  const authRefusalsHeld = new Counter({
+    name: 'ota_mqtt_auth_refusals_held_total',
+    help: 'Refused MQTT CONNECTs whose refusal was held back because their address failed too often.',
+    registers,
+  });
+  const oversizedPackets = new Counter({
+    name: 'ota_mqtt_oversized_packets_total',
+    help: 'MQTT connections closed for announcing a packet over the size limit.',
+    registers,
+  });
   const artifactBytesServed = new Counter({
     name: 'ota_artifact_bytes_served_total',
     help: 'Artifact bytes sent to clients over HTTP.',
@@ -172,6 +193,9 @@ export function createMetrics(options: MetricsOptions = {}): CoordinatorMetrics 
     auditRows,
     authFailures,
     uploadBytesWritten,
+    authFailuresNotAudited,
+    authRefusalsHeld,
+    oversizedPackets,
     artifactBytesServed,
     resetRollouts(list) {
       book.reset(list);

@@ -1,41 +1,37 @@
 import type { Logger } from '../../shared/logger.js';
 import type { AuditEvent } from '../../shared/messages.js';
 import type { Store } from '../store/store.js';
+import { AuthFailureLimits, type AuthFailureVerdict } from './auth-failure-limits.js';
 
 /**
- * Authentication failures go into the audit chain (design section 6), rate limited: at most one
- * row per (username, reason) per window, with the number of failures it stands for, so a client
- * retrying a wrong token in a loop cannot flood the append-only log.
+ * Authentication failures go into the audit chain (design section 6), rate limited by
+ * AuthFailureLimits: per (username, reason), per source address and overall, each row saying
+ * how many failures before it got no row, so neither a client retrying a wrong token in a loop
+ * nor one cycling through usernames (or addresses) can flood the append-only log.
  */
 export class AuthFailureAudit {
-  private readonly windows = new Map<string, { start: number; count: number }>();
+  private readonly limits: AuthFailureLimits;
 
   constructor(
     private readonly deps: {
       store: Store;
       now: () => Date;
       logger: Logger;
-      windowMs?: number;
-      maxKeys?: number;
+      /** Shared with the broker's refusal delay (default: its own, with the default limits). */
+      limits?: AuthFailureLimits;
       /** The rows it appended (the audit_rows metric follows the chain through this). */
       onAudit?: (events: AuditEvent[]) => void;
     },
-  ) {}
+  ) {
+    this.limits = deps.limits ?? new AuthFailureLimits();
+  }
 
-  record(info: { clientId: string; username: string; reason: string }): void {
+  /** Records one failure; the verdict says whether it got a row. */
+  record(info: { clientId: string; username: string; reason: string; address?: string }): AuthFailureVerdict {
     const now = this.deps.now().getTime();
-    const windowMs = this.deps.windowMs ?? 60_000;
-    const key = `${info.username}\0${info.reason}`;
-    const w = this.windows.get(key);
-    if (w && now - w.start < windowMs) {
-      w.count++;
-      return;
-    }
-    const suppressed = w ? w.count - 1 : 0;
-    this.windows.set(key, { start: now, count: 1 });
-    if (this.windows.size > (this.deps.maxKeys ?? 10_000)) {
-      for (const [k, v] of this.windows) if (now - v.start >= windowMs) this.windows.delete(k);
-    }
+    const address = info.address ?? '(unknown)';
+    const verdict = this.limits.failure({ username: info.username, reason: info.reason, address }, now);
+    if (!verdict.audit) return verdict;
     let events: AuditEvent[];
     try {
       events = this.deps.store.appendAudit(
@@ -44,15 +40,21 @@ export class AuthFailureAudit {
             actor: info.username.slice(0, 128) || '(none)',
             action: 'auth.failed',
             subject: `client:${info.clientId.slice(0, 200)}`,
-            details: { reason: info.reason, earlierFailuresNotLogged: suppressed },
+            details: {
+              reason: info.reason,
+              address: address.slice(0, 64),
+              // Failures (any user, any address) since the previous auth.failed row that got no row.
+              earlierFailuresNotAudited: verdict.notAuditedBefore,
+            },
           },
         ],
         new Date(now).toISOString(),
       );
     } catch (err) {
       this.deps.logger.error({ err: (err as Error).message }, 'could not audit an authentication failure');
-      return;
+      return { audit: false, notAuditedBefore: 0 };
     }
     this.deps.onAudit?.(events);
+    return verdict;
   }
 }
