@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { EnvelopeSchema } from './envelope.js';
 import { ERROR_CODES } from './errors.js';
+import { idRecordSchema } from './id-record.js';
 import { ID_PATTERN, VERSION_PATTERN } from './names.js';
 import { SignatureSchema } from './signatures.js';
 import {
@@ -27,10 +28,12 @@ const isoDate = z.iso.datetime({ offset: true });
 const count = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 const text = (max: number) => z.string().max(max);
 
+/** Keyed by model name: parsed without a prototype, as a model may be named `constructor` (id-record.ts). */
 function perModel<T extends z.ZodType>(value: T) {
-  return z
-    .record(id, value)
-    .refine((o) => Object.keys(o).length <= MAX_MODELS, `at most ${MAX_MODELS} models per device`);
+  return idRecordSchema(id, value).refine(
+    (o) => Object.keys(o).length <= MAX_MODELS,
+    `at most ${MAX_MODELS} models per device`,
+  );
 }
 
 export const ErrorInfoSchema = z.object({

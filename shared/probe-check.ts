@@ -1,4 +1,5 @@
 import type { ErrorCode } from './errors.js';
+import { ownEntry } from './id-record.js';
 import type { GoldenOutput, ProbeSpec } from './probe-spec.js';
 
 /** An output as the probe child reads it from onnxruntime: its shape and its values. */
@@ -26,7 +27,7 @@ export function judgeOutputs(
         return { ok: false, code: 'E_PROBE_NONFINITE', message: `output ${name}[${i}] is ${v}` };
       }
     }
-    const declared = declaredDims?.[name];
+    const declared = ownEntry(declaredDims, name);
     if (declared && !shapeMatches(out.dims, declared)) {
       return {
         ok: false,
@@ -36,7 +37,7 @@ export function judgeOutputs(
     }
   }
   for (const [name, golden] of Object.entries(spec.golden ?? {})) {
-    const out = outputs[name];
+    const out = ownEntry(outputs, name);
     if (!out) return { ok: false, code: 'E_PROBE_FAILED', message: `the model produced no output named ${name}` };
     const mismatch = compareToGolden(name, out, golden, spec.tolerance);
     if (mismatch) return { ok: false, code: 'E_PROBE_FAILED', message: mismatch };

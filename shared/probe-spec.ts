@@ -129,7 +129,8 @@ export function probeModelMismatches(
       }
     }
     for (const io of inputs) {
-      if (!(io.name in spec.inputs)) problems.push(`the model input ${io.name} has no value in the probe inputs`);
+      if (!Object.hasOwn(spec.inputs, io.name))
+        problems.push(`the model input ${io.name} has no value in the probe inputs`);
     }
   }
   for (const [name, golden] of Object.entries(spec.golden ?? {})) {

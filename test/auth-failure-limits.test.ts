@@ -207,7 +207,7 @@ t.test('a coordinator: 100 failed CONNECTs with 100 usernames from one address',
       earlierFailuresNotAudited: 0,
     })),
   );
-  t.equal(await scrape(running.httpUrl, 'ota_mqtt_auth_failures_total'), 100);
+  t.equal(await scrape(running.httpUrl, 'ota_auth_failures_total{transport="mqtt"}'), 100);
   t.equal(await scrape(running.httpUrl, 'ota_auth_failures_not_audited_total'), 97, 'the 97 not written are counted');
   t.equal(await scrape(running.httpUrl, 'ota_mqtt_auth_refusals_held_total'), 95, 'refusals after the first 5 held');
   const verdict = await admin.call<{ ok: boolean; count: number }>('audit.verify');
@@ -238,5 +238,5 @@ t.test('a correct login right after a burst of failures is answered at once', as
   t.teardown(() => again.close());
   await until(running.httpUrl, 'ota_mqtt_auth_refusals_held_total', 2);
   t.notOk(again.answered() || held.answered(), 'both refusals held');
-  t.equal(await scrape(running.httpUrl, 'ota_mqtt_auth_failures_total'), 5);
+  t.equal(await scrape(running.httpUrl, 'ota_auth_failures_total{transport="mqtt"}'), 5);
 });

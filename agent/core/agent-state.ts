@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { EnvelopeSchema } from '../../shared/envelope.js';
+import { idRecord, idRecordSchema } from '../../shared/id-record.js';
 import { DesiredStateSchema, ErrorInfoSchema, ModelStateSchema, ReportedSchema } from '../../shared/messages.js';
 
 /**
@@ -59,9 +60,9 @@ export const AgentStateSchema = z.object({
   lastSeq: z.number(),
   lastDesiredText: z.string().nullable(),
   desired: DesiredStateSchema.nullable(),
-  /** Highest rollback floor verified, per model (design section 4). */
-  floors: z.record(z.string(), z.number()),
-  models: z.record(z.string(), ModelRecordSchema),
+  /** Highest rollback floor verified, per model (design section 4). Keyed by model: no prototype (id-record.ts). */
+  floors: idRecordSchema(z.string(), z.number()),
+  models: idRecordSchema(z.string(), ModelRecordSchema),
   rejected: ReportedSchema.shape.rejected,
   /** Reports not yet acknowledged by the broker, oldest first (bounded). */
   outbox: z.array(ReportedSchema),
@@ -74,8 +75,8 @@ export function initialState(): AgentState {
     lastSeq: 0,
     lastDesiredText: null,
     desired: null,
-    floors: {},
-    models: {},
+    floors: idRecord(),
+    models: idRecord(),
     rejected: null,
     outbox: [],
   };

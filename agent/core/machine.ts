@@ -1,5 +1,6 @@
 import { verifyDesired } from '../../shared/desired.js';
 import { toOtaError } from '../../shared/errors.js';
+import { idRecord, ownEntry } from '../../shared/id-record.js';
 import type { DesiredMessage, DesiredState, DeviceFacts, ErrorInfo, Reported } from '../../shared/messages.js';
 import type { TrustPolicy } from '../../shared/signatures.js';
 import { type AgentState, emptyRecord, type Links, type ModelRecord, type Target } from './agent-state.js';
@@ -104,11 +105,12 @@ export interface StepResult {
 }
 
 export function step(prev: AgentState, event: AgentEvent, ctx: StepContext): StepResult {
-  // Copy-on-write of the parts that change; the previous state stays untouched.
+  // Copy-on-write of the parts that change; the previous state stays untouched. The copies keyed
+  // by model have no prototype: a model may be named `constructor` (shared/id-record.ts).
   const state: AgentState = {
     ...prev,
-    models: { ...prev.models },
-    floors: { ...prev.floors },
+    models: idRecord(prev.models),
+    floors: idRecord(prev.floors),
     outbox: [...prev.outbox],
   };
   const ts = ctx.now.toISOString();
@@ -136,7 +138,7 @@ export function step(prev: AgentState, event: AgentEvent, ctx: StepContext): Ste
   switch (event.type) {
     case 'started':
       for (const [model, rec] of Object.entries(prev.models)) {
-        apply(rec, { type: 'started', model, links: event.links[model] ?? rec.links });
+        apply(rec, { type: 'started', model, links: ownEntry(event.links, model) ?? rec.links });
       }
       break;
 
@@ -204,7 +206,7 @@ function boundOutbox(outbox: Reported[], limit: number): Reported[] {
 }
 
 export function buildReport(state: AgentState, deviceId: string, ts: string): Reported {
-  const models: Reported['models'] = {};
+  const models: Reported['models'] = idRecord();
   for (const [name, rec] of Object.entries(state.models)) {
     models[name] = {
       state: rec.phase,

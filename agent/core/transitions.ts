@@ -1,5 +1,6 @@
 import { verifyArtifact, verifyEnvelope } from '../../shared/envelope.js';
 import { OtaError, toOtaError } from '../../shared/errors.js';
+import { ownEntry } from '../../shared/id-record.js';
 import type { DesiredState, ErrorInfo, ModelState } from '../../shared/messages.js';
 import { isSafeVersion } from '../../shared/names.js';
 import { effectiveFloor } from '../../shared/rollback-floor.js';
@@ -543,7 +544,7 @@ function onAssignedWhileRollingBack(): void {
  * was taken up at once and became the record's target.
  */
 function takeUpDeferredAssignment(tx: Txn, model: string): void {
-  const entry = tx.state.desired?.models[model];
+  const entry = ownEntry(tx.state.desired?.models, model);
   const rec = tx.state.models[model];
   if (!entry || !rec) return;
   if (entry.rolloutId === rec.rolloutId && entry.envelope.manifest === rec.target?.envelope.manifest) return;

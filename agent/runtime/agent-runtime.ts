@@ -3,6 +3,7 @@ import { promises as fs } from 'node:fs';
 import { decodeDesiredMessage } from '../../shared/desired.js';
 import { OtaError, toOtaError } from '../../shared/errors.js';
 import { digestFile } from '../../shared/file-digest.js';
+import { idRecord, ownEntry } from '../../shared/id-record.js';
 import type { Logger } from '../../shared/logger.js';
 import type { Manifest } from '../../shared/manifest.js';
 import type { DeviceFacts, ErrorInfo, Status } from '../../shared/messages.js';
@@ -136,7 +137,7 @@ export class AgentRuntime {
     this.state = loaded.state;
     // The symlinks on disk are the truth about what runs; models present on disk but unknown to
     // the state (state lost) are adopted as idle with their links.
-    const links: Record<string, Links> = {};
+    const links = idRecord<Links>();
     for (const model of new Set([...(await modelStore.listModels()), ...Object.keys(this.state.models)])) {
       links[model] = await modelStore.readLinks(model);
       if (!this.state.models[model]) this.state.models[model] = emptyRecord(this.deps.now(), links[model]);
@@ -436,7 +437,7 @@ export class AgentRuntime {
 
   /** The configured reload action for a model: an allowlisted absolute path, fixed argv, no shell. */
   private reload(model: string): Promise<void> {
-    const action = this.deps.config.reloadActions[model];
+    const action = ownEntry(this.deps.config.reloadActions, model);
     if (!action) return Promise.resolve();
     return new Promise((resolve) => {
       execFile(action.path, action.argv, { timeout: 30_000, env: withoutNotifyEnv(process.env) }, (err) => {

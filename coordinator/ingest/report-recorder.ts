@@ -1,3 +1,4 @@
+import { ownEntry } from '../../shared/id-record.js';
 import type { Logger } from '../../shared/logger.js';
 import type { Reported } from '../../shared/messages.js';
 import { PacedFlush } from '../paced-flush.js';
@@ -48,7 +49,7 @@ export class ReportRecorder {
     }
     const ts = this.deps.now().toISOString();
     for (const [model, m] of Object.entries(report.models)) {
-      const b = before?.models[model];
+      const b = ownEntry(before?.models, model);
       if (b && b.state === m.state && b.version === m.version && b.updatedAt === m.updatedAt) continue;
       this.history.push({
         deviceId,

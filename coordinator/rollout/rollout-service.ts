@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { OtaError } from '../../shared/errors.js';
+import { ownEntry } from '../../shared/id-record.js';
 import type { AuditEvent, ModelState, Reported, RolloutSummary } from '../../shared/messages.js';
 import { encodePayload } from '../../shared/payload.js';
 import { releaseIdOf, versionOfRelease } from '../../shared/release-id.js';
@@ -157,7 +158,7 @@ export class RolloutService {
     };
     return {
       revertTargetOf: (deviceId) => {
-        const running = runningRelease(model, this.lastReport(deviceId)?.models[model]);
+        const running = runningRelease(model, ownEntry(this.lastReport(deviceId)?.models, model));
         return running === undefined ? undefined : revertTarget(running, isPublished);
       },
     };
@@ -203,7 +204,7 @@ export class RolloutService {
     const pairs = Object.entries(selector);
     return this.deps.store
       .listDevices()
-      .filter((d) => pairs.every(([k, v]) => d.labels[k] === v))
+      .filter((d) => pairs.every(([k, v]) => ownEntry(d.labels, k) === v))
       .map((d) => d.id);
   }
 
@@ -264,7 +265,7 @@ export class RolloutService {
     // Per row, not a scan of the whole fleet: a canary rollout in a big fleet reads a few devices.
     const devices = entry.devices.values().map((d): RolloutDeviceView => {
       const device = this.deps.store.getDevice(d.deviceId);
-      const report = (this.deps.lastReport?.(d.deviceId) ?? device?.lastReport)?.models[rollout.model];
+      const report = ownEntry((this.deps.lastReport?.(d.deviceId) ?? device?.lastReport)?.models, rollout.model);
       return {
         id: d.deviceId,
         wave: d.wave + 1,

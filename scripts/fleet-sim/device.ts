@@ -1,4 +1,5 @@
 import mqtt, { type MqttClient } from 'mqtt';
+import { idRecord } from '../../shared/id-record.js';
 import type { ModelState, Reported, Status } from '../../shared/messages.js';
 import { isOutcome } from '../../shared/states.js';
 import { createTopics } from '../../shared/topics.js';
@@ -58,7 +59,7 @@ export function parseDesired(payload: Buffer): ParsedDesired {
   if (typeof state.deviceId !== 'string' || typeof state.seq !== 'number' || typeof state.models !== 'object') {
     throw new Error('desired state without deviceId, seq or models');
   }
-  const models: ParsedDesired['models'] = {};
+  const models: ParsedDesired['models'] = idRecord(); // a model may be named `constructor`
   for (const [name, entry] of Object.entries(state.models ?? {})) {
     if (typeof entry?.envelope?.manifest !== 'string') throw new Error(`model ${name} has no envelope manifest`);
     const manifest = JSON.parse(entry.envelope.manifest) as { version?: unknown; sha256?: unknown; size?: unknown };
@@ -88,7 +89,7 @@ const FACTS = {
 export class SimDevice {
   private client: MqttClient | null = null;
   private lastSeq = 0;
-  private readonly models: Record<string, ModelRecord> = {};
+  private readonly models = idRecord<ModelRecord>();
   private readonly outbox: Reported[] = [];
   private flushing = false;
   private readonly timers = new Set<NodeJS.Timeout>();
@@ -331,7 +332,7 @@ export class SimDevice {
   }
 
   private report(): Reported {
-    const models: Reported['models'] = {};
+    const models: Reported['models'] = idRecord();
     for (const [name, r] of Object.entries(this.models)) {
       models[name] = {
         state: r.state,

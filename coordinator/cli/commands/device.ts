@@ -3,6 +3,7 @@ import path from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
 import { OtaError } from '../../../shared/errors.js';
 import { writeFileAtomic } from '../../../shared/fs-atomic.js';
+import { ownEntry } from '../../../shared/id-record.js';
 import { probePublicTrust, tlsEndpoint } from '../../client/tls-trust.js';
 import type { DesiredRecord, DeviceRecord, HistoryRecord } from '../../store/records.js';
 import {
@@ -246,7 +247,7 @@ export function registerDevice(program: Command, io: CliIo): void {
               ['MODEL', 'DESIRED', 'BY', 'ROLLOUT', 'STATE', 'VERSION', 'RUNS', 'ERROR'],
               [...models].map((m) => {
                 const want = d.desired.find((x) => x.model === m);
-                const got = reported[m];
+                const got = ownEntry(reported, m);
                 return [
                   m,
                   want?.releaseId ?? '-',
