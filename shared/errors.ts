@@ -106,7 +106,7 @@ export const ERROR_CODES = {
   E_REPLAY: {
     area: 'protocol',
     meaning: 'A desired-state message has a `seq` at or below the last one the device accepted (a replay).',
-    fix: 'Nothing to do on the device; if it persists, check who publishes on the desired topic.',
+    fix: 'Nothing to do on the device: after a restored coordinator database the coordinator catches up with the seq the device reports (docs/coordinator.md). If it persists, check who publishes on the desired topic.',
   },
   E_WRONG_DEVICE: {
     area: 'protocol',

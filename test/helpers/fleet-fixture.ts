@@ -82,11 +82,18 @@ export class FleetFixture {
     });
   }
 
-  /** Kills the coordinator with SIGKILL and starts it again on the same ports and data. */
-  async restartCoordinator(kill: 'SIGKILL' | 'SIGTERM' = 'SIGKILL'): Promise<void> {
+  /**
+   * Kills the coordinator with SIGKILL (or stops it) and starts it again on the same ports and
+   * data; `whileStopped` runs in between (e.g. restoring a backup of the database).
+   */
+  async restartCoordinator(
+    kill: 'SIGKILL' | 'SIGTERM' = 'SIGKILL',
+    whileStopped?: (dataDir: string) => Promise<void>,
+  ): Promise<void> {
     await this.admin.close().catch(() => {});
     if (kill === 'SIGKILL') await this.coordinator.kill9();
     else await this.coordinator.stop();
+    await whileStopped?.(this.coordinator.dataDir);
     const ports = this.coordinator.ports;
     this.coordinator = await CoordinatorProcess.start(this.coordinator.dataDir, ports);
     this.admin = await FleetFixture.connectAdmin(this.coordinator);
