@@ -1,4 +1,4 @@
-import { promises as fs, writeFileSync } from 'node:fs';
+import { chmodSync, promises as fs, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Test } from 'tap';
@@ -128,7 +128,9 @@ export class FleetFixture {
         logLevel: 'debug',
         download: { backoffBaseMs: 100, backoffMaxMs: 1_000, maxAttempts: 3, stallTimeoutMs: 5_000, reserveMB: 0 },
       }),
+      { mode: 0o600 }, // it holds the token: private, as otactl writes it
     );
+    chmodSync(file, 0o600);
     if (options.start !== false) this.startAgent(id);
     return result;
   }
