@@ -1,7 +1,8 @@
-import { readFileSync } from 'node:fs';
+import { closeSync, fstatSync, lstatSync, openSync, readFileSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { OtaError } from '../shared/errors.js';
+import { DEVICE_SECRET_RULE, type SecretFileRule, secretFileError } from '../shared/file-permissions.js';
 import { type PublicKey, PublicKeyJsonSchema, publicKeyFromJson } from '../shared/keys.js';
 import { ID_PATTERN } from '../shared/names.js';
 import { DEFAULT_PREFIX } from '../shared/topics.js';
@@ -40,7 +41,10 @@ export const AgentConfigSchema = z.strictObject({
   }),
   /** Base URL of the coordinator's HTTP server (artifacts are under /artifacts/sha256/<hex>). */
   artifactsUrl: z.string().refine((u) => /^https?:\/\/[^/]/.test(u), 'must be an http:// or https:// URL'),
-  /** The device token inline, or in a file (mode 0600) named by tokenFile. */
+  /**
+   * The device token inline, or in a file named by tokenFile. Either file is refused when other
+   * users may read it (mode 0600, or 0640 for the agent's group, are accepted).
+   */
   token: z.string().min(1).optional(),
   tokenFile: absolutePath.optional(),
   coordinatorKey: PublicKeyJsonSchema,
@@ -135,11 +139,36 @@ function configError(source: string, message: string): OtaError {
   return new OtaError('E_CONFIG', `${source}: ${message}`);
 }
 
+/** Reads `file` with the mode of what was read (fstat of the descriptor: a symlink's target). */
+function readWithMode(file: string): { text: string; mode: number } {
+  const fd = openSync(file, 'r');
+  try {
+    return { mode: fstatSync(fd).mode, text: readFileSync(fd, 'utf8') };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Refuses a file other users may read (when it holds the token) or write; see DEVICE_SECRET_RULE. */
+function checkMode(file: string, mode: number, rule: SecretFileRule, what: string): void {
+  let target: string | undefined;
+  try {
+    if (lstatSync(file).isSymbolicLink()) target = realpathSync(file);
+  } catch {
+    // gone meanwhile: the mode read with it is what counts
+  }
+  const open = secretFileError(file, mode, rule, what, target);
+  if (open) throw open;
+}
+
+/** Others may write no agent config (trusted keys, allowlists); read one only without the token. */
+const CONFIG_WITHOUT_TOKEN_RULE: SecretFileRule = { ...DEVICE_SECRET_RULE, forbidden: 0o002 };
+
 export function loadAgentConfig(options: LoadOptions): AgentConfig {
   const { file, env } = options;
-  let raw: unknown;
+  let read: { text: string; mode: number };
   try {
-    raw = JSON.parse(readFileSync(file, 'utf8'));
+    read = readWithMode(file);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') {
@@ -149,9 +178,20 @@ export function loadAgentConfig(options: LoadOptions): AgentConfig {
       );
     }
     if (code === 'EACCES') throw configError(file, 'permission denied; the agent user must be able to read it');
+    throw configError(file, `cannot read it (${code ?? (err as Error).message})`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(read.text);
+  } catch (err) {
     throw configError(file, `not valid JSON (${(err as Error).message})`);
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw configError(file, 'must be a JSON object');
+  // Before anything else: a token others can read has leaked whatever the rest says. (Checked
+  // on the file as written, also when OTA_AGENT_TOKEN_FILE overrides its "token".)
+  const holdsToken = Object.hasOwn(raw, 'token');
+  const what = holdsToken ? 'the agent config, with the device token' : 'the agent config';
+  checkMode(file, read.mode, holdsToken ? DEVICE_SECRET_RULE : CONFIG_WITHOUT_TOKEN_RULE, what);
   const merged = structuredClone(raw) as Record<string, unknown>;
   const applied: string[] = [];
   for (const [name, apply] of Object.entries(ENV_OVERRIDES)) {
@@ -172,11 +212,14 @@ export function loadAgentConfig(options: LoadOptions): AgentConfig {
   let token = c.token;
   if (c.token && c.tokenFile) throw configError(source, 'give "token" or "tokenFile", not both');
   if (c.tokenFile) {
+    let tokenRead: { text: string; mode: number };
     try {
-      token = readFileSync(c.tokenFile, 'utf8').trim();
+      tokenRead = readWithMode(c.tokenFile);
     } catch (err) {
       throw configError(source, `key "tokenFile": cannot read ${c.tokenFile} (${(err as NodeJS.ErrnoException).code})`);
     }
+    checkMode(c.tokenFile, tokenRead.mode, DEVICE_SECRET_RULE, 'the device token file');
+    token = tokenRead.text.trim();
   }
   if (!token) throw configError(source, 'key "token": missing; set "token" or "tokenFile"');
   if (c.threshold > c.trustedKeys.length) {

@@ -11,6 +11,7 @@ import { OrderedPublisher } from './broker/ordered-publisher.js';
 import { runCommand } from './commands/dispatch.js';
 import type { CoordinatorConfig } from './config.js';
 import { DesiredPublisher, type OutgoingMessage } from './desired/desired-publisher.js';
+import { SeqCatchUp } from './desired/seq-catch-up.js';
 import { FleetService } from './fleet/fleet-service.js';
 import { ArtifactStore } from './http/artifact-store.js';
 import { createHttpServer } from './http/http-server.js';
@@ -161,6 +162,7 @@ export async function startCoordinator(
       rollouts.flush();
       reports.flush();
       presence.flush();
+      seqCatchUp.flush();
     });
     publishOne = (m) => broker.publish(m.topic, m.payload, { retain: m.retain, qos: 1 });
 
@@ -179,6 +181,8 @@ export async function startCoordinator(
 
     const reports = new ReportRecorder({ store, now, logger, everyMs: WRITE_BEHIND_EVERY_MS });
     const presence = new PresenceRecorder({ store, now, logger, everyMs: WRITE_BEHIND_EVERY_MS });
+    // A device ahead of its stored desired seq (a restored backup) is caught up and sent its state again.
+    const seqCatchUp = new SeqCatchUp({ store, executor, now, logger, everyMs: WRITE_BEHIND_EVERY_MS });
     routeMessages(
       broker,
       topics,
@@ -186,6 +190,7 @@ export async function startCoordinator(
         report: (deviceId, report) => {
           if (!reports.record(deviceId, report)) return;
           metrics.reports.inc();
+          seqCatchUp.onReport(deviceId, report);
           rollouts.onReport(deviceId, report);
         },
         presence: (deviceId, online, status) => {

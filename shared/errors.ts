@@ -17,6 +17,12 @@ export const ERROR_CODES = {
     meaning: 'A configuration file or value is missing or invalid; the message names the key.',
     fix: 'Correct the named key in the config file or the environment variable that overrides it.',
   },
+  E_FILE_PERMISSIONS: {
+    area: 'config',
+    meaning:
+      'An agent file is open to other users: the config holding the device token inline, or the `tokenFile`, is readable by others, or the config or token file is writable by others.',
+    fix: 'Run the `chmod o-rw FILE` the message names. Group read stays allowed (install-agent.sh installs the config 0640 root:ota-agent); 0600 works too.',
+  },
   E_IO: {
     area: 'io',
     meaning: 'A file could not be read or written (missing, permission denied, disk full).',
@@ -106,7 +112,7 @@ export const ERROR_CODES = {
   E_REPLAY: {
     area: 'protocol',
     meaning: 'A desired-state message has a `seq` at or below the last one the device accepted (a replay).',
-    fix: 'Nothing to do on the device; if it persists, check who publishes on the desired topic.',
+    fix: 'Nothing to do on the device: after a restored coordinator database the coordinator catches up with the seq the device reports (docs/coordinator.md). If it persists, check who publishes on the desired topic.',
   },
   E_WRONG_DEVICE: {
     area: 'protocol',

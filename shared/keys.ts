@@ -3,6 +3,7 @@ import { promises as fs } from 'node:fs';
 import { z } from 'zod';
 import { generateSeed, type KeyPair, keyPairFromSeed, PUBLIC_KEY_BYTES, SEED_BYTES } from './ed25519.js';
 import { OtaError } from './errors.js';
+import { PRIVATE_KEY_RULE, secretFileError } from './file-permissions.js';
 import { ioError, readFileOrThrow, writeFileAtomic } from './fs-atomic.js';
 
 /**
@@ -122,12 +123,8 @@ export async function readPrivateKeyFile(file: string): Promise<PrivateKey> {
   } catch (err) {
     throw ioError(err, file);
   }
-  if ((mode & 0o077) !== 0) {
-    throw new OtaError(
-      'E_KEY_PERMISSIONS',
-      `${file} is readable by group or others (mode ${(mode & 0o777).toString(8)}); run: chmod 600 ${file}`,
-    );
-  }
+  const open = secretFileError(file, mode, PRIVATE_KEY_RULE, 'private key');
+  if (open) throw open;
   const seed = decodeKeyBytes(parsed.data.seed, SEED_BYTES, 'seed', file);
   const key = privateKeyFromSeed(seed);
   if (key.keyId !== parsed.data.keyId || Buffer.from(key.publicKey).toString('base64') !== parsed.data.publicKey) {

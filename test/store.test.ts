@@ -373,6 +373,16 @@ t.test('desired seq: monotonic, inside transactions, across reopen and re-enrolm
   t.equal(addDevice(store, 'cam-01').desiredSeq, 4, 're-enrolled under the same id: continues above the old seq');
   t.equal(store.nextDesiredSeq('cam-01'), 5);
   t.throws(() => store.nextDesiredSeq('ghost'), { code: 'E_NOT_FOUND', message: 'device ghost not found' });
+
+  // A device reported a higher seq than this database issued (a restored backup): raised, never lowered.
+  t.equal(store.desiredSeq('cam-01'), 5);
+  t.equal(store.raiseDesiredSeq('cam-01', 9), true);
+  t.equal(store.desiredSeq('cam-01'), 9);
+  t.equal(store.raiseDesiredSeq('cam-01', 2), true, 'a lower floor changes nothing');
+  t.equal(store.desiredSeq('cam-01'), 9);
+  t.equal(store.nextDesiredSeq('cam-01'), 10, 'the next seq is above the raised one');
+  t.equal(store.desiredSeq('ghost'), null);
+  t.equal(store.raiseDesiredSeq('ghost', 3), false, 'an unknown device is not created');
 });
 
 // ---- operators, keys, groups ----

@@ -16,7 +16,8 @@ export interface PlanExecutorDeps {
 /**
  * The one executor of write plans (write-plan.ts): every row, desired-state change, channel move
  * and audit row of a plan in ONE SQLite transaction (durable unless the plan says otherwise),
- * the devices' desired states signed inside it (their seq bumps commit with the change), then,
+ * the devices' desired states signed inside it (their seq bumps commit with the change; a seq
+ * floor first moves the device's seq up, then its unchanged desired state is signed above it), then,
  * after the commit, the signed desired states, what the caller adds (`after`: e.g. the rollout
  * summary, computed once the commit went through) and the audit events are published, in that
  * order. A plan that fails to write publishes nothing.
@@ -54,6 +55,9 @@ export class PlanExecutor {
           }
         }
         for (const move of plan.channelMoves) store.setChannel({ ...move, now });
+        for (const floor of plan.seqFloors) {
+          if (store.raiseDesiredSeq(floor.deviceId, floor.seq)) touched.push(floor.deviceId);
+        }
         audit = plan.audit.length > 0 ? store.appendAudit(plan.audit, now) : [];
         return desired.prepare(touched);
       },

@@ -34,6 +34,11 @@ export interface WritePlan {
   desired: DesiredChange[];
   /** Channel pointers that move (a completed rollout, `channel set`). */
   channelMoves: { model: string; channel: string; releaseId: string }[];
+  /**
+   * Devices whose desired seq moves up to at least `seq` (one they reported having accepted: the
+   * database was restored from a backup), their desired state then signed again above it.
+   */
+  seqFloors: { deviceId: string; seq: number }[];
   audit: AuditDraft[];
   /**
    * false: nothing here is lost for good by a power cut (a device row the agents' reports will
@@ -50,6 +55,7 @@ export function emptyPlan(): WritePlan {
     rolloutDevices: null,
     desired: [],
     channelMoves: [],
+    seqFloors: [],
     audit: [],
     durable: true,
   };
@@ -63,6 +69,7 @@ export function isEmptyPlan(plan: WritePlan): boolean {
     (plan.rolloutDevices === null || plan.rolloutDevices.devices.length === 0) &&
     plan.desired.length === 0 &&
     plan.channelMoves.length === 0 &&
+    plan.seqFloors.length === 0 &&
     plan.audit.length === 0
   );
 }

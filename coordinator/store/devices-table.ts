@@ -143,6 +143,22 @@ export class DevicesTable {
     if (result.changes === 0) throw deviceNotFound(id);
   }
 
+  /** The last desired seq issued to the device; null when it is not enrolled. */
+  desiredSeq(id: string): number | null {
+    return (
+      this.db.q<{ desired_seq: number }>('SELECT desired_seq FROM devices WHERE id = ?').get(id)?.desired_seq ?? null
+    );
+  }
+
+  /** Moves the device's desired seq up to `atLeast` (never down); false when it is not enrolled. */
+  raiseDesiredSeq(id: string, atLeast: number): boolean {
+    return (
+      this.db.guard({}, () =>
+        this.db.q('UPDATE devices SET desired_seq = MAX(desired_seq, ?) WHERE id = ?').run(atLeast, id),
+      ).changes > 0
+    );
+  }
+
   nextDesiredSeq(id: string): number {
     const row = this.db.guard({}, () =>
       this.db

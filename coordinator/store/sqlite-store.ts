@@ -133,6 +133,14 @@ export class SqliteStore implements Store {
     return this.devices.nextDesiredSeq(id);
   }
 
+  desiredSeq(id: string): number | null {
+    return this.devices.desiredSeq(id);
+  }
+
+  raiseDesiredSeq(id: string, atLeast: number): boolean {
+    return this.devices.raiseDesiredSeq(id, atLeast);
+  }
+
   // ---- operators ----
 
   addOperator(op: { name: string; role: Role; tokenHash: string; now: string }): OperatorRecord {

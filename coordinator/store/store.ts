@@ -66,6 +66,13 @@ export interface Store {
   setDeviceReport(id: string, report: DeviceRecord['lastReport'], now: string): void;
   /** Increments and returns the device's desired seq (inside the caller's transaction). */
   nextDesiredSeq(id: string): number;
+  /** The last desired seq issued to the device; null when it is not enrolled. */
+  desiredSeq(id: string): number | null;
+  /**
+   * Moves the device's desired seq up to `atLeast`, never down (a device reported a higher seq
+   * than this database issued: a restored backup); false when the device is not enrolled.
+   */
+  raiseDesiredSeq(id: string, atLeast: number): boolean;
 
   // operators
   addOperator(op: { name: string; role: Role; tokenHash: string; now: string }): OperatorRecord;

@@ -302,6 +302,7 @@ async function idleAgent(dir: string): Promise<Record<string, unknown>> {
     await fs.writeFile(
       configFile,
       JSON.stringify({ ...enrolled.agentConfig, stateDir: path.join(dir, 'agent-state'), logLevel: 'info' }),
+      { mode: 0o600 }, // it holds the token: the agent refuses one others can read
     );
     if (!existsSync(AGENT_MAIN)) throw new Error(`${AGENT_MAIN} is missing: run npm run build`);
     const flags = agentFlags;

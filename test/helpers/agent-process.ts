@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TestSigners } from './signing.js';
@@ -39,7 +39,9 @@ export function writeAgentConfig(options: AgentOptions): string {
       ...(options.config?.download as object | undefined),
     },
   };
-  writeFileSync(file, JSON.stringify(config, null, 2));
+  // It holds the token: private, as otactl writes it (the agent refuses a token others can read).
+  writeFileSync(file, JSON.stringify(config, null, 2), { mode: 0o600 });
+  chmodSync(file, 0o600);
   return file;
 }
 

@@ -1,4 +1,4 @@
-import { promises as fs, writeFileSync } from 'node:fs';
+import { chmodSync, promises as fs, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Test } from 'tap';
@@ -82,11 +82,18 @@ export class FleetFixture {
     });
   }
 
-  /** Kills the coordinator with SIGKILL and starts it again on the same ports and data. */
-  async restartCoordinator(kill: 'SIGKILL' | 'SIGTERM' = 'SIGKILL'): Promise<void> {
+  /**
+   * Kills the coordinator with SIGKILL (or stops it) and starts it again on the same ports and
+   * data; `whileStopped` runs in between (e.g. restoring a backup of the database).
+   */
+  async restartCoordinator(
+    kill: 'SIGKILL' | 'SIGTERM' = 'SIGKILL',
+    whileStopped?: (dataDir: string) => Promise<void>,
+  ): Promise<void> {
     await this.admin.close().catch(() => {});
     if (kill === 'SIGKILL') await this.coordinator.kill9();
     else await this.coordinator.stop();
+    await whileStopped?.(this.coordinator.dataDir);
     const ports = this.coordinator.ports;
     this.coordinator = await CoordinatorProcess.start(this.coordinator.dataDir, ports);
     this.admin = await FleetFixture.connectAdmin(this.coordinator);
@@ -121,7 +128,9 @@ export class FleetFixture {
         logLevel: 'debug',
         download: { backoffBaseMs: 100, backoffMaxMs: 1_000, maxAttempts: 3, stallTimeoutMs: 5_000, reserveMB: 0 },
       }),
+      { mode: 0o600 }, // it holds the token: private, as otactl writes it
     );
+    chmodSync(file, 0o600);
     if (options.start !== false) this.startAgent(id);
     return result;
   }
