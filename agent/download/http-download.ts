@@ -120,7 +120,11 @@ async function download(req: DownloadRequest, url: URL, where: string, dog: Watc
     let bytesFetched = 0;
     let sinceScavenge = 0;
     let lastProgress = Date.now();
+    let lastReported = -1;
     const progress = (): void => {
+      // Never the same count twice: the last chunk may already have been reported by the loop.
+      if (part.length === lastReported) return;
+      lastReported = part.length;
       try {
         req.onProgress?.(part.length, expectedSize);
       } catch (err) {
