@@ -135,6 +135,22 @@ t.test('otactl and agent configs with a private CA', { skip: hasOpenssl ? false 
     }
     t.pass('cam-1 is online over mqtts');
 
+    // It downloads over HTTPS with the same CA: a release on its channel ends healthy on it.
+    const published = await run([
+      ...['release', 'publish', '--model', 'det', '--version', '1.0.0', '--file', at('v1.onnx')],
+      ...['--key', at('release.key'), '--probe', at('probe.json'), '--channel', 'stable', ...ca],
+    ]);
+    t.equal(published.code, 0, published.stderr);
+    type Row = { id: string; models: Record<string, { version: string | null; state: string; error?: unknown }> };
+    let det: Row['models'][string] | undefined;
+    for (const end = Date.now() + 90_000; Date.now() < end; ) {
+      const rows = await admin.call<Row[]>('device.ls');
+      det = rows.find((d) => d.id === 'cam-1')?.models.det;
+      if (det && (det.state === 'healthy' || det.state === 'failed' || det.state === 'rolled_back')) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    t.match(det, { version: '1.0.0', state: 'healthy' }, 'the model came over https with broker.caFile');
+
     // Without --agent-config the config is only printed: a warning says what it lacks.
     const printed = await run(['device', 'add', 'cam-2', ...ca, '--json']);
     t.equal(printed.code, 0, printed.stderr);

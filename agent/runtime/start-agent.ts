@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import type { Logger } from '../../shared/logger.js';
 import { createNotifier } from '../../shared/systemd-notify.js';
 import { readPackageVersion } from '../../shared/version.js';
@@ -29,6 +30,10 @@ export async function startAgent(
   options: { logger: Logger; env: NodeJS.ProcessEnv },
 ): Promise<RunningAgent> {
   const { logger, env } = options;
+  // Artifacts come from the coordinator's HTTP side, which serves the same certificate as its
+  // MQTT side: the broker's CA is the one to trust for downloads too (a private CA otherwise
+  // made every HTTPS download fail, docs/agent.md). Read once: a CA file changes with a restart.
+  const ca = config.broker.caFile ? await readFile(config.broker.caFile) : undefined;
   const runtime = new AgentRuntime({
     config,
     agentVersion: readPackageVersion(),
@@ -40,7 +45,7 @@ export async function startAgent(
     // A scavenger per download: it lives in its own V8 context (~4 MB), collected after the download.
     download: (req) => {
       const scavenge = youngGenerationGc();
-      return downloadArtifact(scavenge ? { ...req, scavenge } : req);
+      return downloadArtifact({ ...req, ...(ca && req.ca === undefined ? { ca } : {}), ...(scavenge ? { scavenge } : {}) });
     },
     probe: runProbe,
     inspectModel: (file, dir) => inspectModel(file, dir),
