@@ -45,7 +45,11 @@ export async function startAgent(
     // A scavenger per download: it lives in its own V8 context (~4 MB), collected after the download.
     download: (req) => {
       const scavenge = youngGenerationGc();
-      return downloadArtifact({ ...req, ...(ca && req.ca === undefined ? { ca } : {}), ...(scavenge ? { scavenge } : {}) });
+      return downloadArtifact({
+        ...req,
+        ...(ca && req.ca === undefined ? { ca } : {}),
+        ...(scavenge ? { scavenge } : {}),
+      });
     },
     probe: runProbe,
     inspectModel: (file, dir) => inspectModel(file, dir),
