@@ -1,0 +1,226 @@
+import t, { type Test } from 'tap';
+import { canonicalJson } from '../shared/canonical-json.js';
+import { isOtaError } from '../shared/errors.js';
+import { type PrivateKey, publicKeyToJson } from '../shared/keys.js';
+import { signerFor, signText } from '../shared/signatures.js';
+import {
+  applyTrustChain,
+  checkTrustFresh,
+  cosignTrust,
+  type HeldTrust,
+  signTrust,
+  TRUST_TYPE,
+  type TrustDocument,
+  type TrustEnvelope,
+  verifyTrustSelfSigned,
+  verifyTrustUpdate,
+} from '../shared/trust.js';
+import { keys } from './helpers/releases.js';
+
+// The pure trust verifier (shared/trust.ts), rule by rule (TUF 5.3.4, 5.3.5, 5.3.10).
+
+const [a, b, c, d, coordinator] = keys(5) as [PrivateKey, PrivateKey, PrivateKey, PrivateKey, PrivateKey];
+const CREATED = '2026-06-01T00:00:00.000Z';
+
+function held(version: number, ks: PrivateKey[], threshold = 1, expiresAt: string | null = null): HeldTrust {
+  return { version, keys: ks, threshold, expiresAt };
+}
+
+function doc(version: number, ks: PrivateKey[], threshold = 1, extra: Partial<TrustDocument> = {}): TrustDocument {
+  return {
+    type: TRUST_TYPE,
+    version,
+    keys: ks.map((k) => ({ keyId: k.keyId, publicKey: publicKeyToJson(k).publicKey })),
+    threshold,
+    createdAt: CREATED,
+    ...extra,
+  };
+}
+
+function sign(document: TrustDocument, signers: PrivateKey[]): TrustEnvelope {
+  return signTrust(
+    document,
+    signers.map((k) => signerFor(k)),
+  );
+}
+
+/** Signs any text, skipping the signer's checks (what someone holding a key could do). */
+function signRaw(value: unknown, signers: PrivateKey[]): TrustEnvelope {
+  const text = canonicalJson(value);
+  return {
+    document: text,
+    signatures: signText(
+      text,
+      signers.map((k) => signerFor(k)),
+    ),
+  };
+}
+
+function rejects(t: Test, fn: () => unknown, code: string, message?: RegExp) {
+  try {
+    fn();
+    t.fail(`expected ${code}, nothing was thrown`);
+  } catch (err) {
+    t.ok(isOtaError(err), 'an OtaError');
+    t.equal((err as { code: string }).code, code, `${code}: ${(err as Error).message}`);
+    if (message) t.match((err as Error).message, message);
+  }
+}
+
+t.test('a rotation signed by the held key and by its own new key is accepted', async (t) => {
+  const accepted = verifyTrustUpdate(sign(doc(1, [b]), [a, b]), held(0, [a]));
+  t.equal(accepted.held.version, 1);
+  t.same(
+    accepted.held.keys.map((k) => k.keyId),
+    [b.keyId],
+  );
+  t.equal(accepted.held.threshold, 1);
+  // It survives a JSON round trip (the desired state, trust.json).
+  const again = verifyTrustUpdate(JSON.parse(JSON.stringify(accepted.envelope)), held(0, [a]));
+  t.same(again.document, accepted.document);
+});
+
+t.test('the threshold of the keys held now must sign: the coordinator key alone is refused', async (t) => {
+  // The coordinator's key signs desired states; it is not a release key and cannot rotate trust,
+  // not even with a document that names itself and that it signed.
+  rejects(
+    t,
+    () => verifyTrustUpdate(sign(doc(1, [coordinator]), [coordinator]), held(0, [a])),
+    'E_TRUST_THRESHOLD',
+    /not signed by 1 of the 1 key\(s\) trusted now/,
+  );
+  rejects(t, () => verifyTrustUpdate(sign(doc(1, [b]), [b]), held(0, [a])), 'E_TRUST_THRESHOLD');
+});
+
+t.test('one key of a 2-of-3 set is not enough; two are', async (t) => {
+  const twoOfThree = held(1, [b, c, d], 2);
+  rejects(
+    t,
+    () => verifyTrustUpdate(sign(doc(2, [b, c, d], 2), [b]), twoOfThree),
+    'E_TRUST_THRESHOLD',
+    /1 valid signature\(s\) from trusted keys, 2 required/,
+  );
+  // The same key twice still counts once.
+  const twice = sign(doc(2, [b, c, d], 2), [b]);
+  const doubled = { ...twice, signatures: [...twice.signatures, ...twice.signatures] };
+  rejects(t, () => verifyTrustUpdate(doubled, twoOfThree), 'E_TRUST_THRESHOLD');
+  t.equal(verifyTrustUpdate(sign(doc(2, [b, c, d], 2), [b, d]), twoOfThree).held.version, 2);
+});
+
+t.test('the new keys must sign too (TUF 5.3.4), by their own threshold', async (t) => {
+  rejects(t, () => verifyTrustUpdate(sign(doc(1, [b]), [a]), held(0, [a])), 'E_TRUST_THRESHOLD', /its own 1 new key/);
+  rejects(
+    t,
+    () => verifyTrustUpdate(sign(doc(1, [b, c, d], 2), [a, b]), held(0, [a])),
+    'E_TRUST_THRESHOLD',
+    /its own 3 new key/,
+  );
+  // A key in both sets counts for both.
+  t.equal(verifyTrustUpdate(sign(doc(1, [a, b], 1), [a]), held(0, [a])).held.version, 1);
+});
+
+t.test('the version only goes up: a replay or an older document is refused', async (t) => {
+  const v2 = sign(doc(2, [a]), [a]);
+  rejects(t, () => verifyTrustUpdate(v2, held(2, [a])), 'E_TRUST_VERSION', /not above the version held, 2/);
+  rejects(t, () => verifyTrustUpdate(v2, held(3, [a])), 'E_TRUST_VERSION');
+  t.equal(verifyTrustUpdate(v2, held(1, [a])).held.version, 2, 'above: accepted (not necessarily N+1)');
+});
+
+t.test('unknown fields, bad keys, a key twice and an impossible threshold are E_TRUST_DOCUMENT', async (t) => {
+  const base = doc(1, [b]);
+  rejects(t, () => verifyTrustUpdate(signRaw({ ...base, extra: 1 }, [a, b]), held(0, [a])), 'E_TRUST_DOCUMENT');
+  rejects(
+    t,
+    () => verifyTrustUpdate(signRaw({ ...base, type: 'ota.model/v1' }, [a, b]), held(0, [a])),
+    'E_TRUST_DOCUMENT',
+  );
+  const wrongId = { ...base, keys: [{ keyId: c.keyId, publicKey: publicKeyToJson(b).publicKey }] };
+  rejects(t, () => verifyTrustUpdate(signRaw(wrongId, [a, b]), held(0, [a])), 'E_TRUST_DOCUMENT', /does not match/);
+  const twice = { ...base, keys: [...base.keys, ...base.keys] };
+  rejects(t, () => verifyTrustUpdate(signRaw(twice, [a, b]), held(0, [a])), 'E_TRUST_DOCUMENT', /twice/);
+  rejects(
+    t,
+    () => verifyTrustUpdate(signRaw({ ...base, threshold: 2 }, [a, b]), held(0, [a])),
+    'E_TRUST_DOCUMENT',
+    /threshold 2 is more than its 1 key/,
+  );
+  rejects(
+    t,
+    () => verifyTrustUpdate(signRaw({ ...base, expiresAt: '2026-05-01T00:00:00.000Z' }, [a, b]), held(0, [a])),
+    'E_TRUST_DOCUMENT',
+  );
+  rejects(t, () => verifyTrustUpdate({ document: 'x', signatures: [] }, held(0, [a])), 'E_TRUST_DOCUMENT');
+  rejects(
+    t,
+    () => verifyTrustUpdate({ ...sign(base, [a, b]), extra: true }, held(0, [a])),
+    'E_TRUST_DOCUMENT',
+    /envelope/,
+  );
+  // The signer refuses to sign one in the first place.
+  rejects(t, () => sign({ ...base, threshold: 2 }, [a]), 'E_TRUST_DOCUMENT');
+});
+
+t.test('tampered text or signature keeps its signature code', async (t) => {
+  const good = sign(doc(1, [b]), [a, b]);
+  const tampered = { ...good, document: good.document.replace('"threshold":1', '"threshold":1 ') };
+  rejects(t, () => verifyTrustUpdate(tampered, held(0, [a])), 'E_SIGNATURE');
+});
+
+t.test(
+  'expiry: an expired held trust verifies no release (TUF 5.3.10); an intermediate one still rotates (TUF 5.3.6)',
+  async (t) => {
+    const expiring = sign(doc(1, [b], 1, { expiresAt: '2026-07-01T00:00:00.000Z' }), [a, b]);
+    const v1 = verifyTrustUpdate(expiring, held(0, [a]));
+    t.doesNotThrow(() => checkTrustFresh(v1.held, new Date('2026-06-30T00:00:00Z')), 'before its expiry');
+    rejects(t, () => checkTrustFresh(v1.held, new Date('2026-07-01T00:00:00Z')), 'E_TRUST_EXPIRED', /expired at/);
+    // Expired or not, it verifies its successor.
+    const v2 = verifyTrustUpdate(sign(doc(2, [c]), [b, c]), v1.held);
+    t.equal(v2.held.version, 2);
+    t.doesNotThrow(() => checkTrustFresh(v2.held, new Date('2030-01-01T00:00:00Z')), 'no expiry: never expires');
+  },
+);
+
+t.test('a chain is walked in order from the held version, and stops at the first refusal', async (t) => {
+  const v1 = sign(doc(1, [b]), [a, b]);
+  const v2 = sign(doc(2, [b, c, d], 2), [b, c]);
+  const v3 = sign(doc(3, [c, d], 2), [c, d]);
+  const all = applyTrustChain([v1, v2, v3], held(0, [a]));
+  t.same(
+    all.accepted.map((x) => x.held.version),
+    [1, 2, 3],
+  );
+  t.equal(all.held.version, 3);
+  t.equal(all.rejected, null);
+
+  // A device at version 2 skips what it has.
+  const from2 = applyTrustChain([v1, v2, v3], all.accepted[1]?.held as HeldTrust);
+  t.same(
+    from2.accepted.map((x) => x.held.version),
+    [3],
+  );
+
+  // A forged v2 (one key of the 2-of-3 it names; and the coordinator's key) stops the walk there.
+  const forged = sign(doc(2, [coordinator]), [coordinator]);
+  const stopped = applyTrustChain([v1, forged, v3], held(0, [a]));
+  t.same(
+    stopped.accepted.map((x) => x.held.version),
+    [1],
+  );
+  t.equal(stopped.held.version, 1, 'the trust stays at the last accepted document');
+  t.equal(stopped.rejected?.version, 2);
+  t.equal(stopped.rejected?.error.code, 'E_TRUST_THRESHOLD');
+
+  const nothing = applyTrustChain([forged], held(0, [a]));
+  t.equal(nothing.accepted.length, 0);
+  t.equal(nothing.held.version, 0, 'unchanged');
+});
+
+t.test('co-signing adds signatures by other holders; a stored copy verifies against its own keys', async (t) => {
+  const partial = sign(doc(2, [b, c, d], 2), [b]);
+  rejects(t, () => verifyTrustUpdate(partial, held(1, [b])), 'E_TRUST_THRESHOLD', /its own 3 new key/);
+  const full = cosignTrust(partial, [signerFor(c), signerFor(b)]);
+  t.equal(full.signatures.length, 2, 'b is not added twice');
+  t.equal(verifyTrustUpdate(full, held(1, [b])).held.version, 2);
+  t.equal(verifyTrustSelfSigned(full).held.version, 2);
+  rejects(t, () => verifyTrustSelfSigned(partial), 'E_TRUST_THRESHOLD');
+});
