@@ -111,8 +111,8 @@ export const HANDLERS: { [O in Op]: Handler<O> } = {
   'key.add': (a, c) => keyView(c.fleet.addKey({ key: a.key, name: a.name }, c.actor)),
   'key.ls': (_a, c) => c.store.listKeys().map(keyView),
   'key.revoke': (a, c) => {
-    const { keyId, revoked } = c.fleet.revokeKey(a.keyId, c.actor);
-    return { id: keyId, revoked };
+    const { keyId, revoked, affected } = c.fleet.revokeKey(a.keyId, c.actor);
+    return { id: keyId, revoked, affected };
   },
   'device.add': (a, c) => c.fleet.addDevice({ id: a.id, labels: a.labels, channel: a.channel }, c.actor),
   'device.ls': (_a, c) => c.store.listDevices().map(deviceRow),
@@ -141,7 +141,7 @@ export const HANDLERS: { [O in Op]: Handler<O> } = {
       c.actor,
     );
   },
-  'release.ls': (a, c) => c.store.listReleases(a.model).map(({ envelope: _e, ...rest }) => rest),
+  'release.ls': (a, c) => c.fleet.listReleases(a.model),
   'channel.set': (a, c) => c.fleet.setChannel(a, c.actor),
   'channel.ls': (_a, c) => c.store.listChannels().map(channelView),
   'rollout.create': (a, c) =>

@@ -14,6 +14,7 @@ import type { AuditDraft, ChannelRecord, DeviceRecord, ReleaseRecord, Role } fro
 import type { Store } from '../store/store.js';
 import { type ChannelMoveSnapshot, planChannelMove } from './plan-channel-move.js';
 import { planEnrol } from './plan-enrol.js';
+import { type CoordinatorTrust, coordinatorTrust, type Eligibility, releaseEligibility } from './release-trust.js';
 
 export interface FleetServiceDeps {
   store: Store;
@@ -69,12 +70,50 @@ export class FleetService {
     return result;
   }
 
+  /** The release keys and threshold the coordinator counts now (release-trust.ts). */
+  releaseTrust(): CoordinatorTrust {
+    return coordinatorTrust(this.deps.store.listKeys(), null, this.deps.releaseThreshold);
+  }
+
   trustPolicy() {
-    const keys = this.deps.store
-      .listKeys()
-      .filter((k) => !k.revoked)
-      .map((k) => publicKeyFromJson({ keyId: k.keyId, publicKey: k.publicKey }, `trusted key ${k.keyId}`));
-    return { keys, threshold: this.deps.releaseThreshold };
+    return this.releaseTrust().policy;
+  }
+
+  /** Whether a published release may still be assigned (not revoked: release-trust.ts). */
+  eligibility(release: ReleaseRecord, trust: CoordinatorTrust = this.releaseTrust()): Eligibility {
+    return releaseEligibility(release, trust);
+  }
+
+  /** `release ls`: each release with whether it is revoked, and why (never its envelope). */
+  listReleases(model?: string) {
+    const trust = this.releaseTrust();
+    return this.deps.store.listReleases(model).map(({ envelope, ...rest }) => {
+      const e = releaseEligibility({ id: rest.id, envelope }, trust);
+      return { ...rest, revoked: !e.eligible, revokedReason: e.eligible ? null : e.reason };
+    });
+  }
+
+  /**
+   * What a change of trust leaves behind (docs/security.md): the releases now revoked, the
+   * channels pointing at them, and how many devices' desired states still name them. Those
+   * desired states are left as they are; the operator moves them on.
+   */
+  revokedReleases(trust: CoordinatorTrust = this.releaseTrust()) {
+    const { store } = this.deps;
+    const releases = store
+      .listReleases()
+      .filter((r) => !releaseEligibility(r, trust).eligible)
+      .map((r) => r.id);
+    const revoked = new Set(releases);
+    const counts = store.desiredCountsByRelease();
+    return {
+      releases,
+      channels: store
+        .listChannels()
+        .filter((c) => revoked.has(c.releaseId))
+        .map((c) => `${c.model}/${c.channel}`),
+      devices: releases.reduce((n, id) => n + (counts.get(id) ?? 0), 0),
+    };
   }
 
   // ---- keys ----
@@ -99,8 +138,9 @@ export class FleetService {
       if (!this.deps.store.revokeKey(keyId)) {
         throw new OtaError('E_NOT_FOUND', `no trusted key ${keyId}: see \`otactl key ls\``);
       }
-      this.audit([{ actor, action: 'key.revoked', subject: `key:${keyId}`, details: {} }]);
-      return { result: { keyId, revoked: true } };
+      const affected = this.revokedReleases();
+      this.audit([{ actor, action: 'key.revoked', subject: `key:${keyId}`, details: { revokedReleases: affected } }]);
+      return { result: { keyId, revoked: true, affected } };
     });
   }
 
@@ -141,9 +181,16 @@ export class FleetService {
     const token = newToken();
     const { store } = this.deps;
     const labels = input.labels ?? {};
+    const trust = this.releaseTrust();
     const plan = planEnrol(
       { id, labels, channel, tokenHash: hashToken(token) },
-      store.listChannels().filter((c) => c.channel === channel),
+      store
+        .listChannels()
+        .filter((c) => c.channel === channel)
+        .map((c) => {
+          const release = store.getRelease(c.releaseId);
+          return { ...c, revoked: release ? !releaseEligibility(release, trust).eligible : false };
+        }),
       actor,
     );
     this.executor.commit(plan, this.deps.now().toISOString());
@@ -255,7 +302,12 @@ export class FleetService {
       assertSafeName('device id', input.channel);
       channelMove = planChannelMove(
         { model: manifest.model, channel: input.channel, releaseId: id, yes: input.yes },
-        { releaseExists: true, followers: this.followers(manifest.model, input.channel) },
+        {
+          releaseExists: true,
+          // Just verified against the keys counted now: not revoked.
+          eligibility: { eligible: true },
+          followers: this.followers(manifest.model, input.channel),
+        },
         actor,
       );
     }
@@ -307,10 +359,15 @@ export class FleetService {
     const { store } = this.deps;
     assertSafeName('device id', input.channel);
     const releaseId = releaseIdOf(input.model, input.version);
+    const release = store.getRelease(releaseId);
     return this.commitChannelMove(
       planChannelMove(
         { model: input.model, channel: input.channel, releaseId, yes: input.yes === true },
-        { releaseExists: store.getRelease(releaseId) !== null, followers: this.followers(input.model, input.channel) },
+        {
+          releaseExists: release !== null,
+          eligibility: release ? this.eligibility(release) : { eligible: true },
+          followers: this.followers(input.model, input.channel),
+        },
         actor,
       ),
     );

@@ -224,6 +224,10 @@ export class SqliteStore implements Store {
     return this.desired.listFor(deviceId);
   }
 
+  desiredCountsByRelease(): Map<string, number> {
+    return this.desired.countsByRelease();
+  }
+
   devicesWithDesired(): string[] {
     return this.desired.devicesWithDesired();
   }

@@ -102,6 +102,8 @@ export interface Store {
   listDesiredFor(deviceId: string): DesiredRecord[];
   /** Every device id that has at least one desired entry (republished at start). */
   devicesWithDesired(): string[];
+  /** How many desired entries name each release (releases named by none are absent). */
+  desiredCountsByRelease(): Map<string, number>;
 
   // rollouts
   createRollout(rollout: Rollout, devices: RolloutDevice[]): void;
