@@ -228,8 +228,11 @@ export async function startCoordinator(
     // Nobody is connected to a broker that just started. (Rollout rows keep their last known
     // presence: marking them offline here would let waves complete before devices reconnect.)
     store.markAllOffline();
-    // Retained state again: Aedes keeps it in memory, so a restart starts empty.
-    const republish = store.transaction(() => desired.prepare(store.devicesWithDesired()));
+    // Retained state again: Aedes keeps it in memory, so a restart starts empty. Once a trust
+    // document exists every device has a desired state (it carries the trust chain).
+    const republish = store.transaction(() =>
+      desired.prepare(store.latestTrustDocument() ? store.listDevices().map((d) => d.id) : store.devicesWithDesired()),
+    );
     await publish([...republish, ...rollouts.summaries()]);
 
     // Devices that were online in an active rollout before this start and have not come back

@@ -31,6 +31,9 @@ const ARGS = {
   'key.revoke': z.strictObject({
     keyId: z.string().regex(/^[0-9a-f]{32}$/, 'a key id: 32 hex digits, as `otactl key ls` shows'),
   }),
+  // Checked by the trust verifier itself (E_TRUST_DOCUMENT names what is wrong).
+  'trust.publish': z.strictObject({ envelope: z.unknown() }),
+  'trust.show': z.strictObject({}),
   'device.add': z.strictObject({ id, labels: labels.optional(), channel: id.optional() }),
   'device.ls': z.strictObject({}),
   'device.show': z.strictObject({ id }),
@@ -114,6 +117,8 @@ export const HANDLERS: { [O in Op]: Handler<O> } = {
     const { keyId, revoked, affected } = c.fleet.revokeKey(a.keyId, c.actor);
     return { id: keyId, revoked, affected };
   },
+  'trust.publish': (a, c) => c.fleet.publishTrust(a.envelope, c.actor),
+  'trust.show': (_a, c) => c.fleet.trustView(),
   'device.add': (a, c) => c.fleet.addDevice({ id: a.id, labels: a.labels, channel: a.channel }, c.actor),
   'device.ls': (_a, c) => c.store.listDevices().map(deviceRow),
   'device.show': (a, c) => c.fleet.showDevice(a.id),

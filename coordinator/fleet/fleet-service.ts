@@ -6,6 +6,13 @@ import { assertSafeName } from '../../shared/names.js';
 import { encodePayload } from '../../shared/payload.js';
 import { releaseIdOf } from '../../shared/release-id.js';
 import type { Topics } from '../../shared/topics.js';
+import {
+  checkTrustFresh,
+  type HeldTrust,
+  parseTrustDocument,
+  type TrustDocument,
+  verifyTrustUpdate,
+} from '../../shared/trust.js';
 import { type ChannelView, channelView } from '../commands/views.js';
 import type { DesiredPublisher, OutgoingMessage } from '../desired/desired-publisher.js';
 import { hashToken, newToken } from '../identity/tokens.js';
@@ -70,9 +77,47 @@ export class FleetService {
     return result;
   }
 
+  /** The last trust document published, parsed once per version (documents never change). */
+  private published: { version: number; document: TrustDocument; held: HeldTrust } | null = null;
+
+  private latestTrust(): { document: TrustDocument; held: HeldTrust } | null {
+    const latest = this.deps.store.latestTrustDocument();
+    if (!latest) return null;
+    if (this.published?.version !== latest.version) {
+      const { document, keys } = parseTrustDocument(JSON.parse(latest.envelope.document));
+      const held = {
+        version: document.version,
+        keys,
+        threshold: document.threshold,
+        expiresAt: document.expiresAt ?? null,
+      };
+      this.published = { version: latest.version, document, held };
+    }
+    return this.published;
+  }
+
+  /**
+   * The trust a new trust document is checked against, as a device would (docs/security.md): the
+   * last document published, or before the first one every key added with `key add`, revoked ones
+   * included (a compromised key must still be able to sign the rotation away from itself), and
+   * the configured threshold.
+   */
+  heldTrust(): HeldTrust {
+    const latest = this.latestTrust();
+    if (latest) return latest.held;
+    return {
+      version: 0,
+      keys: this.deps.store
+        .listKeys()
+        .map((k) => publicKeyFromJson({ keyId: k.keyId, publicKey: k.publicKey }, `trusted key ${k.keyId}`)),
+      threshold: this.deps.releaseThreshold,
+      expiresAt: null,
+    };
+  }
+
   /** The release keys and threshold the coordinator counts now (release-trust.ts). */
   releaseTrust(): CoordinatorTrust {
-    return coordinatorTrust(this.deps.store.listKeys(), null, this.deps.releaseThreshold);
+    return coordinatorTrust(this.deps.store.listKeys(), this.latestTrust()?.held ?? null, this.deps.releaseThreshold);
   }
 
   trustPolicy() {
@@ -119,6 +164,15 @@ export class FleetService {
   // ---- keys ----
 
   addKey(input: { key: unknown; name?: string | undefined }, actor: string) {
+    const latest = this.deps.store.latestTrustDocument();
+    if (latest) {
+      // Devices trust the signed document, not this table: a key added here alone would let the
+      // coordinator accept releases every device then refuses.
+      throw new OtaError(
+        'E_CONFLICT',
+        `the trusted keys are set by the signed trust document version ${latest.version}; add a key with a rotation: \`otactl key rotate --keys ... --sign-with ...\` (docs/security.md)`,
+      );
+    }
     const key = publicKeyFromJson(input.key, 'key');
     const json = publicKeyToJson(key);
     return this.write(() => {
@@ -142,6 +196,96 @@ export class FleetService {
       this.audit([{ actor, action: 'key.revoked', subject: `key:${keyId}`, details: { revokedReleases: affected } }]);
       return { result: { keyId, revoked: true, affected } };
     });
+  }
+
+  // ---- trust documents (docs/security.md, "Signed trust rotation") ----
+
+  /**
+   * Publishes a signed trust document: checked as a device checks it against the coordinator's
+   * held trust (threshold of the held keys and of its own, shared/trust.ts), the next version,
+   * not expired. Stored and audited in one transaction that also signs every device's desired
+   * state again, now carrying it; from then on the coordinator counts its keys (less revoked ones).
+   */
+  publishTrust(value: unknown, actor: string) {
+    const { store } = this.deps;
+    const held = this.heldTrust();
+    const accepted = verifyTrustUpdate(value, held);
+    const { document } = accepted;
+    if (document.version !== held.version + 1) {
+      throw new OtaError(
+        'E_TRUST_VERSION',
+        `trust document version ${document.version} is not the next one: the coordinator holds version ${held.version}, so publish version ${held.version + 1}`,
+      );
+    }
+    const now = this.deps.now();
+    checkTrustFresh(accepted.held, now);
+    return this.write(() => {
+      const record = store.addTrustDocument({
+        version: document.version,
+        envelope: accepted.envelope,
+        publishedBy: actor,
+        publishedAt: now.toISOString(),
+      });
+      // Its keys are known here too (key ls, key revoke).
+      const known = new Set(store.listKeys().map((k) => k.keyId));
+      for (const k of document.keys) {
+        if (!known.has(k.keyId)) {
+          store.addKey({
+            keyId: k.keyId,
+            publicKey: k.publicKey,
+            name: `trust v${document.version}`,
+            now: now.toISOString(),
+          });
+        }
+      }
+      this.deps.desired.trustChanged();
+      const affected = this.revokedReleases();
+      this.audit([
+        {
+          actor,
+          action: 'trust.published',
+          subject: `trust:${document.version}`,
+          details: {
+            version: document.version,
+            keys: document.keys.map((k) => k.keyId),
+            threshold: document.threshold,
+            expiresAt: document.expiresAt ?? null,
+            signedBy: [...new Set(accepted.envelope.signatures.map((s) => s.keyId))],
+            revokedReleases: affected,
+          },
+        },
+      ]);
+      return {
+        result: { ...this.trustView(), publishedBy: record.publishedBy, publishedAt: record.publishedAt, affected },
+        // Every device learns it, also those with no model assigned.
+        desiredFor: store.listDevices().map((d) => d.id),
+      };
+    });
+  }
+
+  /** `trust show`: the trust in force, and how many devices report holding it. */
+  trustView() {
+    const { store } = this.deps;
+    const latest = store.latestTrustDocument();
+    const held = this.heldTrust();
+    const trust = this.releaseTrust();
+    const counted = new Set(trust.policy.keys.map((k) => k.keyId));
+    const devices = { atVersion: 0, behind: 0, unknown: 0 };
+    for (const d of store.listDevices()) {
+      const v = d.lastReport?.trust?.version;
+      if (v === undefined) devices.unknown++;
+      else if (v >= held.version) devices.atVersion++;
+      else devices.behind++;
+    }
+    return {
+      version: held.version,
+      threshold: trust.policy.threshold,
+      keys: held.keys.map((k) => ({ id: k.keyId, counted: counted.has(k.keyId) })),
+      expiresAt: held.expiresAt,
+      publishedBy: latest?.publishedBy ?? null,
+      publishedAt: latest?.publishedAt ?? null,
+      devices,
+    };
   }
 
   // ---- operators ----
@@ -195,13 +339,17 @@ export class FleetService {
     );
     this.executor.commit(plan, this.deps.now().toISOString());
     const device = store.getDevice(id) as DeviceRecord;
-    const policy = this.trustPolicy();
+    // After a rotation: the keys of the document in force and its version, so the agent skips the
+    // documents before it (their signers are not its keys). Before: the keys counted now.
+    const latest = this.latestTrust();
+    const policy = latest ? latest.held : this.trustPolicy();
     const agentConfig = {
       deviceId: id,
       ...this.deps.agentConfigBase(),
       token,
       trustedKeys: policy.keys.map((k) => publicKeyToJson(k)),
       threshold: policy.threshold,
+      ...(latest ? { trustVersion: latest.held.version } : {}),
     };
     return { device, token, agentConfig };
   }

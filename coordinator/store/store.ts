@@ -12,6 +12,7 @@ import type {
   Role,
   Rollout,
   RolloutDevice,
+  TrustDocumentRecord,
   TrustedKeyRecord,
 } from './records.js';
 
@@ -76,6 +77,12 @@ export interface Store {
   addKey(key: { keyId: string; publicKey: string; name: string | null; now: string }): TrustedKeyRecord;
   listKeys(): TrustedKeyRecord[];
   revokeKey(keyId: string): boolean;
+
+  // signed trust documents (docs/security.md)
+  addTrustDocument(doc: TrustDocumentRecord): TrustDocumentRecord;
+  latestTrustDocument(): TrustDocumentRecord | null;
+  /** The newest `limit` documents, oldest first. */
+  trustChain(limit: number): TrustDocumentRecord[];
 
   // groups
   createGroup(group: {
