@@ -4,6 +4,7 @@ import type { KeyView } from '../../commands/views.js';
 import { remoteCommand, withSession } from '../connection.js';
 import { type CliIo, keyValueLines } from '../io.js';
 import { paint, printJson, printTable } from '../render.js';
+import { registerKeyRotate } from './trust.js';
 
 interface RevokeResult {
   id: string;
@@ -11,7 +12,7 @@ interface RevokeResult {
   affected: { releases: string[]; channels: string[]; devices: number };
 }
 
-/** `otactl key add | ls | revoke`: the release keys the coordinator (and agent configs) trust. */
+/** `otactl key add | ls | revoke | rotate`: the release keys the coordinator (and agent configs) trust. */
 export function registerKey(program: Command, io: CliIo): void {
   const key = program
     .command('key')
@@ -64,4 +65,6 @@ export function registerKey(program: Command, io: CliIo): void {
         ' Sign the model again with a trusted key, publish it as a new version and move the channels (`otactl channel set`) or roll it out',
     );
   });
+
+  registerKeyRotate(key, io);
 }
