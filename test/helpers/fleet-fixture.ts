@@ -82,11 +82,18 @@ export class FleetFixture {
     });
   }
 
-  /** Kills the coordinator with SIGKILL and starts it again on the same ports and data. */
-  async restartCoordinator(kill: 'SIGKILL' | 'SIGTERM' = 'SIGKILL'): Promise<void> {
+  /**
+   * Kills the coordinator with SIGKILL and starts it again on the same ports and data;
+   * `whileStopped` runs in between (e.g. writes to its database, as someone holding it could).
+   */
+  async restartCoordinator(
+    kill: 'SIGKILL' | 'SIGTERM' = 'SIGKILL',
+    whileStopped?: () => Promise<void> | void,
+  ): Promise<void> {
     await this.admin.close().catch(() => {});
     if (kill === 'SIGKILL') await this.coordinator.kill9();
     else await this.coordinator.stop();
+    await whileStopped?.();
     const ports = this.coordinator.ports;
     this.coordinator = await CoordinatorProcess.start(this.coordinator.dataDir, ports);
     this.admin = await FleetFixture.connectAdmin(this.coordinator);
