@@ -168,7 +168,7 @@ t.test('after key revoke, the commands never assign a release signed only by it'
   const { running, token, admin, dataDir } = await startInProcessCoordinator(t);
   await admin.call('key.add', { key: publicKeyToJson(a), name: 'a' });
   await admin.call('key.add', { key: publicKeyToJson(b), name: 'b' });
-  const publish = async (version: string, counter: number, signers: PrivateKey[]) => {
+  const publish = async (version: string, counter: number, signers: PrivateKey[], channel: string | null = null) => {
     const bytes = goodModel(counter);
     const file = path.join(dataDir, '..', `det-${version}.onnx`);
     await fs.writeFile(file, bytes);
@@ -176,7 +176,7 @@ t.test('after key revoke, the commands never assign a release signed only by it'
       manifestFor(bytes, { model: 'det', version, counter }),
       signers.map((k) => signerFor(k)),
     );
-    await uploadRelease({ url: running.httpUrl, user: 'admin', token: token.token, envelope, file });
+    await uploadRelease({ url: running.httpUrl, user: 'admin', token: token.token, envelope, file, channel });
   };
   await publish('1.0.0', 1, [a]);
   await publish('2.0.0', 2, [a]);
@@ -224,6 +224,8 @@ t.test('after key revoke, the commands never assign a release signed only by it'
     named,
   );
   await t.rejects(admin.call('rollout.approve', { id: 'r-a' }), { code: 'E_RELEASE_REVOKED', message: /abort/ });
+  // release publish --channel: a new release signed by the revoked key alone is not published at all.
+  await t.rejects(publish('4.0.0', 4, [a], 'canary'), { code: 'E_UNKNOWN_KEY' });
   t.match(
     await admin.call('channel.ls'),
     [{ id: 'det/stable', releaseId: 'det@1.0.0' }],

@@ -1,7 +1,9 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
 import t, { type Test } from 'tap';
 import { canonicalJson } from '../shared/canonical-json.js';
 import { isOtaError } from '../shared/errors.js';
-import { type PrivateKey, publicKeyToJson } from '../shared/keys.js';
+import { type PrivateKey, publicKeyToJson, readPrivateKeyFile } from '../shared/keys.js';
 import { signerFor, signText } from '../shared/signatures.js';
 import {
   applyTrustChain,
@@ -15,6 +17,8 @@ import {
   verifyTrustSelfSigned,
   verifyTrustUpdate,
 } from '../shared/trust.js';
+import { otactl } from './helpers/cli.js';
+import { startInProcessCoordinator } from './helpers/in-process-coordinator.js';
 import { keys } from './helpers/releases.js';
 
 // The pure trust verifier (shared/trust.ts), rule by rule (TUF 5.3.4, 5.3.5, 5.3.10).
@@ -223,4 +227,124 @@ t.test('co-signing adds signatures by other holders; a stored copy verifies agai
   t.equal(verifyTrustUpdate(full, held(1, [b])).held.version, 2);
   t.equal(verifyTrustSelfSigned(full).held.version, 2);
   rejects(t, () => verifyTrustSelfSigned(partial), 'E_TRUST_THRESHOLD');
+});
+
+// ---- the coordinator and otactl (a real coordinator in process, otactl as a process) ----
+
+t.test('otactl key rotate / trust sign / trust publish / trust show against a real coordinator', async (t) => {
+  const { admin, dataDir } = await startInProcessCoordinator(t);
+  const work = path.join(dataDir, '..', 'work');
+  await fs.mkdir(work);
+  const at = (f: string) => path.join(work, f);
+  const clean = { OTA_URL: '', OTA_HTTP_URL: '', OTA_USER: '', OTA_TOKEN: '', OTA_CA: '' };
+  const run = (args: string[]) => otactl(args, { cwd: work, env: { ...clean, OTA_DATA: dataDir } });
+  const expect = async (args: string[], code: number, pattern?: RegExp) => {
+    const r = await run(args);
+    t.equal(r.code, code, `otactl ${args.join(' ')} exits ${code}`, { stderr: r.stderr });
+    if (pattern) t.match(r.stderr, pattern);
+    return r;
+  };
+  for (const k of ['a', 'b', 'c', 'd']) await expect(['keygen', '--out', at(`${k}.key`)], 0);
+  await expect(['key', 'add', at('a.key.pub')], 0);
+
+  // Offline: a version is needed; a threshold above the keys is refused.
+  await expect(
+    ['key', 'rotate', '--keys', at('b.key.pub'), '--sign-with', at('a.key'), '--out', at('t1.json')],
+    2,
+    /--version N/,
+  );
+  await expect(
+    [
+      'key',
+      'rotate',
+      '--keys',
+      at('b.key.pub'),
+      '--threshold',
+      '2',
+      '--sign-with',
+      at('a.key'),
+      '--version',
+      '1',
+      '--out',
+      at('t1.json'),
+    ],
+    2,
+    /--threshold 2 is more than the 1 key/,
+  );
+  // Signed by A alone: written, not publishable until B signs too (TUF 5.3.4).
+  await expect(
+    ['key', 'rotate', '--keys', at('b.key.pub'), '--sign-with', at('a.key'), '--version', '1', '--out', at('t1.json')],
+    0,
+    /not publishable yet/,
+  );
+  await expect(['trust', 'publish', at('t1.json')], 1, /E_TRUST_THRESHOLD: .*its own 1 new key/);
+  await expect(['trust', 'sign', at('t1.json'), '--sign-with', at('b.key')], 0, /trust publish/);
+  // Not the next version: refused, naming the one to publish.
+  await expect(
+    [
+      'key',
+      'rotate',
+      '--keys',
+      at('b.key.pub'),
+      '--sign-with',
+      at('a.key'),
+      '--sign-with',
+      at('b.key'),
+      '--version',
+      '2',
+      '--out',
+      at('t2.json'),
+    ],
+    0,
+  );
+  await expect(['trust', 'publish', at('t2.json')], 1, /E_TRUST_VERSION: .*publish version 1/);
+
+  const published = await expect(['trust', 'publish', at('t1.json'), '--json'], 0);
+  t.match(JSON.parse(published.stdout), { version: 1, threshold: 1, publishedBy: 'admin' });
+  await expect(['trust', 'publish', at('t1.json')], 1, /E_TRUST_VERSION/);
+  const shown = JSON.parse((await expect(['trust', 'show', '--json'], 0)).stdout);
+  const b = JSON.parse(await fs.readFile(at('b.key.pub'), 'utf8')) as { keyId: string };
+  t.match(shown, { version: 1, keys: [{ id: b.keyId, counted: true }], threshold: 1 });
+
+  // The coordinator now counts B alone: key add is refused, enrolment writes B and version 1.
+  await expect(['key', 'add', at('c.key.pub')], 1, /E_CONFLICT: .*otactl key rotate/);
+  await expect(['device', 'add', 'cam-1', '--agent-config', at('cam-1.json')], 0);
+  const config = JSON.parse(await fs.readFile(at('cam-1.json'), 'utf8'));
+  t.match(config, { trustedKeys: [{ keyId: b.keyId }], threshold: 1, trustVersion: 1 });
+  t.equal(config.trustedKeys.length, 1);
+
+  // --publish asks the coordinator for the next version.
+  const two = await expect(
+    [
+      'key',
+      'rotate',
+      '--keys',
+      `${at('b.key.pub')},${at('c.key.pub')},${at('d.key.pub')}`,
+      '--threshold',
+      '2',
+      '--sign-with',
+      at('b.key'),
+      '--sign-with',
+      at('c.key'),
+      '--publish',
+      '--json',
+    ],
+    0,
+  );
+  t.match(JSON.parse(two.stdout), { version: 2, published: { version: 2, threshold: 2 } });
+
+  // An expired document is not published (no device could use it).
+  const [bk, ck] = await Promise.all([readPrivateKeyFile(at('b.key')), readPrivateKeyFile(at('c.key'))]);
+  const expired = sign(
+    doc(3, [bk, ck], 1, { createdAt: '2020-01-01T00:00:00.000Z', expiresAt: '2020-02-01T00:00:00.000Z' }),
+    [bk, ck],
+  );
+  await t.rejects(admin.call('trust.publish', { envelope: expired }), { code: 'E_TRUST_EXPIRED' });
+  await t.rejects(admin.call('trust.publish', { envelope: { document: 1 } }), { code: 'E_TRUST_DOCUMENT' });
+  const audit = await admin.call<{ action: string; details: { version?: number } }[]>('audit.ls', {});
+  t.same(
+    audit.filter((e) => e.action === 'trust.published').map((e) => e.details.version),
+    [1, 2],
+    'each publication is audited',
+  );
 });
