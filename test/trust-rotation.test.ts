@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import t, { type Test } from 'tap';
+import { TrustStore } from '../agent/state/trust-store.js';
 import { canonicalJson } from '../shared/canonical-json.js';
 import { isOtaError } from '../shared/errors.js';
 import { type PrivateKey, publicKeyToJson, readPrivateKeyFile } from '../shared/keys.js';
@@ -299,10 +300,38 @@ t.test('otactl key rotate / trust sign / trust publish / trust show against a re
   );
   await expect(['trust', 'publish', at('t2.json')], 1, /E_TRUST_VERSION: .*publish version 1/);
 
+  await expect(
+    [
+      'key',
+      'rotate',
+      '--keys',
+      at('b.key.pub'),
+      '--sign-with',
+      at('a.key'),
+      '--version',
+      '1',
+      '--out',
+      at('x.json'),
+      '--expires-in',
+      '1d',
+      '--expires-at',
+      '2030-01-01T00:00:00Z',
+    ],
+    2,
+    /not both/,
+  );
+  await expect(
+    ['key', 'rotate', '--keys', at('b.key.pub'), '--sign-with', at('a.key'), '--version', '1'],
+    2,
+    /nothing to do/,
+  );
+  const before = await expect(['trust', 'show'], 0);
+  t.match(before.stdout, /trust version +0 \(the keys added with `otactl key add`/);
   const published = await expect(['trust', 'publish', at('t1.json'), '--json'], 0);
   t.match(JSON.parse(published.stdout), { version: 1, threshold: 1, publishedBy: 'admin' });
   await expect(['trust', 'publish', at('t1.json')], 1, /E_TRUST_VERSION/);
   const shown = JSON.parse((await expect(['trust', 'show', '--json'], 0)).stdout);
+  t.match((await expect(['trust', 'show'], 0)).stdout, /trust version +1\n.*\nthreshold +1\n/s);
   const b = JSON.parse(await fs.readFile(at('b.key.pub'), 'utf8')) as { keyId: string };
   t.match(shown, { version: 1, keys: [{ id: b.keyId, counted: true }], threshold: 1 });
 
@@ -347,4 +376,23 @@ t.test('otactl key rotate / trust sign / trust publish / trust show against a re
     [1, 2],
     'each publication is audited',
   );
+});
+
+t.test('trust.json: written atomically, read back checked against its own keys, a damaged one refused', async (t) => {
+  const dir = t.testdir();
+  const store = new TrustStore(dir);
+  t.equal(await store.load(), null, "none yet: the config's keys");
+  const envelope = sign(doc(1, [b]), [a, b]);
+  await store.save(envelope);
+  t.equal((await store.load())?.held.version, 1);
+  await fs.writeFile(store.file, JSON.stringify({ ...envelope, signatures: sign(doc(1, [b]), [a]).signatures }));
+  await t.rejects(store.load(), {
+    code: 'E_CONFIG',
+    message: /trust\.json is damaged .*not signed by 1 of its own keys/,
+  });
+  await fs.writeFile(store.file, '{');
+  await t.rejects(store.load(), { code: 'E_CONFIG', message: /is damaged/ });
+  await fs.rm(store.file);
+  await fs.mkdir(store.file);
+  await t.rejects(store.load(), { code: 'E_CONFIG', message: /cannot read it/ });
 });
