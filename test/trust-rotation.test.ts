@@ -335,6 +335,15 @@ t.test('otactl key rotate / trust sign / trust publish / trust show against a re
   const b = JSON.parse(await fs.readFile(at('b.key.pub'), 'utf8')) as { keyId: string };
   t.match(shown, { version: 1, keys: [{ id: b.keyId, counted: true }], threshold: 1 });
 
+  const a = JSON.parse(await fs.readFile(at('a.key.pub'), 'utf8')) as { keyId: string };
+  t.match(
+    await admin.call('key.ls'),
+    [
+      { id: a.keyId, revoked: false, status: 'not in trust version 1' },
+      { id: b.keyId, revoked: false, status: 'trusted', name: 'trust v1' },
+    ],
+    'key ls says which keys count now',
+  );
   // The coordinator now counts B alone: key add is refused, enrolment writes B and version 1.
   await expect(['key', 'add', at('c.key.pub')], 1, /E_CONFLICT: .*otactl key rotate/);
   await expect(['device', 'add', 'cam-1', '--agent-config', at('cam-1.json')], 0);

@@ -112,7 +112,7 @@ function deviceRow(d: ReturnType<Store['listDevices']>[number]) {
 
 export const HANDLERS: { [O in Op]: Handler<O> } = {
   'key.add': (a, c) => keyView(c.fleet.addKey({ key: a.key, name: a.name }, c.actor)),
-  'key.ls': (_a, c) => c.store.listKeys().map(keyView),
+  'key.ls': (_a, c) => c.fleet.listKeys().map(({ status, ...k }) => ({ ...keyView(k), status })),
   'key.revoke': (a, c) => {
     const { keyId, revoked, affected } = c.fleet.revokeKey(a.keyId, c.actor);
     return { id: keyId, revoked, affected };

@@ -129,6 +129,12 @@ export class FleetService {
     return releaseEligibility(release, trust);
   }
 
+  /** `key ls`: each key with its status now: trusted, revoked, or not in the trust document in force. */
+  listKeys() {
+    const { untrusted } = this.releaseTrust();
+    return this.deps.store.listKeys().map((k) => ({ ...k, status: untrusted.get(k.keyId) ?? 'trusted' }));
+  }
+
   /** `release ls`: each release with whether it is revoked, and why (never its envelope). */
   listReleases(model?: string) {
     const trust = this.releaseTrust();

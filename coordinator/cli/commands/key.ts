@@ -37,12 +37,13 @@ export function registerKey(program: Command, io: CliIo): void {
     });
 
   remoteCommand(key, 'ls', 'list the trusted release keys').action(async (opts: { json?: boolean }, cmd: Command) => {
-    const keys = await withSession(io, cmd, (s) => s.call<KeyView[]>('key.ls'));
+    const keys = await withSession(io, cmd, (s) => s.call<(KeyView & { status: string })[]>('key.ls'));
     if (opts.json) return printJson(io, keys);
     printTable(
       io,
       ['KEY ID', 'NAME', 'STATUS', 'ADDED'],
-      keys.map((k) => [k.id, k.name ?? '-', paint(io, k.revoked ? 'revoked' : 'trusted'), k.addedAt]),
+      // `status`: trusted, revoked, or "not in trust version N" after a rotation.
+      keys.map((k) => [k.id, k.name ?? '-', paint(io, k.status), k.addedAt]),
       'no trusted release keys: add one with `otactl key add release.key.pub`',
     );
   });
