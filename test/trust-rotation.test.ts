@@ -1,10 +1,15 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import t, { type Test } from 'tap';
+import { initialState } from '../agent/core/agent-state.js';
+import { type AgentEvent, step } from '../agent/core/machine.js';
 import { TrustStore } from '../agent/state/trust-store.js';
 import { canonicalJson } from '../shared/canonical-json.js';
+import { signDesired } from '../shared/desired.js';
+import { type Envelope, signManifest } from '../shared/envelope.js';
 import { isOtaError } from '../shared/errors.js';
 import { type PrivateKey, publicKeyToJson, readPrivateKeyFile } from '../shared/keys.js';
+import { DESIRED_TYPE } from '../shared/messages.js';
 import { signerFor, signText } from '../shared/signatures.js';
 import {
   applyTrustChain,
@@ -20,7 +25,9 @@ import {
 } from '../shared/trust.js';
 import { otactl } from './helpers/cli.js';
 import { startInProcessCoordinator } from './helpers/in-process-coordinator.js';
-import { keys } from './helpers/releases.js';
+import { MACHINE_NOW, machineContext } from './helpers/machine-context.js';
+import { keys, manifestFor } from './helpers/releases.js';
+import { TestSigners } from './helpers/signing.js';
 
 // The pure trust verifier (shared/trust.ts), rule by rule (TUF 5.3.4, 5.3.5, 5.3.10).
 
@@ -405,3 +412,70 @@ t.test('trust.json: written atomically, read back checked against its own keys, 
   await fs.mkdir(store.file);
   await t.rejects(store.load(), { code: 'E_CONFIG', message: /cannot read it/ });
 });
+
+// ---- the agent's pure core (agent/core/machine.ts): trust from the desired state ----
+
+t.test(
+  'agent core: a rotation applies before the models it comes with; a refusal is reported; an expired trust refuses releases',
+  async (t) => {
+    const signers = new TestSigners();
+    const ctx = machineContext(signers);
+    const keyA = signers.releaseKey;
+    let seq = 0;
+    const message = (trust: TrustEnvelope[], envelope: Envelope): AgentEvent => ({
+      type: 'desired_message',
+      message: signDesired(
+        {
+          type: DESIRED_TYPE,
+          deviceId: 'cam-1',
+          seq: ++seq,
+          issuedAt: MACHINE_NOW.toISOString(),
+          models: { det: { envelope, rolloutId: null } },
+          trust,
+        },
+        signerFor(signers.coordinatorKey, { fast: true }),
+      ),
+    });
+    const release = (version: string, counter: number, by: PrivateKey[]) =>
+      signManifest(
+        manifestFor(new TextEncoder().encode(version), { model: 'det', version, counter }),
+        by.map((k) => signerFor(k)),
+      );
+    const v1 = sign(doc(1, [b]), [keyA, b]);
+
+    // Rotation A -> B and a release signed by B, in one desired state: installed with B.
+    const first = step(initialState(), message([v1], release('2.0', 2, [b])), ctx);
+    t.equal(first.state.trust?.version, 1);
+    t.equal(first.state.models.det?.phase, 'downloading', 'the B-signed release is accepted');
+    t.match(first.state.outbox.at(-1)?.trust, { version: 1, rejected: null });
+
+    // A forged v2 (the coordinator's key) and a release signed by A alone: both refused.
+    const forged = sign(doc(2, [signers.coordinatorKey]), [signers.coordinatorKey]);
+    const second = step(first.state, message([v1, forged], release('3.0', 3, [keyA])), ctx);
+    t.equal(second.state.trust?.version, 1, 'the trust is unchanged');
+    t.match(second.state.trustRejected, { version: 2, error: { code: 'E_TRUST_THRESHOLD' } });
+    t.match(second.state.models.det, { phase: 'failed', error: { code: 'E_UNKNOWN_KEY' } });
+    t.match(second.state.outbox.at(-1)?.trust, { version: 1, rejected: { version: 2 } });
+
+    // A legitimate v2 that has expired by now: accepted (TUF 5.3.6), then no release is (5.3.10).
+    const expiring = sign(
+      doc(2, [b], 1, { createdAt: '2026-10-01T00:00:00.000Z', expiresAt: '2026-11-01T00:00:00.000Z' }),
+      [b],
+    );
+    const third = step(second.state, message([v1, expiring], release('4.0', 4, [b])), ctx);
+    t.equal(third.state.trust?.version, 2);
+    t.equal(third.state.trustRejected, null);
+    t.match(third.state.models.det, {
+      phase: 'failed',
+      error: { code: 'E_TRUST_EXPIRED', message: /expired at 2026-11-01/ },
+    });
+
+    // A config written after the rotation (trustVersion 1, key B) skips the documents up to it.
+    const provisioned = { ...ctx, releaseTrust: { keys: [b], threshold: 1 }, releaseTrustVersion: 1 };
+    const fresh = step(initialState(), message([v1], release('2.0', 2, [b])), provisioned);
+    t.equal(fresh.state.trust, null, 'nothing above version 1 to accept');
+    t.equal(fresh.state.trustRejected, null);
+    t.match(fresh.state.outbox.at(-1)?.trust, { version: 1 });
+    t.equal(fresh.state.models.det?.phase, 'downloading');
+  },
+);

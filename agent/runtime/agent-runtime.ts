@@ -10,6 +10,7 @@ import { encodePayload } from '../../shared/payload.js';
 import { settleWithin } from '../../shared/settle-within.js';
 import { withoutNotifyEnv } from '../../shared/systemd-notify.js';
 import { createTopics, type Topics } from '../../shared/topics.js';
+import { type AcceptedTrust, verifyTrustSelfSigned } from '../../shared/trust.js';
 import type { AgentConfig } from '../config.js';
 import { type AgentState, emptyRecord, type Links, type Target, trustRecordOf } from '../core/agent-state.js';
 import {
@@ -138,12 +139,7 @@ export class AgentRuntime {
     if (loaded.recoveredFrom)
       logger.error({ file: loaded.recoveredFrom }, 'state.json was unreadable; moved aside, starting from disk');
     this.state = loaded.state;
-    // The trust held survives a state.json that had to be rebuilt (a damaged trust.json throws).
-    const stored = await this.deps.trustStore.load();
-    if (stored && stored.held.version > (this.state.trust?.version ?? 0)) {
-      this.state = { ...this.state, trust: trustRecordOf(stored) };
-      logger.warn({ version: stored.held.version }, 'trust document restored from trust.json');
-    }
+    this.state = { ...this.state, trust: await this.loadTrust() };
     // The symlinks on disk are the truth about what runs; models present on disk but unknown to
     // the state (state lost) are adopted as idle with their links.
     const links: Record<string, Links> = {};
@@ -154,6 +150,29 @@ export class AgentRuntime {
     this.facts = await this.deps.facts().catch(() => null);
     await this.dispatch({ type: 'started', links });
     this.session.start();
+  }
+
+  /**
+   * The trust held: the newer of trust.json and state.json's copy, each checked against its own
+   * keys and the record derived again from the signed text (so the keys used are the signed
+   * ones). trust.json survives a state.json that had to be rebuilt; a damaged trust.json throws.
+   */
+  private async loadTrust(): Promise<AgentState['trust']> {
+    const { logger } = this.deps;
+    const stored = await this.deps.trustStore.load();
+    let kept: AcceptedTrust | null = null;
+    if (this.state.trust) {
+      try {
+        kept = verifyTrustSelfSigned(this.state.trust.envelope);
+      } catch (err) {
+        logger.error({ err: (err as Error).message }, 'the trust document in state.json does not verify; ignored');
+      }
+    }
+    const best = stored && (!kept || stored.held.version > kept.held.version) ? stored : kept;
+    if (best && best === stored && best.held.version !== this.state.trust?.version) {
+      logger.warn({ version: best.held.version }, 'trust document restored from trust.json');
+    }
+    return best ? trustRecordOf(best) : null;
   }
 
   async stop(): Promise<void> {
