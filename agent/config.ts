@@ -50,6 +50,12 @@ export const AgentConfigSchema = z.strictObject({
   coordinatorKey: PublicKeyJsonSchema,
   trustedKeys: z.array(PublicKeyJsonSchema).min(1, 'needs at least one trusted release key'),
   threshold: z.number().int().min(1).default(1),
+  /**
+   * The trust document version `trustedKeys` and `threshold` come from (docs/security.md): 0 for
+   * the initial keys; `otactl device add --agent-config` writes the current one after a rotation,
+   * so the device skips the documents before it.
+   */
+  trustVersion: z.number().int().min(0).default(0),
   stateDir: absolutePath.optional(),
   probe: z
     .strictObject({

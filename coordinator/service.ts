@@ -134,6 +134,8 @@ export async function startCoordinator(
       onError: (err, what) => logger.error({ err: (err as Error).message }, `rollout engine: ${what} failed`),
       // Its newest report, also when it is still waiting to be written behind.
       lastReport: (deviceId) => reports.last(deviceId) ?? store.getDevice(deviceId)?.lastReport,
+      // A revoked release is never assigned (docs/security.md): the keys counted now.
+      releaseTrust: () => fleet.releaseTrust(),
     });
     const authenticate = storeAuthenticator(store);
     const authLimits = new AuthFailureLimits(options.authFailureLimits);
@@ -254,8 +256,11 @@ export async function startCoordinator(
     // Nobody is connected to a broker that just started. (Rollout rows keep their last known
     // presence: marking them offline here would let waves complete before devices reconnect.)
     store.markAllOffline();
-    // Retained state again: Aedes keeps it in memory, so a restart starts empty.
-    const republish = store.transaction(() => desired.prepare(store.devicesWithDesired()));
+    // Retained state again: Aedes keeps it in memory, so a restart starts empty. Once a trust
+    // document exists every device has a desired state (it carries the trust chain).
+    const republish = store.transaction(() =>
+      desired.prepare(store.latestTrustDocument() ? store.listDevices().map((d) => d.id) : store.devicesWithDesired()),
+    );
     await publish([...republish, ...rollouts.summaries()]);
 
     // Devices that were online in an active rollout before this start and have not come back

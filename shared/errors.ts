@@ -109,6 +109,35 @@ export const ERROR_CODES = {
     meaning: 'The manifest is for another model (or version) than the one it was assigned as.',
     fix: 'Assign the envelope of the right model; a swapped envelope is an attack.',
   },
+  E_RELEASE_REVOKED: {
+    area: 'releases',
+    meaning:
+      'The release is no longer signed by enough keys the coordinator trusts (a signing key was revoked or rotated out), so it is not assigned to devices any more.',
+    fix: 'Sign the model again with a trusted key (`otactl release sign --key ...`) and publish it as a new version.',
+  },
+  E_TRUST_DOCUMENT: {
+    area: 'trust',
+    meaning:
+      'A trust document is malformed: unknown fields, a key id that does not match its key, a key listed twice, or a threshold above the number of keys.',
+    fix: 'Make it again with `otactl key rotate`; do not edit a trust document by hand.',
+  },
+  E_TRUST_THRESHOLD: {
+    area: 'trust',
+    meaning:
+      'A trust document is not signed by the threshold of the keys trusted now, or not by the threshold of its own new keys.',
+    fix: 'Sign it with enough of the keys devices trust now and of the new keys (`otactl trust sign FILE --sign-with KEY`).',
+  },
+  E_TRUST_VERSION: {
+    area: 'trust',
+    meaning: 'A trust document does not have a version above the one held (a replay or a rollback of trust).',
+    fix: 'Make the rotation with the next version (`otactl trust show` prints the current one).',
+  },
+  E_TRUST_EXPIRED: {
+    area: 'trust',
+    meaning:
+      'The trust document is past its `expiresAt`: a device holding it refuses new releases until a newer trust document arrives.',
+    fix: 'Publish a new trust document (`otactl key rotate ... --publish`), with a later expiry or none.',
+  },
   E_REPLAY: {
     area: 'protocol',
     meaning: 'A desired-state message has a `seq` at or below the last one the device accepted (a replay).',

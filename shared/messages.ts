@@ -12,6 +12,7 @@ import {
   type RolloutStatus,
   WAVE_STATES,
 } from './states.js';
+import { MAX_TRUST_CHAIN, TrustEnvelopeSchema } from './trust.js';
 
 /**
  * Payload schemas for every topic of design section 3. Exported as JSON Schema under
@@ -60,6 +61,11 @@ export const DesiredStateSchema = z.strictObject({
   seq: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER),
   issuedAt: isoDate,
   models: perModel(DesiredModelSchema),
+  /**
+   * The newest trust documents, oldest first (shared/trust.ts): signed by release keys, relayed
+   * by the coordinator, which cannot forge them. Absent until one is published.
+   */
+  trust: z.array(TrustEnvelopeSchema).min(1).max(MAX_TRUST_CHAIN).optional(),
 });
 export type DesiredState = z.infer<typeof DesiredStateSchema>;
 
@@ -98,6 +104,16 @@ export const ReportedSchema = z.object({
   models: perModel(ReportedModelSchema),
   /** The last desired state the agent refused (replay, bad signature, bad payload), if any. */
   rejected: z.object({ seq: count.nullable(), error: ErrorInfoSchema, ts: isoDate }).nullable().default(null),
+  /**
+   * The trust document version the agent verifies releases with (0: its config's keys) and the
+   * last trust document it refused. Optional: agents before trust rotation do not send it.
+   */
+  trust: z
+    .object({
+      version: count,
+      rejected: z.object({ version: count.nullable(), error: ErrorInfoSchema, ts: isoDate }).nullable(),
+    })
+    .optional(),
 });
 export type Reported = z.infer<typeof ReportedSchema>;
 

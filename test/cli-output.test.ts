@@ -165,7 +165,11 @@ t.test('otactl output for programs', async (t) => {
     await ok(['keygen', '--out', at('second.key')]);
     const second = json<{ id: string }>((await ok(['key', 'add', at('second.key.pub'), '--json'])).stdout);
     t.match(second, { id: /^[0-9a-f]{32}$/, revoked: false });
-    t.same(json((await ok(['key', 'revoke', second.id, '--json'])).stdout), { id: second.id, revoked: true });
+    t.same(json((await ok(['key', 'revoke', second.id, '--json'])).stdout), {
+      id: second.id,
+      revoked: true,
+      affected: { releases: [], channels: [], devices: 0 },
+    });
   });
 
   await t.test('under --json an error is one JSON object on stderr, with the usual exit code', async (t) => {

@@ -11,6 +11,7 @@ const NOW = '2026-12-05T10:00:00.000Z';
 function snapshot(patch: Partial<CreateSnapshot> = {}): CreateSnapshot {
   return {
     releaseExists: true,
+    eligibility: { eligible: true },
     rolloutExists: false,
     deviceIds: ['a', 'b', 'c', 'd'],
     online: (id) => id !== 'd',

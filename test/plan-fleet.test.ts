@@ -42,7 +42,7 @@ t.test('channel move: who is re-targeted, who is left to a rollout, and the conf
     const run = () =>
       planChannelMove(
         { model: 'det', channel: 'stable', releaseId: 'det@2.0.0', yes },
-        { releaseExists: true, followers },
+        { releaseExists: true, eligibility: { eligible: true }, followers },
         'alice',
       );
     if (refused) {
@@ -66,7 +66,7 @@ t.test('channel move: who is re-targeted, who is left to a rollout, and the conf
     () =>
       planChannelMove(
         { model: 'det', channel: 'stable', releaseId: 'det@9.0.0', yes: true },
-        { releaseExists: false, followers: [] },
+        { releaseExists: false, eligibility: { eligible: true }, followers: [] },
         'alice',
       ),
     { code: 'E_NOT_FOUND', message: /no release det@9\.0\.0: see `otactl release ls --model det`/ },

@@ -309,6 +309,7 @@ t.test('rollout engine: rollout, model, channel and devices named like Object.pr
       },
       {
         releaseExists: true,
+        eligibility: { eligible: true },
         rolloutExists: false,
         deviceIds: NAMES,
         online: () => true,

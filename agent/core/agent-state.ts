@@ -1,7 +1,9 @@
 import { z } from 'zod';
 import { EnvelopeSchema } from '../../shared/envelope.js';
 import { idRecord, idRecordSchema } from '../../shared/id-record.js';
+import { publicKeyToJson } from '../../shared/keys.js';
 import { DesiredStateSchema, ErrorInfoSchema, ModelStateSchema, ReportedSchema } from '../../shared/messages.js';
+import { type AcceptedTrust, TrustEnvelopeSchema } from '../../shared/trust.js';
 
 /**
  * The agent's persisted state (state.json). Every transition is written (tmp + fsync + rename +
@@ -54,6 +56,33 @@ export const ModelRecordSchema = z.object({
 });
 export type ModelRecord = z.infer<typeof ModelRecordSchema>;
 
+/**
+ * The trust document the agent accepted last (shared/trust.ts): its keys and threshold verify
+ * releases from then on instead of the config's. Also written to trust.json (agent/state/
+ * trust-store.ts), which a damaged state.json cannot take back to the config's keys.
+ */
+export const TrustRecordSchema = z.object({
+  version: z.number(),
+  keys: z.array(z.object({ keyId: z.string(), publicKey: z.string() })),
+  threshold: z.number(),
+  expiresAt: z.string().nullable(),
+  envelope: TrustEnvelopeSchema,
+});
+export type TrustRecord = z.infer<typeof TrustRecordSchema>;
+
+export function trustRecordOf(accepted: AcceptedTrust): TrustRecord {
+  return {
+    version: accepted.held.version,
+    keys: accepted.held.keys.map((k) => {
+      const { keyId, publicKey } = publicKeyToJson(k);
+      return { keyId, publicKey };
+    }),
+    threshold: accepted.held.threshold,
+    expiresAt: accepted.held.expiresAt,
+    envelope: accepted.envelope,
+  };
+}
+
 export const AgentStateSchema = z.object({
   version: z.literal(STATE_VERSION),
   /** The highest desired-state seq accepted, and its exact signed text (to recognise the retained copy). */
@@ -66,6 +95,13 @@ export const AgentStateSchema = z.object({
   rejected: ReportedSchema.shape.rejected,
   /** Reports not yet acknowledged by the broker, oldest first (bounded). */
   outbox: z.array(ReportedSchema),
+  /** The trust document held (null: the config's keys). Defaults keep older state.json files loading. */
+  trust: TrustRecordSchema.nullable().default(null),
+  /** The last trust document refused, and why (reported as `trust.rejected`). */
+  trustRejected: z
+    .object({ version: z.number().nullable(), error: ErrorInfoSchema, ts: z.string() })
+    .nullable()
+    .default(null),
 });
 export type AgentState = z.infer<typeof AgentStateSchema>;
 
@@ -79,6 +115,8 @@ export function initialState(): AgentState {
     models: idRecord(),
     rejected: null,
     outbox: [],
+    trust: null,
+    trustRejected: null,
   };
 }
 

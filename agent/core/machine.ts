@@ -1,9 +1,19 @@
 import { verifyDesired } from '../../shared/desired.js';
 import { toOtaError } from '../../shared/errors.js';
 import { idRecord, ownEntry } from '../../shared/id-record.js';
+import { publicKeyFromJson } from '../../shared/keys.js';
 import type { DesiredMessage, DesiredState, DeviceFacts, ErrorInfo, Reported } from '../../shared/messages.js';
 import type { TrustPolicy } from '../../shared/signatures.js';
-import { type AgentState, emptyRecord, type Links, type ModelRecord, type Target } from './agent-state.js';
+import { applyTrustChain, type HeldTrust, trustPolicyOf } from '../../shared/trust.js';
+import {
+  type AgentState,
+  emptyRecord,
+  type Links,
+  type ModelRecord,
+  type Target,
+  type TrustRecord,
+  trustRecordOf,
+} from './agent-state.js';
 import { type ModelEvent, type Txn, transition } from './transitions.js';
 
 export {
@@ -33,8 +43,16 @@ export {
 export interface StepContext {
   now: Date;
   deviceId: string;
-  /** Trusted release keys and threshold (release envelopes). */
+  /**
+   * Trusted release keys and threshold (release envelopes): the config's, the initial trust. Once
+   * the agent holds a trust document of a higher version (state.trust), `step` verifies with that
+   * one instead and passes it on to the transitions here and as `heldTrust`.
+   */
   releaseTrust: TrustPolicy;
+  /** The trust document version the config's keys come from (config `trustVersion`; default 0). */
+  releaseTrustVersion?: number;
+  /** Set by `step` for the transitions (the shell leaves it out): the trust releases are verified with. */
+  heldTrust?: HeldTrust;
   /** The coordinator key (desired-state messages). */
   coordinatorTrust: TrustPolicy;
   facts: DeviceFacts | null;
@@ -104,6 +122,29 @@ export interface StepResult {
   effects: Effect[];
 }
 
+/** The trust releases are verified with: the held trust document, or the config's keys. */
+export function heldTrust(
+  state: Pick<AgentState, 'trust'>,
+  ctx: Pick<StepContext, 'releaseTrust' | 'releaseTrustVersion'>,
+): HeldTrust {
+  const initial = ctx.releaseTrustVersion ?? 0;
+  if (state.trust && state.trust.version > initial) return heldOfRecord(state.trust);
+  return { version: initial, keys: ctx.releaseTrust.keys, threshold: ctx.releaseTrust.threshold, expiresAt: null };
+}
+
+function heldOfRecord(record: TrustRecord): HeldTrust {
+  return {
+    version: record.version,
+    keys: record.keys.map((k, i) => publicKeyFromJson(k, `trust.keys[${i}]`)),
+    threshold: record.threshold,
+    expiresAt: record.expiresAt,
+  };
+}
+
+function withTrust(ctx: StepContext, held: HeldTrust): StepContext {
+  return { ...ctx, releaseTrust: trustPolicyOf(held), heldTrust: held };
+}
+
 export function step(prev: AgentState, event: AgentEvent, ctx: StepContext): StepResult {
   // Copy-on-write of the parts that change; the previous state stays untouched. The copies keyed
   // by model have no prototype: a model may be named `constructor` (shared/id-record.ts).
@@ -115,8 +156,13 @@ export function step(prev: AgentState, event: AgentEvent, ctx: StepContext): Ste
   };
   const ts = ctx.now.toISOString();
   let changed = false;
+  // A trust document accepted below changes the keys for the rest of this step.
+  let held = heldTrust(prev, ctx);
+  let modelCtx = withTrust(ctx, held);
   const tx: Txn = {
-    ctx,
+    get ctx() {
+      return modelCtx;
+    },
     state,
     effects: [],
     put(model, patch) {
@@ -129,7 +175,10 @@ export function step(prev: AgentState, event: AgentEvent, ctx: StepContext): Ste
       changed = true;
     },
     report() {
-      state.outbox = boundOutbox([...state.outbox, buildReport(state, ctx.deviceId, ts)], ctx.limits.outboxLimit);
+      state.outbox = boundOutbox(
+        [...state.outbox, buildReport(state, ctx.deviceId, ts, held.version)],
+        ctx.limits.outboxLimit,
+      );
     },
   };
   // A model the agent has no record of yet starts idle.
@@ -160,6 +209,23 @@ export function step(prev: AgentState, event: AgentEvent, ctx: StepContext): Ste
       state.desired = desired;
       state.rejected = null;
       changed = true;
+      // Trust first (docs/security.md): the documents above the version held, in order, each
+      // signed by a threshold of the keys held then and of its own. A refused one leaves the trust
+      // as it is and is reported; the models below are verified with the trust as updated.
+      if (desired.trust) {
+        const outcome = applyTrustChain(desired.trust, held);
+        const newest = outcome.accepted.at(-1);
+        if (newest) {
+          state.trust = trustRecordOf(newest);
+          held = outcome.held;
+          modelCtx = withTrust(ctx, held);
+        }
+        state.trustRejected = outcome.rejected
+          ? { version: outcome.rejected.version, error: outcome.rejected.error.toJSON(), ts }
+          : null;
+      } else {
+        state.trustRejected = null;
+      }
       for (const [model, entry] of Object.entries(desired.models)) {
         apply(state.models[model], {
           type: 'assigned',
@@ -205,7 +271,11 @@ function boundOutbox(outbox: Reported[], limit: number): Reported[] {
   return outbox.length > limit ? outbox.slice(outbox.length - limit) : outbox;
 }
 
-export function buildReport(state: AgentState, deviceId: string, ts: string): Reported {
+/**
+ * `trustVersion`: the version of the trust releases are verified with (`heldTrust`); by default
+ * the held document's, or 0.
+ */
+export function buildReport(state: AgentState, deviceId: string, ts: string, trustVersion?: number): Reported {
   const models: Reported['models'] = idRecord();
   for (const [name, rec] of Object.entries(state.models)) {
     models[name] = {
@@ -220,5 +290,12 @@ export function buildReport(state: AgentState, deviceId: string, ts: string): Re
       updatedAt: rec.updatedAt,
     };
   }
-  return { deviceId, seq: state.lastSeq, ts, models, rejected: state.rejected };
+  return {
+    deviceId,
+    seq: state.lastSeq,
+    ts,
+    models,
+    rejected: state.rejected,
+    trust: { version: trustVersion ?? state.trust?.version ?? 0, rejected: state.trustRejected },
+  };
 }

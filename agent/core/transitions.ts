@@ -5,6 +5,7 @@ import type { DesiredState, ErrorInfo, ModelState } from '../../shared/messages.
 import { isSafeVersion } from '../../shared/names.js';
 import { effectiveFloor } from '../../shared/rollback-floor.js';
 import { isAtRest } from '../../shared/states.js';
+import { checkTrustFresh } from '../../shared/trust.js';
 import type { AgentState, Links, ModelRecord, Target } from './agent-state.js';
 import type { AgentEvent, AgentLimits, Effect, StepContext } from './machine.js';
 import { unmetRequirement } from './requirements.js';
@@ -273,6 +274,8 @@ function onAssigned(tx: Txn, rec: ModelRecord, event: Extract<ModelEvent, { type
   const { model, envelope, rolloutId } = event;
   let target: Target;
   try {
+    // A held trust document past its expiry verifies nothing new (TUF 5.3.10: freeze).
+    if (ctx.heldTrust) checkTrustFresh(ctx.heldTrust, ctx.now);
     const { manifest } = verifyEnvelope(envelope, ctx.releaseTrust, {
       now: ctx.now,
       persistedFloor: state.floors[model] ?? 0,
@@ -449,7 +452,8 @@ function onHashed(tx: Txn, rec: ModelRecord, event: Extract<ModelEvent, { type: 
   try {
     // Verify again at the moment of installing (RAUC: verification is its own phase, and
     // nothing is installed before it passes): expiry and floors may have moved since the
-    // assignment arrived.
+    // assignment arrived; so may the trust (a rotation, or its expiry).
+    if (ctx.heldTrust) checkTrustFresh(ctx.heldTrust, ctx.now);
     const { manifest } = verifyEnvelope(target.envelope, ctx.releaseTrust, {
       now: ctx.now,
       persistedFloor: state.floors[event.model] ?? 0,

@@ -11,13 +11,15 @@ import { encodePayload } from '../../shared/payload.js';
 import { settleWithin } from '../../shared/settle-within.js';
 import { withoutNotifyEnv } from '../../shared/systemd-notify.js';
 import { createTopics, type Topics } from '../../shared/topics.js';
+import { type AcceptedTrust, verifyTrustSelfSigned } from '../../shared/trust.js';
 import type { AgentConfig } from '../config.js';
-import { type AgentState, emptyRecord, type Links, type Target } from '../core/agent-state.js';
+import { type AgentState, emptyRecord, type Links, type Target, trustRecordOf } from '../core/agent-state.js';
 import {
   type AgentEvent,
   type AgentLimits,
   buildReport,
   type Effect,
+  heldTrust,
   isTerminal,
   linksAfterSwap,
   step,
@@ -27,6 +29,7 @@ import type { ModelStore } from '../install/model-store.js';
 import { MqttSession } from '../mqtt/session.js';
 import type { ProbeRequest, ProbeResult } from '../probe/run-probe.js';
 import type { StateStore } from '../state/state-store.js';
+import type { TrustStore } from '../state/trust-store.js';
 
 /** Where a test may make the agent kill itself with SIGKILL (OTA_AGENT_TEST_HOOKS=1 only). */
 export type CrashPoint =
@@ -48,6 +51,8 @@ export interface RuntimeDeps {
   now: () => Date;
   random: () => number;
   stateStore: StateStore;
+  /** trust.json: the trust document held, written before state.json (agent/state/trust-store.ts). */
+  trustStore: TrustStore;
   modelStore: ModelStore;
   download: (req: DownloadRequest) => Promise<DownloadResult>;
   probe: (req: ProbeRequest) => Promise<ProbeResult>;
@@ -135,6 +140,7 @@ export class AgentRuntime {
     if (loaded.recoveredFrom)
       logger.error({ file: loaded.recoveredFrom }, 'state.json was unreadable; moved aside, starting from disk');
     this.state = loaded.state;
+    this.state = { ...this.state, trust: await this.loadTrust() };
     // The symlinks on disk are the truth about what runs; models present on disk but unknown to
     // the state (state lost) are adopted as idle with their links.
     const links = idRecord<Links>();
@@ -145,6 +151,29 @@ export class AgentRuntime {
     this.facts = await this.deps.facts().catch(() => null);
     await this.dispatch({ type: 'started', links });
     this.session.start();
+  }
+
+  /**
+   * The trust held: the newer of trust.json and state.json's copy, each checked against its own
+   * keys and the record derived again from the signed text (so the keys used are the signed
+   * ones). trust.json survives a state.json that had to be rebuilt; a damaged trust.json throws.
+   */
+  private async loadTrust(): Promise<AgentState['trust']> {
+    const { logger } = this.deps;
+    const stored = await this.deps.trustStore.load();
+    let kept: AcceptedTrust | null = null;
+    if (this.state.trust) {
+      try {
+        kept = verifyTrustSelfSigned(this.state.trust.envelope);
+      } catch (err) {
+        logger.error({ err: (err as Error).message }, 'the trust document in state.json does not verify; ignored');
+      }
+    }
+    const best = stored && (!kept || stored.held.version > kept.held.version) ? stored : kept;
+    if (best && best === stored && best.held.version !== this.state.trust?.version) {
+      logger.warn({ version: best.held.version }, 'trust document restored from trust.json');
+    }
+    return best ? trustRecordOf(best) : null;
   }
 
   async stop(): Promise<void> {
@@ -183,17 +212,22 @@ export class AgentRuntime {
       if (this.stopped && event.type !== 'started') return;
       this.queueBusySince = this.deps.now().getTime();
       try {
-        const { state, effects } = step(this.state, event, {
-          now: this.deps.now(),
-          deviceId: this.deps.config.deviceId,
-          releaseTrust: { keys: this.deps.config.trustedKeys, threshold: this.deps.config.threshold },
-          coordinatorTrust: { keys: [this.deps.config.coordinatorKey], threshold: 1 },
-          facts: this.facts,
-          limits: this.limits,
-        });
+        const { state, effects } = step(this.state, event, this.stepContext());
         if (state !== this.state) {
           // Persist before acting: after a crash the agent resumes from this state. (The same
-          // state object back means nothing changed: it is on disk already.)
+          // state object back means nothing changed: it is on disk already.) A new trust
+          // document first: it must never be lost once the state built on it is written.
+          if (state.trust && state.trust !== this.state.trust) {
+            await this.deps.trustStore.save(state.trust.envelope);
+            this.deps.logger.warn(
+              {
+                version: state.trust.version,
+                keys: state.trust.keys.map((k) => k.keyId),
+                threshold: state.trust.threshold,
+              },
+              `trust rotated to version ${state.trust.version}`,
+            );
+          }
           await this.deps.stateStore.save(state);
           this.logTransitions(this.state, state, event);
           this.state = state;
@@ -207,6 +241,19 @@ export class AgentRuntime {
     };
     this.queue = this.queue.then(run, run);
     return this.queue;
+  }
+
+  private stepContext() {
+    const { config } = this.deps;
+    return {
+      now: this.deps.now(),
+      deviceId: config.deviceId,
+      releaseTrust: { keys: config.trustedKeys, threshold: config.threshold },
+      releaseTrustVersion: config.trustVersion,
+      coordinatorTrust: { keys: [config.coordinatorKey], threshold: 1 },
+      facts: this.facts,
+      limits: this.limits,
+    };
   }
 
   private logTransitions(before: AgentState, after: AgentState, event: AgentEvent): void {
@@ -229,6 +276,12 @@ export class AgentRuntime {
     }
     if (after.rejected && after.rejected !== before.rejected) {
       this.deps.logger.warn({ rejected: after.rejected }, `desired state refused: ${after.rejected.error.message}`);
+    }
+    if (after.trustRejected && after.trustRejected !== before.trustRejected) {
+      this.deps.logger.warn(
+        { trustRejected: after.trustRejected },
+        `trust document refused: ${after.trustRejected.error.message}`,
+      );
     }
   }
 
@@ -454,7 +507,9 @@ export class AgentRuntime {
    */
   private resendCurrent(): void {
     if (this.state.outbox.length > 0 || Object.keys(this.state.models).length === 0) return;
-    const report = buildReport(this.state, this.deps.config.deviceId, this.deps.now().toISOString());
+    const { config } = this.deps;
+    const trust = heldTrust(this.state, this.stepContext());
+    const report = buildReport(this.state, config.deviceId, this.deps.now().toISOString(), trust.version);
     this.track(
       this.session
         .publish(this.topics.reported(this.deps.config.deviceId), encodePayload(report), true)

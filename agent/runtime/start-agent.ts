@@ -10,6 +10,7 @@ import { ModelStore } from '../install/model-store.js';
 import { inspectModel } from '../probe/inspect-model.js';
 import { runProbe } from '../probe/run-probe.js';
 import { StateStore } from '../state/state-store.js';
+import { TrustStore } from '../state/trust-store.js';
 import { AgentRuntime, type CrashPoint } from './agent-runtime.js';
 
 /** How long an offline device waits for the broker before telling systemd it has started anyway. */
@@ -41,6 +42,7 @@ export async function startAgent(
     now: () => new Date(),
     random: Math.random,
     stateStore: new StateStore(config.stateDir),
+    trustStore: new TrustStore(config.stateDir),
     modelStore: new ModelStore(config.stateDir),
     // A scavenger per download: it lives in its own V8 context (~4 MB), collected after the download.
     download: (req) => {

@@ -48,6 +48,7 @@ const FILE_OPTIONS = new Set([
   '--envelope',
   '--pubkey',
   '--agent-config',
+  '--sign-with',
 ]);
 
 export type Completion =

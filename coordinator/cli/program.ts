@@ -13,6 +13,7 @@ import { registerReleaseLs, registerReleasePublish } from './commands/release.js
 import { registerReleaseSign } from './commands/release-sign.js';
 import { registerReleaseVerify } from './commands/release-verify.js';
 import { registerRollout } from './commands/rollout.js';
+import { registerTrust } from './commands/trust.js';
 import { addConnectionOptions } from './connection.js';
 import { CliExit, EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './exit.js';
 import type { CliIo } from './io.js';
@@ -50,6 +51,7 @@ export function createProgram(io: CliIo, json: { errText: string[] } | null = nu
   addConnectionOptions(program);
   registerKeygen(program, io);
   registerKey(program, io);
+  registerTrust(program, io);
   registerDevice(program, io);
   registerGroup(program, io);
   const release = program.command('release').description('sign, verify, publish and list model releases');

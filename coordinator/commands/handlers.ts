@@ -31,6 +31,9 @@ const ARGS = {
   'key.revoke': z.strictObject({
     keyId: z.string().regex(/^[0-9a-f]{32}$/, 'a key id: 32 hex digits, as `otactl key ls` shows'),
   }),
+  // Checked by the trust verifier itself (E_TRUST_DOCUMENT names what is wrong).
+  'trust.publish': z.strictObject({ envelope: z.unknown() }),
+  'trust.show': z.strictObject({}),
   'device.add': z.strictObject({ id, labels: labels.optional(), channel: id.optional() }),
   'device.ls': z.strictObject({}),
   'device.show': z.strictObject({ id }),
@@ -109,11 +112,13 @@ function deviceRow(d: ReturnType<Store['listDevices']>[number]) {
 
 export const HANDLERS: { [O in Op]: Handler<O> } = {
   'key.add': (a, c) => keyView(c.fleet.addKey({ key: a.key, name: a.name }, c.actor)),
-  'key.ls': (_a, c) => c.store.listKeys().map(keyView),
+  'key.ls': (_a, c) => c.fleet.listKeys().map(({ status, ...k }) => ({ ...keyView(k), status })),
   'key.revoke': (a, c) => {
-    const { keyId, revoked } = c.fleet.revokeKey(a.keyId, c.actor);
-    return { id: keyId, revoked };
+    const { keyId, revoked, affected } = c.fleet.revokeKey(a.keyId, c.actor);
+    return { id: keyId, revoked, affected };
   },
+  'trust.publish': (a, c) => c.fleet.publishTrust(a.envelope, c.actor),
+  'trust.show': (_a, c) => c.fleet.trustView(),
   'device.add': (a, c) => c.fleet.addDevice({ id: a.id, labels: a.labels, channel: a.channel }, c.actor),
   'device.ls': (_a, c) => c.store.listDevices().map(deviceRow),
   'device.show': (a, c) => c.fleet.showDevice(a.id),
@@ -141,7 +146,7 @@ export const HANDLERS: { [O in Op]: Handler<O> } = {
       c.actor,
     );
   },
-  'release.ls': (a, c) => c.store.listReleases(a.model).map(({ envelope: _e, ...rest }) => rest),
+  'release.ls': (a, c) => c.fleet.listReleases(a.model),
   'channel.set': (a, c) => c.fleet.setChannel(a, c.actor),
   'channel.ls': (_a, c) => c.store.listChannels().map(channelView),
   'rollout.create': (a, c) =>

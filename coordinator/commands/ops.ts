@@ -11,6 +11,8 @@ export const OPS = {
   'key.add': 'admin',
   'key.ls': 'viewer',
   'key.revoke': 'admin',
+  'trust.publish': 'admin',
+  'trust.show': 'viewer',
   'device.add': 'admin',
   'device.ls': 'viewer',
   'device.show': 'viewer',

@@ -4,6 +4,7 @@ import { DESIRED_TYPE, type DesiredState } from '../../shared/messages.js';
 import { encodePayload } from '../../shared/payload.js';
 import type { Signer } from '../../shared/signatures.js';
 import type { Topics } from '../../shared/topics.js';
+import { MAX_TRUST_CHAIN, type TrustEnvelope } from '../../shared/trust.js';
 import type { OutgoingPublish } from '../broker/ordered-publisher.js';
 import type { ReleaseRecord } from '../store/records.js';
 import type { Store } from '../store/store.js';
@@ -15,7 +16,9 @@ export type OutgoingMessage = OutgoingPublish;
  * Builds a device's signed desired-state message from its stored (device, model) entries
  * (design sections 3 and 4): the next `seq` (monotonic per device, kept in SQLite so a restart
  * never reuses one), every model's release envelope and rollout id, signed with the
- * coordinator's key (node:crypto's Ed25519: byte-identical to tweetnacl, much faster).
+ * coordinator's key (node:crypto's Ed25519: byte-identical to tweetnacl, much faster), and the
+ * newest trust documents (`trust`, oldest first), which the coordinator relays and cannot forge:
+ * they are signed by release keys (docs/security.md).
  *
  * `prepare` runs inside the caller's transaction (the seq bump commits with the change that
  * caused it); the caller publishes the messages after the commit.
@@ -23,6 +26,8 @@ export type OutgoingMessage = OutgoingPublish;
 export class DesiredPublisher {
   /** Releases never change once published: their envelopes are read from SQLite once. */
   private readonly envelopes = new Map<string, ReleaseRecord['envelope']>();
+  /** The trust chain every desired state carries; read again after `trustChanged`. */
+  private trust: TrustEnvelope[] | null = null;
 
   constructor(private readonly deps: { store: Store; topics: Topics; signer: Signer; now: () => Date }) {}
 
@@ -30,6 +35,8 @@ export class DesiredPublisher {
     const { store, topics, signer } = this.deps;
     const issuedAt = this.deps.now().toISOString();
     const out: OutgoingMessage[] = [];
+    this.trust ??= store.trustChain(MAX_TRUST_CHAIN).map((d) => d.envelope);
+    const trust = this.trust.length > 0 ? { trust: this.trust } : {};
     for (const deviceId of new Set(deviceIds)) {
       let seq: number;
       try {
@@ -41,10 +48,15 @@ export class DesiredPublisher {
       for (const entry of store.listDesiredFor(deviceId)) {
         models[entry.model] = { envelope: this.envelope(entry.releaseId), rolloutId: entry.rolloutId };
       }
-      const state: DesiredState = { type: DESIRED_TYPE, deviceId, seq, issuedAt, models };
+      const state: DesiredState = { type: DESIRED_TYPE, deviceId, seq, issuedAt, models, ...trust };
       out.push({ topic: topics.desired(deviceId), payload: encodePayload(signDesired(state, signer)), retain: true });
     }
     return out;
+  }
+
+  /** A trust document was published (inside the caller's transaction): the next prepare reads the chain again. */
+  trustChanged(): void {
+    this.trust = null;
   }
 
   private envelope(releaseId: string): ReleaseRecord['envelope'] {

@@ -6,6 +6,13 @@ import { assertSafeName } from '../../shared/names.js';
 import { encodePayload } from '../../shared/payload.js';
 import { releaseIdOf } from '../../shared/release-id.js';
 import type { Topics } from '../../shared/topics.js';
+import {
+  checkTrustFresh,
+  type HeldTrust,
+  parseTrustDocument,
+  type TrustDocument,
+  verifyTrustUpdate,
+} from '../../shared/trust.js';
 import { type ChannelView, channelView } from '../commands/views.js';
 import type { DesiredPublisher, OutgoingMessage } from '../desired/desired-publisher.js';
 import { hashToken, newToken } from '../identity/tokens.js';
@@ -14,6 +21,7 @@ import type { AuditDraft, ChannelRecord, DeviceRecord, ReleaseRecord, Role } fro
 import type { Store } from '../store/store.js';
 import { type ChannelMoveSnapshot, planChannelMove } from './plan-channel-move.js';
 import { planEnrol } from './plan-enrol.js';
+import { type CoordinatorTrust, coordinatorTrust, type Eligibility, releaseEligibility } from './release-trust.js';
 
 export interface FleetServiceDeps {
   store: Store;
@@ -69,17 +77,108 @@ export class FleetService {
     return result;
   }
 
+  /** The last trust document published, parsed once per version (documents never change). */
+  private published: { version: number; document: TrustDocument; held: HeldTrust } | null = null;
+
+  private latestTrust(): { document: TrustDocument; held: HeldTrust } | null {
+    const latest = this.deps.store.latestTrustDocument();
+    if (!latest) return null;
+    if (this.published?.version !== latest.version) {
+      const { document, keys } = parseTrustDocument(JSON.parse(latest.envelope.document));
+      const held = {
+        version: document.version,
+        keys,
+        threshold: document.threshold,
+        expiresAt: document.expiresAt ?? null,
+      };
+      this.published = { version: latest.version, document, held };
+    }
+    return this.published;
+  }
+
+  /**
+   * The trust a new trust document is checked against, as a device would (docs/security.md): the
+   * last document published, or before the first one every key added with `key add`, revoked ones
+   * included (a compromised key must still be able to sign the rotation away from itself), and
+   * the configured threshold.
+   */
+  heldTrust(): HeldTrust {
+    const latest = this.latestTrust();
+    if (latest) return latest.held;
+    return {
+      version: 0,
+      keys: this.deps.store
+        .listKeys()
+        .map((k) => publicKeyFromJson({ keyId: k.keyId, publicKey: k.publicKey }, `trusted key ${k.keyId}`)),
+      threshold: this.deps.releaseThreshold,
+      expiresAt: null,
+    };
+  }
+
+  /** The release keys and threshold the coordinator counts now (release-trust.ts). */
+  releaseTrust(): CoordinatorTrust {
+    return coordinatorTrust(this.deps.store.listKeys(), this.latestTrust()?.held ?? null, this.deps.releaseThreshold);
+  }
+
   trustPolicy() {
-    const keys = this.deps.store
-      .listKeys()
-      .filter((k) => !k.revoked)
-      .map((k) => publicKeyFromJson({ keyId: k.keyId, publicKey: k.publicKey }, `trusted key ${k.keyId}`));
-    return { keys, threshold: this.deps.releaseThreshold };
+    return this.releaseTrust().policy;
+  }
+
+  /** Whether a published release may still be assigned (not revoked: release-trust.ts). */
+  eligibility(release: ReleaseRecord, trust: CoordinatorTrust = this.releaseTrust()): Eligibility {
+    return releaseEligibility(release, trust);
+  }
+
+  /** `key ls`: each key with its status now: trusted, revoked, or not in the trust document in force. */
+  listKeys() {
+    const { untrusted } = this.releaseTrust();
+    return this.deps.store.listKeys().map((k) => ({ ...k, status: untrusted.get(k.keyId) ?? 'trusted' }));
+  }
+
+  /** `release ls`: each release with whether it is revoked, and why (never its envelope). */
+  listReleases(model?: string) {
+    const trust = this.releaseTrust();
+    return this.deps.store.listReleases(model).map(({ envelope, ...rest }) => {
+      const e = releaseEligibility({ id: rest.id, envelope }, trust);
+      return { ...rest, revoked: !e.eligible, revokedReason: e.eligible ? null : e.reason };
+    });
+  }
+
+  /**
+   * What a change of trust leaves behind (docs/security.md): the releases now revoked, the
+   * channels pointing at them, and how many devices' desired states still name them. Those
+   * desired states are left as they are; the operator moves them on.
+   */
+  revokedReleases(trust: CoordinatorTrust = this.releaseTrust()) {
+    const { store } = this.deps;
+    const releases = store
+      .listReleases()
+      .filter((r) => !releaseEligibility(r, trust).eligible)
+      .map((r) => r.id);
+    const revoked = new Set(releases);
+    const counts = store.desiredCountsByRelease();
+    return {
+      releases,
+      channels: store
+        .listChannels()
+        .filter((c) => revoked.has(c.releaseId))
+        .map((c) => `${c.model}/${c.channel}`),
+      devices: releases.reduce((n, id) => n + (counts.get(id) ?? 0), 0),
+    };
   }
 
   // ---- keys ----
 
   addKey(input: { key: unknown; name?: string | undefined }, actor: string) {
+    const latest = this.deps.store.latestTrustDocument();
+    if (latest) {
+      // Devices trust the signed document, not this table: a key added here alone would let the
+      // coordinator accept releases every device then refuses.
+      throw new OtaError(
+        'E_CONFLICT',
+        `the trusted keys are set by the signed trust document version ${latest.version}; add a key with a rotation: \`otactl key rotate --keys ... --sign-with ...\` (docs/security.md)`,
+      );
+    }
     const key = publicKeyFromJson(input.key, 'key');
     const json = publicKeyToJson(key);
     return this.write(() => {
@@ -99,9 +198,100 @@ export class FleetService {
       if (!this.deps.store.revokeKey(keyId)) {
         throw new OtaError('E_NOT_FOUND', `no trusted key ${keyId}: see \`otactl key ls\``);
       }
-      this.audit([{ actor, action: 'key.revoked', subject: `key:${keyId}`, details: {} }]);
-      return { result: { keyId, revoked: true } };
+      const affected = this.revokedReleases();
+      this.audit([{ actor, action: 'key.revoked', subject: `key:${keyId}`, details: { revokedReleases: affected } }]);
+      return { result: { keyId, revoked: true, affected } };
     });
+  }
+
+  // ---- trust documents (docs/security.md, "Signed trust rotation") ----
+
+  /**
+   * Publishes a signed trust document: checked as a device checks it against the coordinator's
+   * held trust (threshold of the held keys and of its own, shared/trust.ts), the next version,
+   * not expired. Stored and audited in one transaction that also signs every device's desired
+   * state again, now carrying it; from then on the coordinator counts its keys (less revoked ones).
+   */
+  publishTrust(value: unknown, actor: string) {
+    const { store } = this.deps;
+    const held = this.heldTrust();
+    const accepted = verifyTrustUpdate(value, held);
+    const { document } = accepted;
+    if (document.version !== held.version + 1) {
+      throw new OtaError(
+        'E_TRUST_VERSION',
+        `trust document version ${document.version} is not the next one: the coordinator holds version ${held.version}, so publish version ${held.version + 1}`,
+      );
+    }
+    const now = this.deps.now();
+    checkTrustFresh(accepted.held, now);
+    return this.write(() => {
+      const record = store.addTrustDocument({
+        version: document.version,
+        envelope: accepted.envelope,
+        publishedBy: actor,
+        publishedAt: now.toISOString(),
+      });
+      // Its keys are known here too (key ls, key revoke).
+      const known = new Set(store.listKeys().map((k) => k.keyId));
+      for (const k of document.keys) {
+        if (!known.has(k.keyId)) {
+          store.addKey({
+            keyId: k.keyId,
+            publicKey: k.publicKey,
+            name: `trust v${document.version}`,
+            now: now.toISOString(),
+          });
+        }
+      }
+      this.deps.desired.trustChanged();
+      const affected = this.revokedReleases();
+      this.audit([
+        {
+          actor,
+          action: 'trust.published',
+          subject: `trust:${document.version}`,
+          details: {
+            version: document.version,
+            keys: document.keys.map((k) => k.keyId),
+            threshold: document.threshold,
+            expiresAt: document.expiresAt ?? null,
+            signedBy: [...new Set(accepted.envelope.signatures.map((s) => s.keyId))],
+            revokedReleases: affected,
+          },
+        },
+      ]);
+      return {
+        result: { ...this.trustView(), publishedBy: record.publishedBy, publishedAt: record.publishedAt, affected },
+        // Every device learns it, also those with no model assigned.
+        desiredFor: store.listDevices().map((d) => d.id),
+      };
+    });
+  }
+
+  /** `trust show`: the trust in force, and how many devices report holding it. */
+  trustView() {
+    const { store } = this.deps;
+    const latest = store.latestTrustDocument();
+    const held = this.heldTrust();
+    const trust = this.releaseTrust();
+    const counted = new Set(trust.policy.keys.map((k) => k.keyId));
+    const devices = { atVersion: 0, behind: 0, unknown: 0 };
+    for (const d of store.listDevices()) {
+      const v = d.lastReport?.trust?.version;
+      if (v === undefined) devices.unknown++;
+      else if (v >= held.version) devices.atVersion++;
+      else devices.behind++;
+    }
+    return {
+      version: held.version,
+      threshold: trust.policy.threshold,
+      keys: held.keys.map((k) => ({ id: k.keyId, counted: counted.has(k.keyId) })),
+      expiresAt: held.expiresAt,
+      publishedBy: latest?.publishedBy ?? null,
+      publishedAt: latest?.publishedAt ?? null,
+      devices,
+    };
   }
 
   // ---- operators ----
@@ -141,20 +331,31 @@ export class FleetService {
     const token = newToken();
     const { store } = this.deps;
     const labels = input.labels ?? {};
+    const trust = this.releaseTrust();
     const plan = planEnrol(
       { id, labels, channel, tokenHash: hashToken(token) },
-      store.listChannels().filter((c) => c.channel === channel),
+      store
+        .listChannels()
+        .filter((c) => c.channel === channel)
+        .map((c) => {
+          const release = store.getRelease(c.releaseId);
+          return { ...c, revoked: release ? !releaseEligibility(release, trust).eligible : false };
+        }),
       actor,
     );
     this.executor.commit(plan, this.deps.now().toISOString());
     const device = store.getDevice(id) as DeviceRecord;
-    const policy = this.trustPolicy();
+    // After a rotation: the keys of the document in force and its version, so the agent skips the
+    // documents before it (their signers are not its keys). Before: the keys counted now.
+    const latest = this.latestTrust();
+    const policy = latest ? latest.held : this.trustPolicy();
     const agentConfig = {
       deviceId: id,
       ...this.deps.agentConfigBase(),
       token,
       trustedKeys: policy.keys.map((k) => publicKeyToJson(k)),
       threshold: policy.threshold,
+      ...(latest ? { trustVersion: latest.held.version } : {}),
     };
     return { device, token, agentConfig };
   }
@@ -251,7 +452,12 @@ export class FleetService {
       assertSafeName('device id', input.channel);
       channelMove = planChannelMove(
         { model: manifest.model, channel: input.channel, releaseId: id, yes: input.yes },
-        { releaseExists: true, followers: this.followers(manifest.model, input.channel) },
+        {
+          releaseExists: true,
+          // Just verified against the keys counted now: not revoked.
+          eligibility: { eligible: true },
+          followers: this.followers(manifest.model, input.channel),
+        },
         actor,
       );
     }
@@ -320,10 +526,15 @@ export class FleetService {
     const { store } = this.deps;
     assertSafeName('device id', input.channel);
     const releaseId = releaseIdOf(input.model, input.version);
+    const release = store.getRelease(releaseId);
     return this.commitChannelMove(
       planChannelMove(
         { model: input.model, channel: input.channel, releaseId, yes: input.yes === true },
-        { releaseExists: store.getRelease(releaseId) !== null, followers: this.followers(input.model, input.channel) },
+        {
+          releaseExists: release !== null,
+          eligibility: release ? this.eligibility(release) : { eligible: true },
+          followers: this.followers(input.model, input.channel),
+        },
         actor,
       ),
     );

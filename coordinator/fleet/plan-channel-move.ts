@@ -1,5 +1,6 @@
 import { OtaError } from '../../shared/errors.js';
 import { emptyPlan, type WritePlan } from '../plan/write-plan.js';
+import { assertAssignable, type Eligibility } from './release-trust.js';
 
 /**
  * Above this many devices, a channel move re-targets only with `yes: true` (design section 6),
@@ -10,6 +11,8 @@ export const CHANNEL_CONFIRM_ABOVE = 5;
 /** What `planChannelMove` reads: the channel's followers as the store has them now. */
 export interface ChannelMoveSnapshot {
   releaseExists: boolean;
+  /** Whether the release may still be assigned (release-trust.ts: not revoked). */
+  eligibility: Eligibility;
   followers: readonly {
     id: string;
     /** The release its desired state names for the model, or null. */
@@ -72,6 +75,8 @@ export function planChannelMove(
       `no release ${input.releaseId}: see \`otactl release ls --model ${input.model}\``,
     );
   }
+  // A revoked release is never assigned again (docs/security.md), checked before the confirmation.
+  assertAssignable(snapshot.eligibility);
   const move = channelMoveTargets(input.model, input.channel, input.releaseId, snapshot.followers);
   confirmChannelMove({ ...move, retarget: move.retarget.length }, input.yes);
   const plan = emptyPlan();

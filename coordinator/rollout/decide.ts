@@ -239,13 +239,21 @@ class Context {
 
   /**
    * The device's desired state goes back to the release it ran before this rollout touched it
-   * (or loses the entry when it ran none). Its state stays what happened (an outcome is evidence);
-   * `revertedTo` records the move.
+   * (or loses the entry when it ran none, or when that release is revoked since: treated like a
+   * release not published here, the agent keeps what it runs). Its state stays what happened (an
+   * outcome is evidence); `revertedTo` records the move. Returns where it went.
    */
-  revert(device: RolloutDevice): void {
-    const to = device.previousReleaseId;
+  revert(device: RolloutDevice): string | null {
+    const before = device.previousReleaseId;
+    const to = before !== null && this.revokedReason(before) ? null : before;
     this.updateDevice(device, { revertedTo: { releaseId: to } });
     this.assignments.push({ deviceId: device.deviceId, kind: 'revert', releaseId: to });
+    return to;
+  }
+
+  /** Why a release may not be assigned any more (revoked, release-trust.ts), or null. */
+  revokedReason(releaseId: string): string | null {
+    return this.inputs.revokedReason?.(releaseId) ?? null;
   }
 
   audit(actor: string, action: string, details: Record<string, unknown>): void {
@@ -282,8 +290,17 @@ function refuse(ctx: Context, op: string): never {
   );
 }
 
-/** Assigns the pending devices of wave `index` and makes it the current wave. */
+/**
+ * Assigns the pending devices of wave `index` and makes it the current wave; when the candidate
+ * was revoked since the rollout began (docs/security.md), the rollout halts instead: a revoked
+ * release is never assigned again.
+ */
 function startWave(ctx: Context, index: number, actor: string): void {
+  const revoked = ctx.revokedReason(ctx.rollout.releaseId);
+  if (revoked) {
+    haltRevoked(ctx, revoked, waveNumber(index));
+    return;
+  }
   let assigned = 0;
   for (const d of ctx.wave(index)) {
     if (d.state === 'pending') {
@@ -331,6 +348,34 @@ function advance(ctx: Context, actor: string): void {
     }
     startWave(ctx, next, actor);
   }
+}
+
+function haltRevoked(ctx: Context, reason: string, wave: number): void {
+  const r = ctx.rollout;
+  const stats = failureStats(r, ctx.tallies);
+  ctx.set('status', 'halted');
+  ctx.set('haltReason', `wave ${wave} not started: ${reason}`.slice(0, MAX_REASON));
+  ctx.audit(SYSTEM, 'rollout.halted', {
+    manual: false,
+    revoked: true,
+    wave: waveNumber(r.currentWave),
+    failures: stats.count,
+    acknowledged: stats.acknowledged,
+    assigned: stats.assigned,
+    rate: stats.rate,
+    maxFailureRate: r.strategy.maxFailureRate,
+    reason: r.haltReason,
+  });
+}
+
+/** approve, promote and resume would assign the candidate: refused when it is revoked. */
+function refuseRevoked(ctx: Context, op: string): void {
+  const reason = ctx.revokedReason(ctx.rollout.releaseId);
+  if (!reason) return;
+  throw new OtaError(
+    'E_RELEASE_REVOKED',
+    `cannot ${op} rollout ${ctx.rollout.id}: ${reason}; abort this rollout (\`otactl rollout abort ${ctx.rollout.id}\`)`,
+  );
 }
 
 function formatRate(rate: number, max: number): [string, string] {
@@ -419,10 +464,10 @@ function recordReport(ctx: Context, event: Extract<RolloutEvent, { type: 'report
     // After the rollout ended nobody will decide about this device again: one that went back to
     // what it ran keeps it, and its desired state says so (the abort `keep` rule, docs/rollouts.md).
     if (late && isFailure(state)) {
-      ctx.revert(ctx.device(device.deviceId) ?? device);
+      const to = ctx.revert(ctx.device(device.deviceId) ?? device);
       ctx.audit(SYSTEM, 'rollout.device_set_back', {
         device: device.deviceId,
-        to: versionOrNull(device.previousReleaseId),
+        to: versionOrNull(to),
         reason: `${state} after the rollout was ${r.status}`,
       });
     }
@@ -487,6 +532,7 @@ export function decideBatch(
 function onApprove(ctx: Context, actor: string): void {
   const r = ctx.rollout;
   if (r.status !== 'waiting_approval') refuse(ctx, 'approve');
+  refuseRevoked(ctx, 'approve');
   const next = r.currentWave + 1;
   ctx.set('status', 'running');
   ctx.audit(actor, 'rollout.approved', { wave: waveNumber(next), actor });
@@ -497,6 +543,7 @@ function onApprove(ctx: Context, actor: string): void {
 function onPromote(ctx: Context, actor: string): void {
   const r = ctx.rollout;
   if (!isAdvancingRollout(r.status)) refuse(ctx, 'promote');
+  refuseRevoked(ctx, 'promote');
   const waiting = r.status === 'waiting_approval';
   ctx.set('promoted', true);
   ctx.audit(actor, 'rollout.promoted', { wave: waveNumber(r.currentWave), actor });
@@ -530,6 +577,7 @@ function onHalt(ctx: Context, actor: string, reason: string): void {
 function onResume(ctx: Context, actor: string): void {
   const r = ctx.rollout;
   if (r.status !== 'halted') refuse(ctx, 'resume');
+  refuseRevoked(ctx, 'resume');
   const stats = failureStats(r, ctx.tallies);
   ctx.set('acknowledgedFailures', stats.count);
   ctx.set('status', 'running');
@@ -555,8 +603,7 @@ function onAbort(ctx: Context, actor: string, policy: 'keep' | 'revert'): void {
   for (const d of ctx.devices()) {
     if (d.state === 'pending' || d.revertedTo) continue;
     if (policy === 'keep' && !isFailure(d.state)) continue;
-    ctx.revert(d);
-    const to = versionOrNull(d.previousReleaseId);
+    const to = versionOrNull(ctx.revert(d));
     const list = byTarget.get(to);
     if (list) list.push(d.deviceId);
     else byTarget.set(to, [d.deviceId]);

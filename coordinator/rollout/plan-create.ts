@@ -1,5 +1,6 @@
 import { OtaError } from '../../shared/errors.js';
 import { releaseIdOf } from '../../shared/release-id.js';
+import { assertAssignable, type Eligibility } from '../fleet/release-trust.js';
 import type { WritePlan } from '../plan/write-plan.js';
 import { decide } from './decide.js';
 import { decisionPlan } from './decision-plan.js';
@@ -10,6 +11,8 @@ import type { DecisionInputs, Rollout, RolloutDevice } from './types.js';
 /** What `planRolloutCreate` reads: a snapshot the shell takes from the store. */
 export interface CreateSnapshot {
   releaseExists: boolean;
+  /** Whether the candidate may still be assigned (release-trust.ts: not revoked). */
+  eligibility: Eligibility;
   rolloutExists: boolean;
   /** The target, resolved and checked by the shell (every id is an enrolled device). */
   deviceIds: readonly string[];
@@ -30,10 +33,10 @@ export interface CreateInput {
 }
 
 /**
- * A new rollout (design section 6, `create`): the strategy checked, the candidate published, no
- * device in another active rollout of the model (one message, naming them), the wave split
- * computed once from the rollout id, each device's revert target taken from what it runs, and
- * wave 1 started in the same plan. Pure: a snapshot and `now` in, one write plan out.
+ * A new rollout (design section 6, `create`): the strategy checked, the candidate published and
+ * not revoked (docs/security.md), no device in another active rollout of the model (one message,
+ * naming them), the wave split computed once from the rollout id, each device's revert target
+ * taken from what it runs, and wave 1 started in the same plan. Pure: a snapshot and `now` in, one write plan out.
  */
 export function planRolloutCreate(
   input: CreateInput,
@@ -49,6 +52,7 @@ export function planRolloutCreate(
       `no release ${releaseId}: publish it first (\`otactl release publish\`), see \`otactl release ls\``,
     );
   }
+  assertAssignable(snapshot.eligibility);
   if (snapshot.rolloutExists) throw new OtaError('E_CONFLICT', `rollout ${input.id} already exists`);
   if (snapshot.deviceIds.length === 0) throw new OtaError('E_NOT_FOUND', 'the target resolves to no devices');
   const busy: string[] = [];

@@ -31,8 +31,9 @@ export function runningRelease(model: string, report: ReportedModel | undefined)
 
 /**
  * The revert target of a device, given the release it runs: that release when the coordinator
- * can send it (published here: a side-loaded version cannot be signed into a desired state), else
- * null (the entry is removed and the agent keeps what it runs). A device that never reported the
+ * can send it (published here: a side-loaded version cannot be signed into a desired state; and
+ * not revoked since, which the caller's `isPublished` folds in: docs/security.md), else null (the
+ * entry is removed and the agent keeps what it runs). A device that never reported the
  * model is the planner's case (its desired state before the rollout, plan-create.ts).
  */
 export function revertTarget(running: string | null, isPublished: (releaseId: string) => boolean): string | null {

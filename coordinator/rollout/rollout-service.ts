@@ -7,6 +7,7 @@ import { releaseIdOf, versionOfRelease } from '../../shared/release-id.js';
 import { isActiveRollout, isFailure, isOutcome } from '../../shared/states.js';
 import type { Topics } from '../../shared/topics.js';
 import type { DesiredPublisher, OutgoingMessage } from '../desired/desired-publisher.js';
+import { type CoordinatorTrust, type Eligibility, releaseEligibility } from '../fleet/release-trust.js';
 import { PacedFlush, type PacedTimers } from '../paced-flush.js';
 import { PlanExecutor } from '../plan/commit-plan.js';
 import { isEmptyPlan, type WritePlan } from '../plan/write-plan.js';
@@ -70,6 +71,12 @@ export interface RolloutServiceDeps {
   executor?: PlanExecutor;
   /** The timers batching waits with (default the real ones; tests pass their own). */
   timers?: PacedTimers;
+  /**
+   * The release keys and threshold the coordinator counts now (FleetService.releaseTrust): a
+   * revoked release is never assigned (fleet/release-trust.ts). Without it every published
+   * release counts as assignable.
+   */
+  releaseTrust?: () => CoordinatorTrust;
 }
 
 interface Live {
@@ -145,22 +152,38 @@ export class RolloutService {
     return this.deps.lastReport ? this.deps.lastReport(deviceId) : this.deps.store.getDevice(deviceId)?.lastReport;
   }
 
+  /** Whether a published release may be assigned now (not revoked). */
+  private eligibility(release: Parameters<typeof releaseEligibility>[0], trust?: CoordinatorTrust): Eligibility {
+    const current = trust ?? this.deps.releaseTrust?.();
+    return current ? releaseEligibility(release, current) : { eligible: true };
+  }
+
   /** The snapshot a decision about `model` may read (DecisionInputs), memoised per decision. */
   private inputsFor(model: string): DecisionInputs {
-    const published = new Map<string, boolean>();
-    const isPublished = (releaseId: string) => {
-      let known = published.get(releaseId);
-      if (known === undefined) {
-        known = this.deps.store.getRelease(releaseId) !== null;
-        published.set(releaseId, known);
+    // Per release: undefined when not published here, else why it is revoked, or null.
+    const verdicts = new Map<string, string | null | undefined>();
+    let trust: CoordinatorTrust | undefined;
+    const verdict = (releaseId: string): string | null | undefined => {
+      if (verdicts.has(releaseId)) return verdicts.get(releaseId);
+      const release = this.deps.store.getRelease(releaseId);
+      let known: string | null | undefined;
+      if (!release) known = undefined;
+      else {
+        trust ??= this.deps.releaseTrust?.();
+        const e = this.eligibility(release, trust);
+        known = e.eligible ? null : e.reason;
       }
+      verdicts.set(releaseId, known);
       return known;
     };
+    // A revoked release is no revert target: like one not published here (revert-target.ts).
+    const isPublished = (releaseId: string) => verdict(releaseId) === null;
     return {
       revertTargetOf: (deviceId) => {
         const running = runningRelease(model, ownEntry(this.lastReport(deviceId)?.models, model));
         return running === undefined ? undefined : revertTarget(running, isPublished);
       },
+      revokedReason: (releaseId) => verdict(releaseId) ?? null,
     };
   }
 
@@ -214,10 +237,12 @@ export class RolloutService {
     const deviceIds = this.resolveTarget(input.target);
     const id = input.id ?? `ro-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
     const now = this.deps.now().toISOString();
+    const candidate = store.getRelease(releaseIdOf(input.model, input.version));
     const { rollout, devices, plan } = planRolloutCreate(
       { id, model: input.model, version: input.version, strategy: input.strategy, channel: input.channel },
       {
-        releaseExists: store.getRelease(releaseIdOf(input.model, input.version)) !== null,
+        releaseExists: candidate !== null,
+        eligibility: candidate ? this.eligibility(candidate) : { eligible: true },
         rolloutExists: store.getRollout(id) !== null,
         deviceIds,
         online: (deviceId) => store.getDevice(deviceId)?.online ?? false,

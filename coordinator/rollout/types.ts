@@ -106,6 +106,12 @@ export interface DecisionInputs {
    * here; null: none), or undefined when the device never reported the model.
    */
   revertTargetOf?: (deviceId: string) => string | null | undefined;
+  /**
+   * Why a published release may not be assigned any more (revoked: its valid signatures from
+   * keys the coordinator trusts fell below the threshold, fleet/release-trust.ts), or null.
+   * Checked for the candidate before each wave and for each revert target.
+   */
+  revokedReason?: (releaseId: string) => string | null;
 }
 
 /** An audit row to append (the shell adds seq, ts, hashes). */

@@ -76,6 +76,13 @@ export class DesiredTable {
       .map(toDesired);
   }
 
+  countsByRelease(): Map<string, number> {
+    const rows = this.db
+      .q<{ release_id: string; n: number }>('SELECT release_id, COUNT(*) AS n FROM desired GROUP BY release_id')
+      .all();
+    return new Map(rows.map((r) => [r.release_id, r.n]));
+  }
+
   /** Every device id that has at least one desired entry (republished at start). */
   devicesWithDesired(): string[] {
     return this.db

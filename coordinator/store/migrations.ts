@@ -194,6 +194,20 @@ UPDATE rollout_devices
  WHERE state = 'reverted';
 `,
   },
+  {
+    version: 3,
+    description: 'trust_documents: signed trust rotations (docs/security.md), relayed to every device',
+    // The signed envelope as JSON text, exactly as published; versions start at 1 and follow each
+    // other (the service publishes only the next one).
+    sql: `
+CREATE TABLE trust_documents (
+  version      INTEGER PRIMARY KEY CHECK (version >= 1),
+  envelope     TEXT NOT NULL,
+  published_by TEXT NOT NULL,
+  published_at TEXT NOT NULL
+) STRICT;
+`,
+  },
 ];
 
 export const LATEST_SCHEMA_VERSION: number = MIGRATIONS.reduce((max, m) => Math.max(max, m.version), 0);

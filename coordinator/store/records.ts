@@ -1,5 +1,6 @@
 import type { Envelope } from '../../shared/envelope.js';
 import type { AuditEvent, DeviceFacts, Reported } from '../../shared/messages.js';
+import type { TrustEnvelope } from '../../shared/trust.js';
 import type { AuditDraft, Rollout, RolloutDevice } from '../rollout/types.js';
 
 /**
@@ -57,6 +58,14 @@ export interface ReleaseRecord {
   sha256: string;
   size: number;
   envelope: Envelope;
+  publishedBy: string;
+  publishedAt: string;
+}
+
+/** A published trust document (shared/trust.ts): the envelope exactly as signed. */
+export interface TrustDocumentRecord {
+  version: number;
+  envelope: TrustEnvelope;
   publishedBy: string;
   publishedAt: string;
 }

@@ -19,11 +19,13 @@ import type {
   Role,
   Rollout,
   RolloutDevice,
+  TrustDocumentRecord,
   TrustedKeyRecord,
 } from './records.js';
 import { ReleasesTable } from './releases-table.js';
 import { RolloutsTable } from './rollouts-table.js';
 import type { Store, TransactionOptions } from './store.js';
+import { TrustTable } from './trust-table.js';
 
 export type { StoreOptions, StoreSettings } from './db.js';
 
@@ -33,7 +35,7 @@ export type { StoreOptions, StoreSettings } from './db.js';
  *
  * It composes one module per table group over the shared connection (db.ts: open, migrations,
  * statement cache, error translation, transactions): devices-table.ts (devices, presence, last
- * report, desired seq, history), operators-table.ts, keys-table.ts, groups-table.ts,
+ * report, desired seq, history), operators-table.ts, keys-table.ts, trust-table.ts, groups-table.ts,
  * releases-table.ts (releases and channels), desired-table.ts, rollouts-table.ts (rollouts and
  * their devices) and audit-table.ts (the hash chain of audit-chain.ts). Each holds persistence
  * and constraints only; the rules that decide what is written are the planners'. The methods
@@ -47,6 +49,7 @@ export class SqliteStore implements Store {
   private readonly devices: DevicesTable;
   private readonly operators: OperatorsTable;
   private readonly keys: KeysTable;
+  private readonly trust: TrustTable;
   private readonly groups: GroupsTable;
   private readonly releases: ReleasesTable;
   private readonly desired: DesiredTable;
@@ -59,6 +62,7 @@ export class SqliteStore implements Store {
     this.devices = new DevicesTable(db);
     this.operators = new OperatorsTable(db);
     this.keys = new KeysTable(db);
+    this.trust = new TrustTable(db);
     this.groups = new GroupsTable(db);
     this.releases = new ReleasesTable(db);
     this.desired = new DesiredTable(db);
@@ -169,6 +173,20 @@ export class SqliteStore implements Store {
     return this.keys.revoke(keyId);
   }
 
+  // ---- trust documents ----
+
+  addTrustDocument(doc: TrustDocumentRecord): TrustDocumentRecord {
+    return this.trust.add(doc);
+  }
+
+  latestTrustDocument(): TrustDocumentRecord | null {
+    return this.trust.latest();
+  }
+
+  trustChain(limit: number): TrustDocumentRecord[] {
+    return this.trust.newest(limit);
+  }
+
   // ---- groups ----
 
   createGroup(group: {
@@ -230,6 +248,10 @@ export class SqliteStore implements Store {
 
   listDesiredFor(deviceId: string): DesiredRecord[] {
     return this.desired.listFor(deviceId);
+  }
+
+  desiredCountsByRelease(): Map<string, number> {
+    return this.desired.countsByRelease();
   }
 
   devicesWithDesired(): string[] {

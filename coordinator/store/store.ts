@@ -12,6 +12,7 @@ import type {
   Role,
   Rollout,
   RolloutDevice,
+  TrustDocumentRecord,
   TrustedKeyRecord,
 } from './records.js';
 
@@ -84,6 +85,12 @@ export interface Store {
   listKeys(): TrustedKeyRecord[];
   revokeKey(keyId: string): boolean;
 
+  // signed trust documents (docs/security.md)
+  addTrustDocument(doc: TrustDocumentRecord): TrustDocumentRecord;
+  latestTrustDocument(): TrustDocumentRecord | null;
+  /** The newest `limit` documents, oldest first. */
+  trustChain(limit: number): TrustDocumentRecord[];
+
   // groups
   createGroup(group: {
     name: string;
@@ -109,6 +116,8 @@ export interface Store {
   listDesiredFor(deviceId: string): DesiredRecord[];
   /** Every device id that has at least one desired entry (republished at start). */
   devicesWithDesired(): string[];
+  /** How many desired entries name each release (releases named by none are absent). */
+  desiredCountsByRelease(): Map<string, number>;
 
   // rollouts
   createRollout(rollout: Rollout, devices: RolloutDevice[]): void;

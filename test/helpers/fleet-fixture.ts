@@ -88,7 +88,7 @@ export class FleetFixture {
    */
   async restartCoordinator(
     kill: 'SIGKILL' | 'SIGTERM' = 'SIGKILL',
-    whileStopped?: (dataDir: string) => Promise<void>,
+    whileStopped?: (dataDir: string) => Promise<void> | void,
   ): Promise<void> {
     await this.admin.close().catch(() => {});
     if (kill === 'SIGKILL') await this.coordinator.kill9();

@@ -230,6 +230,7 @@ export function registerDevice(program: Command, io: CliIo): void {
         ['channel', d.channel],
         ['labels', formatLabels(d.labels)],
         ['agent', d.agentVersion ?? '-'],
+        ['trust', trustLine(d.lastReport?.trust)],
         ['facts', facts],
         ['enrolled', d.createdAt],
       ])) {
@@ -289,4 +290,14 @@ export function registerDevice(program: Command, io: CliIo): void {
       io.out(`removed device ${result.id}`);
     },
   );
+}
+
+/** The trust version a device reports it verifies releases with, and the last document it refused. */
+function trustLine(trust: NonNullable<DeviceRecord['lastReport']>['trust']): string {
+  if (!trust) return '- (not reported)';
+  const held = `version ${trust.version}${trust.version === 0 ? " (its config's keys)" : ''}`;
+  const refused = trust.rejected
+    ? `; refused version ${trust.rejected.version ?? '?'}: ${trust.rejected.error.code}: ${trust.rejected.error.message}`
+    : '';
+  return held + refused;
 }

@@ -4,8 +4,15 @@ import type { KeyView } from '../../commands/views.js';
 import { remoteCommand, withSession } from '../connection.js';
 import { type CliIo, keyValueLines } from '../io.js';
 import { paint, printJson, printTable } from '../render.js';
+import { registerKeyRotate } from './trust.js';
 
-/** `otactl key add | ls | revoke`: the release keys the coordinator (and agent configs) trust. */
+interface RevokeResult {
+  id: string;
+  revoked: boolean;
+  affected: { releases: string[]; channels: string[]; devices: number };
+}
+
+/** `otactl key add | ls | revoke | rotate`: the release keys the coordinator (and agent configs) trust. */
 export function registerKey(program: Command, io: CliIo): void {
   const key = program
     .command('key')
@@ -30,12 +37,13 @@ export function registerKey(program: Command, io: CliIo): void {
     });
 
   remoteCommand(key, 'ls', 'list the trusted release keys').action(async (opts: { json?: boolean }, cmd: Command) => {
-    const keys = await withSession(io, cmd, (s) => s.call<KeyView[]>('key.ls'));
+    const keys = await withSession(io, cmd, (s) => s.call<(KeyView & { status: string })[]>('key.ls'));
     if (opts.json) return printJson(io, keys);
     printTable(
       io,
       ['KEY ID', 'NAME', 'STATUS', 'ADDED'],
-      keys.map((k) => [k.id, k.name ?? '-', paint(io, k.revoked ? 'revoked' : 'trusted'), k.addedAt]),
+      // `status`: trusted, revoked, or "not in trust version N" after a rotation.
+      keys.map((k) => [k.id, k.name ?? '-', paint(io, k.status), k.addedAt]),
       'no trusted release keys: add one with `otactl key add release.key.pub`',
     );
   });
@@ -43,10 +51,21 @@ export function registerKey(program: Command, io: CliIo): void {
   remoteCommand(
     key,
     'revoke <keyId>',
-    'stop trusting a release key (new releases signed only by it are refused)',
+    'stop trusting a release key: releases no longer signed by enough trusted keys are never assigned again',
   ).action(async (keyId: string, opts: { json?: boolean }, cmd: Command) => {
-    const result = await withSession(io, cmd, (s) => s.call<{ id: string; revoked: boolean }>('key.revoke', { keyId }));
+    const result = await withSession(io, cmd, (s) => s.call<RevokeResult>('key.revoke', { keyId }));
     if (opts.json) return printJson(io, result);
     io.out(`revoked key ${result.id}`);
+    const { releases, channels, devices } = result.affected;
+    if (releases.length === 0) return;
+    // Nothing is re-targeted by itself (docs/security.md): say what is left and how to move on.
+    io.err(
+      `${releases.length} release(s) are revoked now and will not be assigned again: ${releases.join(', ')}` +
+        (channels.length > 0 ? `; channel(s) still pointing at them: ${channels.join(', ')}` : '') +
+        `; ${devices} device desired state(s) still name them (devices verify with their own trusted keys).` +
+        ' Sign the model again with a trusted key, publish it as a new version and move the channels (`otactl channel set`) or roll it out',
+    );
   });
+
+  registerKeyRotate(key, io);
 }

@@ -7,7 +7,7 @@ import type { ChannelView } from '../../commands/views.js';
 import type { ReleaseRecord } from '../../store/records.js';
 import { connectionFlags, remoteCommand, resolveConnection, untrustedError, withSession } from '../connection.js';
 import { type CliIo, keyValueLines } from '../io.js';
-import { bytes, printJson, printTable, shortHash } from '../render.js';
+import { bytes, paint, printJson, printTable, shortHash } from '../render.js';
 import {
   addSigningOptions,
   buildSignedRelease,
@@ -17,6 +17,8 @@ import {
 } from './release-sign.js';
 
 type PublishedRelease = Omit<ReleaseRecord, 'envelope'> & { channel: ChannelView | null; retargeted: number };
+/** A row of `release ls`: revoked once its valid signatures from trusted keys fall below the threshold. */
+type ListedRelease = Omit<ReleaseRecord, 'envelope'> & { revoked: boolean; revokedReason: string | null };
 type PublishOptions = SignOptions & { channel?: string; yes?: boolean; out?: string; json?: boolean };
 
 /** `release publish`: signs locally exactly as `release sign`, then uploads envelope and model over HTTP. */
@@ -89,17 +91,18 @@ export function registerReleaseLs(release: Command, io: CliIo): void {
     .option('--model <name>', 'only this model')
     .action(async (opts: { model?: string; json?: boolean }, cmd: Command) => {
       const releases = await withSession(io, cmd, (s) =>
-        s.call<Omit<ReleaseRecord, 'envelope'>[]>('release.ls', opts.model ? { model: opts.model } : {}),
+        s.call<ListedRelease[]>('release.ls', opts.model ? { model: opts.model } : {}),
       );
       if (opts.json) return printJson(io, releases);
       printTable(
         io,
-        ['RELEASE', 'COUNTER', 'SIZE', 'SHA256', 'PUBLISHED', 'BY'],
+        ['RELEASE', 'COUNTER', 'SIZE', 'SHA256', 'STATUS', 'PUBLISHED', 'BY'],
         releases.map((r) => [
           r.id,
           String(r.counter),
           bytes(r.size),
           shortHash(r.sha256),
+          r.revoked ? `${paint(io, 'revoked')} (key ${revokedKeys(r.revokedReason)})` : paint(io, 'ok'),
           r.publishedAt,
           r.publishedBy,
         ]),
@@ -108,4 +111,10 @@ export function registerReleaseLs(release: Command, io: CliIo): void {
           : 'no releases: publish one with `otactl release publish --model M --version V --file F --key K`',
       );
     });
+}
+
+/** The key ids a revocation reason names ("signed by K (revoked), ..."), for the table. */
+function revokedKeys(reason: string | null): string {
+  const ids = reason?.match(/\b[0-9a-f]{32}\b/g) ?? [];
+  return ids.length > 0 ? [...new Set(ids)].join(', ') : '-';
 }
