@@ -184,13 +184,15 @@ export async function startCoordinator(
           rollouts.onPresence(deviceId, online);
           metrics.connectedDevices.set(presence.connected);
         },
-        command: (op, request, principal) => {
+        command: (op, request, principal, clientId) => {
           // A command reads what the devices reported so far, written behind until now.
           reports.flushIfScheduled();
           presence.flushIfScheduled();
-          return runCommand(op, request, principal, commandContext, logger);
+          return runCommand(op, request, principal, commandContext, logger, {
+            replyPrefix: topics.replyPrefix(clientId),
+          });
         },
-        reply: (topic, reply) => publishOne({ topic, payload: encodePayload(reply), retain: false }),
+        reply: (topic, reply, onlyTo) => broker.publish(topic, encodePayload(reply), { retain: false, qos: 1, onlyTo }),
       },
       logger,
     );

@@ -81,8 +81,16 @@ export interface Broker {
   principalFor(client: Client): Principal | undefined;
   /** True when `client` is the newest session of its id, or no session of that id is registered. */
   isNewestSession(client: Client): boolean;
-  /** Publishes as the coordinator, bypassing the ACL. */
-  publish(topic: string, payload: Buffer, opts: { retain: boolean; qos: 0 | 1 }): Promise<void>;
+  /**
+   * Publishes as the coordinator, bypassing the ACL. With `onlyTo`, the message reaches that one
+   * connection and no other subscriber (a reply that carries a new token goes to the session
+   * that asked, not to another session of the same operator reading the same reply topic).
+   */
+  publish(
+    topic: string,
+    payload: Buffer,
+    opts: { retain: boolean; qos: 0 | 1; onlyTo?: Client | undefined },
+  ): Promise<void>;
   /**
    * What the broker decoded while checking a client's payload (keyed by the payload Buffer, which
    * Aedes passes on unchanged to its 'publish' event), so the coordinator does not parse and
@@ -127,6 +135,8 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
   const wills = new WeakMap<Client, Will>();
   /** Registered clients by id, for principalOf(). */
   const live = new Map<string, { client: Client; principal: Principal }>();
+  /** Coordinator publishes meant for one connection only (Broker.publish onlyTo), by payload. */
+  const onlyTo = new WeakMap<Buffer, Client>();
 
   /** A reply topic of one of the publishing operator's own client ids (acl.ts ownsReplyClientId). */
   function isOwnReplyTopic(replyTo: string, p: Principal): boolean {
@@ -328,6 +338,13 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       }
       callback(null, subscription);
     },
+
+    // Called for every subscriber of every message, so kept to a map lookup.
+    authorizeForward(client, packet) {
+      const only = Buffer.isBuffer(packet.payload) ? onlyTo.get(packet.payload) : undefined;
+      if (only !== undefined && only !== client) return null;
+      return packet;
+    },
   });
 
   aedes.on('client', (client) => {
@@ -381,7 +398,16 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     return { port: bound };
   }
 
-  function publish(topic: string, payload: Buffer, opts: { retain: boolean; qos: 0 | 1 }): Promise<void> {
+  function publish(
+    topic: string,
+    payload: Buffer,
+    opts: { retain: boolean; qos: 0 | 1; onlyTo?: Client | undefined },
+  ): Promise<void> {
+    if (opts.onlyTo) {
+      // Aedes hands every subscriber (and an offline session's queue) the same payload Buffer.
+      if (opts.retain) return Promise.reject(new Error('a message for one connection cannot be retained'));
+      onlyTo.set(payload, opts.onlyTo);
+    }
     const packet: PublishPacket = { cmd: 'publish', topic, payload, qos: opts.qos, retain: opts.retain, dup: false };
     return new Promise((resolve, reject) => {
       aedes.publish(packet, (err) => (err ? reject(err) : resolve()));

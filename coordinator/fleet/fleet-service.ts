@@ -108,10 +108,10 @@ export class FleetService {
 
   addOperator(name: string, role: Role, actor: string): { name: string; role: Role; token: string } {
     assertSafeName('client id', name);
-    const clash = this.deps.store.listDevices().find((d) => d.id === name || d.id.startsWith(`${name}-`));
-    if (clash) {
-      // An operator's MQTT client ids are `name` and `name-...`: they must never be a device's.
-      throw new OtaError('E_CONFLICT', `operator name ${name} clashes with device ${clash.id}; pick another name`);
+    if (this.deps.store.getDevice(name)) {
+      // An operator's MQTT client ids are `name` and `name@...` (broker/acl.ts); a device id never
+      // holds `@`, so only the bare name can be a device's client id.
+      throw new OtaError('E_CONFLICT', `operator name ${name} clashes with device ${name}; pick another name`);
     }
     const token = newToken();
     return this.write(() => {
@@ -130,13 +130,9 @@ export class FleetService {
     const id = assertSafeName('device id', input.id);
     const channel = input.channel ?? 'stable';
     assertSafeName('device id', channel);
-    const owner = this.deps.store.listOperators().find((o) => id === o.name || id.startsWith(`${o.name}-`));
-    if (owner) {
-      // That id is one of the operator's MQTT client ids (`name` or `name-...`).
-      throw new OtaError(
-        'E_CONFLICT',
-        `device id ${id} clashes with operator ${owner.name}'s client ids; pick another id`,
-      );
+    if (this.deps.store.getOperator(id)) {
+      // That id is the operator's own MQTT client id (its name; its others are `name@...`).
+      throw new OtaError('E_CONFLICT', `device id ${id} clashes with operator ${id}'s client id; pick another id`);
     }
     const token = newToken();
     const { store } = this.deps;
