@@ -160,6 +160,9 @@ export class CommandClient {
   }
 
   async close(): Promise<void> {
-    await this.mqtt.endAsync();
+    // Once the coordinator has closed the connection (a refused command, or the session ended by
+    // `operator rm`/`operator role`) nothing can be flushed: an unforced end would wait forever
+    // for the acknowledgement of a command that was in flight.
+    await this.mqtt.endAsync(!this.mqtt.connected);
   }
 }

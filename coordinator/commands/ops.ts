@@ -34,6 +34,8 @@ export const OPS = {
   'audit.export': 'viewer',
   'operator.add': 'admin',
   'operator.ls': 'admin',
+  'operator.rm': 'admin',
+  'operator.role': 'admin',
 } as const satisfies Record<string, Role>;
 
 export type Op = keyof typeof OPS;

@@ -78,9 +78,14 @@ export function grantOf(client: MqttClient, filter: string): Promise<number> {
  * Publishes at QoS 1 and says what the broker did: 'accepted' (PUBACK) or 'closed' (refused:
  * the broker closed the connection). One of the two always happens, so nothing waits on a timer.
  */
-export function publishOutcome(session: Session, topic: string, payload: Buffer): Promise<'accepted' | 'closed'> {
+export function publishOutcome(
+  session: Session,
+  topic: string,
+  payload: Buffer,
+  opts: { retain?: boolean } = {},
+): Promise<'accepted' | 'closed'> {
   return Promise.race([
-    session.client.publishAsync(topic, payload, { qos: 1 }).then(
+    session.client.publishAsync(topic, payload, { qos: 1, retain: opts.retain ?? false }).then(
       () => 'accepted' as const,
       () => 'closed' as const,
     ),
