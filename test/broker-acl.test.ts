@@ -11,6 +11,7 @@ import t, { type Test } from 'tap';
 import { canPublish, canSubscribe, checkClientId } from '../coordinator/broker/acl.js';
 import { type AuthFailure, attachWebSocket, type Broker, createBroker } from '../coordinator/broker/create-broker.js';
 import type { Authenticate, Principal } from '../coordinator/broker/principal.js';
+import { CommandClient } from '../coordinator/client/command-client.js';
 import { createTopics } from '../shared/topics.js';
 
 // The broker ACL of design section 3, against a real Aedes broker and real mqtt.js clients
@@ -30,6 +31,8 @@ const USERS: Record<string, { token: string; principal: Principal }> = {
   admin: { token: 'tok-admin', principal: { kind: 'operator', name: 'admin', role: 'admin' } },
   oper: { token: 'tok-oper', principal: { kind: 'operator', name: 'oper', role: 'operator' } },
   viewer: { token: 'tok-viewer', principal: { kind: 'operator', name: 'viewer', role: 'viewer' } },
+  // A username whose account has another name: no client id built on the username is its own.
+  alias: { token: 'tok-alias', principal: { kind: 'operator', name: 'someone', role: 'viewer' } },
 };
 const TOKENS = Object.values(USERS).map((u) => u.token);
 
@@ -398,6 +401,29 @@ t.test('connection refused: credentials, client ids, wills', async (t) => {
   await box.client.endAsync();
   await waitFor('admin-box gone', () => (broker.principalOf('admin-box') === undefined ? true : undefined));
   t.pass('principalOf is cleared on disconnect');
+});
+
+t.test('otactl refused with CONNACK 5 says which client ids an operator may use', async (t) => {
+  await t.rejects(
+    CommandClient.connect({
+      url: `mqtt://127.0.0.1:${port}`,
+      user: 'alias',
+      token: 'tok-alias',
+      connectTimeoutMs: WAIT_MS,
+    }),
+    { code: 'E_AUTH', message: /client id alias@otactl-[0-9a-f]{8} \(not authorized\).*<name>@<suffix>/ },
+  );
+  t.match(authFailures.at(-1), { username: 'alias', reason: /"someone" or "someone@<suffix>"/ }, 'logged reason');
+  await t.rejects(
+    CommandClient.connect({
+      url: `mqtt://127.0.0.1:${port}`,
+      user: 'viewer',
+      token: 'wrong',
+      connectTimeoutMs: WAIT_MS,
+    }),
+    { code: 'E_AUTH', message: /unknown user or wrong token/ },
+    'a wrong token (CONNACK 4) is told apart',
+  );
 });
 
 t.test('a device will on its own status is accepted and published when the device drops', async (t) => {
