@@ -261,3 +261,40 @@ async function nextMessageOf<T>(probe: () => T | undefined): Promise<T> {
   }
   throw new Error('not seen');
 }
+
+t.test('a connection that authenticated just before a cut is closed when it registers', async (t) => {
+  // The cut comes right after the credentials were checked and before Aedes registers the
+  // connection (a microtask queued during authentication runs before Aedes's next steps).
+  let cuts = 0;
+  const broker = await createBroker({
+    topics,
+    authenticate: (u, p) => {
+      if (u !== 'd1' || p !== 'tok1') return null;
+      queueMicrotask(() => {
+        cuts += broker.cutSessions({ kind: 'device', deviceId: 'd1' }) + 1;
+      });
+      return { kind: 'device', deviceId: 'd1' };
+    },
+    logger: createLogger('silent'),
+  });
+  t.teardown(() => broker.close());
+  const { port } = await broker.listen(0, '127.0.0.1');
+  const registered: string[] = [];
+  broker.aedes.on('client', (client) => registered.push(client.id));
+  const outcome = await new Promise<string>((resolve) => {
+    const c = mqtt.connect(`mqtt://127.0.0.1:${port}`, {
+      clientId: 'd1',
+      username: 'd1',
+      password: 'tok1',
+      protocolVersion: 4,
+      reconnectPeriod: 0,
+    });
+    t.teardown(() => c.endAsync(true));
+    c.once('connect', () => resolve('connected'));
+    c.once('close', () => resolve('closed'));
+  });
+  t.equal(cuts, 1, 'the cut came while no session of d1 was registered');
+  t.same(registered, ['d1'], 'Aedes registered the connection after the cut');
+  t.equal(outcome, 'closed', 'and the broker closed it at once');
+  t.equal(broker.principalOf('d1'), undefined, 'no live session of d1');
+});
