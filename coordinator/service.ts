@@ -6,7 +6,7 @@ import { encodePayload } from '../shared/payload.js';
 import { signerFor } from '../shared/signatures.js';
 import { createTopics } from '../shared/topics.js';
 import { readPackageVersion } from '../shared/version.js';
-import { attachWebSocket, createBroker } from './broker/create-broker.js';
+import { attachWebSocket, createBroker, type SessionOwner } from './broker/create-broker.js';
 import { OrderedPublisher } from './broker/ordered-publisher.js';
 import { runCommand } from './commands/dispatch.js';
 import type { CoordinatorConfig } from './config.js';
@@ -102,6 +102,8 @@ export async function startCoordinator(
     const desired = new DesiredPublisher({ store, topics, signer: signerFor(key, { fast: true }), now });
     // Counted as rows are appended (a COUNT(*) over the table after every commit does not scale).
     const onAudit = (events: readonly unknown[]) => metrics.auditRows.inc(events.length);
+    // Set once the broker and the recorders exist; nothing is removed before (commands come later).
+    let credentialsChanged: (who: SessionOwner) => void = () => {};
     let publicMqttUrl = config.publicMqttUrl ?? '';
     let publicHttpUrl = config.publicHttpUrl ?? '';
     // The one executor of write plans (rollouts, channel moves, enrolment; design section 2).
@@ -120,6 +122,7 @@ export async function startCoordinator(
         coordinatorKey: publicKeyToJson(key),
       }),
       onAudit,
+      onCredentialsChanged: (who) => credentialsChanged(who),
     });
     const rollouts = new RolloutService({
       executor,
@@ -185,6 +188,30 @@ export async function startCoordinator(
     const presence = new PresenceRecorder({ store, now, logger, everyMs: WRITE_BEHIND_EVERY_MS });
     // A device ahead of its stored desired seq (a restored backup) is caught up and sent its state again.
     const seqCatchUp = new SeqCatchUp({ store, executor, now, logger, everyMs: WRITE_BEHIND_EVERY_MS });
+    // A device removed or an operator removed or given another role: its sessions end now (and
+    // whatever they still had in flight is dropped, Broker.cutSessions), and nothing cached of a
+    // removed device outlives it, neither here nor as its retained messages (an empty retained
+    // message deletes one, MQTT 3.1.1 section 3.3.1.3): a device enrolled again with that id
+    // starts from nothing of the old one's.
+    credentialsChanged = (who) => {
+      broker.cutSessions(who);
+      if (who.kind !== 'device') return;
+      reports.forget(who.deviceId);
+      presence.forget(who.deviceId);
+      seqCatchUp.forget(who.deviceId);
+      metrics.connectedDevices.set(presence.connected);
+      // Its session ended without a disconnect event that counts (the cut connection speaks for
+      // nobody): a rollout that still lists it sees it offline.
+      rollouts.onPresence(who.deviceId, false);
+      const empty = Buffer.alloc(0);
+      void publish(
+        [topics.desired, topics.reported, topics.status].map((topic) => ({
+          topic: topic(who.deviceId),
+          payload: empty,
+          retain: true,
+        })),
+      );
+    };
     routeMessages(
       broker,
       topics,
@@ -201,13 +228,15 @@ export async function startCoordinator(
           rollouts.onPresence(deviceId, online);
           metrics.connectedDevices.set(presence.connected);
         },
-        command: (op, request, principal) => {
+        command: (op, request, principal, clientId) => {
           // A command reads what the devices reported so far, written behind until now.
           reports.flushIfScheduled();
           presence.flushIfScheduled();
-          return runCommand(op, request, principal, commandContext, logger);
+          return runCommand(op, request, principal, commandContext, logger, {
+            replyPrefix: topics.replyPrefix(clientId),
+          });
         },
-        reply: (topic, reply) => publishOne({ topic, payload: encodePayload(reply), retain: false }),
+        reply: (topic, reply, onlyTo) => broker.publish(topic, encodePayload(reply), { retain: false, qos: 1, onlyTo }),
       },
       logger,
     );

@@ -278,7 +278,8 @@ export const ERROR_CODES = {
   },
   E_AUTH: {
     area: 'coordinator',
-    meaning: 'Authentication failed: unknown user, wrong token, or an MQTT client id that is not the device id.',
+    meaning:
+      'Authentication failed: unknown user, wrong token, or an MQTT client id that is not the device id (a device) or the name or name@suffix (an operator).',
     fix: 'Use the token printed by `otactl device add` / `operator add`, or the admin token file in the data directory.',
   },
   E_FORBIDDEN: {

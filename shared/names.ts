@@ -15,6 +15,26 @@ export function isSafeId(value: string): boolean {
   return ID_PATTERN.test(value);
 }
 
+/**
+ * What separates an operator's name from the rest of its MQTT client id (`bob@otactl-3f2a`). It
+ * is not in the safe-id alphabet, so no name contains it: the text before the first `@` of a
+ * client id is exactly the name of the operator it belongs to, whatever other names exist
+ * (`bob`, `bob-admin`, `bob.admin`). MQTT 3.1.1 section 3.1.3.1 lets a server accept client ids
+ * longer than 23 bytes and with other characters than letters and digits (Aedes does), and `@`
+ * may stand in a topic name (only `+`, `#` and U+0000 may not, sections 4.7.1 and 1.5.3).
+ */
+export const CLIENT_ID_SEPARATOR = '@';
+
+/**
+ * An MQTT client id the coordinator accepts: a safe id (a device's id, an operator's name), or a
+ * safe id, `@` and a safe id (`bob@otactl-3f2a`, an operator's other sessions).
+ */
+export function isClientId(value: string): boolean {
+  const at = value.indexOf(CLIENT_ID_SEPARATOR);
+  if (at < 0) return isSafeId(value);
+  return isSafeId(value.slice(0, at)) && isSafeId(value.slice(at + 1));
+}
+
 export function isSafeVersion(value: string): boolean {
   return VERSION_PATTERN.test(value);
 }

@@ -1,5 +1,5 @@
 import { OtaError } from './errors.js';
-import { isSafeId } from './names.js';
+import { isClientId, isSafeId } from './names.js';
 
 /**
  * The MQTT topics of design section 3, under a configurable prefix (default `ota/v1`).
@@ -40,6 +40,17 @@ function id(kind: string, value: string): string {
   return value;
 }
 
+/** A reply topic's client id level: a device id, an operator's name, or `name@suffix`. */
+function clientIdLevel(value: string): string {
+  if (!isClientId(value)) {
+    throw new OtaError(
+      'E_TOPIC',
+      `invalid client id ${JSON.stringify(value)} for a topic: use a name (letters, digits, ".", "_", "-"), or name@suffix`,
+    );
+  }
+  return value;
+}
+
 export interface Topics {
   readonly prefix: string;
   desired(deviceId: string): string;
@@ -71,8 +82,8 @@ export function createTopics(prefix: string = DEFAULT_PREFIX): Topics {
     rollout: (r) => `${p}/rollouts/${id('rollout id', r)}`,
     audit: () => `${p}/audit`,
     cmd: (op) => `${p}/cmd/${id('command', op)}`,
-    replyPrefix: (c) => `${p}/reply/${id('client id', c)}/`,
-    reply: (c, name) => `${p}/reply/${id('client id', c)}/${id('reply name', name)}`,
+    replyPrefix: (c) => `${p}/reply/${clientIdLevel(c)}/`,
+    reply: (c, name) => `${p}/reply/${clientIdLevel(c)}/${id('reply name', name)}`,
     allDevices: (kind) => `${p}/devices/+/${kind}`,
     allCommands: () => `${p}/cmd/+`,
     allRollouts: () => `${p}/rollouts/+`,
@@ -104,7 +115,7 @@ export function createTopics(prefix: string = DEFAULT_PREFIX): Topics {
           return { kind: 'cmd', op: second };
         case 'reply': {
           if (second === undefined || third === undefined) throw bad('expected reply/{clientId}/...');
-          if (!isSafeId(second)) throw bad(`invalid client id ${JSON.stringify(second)}`);
+          if (!isClientId(second)) throw bad(`invalid client id ${JSON.stringify(second)}`);
           const rest = [third, ...more].join('/');
           if (rest === '' || rest.includes('+') || rest.includes('#')) throw bad('invalid reply topic');
           return { kind: 'reply', clientId: second, rest };

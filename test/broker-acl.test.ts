@@ -11,6 +11,7 @@ import t, { type Test } from 'tap';
 import { canPublish, canSubscribe, checkClientId } from '../coordinator/broker/acl.js';
 import { type AuthFailure, attachWebSocket, type Broker, createBroker } from '../coordinator/broker/create-broker.js';
 import type { Authenticate, Principal } from '../coordinator/broker/principal.js';
+import { CommandClient } from '../coordinator/client/command-client.js';
 import { createTopics } from '../shared/topics.js';
 
 // The broker ACL of design section 3, against a real Aedes broker and real mqtt.js clients
@@ -30,6 +31,8 @@ const USERS: Record<string, { token: string; principal: Principal }> = {
   admin: { token: 'tok-admin', principal: { kind: 'operator', name: 'admin', role: 'admin' } },
   oper: { token: 'tok-oper', principal: { kind: 'operator', name: 'oper', role: 'operator' } },
   viewer: { token: 'tok-viewer', principal: { kind: 'operator', name: 'viewer', role: 'viewer' } },
+  // A username whose account has another name: no client id built on the username is its own.
+  alias: { token: 'tok-alias', principal: { kind: 'operator', name: 'someone', role: 'viewer' } },
 };
 const TOKENS = Object.values(USERS).map((u) => u.token);
 
@@ -250,12 +253,12 @@ t.before(async () => {
   });
   ({ port } = await broker.listen(0, '127.0.0.1'));
   control = await as('dev-b');
-  watcher = await as('admin', 'admin-watch');
+  watcher = await as('admin', 'admin@watch');
   const filters = [
     ...(['reported', 'status', 'metrics', 'desired'] as const).map((k) => topics.allDevices(k)),
     topics.allRollouts(),
     topics.audit(),
-    `${topics.replyPrefix('admin-watch')}#`,
+    `${topics.replyPrefix('admin@watch')}#`,
   ];
   const granted = await watcher.client.subscribeAsync(filters, { qos: 1 });
   if (granted.some((g) => g.qos !== 1)) throw new Error(`watcher not granted: ${JSON.stringify(granted)}`);
@@ -279,19 +282,26 @@ t.test('pure ACL functions (custom prefix)', async (t) => {
   t.type(canPublish(dev, 'd1', tp.metrics('d1'), { retain: true, will: false }, tp), 'string', 'no retained metrics');
   t.type(canPublish(dev, 'd1', 'ota/v1/devices/d1/reported', pub, tp), 'string', 'other prefix');
   t.type(canPublish(dev, 'd2', tp.reported('d1'), pub, tp), 'string', 'client id is not the device id');
-  t.equal(canPublish(viewer, 'v-1', tp.cmd('rollout.ls'), pub, tp), true);
-  t.match(canPublish(viewer, 'v-1', tp.cmd('rollout.abort'), pub, tp), /viewer may not call rollout\.abort/);
-  t.type(canPublish(viewer, 'v-1', tp.cmd('rollout.ls'), { retain: false, will: true }, tp), 'string');
+  t.equal(canPublish(viewer, 'v@1', tp.cmd('rollout.ls'), pub, tp), true);
+  t.match(canPublish(viewer, 'v@1', tp.cmd('rollout.abort'), pub, tp), /viewer may not call rollout\.abort/);
+  t.type(canPublish(viewer, 'v@1', tp.cmd('rollout.ls'), { retain: false, will: true }, tp), 'string');
   t.equal(canSubscribe(dev, 'd1', tp.desired('d1'), tp), true);
   t.type(canSubscribe(dev, 'd1', tp.allDevices('desired'), tp), 'string');
-  t.equal(canSubscribe(viewer, 'v-1', 'plant/ota/reply/v-1/#', tp), true);
-  t.equal(canSubscribe(viewer, 'v-1', 'plant/ota/reply/v-1/a', tp), true);
-  t.type(canSubscribe(viewer, 'v-1', 'plant/ota/reply/v-1/+', tp), 'string');
-  t.type(canSubscribe(viewer, 'v-1', 'plant/ota/#', tp), 'string');
+  t.equal(canSubscribe(viewer, 'v@1', 'plant/ota/reply/v@1/#', tp), true);
+  t.equal(canSubscribe(viewer, 'v@1', 'plant/ota/reply/v@1/a', tp), true);
+  t.type(canSubscribe(viewer, 'v@1', 'plant/ota/reply/v@1/+', tp), 'string');
+  t.type(canSubscribe(viewer, 'v@1', 'plant/ota/#', tp), 'string');
   t.equal(checkClientId(viewer, 'v'), true);
-  t.equal(checkClientId(viewer, 'v-otactl-3f2a'), true);
-  t.type(checkClientId(viewer, 'vx'), 'string', 'the name must be followed by "-"');
-  t.type(checkClientId(viewer, 'v-a/b'), 'string', 'not a safe id');
+  t.equal(checkClientId(viewer, 'v@otactl-3f2a'), true);
+  t.type(checkClientId(viewer, 'vx'), 'string', 'the name must be followed by "@"');
+  t.match(
+    checkClientId(viewer, 'v-otactl-3f2a'),
+    /old form <name>-<suffix>.*"v@otactl-3f2a"/,
+    'the old form is refused, naming the new one',
+  );
+  t.type(checkClientId(viewer, 'v@a/b'), 'string', 'not a safe suffix');
+  t.type(checkClientId(viewer, 'v@'), 'string', 'an empty suffix');
+  t.type(checkClientId(viewer, 'v@a@b'), 'string', 'a second "@"');
   t.type(checkClientId(dev, 'd1-x'), 'string');
 });
 
@@ -309,8 +319,9 @@ t.test('connection refused: credentials, client ids, wills', async (t) => {
     ['device with a longer client id', () => as('dev-a', 'dev-a-2'), 5],
     ["operator using a device's client id", () => as('admin', 'dev-a'), 5],
     ['operator whose client id only starts with the name', () => as('admin', 'administrator'), 5],
-    ["operator using another operator's client id", () => as('oper', 'admin-otactl-1'), 5],
-    ['operator with an unsafe client id', () => as('admin', 'admin-a/b'), 5],
+    ["operator using another operator's client id", () => as('oper', 'admin@otactl-1'), 5],
+    ['operator with a client id of the old form name-suffix', () => as('admin', 'admin-otactl-1'), 5],
+    ['operator with an unsafe client id', () => as('admin', 'admin@a/b'), 5],
     [
       "device will on another device's status",
       () =>
@@ -336,8 +347,8 @@ t.test('connection refused: credentials, client ids, wills', async (t) => {
     [
       'operator with a will',
       () =>
-        as('admin', 'admin-w', {
-          will: { topic: topics.cmd('device.ls'), payload: command('admin-w'), qos: 1, retain: false },
+        as('admin', 'admin@w', {
+          will: { topic: topics.cmd('device.ls'), payload: command('admin@w'), qos: 1, retain: false },
         }),
       5,
     ],
@@ -350,6 +361,11 @@ t.test('connection refused: credentials, client ids, wills', async (t) => {
   t.ok(
     authFailures.every((f) => f.reason.length > 0),
     'every failure has a reason',
+  );
+  t.match(
+    authFailures.find((f) => f.clientId === 'admin-otactl-1'),
+    { reason: /old form <name>-<suffix>, no longer accepted.*"admin@otactl-1"/ },
+    'an old-form client id is refused with a reason that names the new form',
   );
   t.match(
     authFailures.find((f) => f.clientId === 'dev-b'),
@@ -369,14 +385,15 @@ t.test('connection refused: credentials, client ids, wills', async (t) => {
 
   for (const [user, id] of [
     ['admin', 'admin'],
-    ['admin', 'admin-otactl-3f2a'],
-    ['viewer', 'viewer-x'],
+    ['admin', 'admin@otactl-3f2a'],
+    ['viewer', 'viewer@x'],
     ['dev-a', 'dev-a'],
   ] as const) {
     t.equal(await connackCode(as(user, id)), 0, `${user} as ${id} accepted`);
   }
 
-  // A live device session cannot be taken over by an operator whose name prefixes its id.
+  // A live device session cannot be taken over by an operator whose name prefixes its id (that
+  // id is none of the operator's: they are `admin` and `admin@...`).
   const box = await as('admin-box');
   t.equal(await connackCode(as('admin', 'admin-box')), 5, 'operator cannot take over a live device session');
   t.ok(box.client.connected, 'the device keeps its session');
@@ -384,6 +401,29 @@ t.test('connection refused: credentials, client ids, wills', async (t) => {
   await box.client.endAsync();
   await waitFor('admin-box gone', () => (broker.principalOf('admin-box') === undefined ? true : undefined));
   t.pass('principalOf is cleared on disconnect');
+});
+
+t.test('otactl refused with CONNACK 5 says which client ids an operator may use', async (t) => {
+  await t.rejects(
+    CommandClient.connect({
+      url: `mqtt://127.0.0.1:${port}`,
+      user: 'alias',
+      token: 'tok-alias',
+      connectTimeoutMs: WAIT_MS,
+    }),
+    { code: 'E_AUTH', message: /client id alias@otactl-[0-9a-f]{8} \(not authorized\).*<name>@<suffix>/ },
+  );
+  t.match(authFailures.at(-1), { username: 'alias', reason: /"someone" or "someone@<suffix>"/ }, 'logged reason');
+  await t.rejects(
+    CommandClient.connect({
+      url: `mqtt://127.0.0.1:${port}`,
+      user: 'viewer',
+      token: 'wrong',
+      connectTimeoutMs: WAIT_MS,
+    }),
+    { code: 'E_AUTH', message: /unknown user or wrong token/ },
+    'a wrong token (CONNACK 4) is told apart',
+  );
 });
 
 t.test('a device will on its own status is accepted and published when the device drops', async (t) => {
@@ -423,7 +463,7 @@ t.test('device publishes: own reported/status/metrics only', async (t) => {
     ['a rollout summary', topics.rollout('r1'), json({ rolloutId: 'r1' }), { retain: true }],
     ['audit', topics.audit(), json({ seq: 1 })],
     ['a command', topics.cmd('device.ls'), command('dev-a')],
-    ['a reply to an operator', topics.reply('admin-watch', 'x'), json({ ok: true })],
+    ['a reply to an operator', topics.reply('admin@watch', 'x'), json({ ok: true })],
     ['a reply under its own id', topics.reply('dev-a', 'x'), json({ ok: true })],
     ['outside the prefix', 'elsewhere/topic', json({})],
     ['$SYS', '$SYS/fake/heartbeat', json({})],
@@ -436,12 +476,12 @@ t.test('device publishes: own reported/status/metrics only', async (t) => {
 
 t.test('operator publishes: commands their role allows, never retained, nothing else', async (t) => {
   const allowed: [string, string, string][] = [
-    ['admin', 'admin-1', 'device.add'],
-    ['admin', 'admin-1', 'operator.ls'],
-    ['oper', 'oper-1', 'rollout.abort'],
-    ['oper', 'oper-1', 'release.publish'],
-    ['viewer', 'viewer-1', 'rollout.ls'],
-    ['viewer', 'viewer-1', 'audit.verify'],
+    ['admin', 'admin@1', 'device.add'],
+    ['admin', 'admin@1', 'operator.ls'],
+    ['oper', 'oper@1', 'rollout.abort'],
+    ['oper', 'oper@1', 'release.publish'],
+    ['viewer', 'viewer@1', 'rollout.ls'],
+    ['viewer', 'viewer@1', 'audit.verify'],
   ];
   for (const [user, id, op] of allowed) {
     const conn = await as(user, id);
@@ -450,46 +490,46 @@ t.test('operator publishes: commands their role allows, never retained, nothing 
   }
 
   const refused: [string, string, string, string, Buffer, { retain?: boolean; reason?: RegExp }?][] = [
-    ['viewer: mutating command', 'viewer', 'viewer-1', topics.cmd('rollout.abort'), command('viewer-1')],
-    ['viewer: release.publish', 'viewer', 'viewer-1', topics.cmd('release.publish'), command('viewer-1')],
-    ['operator: admin-only command', 'oper', 'oper-1', topics.cmd('operator.add'), command('oper-1')],
-    ['admin: retained command', 'admin', 'admin-1', topics.cmd('device.ls'), command('admin-1'), { retain: true }],
-    ['admin: desired', 'admin', 'admin-1', topics.desired('dev-a'), json({}), { retain: true }],
-    ['admin: device reported', 'admin', 'admin-1', topics.reported('dev-a'), reported('dev-a')],
-    ['admin: device status', 'admin', 'admin-1', topics.status('dev-a'), status(), { retain: true }],
-    ['admin: rollout summary', 'admin', 'admin-1', topics.rollout('r1'), json({}), { retain: true }],
-    ['admin: audit', 'admin', 'admin-1', topics.audit(), json({})],
-    ['admin: own reply topic', 'admin', 'admin-1', topics.reply('admin-1', 'x'), json({})],
+    ['viewer: mutating command', 'viewer', 'viewer@1', topics.cmd('rollout.abort'), command('viewer@1')],
+    ['viewer: release.publish', 'viewer', 'viewer@1', topics.cmd('release.publish'), command('viewer@1')],
+    ['operator: admin-only command', 'oper', 'oper@1', topics.cmd('operator.add'), command('oper@1')],
+    ['admin: retained command', 'admin', 'admin@1', topics.cmd('device.ls'), command('admin@1'), { retain: true }],
+    ['admin: desired', 'admin', 'admin@1', topics.desired('dev-a'), json({}), { retain: true }],
+    ['admin: device reported', 'admin', 'admin@1', topics.reported('dev-a'), reported('dev-a')],
+    ['admin: device status', 'admin', 'admin@1', topics.status('dev-a'), status(), { retain: true }],
+    ['admin: rollout summary', 'admin', 'admin@1', topics.rollout('r1'), json({}), { retain: true }],
+    ['admin: audit', 'admin', 'admin@1', topics.audit(), json({})],
+    ['admin: own reply topic', 'admin', 'admin@1', topics.reply('admin@1', 'x'), json({})],
     [
       "admin: replyTo under another operator's client",
       'admin',
-      'admin-1',
+      'admin@1',
       topics.cmd('device.ls'),
-      command('admin-1', { replyTo: topics.reply('viewer-1', 'x') }),
+      command('admin@1', { replyTo: topics.reply('viewer@1', 'x') }),
       { reason: /replyTo/ },
     ],
     [
       'viewer: replyTo under a client id that is not its own',
       'viewer',
-      'viewer-1',
+      'viewer@1',
       topics.cmd('rollout.ls'),
-      command('viewer-1', { replyTo: topics.reply('viewerx', 'x') }),
+      command('viewer@1', { replyTo: topics.reply('viewerx', 'x') }),
       { reason: /replyTo/ },
     ],
     [
       'admin: replyTo is a wildcard',
       'admin',
-      'admin-1',
+      'admin@1',
       topics.cmd('device.ls'),
-      command('admin-1', { replyTo: `${topics.replyPrefix('admin-1')}#` }),
+      command('admin@1', { replyTo: `${topics.replyPrefix('admin@1')}#` }),
       { reason: /replyTo/ },
     ],
     [
       'admin: replyTo outside the prefix',
       'admin',
-      'admin-1',
+      'admin@1',
       topics.cmd('device.ls'),
-      command('admin-1', { replyTo: topics.desired('dev-a') }),
+      command('admin@1', { replyTo: topics.desired('dev-a') }),
       { reason: /replyTo/ },
     ],
   ];
@@ -535,15 +575,15 @@ t.test('malformed and oversize payloads are refused on every device topic and cm
     ],
     ['metrics: oversize', 'dev-a', 'dev-a', topics.metrics('dev-a'), Buffer.alloc(OVER, 0x20), /limit/],
     ['metrics: refused by validate()', 'dev-a', 'dev-a', topics.metrics('dev-a'), metrics('blocked-model'), /blocked/],
-    ['cmd: not JSON', 'admin', 'admin-1', topics.cmd('device.ls'), Buffer.from('ls'), /JSON/],
-    ['cmd: wrong schema', 'admin', 'admin-1', topics.cmd('device.ls'), json({ replyTo: 'x' }), /command/],
-    ['cmd: unknown field', 'admin', 'admin-1', topics.cmd('device.ls'), command('admin-1', { extra: 1 }), /command/],
+    ['cmd: not JSON', 'admin', 'admin@1', topics.cmd('device.ls'), Buffer.from('ls'), /JSON/],
+    ['cmd: wrong schema', 'admin', 'admin@1', topics.cmd('device.ls'), json({ replyTo: 'x' }), /command/],
+    ['cmd: unknown field', 'admin', 'admin@1', topics.cmd('device.ls'), command('admin@1', { extra: 1 }), /command/],
     [
       'cmd: oversize',
       'admin',
-      'admin-1',
+      'admin@1',
       topics.cmd('device.ls'),
-      command('admin-1', { args: { pad } }),
+      command('admin@1', { args: { pad } }),
       /limit is 262144/,
     ],
   ];
@@ -572,7 +612,7 @@ t.test('a refused retained publish leaves no trace for a fresh subscriber', asyn
   control = b;
   const forged = status(false);
   await expectRefused(t, await as('dev-a'), topics.status('dev-b'), forged, { retain: true });
-  const fresh = await as('admin', 'admin-fresh');
+  const fresh = await as('admin', 'admin@fresh');
   await fresh.client.subscribeAsync(topics.status('dev-b'), { qos: 1 });
   await waitFor('the genuine retained status', () =>
     fresh.received.some((m) => samePayload(m.payload, own)) ? true : undefined,
@@ -587,8 +627,8 @@ t.test('a refused retained publish leaves no trace for a fresh subscriber', asyn
     'the forged status is not delivered to a fresh subscriber',
   );
   t.equal(fresh.received.length, 1, 'only the genuine retained status');
-  const forgedCmd = command('admin-1');
-  await expectRefused(t, await as('admin', 'admin-1'), topics.cmd('device.ls'), forgedCmd, { retain: true });
+  const forgedCmd = command('admin@1');
+  await expectRefused(t, await as('admin', 'admin@1'), topics.cmd('device.ls'), forgedCmd, { retain: true });
   t.equal(await retainedPayload(topics.cmd('device.ls')), undefined, 'no retained command');
   await fresh.client.endAsync();
 });
@@ -663,7 +703,7 @@ t.test('device subscriptions: its own desired only', async (t) => {
       [topics.audit(), topics.audit(), false],
       [topics.allCommands(), topics.cmd('device.ls'), false],
       [`${topics.replyPrefix('dev-a')}#`, topics.reply('dev-a', 'x'), false],
-      [`${topics.replyPrefix('admin-watch')}#`, topics.reply('admin-watch', 'y'), false],
+      [`${topics.replyPrefix('admin@watch')}#`, topics.reply('admin@watch', 'y'), false],
       ['#', topics.desired('dev-b'), false],
       ['ota/#', topics.audit(), false],
       [`${p}/#`, topics.rollout('r2'), false],
@@ -678,8 +718,8 @@ t.test('device subscriptions: its own desired only', async (t) => {
 
 t.test('operator subscriptions: replies, rollouts, audit, device views', async (t) => {
   for (const [user, id] of [
-    ['viewer', 'viewer-cli'],
-    ['admin', 'admin-cli'],
+    ['viewer', 'viewer@cli'],
+    ['admin', 'admin@cli'],
   ] as const) {
     await t.test(user, async (t) => {
       const op = await as(user, id);
@@ -699,10 +739,10 @@ t.test('operator subscriptions: replies, rollouts, audit, device views', async (
           ]),
           [topics.status('dev-b'), topics.status('dev-b'), true],
           // Replies are private to the operator: its own other client ids yes, anyone else's no.
-          [`${topics.replyPrefix('admin-watch')}#`, topics.reply('admin-watch', 'z'), user === 'admin'],
-          [`${topics.replyPrefix('viewer-other')}#`, topics.reply('viewer-other', 'z'), user === 'viewer'],
-          [`${p}/reply/+/#`, topics.reply('oper-1', 'z'), false],
-          [`${p}/reply/#`, topics.reply('oper-2', 'z'), false],
+          [`${topics.replyPrefix('admin@watch')}#`, topics.reply('admin@watch', 'z'), user === 'admin'],
+          [`${topics.replyPrefix('viewer@other')}#`, topics.reply('viewer@other', 'z'), user === 'viewer'],
+          [`${p}/reply/+/#`, topics.reply('oper@1', 'z'), false],
+          [`${p}/reply/#`, topics.reply('oper@2', 'z'), false],
           [`${topics.replyPrefix(`${id}0`)}#`, topics.reply(`${id}0`, 'z'), true],
           [`${topics.replyPrefix('adminx')}#`, topics.reply('adminx', 'z'), false],
           [topics.allCommands(), topics.cmd('rollout.ls'), false],

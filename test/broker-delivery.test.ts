@@ -39,7 +39,7 @@ async function connect(t: Test, port: number, user: string, clientId: string): P
 
 t.test('retained and non-retained publishes in flight together: none is lost', async (t) => {
   const { broker, port } = await startBroker(t);
-  const client = await connect(t, port, 'admin', 'admin-watch');
+  const client = await connect(t, port, 'admin', 'admin@watch');
   const got: string[] = [];
   client.on('message', (_topic, payload) => got.push(payload.toString()));
   await client.subscribeAsync([topics.allRollouts(), topics.audit()], { qos: 1 });
@@ -70,7 +70,7 @@ t.test('retained and non-retained publishes in flight together: none is lost', a
 
 t.test('a 10,000-device wave handed over at once through OrderedPublisher: all delivered', async (t) => {
   const { broker, port } = await startBroker(t);
-  const client = await connect(t, port, 'admin', 'admin-fleet');
+  const client = await connect(t, port, 'admin', 'admin@fleet');
   let received = 0;
   client.on('message', () => received++);
   await client.subscribeAsync(topics.allDevices('desired'), { qos: 1 });
@@ -144,15 +144,15 @@ t.test(
       await done;
       return got.sort();
     };
-    t.same(await retainedFor('admin-exact', [topics.desired('d1')]), ['d1=desired of d1, newer'], 'exact: the latest');
-    t.same(await retainedFor('admin-gone', [topics.desired('d2')]), [], 'exact: deleted');
+    t.same(await retainedFor('admin@exact', [topics.desired('d1')]), ['d1=desired of d1, newer'], 'exact: the latest');
+    t.same(await retainedFor('admin@gone', [topics.desired('d2')]), [], 'exact: deleted');
     t.same(
-      await retainedFor('admin-two', [topics.desired('d1'), topics.desired('d3'), topics.desired('nobody')]),
+      await retainedFor('admin@two', [topics.desired('d1'), topics.desired('d3'), topics.desired('nobody')]),
       ['d1=desired of d1, newer', 'd3=desired of d3'],
       'several exact filters in one SUBSCRIBE',
     );
     t.same(
-      await retainedFor('admin-wild', [topics.allDevices('desired')]),
+      await retainedFor('admin@wild', [topics.allDevices('desired')]),
       ['d1=desired of d1, newer', 'd3=desired of d3'],
       'wildcard: the same messages',
     );
@@ -199,7 +199,7 @@ t.test('during a wave (gate held) devices are taken a few per turn: every report
     t.equal(turnsOf.length, 12, 'all 12 handed over to the coordinator');
   };
   const devices = await Promise.all(['g-1', 'g-2', 'g-3'].map((id) => connect(t, port, id, id)));
-  const watcher = await connect(t, port, 'admin', 'admin-watch-gate');
+  const watcher = await connect(t, port, 'admin', 'admin@watch-gate');
   const got = new Map<string, number[]>();
   watcher.on('message', (topic, payload) => {
     const id = topic.split('/').at(-2) as string;

@@ -357,6 +357,16 @@ t.test('otactl over the command API', async (t) => {
       { id: 'admin', role: 'admin' },
       { id: 'vera', role: 'viewer' },
     ]);
+    // Another role, then removal (each ends vera's sessions: test/session-cut.test.ts).
+    t.match((await ok(t, ['operator', 'role', 'vera', '--role', 'operator'])).stdout, /operator vera is now operator/);
+    t.match(await okJson(t, ['operator', 'role', 'vera', '--role', 'viewer']), { id: 'vera', role: 'viewer' });
+    t.match((await ok(t, ['operator', 'rm', 'vera'])).stdout, /removed operator vera/);
+    const gone = await run(['device', 'ls', ...as]);
+    t.equal(gone.code, 1);
+    t.match(gone.stderr, /error E_AUTH/, 'her token no longer works');
+    const self = await run(['operator', 'rm', 'admin']);
+    t.equal(self.code, 2, 'E_USAGE');
+    t.match(self.stderr, /cannot remove your own account/);
   });
 
   await t.test('rollouts: status --watch exits 0 completed, 1 halted or aborted, 130 on Ctrl-C', async (t) => {

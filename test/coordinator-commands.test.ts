@@ -48,10 +48,13 @@ t.test('first start: admin token (0600), coordinator key, readiness; commands va
     threshold: 1,
   });
   await t.rejects(admin.call('device.add', { id: 'cam-1' }), { code: 'E_CONFLICT', message: /cam-1 already exists/ });
-  await t.rejects(admin.call('device.add', { id: 'admin-cam' }), {
+  await t.rejects(admin.call('device.add', { id: 'admin' }), {
     code: 'E_CONFLICT',
     message: /clashes with operator admin/,
   });
+  // Operator client ids are `admin` and `admin@...` (broker/acl.ts): `admin-cam` is nobody's but the device's.
+  await admin.call('device.add', { id: 'admin-cam' });
+  await admin.call('device.rm', { id: 'admin-cam' });
   await t.rejects(admin.call('rollout.create', { model: 'det', version: '1.0.0', devices: ['cam-1'], waves: '100' }), {
     code: 'E_NOT_FOUND',
     message: /no release det@1.0.0/,
@@ -144,7 +147,7 @@ t.test('malformed and oversize payloads are dropped; the coordinator keeps servi
   }
   // A command with a garbage payload: dropped by the broker.
   const raw = await mqtt.connectAsync(running.mqttUrl, {
-    clientId: 'admin-raw',
+    clientId: 'admin@raw',
     username: 'admin',
     password: JSON.parse(await fs.readFile(running.adminTokenFile, 'utf8')).token,
     protocolVersion: 4,

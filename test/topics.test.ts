@@ -14,6 +14,12 @@ t.test('builders and parser agree for every topic', async (t) => {
   t.same(topics.parse(topics.reply('otactl-1', 'c1')), { kind: 'reply', clientId: 'otactl-1', rest: 'c1' });
   t.equal(topics.desired('cam-01'), 'ota/v1/devices/cam-01/desired');
   t.equal(topics.replyPrefix('ops'), 'ota/v1/reply/ops/');
+  // An operator's session client id (name@suffix, acl.ts) names a reply topic too.
+  t.same(topics.parse(topics.reply('bob@otactl-3f2a', 'r')), { kind: 'reply', clientId: 'bob@otactl-3f2a', rest: 'r' });
+  for (const bad of ['@x', 'bob@', 'bob@x@y', 'a/b@c', 'bob@+']) {
+    t.throws(() => topics.replyPrefix(bad), { code: 'E_TOPIC' }, bad);
+  }
+  t.throws(() => topics.desired('bob@x'), { code: 'E_TOPIC' }, 'a device id has no @');
   t.equal(topics.allDevices('reported'), 'ota/v1/devices/+/reported');
   t.equal(topics.allCommands(), 'ota/v1/cmd/+');
   t.equal(topics.allRollouts(), 'ota/v1/rollouts/+');

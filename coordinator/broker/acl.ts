@@ -1,4 +1,4 @@
-import { isSafeId } from '../../shared/names.js';
+import { CLIENT_ID_SEPARATOR, isSafeId } from '../../shared/names.js';
 import type { ParsedTopic, Topics } from '../../shared/topics.js';
 import { roleAllows } from '../commands/ops.js';
 import type { Principal } from './principal.js';
@@ -11,10 +11,13 @@ import type { Principal } from './principal.js';
  * - A device's client id is its device id. It publishes only its own `reported` and `status`
  *   (both may be retained; `status` is also its will) and `metrics` (not retained), and
  *   subscribes only to its own `desired`, without wildcards.
- * - An operator's client id is its name, or its name followed by `-` and anything safe
- *   (`admin`, `admin-otactl-3f2a`), so it cannot take a device's or another operator's client id
- *   by accident. It publishes only commands its role may call (never retained, never as a will),
- *   and subscribes to its own replies, rollouts, audit events and the device topics (read-only views).
+ * - An operator's client id is its name exactly, or its name, `@` and a safe suffix (`admin`,
+ *   `admin@otactl-3f2a`). No name or device id contains `@` (shared/names.ts), so a client id
+ *   belongs to one operator only, whatever names exist: `bob` can never use a client id of
+ *   `bob-admin` or `bob.admin`, nor read their replies (the earlier rule, `name-` + anything,
+ *   let `bob` do both). It publishes only commands its role may call (never retained, never as a
+ *   will), and subscribes to its own replies, rollouts, audit events and the device topics
+ *   (read-only views).
  */
 
 export interface PublishOptions {
@@ -36,26 +39,41 @@ function parse(topics: Topics, topic: string): ParsedTopic | string {
   }
 }
 
+/**
+ * Whether `clientId` is one of operator `name`'s client ids: the name itself, or the name, `@`
+ * and a safe suffix. Exact: `bob@x` is bob's, `bob-admin@x` and `bob.admin` are not.
+ */
+export function isOperatorClientId(name: string, clientId: string): boolean {
+  if (clientId === name) return true;
+  const head = `${name}${CLIENT_ID_SEPARATOR}`;
+  return clientId.startsWith(head) && isSafeId(clientId.slice(head.length));
+}
+
 export function checkClientId(p: Principal, clientId: string): true | string {
+  const shown = JSON.stringify(clientId.slice(0, 80));
   if (p.kind === 'device') {
     if (clientId === p.deviceId) return true;
-    return `${describe(p)} must connect with client id ${JSON.stringify(p.deviceId)}, not ${JSON.stringify(clientId.slice(0, 80))}`;
+    return `${describe(p)} must connect with client id ${JSON.stringify(p.deviceId)}, not ${shown}`;
   }
-  if (!isSafeId(clientId)) {
-    return `${describe(p)}: client id ${JSON.stringify(clientId.slice(0, 80))} is not a safe id (1-64 letters, digits, ".", "_", "-")`;
+  if (isOperatorClientId(p.name, clientId)) return true;
+  const form = `${JSON.stringify(p.name)} or ${JSON.stringify(`${p.name}${CLIENT_ID_SEPARATOR}<suffix>`)} (suffix: 1-64 letters, digits, ".", "_", "-")`;
+  const oldSuffix = clientId.startsWith(`${p.name}-`) ? clientId.slice(p.name.length + 1) : null;
+  if (oldSuffix !== null && isSafeId(oldSuffix)) {
+    // The form accepted before: name it and its replacement, so an old script is fixed in one step.
+    return `${describe(p)}: client id ${shown} has the old form <name>-<suffix>, no longer accepted: an operator's client id is ${form}, e.g. ${JSON.stringify(`${p.name}${CLIENT_ID_SEPARATOR}${oldSuffix}`)}`;
   }
-  if (clientId === p.name || clientId.startsWith(`${p.name}-`)) return true;
-  return `${describe(p)}: client id ${JSON.stringify(clientId)} must be ${JSON.stringify(p.name)} or start with ${JSON.stringify(`${p.name}-`)}`;
+  return `${describe(p)}: client id ${shown} is not one of this operator's: use ${form}`;
 }
 
 /**
  * Replies are private to the operator: a client may read the replies of any client id of the
- * same operator (`name` or `name-...`, the ids checkClientId lets it use), so a script can send
- * from one connection and listen on another (mosquitto_pub + mosquitto_sub), and nobody can
- * read another operator's replies (they carry tokens).
+ * same operator (the ids checkClientId lets it use), so a script can send from one connection
+ * and listen on another (mosquitto_pub + mosquitto_sub), and nobody can read another
+ * operator's replies. Replies that carry a secret (a new token) go to the requesting
+ * connection only, whoever else subscribes (create-broker.ts, authorizeForward).
  */
 export function ownsReplyClientId(p: Principal, replyClientId: string): boolean {
-  return p.kind === 'operator' && checkClientId(p, replyClientId) === true;
+  return p.kind === 'operator' && isOperatorClientId(p.name, replyClientId);
 }
 
 function escapeRegExp(text: string): string {

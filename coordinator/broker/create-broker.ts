@@ -114,8 +114,25 @@ export interface Broker {
   principalFor(client: Client): Principal | undefined;
   /** True when `client` is the newest session of its id, or no session of that id is registered. */
   isNewestSession(client: Client): boolean;
-  /** Publishes as the coordinator, bypassing the ACL. */
-  publish(topic: string, payload: Buffer, opts: { retain: boolean; qos: 0 | 1 }): Promise<void>;
+  /**
+   * Publishes as the coordinator, bypassing the ACL. With `onlyTo`, the message reaches that one
+   * connection and no other subscriber (a reply that carries a new token goes to the session
+   * that asked, not to another session of the same operator reading the same reply topic).
+   */
+  publish(
+    topic: string,
+    payload: Buffer,
+    opts: { retain: boolean; qos: 0 | 1; onlyTo?: Client | undefined },
+  ): Promise<void>;
+  /**
+   * Ends every session of a device or an operator at once, and makes any connection that
+   * authenticated as it before this call powerless: no publish, subscribe or delivery, even one
+   * not registered yet (a CONNECT in flight) or one whose close raced with this call. Call it
+   * right after the store change commits (a device removed, an operator removed or
+   * its role changed): a new CONNECT authenticates against the store as it is now. Returns how
+   * many connections it closed.
+   */
+  cutSessions(who: SessionOwner): number;
   /**
    * What the broker decoded while checking a client's payload (keyed by the payload Buffer, which
    * Aedes passes on unchanged to its 'publish' event), so the coordinator does not parse and
@@ -126,12 +143,19 @@ export interface Broker {
   close(): Promise<void>;
 }
 
+/** Whose sessions Broker.cutSessions ends. */
+export type SessionOwner = { kind: 'device'; deviceId: string } | { kind: 'operator'; name: string };
+
 const BAD_USERNAME_OR_PASSWORD = 4;
 const NOT_AUTHORIZED = 5;
 const SERVER_UNAVAILABLE = 3;
 
 function authError(returnCode: 3 | 4 | 5, message: string): AuthenticateError {
   return Object.assign(new Error(message), { returnCode }) as AuthenticateError;
+}
+
+function ownerKey(p: Principal | SessionOwner): string {
+  return p.kind === 'device' ? `device\u0000${p.deviceId}` : `operator\u0000${p.name}`;
 }
 
 function samePrincipal(a: Principal, b: Principal): boolean {
@@ -173,6 +197,26 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
   const wills = new WeakMap<Client, Will>();
   /** Registered clients by id, for principalOf(). */
   const live = new Map<string, { client: Client; principal: Principal }>();
+  /**
+   * Sessions ended by cutSessions: each connection's authentication gets the next number, and a
+   * cut records the last number handed out, for its device or operator. A connection whose
+   * number is at or below its owner's cut authenticated with credentials since removed or
+   * changed: it may do nothing more, whatever Aedes still has in flight for it. (Entries stay:
+   * one per device or operator ever cut, a few dozen bytes each.)
+   */
+  let authentications = 0;
+  const authenticatedAs = new WeakMap<Client, { key: string; n: number }>();
+  const cutAt = new Map<string, number>();
+  function isCut(client: Client): boolean {
+    if (cutAt.size === 0) return false;
+    const auth = authenticatedAs.get(client);
+    if (!auth) return true;
+    const cut = cutAt.get(auth.key);
+    return cut !== undefined && auth.n <= cut;
+  }
+  const CUT_REASON = 'the session was ended: its device or operator was removed or given another role';
+  /** Coordinator publishes meant for one connection only (Broker.publish onlyTo), by payload. */
+  const onlyTo = new WeakMap<Buffer, Client>();
 
   /** A reply topic of one of the publishing operator's own client ids (acl.ts ownsReplyClientId). */
   function isOwnReplyTopic(replyTo: string, p: Principal): boolean {
@@ -248,6 +292,11 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     packet: PublishPacket,
     callback: (error?: Error | null) => void,
   ): void {
+    // Checked here, when the publish is handled (a device's may have waited in the IngestGate).
+    if (isCut(client)) {
+      refusePublish(client.id, packet, CUT_REASON, callback);
+      return;
+    }
     const allowed = canPublish(principal, client.id, packet.topic, { retain: packet.retain, will: false }, topics);
     const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
     const problem = allowed === true ? checkPayload(packet.topic, payload, principal, client.id) : allowed;
@@ -364,6 +413,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
         }
       }
       principals.set(client, principal);
+      authenticatedAs.set(client, { key: ownerKey(principal), n: ++authentications });
       done(null, true);
     },
 
@@ -385,9 +435,11 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
 
     authorizeSubscribe(client, subscription, callback) {
       const principal = principals.get(client);
-      const allowed = principal
-        ? canSubscribe(principal, client.id, subscription.topic, topics)
-        : 'client is not authenticated';
+      const allowed = !principal
+        ? 'client is not authenticated'
+        : isCut(client)
+          ? CUT_REASON
+          : canSubscribe(principal, client.id, subscription.topic, topics);
       if (allowed !== true) {
         logger.warn(
           { clientId: client.id, filter: subscription.topic.slice(0, 200), reason: allowed },
@@ -398,11 +450,25 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       }
       callback(null, subscription);
     },
+
+    // Called for every subscriber of every message, so kept to two map lookups.
+    authorizeForward(client, packet) {
+      if (isCut(client)) return null;
+      const only = Buffer.isBuffer(packet.payload) ? onlyTo.get(packet.payload) : undefined;
+      if (only !== undefined && only !== client) return null;
+      return packet;
+    },
   });
 
   aedes.on('client', (client) => {
     const principal = principals.get(client);
-    if (principal) live.set(client.id, { client, principal });
+    if (!principal) return;
+    if (isCut(client)) {
+      // Authenticated before a cut, registered after it.
+      client.close();
+      return;
+    }
+    live.set(client.id, { client, principal });
   });
   aedes.on('clientDisconnect', (client) => {
     if (live.get(client.id)?.client === client) live.delete(client.id);
@@ -491,11 +557,38 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     return { port: bound };
   }
 
-  function publish(topic: string, payload: Buffer, opts: { retain: boolean; qos: 0 | 1 }): Promise<void> {
+  function publish(
+    topic: string,
+    payload: Buffer,
+    opts: { retain: boolean; qos: 0 | 1; onlyTo?: Client | undefined },
+  ): Promise<void> {
+    if (opts.onlyTo) {
+      // Aedes hands every subscriber (and an offline session's queue) the same payload Buffer.
+      if (opts.retain) return Promise.reject(new Error('a message for one connection cannot be retained'));
+      onlyTo.set(payload, opts.onlyTo);
+    }
     const packet: PublishPacket = { cmd: 'publish', topic, payload, qos: opts.qos, retain: opts.retain, dup: false };
     return new Promise((resolve, reject) => {
       aedes.publish(packet, (err) => (err ? reject(err) : resolve()));
     });
+  }
+
+  function cutSessions(who: SessionOwner): number {
+    const key = ownerKey(who);
+    cutAt.set(key, authentications);
+    // A device's only client id is its id; an operator's are its name and name@... (acl.ts).
+    const candidates = who.kind === 'device' ? [live.get(who.deviceId)] : [...live.values()];
+    const holders = candidates.filter((h) => h !== undefined && ownerKey(h.principal) === key) as {
+      client: Client;
+      principal: Principal;
+    }[];
+    for (const { client } of holders) {
+      live.delete(client.id);
+      client.close();
+    }
+    if (holders.length > 0)
+      logger.info({ owner: key.replace('\u0000', ' '), sessions: holders.length }, 'sessions ended');
+    return holders.length;
   }
 
   async function doClose(): Promise<void> {
@@ -517,12 +610,15 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     listen,
     handleStream,
     principalOf: (clientId) => live.get(clientId)?.principal,
-    principalFor: (client) => principals.get(client),
+    // A connection cut by cutSessions speaks for nobody: its will, its last publishes still in
+    // flight and its disconnect say nothing about the device or operator that has the id now.
+    principalFor: (client) => (isCut(client) ? undefined : principals.get(client)),
     isNewestSession: (client) => {
       const holder = live.get(client.id);
       return holder === undefined || holder.client === client;
     },
     publish,
+    cutSessions,
     decoded: (payload) => (Buffer.isBuffer(payload) ? decodedPayloads.get(payload) : undefined),
     close() {
       closed ??= doClose();

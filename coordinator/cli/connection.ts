@@ -282,6 +282,10 @@ export function explainConnectError(err: unknown, conn: Connection): unknown {
       { cause: err },
     );
   }
+  if (err.code === 'E_AUTH' && /\(not authorized\)/.test(err.message)) {
+    // CONNACK 5: the token was right; the client id, a will or a session in use was not.
+    return new OtaError('E_AUTH', `${err.message} (user from ${conn.from.user})`, { cause: err });
+  }
   if (err.code === 'E_AUTH') {
     return new OtaError(
       'E_AUTH',

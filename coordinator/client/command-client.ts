@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { OtaError } from '../../shared/errors.js';
 import { type CommandReply, CommandReplySchema } from '../../shared/messages.js';
+import { CLIENT_ID_SEPARATOR } from '../../shared/names.js';
 import { decodePayload, encodePayload } from '../../shared/payload.js';
 import { createTopics, type Topics } from '../../shared/topics.js';
 
@@ -58,8 +59,9 @@ export class CommandClient {
 
   static async connect(options: CommandClientOptions): Promise<CommandClient> {
     const topics = createTopics(options.topicPrefix);
-    // Operator client ids start with the operator name (the broker ACL requires it).
-    const clientId = `${options.user}-otactl-${randomBytes(4).toString('hex')}`;
+    // An operator's client id is its name, or its name, "@" and a suffix (broker/acl.ts): one
+    // per run, so two otactl runs never take over each other's session.
+    const clientId = `${options.user}${CLIENT_ID_SEPARATOR}otactl-${randomBytes(4).toString('hex')}`;
     const connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
     const opts: IClientOptions = {
       clientId,
@@ -90,12 +92,21 @@ export class CommandClient {
       client.once('error', (err) => {
         clearTimeout(timer);
         const code = (err as { code?: number | string }).code;
-        if (code === 4 || code === 5 || /Not authorized|Bad username/i.test(err.message)) {
+        if (code === 5 || /Not authorized/i.test(err.message)) {
+          // MQTT 3.1.1 CONNACK carries no reason (section 3.2.2.3); the coordinator logs it.
           client.end(true);
           reject(
             new OtaError(
               'E_AUTH',
-              `the coordinator refused user ${options.user}: wrong token, or not allowed (check --user/--token-file or OTA_USER/OTA_TOKEN)`,
+              `the coordinator refused user ${options.user} with client id ${clientId} (not authorized): an operator's client id is its name or <name>${CLIENT_ID_SEPARATOR}<suffix> (a coordinator that wants <name>-<suffix> is older than this otactl: upgrade it); the coordinator's log names the reason`,
+            ),
+          );
+        } else if (code === 4 || /Bad username/i.test(err.message)) {
+          client.end(true);
+          reject(
+            new OtaError(
+              'E_AUTH',
+              `the coordinator refused user ${options.user}: unknown user or wrong token (check --user/--token-file or OTA_USER/OTA_TOKEN)`,
             ),
           );
         } else fail(err.message, err);
@@ -149,6 +160,9 @@ export class CommandClient {
   }
 
   async close(): Promise<void> {
-    await this.mqtt.endAsync();
+    // Once the coordinator has closed the connection (a refused command, or the session ended by
+    // `operator rm`/`operator role`) nothing can be flushed: an unforced end would wait forever
+    // for the acknowledgement of a command that was in flight.
+    await this.mqtt.endAsync(!this.mqtt.connected);
   }
 }

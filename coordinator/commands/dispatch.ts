@@ -3,12 +3,13 @@ import type { Logger } from '../../shared/logger.js';
 import type { CommandReply, CommandRequest } from '../../shared/messages.js';
 import type { Principal } from '../broker/principal.js';
 import { type CommandContext, HANDLERS, parseArgs } from './handlers.js';
-import { isOp, OPS, roleAllows } from './ops.js';
+import { isOp, OPS, returnsSecret, roleAllows } from './ops.js';
 
 /**
  * Runs one command request (`ota/v1/cmd/{op}`) for an authenticated principal and returns the
  * reply to publish on its `replyTo`. Never throws: every failure becomes `{ ok: false, error }`
  * with a code and a message that says what to do; a bug is logged and answered E_INTERNAL.
+ * `sender` is the connection that asked: its own reply prefix (`ota/v1/reply/{clientId}/`).
  */
 export async function runCommand(
   op: string,
@@ -16,6 +17,7 @@ export async function runCommand(
   principal: Principal,
   ctx: Omit<CommandContext, 'actor'>,
   logger: Logger,
+  sender?: { replyPrefix: string },
 ): Promise<CommandReply> {
   const { correlationId } = request;
   try {
@@ -25,6 +27,13 @@ export async function runCommand(
     }
     if (!roleAllows(principal.role, op)) {
       throw new OtaError('E_FORBIDDEN', `${op} needs the ${OPS[op]} role; ${principal.name} is ${principal.role}`);
+    }
+    if (sender && returnsSecret(op) && !request.replyTo.startsWith(sender.replyPrefix)) {
+      // Its reply goes only to the asking connection, which reads replies under its own prefix.
+      throw new OtaError(
+        'E_USAGE',
+        `${op} returns a new token, which is sent only to the connection that asks: send it with a replyTo under ${sender.replyPrefix} and subscribe there on the same connection (otactl does)`,
+      );
     }
     const args = parseArgs(op, request.args);
     const handler = HANDLERS[op] as (a: unknown, c: CommandContext) => unknown;

@@ -78,6 +78,8 @@ const ARGS = {
   }),
   'operator.add': z.strictObject({ name: id, role: z.enum(['admin', 'operator', 'viewer']) }),
   'operator.ls': z.strictObject({}),
+  'operator.rm': z.strictObject({ name: id }),
+  'operator.role': z.strictObject({ name: id, role: z.enum(['admin', 'operator', 'viewer']) }),
 } satisfies Record<Op, z.ZodType>;
 
 type Args<O extends Op> = z.infer<(typeof ARGS)[O]>;
@@ -188,4 +190,12 @@ export const HANDLERS: { [O in Op]: Handler<O> } = {
     return { id: name, role, token };
   },
   'operator.ls': (_a, c) => c.store.listOperators().map(operatorView),
+  'operator.rm': (a, c) => {
+    const { name, removed } = c.fleet.removeOperator(a.name, c.actor);
+    return { id: name, removed };
+  },
+  'operator.role': (a, c) => {
+    const { name, role } = c.fleet.setOperatorRole(a.name, a.role, c.actor);
+    return { id: name, role };
+  },
 };

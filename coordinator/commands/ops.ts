@@ -36,9 +36,23 @@ export const OPS = {
   'audit.export': 'viewer',
   'operator.add': 'admin',
   'operator.ls': 'admin',
+  'operator.rm': 'admin',
+  'operator.role': 'admin',
 } as const satisfies Record<string, Role>;
 
 export type Op = keyof typeof OPS;
+
+/**
+ * Ops whose result carries a secret: a new token, shown once. Their reply goes to the connection
+ * that asked and to no other session, even of the same operator (route-messages.ts, Broker.publish
+ * onlyTo), so runCommand refuses them, before doing anything, unless their replyTo is under that
+ * connection's own client id.
+ */
+const SECRET_RESULT_OPS: ReadonlySet<string> = new Set<Op>(['device.add', 'operator.add']);
+
+export function returnsSecret(op: string): boolean {
+  return SECRET_RESULT_OPS.has(op);
+}
 
 const RANK: Record<Role, number> = { viewer: 0, operator: 1, admin: 2 };
 

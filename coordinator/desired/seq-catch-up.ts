@@ -124,6 +124,13 @@ export class SeqCatchUp {
     this.writer.schedule();
   }
 
+  /** A removed device: nothing known of it outlives it (the id may be enrolled again). */
+  forget(deviceId: string): void {
+    this.settled.delete(deviceId);
+    this.pending.delete(deviceId);
+    this.caughtUpAt.delete(deviceId);
+  }
+
   /** Decides what is waiting now and stops waiting for deferred catch-ups (on the way out). */
   flush(): void {
     this.writer.run();

@@ -13,6 +13,7 @@ import {
   type TrustDocument,
   verifyTrustUpdate,
 } from '../../shared/trust.js';
+import type { SessionOwner } from '../broker/create-broker.js';
 import { type ChannelView, channelView } from '../commands/views.js';
 import type { DesiredPublisher, OutgoingMessage } from '../desired/desired-publisher.js';
 import { hashToken, newToken } from '../identity/tokens.js';
@@ -39,6 +40,12 @@ export interface FleetServiceDeps {
   onAudit?: (events: AuditEvent[]) => void;
   /** The one executor of write plans (one per coordinator); default: one of its own. */
   executor?: PlanExecutor;
+  /**
+   * Called right after a change to who may connect as what has committed: a device removed (an
+   * id enrolled again is removed first), an operator removed or given another role. The coordinator ends that
+   * device's or operator's sessions and forgets what it cached about it (service.ts).
+   */
+  onCredentialsChanged?: (who: SessionOwner) => void;
 }
 
 /**
@@ -294,14 +301,18 @@ export class FleetService {
     };
   }
 
+  private credentialsChanged(who: SessionOwner): void {
+    this.deps.onCredentialsChanged?.(who);
+  }
+
   // ---- operators ----
 
   addOperator(name: string, role: Role, actor: string): { name: string; role: Role; token: string } {
     assertSafeName('client id', name);
-    const clash = this.deps.store.listDevices().find((d) => d.id === name || d.id.startsWith(`${name}-`));
-    if (clash) {
-      // An operator's MQTT client ids are `name` and `name-...`: they must never be a device's.
-      throw new OtaError('E_CONFLICT', `operator name ${name} clashes with device ${clash.id}; pick another name`);
+    if (this.deps.store.getDevice(name)) {
+      // An operator's MQTT client ids are `name` and `name@...` (broker/acl.ts); a device id never
+      // holds `@`, so only the bare name can be a device's client id.
+      throw new OtaError('E_CONFLICT', `operator name ${name} clashes with device ${name}; pick another name`);
     }
     const token = newToken();
     return this.write(() => {
@@ -309,6 +320,51 @@ export class FleetService {
       this.audit([{ actor, action: 'operator.added', subject: `operator:${name}`, details: { role } }]);
       return { result: { name, role, token } };
     });
+  }
+
+  /**
+   * Removes an operator account: its token stops working and its sessions end at once. Nobody
+   * removes or demotes themselves, so an admin always remains (only an admin may do either).
+   */
+  removeOperator(name: string, actor: string): { name: string; removed: true } {
+    this.refuseSelf(name, actor, 'remove');
+    const result = this.write(() => {
+      if (!this.deps.store.removeOperator(name)) throw this.noOperator(name);
+      this.audit([{ actor, action: 'operator.removed', subject: `operator:${name}`, details: {} }]);
+      return { result: { name, removed: true as const } };
+    });
+    this.credentialsChanged({ kind: 'operator', name });
+    return result;
+  }
+
+  /** Gives an operator another role; its sessions end, and it reconnects with the new one. */
+  setOperatorRole(name: string, role: Role, actor: string): { name: string; role: Role } {
+    this.refuseSelf(name, actor, 'change the role of');
+    const result = this.write(() => {
+      const before = this.deps.store.getOperator(name);
+      if (!before || !this.deps.store.setOperatorRole(name, role)) throw this.noOperator(name);
+      this.audit([
+        {
+          actor,
+          action: 'operator.role_changed',
+          subject: `operator:${name}`,
+          details: { from: before.role, to: role },
+        },
+      ]);
+      return { result: { name, role } };
+    });
+    this.credentialsChanged({ kind: 'operator', name });
+    return result;
+  }
+
+  private refuseSelf(name: string, actor: string, what: string): void {
+    if (name === actor) {
+      throw new OtaError('E_USAGE', `you cannot ${what} your own account (${name}); ask another admin`);
+    }
+  }
+
+  private noOperator(name: string): OtaError {
+    return new OtaError('E_NOT_FOUND', `no operator ${JSON.stringify(name)}: see \`otactl operator ls\``);
   }
 
   // ---- devices ----
@@ -320,13 +376,9 @@ export class FleetService {
     const id = assertSafeName('device id', input.id);
     const channel = input.channel ?? 'stable';
     assertSafeName('device id', channel);
-    const owner = this.deps.store.listOperators().find((o) => id === o.name || id.startsWith(`${o.name}-`));
-    if (owner) {
-      // That id is one of the operator's MQTT client ids (`name` or `name-...`).
-      throw new OtaError(
-        'E_CONFLICT',
-        `device id ${id} clashes with operator ${owner.name}'s client ids; pick another id`,
-      );
+    if (this.deps.store.getOperator(id)) {
+      // That id is the operator's own MQTT client id (its name; its others are `name@...`).
+      throw new OtaError('E_CONFLICT', `device id ${id} clashes with operator ${id}'s client id; pick another id`);
     }
     const token = newToken();
     const { store } = this.deps;
@@ -343,6 +395,7 @@ export class FleetService {
         }),
       actor,
     );
+    // (An id enrolled again was removed first, and removeDevice ended its sessions.)
     this.executor.commit(plan, this.deps.now().toISOString());
     const device = store.getDevice(id) as DeviceRecord;
     // After a rotation: the keys of the document in force and its version, so the agent skips the
@@ -360,14 +413,17 @@ export class FleetService {
     return { device, token, agentConfig };
   }
 
+  /** Removes a device: its token stops working and its session ends at once. */
   removeDevice(id: string, actor: string) {
-    return this.write(() => {
+    const result = this.write(() => {
       if (!this.deps.store.removeDevice(id)) {
         throw new OtaError('E_NOT_FOUND', `no device ${JSON.stringify(id)}: see \`otactl device ls\``);
       }
       this.audit([{ actor, action: 'device.removed', subject: `device:${id}`, details: {} }]);
       return { result: { id, removed: true } };
     });
+    this.credentialsChanged({ kind: 'device', deviceId: id });
+    return result;
   }
 
   showDevice(id: string): DeviceRecord & { desired: unknown[]; history: unknown[] } {

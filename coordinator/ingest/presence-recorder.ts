@@ -41,6 +41,12 @@ export class PresenceRecorder {
     else this.online.delete(deviceId);
   }
 
+  /** Drops a removed device: it is not connected (its session was ended) and nothing of it waits. */
+  forget(deviceId: string): void {
+    this.online.delete(deviceId);
+    this.pending.delete(deviceId);
+  }
+
   isOnline(deviceId: string): boolean {
     return this.online.has(deviceId);
   }

@@ -72,6 +72,18 @@ export class ReportRecorder {
     return this.lastReports.get(deviceId);
   }
 
+  /**
+   * Drops what is kept of a removed device (its newest report, and what waits to be written), so
+   * a device enrolled later with the same id starts from nothing of the old one's.
+   */
+  forget(deviceId: string): void {
+    this.lastReports.delete(deviceId);
+    this.pending.delete(deviceId);
+    if (this.history.some((h) => h.deviceId === deviceId)) {
+      this.history = this.history.filter((h) => h.deviceId !== deviceId);
+    }
+  }
+
   /** Writes what is waiting now (a command is about to read the store). */
   flushIfScheduled(): void {
     this.writer.runIfScheduled();

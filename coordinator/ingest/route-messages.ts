@@ -1,3 +1,4 @@
+import type { Client } from 'aedes';
 import { isOtaError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import {
@@ -13,12 +14,15 @@ import { decodePayload } from '../../shared/payload.js';
 import type { Topics } from '../../shared/topics.js';
 import type { Broker } from '../broker/create-broker.js';
 import type { Principal } from '../broker/principal.js';
+import { returnsSecret } from '../commands/ops.js';
 
 export interface Routes {
   report(deviceId: string, report: Reported): void;
   presence(deviceId: string, online: boolean, status?: Status): void;
-  command(op: string, request: CommandRequest, principal: Principal): Promise<CommandReply>;
-  reply(topic: string, reply: CommandReply): Promise<void>;
+  /** `clientId`: the connection that sent the command. */
+  command(op: string, request: CommandRequest, principal: Principal, clientId: string): Promise<CommandReply>;
+  /** `onlyTo`: the one connection the reply may reach (it carries a secret), else every subscriber. */
+  reply(topic: string, reply: CommandReply, onlyTo?: Client): Promise<void>;
 }
 
 /**
@@ -57,8 +61,10 @@ export function routeMessages(broker: Broker, topics: Topics, routes: Routes, lo
             decoded?.kind === 'cmd'
               ? decoded.value
               : decodePayload(CommandRequestSchema, packet.payload as Buffer, packet.topic);
-          const reply = await routes.command(parsed.op, request, principal);
-          await routes.reply(request.replyTo, reply);
+          const reply = await routes.command(parsed.op, request, principal, client.id);
+          // A new token goes to the connection that asked, not to another session of the
+          // operator subscribed to the same reply topic.
+          await routes.reply(request.replyTo, reply, reply.ok && returnsSecret(parsed.op) ? client : undefined);
         }
       } catch (err) {
         const level = isOtaError(err) ? 'warn' : 'error';

@@ -36,4 +36,12 @@ export class OperatorsTable {
   list(): OperatorRecord[] {
     return this.db.q<OperatorRow>('SELECT * FROM operators ORDER BY name').all().map(toOperator);
   }
+
+  remove(name: string): boolean {
+    return this.db.q('DELETE FROM operators WHERE name = ?').run(name).changes > 0;
+  }
+
+  setRole(name: string, role: Role): boolean {
+    return this.db.q('UPDATE operators SET role = ? WHERE name = ?').run(role, name).changes > 0;
+  }
 }

@@ -159,6 +159,14 @@ export class SqliteStore implements Store {
     return this.operators.list();
   }
 
+  removeOperator(name: string): boolean {
+    return this.operators.remove(name);
+  }
+
+  setOperatorRole(name: string, role: Role): boolean {
+    return this.operators.setRole(name, role);
+  }
+
   // ---- trusted release keys ----
 
   addKey(key: { keyId: string; publicKey: string; name: string | null; now: string }): TrustedKeyRecord {

@@ -79,6 +79,10 @@ export interface Store {
   addOperator(op: { name: string; role: Role; tokenHash: string; now: string }): OperatorRecord;
   getOperator(name: string): (OperatorRecord & { tokenHash: string }) | null;
   listOperators(): OperatorRecord[];
+  /** False when there is no such operator. */
+  removeOperator(name: string): boolean;
+  /** False when there is no such operator. */
+  setOperatorRole(name: string, role: Role): boolean;
 
   // trusted release keys
   addKey(key: { keyId: string; publicKey: string; name: string | null; now: string }): TrustedKeyRecord;

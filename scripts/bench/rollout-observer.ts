@@ -68,7 +68,7 @@ export class RolloutObserver {
 
   static async connect(url: string, user: string, token: string): Promise<RolloutObserver> {
     const client = await mqtt.connectAsync(url, {
-      clientId: `${user}-bench-watch`,
+      clientId: `${user}@bench-watch`, // an operator's client id: name@suffix (broker/acl.ts)
       username: user,
       password: token,
       protocolVersion: 4,

@@ -283,7 +283,7 @@ export function registerDevice(program: Command, io: CliIo): void {
     },
   );
 
-  remoteCommand(device, 'rm <id>', 'remove a device (its token stops working)').action(
+  remoteCommand(device, 'rm <id>', 'remove a device (its token stops working, its session ends)').action(
     async (id: string, opts: { json?: boolean }, cmd: Command) => {
       const result = await withSession(io, cmd, (s) => s.call<{ id: string; removed: boolean }>('device.rm', { id }));
       if (opts.json) return printJson(io, result);

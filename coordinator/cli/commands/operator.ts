@@ -31,6 +31,34 @@ export function registerOperator(program: Command, io: CliIo): void {
       );
     });
 
+  remoteCommand(operator, 'rm <name>', 'remove an operator account (its token stops working, its sessions end)').action(
+    async (name: string, opts: { json?: boolean }, cmd: Command) => {
+      const result = await withSession(io, cmd, (s) =>
+        s.call<{ id: string; removed: boolean }>('operator.rm', { name }),
+      );
+      if (opts.json) return printJson(io, result);
+      io.out(`removed operator ${result.id}`);
+    },
+  );
+
+  remoteCommand(
+    operator,
+    'role <name>',
+    "change an operator's role (its sessions end; it reconnects with the new role)",
+  )
+    .addOption(
+      new Option('--role <role>', 'viewer: reads; operator: also releases, channels, rollouts; admin: everything')
+        .choices(['admin', 'operator', 'viewer'])
+        .makeOptionMandatory(),
+    )
+    .action(async (name: string, opts: { role: Role; json?: boolean }, cmd: Command) => {
+      const result = await withSession(io, cmd, (s) =>
+        s.call<{ id: string; role: Role }>('operator.role', { name, role: opts.role }),
+      );
+      if (opts.json) return printJson(io, result);
+      io.out(`operator ${result.id} is now ${result.role}`);
+    });
+
   remoteCommand(operator, 'ls', 'list operator accounts').action(async (opts: { json?: boolean }, cmd: Command) => {
     const operators = await withSession(io, cmd, (s) => s.call<OperatorView[]>('operator.ls'));
     if (opts.json) return printJson(io, operators);
