@@ -224,7 +224,7 @@ t.test('a correct login right after a burst of failures is answered at once', as
   // Authoritative: the coordinator counted this refusal as held (its CONNACK is not sent).
   await until(running.httpUrl, 'ota_mqtt_auth_refusals_held_total', 1);
   // The admin's token, from the same address: accepted.
-  const ok = attempt(port, `${token.user}-again`, token.user, token.token);
+  const ok = attempt(port, `${token.user}@again`, token.user, token.token);
   t.equal(await ok.answer, 0, 'CONNACK 0 for the correct token');
   t.notOk(held.answered(), 'while the refusal before it is still held');
   ok.close();
