@@ -228,6 +228,11 @@ t.test('a correct login right after a burst of failures is answered at once', as
   t.equal(await ok.answer, 0, 'CONNACK 0 for the correct token');
   t.notOk(held.answered(), 'while the refusal before it is still held');
   ok.close();
+  // The right token with a client id that is not the admin's: refused (5), and at once, since
+  // the token was right (only bad credentials are held); it still counts as a failure.
+  const wrongId = attempt(port, 'not-the-admin', token.user, token.token);
+  t.equal(await wrongId.answer, 5, 'CONNACK 5 for a foreign client id, not held');
+  wrongId.close();
   // A device's login too (another principal, same address).
   const added = await admin.call<{ token: string }>('device.add', { id: 'cam-1' });
   const device = attempt(port, 'cam-1', 'cam-1', added.token);
@@ -238,5 +243,6 @@ t.test('a correct login right after a burst of failures is answered at once', as
   t.teardown(() => again.close());
   await until(running.httpUrl, 'ota_mqtt_auth_refusals_held_total', 2);
   t.notOk(again.answered() || held.answered(), 'both refusals held');
-  t.equal(await scrape(running.httpUrl, 'ota_auth_failures_total{transport="mqtt"}'), 5);
+  t.equal(await scrape(running.httpUrl, 'ota_auth_failures_total{transport="mqtt"}'), 6);
+  t.equal(await scrape(running.httpUrl, 'ota_mqtt_auth_refusals_held_total'), 2, 'the CONNACK 5 was not held');
 });

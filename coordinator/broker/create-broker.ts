@@ -74,8 +74,10 @@ export interface BrokerOptions {
   onAuthFailure?: (info: AuthFailure) => void;
   /**
    * How long to hold back the refusal (the CONNACK) of a CONNECT just refused, in ms (asked
-   * after onAuthFailure, with the number of refusals held right now). Only refusals are ever
-   * held: good credentials are answered at once.
+   * after onAuthFailure, with the number of refusals held right now). Only refusals of bad
+   * credentials (CONNACK 4) are ever held: they are what guessing produces. Good credentials are
+   * answered at once, and so is a refusal of a principal that proved its token (CONNACK 5: a
+   * client id or will not its own), whom slowing down protects nothing from.
    */
   refusalDelayMs?: (info: AuthFailure, heldNow: number) => number;
   /**
@@ -337,7 +339,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
         let delayMs = 0;
         try {
           options.onAuthFailure?.(info);
-          delayMs = options.refusalDelayMs?.(info, heldRefusals.size) ?? 0;
+          if (returnCode === BAD_USERNAME_OR_PASSWORD) delayMs = options.refusalDelayMs?.(info, heldRefusals.size) ?? 0;
         } catch (err) {
           logger.error({ err: errorMessage(err) }, 'onAuthFailure or refusalDelayMs threw');
         }
