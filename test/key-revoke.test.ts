@@ -12,6 +12,7 @@ import { type Envelope, signManifest } from '../shared/envelope.js';
 import { type PrivateKey, publicKeyToJson } from '../shared/keys.js';
 import type { AuditEvent, RolloutSummary } from '../shared/messages.js';
 import { signerFor } from '../shared/signatures.js';
+import { otactl } from './helpers/cli.js';
 import { startInProcessCoordinator } from './helpers/in-process-coordinator.js';
 import { keys, manifestFor } from './helpers/releases.js';
 
@@ -203,7 +204,10 @@ t.test('after key revoke, the commands never assign a release signed only by it'
     'the revocation lists what is left behind: releases, channels, devices whose desired state names them',
   );
 
-  const listed = await admin.call<{ id: string; revoked: boolean; revokedReason: string | null }[]>('release.ls');
+  const listed =
+    await admin.call<{ id: string; revoked: boolean; revokedReason: string | null; revokedKeys: string[] }[]>(
+      'release.ls',
+    );
   t.same(
     listed.map((r) => [r.id, r.revoked]),
     [
@@ -213,6 +217,13 @@ t.test('after key revoke, the commands never assign a release signed only by it'
     ],
   );
   t.match(listed[0]?.revokedReason, new RegExp(`signed by ${a.keyId} \\(revoked\\)`));
+  t.same(listed[0]?.revokedKeys, [a.keyId], 'the key that made it revoked');
+  // As an operator reads it: the STATUS column names the key.
+  const env = { OTA_URL: running.mqttUrl, OTA_HTTP_URL: running.httpUrl, OTA_USER: 'admin', OTA_TOKEN: token.token };
+  const text = await otactl(['release', 'ls'], { env });
+  t.equal(text.code, 0, text.stderr);
+  t.match(text.stdout, new RegExp(`det@2\\.0\\.0 .* revoked \\(key ${a.keyId}\\)`));
+  t.match(text.stdout, /det@3\.0\.0 .* ok /);
 
   const named = {
     code: 'E_RELEASE_REVOKED',

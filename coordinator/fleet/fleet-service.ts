@@ -147,7 +147,12 @@ export class FleetService {
     const trust = this.releaseTrust();
     return this.deps.store.listReleases(model).map(({ envelope, ...rest }) => {
       const e = releaseEligibility({ id: rest.id, envelope }, trust);
-      return { ...rest, revoked: !e.eligible, revokedReason: e.eligible ? null : e.reason };
+      return {
+        ...rest,
+        revoked: !e.eligible,
+        revokedReason: e.eligible ? null : e.reason,
+        revokedKeys: e.eligible ? [] : e.keys,
+      };
     });
   }
 

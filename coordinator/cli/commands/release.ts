@@ -18,7 +18,11 @@ import {
 
 type PublishedRelease = Omit<ReleaseRecord, 'envelope'> & { channel: ChannelView | null; retargeted: number };
 /** A row of `release ls`: revoked once its valid signatures from trusted keys fall below the threshold. */
-type ListedRelease = Omit<ReleaseRecord, 'envelope'> & { revoked: boolean; revokedReason: string | null };
+type ListedRelease = Omit<ReleaseRecord, 'envelope'> & {
+  revoked: boolean;
+  revokedReason: string | null;
+  revokedKeys: string[];
+};
 type PublishOptions = SignOptions & { channel?: string; yes?: boolean; out?: string; json?: boolean };
 
 /** `release publish`: signs locally exactly as `release sign`, then uploads envelope and model over HTTP. */
@@ -102,7 +106,7 @@ export function registerReleaseLs(release: Command, io: CliIo): void {
           String(r.counter),
           bytes(r.size),
           shortHash(r.sha256),
-          r.revoked ? `${paint(io, 'revoked')} (key ${revokedKeys(r.revokedReason)})` : paint(io, 'ok'),
+          r.revoked ? `${paint(io, 'revoked')} (key ${r.revokedKeys.join(', ') || '-'})` : paint(io, 'ok'),
           r.publishedAt,
           r.publishedBy,
         ]),
@@ -111,10 +115,4 @@ export function registerReleaseLs(release: Command, io: CliIo): void {
           : 'no releases: publish one with `otactl release publish --model M --version V --file F --key K`',
       );
     });
-}
-
-/** The key ids a revocation reason names ("signed by K (revoked), ..."), for the table. */
-function revokedKeys(reason: string | null): string {
-  const ids = reason?.match(/\b[0-9a-f]{32}\b/g) ?? [];
-  return ids.length > 0 ? [...new Set(ids)].join(', ') : '-';
 }
