@@ -143,6 +143,21 @@ t.test(
   },
 );
 
+t.test('a rollout completing after its release was revoked leaves its channel where it is', async (t) => {
+  const last = rolloutOf('100');
+  const devices = [device('d0', 0, 'downloading')];
+  const report = { type: 'report', deviceId: 'd0', state: 'healthy', version: '2.0.0', error: null } as const;
+  const revoked = decide(last, devices, report, NOW, revokedCandidate);
+  t.equal(revoked.patch.status, 'completed');
+  t.equal(revoked.channelMove, null, 'stable is not moved to the revoked det@2.0.0');
+  t.match(revoked.audit.at(-1), {
+    action: 'rollout.channel_not_moved',
+    details: { channel: 'stable', reason: /det@2.0.0 is revoked/ },
+  });
+  const plain = decide(last, devices, report, NOW);
+  t.same(plain.channelMove, { channel: 'stable', model: 'det', releaseId: 'det@2.0.0' }, 'moved when not revoked');
+});
+
 t.test('a revoked revert target is treated like an unpublished one: the entry is removed', async (t) => {
   const halted = { ...rolloutOf('100'), status: 'halted' as const };
   const devices = [device('d0', 0, 'rolled_back'), device('d1', 0, 'healthy')];

@@ -298,3 +298,47 @@ t.test('a connection that authenticated just before a cut is closed when it regi
   t.equal(outcome, 'closed', 'and the broker closed it at once');
   t.equal(broker.principalOf('d1'), undefined, 'no live session of d1');
 });
+
+t.test('a client id that changed hands is given nothing queued or subscribed for its previous holder', async (t) => {
+  // Aedes keeps a persistent session (clean=false) by client id: its subscriptions and its QoS 1
+  // queue. Operator `x` subscribes to the audit topic and goes offline; it is removed and a device
+  // enrolled as `x` connects with clean=false. It must get only its own desired state: neither the
+  // audit events queued for the operator nor those its stored subscription still matches.
+  const holders = new Map<
+    string,
+    { kind: 'operator'; name: string; role: 'viewer' } | { kind: 'device'; deviceId: string }
+  >();
+  holders.set('op-token', { kind: 'operator', name: 'x', role: 'viewer' });
+  const broker = await createBroker({
+    topics,
+    authenticate: (u, p) => {
+      const h = holders.get(p);
+      if (!h) return null;
+      return (h.kind === 'operator' ? h.name : h.deviceId) === u ? h : null;
+    },
+    logger: createLogger('silent'),
+  });
+  t.teardown(() => broker.close());
+  const { port } = await broker.listen(0, '127.0.0.1');
+  const url = `mqtt://127.0.0.1:${port}`;
+  const operator = await openSession(t, url, 'x', 'op-token', 'x', { clean: false });
+  await operator.client.subscribeAsync(topics.audit(), { qos: 1 });
+  await operator.client.endAsync();
+  const event = (n: number) => broker.publish(topics.audit(), Buffer.from(`{"n":${n}}`), { retain: false, qos: 1 });
+  await event(1); // queued for the offline operator session
+
+  holders.delete('op-token');
+  broker.cutSessions({ kind: 'operator', name: 'x' });
+  holders.set('dev-token', { kind: 'device', deviceId: 'x' });
+  const device = await openSession(t, url, 'x', 'dev-token', 'x', { clean: false });
+  await device.client.subscribeAsync(topics.desired('x'), { qos: 1 });
+  await event(2); // matches the subscription stored for the operator's session
+  // The marker: published last, delivered in order on the one connection.
+  await broker.publish(topics.desired('x'), Buffer.from('{"marker":true}'), { retain: false, qos: 1 });
+  await nextMessage(device, (m) => (m.topic === topics.desired('x') ? true : undefined));
+  t.same(
+    device.received.map((m) => m.topic),
+    [topics.desired('x')],
+    'the device got its own desired state only, no audit event of the removed operator',
+  );
+});

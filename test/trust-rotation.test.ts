@@ -431,7 +431,7 @@ t.test(
           seq: ++seq,
           issuedAt: MACHINE_NOW.toISOString(),
           models: { det: { envelope, rolloutId: null } },
-          trust,
+          ...(trust.length > 0 ? { trust } : {}),
         },
         signerFor(signers.coordinatorKey, { fast: true }),
       ),
@@ -469,6 +469,26 @@ t.test(
       phase: 'failed',
       error: { code: 'E_TRUST_EXPIRED', message: /expired at 2026-11-01/ },
     });
+
+    // A model running an A-signed release, healthy, stays healthy when the rotation to B arrives
+    // with the same assignment: it is not verified again (only what is assigned next needs B).
+    let running = step(initialState(), message([], release('1.0', 1, [keyA])), ctx).state;
+    const target = running.models.det?.target;
+    const gen = running.models.det?.generation as number;
+    for (const event of [
+      { type: 'download_ok', model: 'det', generation: gen },
+      { type: 'hashed', model: 'det', generation: gen, size: target?.size, sha256: target?.sha256 },
+      { type: 'applied', model: 'det', generation: gen },
+      { type: 'probe_passed', model: 'det', generation: gen },
+    ] as AgentEvent[]) {
+      running = step(running, event, ctx).state;
+    }
+    t.equal(running.models.det?.phase, 'healthy', 'A-signed 1.0 installed');
+    const rotated = step(running, message([v1], target?.envelope as Envelope), ctx).state;
+    t.equal(rotated.trust?.version, 1, 'the rotation is taken');
+    t.match(rotated.models.det, { phase: 'healthy', error: null }, 'the running release is not failed by it');
+    const next = step(rotated, message([v1], release('5.0', 5, [keyA])), ctx).state;
+    t.match(next.models.det, { phase: 'failed', error: { code: 'E_UNKNOWN_KEY' } }, 'a new A-signed one is refused');
 
     // A config written after the rotation (trustVersion 1, key B) skips the documents up to it.
     const provisioned = { ...ctx, releaseTrust: { keys: [b], threshold: 1 }, releaseTrustVersion: 1 };

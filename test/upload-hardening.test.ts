@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fs, readFileSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import t, { type Test } from 'tap';
@@ -436,4 +437,44 @@ t.test('release publish --channel without --yes is refused before the model is s
   await Promise.all(closed);
   t.ok(fromClient >= model.length, `confirmed: the model went through (${fromClient} bytes)`);
   t.equal(await written(c.running.httpUrl), model.length);
+});
+
+t.test('an upload whose operator is demoted while it is sent publishes nothing', async (t) => {
+  const c = await coordinator(t);
+  const pub = await c.admin.call<{ token: string }>('operator.add', { name: 'pub', role: 'operator' });
+  const bytes = randomBytes(300_000);
+  const envelope = sign(manifestFor(bytes), [c.trusted]);
+  const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const req = http.request(`${c.running.httpUrl}/releases`, {
+      method: 'POST',
+      headers: {
+        Authorization: `Bearer ${pub.token}`,
+        'X-Ota-User': 'pub',
+        ...c.envelopeHeader(envelope),
+        'Content-Type': 'application/octet-stream',
+        'Content-Length': String(bytes.length),
+        Expect: '100-continue',
+      },
+    });
+    req.on('error', reject);
+    req.on('response', (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => {
+        body += d.toString();
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    // Accepted before its body (100 Continue); half of it sent; then pub becomes a viewer.
+    req.on('continue', () => {
+      req.write(bytes.subarray(0, 150_000), () => {
+        c.admin
+          .call('operator.role', { name: 'pub', role: 'viewer' })
+          .then(() => req.end(bytes.subarray(150_000)), reject);
+      });
+    });
+  });
+  t.equal(answer.status, 403, answer.body);
+  t.match(JSON.parse(answer.body), { error: { code: 'E_AUTH', message: /no longer allow publishing/ } });
+  t.same(await c.admin.call('release.ls'), [], 'nothing published');
+  t.same(await c.files(), [], 'no artifact and no temporary left');
 });

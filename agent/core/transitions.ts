@@ -272,6 +272,19 @@ function namedVersion(envelope: { manifest: string }): string | null {
 function onAssigned(tx: Txn, rec: ModelRecord, event: Extract<ModelEvent, { type: 'assigned' }>): void {
   const { ctx, state } = tx;
   const { model, envelope, rolloutId } = event;
+  // Every desired state repeats every model's entry. The release this model runs, healthy, was
+  // verified when it was assigned: seen again it is nothing new, and it is not verified again, so
+  // a trust rotation (or an expired trust) never turns a running release into a failure; the
+  // bytes in place stay, and only what is assigned next needs the new keys (docs/security.md).
+  if (
+    rec.phase === 'healthy' &&
+    rec.target !== null &&
+    rec.target.envelope.manifest === envelope.manifest &&
+    rec.links.current === rec.target.version &&
+    rec.rolloutId === rolloutId
+  ) {
+    return;
+  }
   let target: Target;
   try {
     // A held trust document past its expiry verifies nothing new (TUF 5.3.10: freeze).

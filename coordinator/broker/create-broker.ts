@@ -458,7 +458,14 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       if (isCut(client)) return null;
       const only = Buffer.isBuffer(packet.payload) ? onlyTo.get(packet.payload) : undefined;
       if (only !== undefined && only !== client) return null;
-      return packet;
+      // The receiver must be allowed this topic now. A persistent session's queue and stored
+      // subscriptions are kept by client id, so a client id that changed hands (an operator
+      // removed, a device enrolled with its name) would otherwise be handed what was queued for
+      // the previous holder: Aedes checks queued messages with this hook only (handlers/connect.js).
+      const principal = principals.get(client);
+      if (!principal) return null;
+      if (principal.kind === 'device') return packet.topic === topics.desired(principal.deviceId) ? packet : null;
+      return canSubscribe(principal, client.id, packet.topic, topics) === true ? packet : null;
     },
   });
 
@@ -665,8 +672,11 @@ export function attachWebSocket(httpServer: http.Server, broker: Broker, path = 
   const maxPayload = broker.maxPacketBytes + MAX_FIXED_HEADER_BYTES;
   const wss = new WebSocketServer({ noServer: true, maxPayload });
   const onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
-    const url = new URL(req.url ?? '/', 'http://localhost');
-    if (url.pathname !== path) {
+    // Node's parser lets request targets through that URL cannot parse (`GET http://[ HTTP/1.1`):
+    // only the path before any query matters here, and nothing may throw (no listener above us).
+    const target = req.url ?? '/';
+    const pathname = target.startsWith('/') ? (target.split('?')[0] ?? '') : null;
+    if (pathname !== path) {
       if (httpServer.listenerCount('upgrade') <= 1) socket.destroy();
       return;
     }

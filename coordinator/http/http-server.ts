@@ -553,6 +553,16 @@ export function createHttpServer(options: HttpServerOptions): CoordinatorHttpSer
             `the body is ${ingested.size} bytes, the manifest says ${manifest.size}`,
           );
         }
+        // The credentials are checked again now that the body is in: an upload that took long
+        // must not publish for an operator removed or demoted meanwhile (docs/security.md).
+        const still = credentials.ok ? authenticate(credentials.username, credentials.token) : null;
+        if (!still || still.kind !== 'operator' || !roleAllows(still.role, 'release.publish')) {
+          throw new StatusError(
+            403,
+            'E_AUTH',
+            `the credentials of ${principal.name} no longer allow publishing a release (removed or given another role while uploading); nothing was published`,
+          );
+        }
         result = await publishRelease({
           envelope,
           tmpFile: ingested.tmpFile,

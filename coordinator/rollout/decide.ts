@@ -265,8 +265,19 @@ class Context {
     });
   }
 
-  moveChannel(): void {
+  /**
+   * Points the rollout's channel at its release, unless the release was revoked meanwhile (a key
+   * revoked during the last wave): a channel never moves to a release nothing may assign
+   * (docs/security.md), so it stays where it is and the audit says why. Returns whether it moved.
+   */
+  moveChannel(actor: string): boolean {
+    const revoked = this.revokedReason(this.rollout.releaseId);
+    if (revoked !== null) {
+      this.audit(actor, 'rollout.channel_not_moved', { channel: this.rollout.channel, reason: revoked });
+      return false;
+    }
     this.channelMove = { channel: this.rollout.channel, model: this.rollout.model, releaseId: this.rollout.releaseId };
+    return true;
   }
 
   decision(): Decision {
@@ -338,7 +349,7 @@ function advance(ctx: Context, actor: string): void {
         devices: ctx.deviceCount,
         ...outcome,
       });
-      ctx.moveChannel();
+      ctx.moveChannel(actor);
       return;
     }
     if (effectiveApproval(r, next) === 'manual' && ctx.waveSize(next) > 0) {
