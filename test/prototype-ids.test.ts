@@ -13,7 +13,7 @@ import { parseWaves } from '../coordinator/rollout/strategy.js';
 import { summarize } from '../coordinator/rollout/summary.js';
 import type { Rollout, RolloutDevice, RolloutStatusResult } from '../coordinator/rollout/types.js';
 import { parseDesired, SimDevice } from '../scripts/fleet-sim/device.js';
-import type { SimCounters, SimOptions } from '../scripts/fleet-sim/ipc.js';
+import { type SimCounters, type SimOptions, zeroCounters } from '../scripts/fleet-sim/ipc.js';
 import { goodModel, goodProbe } from '../scripts/tiny-models.js';
 import type { Envelope } from '../shared/envelope.js';
 import { idRecord, ownEntry } from '../shared/id-record.js';
@@ -468,23 +468,7 @@ t.test('coordinator: reports read back from SQLite are looked up by own key', as
 
   // fleet-sim's simulated devices take the same desired states (each back on its model at 1.0).
   for (const client of online) await client.endAsync(true);
-  const counters: SimCounters = {
-    devices: 0,
-    connected: 0,
-    connectFailures: 0,
-    disconnects: 0,
-    reconnects: 0,
-    desiredReceived: 0,
-    desiredIgnored: 0,
-    desiredInvalid: 0,
-    assignments: 0,
-    reportsSent: 0,
-    reportsAcked: 0,
-    reportErrors: 0,
-    outboxPending: 0,
-    burstReports: 0,
-    firstError: null,
-  };
+  const counters: SimCounters = zeroCounters();
   const options: SimOptions = {
     url: second.running.mqttUrl,
     keepaliveS: 30,

@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from 'commander';
+import { OtaError } from '../../shared/errors.js';
 
 /** Option parsers for commander: a bad value is a usage error (exit 2) that names the option. */
 
@@ -72,4 +73,20 @@ export function failureRate(value: string): number {
     throw new InvalidArgumentError('expected a number in [0, 1), e.g. 0.05 (0: the first failure halts)');
   }
   return n;
+}
+
+/**
+ * The `expiresAt` of a signed document (a release manifest, a trust document) from
+ * `--expires-at` or `--expires-in`, relative to `now`; undefined without either. A date already
+ * past is a usage error: nothing signed with it could ever be accepted.
+ */
+export function expiryOf(opts: { expiresAt?: string; expiresIn?: number }, now: Date): string | undefined {
+  const expiresMs = opts.expiresAt
+    ? Date.parse(opts.expiresAt)
+    : opts.expiresIn
+      ? now.getTime() + opts.expiresIn
+      : undefined;
+  if (expiresMs === undefined) return undefined;
+  if (expiresMs <= now.getTime()) throw new OtaError('E_USAGE', `--expires-at ${opts.expiresAt} is in the past`);
+  return new Date(expiresMs).toISOString();
 }

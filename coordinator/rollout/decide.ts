@@ -369,14 +369,21 @@ function haltRevoked(ctx: Context, reason: string, wave: number): void {
   ctx.audit(SYSTEM, 'rollout.halted', {
     manual: false,
     revoked: true,
+    ...haltNumbers(r, stats),
+    reason: r.haltReason,
+  });
+}
+
+/** The numbers every `rollout.halted` audit row carries: where the rollout stood when it stopped. */
+function haltNumbers(r: Rollout, stats: ReturnType<typeof failureStats>) {
+  return {
     wave: waveNumber(r.currentWave),
     failures: stats.count,
     acknowledged: stats.acknowledged,
     assigned: stats.assigned,
     rate: stats.rate,
     maxFailureRate: r.strategy.maxFailureRate,
-    reason: r.haltReason,
-  });
+  };
 }
 
 /** approve, promote and resume would assign the candidate: refused when it is revoked. */
@@ -415,12 +422,7 @@ function applyHaltRule(ctx: Context, trigger: Record<string, unknown>): boolean 
   );
   ctx.audit(SYSTEM, 'rollout.halted', {
     manual: false,
-    wave: waveNumber(r.currentWave),
-    failures: stats.count,
-    acknowledged: stats.acknowledged,
-    assigned: stats.assigned,
-    rate: stats.rate,
-    maxFailureRate: max,
+    ...haltNumbers(r, stats),
     reason: r.haltReason,
     ...trigger,
   });
@@ -576,12 +578,7 @@ function onHalt(ctx: Context, actor: string, reason: string): void {
     manual: true,
     reason: text,
     actor,
-    wave: waveNumber(r.currentWave),
-    failures: stats.count,
-    acknowledged: stats.acknowledged,
-    assigned: stats.assigned,
-    rate: stats.rate,
-    maxFailureRate: r.strategy.maxFailureRate,
+    ...haltNumbers(r, stats),
   });
 }
 

@@ -69,6 +69,27 @@ export interface SimCounters {
   firstError: string | null;
 }
 
+/** Counters before anything happened. */
+export function zeroCounters(): SimCounters {
+  return {
+    devices: 0,
+    connected: 0,
+    connectFailures: 0,
+    disconnects: 0,
+    reconnects: 0,
+    desiredReceived: 0,
+    desiredIgnored: 0,
+    desiredInvalid: 0,
+    assignments: 0,
+    reportsSent: 0,
+    reportsAcked: 0,
+    reportErrors: 0,
+    outboxPending: 0,
+    burstReports: 0,
+    firstError: null,
+  };
+}
+
 export type ToWorker =
   | { rid: number; type: 'init'; options: SimOptions; devices: SimCredentials[] }
   | { rid: number; type: 'connect' }

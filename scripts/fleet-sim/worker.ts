@@ -1,6 +1,15 @@
 import { mapLimit, tryProcStats, wallMs } from '../bench/common.js';
 import { SimDevice } from './device.js';
-import type { BurstResult, ConnectResult, FromWorker, SimCounters, SimOptions, ToWorker, TracesResult } from './ipc.js';
+import {
+  type BurstResult,
+  type ConnectResult,
+  type FromWorker,
+  type SimCounters,
+  type SimOptions,
+  type ToWorker,
+  type TracesResult,
+  zeroCounters,
+} from './ipc.js';
 
 /**
  * A fleet-simulator worker: holds its share of the simulated devices' MQTT connections and
@@ -15,23 +24,7 @@ if (!process.send) {
 
 let options: SimOptions | null = null;
 let devices: SimDevice[] = [];
-const counters: SimCounters = {
-  devices: 0,
-  connected: 0,
-  connectFailures: 0,
-  disconnects: 0,
-  reconnects: 0,
-  desiredReceived: 0,
-  desiredIgnored: 0,
-  desiredInvalid: 0,
-  assignments: 0,
-  reportsSent: 0,
-  reportsAcked: 0,
-  reportErrors: 0,
-  outboxPending: 0,
-  burstReports: 0,
-  firstError: null,
-};
+const counters: SimCounters = zeroCounters();
 
 function reply(message: FromWorker): void {
   process.send?.(message);

@@ -11,7 +11,7 @@ import { signerFor } from '../../../shared/signatures.js';
 import { describeZodError } from '../../../shared/zod-errors.js';
 import { inspectModel } from '../inspect-model.js';
 import { type CliIo, keyValueLines } from '../io.js';
-import { collect, duration, isoDate, nonNegativeInt } from '../options.js';
+import { collect, duration, expiryOf, isoDate, nonNegativeInt } from '../options.js';
 
 export interface SignOptions {
   model: string;
@@ -71,14 +71,7 @@ export async function buildSignedRelease(opts: SignOptions, now: Date) {
       `--floor ${floor} is above the release counter ${counter}; a release must satisfy its own floor`,
     );
   }
-  const expiresMs = opts.expiresAt
-    ? Date.parse(opts.expiresAt)
-    : opts.expiresIn
-      ? now.getTime() + opts.expiresIn
-      : undefined;
-  if (expiresMs !== undefined && expiresMs <= now.getTime()) {
-    throw new OtaError('E_USAGE', `--expires-at ${opts.expiresAt} is in the past`);
-  }
+  const expiresAt = expiryOf(opts, now);
   const manifest: Manifest = parseManifest({
     type: MANIFEST_TYPE,
     model: opts.model,
@@ -96,7 +89,7 @@ export async function buildSignedRelease(opts: SignOptions, now: Date) {
     },
     probe,
     createdAt: now.toISOString(),
-    ...(expiresMs !== undefined ? { expiresAt: new Date(expiresMs).toISOString() } : {}),
+    ...(expiresAt !== undefined ? { expiresAt } : {}),
   });
   return {
     manifest,

@@ -14,7 +14,7 @@ import {
 } from '../../../shared/trust.js';
 import { remoteCommand, withSession } from '../connection.js';
 import { type CliIo, keyValueLines } from '../io.js';
-import { collect, commaList, duration, isoDate, positiveInt } from '../options.js';
+import { collect, commaList, duration, expiryOf, isoDate, positiveInt } from '../options.js';
 import { paint, printJson } from '../render.js';
 
 /**
@@ -157,14 +157,7 @@ export function registerKeyRotate(key: Command, io: CliIo): void {
         version = current.version + 1;
       }
       const now = new Date();
-      const expiresMs = opts.expiresAt
-        ? Date.parse(opts.expiresAt)
-        : opts.expiresIn
-          ? now.getTime() + opts.expiresIn
-          : undefined;
-      if (expiresMs !== undefined && expiresMs <= now.getTime()) {
-        throw new OtaError('E_USAGE', `--expires-at ${opts.expiresAt} is in the past`);
-      }
+      const expiresAt = expiryOf(opts, now);
       const document: TrustDocument = {
         type: TRUST_TYPE,
         version,
@@ -174,7 +167,7 @@ export function registerKeyRotate(key: Command, io: CliIo): void {
         }),
         threshold: opts.threshold,
         createdAt: now.toISOString(),
-        ...(expiresMs !== undefined ? { expiresAt: new Date(expiresMs).toISOString() } : {}),
+        ...(expiresAt !== undefined ? { expiresAt } : {}),
       };
       const envelope = signTrust(
         document,
