@@ -14,6 +14,7 @@ import { DesiredPublisher, type OutgoingMessage } from './desired/desired-publis
 import { SeqCatchUp } from './desired/seq-catch-up.js';
 import { FleetService } from './fleet/fleet-service.js';
 import { ArtifactStore } from './http/artifact-store.js';
+import { loadDashboardAssets } from './http/dashboard-assets.js';
 import { createHttpServer } from './http/http-server.js';
 import { createMetrics } from './http/metrics.js';
 import { AuthFailureAudit } from './identity/auth-failure-audit.js';
@@ -270,6 +271,7 @@ export async function startCoordinator(
       health: () => (phase === 'ready' ? { ok: true } : { ok: false, reason: phase }),
       maxUploadBytes: config.maxArtifactBytes,
       tls,
+      dashboard: await loadDashboardAssets({ topicPrefix: config.topicPrefix }),
     });
     closers.push(() => http.close());
     attachWebSocket(http.server, broker, '/mqtt');

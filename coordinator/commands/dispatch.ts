@@ -15,7 +15,7 @@ export async function runCommand(
   op: string,
   request: CommandRequest,
   principal: Principal,
-  ctx: Omit<CommandContext, 'actor'>,
+  ctx: Omit<CommandContext, 'actor' | 'role'>,
   logger: Logger,
   sender?: { replyPrefix: string },
 ): Promise<CommandReply> {
@@ -37,7 +37,7 @@ export async function runCommand(
     }
     const args = parseArgs(op, request.args);
     const handler = HANDLERS[op] as (a: unknown, c: CommandContext) => unknown;
-    const result = await handler(args, { ...ctx, actor: principal.name });
+    const result = await handler(args, { ...ctx, actor: principal.name, role: principal.role });
     return { correlationId, ok: true, result: result ?? null };
   } catch (err) {
     const error = toOtaError(err);

@@ -7,7 +7,7 @@ import type { RolloutService } from '../rollout/rollout-service.js';
 import { parseWaves } from '../rollout/strategy.js';
 import type { Role } from '../store/records.js';
 import type { Store } from '../store/store.js';
-import type { Op } from './ops.js';
+import { type Op, opsFor } from './ops.js';
 import { channelView, groupView, keyView, operatorView } from './views.js';
 
 export interface CommandContext {
@@ -17,6 +17,8 @@ export interface CommandContext {
   /** Size of an uploaded artifact, or null when it is not in the artifact store. */
   artifactSize: (sha256: string) => Promise<number | null>;
   actor: string;
+  /** The role of the operator who asked. */
+  role: Role;
 }
 
 const id = z.string().regex(ID_PATTERN, 'use 1-64 letters, digits, ".", "_" or "-"');
@@ -80,6 +82,7 @@ const ARGS = {
   'operator.ls': z.strictObject({}),
   'operator.rm': z.strictObject({ name: id }),
   'operator.role': z.strictObject({ name: id, role: z.enum(['admin', 'operator', 'viewer']) }),
+  'operator.whoami': z.strictObject({}),
 } satisfies Record<Op, z.ZodType>;
 
 type Args<O extends Op> = z.infer<(typeof ARGS)[O]>;
@@ -198,4 +201,5 @@ export const HANDLERS: { [O in Op]: Handler<O> } = {
     const { name, role } = c.fleet.setOperatorRole(a.name, a.role, c.actor);
     return { id: name, role };
   },
+  'operator.whoami': (_a, c) => ({ id: c.actor, role: c.role, ops: opsFor(c.role) }),
 };

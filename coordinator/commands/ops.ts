@@ -38,6 +38,7 @@ export const OPS = {
   'operator.ls': 'admin',
   'operator.rm': 'admin',
   'operator.role': 'admin',
+  'operator.whoami': 'viewer',
 } as const satisfies Record<string, Role>;
 
 export type Op = keyof typeof OPS;
@@ -64,4 +65,9 @@ export function isOp(op: string): op is Op {
 export function roleAllows(role: Role, op: string): boolean {
   if (!isOp(op)) return true;
   return RANK[role] >= RANK[OPS[op]];
+}
+
+/** The ops `role` may call, in the order of OPS (`operator.whoami`: what the dashboard offers). */
+export function opsFor(role: Role): Op[] {
+  return (Object.keys(OPS) as Op[]).filter((op) => roleAllows(role, op));
 }

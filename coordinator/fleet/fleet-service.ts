@@ -149,6 +149,8 @@ export class FleetService {
       const e = releaseEligibility({ id: rest.id, envelope }, trust);
       return {
         ...rest,
+        /** The key ids whose signatures the envelope carries (which of them count: `key ls`). */
+        signedBy: envelope.signatures.map((sig) => sig.keyId),
         revoked: !e.eligible,
         revokedReason: e.eligible ? null : e.reason,
         revokedKeys: e.eligible ? [] : e.keys,

@@ -18,6 +18,7 @@ import { isSafeId } from '../../shared/names.js';
 import type { Principal } from '../broker/principal.js';
 import { OPS, roleAllows } from '../commands/ops.js';
 import { type ArtifactStore, isSha256 } from './artifact-store.js';
+import type { DashboardAssets } from './dashboard-assets.js';
 import type { CoordinatorMetrics } from './metrics.js';
 
 /**
@@ -115,6 +116,11 @@ export interface HttpServerOptions {
   /** An upload with no data for this long is abandoned (default 60 s). */
   uploadIdleTimeoutMs?: number;
   tls?: { cert: Buffer; key: Buffer };
+  /**
+   * The dashboard's files (dashboard-assets.ts), served at `/` and `/ui/*`; `null` when the app is
+   * not built, and `/` then says how to build it.
+   */
+  dashboard?: DashboardAssets | null;
 }
 
 export interface CoordinatorHttpServer {
@@ -595,6 +601,8 @@ export function createHttpServer(options: HttpServerOptions): CoordinatorHttpSer
     });
   });
 
+  registerDashboard(app, options.dashboard ?? null);
+
   // HEAD answers with the same status and headers as GET (RFC 9110 section 9.3.2), no body.
   app.route({
     method: ['GET', 'HEAD'],
@@ -636,4 +644,38 @@ export function createHttpServer(options: HttpServerOptions): CoordinatorHttpSer
       await app.close();
     },
   };
+}
+
+/**
+ * The dashboard (design section 10): a static page and its modules, all public (they hold no
+ * data: everything the page shows comes over MQTT with the operator's own credentials). Every
+ * response carries the strict CSP and is revalidated by its ETag, so a coordinator upgrade is
+ * picked up at the next load.
+ */
+function registerDashboard(app: FastifyInstance, dashboard: DashboardAssets | null): void {
+  const handler = async (request: FastifyRequest, reply: FastifyReply) => {
+    const url = request.url.split('?')[0] as string;
+    if (dashboard === null) {
+      if (url !== '/') throw new OtaError('E_NOT_FOUND', `no such endpoint: ${request.method} ${url}`);
+      return reply
+        .code(503)
+        .header('cache-control', 'no-store')
+        .type('text/plain; charset=utf-8')
+        .send('The dashboard is not built: run `npm run build` in the package, then restart the coordinator.\n');
+    }
+    const file = dashboard.files.get(url);
+    if (!file) throw new OtaError('E_NOT_FOUND', `no such endpoint: ${request.method} ${url}`);
+    reply
+      .header('content-security-policy', dashboard.csp)
+      .header('x-content-type-options', 'nosniff')
+      .header('referrer-policy', 'no-referrer')
+      .header('x-frame-options', 'DENY')
+      .header('cache-control', 'no-cache')
+      .header('etag', file.etag)
+      .type(file.contentType);
+    if (etagMatches(singleHeader(request.headers['if-none-match']), file.etag)) return reply.code(304).send();
+    return reply.send(file.body);
+  };
+  app.route({ method: ['GET', 'HEAD'], url: '/', handler });
+  app.route({ method: ['GET', 'HEAD'], url: '/ui/*', handler });
 }

@@ -1,0 +1,215 @@
+import mqtt, { type MqttClient } from 'mqtt';
+
+/**
+ * The page's one connection to the coordinator (design section 10): an MQTT client of its broker
+ * over the WebSocket at `/mqtt`, logged in as the operator. It reads the same topics as
+ * `mosquitto_sub` and asks the same command API as otactl, so the broker's ACL and the roles
+ * apply unchanged: there is no second API to secure.
+ *
+ * Client id `<user>@dashboard-<random>` (an operator's client ids are its name, `@` and a suffix:
+ * docs/commands.md); clean session, so nothing is queued for a closed tab.
+ */
+
+export type LinkState =
+  | { kind: 'connecting' }
+  /** Connected and subscribed: live messages flow. */
+  | { kind: 'live' }
+  /** The connection dropped (or never came up): mqtt.js retries every RETRY_MS. */
+  | { kind: 'reconnecting'; everConnected: boolean; reason: string }
+  /** The broker refused the credentials: no retry, back to sign-in with this message. */
+  | { kind: 'refused'; message: string; everConnected: boolean };
+
+export interface ConnectionOptions {
+  url: string;
+  user: string;
+  token: string;
+  prefix: string;
+  onMessage: (topic: string, text: string) => void;
+  onState: (state: LinkState) => void;
+}
+
+export class CommandError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const RETRY_MS = 2_000;
+/** A command with no reply by then is reported as failed (its effect, if any, shows in the audit). */
+const REPLY_TIMEOUT_MS = 20_000;
+
+interface Pending {
+  resolve: (result: unknown) => void;
+  reject: (err: Error) => void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+function randomSuffix(): string {
+  const bytes = new Uint8Array(4);
+  crypto.getRandomValues(bytes);
+  return [...bytes].map((b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** MQTT 3.1.1 section 3.2.2.3: 4 is a bad user name or password, 5 not authorized. */
+function refusalMessage(code: number | undefined): string | null {
+  if (code === 4) return 'Wrong user or token: the coordinator refused them. Check both and sign in again.';
+  if (code === 5) return 'This user may not connect (not authorized). Ask an admin to check the account.';
+  return null;
+}
+
+export class Connection {
+  readonly clientId: string;
+  private readonly client: MqttClient;
+  private readonly pending = new Map<string, Pending>();
+  private readonly replyTo: string;
+  private everConnected = false;
+  private closed = false;
+  private counter = 0;
+  state: LinkState = { kind: 'connecting' };
+
+  constructor(private readonly o: ConnectionOptions) {
+    this.clientId = `${o.user}@dashboard-${randomSuffix()}`;
+    this.replyTo = `${o.prefix}/reply/${this.clientId}/r`;
+    this.client = mqtt.connect(o.url, {
+      clientId: this.clientId,
+      username: o.user,
+      password: o.token,
+      protocolVersion: 4,
+      clean: true,
+      // Native timers: mqtt.js's default runs its timers in a Worker made from a blob: URL, which
+      // the page's CSP forbids. A background tab's timers may fire only once a minute (Chrome's
+      // intensive throttling), so the keepalive is 60 s: the broker waits 1.5 times that.
+      timerVariant: 'native',
+      keepalive: 60,
+      reconnectPeriod: RETRY_MS,
+      connectTimeout: 10_000,
+      // Subscriptions are made on every connect, below, before the state turns live.
+      resubscribe: false,
+      // Nothing is sent while offline: a click on approve must not go out minutes later.
+      queueQoSZero: false,
+    });
+    this.client.on('connect', () => void this.onConnect());
+    this.client.on('message', (topic, payload) => this.onMessage(topic, payload));
+    this.client.on('error', (err) => this.onError(err as Error & { code?: number }));
+    this.client.on('close', () => this.onDown('the connection closed'));
+    this.client.on('offline', () => this.onDown('offline'));
+  }
+
+  private set(state: LinkState): void {
+    this.state = state;
+    this.o.onState(state);
+  }
+
+  private async onConnect(): Promise<void> {
+    const p = this.o.prefix;
+    try {
+      await this.client.subscribeAsync(
+        [
+          `${p}/reply/${this.clientId}/#`,
+          `${p}/rollouts/+`,
+          `${p}/audit`,
+          `${p}/devices/+/reported`,
+          `${p}/devices/+/status`,
+        ],
+        { qos: 1 },
+      );
+    } catch (err) {
+      this.onDown(`subscribing failed: ${(err as Error).message}`);
+      return;
+    }
+    this.everConnected = true;
+    this.set({ kind: 'live' });
+  }
+
+  private onMessage(topic: string, payload: Uint8Array): void {
+    const text = new TextDecoder().decode(payload);
+    if (topic.startsWith(`${this.o.prefix}/reply/`)) {
+      this.onReply(text);
+      return;
+    }
+    this.o.onMessage(topic, text);
+  }
+
+  private onReply(text: string): void {
+    let reply: { correlationId?: string; ok?: boolean; result?: unknown; error?: { code: string; message: string } };
+    try {
+      reply = JSON.parse(text);
+    } catch {
+      return;
+    }
+    const pending = reply.correlationId === undefined ? undefined : this.pending.get(reply.correlationId);
+    if (!pending || reply.correlationId === undefined) return;
+    this.pending.delete(reply.correlationId);
+    clearTimeout(pending.timer);
+    if (reply.ok) pending.resolve(reply.result);
+    else pending.reject(new CommandError(reply.error?.code ?? 'E_INTERNAL', reply.error?.message ?? 'refused'));
+  }
+
+  private onError(err: Error & { code?: number }): void {
+    const refused = refusalMessage(err.code);
+    if (refused !== null) {
+      const message = this.everConnected
+        ? `The coordinator no longer accepts this user's token (removed, or its role or token changed). Sign in again. (${refused})`
+        : refused;
+      this.shutdown();
+      this.set({ kind: 'refused', message, everConnected: this.everConnected });
+      return;
+    }
+    this.onDown(err.message);
+  }
+
+  private onDown(reason: string): void {
+    if (this.closed || this.state.kind === 'refused') return;
+    this.failPending(
+      `the connection to the coordinator was lost (${reason}); nothing more is known about this command: check the audit log`,
+    );
+    if (this.state.kind === 'reconnecting' && this.state.reason === reason) return;
+    this.set({ kind: 'reconnecting', everConnected: this.everConnected, reason });
+  }
+
+  private failPending(message: string): void {
+    for (const [id, p] of this.pending) {
+      clearTimeout(p.timer);
+      p.reject(new CommandError('E_CONNECTION', message));
+      this.pending.delete(id);
+    }
+  }
+
+  /** One command of the API (docs/commands.md); rejects with a CommandError naming the code. */
+  ask<T = unknown>(op: string, args: Record<string, unknown> = {}): Promise<T> {
+    if (this.state.kind !== 'live') {
+      return Promise.reject(new CommandError('E_CONNECTION', 'not connected to the coordinator: wait for "live"'));
+    }
+    const correlationId = `d${++this.counter}-${randomSuffix()}`;
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(correlationId);
+        reject(new CommandError('E_TIMEOUT', `no reply to ${op} within ${REPLY_TIMEOUT_MS / 1000} s`));
+      }, REPLY_TIMEOUT_MS);
+      this.pending.set(correlationId, { resolve: resolve as (r: unknown) => void, reject, timer });
+      const body = JSON.stringify({ correlationId, replyTo: this.replyTo, args });
+      this.client.publish(`${this.o.prefix}/cmd/${op}`, body, { qos: 1 }, (err) => {
+        if (!err) return;
+        const p = this.pending.get(correlationId);
+        if (!p) return;
+        this.pending.delete(correlationId);
+        clearTimeout(p.timer);
+        p.reject(new CommandError('E_CONNECTION', `${op} could not be sent: ${err.message}`));
+      });
+    });
+  }
+
+  private shutdown(): void {
+    this.closed = true;
+    this.failPending('signed out');
+    this.client.end(true);
+  }
+
+  /** Sign-out: closes the connection at once, no retry. */
+  close(): void {
+    this.shutdown();
+  }
+}

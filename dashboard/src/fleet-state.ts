@@ -1,0 +1,198 @@
+import type { AuditEvent, Reported, RolloutSummary, Status } from '../../shared/messages.js';
+
+/**
+ * Everything the dashboard knows, as one plain object the views read (no DOM here: the node tests
+ * drive it directly). It is filled from two sources: command replies (snapshots: `device.ls`,
+ * `release.ls`, `channel.ls`, `audit.ls`) and the live topics (`devices/+/reported`,
+ * `devices/+/status`, `rollouts/+`, `audit`). A live message is always at least as new as a
+ * snapshot row, so what a report or status says wins over the snapshot's copy of it.
+ *
+ * Every record keyed by an id is a Map: a device may be called `constructor`.
+ */
+
+/** A row of `device.ls`. */
+export interface DeviceRow {
+  id: string;
+  labels: Record<string, string>;
+  channel: string;
+  online: boolean;
+  lastSeen: string | null;
+  agentVersion: string | null;
+  models: Record<string, { state: string; version: string | null; current: string | null; error: ErrorInfo | null }>;
+}
+
+export interface ErrorInfo {
+  code: string;
+  message: string;
+}
+
+/** A row of `release.ls`. */
+export interface ReleaseRow {
+  id: string;
+  model: string;
+  version: string;
+  size: number;
+  sha256: string;
+  publishedBy: string;
+  publishedAt: string;
+  signedBy?: string[];
+  revoked: boolean;
+  revokedReason: string | null;
+}
+
+/** A row of `channel.ls`. */
+export interface ChannelRow {
+  id: string;
+  model: string;
+  channel: string;
+  releaseId: string;
+  updatedAt: string;
+}
+
+/** At most this many audit events are kept for the live tail; older ones stay in the coordinator. */
+export const AUDIT_TAIL = 2000;
+/** Report-to-screen delays kept for the benchmark (the newest ones). */
+const LATENCY_SAMPLES = 20_000;
+
+export type LiveMessage =
+  | { kind: 'reported'; deviceId: string }
+  | { kind: 'status'; deviceId: string }
+  | { kind: 'rollout'; rolloutId: string }
+  | { kind: 'audit'; event: AuditEvent }
+  | { kind: 'ignored'; why: string };
+
+type TopicKind = Exclude<LiveMessage, { kind: 'audit' }> | { kind: 'audit' };
+
+export class FleetState {
+  /** Bumped on every change: the renderer compares it to decide whether to draw. */
+  version = 0;
+  devices = new Map<string, DeviceRow>();
+  reports = new Map<string, Reported>();
+  statuses = new Map<string, Status>();
+  rollouts = new Map<string, RolloutSummary>();
+  /** The live tail, ascending by seq, without duplicates (a subscription may deliver twice). */
+  audit: AuditEvent[] = [];
+  releases: ReleaseRow[] = [];
+  channels: ChannelRow[] = [];
+  /** Reports applied since the last render: their device timestamps (ms), for the delay figures. */
+  unrendered: number[] = [];
+  /** Report-to-screen delays in ms (bounded): what bench:dashboard reads. */
+  latencies: number[] = [];
+  /** Messages that could not be read (a coordinator of another version, a bug): counted, never fatal. */
+  unreadable = 0;
+
+  constructor(readonly prefix: string) {}
+
+  private changed(): void {
+    this.version++;
+  }
+
+  /** Applies one message of a live topic. `text` is the payload; an empty one clears a retained topic. */
+  applyMessage(topic: string, text: string): LiveMessage {
+    const kind = this.classify(topic);
+    if (kind.kind === 'ignored') return kind;
+    if (kind.kind === 'audit' && text === '') return { kind: 'ignored', why: 'empty audit message' };
+    if (text === '') {
+      // An empty retained message: the device was removed, or the rollout summary cleared.
+      if (kind.kind === 'reported') {
+        this.reports.delete(kind.deviceId);
+        this.devices.delete(kind.deviceId);
+      } else if (kind.kind === 'status') this.statuses.delete(kind.deviceId);
+      else if (kind.kind === 'rollout') this.rollouts.delete(kind.rolloutId);
+      this.changed();
+      return kind as LiveMessage;
+    }
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      this.unreadable++;
+      return { kind: 'ignored', why: 'not JSON' };
+    }
+    if (typeof body !== 'object' || body === null) {
+      this.unreadable++;
+      return { kind: 'ignored', why: 'not an object' };
+    }
+    switch (kind.kind) {
+      case 'reported': {
+        const report = body as Reported;
+        const known = this.reports.get(kind.deviceId);
+        // Delivered twice (overlapping subscriptions) or out of order: keep the newest.
+        if (known && known.ts > report.ts) return kind;
+        this.reports.set(kind.deviceId, report);
+        const ts = Date.parse(report.ts);
+        if (Number.isFinite(ts)) this.unrendered.push(ts);
+        break;
+      }
+      case 'status': {
+        const status = body as Status;
+        const known = this.statuses.get(kind.deviceId);
+        if (known && known.ts > status.ts) return kind;
+        this.statuses.set(kind.deviceId, status);
+        break;
+      }
+      case 'rollout': {
+        const summary = body as RolloutSummary;
+        const known = this.rollouts.get(kind.rolloutId);
+        if (known && known.updatedAt > summary.updatedAt) return kind;
+        this.rollouts.set(kind.rolloutId, summary);
+        break;
+      }
+      case 'audit': {
+        const event = body as AuditEvent;
+        this.addAudit([event]);
+        return { kind: 'audit', event };
+      }
+    }
+    this.changed();
+    return kind;
+  }
+
+  private classify(topic: string): TopicKind {
+    if (!topic.startsWith(`${this.prefix}/`)) return { kind: 'ignored', why: 'another prefix' };
+    const parts = topic.slice(this.prefix.length + 1).split('/');
+    if (parts.length === 1 && parts[0] === 'audit') return { kind: 'audit' };
+    if (parts.length === 2 && parts[0] === 'rollouts') return { kind: 'rollout', rolloutId: parts[1] as string };
+    if (parts.length === 3 && parts[0] === 'devices') {
+      if (parts[2] === 'reported') return { kind: 'reported', deviceId: parts[1] as string };
+      if (parts[2] === 'status') return { kind: 'status', deviceId: parts[1] as string };
+    }
+    return { kind: 'ignored', why: `not a topic the dashboard reads: ${topic}` };
+  }
+
+  setDevices(rows: readonly DeviceRow[]): void {
+    this.devices = new Map(rows.map((r) => [r.id, r]));
+    this.changed();
+  }
+
+  setReleases(rows: readonly ReleaseRow[]): void {
+    this.releases = [...rows];
+    this.changed();
+  }
+
+  setChannels(rows: readonly ChannelRow[]): void {
+    this.channels = [...rows];
+    this.changed();
+  }
+
+  /** Merges audit events (from `audit.ls` or the live topic) into the tail, by seq. */
+  addAudit(events: readonly AuditEvent[]): void {
+    if (events.length === 0) return;
+    const bySeq = new Map<number, AuditEvent>(this.audit.map((e) => [e.seq, e]));
+    for (const e of events) if (typeof e?.seq === 'number') bySeq.set(e.seq, e);
+    this.audit = [...bySeq.values()].sort((a, b) => a.seq - b.seq).slice(-AUDIT_TAIL);
+    this.changed();
+  }
+
+  /** The highest audit seq seen (0 before any): a reconnect asks for what came after it. */
+  get auditHead(): number {
+    return this.audit.at(-1)?.seq ?? 0;
+  }
+
+  /** Called once a render that includes the pending reports is on screen. */
+  rendered(nowMs: number): void {
+    for (const ts of this.unrendered) this.latencies.push(Math.max(0, nowMs - ts));
+    this.unrendered = [];
+    if (this.latencies.length > LATENCY_SAMPLES) this.latencies.splice(0, this.latencies.length - LATENCY_SAMPLES);
+  }
+}

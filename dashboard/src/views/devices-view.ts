@@ -1,0 +1,58 @@
+import { ago, stateLabel, stateSymbol } from '../format.js';
+import { filterChoices, filterDevices } from '../queries.js';
+import { formatRoute, type Route } from '../router.js';
+import type { ViewProps } from './context.js';
+import { html } from './html.js';
+import { Pager } from './pager.js';
+
+type DevicesRoute = Extract<Route, { view: 'devices' }>;
+
+/**
+ * Devices, searched and filtered by id, label, state and model version, 50 to a page. The filter
+ * is in the URL fragment, so a filtered list can be bookmarked and shared.
+ */
+export function DevicesView({ state, now, route }: ViewProps & { route: DevicesRoute }) {
+  const result = filterDevices(state, route, route.page);
+  const choices = filterChoices(state);
+  const go = (change: Partial<DevicesRoute>) => {
+    location.hash = formatRoute({ ...route, page: 1, ...change });
+  };
+  const select = (id: string, label: string, value: string, options: string[], key: keyof DevicesRoute) =>
+    html`<label for=${id}>${label}</label>
+      <select id=${id} value=${value} onChange=${(e: Event) => go({ [key]: (e.target as HTMLSelectElement).value })}>
+        <option value="">any</option>
+        ${options.map((o) => html`<option value=${o}>${stateLabel(o)}</option>`)}
+      </select>`;
+  return html`<section aria-labelledby="devices-title">
+    <h1 id="devices-title">Devices</h1>
+    <form class="filters" role="search" onSubmit=${(e: Event) => e.preventDefault()}>
+      <label for="device-search">Search</label>
+      <input id="device-search" type="search" placeholder="id, label value, or key=value" value=${route.text}
+        onInput=${(e: Event) => go({ text: (e.target as HTMLInputElement).value })} />
+      ${select('device-state', 'State', route.state, choices.states, 'state')}
+      ${select('device-model', 'Model', route.model, choices.models, 'model')}
+      ${select('device-version', 'Version', route.version, choices.versions, 'version')}
+    </form>
+    <p role="status" class="small" data-field="matches">${result.total} device${result.total === 1 ? '' : 's'} match</p>
+    <table class="grid" data-table="devices">
+      <thead><tr><th scope="col">Device</th><th scope="col">Online</th><th scope="col">Models</th><th scope="col">Labels</th><th scope="col">Last seen</th></tr></thead>
+      <tbody>
+        ${result.rows.map(
+          (d) => html`<tr key=${d.id} data-device=${d.id}>
+            <td><a href=${formatRoute({ view: 'device', id: d.id })}>${d.id}</a></td>
+            <td>${d.online ? '● online' : '○ offline'}</td>
+            <td>${d.models.map(
+              (m) =>
+                html`<div class=${`st-${m.state}`}><span aria-hidden="true">${stateSymbol(m.state)}</span> ${m.model} ${m.current ?? '–'} <span class="small">${stateLabel(m.state)}${m.state !== 'healthy' && m.version && m.version !== m.current ? ` ${m.version}` : ''}${m.error ? ` ${m.error.code}` : ''}</span></div>`,
+            )}</td>
+            <td class="small">${Object.entries(d.labels)
+              .map(([k, v]) => `${k}=${v}`)
+              .join(' ')}</td>
+            <td class="small">${ago(d.lastSeen, now)}</td>
+          </tr>`,
+        )}
+      </tbody>
+    </table>
+    <${Pager} page=${result.page} pages=${result.pages} total=${result.total} onPage=${(page: number) => go({ page })} />
+  </section>`;
+}

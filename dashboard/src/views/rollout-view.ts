@@ -1,0 +1,184 @@
+import { useEffect, useState } from 'preact/hooks';
+import type { AuditEvent } from '../../../shared/messages.js';
+import { shortTime, stateLabel, stateSymbol } from '../format.js';
+import {
+  allowedActions,
+  auditSummary,
+  countByState,
+  describeAction,
+  formatBytes,
+  isRolloutEvent,
+  type LiveRolloutDevice,
+  liveRolloutDevices,
+  PAGE_SIZE,
+  pct,
+  type RolloutAction,
+  type RolloutDeviceRow,
+} from '../queries.js';
+import { ConfirmDialog } from './confirm-dialog.js';
+import type { ViewProps } from './context.js';
+import { html } from './html.js';
+import { Pager } from './pager.js';
+import { StatusBadge, WaveBar } from './wave-bar.js';
+
+const ACTION_OPS: Record<RolloutAction, { op: string; label: string; args: Record<string, unknown> }> = {
+  approve: { op: 'rollout.approve', label: 'Approve next wave', args: {} },
+  promote: { op: 'rollout.promote', label: 'Promote', args: {} },
+  halt: { op: 'rollout.halt', label: 'Halt', args: {} },
+  resume: { op: 'rollout.resume', label: 'Resume', args: {} },
+  'abort-keep': { op: 'rollout.abort', label: 'Abort, keep', args: { policy: 'keep' } },
+  'abort-revert': { op: 'rollout.abort', label: 'Abort, revert', args: { policy: 'revert' } },
+};
+
+/** Audit actions after which the rollout's device list is fetched again (new devices, set back). */
+const RELOAD_ON = new Set(['rollout.wave_started', 'rollout.aborted', 'rollout.created']);
+
+export function RolloutView(props: ViewProps & { id: string }) {
+  const { state, connection, live, ops, notify, onAudit, id } = props;
+  const summary = state.rollouts.get(id);
+  const [rows, setRows] = useState<RolloutDeviceRow[] | null>(null);
+  const [loadError, setLoadError] = useState<string | null>(null);
+  const [timeline, setTimeline] = useState<AuditEvent[]>([]);
+  const [generation, setGeneration] = useState(0);
+  const [action, setAction] = useState<RolloutAction | null>(null);
+  const [wave, setWave] = useState<number | null>(null);
+  const [stateFilter, setStateFilter] = useState('');
+  const [page, setPage] = useState(1);
+
+  // The device list and the timeline: at open, at every reconnect, and after a wave starts.
+  useEffect(() => {
+    if (!live) return;
+    let gone = false;
+    connection
+      .ask<{ devices: RolloutDeviceRow[] }>('rollout.status', { id })
+      .then((r) => {
+        if (gone) return;
+        setRows(r.devices);
+        setLoadError(null);
+      })
+      .catch((err: Error) => !gone && setLoadError(err.message));
+    connection
+      .ask<AuditEvent[]>('audit.ls', { rolloutId: id, limit: 1000 })
+      .then((events) => !gone && setTimeline(events))
+      .catch(() => {});
+    return () => {
+      gone = true;
+    };
+  }, [connection, live, id, generation]);
+
+  useEffect(
+    () =>
+      onAudit((e) => {
+        if (!isRolloutEvent(e, id)) return;
+        setTimeline((t) => (t.some((x) => x.seq === e.seq) ? t : [...t, e]));
+        if (RELOAD_ON.has(e.action)) setGeneration((g) => g + 1);
+      }),
+    [onAudit, id],
+  );
+
+  if (!summary) {
+    return html`<section><h1>Rollout ${id}</h1>
+      <p class="muted" role="status">${live ? `No rollout ${id} is known to the coordinator.` : 'Loading…'}</p>
+      <p><a href="#/rollouts">All rollouts</a></p></section>`;
+  }
+
+  const devices: LiveRolloutDevice[] = rows ? liveRolloutDevices(state, summary, rows) : [];
+  const shownWave = wave ?? summary.currentWave;
+  const inWave = devices.filter((d) => shownWave === 0 || d.wave === shownWave);
+  const counts = countByState(inWave);
+  const filtered = stateFilter ? inWave.filter((d) => d.state === stateFilter) : inWave;
+  const pages = Math.max(1, Math.ceil(filtered.length / PAGE_SIZE));
+  const p = Math.min(page, pages);
+  const actions = allowedActions(summary).filter((a) => ops.has(ACTION_OPS[a].op));
+
+  const run = async (a: RolloutAction, reason: string) => {
+    const spec = ACTION_OPS[a];
+    const args = a === 'halt' ? { id, reason } : { id, ...spec.args };
+    await connection.ask(spec.op, args);
+    notify(`${spec.label}: done for ${id}.`);
+  };
+
+  return html`<section aria-labelledby="rollout-title" data-rollout=${id}>
+    <p><a href="#/rollouts">← Rollouts</a></p>
+    <h1 id="rollout-title">${id} <${StatusBadge} status=${summary.status} /></h1>
+    <p>${summary.model} → <b>${summary.version}</b> · wave <b data-field="current-wave">${summary.currentWave}</b> of ${summary.waves.length}${summary.abortPolicy ? ` · aborted (${summary.abortPolicy})` : ''}${summary.reverted ? ` · ${summary.reverted} set back` : ''}</p>
+    <p data-field="failures">Failures: <b>${summary.failures.count}</b> of ${summary.failures.assigned} assigned (${pct(summary.failures.rate)}${summary.failures.acknowledged ? `, ${summary.failures.acknowledged} acknowledged by resume` : ''}); the rollout halts above ${pct(summary.maxFailureRate)}.</p>
+    ${summary.haltReason ? html`<p class="message error" role="alert" data-field="halt-reason"><b>Halted:</b> ${summary.haltReason}</p>` : null}
+    ${
+      actions.length > 0
+        ? html`<div class="actions" role="group" aria-label="Rollout actions">
+            ${actions.map(
+              (a) =>
+                html`<button type="button" class=${a.startsWith('abort') || a === 'halt' ? 'danger' : 'primary'} disabled=${!live} onClick=${() => setAction(a)}>${ACTION_OPS[a].label}</button>`,
+            )}
+          </div>`
+        : null
+    }
+    ${
+      action
+        ? html`<${ConfirmDialog}
+            ...${describeAction(action, summary)}
+            confirmLabel=${ACTION_OPS[action].label}
+            needsReason=${action === 'halt'}
+            danger=${action.startsWith('abort') || action === 'halt'}
+            onConfirm=${(reason: string) => run(action, reason)}
+            onClose=${() => setAction(null)} />`
+        : null
+    }
+    <h2>Waves</h2>
+    <ol class="waves">
+      ${summary.waves.map(
+        (w) => html`<li class="wave" data-wave=${w.wave} data-state=${w.state}>
+          <div class="wave-head">
+            <button type="button" class="link-button" aria-pressed=${shownWave === w.wave} onClick=${() => {
+              setWave(w.wave);
+              setPage(1);
+            }}>Wave ${w.wave}</button>
+            <span>${w.percent}% · ${w.devices} device${w.devices === 1 ? '' : 's'} · ${w.approval === 'manual' ? 'manual gate' : 'automatic'}</span>
+            <${StatusBadge} status=${w.state} />
+            ${w.state === 'waiting_approval' ? html`<b class="gate">waits for approval</b>` : null}
+            ${w.reverted ? html`<span class="small">${w.reverted} set back</span>` : null}
+          </div>
+          <${WaveBar} wave=${w} />
+        </li>`,
+      )}
+    </ol>
+    <h2>Devices of wave ${shownWave}</h2>
+    ${loadError ? html`<p class="message error" role="alert">Could not load the devices: ${loadError}</p>` : null}
+    <div class="filters" role="group" aria-label="Filter by state">
+      <button type="button" aria-pressed=${stateFilter === ''} onClick=${() => setStateFilter('')}>all ${inWave.length}</button>
+      ${[...counts].map(
+        ([s, n]) =>
+          html`<button type="button" aria-pressed=${stateFilter === s} onClick=${() => {
+            setStateFilter(s);
+            setPage(1);
+          }}>${stateSymbol(s)} ${stateLabel(s)} ${n}</button>`,
+      )}
+    </div>
+    <table class="grid" data-table="rollout-devices">
+      <thead><tr><th scope="col">Device</th><th scope="col">State</th><th scope="col">Progress</th><th scope="col">Error</th><th scope="col">Online</th><th scope="col">Runs</th></tr></thead>
+      <tbody>
+        ${filtered.slice((p - 1) * PAGE_SIZE, p * PAGE_SIZE).map(
+          (d) => html`<tr key=${d.id} data-device=${d.id} data-state=${d.state}>
+            <td><a href=${`#/devices/${encodeURIComponent(d.id)}`}>${d.id}</a></td>
+            <td class=${`st-${d.state}`}><span aria-hidden="true">${stateSymbol(d.state)}</span> ${stateLabel(d.state)}${d.revertedTo ? html` <span class="small">(set back to ${d.revertedTo})</span>` : null}</td>
+            <td>${d.progress && d.progress.total > 0 ? html`<progress max=${d.progress.total} value=${d.progress.bytes} aria-label=${`download of ${d.id}`}></progress> ${formatBytes(d.progress.bytes)} / ${formatBytes(d.progress.total)}` : ''}</td>
+            <td>${d.error ? html`<code class="error-code">${d.error.code}</code> <span class="small">${d.error.message}</span>` : ''}</td>
+            <td>${d.online ? 'online' : 'offline'}</td>
+            <td>${d.current ?? '–'}</td>
+          </tr>`,
+        )}
+      </tbody>
+    </table>
+    <${Pager} page=${p} pages=${pages} total=${filtered.length} onPage=${setPage} />
+    <h2>Timeline</h2>
+    <ol class="timeline" data-table="rollout-timeline">
+      ${[...timeline].reverse().map(
+        (e) => html`<li key=${e.seq} data-action=${e.action}>
+          <time datetime=${e.ts}>${shortTime(e.ts)}</time> <b>${e.action}</b> by ${e.actor}
+          <span class="small">${auditSummary(e)}</span>
+        </li>`,
+      )}
+    </ol>
+  </section>`;
+}
