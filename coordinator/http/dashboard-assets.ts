@@ -44,9 +44,16 @@ const TYPES: Record<string, string> = {
   '.png': 'image/png',
 };
 
-/** Where the package is installed: this file is dist/coordinator/http/dashboard-assets.js. */
+/**
+ * Where the package is installed: the nearest folder with a package.json above this file (it runs
+ * as dist/coordinator/http/dashboard-assets.js, and from source under the tests).
+ */
 export function packageRoot(): string {
-  return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+  for (let dir = path.dirname(fileURLToPath(import.meta.url)); ; dir = path.dirname(dir)) {
+    if (existsSync(path.join(dir, 'package.json'))) return dir;
+    if (path.dirname(dir) === dir)
+      throw new Error('the coordinator is not inside its package (no package.json above it)');
+  }
 }
 
 /** Node's lookup of `node_modules/<pkg>`, from `from` upwards (packages may be hoisted above us). */

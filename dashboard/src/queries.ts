@@ -376,7 +376,7 @@ export function describeAction(action: RolloutAction, s: RolloutSummary): { titl
     case 'resume':
       return {
         title: `Resume ${s.id}`,
-        effect: `The ${s.failures.count} failure${s.failures.count === 1 ? '' : 's'} so far are acknowledged and no longer count against the ${pct(s.maxFailureRate)} tolerance; wave ${s.currentWave} continues.`,
+        effect: `${s.failures.count === 1 ? 'The 1 failure so far is' : `The ${s.failures.count} failures so far are`} acknowledged and no longer counted against the ${pct(s.maxFailureRate)} tolerance; wave ${s.currentWave} continues.`,
       };
     case 'abort-keep':
       return {
@@ -391,8 +391,10 @@ export function describeAction(action: RolloutAction, s: RolloutSummary): { titl
   }
 }
 
+/** A rate as a percentage: whole numbers as such (`5%`), others to one decimal (`2.5%`). */
 export function pct(rate: number): string {
-  return `${(rate * 100).toFixed(rate * 100 >= 10 || rate === 0 ? 0 : 1)}%`;
+  const v = Math.round(rate * 1000) / 10;
+  return `${Number.isInteger(v) ? v : v.toFixed(1)}%`;
 }
 
 // ---- audit ----

@@ -1,0 +1,508 @@
+import t from 'tap';
+import { AUDIT_TAIL, type DeviceRow, FleetState } from '../dashboard/src/fleet-state.js';
+import { ago, shortTime, stateLabel, stateSymbol } from '../dashboard/src/format.js';
+import {
+  allowedActions,
+  auditMatches,
+  auditSummary,
+  countByState,
+  describeAction,
+  deviceView,
+  EMPTY_FILTER,
+  filterChoices,
+  filterDevices,
+  fleetOverview,
+  formatBytes,
+  isRolloutEvent,
+  liveRolloutDevices,
+  pct,
+  sortedRollouts,
+  waveSegments,
+} from '../dashboard/src/queries.js';
+import { RenderBatcher } from '../dashboard/src/render-batcher.js';
+import { formatRoute, parseRoute, type Route } from '../dashboard/src/router.js';
+import {
+  checkSignIn,
+  clearCredentials,
+  type KeyValueStorage,
+  loadCredentials,
+  saveCredentials,
+} from '../dashboard/src/session-store.js';
+import type { AuditEvent, Reported, RolloutSummary } from '../shared/messages.js';
+import { ROLLOUT_DEVICE_STATES } from '../shared/states.js';
+
+// The dashboard's pure modules (no DOM): what the page knows and how each view reads it. The
+// browser tests (dashboard-e2e) check the same things on screen against real agents; these pin
+// the rules, including the odd inputs a fleet sends (duplicates, out-of-order, ids like
+// `constructor`, empty retained messages).
+
+const P = 'ota/v1';
+const T0 = '2026-12-06T10:00:00.000Z';
+const T1 = '2026-12-06T10:00:05.000Z';
+
+function report(deviceId: string, ts: string, models: Reported['models']): string {
+  return JSON.stringify({ deviceId, seq: 1, ts, models, rejected: null });
+}
+
+function model(state: string, version: string | null, current: string | null, extra: object = {}) {
+  return {
+    state,
+    version,
+    current,
+    previousVersion: null,
+    rolloutId: null,
+    progress: null,
+    attempt: 0,
+    error: null,
+    updatedAt: T0,
+    ...extra,
+  } as Reported['models'][string];
+}
+
+function row(id: string, labels: Record<string, string> = {}, models: DeviceRow['models'] = {}): DeviceRow {
+  return { id, labels, channel: 'stable', online: false, lastSeen: null, agentVersion: null, models };
+}
+
+function summary(overrides: Partial<RolloutSummary> = {}): RolloutSummary {
+  return {
+    id: 'ro-1',
+    model: 'det',
+    version: '2.0.0',
+    status: 'running',
+    currentWave: 1,
+    maxFailureRate: 0.05,
+    failures: { count: 0, acknowledged: 0, assigned: 1, rate: 0 },
+    waves: [
+      {
+        wave: 1,
+        percent: 10,
+        approval: 'auto',
+        state: 'running',
+        devices: 2,
+        counts: { healthy: 1, downloading: 1 },
+        reverted: 0,
+      },
+      { wave: 2, percent: 100, approval: 'manual', state: 'pending', devices: 8, counts: { pending: 8 }, reverted: 0 },
+    ],
+    haltReason: null,
+    abortPolicy: null,
+    reverted: 0,
+    updatedAt: T0,
+    ...overrides,
+  };
+}
+
+function audit(seq: number, action: string, subject: string | null = null, details: object = {}): AuditEvent {
+  return {
+    seq,
+    ts: T0,
+    actor: 'alice',
+    action,
+    subject,
+    details: details as Record<string, unknown>,
+    prevHash: '0'.repeat(64),
+    hash: '1'.repeat(64),
+  };
+}
+
+t.test('live messages: the newest report and status win, duplicates and old ones do not', async (t) => {
+  const s = new FleetState(P);
+  t.equal(
+    s.applyMessage(`${P}/devices/cam-1/reported`, report('cam-1', T1, { det: model('healthy', '2', '2') })).kind,
+    'reported',
+  );
+  const v = s.version;
+  // Older report (delivered late by an overlapping subscription): ignored, no redraw.
+  s.applyMessage(`${P}/devices/cam-1/reported`, report('cam-1', T0, { det: model('downloading', '2', '1') }));
+  t.equal(s.version, v, 'an older report changes nothing');
+  t.equal(s.reports.get('cam-1')?.models.det?.state, 'healthy');
+  s.applyMessage(`${P}/devices/cam-1/status`, JSON.stringify({ online: true, ts: T1 }));
+  s.applyMessage(`${P}/devices/cam-1/status`, JSON.stringify({ online: false, ts: T0 }));
+  t.equal(s.statuses.get('cam-1')?.online, true, 'an older status does not turn a device offline');
+  t.equal(deviceView(s, 'cam-1')?.online, true);
+  // Report timestamps wait for the next render, then become delays.
+  t.same(s.unrendered, [Date.parse(T1)]);
+  s.rendered(Date.parse(T1) + 120);
+  t.same(s.latencies, [120]);
+  t.same(s.unrendered, []);
+});
+
+t.test('an empty retained message clears what it stood for (device removed)', async (t) => {
+  const s = new FleetState(P);
+  s.setDevices([row('cam-1')]);
+  s.applyMessage(`${P}/devices/cam-1/reported`, report('cam-1', T0, {}));
+  s.applyMessage(`${P}/devices/cam-1/status`, JSON.stringify({ online: true, ts: T0 }));
+  s.applyMessage(`${P}/rollouts/ro-1`, JSON.stringify(summary()));
+  s.applyMessage(`${P}/devices/cam-1/status`, '');
+  s.applyMessage(`${P}/devices/cam-1/reported`, '');
+  s.applyMessage(`${P}/rollouts/ro-1`, '');
+  t.equal(deviceView(s, 'cam-1'), null, 'the device is gone');
+  t.equal(s.rollouts.size, 0);
+  t.equal(s.statuses.size, 0);
+});
+
+t.test('unreadable and foreign messages are counted or ignored, never thrown', async (t) => {
+  const s = new FleetState(P);
+  t.equal(s.applyMessage(`${P}/devices/cam-1/reported`, '{not json').kind, 'ignored');
+  t.equal(s.applyMessage(`${P}/devices/cam-1/reported`, '42').kind, 'ignored');
+  t.equal(s.unreadable, 2);
+  t.equal(s.applyMessage('other/v1/audit', '{}').kind, 'ignored');
+  t.equal(s.applyMessage(`${P}/devices/cam-1/metrics`, '{}').kind, 'ignored');
+  t.equal(s.applyMessage(`${P}/audit`, '').kind, 'ignored');
+  t.equal(s.applyMessage(`${P}/cmd/x/y`, '{}').kind, 'ignored');
+  t.equal(s.reports.size, 0);
+});
+
+t.test('ids that are Object.prototype names are ordinary devices', async (t) => {
+  const s = new FleetState(P);
+  for (const id of ['constructor', 'toString', 'hasOwnProperty']) {
+    s.applyMessage(`${P}/devices/${id}/reported`, report(id, T0, { constructor: model('healthy', '1', '1') }));
+  }
+  t.same(
+    filterDevices(s, EMPTY_FILTER, 1).rows.map((d) => d.id),
+    ['constructor', 'hasOwnProperty', 'toString'],
+  );
+  t.equal(deviceView(s, 'constructor')?.models[0]?.model, 'constructor');
+  t.equal(deviceView(s, '__proto__'), null);
+  const o = fleetOverview(s);
+  t.same(o.models, [{ model: 'constructor', versions: [{ version: '1', devices: 3 }], failing: 0, updating: 0 }]);
+});
+
+t.test('the audit tail: merged by seq, no duplicates, bounded, continues from its head', async (t) => {
+  const s = new FleetState(P);
+  t.equal(s.auditHead, 0);
+  s.addAudit([audit(2, 'b'), audit(1, 'a')]);
+  const seen = s.applyMessage(`${P}/audit`, JSON.stringify(audit(3, 'c')));
+  t.equal(seen.kind, 'audit');
+  s.applyMessage(`${P}/audit`, JSON.stringify(audit(3, 'c')));
+  t.same(
+    s.audit.map((e) => e.seq),
+    [1, 2, 3],
+  );
+  t.equal(s.auditHead, 3);
+  s.addAudit([]);
+  s.addAudit(Array.from({ length: AUDIT_TAIL + 10 }, (_, i) => audit(i + 10, 'x')));
+  t.equal(s.audit.length, AUDIT_TAIL);
+  t.equal(s.audit[0]?.seq, 20, 'the oldest fall out of the tail');
+});
+
+t.test('device view: snapshot rows, overridden by live reports and status', async (t) => {
+  const s = new FleetState(P);
+  s.setDevices([
+    {
+      ...row('a', { site: 'hall-a' }, { det: { state: 'healthy', version: '1', current: '1', error: null } }),
+      online: true,
+    },
+    row('b', { site: 'hall-b' }),
+  ]);
+  t.equal(deviceView(s, 'a')?.models[0]?.current, '1', 'from the snapshot');
+  t.equal(deviceView(s, 'a')?.online, true);
+  s.applyMessage(
+    `${P}/devices/a/reported`,
+    report('a', T1, {
+      det: model('downloading', '2', '1', { progress: { bytes: 5, total: 10 }, rolloutId: 'ro-1' }),
+      alpha: model('idle', null, null),
+    }),
+  );
+  const a = deviceView(s, 'a');
+  t.equal(a?.models[0]?.model, 'alpha', 'models sorted by name');
+  t.same(a?.models[1]?.progress, { bytes: 5, total: 10 });
+  t.equal(a?.lastSeen, T1);
+  t.same(a?.labels, { site: 'hall-a' });
+  // A device heard from but not in the snapshot (enrolled since) still shows.
+  s.applyMessage(`${P}/devices/c/reported`, report('c', T0, {}));
+  t.same(deviceView(s, 'c')?.labels, {});
+  t.equal(deviceView(s, 'c')?.channel, null);
+  t.equal(deviceView(s, 'nope'), null);
+});
+
+t.test('devices: search by id, label and key=value, filter by state, model, version; paged', async (t) => {
+  const s = new FleetState(P);
+  const rows: DeviceRow[] = [];
+  for (let i = 0; i < 120; i++) {
+    const id = `cam-${String(i).padStart(3, '0')}`;
+    rows.push({
+      ...row(id, { site: i % 2 ? 'hall-a' : 'hall-b' }),
+      online: i % 3 === 0,
+      models: {
+        det: { state: i % 10 === 0 ? 'failed' : 'healthy', version: i < 60 ? '2' : '1', current: '1', error: null },
+      },
+    });
+  }
+  s.setDevices(rows);
+  const all = filterDevices(s, EMPTY_FILTER, 1);
+  t.equal(all.total, 120);
+  t.equal(all.pages, 3);
+  t.equal(all.rows.length, 50);
+  t.equal(filterDevices(s, EMPTY_FILTER, 99).page, 3, 'a page past the end shows the last');
+  t.equal(filterDevices(s, EMPTY_FILTER, 3).rows.length, 20);
+  t.equal(filterDevices(s, EMPTY_FILTER, Number.NaN).page, 1);
+  t.equal(filterDevices(s, { ...EMPTY_FILTER, text: 'CAM-00' }, 1).total, 10, 'id search ignores case');
+  t.equal(filterDevices(s, { ...EMPTY_FILTER, text: 'hall-a' }, 1).total, 60, 'label value');
+  t.equal(filterDevices(s, { ...EMPTY_FILTER, text: 'site=hall-b' }, 1).total, 60, 'key=value');
+  t.equal(filterDevices(s, { ...EMPTY_FILTER, text: 'site=hall' }, 1).total, 0, 'key=value is exact');
+  t.equal(filterDevices(s, { ...EMPTY_FILTER, state: 'failed' }, 1).total, 12);
+  t.equal(filterDevices(s, { ...EMPTY_FILTER, state: 'online' }, 1).total, 40);
+  t.equal(filterDevices(s, { ...EMPTY_FILTER, state: 'offline' }, 1).total, 80);
+  t.equal(filterDevices(s, { ...EMPTY_FILTER, model: 'det', version: '2' }, 1).total, 60, 'installing 2');
+  t.equal(filterDevices(s, { ...EMPTY_FILTER, version: '1' }, 1).total, 120, 'running 1');
+  t.equal(filterDevices(s, { ...EMPTY_FILTER, model: 'other' }, 1).total, 0);
+  t.equal(filterDevices(s, { text: 'hall-b', state: 'failed', model: 'det', version: '' }, 1).total, 12);
+  t.equal(filterDevices(s, { text: 'hall-a', state: 'failed', model: 'det', version: '' }, 1).total, 0);
+  const choices = filterChoices(s);
+  t.same(choices.models, ['det']);
+  t.same(choices.versions, ['1', '2']);
+  t.ok(choices.states.includes('rolled_back') && choices.states.includes('online'));
+});
+
+t.test('fleet overview: online, versions per model most common first, failing and updating', async (t) => {
+  const s = new FleetState(P);
+  s.setDevices([row('a'), row('b'), row('c')]);
+  s.applyMessage(`${P}/devices/a/reported`, report('a', T0, { det: model('healthy', '2', '2') }));
+  s.applyMessage(`${P}/devices/b/reported`, report('b', T0, { det: model('rolled_back', '3', '1') }));
+  s.applyMessage(`${P}/devices/c/reported`, report('c', T0, { det: model('probing', '2', '1') }));
+  s.applyMessage(`${P}/devices/a/status`, JSON.stringify({ online: true, ts: T0 }));
+  s.applyMessage(`${P}/rollouts/ro-1`, JSON.stringify(summary()));
+  s.applyMessage(`${P}/rollouts/ro-0`, JSON.stringify(summary({ id: 'ro-0', status: 'completed' })));
+  const o = fleetOverview(s);
+  t.equal(o.devices, 3);
+  t.equal(o.online, 1);
+  t.equal(o.offline, 2);
+  t.same(o.models[0]?.versions, [
+    { version: '1', devices: 2 },
+    { version: '2', devices: 1 },
+  ]);
+  t.equal(o.models[0]?.failing, 1);
+  t.equal(o.models[0]?.updating, 1);
+  t.same(
+    o.activeRollouts.map((r) => r.id),
+    ['ro-1'],
+  );
+  s.applyMessage(`${P}/rollouts/ro-2`, JSON.stringify(summary({ id: 'ro-2', status: 'halted', updatedAt: T1 })));
+  t.same(
+    sortedRollouts(s).map((r) => r.id),
+    ['ro-2', 'ro-1', 'ro-0'],
+    'active first, newest first',
+  );
+  // An older summary of a rollout (delivered late) does not replace a newer one.
+  s.applyMessage(`${P}/rollouts/ro-2`, JSON.stringify(summary({ id: 'ro-2', status: 'running', updatedAt: T0 })));
+  t.equal(s.rollouts.get('ro-2')?.status, 'halted');
+});
+
+t.test('wave bars: segments in a fixed order, shares of the wave, empty states left out', async (t) => {
+  const wave = summary().waves[0] as RolloutSummary['waves'][number];
+  t.same(waveSegments(wave), [
+    { state: 'healthy', count: 1, percent: 50 },
+    { state: 'downloading', count: 1, percent: 50 },
+  ]);
+  t.same(waveSegments({ ...wave, devices: 0, counts: {} }), []);
+  t.same(waveSegments({ ...wave, devices: 0, counts: { pending: 0 } }), []);
+  t.same(waveSegments({ ...wave, devices: 0, counts: { failed: 1 } }), [{ state: 'failed', count: 1, percent: 0 }]);
+});
+
+t.test('rollout devices: live reports about this rollout override the status rows, others do not', async (t) => {
+  const s = new FleetState(P);
+  const rows = [
+    { id: 'a', wave: 1, state: 'assigned', online: true, error: null },
+    { id: 'b', wave: 1, state: 'assigned', online: true, error: null },
+    { id: 'c', wave: 2, state: 'pending', online: false, error: null, revertedTo: null },
+    { id: 'd', wave: 1, state: 'failed', online: true, error: { code: 'E_PROBE', message: 'x' }, revertedTo: '1' },
+  ];
+  s.applyMessage(
+    `${P}/devices/a/reported`,
+    report('a', T0, { det: model('downloading', '2', '1', { rolloutId: 'ro-1', progress: { bytes: 1, total: 4 } }) }),
+  );
+  s.applyMessage(
+    `${P}/devices/b/reported`,
+    report('b', T0, { det: model('healthy', '3', '3', { rolloutId: 'ro-other' }) }),
+  );
+  s.applyMessage(
+    `${P}/devices/c/reported`,
+    report('c', T0, { det: model('healthy', '2', '2', { rolloutId: 'ro-1' }) }),
+  );
+  s.applyMessage(`${P}/devices/c/status`, JSON.stringify({ online: true, ts: T0 }));
+  const live = liveRolloutDevices(s, { id: 'ro-1', model: 'det' }, rows);
+  t.match(live[0], { id: 'a', state: 'downloading', progress: { bytes: 1, total: 4 }, current: '1' });
+  t.match(live[1], { id: 'b', state: 'assigned', progress: null }, "another rollout's report does not count");
+  t.match(live[2], { id: 'c', state: 'pending', online: true }, 'a device whose wave has not started stays pending');
+  t.match(live[3], { id: 'd', state: 'failed', error: { code: 'E_PROBE' }, revertedTo: '1' });
+  s.applyMessage(`${P}/devices/a/reported`, report('a', T1, { det: model('idle', '2', '1', { rolloutId: 'ro-1' }) }));
+  t.equal(liveRolloutDevices(s, { id: 'ro-1', model: 'det' }, rows)[0]?.state, 'assigned', 'idle about it: assigned');
+  t.same(
+    [...countByState(live)],
+    [
+      ['downloading', 1],
+      ['assigned', 1],
+      ['pending', 1],
+      ['failed', 1],
+    ],
+  );
+  t.ok(ROLLOUT_DEVICE_STATES.includes('assigned'));
+});
+
+t.test('actions: offered by status, each described with its numbers', async (t) => {
+  t.same(allowedActions(summary({ status: 'waiting_approval' })), [
+    'approve',
+    'promote',
+    'halt',
+    'abort-keep',
+    'abort-revert',
+  ]);
+  t.same(allowedActions(summary({ status: 'running' })), ['promote', 'halt', 'abort-keep', 'abort-revert']);
+  t.same(allowedActions(summary({ status: 'halted' })), ['resume', 'abort-keep', 'abort-revert']);
+  t.same(allowedActions(summary({ status: 'completed' })), []);
+  t.same(allowedActions(summary({ status: 'aborted' })), []);
+  const s = summary({ status: 'waiting_approval', failures: { count: 1, acknowledged: 0, assigned: 2, rate: 0.5 } });
+  t.match(describeAction('approve', s), {
+    title: 'Approve wave 2 of ro-1',
+    effect: /8 devices of wave 2 are sent det 2\.0\.0/,
+  });
+  t.match(describeAction('promote', s).effect, /the 8 devices not yet started/);
+  t.match(describeAction('halt', s).effect, /The 2 devices already assigned/);
+  t.match(describeAction('resume', s).effect, /The 1 failure so far is acknowledged .* 5% tolerance/);
+  t.match(describeAction('abort-keep', s).effect, /keep it/);
+  t.match(describeAction('abort-revert', s).effect, /all 2 devices whose wave started are sent back/);
+  t.match(describeAction('approve', summary({ currentWave: 2 })).effect, /^0 devices of wave 3/);
+  t.match(describeAction('resume', summary()).effect, /The 0 failures/);
+  t.match(
+    describeAction(
+      'halt',
+      summary({ waves: [{ ...(summary().waves[0] as RolloutSummary['waves'][number]), devices: 1 }] }),
+    ).effect,
+    /The 1 device already/,
+  );
+});
+
+t.test('audit: filter, rollout timeline, details summary', async (t) => {
+  const e = audit(5, 'rollout.halted', 'ro-1', {
+    wave: 1,
+    reason: 'too many failures',
+    nested: { a: 1 },
+    error: { code: 'E_PROBE' },
+  });
+  t.ok(auditMatches(e, ''));
+  t.ok(auditMatches(e, 'HALTED'));
+  t.ok(auditMatches(e, 'alice'));
+  t.ok(auditMatches(e, 'ro-1'));
+  t.notOk(auditMatches(e, 'bob'));
+  t.notOk(auditMatches(audit(6, 'x'), 'ro-1'), 'no subject');
+  t.ok(isRolloutEvent(e, 'ro-1'));
+  t.ok(isRolloutEvent(audit(7, 'device.outcome', 'cam-1', { rolloutId: 'ro-1' }), 'ro-1'));
+  t.notOk(isRolloutEvent(audit(8, 'x', 'ro-2'), 'ro-1'));
+  t.equal(auditSummary(e), 'wave 1 · reason too many failures · E_PROBE');
+  t.equal(auditSummary(audit(9, 'x')), '');
+});
+
+t.test('formatting: states have words and symbols, times and sizes read well', async (t) => {
+  t.equal(stateLabel('rolled_back'), 'rolled back');
+  t.equal(stateSymbol('healthy'), '✓');
+  t.equal(stateSymbol('constructor'), '•', 'an unknown state gets a neutral symbol, not a prototype function');
+  const now = Date.parse(T1);
+  t.equal(ago(null, now), 'never');
+  t.equal(ago(T1, now), '0 s ago');
+  t.equal(ago(T0, now), '5 s ago');
+  t.equal(ago('2026-12-06T09:50:00.000Z', now), '10 min ago');
+  t.equal(ago('2026-12-06T07:00:00.000Z', now), '3 h ago');
+  t.equal(ago('2026-12-01T10:00:00.000Z', now), '5 d ago');
+  t.equal(ago('garbage', now), 'garbage');
+  t.equal(ago('2026-12-07T10:00:00.000Z', now), '0 s ago', 'a clock ahead of the page is not negative');
+  t.equal(shortTime(T0), '2026-12-06 10:00:00');
+  t.equal(shortTime('2026-12-06T10:00:00Z'), '2026-12-06 10:00:00');
+  t.equal(formatBytes(512), '512 B');
+  t.equal(formatBytes(1536), '1.5 KB');
+  t.equal(formatBytes(20 * 1024 * 1024), '20 MB');
+  t.equal(formatBytes(3 * 1024 ** 5), '3072 TB');
+  t.equal(pct(0), '0%');
+  t.equal(pct(0.05), '5%');
+  t.equal(pct(0.025), '2.5%');
+  t.equal(pct(1 / 3), '33.3%');
+  t.equal(pct(0.25), '25%');
+});
+
+t.test('routes round-trip through the URL fragment, ids included', async (t) => {
+  const routes: Route[] = [
+    { view: 'fleet' },
+    { view: 'rollouts' },
+    { view: 'rollout', id: 'constructor' },
+    { view: 'rollout', id: 'ro-1.2_x' },
+    { view: 'devices', text: 'site=hall a', state: 'failed', model: 'det', version: '2.0.0+b1', page: 3 },
+    { view: 'devices', text: '', state: '', model: '', version: '', page: 1 },
+    { view: 'device', id: 'cam-01' },
+    { view: 'releases' },
+    { view: 'audit', text: 'rollout.approved' },
+    { view: 'audit', text: '' },
+  ];
+  for (const r of routes) t.same(parseRoute(formatRoute(r)), r, formatRoute(r));
+  t.same(parseRoute(''), { view: 'fleet' });
+  t.same(parseRoute('#/nowhere'), { view: 'fleet' });
+  t.same(parseRoute('#/devices?page=-4'), { view: 'devices', text: '', state: '', model: '', version: '', page: 1 });
+  t.same(parseRoute('#/rollouts/%E0%A4%A'), { view: 'rollout', id: '%E0%A4%A' }, 'a bad escape is kept as typed');
+});
+
+t.test('credentials: sessionStorage only, damaged entries dropped, sign-in checked', async (t) => {
+  const map = new Map<string, string>();
+  const storage: KeyValueStorage = {
+    getItem: (k) => map.get(k) ?? null,
+    setItem: (k, v) => void map.set(k, v),
+    removeItem: (k) => void map.delete(k),
+  };
+  t.equal(loadCredentials(storage), null);
+  saveCredentials(storage, { user: 'alice', token: 'tok' });
+  t.same(loadCredentials(storage), { user: 'alice', token: 'tok' });
+  clearCredentials(storage);
+  t.equal(map.size, 0);
+  map.set('ota-dashboard-session', '{broken');
+  t.equal(loadCredentials(storage), null);
+  t.equal(map.size, 0, 'a damaged entry is removed');
+  map.set('ota-dashboard-session', JSON.stringify({ user: '', token: 'x' }));
+  t.equal(loadCredentials(storage), null);
+  t.match(checkSignIn('', 'x'), /operator name/);
+  t.match(checkSignIn('bad name', 'x'), /1-64 letters/);
+  t.match(checkSignIn('alice', ' '), /token/);
+  t.equal(checkSignIn(' alice ', 'tok'), null);
+});
+
+t.test('renders are batched: at most one per interval, none while nothing changes', async (t) => {
+  let now = 0;
+  const timers: { at: number; fn: () => void; id: number }[] = [];
+  let nextId = 1;
+  const fake = {
+    now: () => now,
+    setTimeout: (fn: () => void, ms: number) => {
+      const id = nextId++;
+      timers.push({ at: now + ms, fn, id });
+      return id;
+    },
+    clearTimeout: (h: unknown) => {
+      const i = timers.findIndex((x) => x.id === h);
+      if (i >= 0) timers.splice(i, 1);
+    },
+  };
+  const advance = (to: number) => {
+    now = to;
+    for (;;) {
+      const due = timers.filter((x) => x.at <= now).sort((a, b) => a.at - b.at)[0];
+      if (!due) return;
+      timers.splice(timers.indexOf(due), 1);
+      due.fn();
+    }
+  };
+  let renders = 0;
+  const b = new RenderBatcher(() => renders++, fake, 250);
+  b.schedule();
+  advance(0);
+  t.equal(renders, 1, 'the first change draws at once');
+  for (let i = 0; i < 1000; i++) b.schedule();
+  advance(100);
+  t.equal(renders, 1, 'a thousand changes inside the interval: no draw yet');
+  advance(250);
+  t.equal(renders, 2, 'one draw for all of them');
+  advance(10_000);
+  t.equal(renders, 2, 'no change, no draw, no timer');
+  t.equal(timers.length, 0);
+  b.schedule();
+  b.cancel();
+  advance(20_000);
+  t.equal(renders, 2, 'cancelled');
+  b.cancel();
+});
