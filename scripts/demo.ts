@@ -13,6 +13,10 @@ import { goodModel, goodProbe, wrongOutputsModel } from './tiny-models.js';
  * manual gate (approved, then promoted to completion), then a bad v3 whose inference probe
  * fails: the canary rolls back, the rollout halts and is aborted with revert. The audit chain is
  * verified and everything is shut down. Exits non-zero when any step does not behave as shown.
+ *
+ * The dashboard is served by the coordinator all along (its URL is printed at the start): open it
+ * to watch the waves live. `npm run demo -- --keep` leaves everything running at the end, so the
+ * fleet can be explored in the browser, until Ctrl-C.
  */
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 const OTACTL = here('../coordinator/cli/main.js');
@@ -20,6 +24,7 @@ const AGENT = here('../agent/main.js');
 const COORDINATOR = here('../coordinator/main.js');
 const DEVICES = ['cam-1', 'cam-2', 'cam-3', 'cam-4', 'cam-5', 'cam-6'];
 const STEP_TIMEOUT_MS = 60_000;
+const KEEP = process.argv.includes('--keep');
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'ota-demo-'));
 const at = (f: string) => path.join(dir, f);
@@ -163,6 +168,7 @@ async function main(): Promise<void> {
   say('\n== start the coordinator (fresh data directory, embedded broker and database)');
   const ready = await startCoordinator();
   say(`coordinator ready: mqtt ${ready.mqtt}, http ${ready.http}`);
+  say(`dashboard: ${ready.http}/ (operator admin; token: ${at('coordinator-data/admin.token')})`);
 
   await otactl('create a release key (kept offline) and trust it', ['keygen', '--out', at('release.key')]);
   await otactl(null, ['key', 'add', at('release.key.pub'), '--name', 'demo release key']);
@@ -269,6 +275,13 @@ try {
   await main();
 } catch (err) {
   crashed = err;
+}
+if (KEEP && !crashed) {
+  say('\n== left running (--keep): explore the fleet in the dashboard above; Ctrl-C stops everything');
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
 }
 say('\n== shut everything down');
 await shutdown();

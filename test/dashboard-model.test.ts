@@ -1,6 +1,12 @@
 import t from 'tap';
+import type { DeviceListRow } from '../coordinator/commands/handlers.js';
+import type { ChannelView } from '../coordinator/commands/views.js';
+import type { FleetService } from '../coordinator/fleet/fleet-service.js';
+import type { RolloutDeviceView } from '../coordinator/rollout/types.js';
+import type { ChannelRow, ReleaseRow } from '../dashboard/src/fleet-state.js';
 import { AUDIT_TAIL, type DeviceRow, FleetState } from '../dashboard/src/fleet-state.js';
 import { ago, shortTime, stateLabel, stateSymbol } from '../dashboard/src/format.js';
+import type { RolloutDeviceRow } from '../dashboard/src/queries.js';
 import {
   allowedActions,
   auditMatches,
@@ -35,6 +41,16 @@ import { ROLLOUT_DEVICE_STATES } from '../shared/states.js';
 // browser tests (dashboard-e2e) check the same things on screen against real agents; these pin
 // the rules, including the odd inputs a fleet sends (duplicates, out-of-order, ids like
 // `constructor`, empty retained messages).
+
+// The page's copies of the command results' shapes must accept what the coordinator sends: these
+// assignments fail `npm run typecheck` when a result changes shape under the page (a revertedTo
+// that became an object once rendered as "[object]" and threw in preact).
+export const resultShapes = {
+  device: (r: DeviceListRow): DeviceRow => r,
+  release: (r: ReturnType<FleetService['listReleases']>[number]): ReleaseRow => r,
+  channel: (r: ChannelView): ChannelRow => r,
+  rolloutDevice: (r: RolloutDeviceView): RolloutDeviceRow => r,
+};
 
 const P = 'ota/v1';
 const T0 = '2026-12-06T10:00:00.000Z';
@@ -306,7 +322,14 @@ t.test('rollout devices: live reports about this rollout override the status row
     { id: 'a', wave: 1, state: 'assigned', online: true, error: null },
     { id: 'b', wave: 1, state: 'assigned', online: true, error: null },
     { id: 'c', wave: 2, state: 'pending', online: false, error: null, revertedTo: null },
-    { id: 'd', wave: 1, state: 'failed', online: true, error: { code: 'E_PROBE', message: 'x' }, revertedTo: '1' },
+    {
+      id: 'd',
+      wave: 1,
+      state: 'failed',
+      online: true,
+      error: { code: 'E_PROBE', message: 'x' },
+      revertedTo: { version: '1' },
+    },
   ];
   s.applyMessage(
     `${P}/devices/a/reported`,
@@ -325,7 +348,7 @@ t.test('rollout devices: live reports about this rollout override the status row
   t.match(live[0], { id: 'a', state: 'downloading', progress: { bytes: 1, total: 4 }, current: '1' });
   t.match(live[1], { id: 'b', state: 'assigned', progress: null }, "another rollout's report does not count");
   t.match(live[2], { id: 'c', state: 'pending', online: true }, 'a device whose wave has not started stays pending');
-  t.match(live[3], { id: 'd', state: 'failed', error: { code: 'E_PROBE' }, revertedTo: '1' });
+  t.match(live[3], { id: 'd', state: 'failed', error: { code: 'E_PROBE' }, revertedTo: { version: '1' } });
   s.applyMessage(`${P}/devices/a/reported`, report('a', T1, { det: model('idle', '2', '1', { rolloutId: 'ro-1' }) }));
   t.equal(liveRolloutDevices(s, { id: 'ro-1', model: 'det' }, rows)[0]?.state, 'assigned', 'idle about it: assigned');
   t.same(
@@ -374,7 +397,7 @@ t.test('actions: offered by status, each described with its numbers', async (t) 
 });
 
 t.test('audit: filter, rollout timeline, details summary', async (t) => {
-  const e = audit(5, 'rollout.halted', 'ro-1', {
+  const e = audit(5, 'rollout.halted', 'rollout:ro-1', {
     wave: 1,
     reason: 'too many failures',
     nested: { a: 1 },
@@ -388,7 +411,9 @@ t.test('audit: filter, rollout timeline, details summary', async (t) => {
   t.notOk(auditMatches(audit(6, 'x'), 'ro-1'), 'no subject');
   t.ok(isRolloutEvent(e, 'ro-1'));
   t.ok(isRolloutEvent(audit(7, 'device.outcome', 'cam-1', { rolloutId: 'ro-1' }), 'ro-1'));
-  t.notOk(isRolloutEvent(audit(8, 'x', 'ro-2'), 'ro-1'));
+  t.notOk(isRolloutEvent(audit(8, 'x', 'rollout:ro-2'), 'ro-1'));
+  t.notOk(isRolloutEvent(audit(10, 'x', 'ro-1'), 'ro-1'), 'a bare id is another kind of subject');
+  t.notOk(isRolloutEvent(audit(11, 'device.enrolled', 'device:ro-1'), 'ro-1'), 'a device called like the rollout');
   t.equal(auditSummary(e), 'wave 1 · reason too many failures · E_PROBE');
   t.equal(auditSummary(audit(9, 'x')), '');
 });

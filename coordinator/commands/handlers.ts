@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { EnvelopeSchema } from '../../shared/envelope.js';
 import { OtaError } from '../../shared/errors.js';
+import type { ReportedModel } from '../../shared/messages.js';
 import { ID_PATTERN, VERSION_PATTERN } from '../../shared/names.js';
 import type { FleetService } from '../fleet/fleet-service.js';
 import type { RolloutService } from '../rollout/rollout-service.js';
@@ -99,8 +100,11 @@ export function parseArgs<O extends Op>(op: O, args: unknown): Args<O> {
 }
 
 /** A device as `device ls` shows it: the last reported state of each model. */
+/** A row of `device.ls` (also what the dashboard's device list starts from). */
+export type DeviceListRow = ReturnType<typeof deviceRow>;
+
 function deviceRow(d: ReturnType<Store['listDevices']>[number]) {
-  const models: Record<string, unknown> = {};
+  const models: Record<string, Pick<ReportedModel, 'state' | 'version' | 'current' | 'error'>> = Object.create(null);
   for (const [model, m] of Object.entries(d.lastReport?.models ?? {})) {
     models[model] = { state: m.state, version: m.version, current: m.current, error: m.error };
   }

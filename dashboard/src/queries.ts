@@ -272,7 +272,8 @@ export interface RolloutDeviceRow {
   state: string;
   online: boolean;
   error: ErrorInfo | null;
-  revertedTo?: string | null;
+  /** Where an abort with revert set it back (`version` null: its entry removed, it keeps what it runs). */
+  revertedTo?: { version: string | null } | null;
   now?: unknown;
 }
 
@@ -284,7 +285,7 @@ export interface LiveRolloutDevice {
   error: ErrorInfo | null;
   progress: { bytes: number; total: number } | null;
   current: string | null;
-  revertedTo: string | null;
+  revertedTo: { version: string | null } | null;
 }
 
 /**
@@ -409,9 +410,12 @@ export function auditMatches(e: AuditEvent, text: string): boolean {
   );
 }
 
-/** Whether an audit event is about this rollout (its subject, as the coordinator writes them). */
+/**
+ * Whether an audit event is about this rollout: its subject is `rollout:<id>` (as the coordinator
+ * writes subjects, `<kind>:<id>`), or its details name the rollout.
+ */
 export function isRolloutEvent(e: AuditEvent, rolloutId: string): boolean {
-  return e.subject === rolloutId || (e.details as { rolloutId?: unknown }).rolloutId === rolloutId;
+  return e.subject === `rollout:${rolloutId}` || (e.details as { rolloutId?: unknown }).rolloutId === rolloutId;
 }
 
 /** A short human summary of an audit event's details (numbers and reasons, not the whole JSON). */

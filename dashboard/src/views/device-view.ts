@@ -51,7 +51,7 @@ export function DeviceView(props: ViewProps & { id: string }) {
   return html`<section aria-labelledby="device-title" data-device=${id}>
     <p><a href="#/devices">← Devices</a></p>
     <h1 id="device-title">${id}</h1>
-    <p>${d.online ? '● online' : '○ offline'} · last seen ${ago(d.lastSeen, now)}${d.agentVersion ? ` · agent ${d.agentVersion}` : ''}${d.channel ? ` · channel ${d.channel}` : ''}</p>
+    <p data-field="presence">${d.online ? `● online (last message ${ago(d.lastSeen, now)})` : `○ offline · last seen ${ago(d.lastSeen, now)}`}${d.agentVersion ? ` · agent ${d.agentVersion}` : ''}${d.channel ? ` · channel ${d.channel}` : ''}</p>
     <p class="small">${Object.entries(d.labels).map(([k, v]) => html`<span class="tag">${k}=${v}</span> `)}</p>
     ${error ? html`<p class="message error" role="alert">${error}</p>` : null}
     <h2>Models</h2>

@@ -48,7 +48,7 @@ export function DevicesView({ state, now, route }: ViewProps & { route: DevicesR
             <td class="small">${Object.entries(d.labels)
               .map(([k, v]) => `${k}=${v}`)
               .join(' ')}</td>
-            <td class="small">${ago(d.lastSeen, now)}</td>
+            <td class="small">${d.online ? 'now' : ago(d.lastSeen, now)}</td>
           </tr>`,
         )}
       </tbody>

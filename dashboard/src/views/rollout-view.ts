@@ -161,7 +161,7 @@ export function RolloutView(props: ViewProps & { id: string }) {
         ${filtered.slice((p - 1) * PAGE_SIZE, p * PAGE_SIZE).map(
           (d) => html`<tr key=${d.id} data-device=${d.id} data-state=${d.state}>
             <td><a href=${`#/devices/${encodeURIComponent(d.id)}`}>${d.id}</a></td>
-            <td class=${`st-${d.state}`}><span aria-hidden="true">${stateSymbol(d.state)}</span> ${stateLabel(d.state)}${d.revertedTo ? html` <span class="small">(set back to ${d.revertedTo})</span>` : null}</td>
+            <td class=${`st-${d.state}`}><span aria-hidden="true">${stateSymbol(d.state)}</span> ${stateLabel(d.state)}${d.revertedTo ? html` <span class="small">(${d.revertedTo.version === null ? 'set back: keeps what it runs' : `set back to ${d.revertedTo.version}`})</span>` : null}</td>
             <td>${d.progress && d.progress.total > 0 ? html`<progress max=${d.progress.total} value=${d.progress.bytes} aria-label=${`download of ${d.id}`}></progress> ${formatBytes(d.progress.bytes)} / ${formatBytes(d.progress.total)}` : ''}</td>
             <td>${d.error ? html`<code class="error-code">${d.error.code}</code> <span class="small">${d.error.message}</span>` : ''}</td>
             <td>${d.online ? 'online' : 'offline'}</td>
