@@ -22,6 +22,7 @@ import {
   isRolloutEvent,
   liveRolloutDevices,
   pct,
+  rolloutTimeline,
   sortedRollouts,
   waveSegments,
 } from '../dashboard/src/queries.js';
@@ -200,6 +201,39 @@ t.test('the audit tail: merged by seq, no duplicates, bounded, continues from it
   s.addAudit(Array.from({ length: AUDIT_TAIL + 10 }, (_, i) => audit(i + 10, 'x')));
   t.equal(s.audit.length, AUDIT_TAIL);
   t.equal(s.audit[0]?.seq, 20, 'the oldest fall out of the tail');
+  // One event at a time (the live topic): appended, trimmed back to the tail now and then.
+  const head = s.auditHead;
+  for (let i = 1; i <= AUDIT_TAIL; i++) s.applyMessage(`${P}/audit`, JSON.stringify(audit(head + i, 'live')));
+  t.ok(s.audit.length >= AUDIT_TAIL && s.audit.length <= AUDIT_TAIL * 1.5, `${s.audit.length} kept`);
+  t.equal(s.auditHead, head + AUDIT_TAIL);
+  s.applyMessage(`${P}/audit`, JSON.stringify(audit(head + 5, 'again')));
+  t.equal(new Set(s.audit.map((e) => e.seq)).size, s.audit.length, 'an old event again: no duplicate');
+  t.same(
+    s.audit.map((e) => e.seq),
+    [...s.audit.map((e) => e.seq)].sort((a, b) => a - b),
+    'still in order',
+  );
+});
+
+t.test('a rollout timeline: loaded events and the live tail, once each, newest first, bounded', async (t) => {
+  const loaded = [audit(1, 'rollout.created', 'rollout:ro-1'), audit(2, 'rollout.wave_started', 'rollout:ro-1')];
+  const tail = [
+    audit(2, 'rollout.wave_started', 'rollout:ro-1'),
+    audit(3, 'device.enrolled', 'device:cam-1'),
+    audit(4, 'rollout.halted', 'rollout:ro-1'),
+    audit(5, 'rollout.created', 'rollout:ro-2'),
+  ];
+  const tl = rolloutTimeline(loaded, tail, 'ro-1');
+  t.same(
+    tl.events.map((e) => e.seq),
+    [4, 2, 1],
+  );
+  t.equal(tl.total, 3);
+  const many = Array.from({ length: 300 }, (_, i) => audit(i + 10, 'rollout.device_outcome', 'rollout:ro-1'));
+  const big = rolloutTimeline(loaded, many, 'ro-1', 200);
+  t.equal(big.events.length, 200);
+  t.equal(big.total, 302);
+  t.equal(big.events[0]?.seq, 309);
 });
 
 t.test('device view: snapshot rows, overridden by live reports and status', async (t) => {

@@ -70,7 +70,10 @@ export class FleetState {
   reports = new Map<string, Reported>();
   statuses = new Map<string, Status>();
   rollouts = new Map<string, RolloutSummary>();
-  /** The live tail, ascending by seq, without duplicates (a subscription may deliver twice). */
+  /**
+   * The live tail, ascending by seq, without duplicates (a subscription may deliver twice): the
+   * last AUDIT_TAIL events at least (up to half as many more between trims).
+   */
   audit: AuditEvent[] = [];
   releases: ReleaseRow[] = [];
   channels: ChannelRow[] = [];
@@ -178,6 +181,15 @@ export class FleetState {
   /** Merges audit events (from `audit.ls` or the live topic) into the tail, by seq. */
   addAudit(events: readonly AuditEvent[]): void {
     if (events.length === 0) return;
+    // The live topic's common case, one event after the head: appended, no re-sort (a wave of
+    // thousands of device outcomes arrives as thousands of single events).
+    const only = events.length === 1 ? events[0] : undefined;
+    if (only && typeof only.seq === 'number' && only.seq > this.auditHead) {
+      this.audit.push(only);
+      if (this.audit.length > AUDIT_TAIL * 1.5) this.audit = this.audit.slice(-AUDIT_TAIL);
+      this.changed();
+      return;
+    }
     const bySeq = new Map<number, AuditEvent>(this.audit.map((e) => [e.seq, e]));
     for (const e of events) if (typeof e?.seq === 'number') bySeq.set(e.seq, e);
     this.audit = [...bySeq.values()].sort((a, b) => a.seq - b.seq).slice(-AUDIT_TAIL);

@@ -418,6 +418,23 @@ export function isRolloutEvent(e: AuditEvent, rolloutId: string): boolean {
   return e.subject === `rollout:${rolloutId}` || (e.details as { rolloutId?: unknown }).rolloutId === rolloutId;
 }
 
+/**
+ * A rollout's timeline, newest first: the events fetched when its page opened (`audit.ls` with
+ * `rolloutId`) and those that arrived since on the live tail, each once; at most `limit` of them.
+ */
+export function rolloutTimeline(
+  loaded: readonly AuditEvent[],
+  tail: readonly AuditEvent[],
+  rolloutId: string,
+  limit = 200,
+): { events: AuditEvent[]; total: number } {
+  const bySeq = new Map<number, AuditEvent>();
+  for (const e of loaded) bySeq.set(e.seq, e);
+  for (const e of tail) if (isRolloutEvent(e, rolloutId)) bySeq.set(e.seq, e);
+  const all = [...bySeq.values()].sort((a, b) => b.seq - a.seq);
+  return { events: all.slice(0, limit), total: all.length };
+}
+
 /** A short human summary of an audit event's details (numbers and reasons, not the whole JSON). */
 export function auditSummary(e: AuditEvent): string {
   const d = e.details as Record<string, unknown>;

@@ -14,6 +14,7 @@ import {
   pct,
   type RolloutAction,
   type RolloutDeviceRow,
+  rolloutTimeline,
 } from '../queries.js';
 import { ConfirmDialog } from './confirm-dialog.js';
 import type { ViewProps } from './context.js';
@@ -38,7 +39,7 @@ export function RolloutView(props: ViewProps & { id: string }) {
   const summary = state.rollouts.get(id);
   const [rows, setRows] = useState<RolloutDeviceRow[] | null>(null);
   const [loadError, setLoadError] = useState<string | null>(null);
-  const [timeline, setTimeline] = useState<AuditEvent[]>([]);
+  const [loadedTimeline, setTimeline] = useState<AuditEvent[]>([]);
   const [generation, setGeneration] = useState(0);
   const [action, setAction] = useState<RolloutAction | null>(null);
   const [wave, setWave] = useState<number | null>(null);
@@ -66,12 +67,12 @@ export function RolloutView(props: ViewProps & { id: string }) {
     };
   }, [connection, live, id, generation]);
 
+  // Only the rare events that change the device list set state here: the timeline is read from
+  // the live tail at each (batched) render, so a wave of outcomes never renders once per event.
   useEffect(
     () =>
       onAudit((e) => {
-        if (!isRolloutEvent(e, id)) return;
-        setTimeline((t) => (t.some((x) => x.seq === e.seq) ? t : [...t, e]));
-        if (RELOAD_ON.has(e.action)) setGeneration((g) => g + 1);
+        if (RELOAD_ON.has(e.action) && isRolloutEvent(e, id)) setGeneration((g) => g + 1);
       }),
     [onAudit, id],
   );
@@ -82,6 +83,7 @@ export function RolloutView(props: ViewProps & { id: string }) {
       <p><a href="#/rollouts">All rollouts</a></p></section>`;
   }
 
+  const timeline = rolloutTimeline(loadedTimeline, state.audit, id);
   const devices: LiveRolloutDevice[] = rows ? liveRolloutDevices(state, summary, rows) : [];
   const shownWave = wave ?? summary.currentWave;
   const inWave = devices.filter((d) => shownWave === 0 || d.wave === shownWave);
@@ -172,8 +174,9 @@ export function RolloutView(props: ViewProps & { id: string }) {
     </table>
     <${Pager} page=${p} pages=${pages} total=${filtered.length} onPage=${setPage} />
     <h2>Timeline</h2>
+    ${timeline.total > timeline.events.length ? html`<p class="small">The newest ${timeline.events.length} of ${timeline.total} events (all of them: <code>otactl audit ls --rollout ${id}</code>).</p>` : null}
     <ol class="timeline" data-table="rollout-timeline">
-      ${[...timeline].reverse().map(
+      ${timeline.events.map(
         (e) => html`<li key=${e.seq} data-action=${e.action}>
           <time datetime=${e.ts}>${shortTime(e.ts)}</time> <b>${e.action}</b> by ${e.actor}
           <span class="small">${auditSummary(e)}</span>
