@@ -91,8 +91,7 @@ export function DeviceView(props: ViewProps & { id: string }) {
         .reverse()
         .map(
           (h, i) => html`<li key=${`${h.ts}-${i}`}>
-            <time datetime=${h.ts}>${shortTime(h.ts)}</time> ${h.model} <span class=${`st-${h.state}`}>${stateSymbol(h.state)} ${stateLabel(h.state)}</span> ${h.version ?? ''}
-            ${h.error ? html`<code class="error-code">${h.error.code}</code>` : null}
+            <time datetime=${h.ts}>${shortTime(h.ts)}</time> ${h.model} <span class=${`st-${h.state}`}>${stateSymbol(h.state)} ${stateLabel(h.state)}</span> ${h.version ?? ''}${' '}${h.error ? html`<code class="error-code">${h.error.code}</code>` : null}
           </li>`,
         )}
     </ol>

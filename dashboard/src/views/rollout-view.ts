@@ -178,8 +178,7 @@ export function RolloutView(props: ViewProps & { id: string }) {
     <ol class="timeline" data-table="rollout-timeline">
       ${timeline.events.map(
         (e) => html`<li key=${e.seq} data-action=${e.action}>
-          <time datetime=${e.ts}>${shortTime(e.ts)}</time> <b>${e.action}</b> by ${e.actor}
-          <span class="small">${auditSummary(e)}</span>
+          <time datetime=${e.ts}>${shortTime(e.ts)}</time> <b>${e.action}</b> by ${e.actor}${' '}<span class="small">${auditSummary(e)}</span>
         </li>`,
       )}
     </ol>
