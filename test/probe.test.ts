@@ -159,8 +159,10 @@ t.test('a slow model is killed at the timeout', async (t) => {
 });
 
 t.test('a child blocked in run() is killed at the timeout', async (t) => {
-  // Long enough for the child to start and load here, far too short for the slow model's run.
-  const timeoutMs = Math.ceil(goodProbeMs * 2 + 1_000);
+  // Long enough for the child to start and load here, far too short for the slow model's run
+  // (minutes). Generous: on a loaded machine loading once took more than twice the good probe's
+  // time plus a second, and the child was killed while loading (attempts 0).
+  const timeoutMs = Math.ceil(goodProbeMs * 4 + 5_000);
   const { result, pid } = await probe(t, slowModel(), spec({ golden: undefined, timeoutMs }));
   t.match(result, { ok: false, attempts: 1, code: 'E_PROBE_TIMEOUT', message: /running inference, attempt 1/ });
   t.ok(pid, 'a child was started (probe() checks it is gone)');
