@@ -272,7 +272,8 @@ export interface RolloutDeviceRow {
   state: string;
   online: boolean;
   error: ErrorInfo | null;
-  revertedTo?: string | null;
+  /** Where an abort set the device back: a version, or null (no earlier version: it keeps what it runs). */
+  revertedTo?: { version: string | null } | null;
   now?: unknown;
 }
 
@@ -284,6 +285,7 @@ export interface LiveRolloutDevice {
   error: ErrorInfo | null;
   progress: { bytes: number; total: number } | null;
   current: string | null;
+  /** What an abort set the device back to, as text (as `otactl rollout status` says it), or null. */
   revertedTo: string | null;
 }
 
@@ -311,7 +313,8 @@ export function liveRolloutDevices(
       error: live && m ? m.error : row.error,
       progress: live && m && m.state === 'downloading' ? m.progress : null,
       current: m?.current ?? null,
-      revertedTo: row.revertedTo ?? null,
+      // rollout.status gives an object: rendered as a child, it threw in preact (insertBefore).
+      revertedTo: row.revertedTo ? (row.revertedTo.version ?? 'none: keeps what it runs') : null,
     };
   });
 }
