@@ -14,7 +14,7 @@ const SYMBOLS: Record<string, string> = {
   pending: '○',
   idle: '·',
   running: '▶',
-  waiting_approval: '⏸',
+  waiting_approval: '‖',
   halted: '■',
   completed: '✓',
   aborted: '✕',
