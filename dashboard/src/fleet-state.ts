@@ -178,6 +178,16 @@ export class FleetState {
   /** Merges audit events (from `audit.ls` or the live topic) into the tail, by seq. */
   addAudit(events: readonly AuditEvent[]): void {
     if (events.length === 0) return;
+    const only = events.length === 1 ? events[0] : undefined;
+    if (only && typeof only.seq === 'number' && only.seq > this.auditHead) {
+      // The live topic's usual case, one event newer than the tail: appended in O(1). Rebuilding
+      // and sorting the whole tail for each of a 9,000-device wave's outcome events cost seconds
+      // of the page's main thread (BENCHMARKS.md, "Dashboard").
+      this.audit.push(only);
+      if (this.audit.length > AUDIT_TAIL) this.audit.splice(0, this.audit.length - AUDIT_TAIL);
+      this.changed();
+      return;
+    }
     const bySeq = new Map<number, AuditEvent>(this.audit.map((e) => [e.seq, e]));
     for (const e of events) if (typeof e?.seq === 'number') bySeq.set(e.seq, e);
     this.audit = [...bySeq.values()].sort((a, b) => a.seq - b.seq).slice(-AUDIT_TAIL);

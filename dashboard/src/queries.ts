@@ -412,6 +412,40 @@ export function isRolloutEvent(e: AuditEvent, rolloutId: string): boolean {
   return e.subject === rolloutId || (e.details as { rolloutId?: unknown }).rolloutId === rolloutId;
 }
 
+/** A rollout's audit events, ascending by seq, each once (the snapshot and the live topic overlap). */
+export class RolloutTimeline {
+  private events: AuditEvent[] = [];
+  private readonly seqs = new Set<number>();
+
+  get size(): number {
+    return this.events.length;
+  }
+
+  /** One live event: appended in O(1) when it is the newest (the usual case). */
+  add(e: AuditEvent): void {
+    if (this.seqs.has(e.seq)) return;
+    this.seqs.add(e.seq);
+    const last = this.events.at(-1);
+    this.events.push(e);
+    if (last && last.seq > e.seq) this.events.sort((a, b) => a.seq - b.seq);
+  }
+
+  /** A snapshot (`audit.ls`): merged with what the live topic delivered meanwhile. */
+  merge(events: readonly AuditEvent[]): void {
+    for (const e of events) {
+      if (this.seqs.has(e.seq)) continue;
+      this.seqs.add(e.seq);
+      this.events.push(e);
+    }
+    this.events.sort((a, b) => a.seq - b.seq);
+  }
+
+  /** The newest `n` events, newest first. */
+  newest(n: number): AuditEvent[] {
+    return this.events.slice(-n).reverse();
+  }
+}
+
 /** A short human summary of an audit event's details (numbers and reasons, not the whole JSON). */
 export function auditSummary(e: AuditEvent): string {
   const d = e.details as Record<string, unknown>;

@@ -3,10 +3,12 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import Table from 'cli-table3';
+import mqtt from 'mqtt';
 import type { Browser, CDPSession, Page } from 'playwright-core';
 import { CommandClient } from '../../coordinator/client/command-client.js';
 import { COORDINATOR_NODE_FLAGS } from '../../coordinator/node-flags.js';
 import type { RolloutSummary } from '../../shared/messages.js';
+import { createTopics } from '../../shared/topics.js';
 import { FleetSim } from '../fleet-sim/controller.js';
 import { deviceIds, enrolDevices } from '../fleet-sim/enrol.js';
 import { chromiumPath, launchChromium } from './chromium.js';
@@ -76,6 +78,10 @@ const args = parseArgs(
     'timeout-s': { default: 1800, help: 'limit for the whole run' },
     'profile-dir': { default: '', help: "CPU-profile the page's main thread during the wave; .cpuprofile goes here" },
     out: { default: '', help: 'also write the JSON document to this file' },
+    wire: {
+      default: false,
+      help: 'also subscribe to every report from node (MQTT over TCP): report ts -> arrival, the delay before the page',
+    },
     keep: { default: false, help: 'keep the temporary directory (coordinator data)' },
     'coordinator-node-flags': {
       default: COORDINATOR_NODE_FLAGS.join(' '),
@@ -393,6 +399,31 @@ async function run(): Promise<void> {
     coordinatorPeakRss = Math.max(coordinatorPeakRss, tryProcStats(c.pid)?.rssMB ?? 0);
   };
 
+  // Diagnosis (--wire): the same reports as the page gets, to a node subscriber over TCP.
+  const wireDelays: number[] = [];
+  let wire: mqtt.MqttClient | null = null;
+  if (args.wire) {
+    wire = await mqtt.connectAsync(c.mqttUrl, {
+      clientId: `${token.user}@bench-wire`,
+      username: token.user,
+      password: token.token,
+      protocolVersion: 4,
+      clean: true,
+    });
+    wire.on('message', (_topic, payload) => {
+      const at = Date.now();
+      try {
+        const ts = Date.parse((JSON.parse(payload.toString('utf8')) as { ts: string }).ts);
+        if (Number.isFinite(ts)) wireDelays.push(at - ts);
+      } catch {
+        // not a report
+      }
+    });
+    await wire.subscribeAsync(createTopics().allDevices('reported'), { qos: 1 });
+    await sleep(1000); // the retained reports of earlier waves arrive first
+    wireDelays.length = 0;
+  }
+
   const approvedAt = wallMs();
   await mustAdmin().call('rollout.approve', { id });
   log(`approved wave ${bigWave} of ${id}`);
@@ -424,6 +455,7 @@ async function run(): Promise<void> {
   await sleep(1000);
   await sample();
   const waveEndPerf = await page.evaluate(() => performance.now());
+  await wire?.endAsync(true);
   let profile: unknown = null;
   if (args['profile-dir']) {
     const stopped = (await cdp.send('Profiler.stop')) as { profile: unknown };
@@ -496,6 +528,7 @@ async function run(): Promise<void> {
     reportToScreen: stats(latencies),
     /** A device's `healthy` report sent (simulator trace) -> the page's bar shows that many healthy (MutationObserver). */
     healthyReportToBar: { ...stats(barDelays), healthyReportsSent: sends.length },
+    ...(args.wire ? { wireReportToNode: stats(wireDelays) } : {}),
     longTasks: {
       ...longTaskStats(waveTasks),
       longestStartedAfterApproveMs: longest ? Math.round(longest.start - waveStartPerf) : null,
@@ -505,7 +538,8 @@ async function run(): Promise<void> {
     rendersPerSecond: waveSeconds > 0 ? round((rendersAfter - rendersBefore) / waveSeconds, 1) : null,
     heap: {
       beforeMB: beforeHeap.usedMB,
-      peakSampledMB: Math.max(...heapSamples),
+      /** The highest of the samples during the wave and the one after it (before any forced GC). */
+      peakSampledMB: Math.max(...heapSamples, afterHeap.usedMB),
       afterMB: afterHeap.usedMB,
       afterGcMB: afterHeapGc.usedMB,
       samples: heapSamples.length,

@@ -1,4 +1,4 @@
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import type { AuditEvent } from '../../../shared/messages.js';
 import { shortTime, stateLabel, stateSymbol } from '../format.js';
 import {
@@ -14,6 +14,7 @@ import {
   pct,
   type RolloutAction,
   type RolloutDeviceRow,
+  RolloutTimeline,
 } from '../queries.js';
 import { ConfirmDialog } from './confirm-dialog.js';
 import type { ViewProps } from './context.js';
@@ -30,6 +31,9 @@ const ACTION_OPS: Record<RolloutAction, { op: string; label: string; args: Recor
   'abort-revert': { op: 'rollout.abort', label: 'Abort, revert', args: { policy: 'revert' } },
 };
 
+/** Timeline entries drawn (newest first): every device's outcome is an event, 9,000 in a big wave. */
+const TIMELINE_SHOWN = 100;
+
 /** Audit actions after which the rollout's device list is fetched again (new devices, set back). */
 const RELOAD_ON = new Set(['rollout.wave_started', 'rollout.aborted', 'rollout.created']);
 
@@ -38,7 +42,11 @@ export function RolloutView(props: ViewProps & { id: string }) {
   const summary = state.rollouts.get(id);
   const [rows, setRows] = useState<RolloutDeviceRow[] | null>(null);
   const [loadError, setLoadError] = useState<string | null>(null);
-  const [timeline, setTimeline] = useState<AuditEvent[]>([]);
+  // Not component state: a 9,000-device wave sends 9,000 outcome events, and a state update per
+  // event re-rendered this view once per event, outside the render batcher (BENCHMARKS.md,
+  // "Dashboard"). Events are added here; the batcher's next frame draws them.
+  const timeline = useRef(new RolloutTimeline());
+  const [, setTimelineLoaded] = useState(0);
   const [generation, setGeneration] = useState(0);
   const [action, setAction] = useState<RolloutAction | null>(null);
   const [wave, setWave] = useState<number | null>(null);
@@ -59,7 +67,11 @@ export function RolloutView(props: ViewProps & { id: string }) {
       .catch((err: Error) => !gone && setLoadError(err.message));
     connection
       .ask<AuditEvent[]>('audit.ls', { rolloutId: id, limit: 1000 })
-      .then((events) => !gone && setTimeline(events))
+      .then((events) => {
+        if (gone) return;
+        timeline.current.merge(events);
+        setTimelineLoaded((n) => n + 1);
+      })
       .catch(() => {});
     return () => {
       gone = true;
@@ -70,7 +82,7 @@ export function RolloutView(props: ViewProps & { id: string }) {
     () =>
       onAudit((e) => {
         if (!isRolloutEvent(e, id)) return;
-        setTimeline((t) => (t.some((x) => x.seq === e.seq) ? t : [...t, e]));
+        timeline.current.add(e);
         if (RELOAD_ON.has(e.action)) setGeneration((g) => g + 1);
       }),
     [onAudit, id],
@@ -173,12 +185,17 @@ export function RolloutView(props: ViewProps & { id: string }) {
     <${Pager} page=${p} pages=${pages} total=${filtered.length} onPage=${setPage} />
     <h2>Timeline</h2>
     <ol class="timeline" data-table="rollout-timeline">
-      ${[...timeline].reverse().map(
+      ${timeline.current.newest(TIMELINE_SHOWN).map(
         (e) => html`<li key=${e.seq} data-action=${e.action}>
           <time datetime=${e.ts}>${shortTime(e.ts)}</time> <b>${e.action}</b> by ${e.actor}
           <span class="small">${auditSummary(e)}</span>
         </li>`,
       )}
     </ol>
+    ${
+      timeline.current.size > TIMELINE_SHOWN
+        ? html`<p class="muted small">The newest ${TIMELINE_SHOWN} of ${timeline.current.size} events; all of them are in the <a href="#/audit">Audit</a> view.</p>`
+        : null
+    }
   </section>`;
 }
