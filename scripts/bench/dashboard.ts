@@ -512,6 +512,7 @@ async function run(): Promise<void> {
     styleS: round(afterMain.style - beforeMain.style, 2),
   };
   const coordinatorAfter = tryProcStats(c.pid);
+  const observed = o.rollouts.get(id)?.waves[bigWave - 1];
   result.wave = {
     rolloutId: id,
     wave: bigWave,
@@ -520,6 +521,14 @@ async function run(): Promise<void> {
     approveToPageDoneMs: pageDoneAt !== null ? Math.round(pageDoneAt - approvedAt) : null,
     /** rollout.approve sent -> first device of the wave received its desired state. */
     approveToFirstAssignmentMs: Number.isFinite(firstDesired) ? Math.round(firstDesired - approvedAt) : null,
+    /**
+     * rollout.approve sent -> a node subscriber of the rollout summaries (the bench's observer,
+     * MQTT over TCP) saw the wave all terminal: the same summary the page's bar waits for.
+     */
+    approveToObserverDoneMs:
+      observed?.terminalAt !== null && observed?.terminalAt !== undefined
+        ? Math.round(observed.terminalAt - approvedAt)
+        : null,
     /** The last healthy report sent by a device -> the page's bar shows the whole wave healthy. */
     lastReportToPageDoneMs:
       pageDoneAt !== null && lastHealthySent !== null ? Math.round(pageDoneAt - lastHealthySent) : null,
@@ -624,7 +633,10 @@ function table(): string {
       'healthy sent -> bar count (DOM), p50/p95/p99/max ms',
       `${b.p50Ms} / ${b.p95Ms} / ${b.p99Ms} / ${b.maxMs} (n=${b.count})`,
     );
-    row('approve -> page shows wave all healthy (ms)', w.approveToPageDoneMs);
+    row(
+      'approve -> wave all healthy: node observer / page (ms)',
+      `${w.approveToObserverDoneMs} / ${w.approveToPageDoneMs}`,
+    );
     row('long tasks: longest ms (>50 / >200 ms)', `${lt.longestMs} (${lt.over50ms} / ${lt.over200ms})`);
     row(
       'main thread busy s (script/layout/style), share',
