@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
+import { chromiumPath } from '../scripts/bench/chromium.js';
 
 /**
  * The benchmarks (`npm run bench:*`, BENCHMARKS.md) are scripts, not timed tests: this runs each
@@ -150,3 +151,40 @@ t.test('bench:fleet, bench:update and bench:audit print their JSON document', as
     });
   });
 });
+
+// CI installs Debian's chromium (.ci/run): there its absence is a failure, elsewhere a skip.
+const noChromium = chromiumPath() === null && process.env.CI !== 'true';
+t.test(
+  'bench:dashboard prints its JSON document (the page in Debian chromium, 40 devices)',
+  { skip: noChromium ? 'no chromium on this machine (apt-get install chromium)' : false },
+  async (t) => {
+    t.ok(chromiumPath(), 'chromium is installed');
+    const devices = 40;
+    const run = await runBench('dashboard', ['--devices', String(devices), '--step-ms', '20', '--timeout-s', '50']);
+    const r = run.json;
+    t.equal(run.code, 0, 'dashboard exits 0', { stderr: run.stderr.slice(-3000) });
+    t.same(r.errors, []);
+    t.same(r.pageErrors, [], 'the page threw nothing and logged no error');
+    // waves 1,10,100:manual of 40 devices: the last (measured) wave holds 36; 5 reports each
+    // (downloading, verifying, applying, probing, healthy), every one applied and rendered.
+    const wave = devices - Math.ceil(devices * 0.1);
+    t.match(r, {
+      benchmark: 'dashboard',
+      machine: machineShape,
+      browser: { executablePath: String, version: String },
+      load: { liveMs: Number, loadedMs: Number, longTasks: { longestMs: Number }, heapIdle: { usedMB: Number } },
+      wave: {
+        devices: wave,
+        reportToScreen: { count: wave * 5, p50Ms: Number, p95Ms: Number, maxMs: Number },
+        healthyReportToBar: { count: wave, healthyReportsSent: wave, p95Ms: Number },
+        longTasks: { longestMs: Number, over200ms: Number },
+        heap: { beforeMB: Number, peakSampledMB: Number, afterGcMB: Number },
+        renders: Number,
+        coordinator: { rssPeakSampledMB: Number },
+      },
+      sim: { counters: { devices, reportErrors: 0, desiredInvalid: 0 } },
+    });
+    t.ok((r.wave as { renders: number }).renders > 0, 'the page rendered during the wave');
+    t.match(r.goals, [goalShape, goalShape, goalShape]);
+  },
+);
