@@ -161,6 +161,7 @@ export async function startCoordinator(
         return ms;
       },
       onOversizedPacket: () => metrics.oversizedPackets.inc(),
+      onSlowWatcher: () => metrics.slowWatchersCut.inc(),
     });
     closers.push(() => broker.close());
     // On the way out: the reports still queued and the rollout events not yet decided.

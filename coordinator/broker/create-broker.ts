@@ -25,6 +25,7 @@ import {
 } from './packet-size-guard.js';
 import type { Authenticate, Principal } from './principal.js';
 import { retainedIndexPersistence } from './retained-index.js';
+import { DEFAULT_MAX_WATCHER_BUFFER_BYTES, detachWatcherDeliveries } from './watcher-delivery.js';
 
 /**
  * The coordinator's embedded MQTT 3.1.1 broker (Aedes 1.x) with the ACL of design section 3.
@@ -94,6 +95,12 @@ export interface BrokerOptions {
   holdDeviceIngest?: () => boolean;
   /** Default 2,000. */
   devicePublishesPerTurn?: number;
+  /**
+   * An operator connection that has this much of its deliveries not yet read is closed
+   * (watcher-delivery.ts; default 16 MiB). Deliveries to operators never hold back publishers.
+   */
+  maxWatcherBufferBytes?: number;
+  onSlowWatcher?: (info: { clientId: string; username: string; bufferedBytes: number }) => void;
 }
 
 export interface Broker {
@@ -416,6 +423,18 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       }
       principals.set(client, principal);
       authenticatedAs.set(client, { key: ownerKey(principal), n: ++authentications });
+      if (principal.kind === 'operator') {
+        detachWatcherDeliveries(client, {
+          maxBufferedBytes: options.maxWatcherBufferBytes ?? DEFAULT_MAX_WATCHER_BUFFER_BYTES,
+          onCut: (bufferedBytes) => {
+            logger.warn(
+              { clientId: clientId.slice(0, 128), username: principal.name, bufferedBytes },
+              'operator connection closed: it read too slowly to keep up (it reconnects and loads again)',
+            );
+            options.onSlowWatcher?.({ clientId, username: principal.name, bufferedBytes });
+          },
+        });
+      }
       done(null, true);
     },
 

@@ -42,6 +42,7 @@ export interface CoordinatorMetrics {
   readonly authRefusalsHeld: Counter;
   /** MQTT connections closed for announcing a packet over the size cap (before it was buffered). */
   readonly oversizedPackets: Counter;
+  readonly slowWatchersCut: Counter;
   /** Artifact bytes read from disk and sent to clients (`GET /artifacts/...`). */
   readonly artifactBytesServed: Counter;
   /**
@@ -171,6 +172,11 @@ export function createMetrics(options: MetricsOptions = {}): CoordinatorMetrics 
     help: 'MQTT connections closed for announcing a packet over the size limit.',
     registers,
   });
+  const slowWatchersCut = new Counter({
+    name: 'ota_mqtt_slow_watchers_cut_total',
+    help: 'Operator connections (dashboard, otactl, watchers) closed for reading their deliveries too slowly.',
+    registers,
+  });
   const artifactBytesServed = new Counter({
     name: 'ota_artifact_bytes_served_total',
     help: 'Artifact bytes sent to clients over HTTP.',
@@ -196,6 +202,7 @@ export function createMetrics(options: MetricsOptions = {}): CoordinatorMetrics 
     authFailuresNotAudited,
     authRefusalsHeld,
     oversizedPackets,
+    slowWatchersCut,
     artifactBytesServed,
     resetRollouts(list) {
       book.reset(list);
