@@ -122,25 +122,44 @@ function audit(seq: number, action: string, subject: string | null = null, detai
   };
 }
 
-t.test('live messages: the newest report and status win, duplicates and old ones do not', async (t) => {
+t.test('live messages apply in the order they arrive (MQTT keeps per-topic order), not by timestamp', async (t) => {
   const s = new FleetState(P);
   t.equal(
     s.applyMessage(`${P}/devices/cam-1/reported`, report('cam-1', T1, { det: model('healthy', '2', '2') })).kind,
     'reported',
   );
   const v = s.version;
-  // Older report (delivered late by an overlapping subscription): ignored, no redraw.
-  s.applyMessage(`${P}/devices/cam-1/reported`, report('cam-1', T0, { det: model('downloading', '2', '1') }));
-  t.equal(s.version, v, 'an older report changes nothing');
-  t.equal(s.reports.get('cam-1')?.models.det?.state, 'healthy');
+  // A device whose clock stepped back still moves on the page.
+  s.applyMessage(`${P}/devices/cam-1/reported`, report('cam-1', T0, { det: model('downloading', '3', '2') }));
+  t.ok(s.version > v, 'redrawn');
+  t.equal(s.reports.get('cam-1')?.models.det?.state, 'downloading');
+  // The will of a device that died carries the time it connected, older than its online status:
+  // it must still turn the device offline (it once stayed "online" for good).
   s.applyMessage(`${P}/devices/cam-1/status`, JSON.stringify({ online: true, ts: T1 }));
-  s.applyMessage(`${P}/devices/cam-1/status`, JSON.stringify({ online: false, ts: T0 }));
-  t.equal(s.statuses.get('cam-1')?.online, true, 'an older status does not turn a device offline');
   t.equal(deviceView(s, 'cam-1')?.online, true);
+  s.applyMessage(`${P}/devices/cam-1/status`, JSON.stringify({ online: false, ts: T0 }));
+  t.equal(deviceView(s, 'cam-1')?.online, false, 'the will turns it offline');
+  t.equal(fleetOverview(s).offline, 1);
   // Report timestamps wait for the next render, then become delays.
-  t.same(s.unrendered, [Date.parse(T1)]);
+  t.same(s.unrendered, [Date.parse(T1), Date.parse(T0)]);
   s.rendered(Date.parse(T1) + 120);
-  t.same(s.latencies, [120]);
+  t.same(s.latencies, [120, 5120]);
+  t.same(s.unrendered, []);
+});
+
+t.test('a reconnect drops what the live topics said: a device gone meanwhile falls back to the snapshot', async (t) => {
+  const s = new FleetState(P);
+  s.setDevices([{ ...row('cam-1'), online: false }]);
+  s.applyMessage(`${P}/devices/cam-1/status`, JSON.stringify({ online: true, ts: T0 }));
+  s.applyMessage(`${P}/devices/cam-1/reported`, report('cam-1', T0, { det: model('healthy', '2', '2') }));
+  s.applyMessage(`${P}/rollouts/ro-1`, JSON.stringify(summary()));
+  t.equal(deviceView(s, 'cam-1')?.online, true);
+  const v = s.version;
+  s.resetLive();
+  t.ok(s.version > v);
+  t.equal(deviceView(s, 'cam-1')?.online, false, 'as the coordinator stored it');
+  t.same(deviceView(s, 'cam-1')?.models, [], 'no report until its retained one arrives again');
+  t.equal(s.rollouts.size, 0);
   t.same(s.unrendered, []);
 });
 
@@ -334,9 +353,9 @@ t.test('fleet overview: online, versions per model most common first, failing an
     ['ro-2', 'ro-1', 'ro-0'],
     'active first, newest first',
   );
-  // An older summary of a rollout (delivered late) does not replace a newer one.
+  // The next summary replaces it, whatever its clock says (the coordinator publishes in order).
   s.applyMessage(`${P}/rollouts/ro-2`, JSON.stringify(summary({ id: 'ro-2', status: 'running', updatedAt: T0 })));
-  t.equal(s.rollouts.get('ro-2')?.status, 'halted');
+  t.equal(s.rollouts.get('ro-2')?.status, 'running');
 });
 
 t.test('wave bars: segments in a fixed order, shares of the wave, empty states left out', async (t) => {

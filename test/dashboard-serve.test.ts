@@ -178,3 +178,29 @@ t.test('operator.whoami: the name, the role and the ops it may call (what the pa
   }
   await t.rejects(vera.call('operator.whoami', { extra: 1 }), { code: 'E_USAGE' });
 });
+
+t.test('audit.ls newest: the last events (what the page loads first), in seq order', async (t) => {
+  const { admin } = await startInProcessCoordinator(t);
+  for (const name of ['o1', 'o2', 'o3', 'o4']) await admin.call('operator.add', { name, role: 'viewer' });
+  type Ev = { seq: number; action: string };
+  const all = await admin.call<Ev[]>('audit.ls', { limit: 1000 });
+  t.ok(all.length >= 5);
+  const last = all.slice(-3).map((e) => e.seq);
+  t.same(
+    (await admin.call<Ev[]>('audit.ls', { limit: 3, newest: true })).map((e) => e.seq),
+    last,
+  );
+  t.same(
+    (await admin.call<Ev[]>('audit.ls', { limit: 3 })).map((e) => e.seq),
+    all.slice(0, 3).map((e) => e.seq),
+    'without newest: the oldest, as before',
+  );
+  const from = all.at(-2)?.seq as number;
+  t.same(
+    (await admin.call<Ev[]>('audit.ls', { afterSeq: from, limit: 10, newest: true })).map((e) => e.seq),
+    [all.at(-1)?.seq],
+    'after a seq',
+  );
+  t.same(await admin.call('audit.ls', { rolloutId: 'none', limit: 5, newest: true }), []);
+  await t.rejects(admin.call('audit.ls', { newest: 'yes' }), { code: 'E_USAGE' });
+});

@@ -73,6 +73,7 @@ const ARGS = {
     rolloutId: id.optional(),
     afterSeq: z.number().int().min(0).optional(),
     limit: z.number().int().min(1).max(1000).optional(),
+    newest: z.boolean().optional(),
   }),
   'audit.verify': z.strictObject({}),
   'audit.export': z.strictObject({
@@ -180,7 +181,13 @@ export const HANDLERS: { [O in Op]: Handler<O> } = {
   'rollout.halt': (a, c) => c.rollouts.act(a.id, { type: 'halt', actor: c.actor, reason: a.reason }),
   'rollout.resume': (a, c) => c.rollouts.act(a.id, { type: 'resume', actor: c.actor }),
   'rollout.abort': (a, c) => c.rollouts.act(a.id, { type: 'abort', actor: c.actor, policy: a.policy }),
-  'audit.ls': (a, c) => c.store.listAudit({ rolloutId: a.rolloutId, afterSeq: a.afterSeq, limit: a.limit ?? 100 }),
+  'audit.ls': (a, c) =>
+    c.store.listAudit({
+      rolloutId: a.rolloutId,
+      afterSeq: a.afterSeq,
+      limit: a.limit ?? 100,
+      newest: a.newest === true,
+    }),
   'audit.verify': (_a, c) => c.store.verifyAudit(),
   'audit.export': (a, c) => {
     const limit = a.limit ?? 1000;

@@ -127,8 +127,8 @@ export async function loadDashboardAssets(options: {
   const files = new Map<string, DashboardAsset>();
   const map = importMap();
   const html = (await fs.readFile(path.join(pageDir, 'index.html'), 'utf8'))
-    .replace('{"imports":{}}', map)
-    .replace('{{TOPIC_PREFIX}}', escapeAttribute(options.topicPrefix));
+    .replace('{"imports":{}}', () => map)
+    .replace('{{TOPIC_PREFIX}}', () => escapeAttribute(options.topicPrefix));
   files.set('/', asset(Buffer.from(html), 'index.html'));
   files.set('/ui/style.css', asset(await fs.readFile(path.join(pageDir, 'style.css')), 'style.css'));
   files.set('/ui/icon.svg', asset(await fs.readFile(path.join(pageDir, 'icon.svg')), 'icon.svg'));

@@ -187,6 +187,8 @@ export interface AuditListFilter {
   rolloutId?: string;
   afterSeq?: number;
   limit?: number;
+  /** The newest `limit` events instead of the oldest (still returned in seq order). */
+  newest?: boolean;
 }
 
 /**
@@ -203,6 +205,8 @@ export class AuditChain {
   private readonly allStmt: Database.Statement<[], AuditRow>;
   private readonly listStmt: Database.Statement<[number, number], AuditRow>;
   private readonly listRolloutStmt: Database.Statement<[string, string, number, number], AuditRow>;
+  private readonly newestStmt: Database.Statement<[number, number], AuditRow>;
+  private readonly newestRolloutStmt: Database.Statement<[string, string, number, number], AuditRow>;
 
   constructor(private readonly db: Database.Database) {
     this.headStmt = db.prepare('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1');
@@ -214,6 +218,12 @@ export class AuditChain {
       `SELECT ${COLUMNS} FROM audit
        WHERE (json_extract(details, '$.rolloutId') = ? OR subject = ?) AND seq > ?
        ORDER BY seq LIMIT ?`,
+    );
+    this.newestStmt = db.prepare(`SELECT ${COLUMNS} FROM audit WHERE seq > ? ORDER BY seq DESC LIMIT ?`);
+    this.newestRolloutStmt = db.prepare(
+      `SELECT ${COLUMNS} FROM audit
+       WHERE (json_extract(details, '$.rolloutId') = ? OR subject = ?) AND seq > ?
+       ORDER BY seq DESC LIMIT ?`,
     );
   }
 
@@ -264,6 +274,14 @@ export class AuditChain {
   list(filter: AuditListFilter = {}): AuditEvent[] {
     const after = filter.afterSeq ?? 0;
     const limit = filter.limit ?? -1; // SQLite: a negative LIMIT is no limit
+    if (filter.newest) {
+      // The last `limit` rows, read from the end through the primary key, returned oldest first.
+      const rows =
+        filter.rolloutId === undefined
+          ? this.newestStmt.all(after, limit)
+          : this.newestRolloutStmt.all(filter.rolloutId, `rollout:${filter.rolloutId}`, after, limit);
+      return rows.reverse().map(toEvent);
+    }
     const rows =
       filter.rolloutId === undefined
         ? this.listStmt.all(after, limit)

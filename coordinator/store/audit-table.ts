@@ -19,7 +19,7 @@ export class AuditTable {
     return this.db.transaction(() => this.chain.append(drafts, now));
   }
 
-  list(filter: { rolloutId?: string; afterSeq?: number; limit?: number } = {}): AuditEvent[] {
+  list(filter: { rolloutId?: string; afterSeq?: number; limit?: number; newest?: boolean } = {}): AuditEvent[] {
     return this.chain.list(filter);
   }
 

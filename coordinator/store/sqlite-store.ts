@@ -316,7 +316,7 @@ export class SqliteStore implements Store {
     return this.audit.append(drafts, now);
   }
 
-  listAudit(filter: { rolloutId?: string; afterSeq?: number; limit?: number } = {}): AuditEvent[] {
+  listAudit(filter: { rolloutId?: string; afterSeq?: number; limit?: number; newest?: boolean } = {}): AuditEvent[] {
     return this.audit.list(filter);
   }
 

@@ -141,7 +141,7 @@ export interface Store {
 
   // audit chain: append computes seq, prevHash and hash = sha256(prevHash || canonical(row))
   appendAudit(drafts: AuditDraft[], now: string): AuditEvent[];
-  listAudit(filter: { rolloutId?: string; afterSeq?: number; limit?: number }): AuditEvent[];
+  listAudit(filter: { rolloutId?: string; afterSeq?: number; limit?: number; newest?: boolean }): AuditEvent[];
   auditCount(): number;
   verifyAudit(): AuditVerdict;
 }

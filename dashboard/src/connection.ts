@@ -26,6 +26,8 @@ export interface ConnectionOptions {
   prefix: string;
   onMessage: (topic: string, text: string) => void;
   onState: (state: LinkState) => void;
+  /** Each time the broker accepted the connection, before subscribing (FleetState.resetLive). */
+  onConnected?: () => void;
 }
 
 export class CommandError extends Error {
@@ -85,7 +87,9 @@ export class Connection {
       timerVariant: 'native',
       keepalive: 60,
       reconnectPeriod: RETRY_MS,
-      connectTimeout: 10_000,
+      // Above the 30 s a refusal of bad credentials may be held (docs/security.md): a wrong
+      // token then still reads "wrong user or token", not "cannot reach".
+      connectTimeout: 35_000,
       // Subscriptions are made on every connect, below, before the state turns live.
       resubscribe: false,
       // Nothing is sent while offline: a click on approve must not go out minutes later.
@@ -105,6 +109,7 @@ export class Connection {
 
   private async onConnect(): Promise<void> {
     const p = this.o.prefix;
+    this.o.onConnected?.();
     try {
       await this.client.subscribeAsync(
         [
@@ -191,7 +196,10 @@ export class Connection {
       }, REPLY_TIMEOUT_MS);
       this.pending.set(correlationId, { resolve: resolve as (r: unknown) => void, reject, timer });
       const body = JSON.stringify({ correlationId, replyTo: this.replyTo, args });
-      this.client.publish(`${this.o.prefix}/cmd/${op}`, body, { qos: 1 }, (err) => {
+      // QoS 0: mqtt.js keeps a QoS 1 publish it could not finish and sends it again at the next
+      // connect, so an abort clicked as the coordinator went down would go out minutes later,
+      // after the page said it failed. The reply is the acknowledgement that counts.
+      this.client.publish(`${this.o.prefix}/cmd/${op}`, body, { qos: 0 }, (err) => {
         if (!err) return;
         const p = this.pending.get(correlationId);
         if (!p) return;

@@ -117,30 +117,23 @@ export class FleetState {
       return { kind: 'ignored', why: 'not an object' };
     }
     switch (kind.kind) {
+      // In the order they arrive: MQTT keeps one topic's messages in order (3.1.1 section 4.6),
+      // and the page subscribes to each topic once. Not by timestamp: a device's will
+      // (`online: false`) carries the time it connected, older than its `online: true`, and a
+      // device's clock may step back.
       case 'reported': {
         const report = body as Reported;
-        const known = this.reports.get(kind.deviceId);
-        // Delivered twice (overlapping subscriptions) or out of order: keep the newest.
-        if (known && known.ts > report.ts) return kind;
         this.reports.set(kind.deviceId, report);
         const ts = Date.parse(report.ts);
         if (Number.isFinite(ts)) this.unrendered.push(ts);
         break;
       }
-      case 'status': {
-        const status = body as Status;
-        const known = this.statuses.get(kind.deviceId);
-        if (known && known.ts > status.ts) return kind;
-        this.statuses.set(kind.deviceId, status);
+      case 'status':
+        this.statuses.set(kind.deviceId, body as Status);
         break;
-      }
-      case 'rollout': {
-        const summary = body as RolloutSummary;
-        const known = this.rollouts.get(kind.rolloutId);
-        if (known && known.updatedAt > summary.updatedAt) return kind;
-        this.rollouts.set(kind.rolloutId, summary);
+      case 'rollout':
+        this.rollouts.set(kind.rolloutId, body as RolloutSummary);
         break;
-      }
       case 'audit': {
         const event = body as AuditEvent;
         this.addAudit([event]);
@@ -161,6 +154,20 @@ export class FleetState {
       if (parts[2] === 'status') return { kind: 'status', deviceId: parts[1] as string };
     }
     return { kind: 'ignored', why: `not a topic the dashboard reads: ${topic}` };
+  }
+
+  /**
+   * At each (re)connect, before subscribing: what the live topics said is dropped, and their
+   * retained messages fill it again. After a coordinator restart the broker's retained messages
+   * are gone (they live in memory): a device that did not come back must not stay "online" from
+   * a status seen before; the snapshot (`device.ls`) covers it.
+   */
+  resetLive(): void {
+    this.reports.clear();
+    this.statuses.clear();
+    this.rollouts.clear();
+    this.unrendered = [];
+    this.changed();
   }
 
   setDevices(rows: readonly DeviceRow[]): void {

@@ -1,9 +1,10 @@
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { shortTime } from '../format.js';
 import { auditMatches, auditSummary } from '../queries.js';
-import { formatRoute, type Route } from '../router.js';
+import type { Route } from '../router.js';
 import type { ViewProps } from './context.js';
 import { html } from './html.js';
+import { replaceRoute } from './navigate.js';
 
 const SHOWN = 500;
 
@@ -36,9 +37,14 @@ export function AuditView({
       setBusy(false);
     }
   };
-  // biome-ignore lint/correctness/useExhaustiveDependencies: verified once per (re)connect, on purpose
+  // Verified once when the view opens (and on the button): a verification walks the whole chain
+  // on the coordinator, so it is not repeated at each reconnect of every open page.
+  const verifiedOnce = useRef(false);
+  // biome-ignore lint/correctness/useExhaustiveDependencies: once, when first live
   useEffect(() => {
-    if (live) void verify();
+    if (!live || verifiedOnce.current) return;
+    verifiedOnce.current = true;
+    void verify();
   }, [live]);
   const events = state.audit.filter((e) => auditMatches(e, route.text)).reverse();
   return html`<section aria-labelledby="audit-title">
@@ -58,9 +64,7 @@ export function AuditView({
     <form class="filters" role="search" onSubmit=${(e: Event) => e.preventDefault()}>
       <label for="audit-filter">Filter</label>
       <input id="audit-filter" type="search" placeholder="action, actor or subject" value=${route.text}
-        onInput=${(e: Event) => {
-          location.hash = formatRoute({ view: 'audit', text: (e.target as HTMLInputElement).value });
-        }} />
+        onInput=${(e: Event) => replaceRoute({ view: 'audit', text: (e.target as HTMLInputElement).value })} />
     </form>
     <p class="small">Newest first; ${events.length > SHOWN ? `the newest ${SHOWN} of ${events.length} loaded` : `${events.length} loaded`} (the full log: <code>otactl audit export</code>).</p>
     <table class="grid" data-table="audit">

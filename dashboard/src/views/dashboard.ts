@@ -99,6 +99,7 @@ export function Dashboard({
     let refreshTimer: ReturnType<typeof setTimeout> | null = null;
     const due = new Set<'devices' | 'releases' | 'channels'>();
     let stopped = false;
+    let auditFrom = 0;
     const refresh = async (what: ReadonlySet<'devices' | 'releases' | 'channels'>) => {
       const c = connectionRef.current;
       if (c?.state.kind !== 'live') return;
@@ -131,16 +132,16 @@ export function Dashboard({
         setOps(new Set(who.ops));
         setRole(who.role);
         await refresh(new Set(['devices', 'releases', 'channels'] as const));
-        if (state.auditHead === 0) {
-          const verdict = await c.ask<{ count: number }>('audit.verify');
-          const events = await c.ask<AuditEvent[]>('audit.ls', {
-            afterSeq: Math.max(0, verdict.count - 200),
-            limit: 200,
-          });
-          state.addAudit(events);
-        } else {
-          state.addAudit(await c.ask<AuditEvent[]>('audit.ls', { afterSeq: state.auditHead, limit: 1000 }));
-        }
+        // What the audit log gained while the page was away (after the head it had before this
+        // connection subscribed), or the newest events at first: the newest 1,000 after it, as
+        // much as the tail keeps anyway.
+        state.addAudit(
+          await c.ask<AuditEvent[]>('audit.ls', {
+            afterSeq: auditFrom,
+            limit: auditFrom === 0 ? 200 : 1000,
+            newest: true,
+          }),
+        );
         batcher.schedule();
       } catch (err) {
         if (!stopped) notify(`Could not load the fleet: ${(err as Error).message}`, 'error');
@@ -151,6 +152,10 @@ export function Dashboard({
       user: credentials.user,
       token: credentials.token,
       prefix,
+      onConnected: () => {
+        auditFrom = state.auditHead;
+        state.resetLive();
+      },
       onMessage: (topic, text) => {
         const applied = state.applyMessage(topic, text);
         if (applied.kind === 'audit') {

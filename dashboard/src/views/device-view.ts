@@ -23,9 +23,15 @@ export function DeviceView(props: ViewProps & { id: string }) {
   const d = deviceView(state, id);
   const [detail, setDetail] = useState<DeviceShow | null>(null);
   const [error, setError] = useState<string | null>(null);
-  // Fetched again when the device reports (its history grows): pushed, not polled.
-  const reportTs = state.reports.get(id)?.ts ?? '';
-  const statusTs = state.statuses.get(id)?.ts ?? '';
+  // Fetched again when the device's history grows (a model changes state or version) or it comes
+  // and goes: pushed, not polled. Not on every report: a download reports its progress often.
+  const report = state.reports.get(id);
+  const reportTs = report
+    ? Object.entries(report.models)
+        .map(([m, x]) => `${m}:${x.state}:${x.version}`)
+        .join(',')
+    : '';
+  const statusTs = String(state.statuses.get(id)?.online ?? '');
   useEffect(() => {
     if (!live) return;
     let gone = false;

@@ -3,6 +3,7 @@ import { filterChoices, filterDevices } from '../queries.js';
 import { formatRoute, type Route } from '../router.js';
 import type { ViewProps } from './context.js';
 import { html } from './html.js';
+import { replaceRoute } from './navigate.js';
 import { Pager } from './pager.js';
 
 type DevicesRoute = Extract<Route, { view: 'devices' }>;
@@ -17,19 +18,26 @@ export function DevicesView({ state, now, route }: ViewProps & { route: DevicesR
   const go = (change: Partial<DevicesRoute>) => {
     location.hash = formatRoute({ ...route, page: 1, ...change });
   };
-  const select = (id: string, label: string, value: string, options: string[], key: keyof DevicesRoute) =>
+  const select = (
+    id: string,
+    label: string,
+    value: string,
+    options: string[],
+    key: keyof DevicesRoute,
+    show: (o: string) => string = (o) => o,
+  ) =>
     html`<label for=${id}>${label}</label>
       <select id=${id} value=${value} onChange=${(e: Event) => go({ [key]: (e.target as HTMLSelectElement).value })}>
         <option value="">any</option>
-        ${options.map((o) => html`<option value=${o}>${stateLabel(o)}</option>`)}
+        ${options.map((o) => html`<option value=${o}>${show(o)}</option>`)}
       </select>`;
   return html`<section aria-labelledby="devices-title">
     <h1 id="devices-title">Devices</h1>
     <form class="filters" role="search" onSubmit=${(e: Event) => e.preventDefault()}>
       <label for="device-search">Search</label>
       <input id="device-search" type="search" placeholder="id, label value, or key=value" value=${route.text}
-        onInput=${(e: Event) => go({ text: (e.target as HTMLInputElement).value })} />
-      ${select('device-state', 'State', route.state, choices.states, 'state')}
+        onInput=${(e: Event) => replaceRoute({ ...route, page: 1, text: (e.target as HTMLInputElement).value })} />
+      ${select('device-state', 'State', route.state, choices.states, 'state', stateLabel)}
       ${select('device-model', 'Model', route.model, choices.models, 'model')}
       ${select('device-version', 'Version', route.version, choices.versions, 'version')}
     </form>

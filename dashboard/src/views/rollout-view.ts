@@ -1,5 +1,5 @@
-import { useEffect, useState } from 'preact/hooks';
-import type { AuditEvent } from '../../../shared/messages.js';
+import { useEffect, useRef, useState } from 'preact/hooks';
+import type { AuditEvent, RolloutSummary } from '../../../shared/messages.js';
 import { shortTime, stateLabel, stateSymbol } from '../format.js';
 import {
   allowedActions,
@@ -41,7 +41,9 @@ export function RolloutView(props: ViewProps & { id: string }) {
   const [loadError, setLoadError] = useState<string | null>(null);
   const [loadedTimeline, setTimeline] = useState<AuditEvent[]>([]);
   const [generation, setGeneration] = useState(0);
-  const [action, setAction] = useState<RolloutAction | null>(null);
+  // The action being confirmed, with the summary its confirmation describes (taken when it opened,
+  // so the numbers do not change under the cursor).
+  const [pending, setPending] = useState<{ action: RolloutAction; summary: RolloutSummary } | null>(null);
   const [wave, setWave] = useState<number | null>(null);
   const [stateFilter, setStateFilter] = useState('');
   const [page, setPage] = useState(1);
@@ -59,9 +61,9 @@ export function RolloutView(props: ViewProps & { id: string }) {
       })
       .catch((err: Error) => !gone && setLoadError(err.message));
     connection
-      .ask<AuditEvent[]>('audit.ls', { rolloutId: id, limit: 1000 })
+      .ask<AuditEvent[]>('audit.ls', { rolloutId: id, limit: 200, newest: true })
       .then((events) => !gone && setTimeline(events))
-      .catch(() => {});
+      .catch((err: Error) => !gone && setLoadError(`the timeline: ${err.message}`));
     return () => {
       gone = true;
     };
@@ -76,6 +78,23 @@ export function RolloutView(props: ViewProps & { id: string }) {
       }),
     [onAudit, id],
   );
+
+  // A confirmation whose action the rollout no longer allows (it moved on, or the operator lost
+  // the role) is withdrawn, saying why, rather than sent to be refused.
+  // Not while its command is on its way: the rollout's new summary may arrive before the reply.
+  const sending = useRef(false);
+  const withdrawn =
+    pending !== null &&
+    !sending.current &&
+    (!summary || !allowedActions(summary).includes(pending.action) || !ops.has(ACTION_OPS[pending.action].op));
+  useEffect(() => {
+    if (!withdrawn || !pending) return;
+    setPending(null);
+    notify(
+      `${ACTION_OPS[pending.action].label} withdrawn: ${id} is now ${summary ? summary.status.replace('_', ' ') : 'gone'}${ops.has(ACTION_OPS[pending.action].op) ? '' : ', and your role may not do it'}.`,
+      'error',
+    );
+  }, [withdrawn, pending, summary, ops, id, notify]);
 
   if (!summary) {
     return html`<section><h1>Rollout ${id}</h1>
@@ -96,7 +115,12 @@ export function RolloutView(props: ViewProps & { id: string }) {
   const run = async (a: RolloutAction, reason: string) => {
     const spec = ACTION_OPS[a];
     const args = a === 'halt' ? { id, reason } : { id, ...spec.args };
-    await connection.ask(spec.op, args);
+    sending.current = true;
+    try {
+      await connection.ask(spec.op, args);
+    } finally {
+      sending.current = false;
+    }
     notify(`${spec.label}: done for ${id}.`);
   };
 
@@ -111,20 +135,20 @@ export function RolloutView(props: ViewProps & { id: string }) {
         ? html`<div class="actions" role="group" aria-label="Rollout actions">
             ${actions.map(
               (a) =>
-                html`<button type="button" class=${a.startsWith('abort') || a === 'halt' ? 'danger' : 'primary'} disabled=${!live} onClick=${() => setAction(a)}>${ACTION_OPS[a].label}</button>`,
+                html`<button type="button" class=${a.startsWith('abort') || a === 'halt' ? 'danger' : 'primary'} disabled=${!live} onClick=${() => setPending({ action: a, summary })}>${ACTION_OPS[a].label}</button>`,
             )}
           </div>`
         : null
     }
     ${
-      action
+      pending && !withdrawn
         ? html`<${ConfirmDialog}
-            ...${describeAction(action, summary)}
-            confirmLabel=${ACTION_OPS[action].label}
-            needsReason=${action === 'halt'}
-            danger=${action.startsWith('abort') || action === 'halt'}
-            onConfirm=${(reason: string) => run(action, reason)}
-            onClose=${() => setAction(null)} />`
+            ...${describeAction(pending.action, pending.summary)}
+            confirmLabel=${ACTION_OPS[pending.action].label}
+            needsReason=${pending.action === 'halt'}
+            danger=${pending.action.startsWith('abort') || pending.action === 'halt'}
+            onConfirm=${(reason: string) => run(pending.action, reason)}
+            onClose=${() => setPending(null)} />`
         : null
     }
     <h2>Waves</h2>
