@@ -42,10 +42,13 @@ t.test('a watcher that stops reading is cut at 16 MiB behind; the device it watc
 
   const frozen = await openSession(t, running.mqttUrl, 'vera', vToken, 'vera@frozen');
   await frozen.client.subscribeAsync('ota/v1/devices/+/reported', { qos: 1 });
+  // The dashboard's transport: MQTT over the coordinator's WebSocket, at QoS 0 as the page subscribes.
+  const frozenWs = await openSession(t, `${running.httpUrl.replace(/^http/, 'ws')}/mqtt`, 'vera', vToken, 'vera@tab');
+  await frozenWs.client.subscribeAsync('ota/v1/devices/+/reported', { qos: 0 });
   const live = await openSession(t, running.mqttUrl, 'vera', vToken, 'vera@live');
   await live.client.subscribeAsync('ota/v1/devices/+/reported', { qos: 1 });
   // From here the frozen watcher reads nothing: its socket's buffers fill, then the broker's.
-  (frozen.client.stream as unknown as { pause(): void }).pause();
+  for (const w of [frozen, frozenWs]) (w.client.stream as unknown as { pause(): void }).pause();
 
   const device = await openSession(t, running.mqttUrl, 'cam-1', deviceToken, 'cam-1');
   // Every publish waits for its PUBACK, as the agent's outbox does: a stalled delivery to the
@@ -59,11 +62,12 @@ t.test('a watcher that stops reading is cut at 16 MiB behind; the device it watc
   t.equal(acknowledged, REPORTS, 'every report of the device acknowledged while the watcher read nothing');
 
   // The frozen watcher was cut once too far behind, and counted; the reading one got everything.
-  t.equal(await scrape(running.httpUrl, 'ota_mqtt_slow_watchers_cut_total'), 1);
+  t.equal(await scrape(running.httpUrl, 'ota_mqtt_slow_watchers_cut_total'), 2, 'both frozen watchers cut');
   // A paused socket does not see the close until it reads again.
-  (frozen.client.stream as unknown as { resume(): void }).resume();
+  for (const w of [frozen, frozenWs]) (w.client.stream as unknown as { resume(): void }).resume();
   await frozen.closed;
-  t.pass('the frozen watcher was disconnected');
+  await frozenWs.closed;
+  t.pass('the frozen watchers (TCP and WebSocket) were disconnected');
   await new Promise<void>((resolve) => {
     const check = () => {
       if (live.received.length >= REPORTS) resolve();
