@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import type { Test } from 'tap';
+import { CHROMIUM_FLAGS } from '../../scripts/bench/chromium.js';
 
 /**
  * Debian's chromium driven by playwright-core, for the dashboard's browser tests (issue 13).
@@ -9,17 +10,6 @@ import type { Test } from 'tap';
  * (installed by `.ci/run` with apt-get). Outside CI a missing chromium skips the browser tests,
  * saying why; under CI it is a failure, as for promtool in coordinator-metrics.test.ts.
  */
-
-/** Headless comes from playwright; these keep the browser quiet and off the network. */
-export const CHROMIUM_FLAGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 export const NO_CHROMIUM =
   "Debian's chromium is not installed: install it with `apt-get install -y chromium` (the browser tests never use a downloaded browser build)";
