@@ -11,6 +11,7 @@ import {
   recordChanges,
   recorded,
   signIn,
+  submitSignIn,
 } from './helpers/browser.js';
 import { FleetFixture } from './helpers/fleet-fixture.js';
 import { addOperator, rolloutStatus } from './helpers/operators.js';
@@ -89,6 +90,31 @@ t.test(
         .waitFor();
       t.ok(await marked(page), 'no reload');
     });
+
+    await browser.test(
+      t,
+      'signing in while the coordinator is down names it, then connects when it is back',
+      async (t, open) => {
+        const refused = new RegExp(
+          `WebSocket connection to 'ws://127\\.0\\.0\\.1:${f.coordinator.ports.http}/mqtt' failed`,
+        );
+        const page = await open({ allow: [refused] });
+        await page.goto(`${base}/`);
+        await page.getByLabel('Operator').waitFor();
+        await f.restartCoordinator('SIGTERM', async () => {
+          await submitSignIn(page, base, 'alice', alice.token);
+          const alert = page.getByRole('alert').filter({ hasText: 'Cannot reach the coordinator at ws://127.0.0.1:' });
+          await alert.waitFor();
+          t.match(
+            await alert.textContent(),
+            /Is it running\? Retrying every 2 s/,
+            'says what is wrong and what happens',
+          );
+        });
+        await linkIndicator(page, 'live').waitFor();
+        t.pass('connected by itself once the coordinator was back');
+      },
+    );
 
     await browser.test(t, 'the page recovers by itself after a coordinator restart', async (t, open) => {
       // Chromium logs each refused WebSocket while the coordinator is down: expected, allowed.
