@@ -358,6 +358,33 @@ t.test('fleet overview: online, versions per model most common first, failing an
   t.equal(s.rollouts.get('ro-2')?.status, 'running');
 });
 
+t.test('releases and channels: snapshots replace what was there, and redraw', async (t) => {
+  const s = new FleetState(P);
+  const v = s.version;
+  const release = {
+    id: 'det@2',
+    model: 'det',
+    version: '2',
+    size: 10,
+    sha256: 'a'.repeat(64),
+    publishedBy: 'alice',
+    publishedAt: T0,
+    signedBy: ['k1'],
+    revoked: false,
+    revokedReason: null,
+  };
+  s.setReleases([release]);
+  s.setChannels([{ id: 'det/stable', model: 'det', channel: 'stable', releaseId: 'det@2', updatedAt: T0 }]);
+  t.ok(s.version >= v + 2);
+  t.same(
+    s.releases.map((r) => r.id),
+    ['det@2'],
+  );
+  s.setReleases([]);
+  t.same(s.releases, []);
+  t.equal(s.channels[0]?.releaseId, 'det@2');
+});
+
 t.test('wave bars: segments in a fixed order, shares of the wave, empty states left out', async (t) => {
   const wave = summary().waves[0] as RolloutSummary['waves'][number];
   t.same(waveSegments(wave), [
