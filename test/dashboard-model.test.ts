@@ -35,6 +35,7 @@ import {
   loadCredentials,
   saveCredentials,
 } from '../dashboard/src/session-store.js';
+import type { DeviceShow } from '../dashboard/src/views/device-view.js';
 import type { AuditEvent, Reported, RolloutSummary } from '../shared/messages.js';
 import { ROLLOUT_DEVICE_STATES } from '../shared/states.js';
 
@@ -51,6 +52,7 @@ export const resultShapes = {
   release: (r: ReturnType<FleetService['listReleases']>[number]): ReleaseRow => r,
   channel: (r: ChannelView): ChannelRow => r,
   rolloutDevice: (r: RolloutDeviceView): RolloutDeviceRow => r,
+  deviceShow: (r: ReturnType<FleetService['showDevice']>): DeviceShow => r,
 };
 
 const P = 'ota/v1';

@@ -18,7 +18,15 @@ import { type ChannelView, channelView } from '../commands/views.js';
 import type { DesiredPublisher, OutgoingMessage } from '../desired/desired-publisher.js';
 import { hashToken, newToken } from '../identity/tokens.js';
 import { PlanExecutor } from '../plan/commit-plan.js';
-import type { AuditDraft, ChannelRecord, DeviceRecord, ReleaseRecord, Role } from '../store/records.js';
+import type {
+  AuditDraft,
+  ChannelRecord,
+  DesiredRecord,
+  DeviceRecord,
+  HistoryRecord,
+  ReleaseRecord,
+  Role,
+} from '../store/records.js';
 import type { Store } from '../store/store.js';
 import { type ChannelMoveSnapshot, planChannelMove } from './plan-channel-move.js';
 import { planEnrol } from './plan-enrol.js';
@@ -433,7 +441,7 @@ export class FleetService {
     return result;
   }
 
-  showDevice(id: string): DeviceRecord & { desired: unknown[]; history: unknown[] } {
+  showDevice(id: string): DeviceRecord & { desired: DesiredRecord[]; history: HistoryRecord[] } {
     const device = this.deps.store.getDevice(id);
     if (!device) throw new OtaError('E_NOT_FOUND', `no device ${JSON.stringify(id)}: see \`otactl device ls\``);
     return {

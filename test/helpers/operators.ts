@@ -1,5 +1,5 @@
 import path from 'node:path';
-import type { RolloutSummary } from '../../shared/messages.js';
+import type { RolloutStatusResult } from '../../coordinator/rollout/types.js';
 import { otactl } from './cli.js';
 import type { FleetFixture } from './fleet-fixture.js';
 
@@ -12,53 +12,22 @@ export interface OperatorAccount {
   token: string;
 }
 
-/** `otactl operator add NAME --role ROLE`, as an admin does it, against the fixture's coordinator. */
-export async function addOperator(f: FleetFixture, name: string, role: 'admin' | 'operator' | 'viewer') {
-  const r = await otactl(
-    [
-      '--url',
-      f.coordinator.mqttUrl,
-      '--token-file',
-      path.join(f.coordinator.dataDir, 'admin.token'),
-      'operator',
-      'add',
-      name,
-      '--role',
-      role,
-      '--json',
-    ],
-    { env: CLEAN },
-  );
-  if (r.code !== 0) throw new Error(`otactl operator add ${name} failed (${r.code}): ${r.stderr}`);
-  return JSON.parse(r.stdout) as OperatorAccount;
+/** `otactl ARGS --json` as the admin (its token file) against the fixture's coordinator. */
+async function asAdmin<T>(f: FleetFixture, args: string[]): Promise<T> {
+  const tokenFile = path.join(f.coordinator.dataDir, 'admin.token');
+  const r = await otactl(['--url', f.coordinator.mqttUrl, '--token-file', tokenFile, ...args, '--json'], {
+    env: CLEAN,
+  });
+  if (r.code !== 0) throw new Error(`otactl ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
+  return JSON.parse(r.stdout) as T;
 }
 
-export interface RolloutStatusJson {
-  summary: RolloutSummary;
-  devices: {
-    id: string;
-    wave: number;
-    state: string;
-    error: { code: string; message: string } | null;
-    revertedTo: { version: string | null } | null;
-  }[];
+/** `otactl operator add NAME --role ROLE`, as an admin does it, against the fixture's coordinator. */
+export function addOperator(f: FleetFixture, name: string, role: 'admin' | 'operator' | 'viewer') {
+  return asAdmin<OperatorAccount>(f, ['operator', 'add', name, '--role', role]);
 }
 
 /** `otactl rollout status ID --json` as the admin: the coordinator's own record of a rollout. */
-export async function rolloutStatus(f: FleetFixture, id: string): Promise<RolloutStatusJson> {
-  const r = await otactl(
-    [
-      '--url',
-      f.coordinator.mqttUrl,
-      '--token-file',
-      path.join(f.coordinator.dataDir, 'admin.token'),
-      'rollout',
-      'status',
-      id,
-      '--json',
-    ],
-    { env: CLEAN },
-  );
-  if (r.code !== 0) throw new Error(`otactl rollout status ${id} failed (${r.code}): ${r.stderr}`);
-  return JSON.parse(r.stdout) as RolloutStatusJson;
+export function rolloutStatus(f: FleetFixture, id: string): Promise<RolloutStatusResult> {
+  return asAdmin<RolloutStatusResult>(f, ['rollout', 'status', id]);
 }

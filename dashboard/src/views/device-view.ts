@@ -4,7 +4,8 @@ import { deviceView } from '../queries.js';
 import type { ViewProps } from './context.js';
 import { html } from './html.js';
 
-interface DeviceShow {
+/** The result of `device.show` the page reads (checked against the coordinator's at typecheck). */
+export interface DeviceShow {
   facts: Record<string, unknown> | null;
   desired: { model: string; releaseId: string; rolloutId: string | null; source: string; updatedAt: string }[];
   history: {
