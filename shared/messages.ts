@@ -205,6 +205,38 @@ export const RolloutSummarySchema = z.strictObject({
 });
 export type RolloutSummary = z.infer<typeof RolloutSummarySchema>;
 
+// ---- fleet summary (coordinator, retained) ----
+
+/**
+ * What the whole fleet runs, counted by the coordinator as reports and presence arrive and
+ * published retained on `ota/v1/fleet` at most about once a second while it changes (design
+ * section 10): a dashboard's fleet view reads this one message instead of every device's
+ * reports (45,000 messages in a 9,000-device wave). Lists, not objects keyed by model or
+ * version: any name may be `constructor`.
+ */
+export const FleetSummarySchema = z.strictObject({
+  /** Enrolled devices. */
+  devices: count,
+  /** Devices connected to the broker now. */
+  online: count,
+  models: z
+    .array(
+      z.strictObject({
+        model: id,
+        /** Devices that reported this model. */
+        devices: count,
+        /** Which version how many of them run (`current`; null: none yet), most devices first. */
+        running: z.array(z.strictObject({ version: version.nullable(), devices: count })),
+        /** How many are in each model state (shared/states.ts); states with none are left out. */
+        states: z.array(z.strictObject({ state: z.enum(MODEL_STATES), devices: count })),
+      }),
+    )
+    .max(10_000),
+  /** When the counts last changed. */
+  updatedAt: isoDate,
+});
+export type FleetSummary = z.infer<typeof FleetSummarySchema>;
+
 // ---- audit (coordinator, not retained) ----
 
 export const AuditEventSchema = z.strictObject({

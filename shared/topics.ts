@@ -16,6 +16,7 @@ export type ParsedTopic =
   | { kind: 'metrics'; deviceId: string }
   | { kind: 'rollout'; rolloutId: string }
   | { kind: 'audit' }
+  | { kind: 'fleet' }
   | { kind: 'cmd'; op: string }
   | { kind: 'reply'; clientId: string; rest: string };
 
@@ -59,6 +60,8 @@ export interface Topics {
   metrics(deviceId: string): string;
   rollout(rolloutId: string): string;
   audit(): string;
+  /** The retained fleet summary (FleetSummarySchema). */
+  fleet(): string;
   cmd(op: string): string;
   /** Every reply topic of a client lies under this prefix; the ACL lets only that client subscribe. */
   replyPrefix(clientId: string): string;
@@ -81,6 +84,7 @@ export function createTopics(prefix: string = DEFAULT_PREFIX): Topics {
     metrics: (d) => `${p}/devices/${id('device id', d)}/metrics`,
     rollout: (r) => `${p}/rollouts/${id('rollout id', r)}`,
     audit: () => `${p}/audit`,
+    fleet: () => `${p}/fleet`,
     cmd: (op) => `${p}/cmd/${id('command', op)}`,
     replyPrefix: (c) => `${p}/reply/${clientIdLevel(c)}/`,
     reply: (c, name) => `${p}/reply/${clientIdLevel(c)}/${id('reply name', name)}`,
@@ -109,6 +113,9 @@ export function createTopics(prefix: string = DEFAULT_PREFIX): Topics {
         case 'audit':
           if (second !== undefined) throw bad('expected audit with nothing after it');
           return { kind: 'audit' };
+        case 'fleet':
+          if (second !== undefined) throw bad('expected fleet with nothing after it');
+          return { kind: 'fleet' };
         case 'cmd':
           if (second === undefined || third !== undefined) throw bad('expected cmd/{op}');
           if (!isSafeId(second)) throw bad(`invalid command ${JSON.stringify(second)}`);

@@ -5,7 +5,7 @@ import type { Principal } from './principal.js';
 
 /**
  * The broker ACL of design section 3, as pure functions: each returns `true` or the reason it
- * refuses. The coordinator itself publishes `desired`, `rollouts/*`, `audit` and `reply/*` with
+ * refuses. The coordinator itself publishes `desired`, `rollouts/*`, `audit`, `fleet` and `reply/*` with
  * `aedes.publish` (no client), so no client may publish on them.
  *
  * - A device's client id is its device id. It publishes only its own `reported` and `status`
@@ -16,7 +16,7 @@ import type { Principal } from './principal.js';
  *   belongs to one operator only, whatever names exist: `bob` can never use a client id of
  *   `bob-admin` or `bob.admin`, nor read their replies (the earlier rule, `name-` + anything,
  *   let `bob` do both). It publishes only commands its role may call (never retained, never as a
- *   will), and subscribes to its own replies, rollouts, audit events and the device topics
+ *   will), and subscribes to its own replies, rollouts, audit events, the fleet summary and the device topics
  *   (read-only views).
  */
 
@@ -140,6 +140,7 @@ export function canSubscribe(p: Principal, clientId: string, filter: string, top
   switch (parsed.kind) {
     case 'rollout':
     case 'audit':
+    case 'fleet':
     case 'desired':
     case 'reported':
     case 'status':
