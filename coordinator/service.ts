@@ -2,6 +2,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { publicKeyToJson } from '../shared/keys.js';
 import type { Logger } from '../shared/logger.js';
+import type { AuditEvent } from '../shared/messages.js';
 import { encodePayload } from '../shared/payload.js';
 import { signerFor } from '../shared/signatures.js';
 import { createTopics } from '../shared/topics.js';
@@ -13,6 +14,8 @@ import type { CoordinatorConfig } from './config.js';
 import { DesiredPublisher, type OutgoingMessage } from './desired/desired-publisher.js';
 import { SeqCatchUp } from './desired/seq-catch-up.js';
 import { FleetService } from './fleet/fleet-service.js';
+import { FleetSummaryPublisher } from './fleet/fleet-summary-publisher.js';
+import { FleetTally, tallyAudit } from './fleet/fleet-tally.js';
 import { ArtifactStore } from './http/artifact-store.js';
 import { loadDashboardAssets } from './http/dashboard-assets.js';
 import { createHttpServer } from './http/http-server.js';
@@ -46,12 +49,18 @@ export interface RunningCoordinator {
  * Wires the coordinator (design section 6): SQLite store, coordinator key and admin token,
  * Aedes broker (TCP and WebSocket at /mqtt), HTTP (artifacts, upload, /healthz, /metrics), the
  * fleet and rollout services, and the routes from MQTT messages to them. At start it republishes
- * every desired state and rollout summary (Aedes keeps retained messages in memory only) and
- * continues the active rollouts where the database says they are.
+ * every desired state and rollout summary and publishes the fleet summary (Aedes keeps retained
+ * messages in memory only), and continues the active rollouts where the database says they are.
  */
 export async function startCoordinator(
   config: CoordinatorConfig,
-  options: { logger: Logger; now?: () => Date; authFailureLimits?: AuthFailureLimitsOptions },
+  options: {
+    logger: Logger;
+    now?: () => Date;
+    authFailureLimits?: AuthFailureLimitsOptions;
+    /** At most one fleet summary per this many ms (default 1 s); tests use less. */
+    fleetSummaryEveryMs?: number;
+  },
 ): Promise<RunningCoordinator> {
   const { logger } = options;
   const now = options.now ?? (() => new Date());
@@ -101,8 +110,26 @@ export async function startCoordinator(
     };
     const answerStorm = () => largeFanOuts > 0 || nowMs() - lastFanOutDoneAt < ANSWER_STORM_MS;
     const desired = new DesiredPublisher({ store, topics, signer: signerFor(key, { fast: true }), now });
-    // Counted as rows are appended (a COUNT(*) over the table after every commit does not scale).
-    const onAudit = (events: readonly unknown[]) => metrics.auditRows.inc(events.length);
+    // The retained fleet summary (ota/v1/fleet), counted as reports, presence, enrolments and
+    // removals arrive, from the stored fleet at start (all offline: nobody is connected yet).
+    const fleetTally = FleetTally.seeded(store.listDevices());
+    const fleetSummary = new FleetSummaryPublisher({
+      tally: fleetTally,
+      topics,
+      publish,
+      now,
+      everyMs: options.fleetSummaryEveryMs,
+    });
+    const onAudit = (events: readonly AuditEvent[]) => {
+      // Counted as rows are appended (a COUNT(*) over the table after every commit does not scale).
+      metrics.auditRows.inc(events.length);
+      // Enrolments AND removals are counted here, from the audit events of the committed plan:
+      // each writes its row (device.enrolled, device.removed) in the same transaction as the
+      // change, so the tally follows exactly what committed, both in one place, in commit order
+      // (an id enrolled again is removed first). credentialsChanged also hears of a removal,
+      // but it is about sessions (operators' too) and never of an enrolment.
+      if (tallyAudit(fleetTally, events)) fleetSummary.changed();
+    };
     // Set once the broker and the recorders exist; nothing is removed before (commands come later).
     let credentialsChanged: (who: SessionOwner) => void = () => {};
     let publicMqttUrl = config.publicMqttUrl ?? '';
@@ -164,6 +191,8 @@ export async function startCoordinator(
       onSlowWatcher: () => metrics.slowWatchersCut.inc(),
     });
     closers.push(() => broker.close());
+    // No last summary on the way out: retained messages live in the broker's memory only.
+    closers.push(() => fleetSummary.stop());
     // On the way out: the reports still queued and the rollout events not yet decided.
     closers.push(() => {
       rollouts.flush();
@@ -221,11 +250,13 @@ export async function startCoordinator(
         report: (deviceId, report) => {
           if (!reports.record(deviceId, report)) return;
           metrics.reports.inc();
+          if (fleetTally.report(deviceId, report)) fleetSummary.changed();
           seqCatchUp.onReport(deviceId, report);
           rollouts.onReport(deviceId, report);
         },
         presence: (deviceId, online, status) => {
           presence.record(deviceId, online, status);
+          if (fleetTally.presence(deviceId, online)) fleetSummary.changed();
           // The rollout engine hears about it right away (batched there).
           rollouts.onPresence(deviceId, online);
           metrics.connectedDevices.set(presence.connected);
@@ -294,6 +325,8 @@ export async function startCoordinator(
       desired.prepare(store.latestTrustDocument() ? store.listDevices().map((d) => d.id) : store.devicesWithDesired()),
     );
     await publish([...republish, ...rollouts.summaries()]);
+    // And the fleet summary, changed or not: a page that subscribes gets one even when nothing moves.
+    await fleetSummary.publishNow();
 
     // Devices that were online in an active rollout before this start and have not come back
     // within the grace are offline (they must not hold a wave open forever).

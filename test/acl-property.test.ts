@@ -62,7 +62,7 @@ function modelOwnsReply(p: Principal, clientId: string): boolean {
 
 type Parsed =
   | { kind: 'desired' | 'reported' | 'status' | 'metrics'; id: string }
-  | { kind: 'rollout' | 'audit' }
+  | { kind: 'rollout' | 'audit' | 'fleet' }
   | { kind: 'cmd'; op: string }
   | { kind: 'reply'; clientId: string };
 
@@ -78,6 +78,7 @@ function parse(topic: string): Parsed | null {
   }
   if (head === 'rollouts' && rest.length === 2 && safe(a as string)) return { kind: 'rollout' };
   if (head === 'audit' && rest.length === 1) return { kind: 'audit' };
+  if (head === 'fleet' && rest.length === 1) return { kind: 'fleet' };
   if (head === 'cmd' && rest.length === 2 && safe(a as string)) return { kind: 'cmd', op: a as string };
   if (head === 'reply' && rest.length >= 3) {
     const clientId = a as string;
@@ -184,7 +185,7 @@ function generators(seed: number) {
       case 2:
         return r.pick([`${p}/rollouts/${name()}`, `${p}/rollouts/+`, `${p}/rollouts/#`, `${p}/rollouts/${name()}/x`]);
       case 3:
-        return r.pick([`${p}/audit`, `${p}/audit/x`, `${p}/#`, `${p}/+`]);
+        return r.pick([`${p}/audit`, `${p}/audit/x`, `${p}/fleet`, `${p}/fleet/x`, `${p}/fleet/+`, `${p}/#`, `${p}/+`]);
       case 4:
         return `${p}/cmd/${r.bool() ? r.pick(OP_NAMES) : r.pick(['+', '#', ''])}`;
       case 5:

@@ -258,6 +258,7 @@ t.before(async () => {
     ...(['reported', 'status', 'metrics', 'desired'] as const).map((k) => topics.allDevices(k)),
     topics.allRollouts(),
     topics.audit(),
+    topics.fleet(),
     `${topics.replyPrefix('admin@watch')}#`,
   ];
   const granted = await watcher.client.subscribeAsync(filters, { qos: 1 });
@@ -291,6 +292,12 @@ t.test('pure ACL functions (custom prefix)', async (t) => {
   t.equal(canSubscribe(viewer, 'v@1', 'plant/ota/reply/v@1/a', tp), true);
   t.type(canSubscribe(viewer, 'v@1', 'plant/ota/reply/v@1/+', tp), 'string');
   t.type(canSubscribe(viewer, 'v@1', 'plant/ota/#', tp), 'string');
+  // The fleet summary: operators read it, devices neither read nor write it, nobody but the coordinator writes it.
+  t.equal(canSubscribe(viewer, 'v@1', tp.fleet(), tp), true);
+  t.match(canSubscribe(dev, 'd1', tp.fleet(), tp), /subscribes only to its own desired topic/);
+  t.match(canPublish(dev, 'd1', tp.fleet(), { retain: true, will: false }, tp), /may not publish to fleet topics/);
+  t.match(canPublish(viewer, 'v@1', tp.fleet(), pub, tp), /may publish only commands, not fleet/);
+  t.match(canSubscribe(viewer, 'v@1', 'plant/ota/fleet/x', tp), /expected fleet with nothing after it/);
   t.equal(checkClientId(viewer, 'v'), true);
   t.equal(checkClientId(viewer, 'v@otactl-3f2a'), true);
   t.type(checkClientId(viewer, 'vx'), 'string', 'the name must be followed by "@"');
@@ -462,6 +469,8 @@ t.test('device publishes: own reported/status/metrics only', async (t) => {
     ["other device's desired", topics.desired('dev-b'), json({ desired: '{}', signatures: [] })],
     ['a rollout summary', topics.rollout('r1'), json({ rolloutId: 'r1' }), { retain: true }],
     ['audit', topics.audit(), json({ seq: 1 })],
+    ['the fleet summary, retained', topics.fleet(), json({ devices: 0, online: 0, models: [] }), { retain: true }],
+    ['the fleet summary', topics.fleet(), json({ devices: 1 })],
     ['a command', topics.cmd('device.ls'), command('dev-a')],
     ['a reply to an operator', topics.reply('admin@watch', 'x'), json({ ok: true })],
     ['a reply under its own id', topics.reply('dev-a', 'x'), json({ ok: true })],
@@ -499,6 +508,8 @@ t.test('operator publishes: commands their role allows, never retained, nothing 
     ['admin: device status', 'admin', 'admin@1', topics.status('dev-a'), status(), { retain: true }],
     ['admin: rollout summary', 'admin', 'admin@1', topics.rollout('r1'), json({}), { retain: true }],
     ['admin: audit', 'admin', 'admin@1', topics.audit(), json({})],
+    ['admin: fleet summary', 'admin', 'admin@1', topics.fleet(), json({}), { retain: true }],
+    ['viewer: fleet summary', 'viewer', 'viewer@1', topics.fleet(), json({})],
     ['admin: own reply topic', 'admin', 'admin@1', topics.reply('admin@1', 'x'), json({})],
     [
       "admin: replyTo under another operator's client",
@@ -701,6 +712,8 @@ t.test('device subscriptions: its own desired only', async (t) => {
       [topics.allRollouts(), topics.rollout('r1'), false],
       [topics.rollout('r1'), topics.rollout('r1'), false],
       [topics.audit(), topics.audit(), false],
+      [topics.fleet(), topics.fleet(), false],
+      [`${p}/fleet/+`, `${p}/fleet/x`, false],
       [topics.allCommands(), topics.cmd('device.ls'), false],
       [`${topics.replyPrefix('dev-a')}#`, topics.reply('dev-a', 'x'), false],
       [`${topics.replyPrefix('admin@watch')}#`, topics.reply('admin@watch', 'y'), false],
@@ -716,7 +729,7 @@ t.test('device subscriptions: its own desired only', async (t) => {
   await dev.client.endAsync();
 });
 
-t.test('operator subscriptions: replies, rollouts, audit, device views', async (t) => {
+t.test('operator subscriptions: replies, rollouts, audit, fleet summary, device views', async (t) => {
   for (const [user, id] of [
     ['viewer', 'viewer@cli'],
     ['admin', 'admin@cli'],
@@ -732,6 +745,8 @@ t.test('operator subscriptions: replies, rollouts, audit, device views', async (
           [topics.allRollouts(), topics.rollout('r1'), true],
           [topics.rollout('r9'), topics.rollout('r9'), true],
           [topics.audit(), topics.audit(), true],
+          [topics.fleet(), topics.fleet(), true],
+          [`${p}/fleet/#`, `${p}/fleet/x`, false],
           ...(['reported', 'status', 'metrics', 'desired'] as const).map((k): [string, string, boolean] => [
             topics.allDevices(k),
             `${p}/devices/dev-a/${k}`,

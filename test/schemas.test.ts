@@ -10,6 +10,7 @@ import {
   DESIRED_TYPE,
   DesiredMessageSchema,
   DesiredStateSchema,
+  FleetSummarySchema,
   MetricsSchema,
   ReportedSchema,
   RolloutSummarySchema,
@@ -119,6 +120,25 @@ const SAMPLES = {
       haltReason: null,
       abortPolicy: null,
       reverted: 0,
+      updatedAt: TS,
+    },
+  },
+  fleetSummary: {
+    schema: FleetSummarySchema,
+    valid: {
+      devices: 3,
+      online: 2,
+      models: [
+        {
+          model: 'detector',
+          devices: 2,
+          running: [
+            { version: '2.0', devices: 1 },
+            { version: null, devices: 1 },
+          ],
+          states: [{ state: 'healthy', devices: 2 }],
+        },
+      ],
       updatedAt: TS,
     },
   },

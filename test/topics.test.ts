@@ -10,6 +10,8 @@ t.test('builders and parser agree for every topic', async (t) => {
   t.same(topics.parse(topics.metrics('d')), { kind: 'metrics', deviceId: 'd' });
   t.same(topics.parse(topics.rollout('r-1')), { kind: 'rollout', rolloutId: 'r-1' });
   t.same(topics.parse(topics.audit()), { kind: 'audit' });
+  t.same(topics.parse(topics.fleet()), { kind: 'fleet' });
+  t.equal(topics.fleet(), 'ota/v1/fleet');
   t.same(topics.parse(topics.cmd('rollout-create')), { kind: 'cmd', op: 'rollout-create' });
   t.same(topics.parse(topics.reply('otactl-1', 'c1')), { kind: 'reply', clientId: 'otactl-1', rest: 'c1' });
   t.equal(topics.desired('cam-01'), 'ota/v1/devices/cam-01/desired');
@@ -28,6 +30,8 @@ t.test('builders and parser agree for every topic', async (t) => {
 t.test('a custom prefix', async (t) => {
   const custom = createTopics('plant-7/ota');
   t.equal(custom.status('a'), 'plant-7/ota/devices/a/status');
+  t.equal(custom.fleet(), 'plant-7/ota/fleet');
+  t.same(custom.parse('plant-7/ota/fleet'), { kind: 'fleet' });
   t.same(custom.parse('plant-7/ota/devices/a/status'), { kind: 'status', deviceId: 'a' });
   t.throws(() => custom.parse('ota/v1/devices/a/status'), { code: 'E_TOPIC' });
   for (const bad of ['', 'a//b', 'a/+', '#', '/a']) t.throws(() => createTopics(bad), { code: 'E_CONFIG' }, bad);
@@ -57,6 +61,9 @@ t.test('malformed topics are rejected by the parser with E_TOPIC', async (t) => 
     'ota/v1/rollouts/r/x',
     'ota/v1/rollouts/..',
     'ota/v1/audit/x',
+    'ota/v1/fleet/x',
+    'ota/v1/fleet/',
+    'ota/v1/fleet/+',
     'ota/v1/cmd',
     'ota/v1/cmd/a/b',
     'ota/v1/cmd/+',
