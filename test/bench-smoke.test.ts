@@ -165,8 +165,9 @@ t.test(
     t.equal(run.code, 0, 'dashboard exits 0', { stderr: run.stderr.slice(-3000) });
     t.same(r.errors, []);
     t.same(r.pageErrors, [], 'the page threw nothing and logged no error');
-    // waves 1,10,100:manual of 40 devices: the last (measured) wave holds 36; 5 reports each
-    // (downloading, verifying, applying, probing, healthy), every one applied and rendered.
+    // waves 1,10,100:manual of 40 devices: the last (measured) wave holds 36, all on the rollout
+    // view's first page (50 rows), so the page follows each; 5 reports each (downloading,
+    // verifying, applying, probing, healthy), every one applied and rendered.
     const wave = devices - Math.ceil(devices * 0.1);
     t.match(r, {
       benchmark: 'dashboard',
@@ -177,6 +178,8 @@ t.test(
         devices: wave,
         reportToScreen: { count: wave * 5, p50Ms: Number, p95Ms: Number, maxMs: Number },
         healthyReportToBar: { count: wave, healthyReportsSent: wave, p95Ms: Number },
+        healthyReportToSummary: { count: wave, p95Ms: Number, summaries: Number },
+        healthySentAfterApproveMs: { first: Number, p50: Number, last: Number },
         longTasks: { longestMs: Number, over200ms: Number },
         heap: { beforeMB: Number, peakSampledMB: Number, afterGcMB: Number },
         renders: Number,

@@ -167,6 +167,12 @@ t.test('the dashboard in chromium: sign-in, live waves, a viewer, approve', { sk
       t.ok(offline, `${offline} is in wave 2`);
 
       const page = await open();
+      // What the page asks the broker for (MQTT packets in WebSocket frames): the topic names are
+      // plain bytes in a SUBSCRIBE.
+      const sent: string[] = [];
+      page.on('websocket', (ws) =>
+        ws.on('framesent', (f) => sent.push(typeof f.payload === 'string' ? f.payload : f.payload.toString('latin1'))),
+      );
       await signIn(page, base, 'alice', alice.token);
       // Seen online, then killed: its will (older than its online status) turns it offline on
       // the page, live (a dead device once stayed "online" on the page for good).
@@ -209,6 +215,19 @@ t.test('the dashboard in chromium: sign-in, live waves, a viewer, approve', { sk
       t.equal(approved.length, 1, 'one approval');
       t.equal(approved[0]?.actor, 'alice', 'the audit row names the operator signed in to the page');
       await page.locator('ol.timeline li[data-action="rollout.approved"]').filter({ hasText: 'by alice' }).waitFor();
+      // The page follows the devices it shows, never every device (design section 10).
+      t.ok(
+        sent.some((f) => f.includes(`ota/v1/devices/${offline}/status`)),
+        `the device page subscribed to ${offline}'s own topics`,
+      );
+      t.ok(
+        sent.some((f) => f.includes('ota/v1/fleet')),
+        'and to the fleet summary',
+      );
+      t.notOk(
+        sent.some((f) => f.includes('ota/v1/devices/+/')),
+        'no subscription to every device (devices/+/...)',
+      );
     },
   );
 

@@ -21,10 +21,14 @@ import {
   formatBytes,
   isRolloutEvent,
   liveRolloutDevices,
+  PAGE_SIZE,
   pct,
+  rolloutDeviceList,
   rolloutTimeline,
+  snapshotDeviceView,
   sortedRollouts,
   waveSegments,
+  waveStateCounts,
 } from '../dashboard/src/queries.js';
 import { RenderBatcher } from '../dashboard/src/render-batcher.js';
 import { formatRoute, parseRoute, type Route } from '../dashboard/src/router.js';
@@ -36,7 +40,7 @@ import {
   saveCredentials,
 } from '../dashboard/src/session-store.js';
 import type { DeviceShow } from '../dashboard/src/views/device-view.js';
-import type { AuditEvent, Reported, RolloutSummary } from '../shared/messages.js';
+import type { AuditEvent, FleetSummary, Reported, RolloutSummary } from '../shared/messages.js';
 import { ROLLOUT_DEVICE_STATES } from '../shared/states.js';
 
 // The dashboard's pure modules (no DOM): what the page knows and how each view reads it. The
@@ -126,6 +130,7 @@ function audit(seq: number, action: string, subject: string | null = null, detai
 
 t.test('live messages apply in the order they arrive (MQTT keeps per-topic order), not by timestamp', async (t) => {
   const s = new FleetState(P);
+  s.setWatched(['cam-1']); // the devices on screen: only their own topics are followed
   t.equal(
     s.applyMessage(`${P}/devices/cam-1/reported`, report('cam-1', T1, { det: model('healthy', '2', '2') })).kind,
     'reported',
@@ -151,6 +156,7 @@ t.test('live messages apply in the order they arrive (MQTT keeps per-topic order
 
 t.test('a reconnect drops what the live topics said: a device gone meanwhile falls back to the snapshot', async (t) => {
   const s = new FleetState(P);
+  s.setWatched(['cam-1']); // the devices on screen: only their own topics are followed
   s.setDevices([{ ...row('cam-1'), online: false }]);
   s.applyMessage(`${P}/devices/cam-1/status`, JSON.stringify({ online: true, ts: T0 }));
   s.applyMessage(`${P}/devices/cam-1/reported`, report('cam-1', T0, { det: model('healthy', '2', '2') }));
@@ -167,6 +173,7 @@ t.test('a reconnect drops what the live topics said: a device gone meanwhile fal
 
 t.test('an empty retained message clears what it stood for (device removed)', async (t) => {
   const s = new FleetState(P);
+  s.setWatched(['cam-1']); // the devices on screen: only their own topics are followed
   s.setDevices([row('cam-1')]);
   s.applyMessage(`${P}/devices/cam-1/reported`, report('cam-1', T0, {}));
   s.applyMessage(`${P}/devices/cam-1/status`, JSON.stringify({ online: true, ts: T0 }));
@@ -181,6 +188,7 @@ t.test('an empty retained message clears what it stood for (device removed)', as
 
 t.test('unreadable and foreign messages are counted or ignored, never thrown', async (t) => {
   const s = new FleetState(P);
+  s.setWatched(['cam-1']); // the devices on screen: only their own topics are followed
   t.equal(s.applyMessage(`${P}/devices/cam-1/reported`, '{not json').kind, 'ignored');
   t.equal(s.applyMessage(`${P}/devices/cam-1/reported`, '42').kind, 'ignored');
   t.equal(s.unreadable, 2);
@@ -193,6 +201,7 @@ t.test('unreadable and foreign messages are counted or ignored, never thrown', a
 
 t.test('ids that are Object.prototype names are ordinary devices', async (t) => {
   const s = new FleetState(P);
+  s.setWatched(['constructor', 'toString', 'hasOwnProperty']); // the devices on screen: only their own topics are followed
   for (const id of ['constructor', 'toString', 'hasOwnProperty']) {
     s.applyMessage(`${P}/devices/${id}/reported`, report(id, T0, { constructor: model('healthy', '1', '1') }));
   }
@@ -259,6 +268,7 @@ t.test('a rollout timeline: loaded events and the live tail, once each, newest f
 
 t.test('device view: snapshot rows, overridden by live reports and status', async (t) => {
   const s = new FleetState(P);
+  s.setWatched(['a', 'b', 'c']); // the devices on screen: only their own topics are followed
   s.setDevices([
     {
       ...row('a', { site: 'hall-a' }, { det: { state: 'healthy', version: '1', current: '1', error: null } }),
@@ -328,6 +338,7 @@ t.test('devices: search by id, label and key=value, filter by state, model, vers
 
 t.test('fleet overview: online, versions per model most common first, failing and updating', async (t) => {
   const s = new FleetState(P);
+  s.setWatched(['a', 'b', 'c']); // the devices on screen: only their own topics are followed
   s.setDevices([row('a'), row('b'), row('c')]);
   s.applyMessage(`${P}/devices/a/reported`, report('a', T0, { det: model('healthy', '2', '2') }));
   s.applyMessage(`${P}/devices/b/reported`, report('b', T0, { det: model('rolled_back', '3', '1') }));
@@ -400,6 +411,7 @@ t.test('wave bars: segments in a fixed order, shares of the wave, empty states l
 
 t.test('rollout devices: live reports about this rollout override the status rows, others do not', async (t) => {
   const s = new FleetState(P);
+  s.setWatched(['a', 'b', 'c', 'd']); // the devices on screen: only their own topics are followed
   const rows = [
     { id: 'a', wave: 1, state: 'assigned', online: true, error: null },
     { id: 'b', wave: 1, state: 'assigned', online: true, error: null },
@@ -612,4 +624,196 @@ t.test('renders are batched: at most one per interval, none while nothing change
   advance(20_000);
   t.equal(renders, 2, 'cancelled');
   b.cancel();
+});
+
+t.test(
+  'only the devices on screen are followed: others are ignored, and leaving the screen drops their live state',
+  async (t) => {
+    const s = new FleetState(P);
+    s.setDevices([row('a'), row('b')]);
+    t.same(s.setWatched(['a', 'b']), { added: ['a', 'b'], removed: [] });
+    s.applyMessage(`${P}/devices/a/reported`, report('a', T0, { det: model('healthy', '2', '2') }));
+    s.applyMessage(`${P}/devices/a/status`, JSON.stringify({ online: true, ts: T0 }));
+    s.applyMessage(`${P}/devices/b/reported`, report('b', T0, { det: model('probing', '2', '1') }));
+    t.equal(s.reports.size, 2);
+    const v = s.version;
+    t.same(s.setWatched(['b', 'c']), { added: ['c'], removed: ['a'] });
+    t.ok(s.version > v, 'redrawn');
+    t.notOk(s.reports.has('a'), "a's report is dropped: its snapshot row shows it now");
+    t.notOk(s.statuses.has('a'));
+    t.equal(deviceView(s, 'a')?.online, false, 'from the snapshot again');
+    t.ok(s.reports.has('b'), 'still on screen');
+    // A report already on its way when `a` was left: ignored, not kept stale.
+    const late = s.applyMessage(`${P}/devices/a/reported`, report('a', T1, { det: model('failed', '3', '2') }));
+    t.same(late, { kind: 'ignored', why: 'not watched: a' });
+    t.notOk(s.reports.has('a'));
+    t.same(s.unrendered, [Date.parse(T0), Date.parse(T0)], 'no delay sample for an ignored report');
+    const w = s.version;
+    t.same(s.setWatched(['c', 'b']), { added: [], removed: [] }, 'the same set again: nothing to do');
+    t.equal(s.version, w, 'and nothing to draw');
+    // A reconnect keeps what is watched (the connection subscribes to it again).
+    s.resetLive();
+    t.same([...s.watched].sort(), ['b', 'c']);
+  },
+);
+
+function fleetSummary(overrides: Partial<FleetSummary> = {}): FleetSummary {
+  return {
+    devices: 5,
+    online: 3,
+    models: [
+      {
+        model: 'det',
+        devices: 4,
+        running: [
+          { version: '2', devices: 2 },
+          { version: null, devices: 1 },
+          { version: '1', devices: 1 },
+        ],
+        states: [
+          { state: 'downloading', devices: 1 },
+          { state: 'healthy', devices: 1 },
+          { state: 'rolled_back', devices: 1 },
+          { state: 'failed', devices: 1 },
+        ],
+      },
+    ],
+    updatedAt: T0,
+    ...overrides,
+  };
+}
+
+t.test("the fleet overview comes from the coordinator's summary once it arrives", async (t) => {
+  const s = new FleetState(P);
+  s.setDevices([row('a', {}, { det: { state: 'healthy', version: '9', current: '9', error: null } })]);
+  t.equal(fleetOverview(s).devices, 1, 'before the summary: from the snapshot');
+  t.same(fleetOverview(s).models[0]?.versions, [{ version: '9', devices: 1 }]);
+  t.equal(s.applyMessage(`${P}/fleet`, JSON.stringify(fleetSummary())).kind, 'fleet');
+  s.applyMessage(`${P}/rollouts/ro-1`, JSON.stringify(summary()));
+  const o = fleetOverview(s);
+  t.same(
+    { devices: o.devices, online: o.online, offline: o.offline },
+    { devices: 5, online: 3, offline: 2 },
+    'counted by the coordinator, not from the 1 device the page has',
+  );
+  t.same(o.models, [
+    {
+      model: 'det',
+      versions: [
+        { version: '2', devices: 2 },
+        { version: 'none', devices: 1 },
+        { version: '1', devices: 1 },
+      ],
+      failing: 2,
+      updating: 1,
+    },
+  ]);
+  t.equal(o.activeRollouts.length, 1, 'rollouts still from their own summaries');
+  t.equal(
+    fleetOverview({ ...s, fleet: fleetSummary({ devices: 1, online: 2 }) } as FleetState).offline,
+    0,
+    'never negative',
+  );
+  s.applyMessage(`${P}/fleet`, '');
+  t.equal(s.fleet, null, 'an empty retained message clears it');
+  s.applyMessage(`${P}/fleet`, JSON.stringify(fleetSummary()));
+  s.resetLive();
+  t.equal(s.fleet, null, 'a reconnect waits for the retained one again');
+});
+
+t.test("devices list: which devices match is the snapshot's; the rows on screen are live", async (t) => {
+  const s = new FleetState(P);
+  s.setDevices([
+    row('a', {}, { det: { state: 'downloading', version: '2', current: '1', error: null } }),
+    row('b', {}, { det: { state: 'downloading', version: '2', current: '1', error: null } }),
+    row('c', {}, { det: { state: 'healthy', version: '1', current: '1', error: null } }),
+  ]);
+  s.setWatched(['a', 'b']);
+  s.applyMessage(`${P}/devices/a/reported`, report('a', T0, { det: model('healthy', '2', '2') }));
+  const f = { ...EMPTY_FILTER, state: 'downloading' };
+  const page = filterDevices(s, f, 1);
+  t.same(
+    page.rows.map((d) => d.id),
+    ['a', 'b'],
+    'a stays on the page (and followed) until the next snapshot, not in and out with each report',
+  );
+  t.equal(page.rows[0]?.models[0]?.state, 'healthy', 'and shows what it reported');
+  t.equal(snapshotDeviceView(s, 'a')?.models[0]?.state, 'downloading');
+  t.equal(filterDevices(s, { ...EMPTY_FILTER, state: 'healthy' }, 1).total, 1, 'c only, until the next snapshot');
+  // A device the page heard of but the snapshot does not have yet (enrolled since): from what it said.
+  s.setWatched(['a', 'b', 'new']);
+  s.applyMessage(`${P}/devices/new/reported`, report('new', T0, { det: model('idle', null, null) }));
+  t.equal(snapshotDeviceView(s, 'new')?.models[0]?.state, 'idle');
+  t.equal(filterDevices(s, EMPTY_FILTER, 1).total, 4);
+  t.equal(snapshotDeviceView(s, 'nobody'), null);
+});
+
+t.test("a rollout's device list: filtered on the status rows, counted by the summary, live on screen", async (t) => {
+  const s = new FleetState(P);
+  const rows: RolloutDeviceRow[] = [];
+  for (let i = 0; i < 120; i++) {
+    rows.push({
+      id: `d${String(i).padStart(3, '0')}`,
+      wave: i < 10 ? 1 : 2,
+      state: i % 2 ? 'downloading' : 'assigned',
+      online: true,
+      error: null,
+    });
+  }
+  const sum = summary({
+    currentWave: 2,
+    waves: [
+      { wave: 1, percent: 10, approval: 'auto', state: 'completed', devices: 10, counts: { healthy: 10 }, reverted: 0 },
+      {
+        wave: 2,
+        percent: 100,
+        approval: 'manual',
+        state: 'running',
+        devices: 110,
+        counts: { healthy: 3, downloading: 60, assigned: 47 },
+        reverted: 0,
+      },
+    ],
+  });
+  const list = rolloutDeviceList(s, sum, rows, { wave: null, stateFilter: '', page: 1 });
+  t.equal(list.wave, 2, 'the current wave by default');
+  t.equal(list.inWave, 110);
+  t.same(
+    [...list.counts],
+    [
+      ['healthy', 3],
+      ['downloading', 60],
+      ['assigned', 47],
+    ],
+    "the summary's counts, in bar order",
+  );
+  t.equal(list.pages, 3);
+  t.equal(list.onScreen.length, PAGE_SIZE);
+  t.equal(list.onScreen[0]?.id, 'd010');
+  const filtered = rolloutDeviceList(s, sum, rows, { wave: 2, stateFilter: 'downloading', page: 9 });
+  t.equal(filtered.matching, 55, 'by the rows of the last rollout.status');
+  t.equal(filtered.page, 2, 'a page past the end shows the last');
+  t.equal(filtered.onScreen.length, 5);
+  // A device on screen reports healthy: shown so, and still on the "downloading" page until the rows are fetched again.
+  s.setWatched(['d011']);
+  s.applyMessage(
+    `${P}/devices/d011/reported`,
+    report('d011', T0, { det: model('healthy', '2', '2', { rolloutId: sum.id }) }),
+  );
+  const again = rolloutDeviceList(s, sum, rows, { wave: 2, stateFilter: 'downloading', page: 1 });
+  t.match(again.onScreen[0], { id: 'd011', state: 'healthy' });
+  t.equal(again.matching, 55);
+  const all = rolloutDeviceList(s, sum, rows, { wave: 0, stateFilter: '', page: Number.NaN });
+  t.equal(all.inWave, 120, 'wave 0: every wave');
+  t.same(
+    [...all.counts],
+    [
+      ['assigned', 60],
+      ['downloading', 60],
+    ],
+    'counted over the rows',
+  );
+  t.equal(all.page, 1);
+  t.equal(waveStateCounts(sum, 7), null);
+  t.same([...(waveStateCounts(sum, 1) ?? [])], [['healthy', 10]]);
 });

@@ -70,6 +70,8 @@ export class Connection {
   private everConnected = false;
   private closed = false;
   private counter = 0;
+  /** The devices whose own topics are subscribed to (or will be, at the next connect). */
+  private watched = new Set<string>();
   state: LinkState = { kind: 'connecting' };
 
   constructor(private readonly o: ConnectionOptions) {
@@ -116,16 +118,46 @@ export class Connection {
       // drop) it does not need, and the broker then keeps no in-flight state and gets no PUBACK
       // per report (45,000 in a 9,000-device wave).
       await this.client.subscribeAsync(`${p}/reply/${this.clientId}/#`, { qos: 1 });
-      await this.client.subscribeAsync(
-        [`${p}/rollouts/+`, `${p}/audit`, `${p}/devices/+/reported`, `${p}/devices/+/status`],
-        { qos: 0 },
-      );
+      // Not `devices/+/...`: the page reads the coordinator's summaries (`rollouts/+`, `fleet`)
+      // for counts, and the own topics of the devices on screen only (watch, below).
+      await this.client.subscribeAsync([`${p}/rollouts/+`, `${p}/audit`, `${p}/fleet`], { qos: 0 });
+      const watched = [...this.watched].flatMap((id) => this.deviceTopics(id));
+      if (watched.length > 0) await this.client.subscribeAsync(watched, { qos: 0 });
     } catch (err) {
       this.onDown(`subscribing failed: ${(err as Error).message}`);
       return;
     }
     this.everConnected = true;
     this.set({ kind: 'live' });
+  }
+
+  private deviceTopics(id: string): string[] {
+    return [`${this.o.prefix}/devices/${id}/reported`, `${this.o.prefix}/devices/${id}/status`];
+  }
+
+  /**
+   * Follows these devices' own topics (the rows on screen): subscribes to the new ones, leaves the
+   * others. While not connected only the set changes; the next connect subscribes to all of it.
+   * A subscription's retained messages bring each device's newest report and status at once.
+   */
+  watch(added: readonly string[], removed: readonly string[]): void {
+    for (const id of added) this.watched.add(id);
+    for (const id of removed) this.watched.delete(id);
+    if (this.state.kind !== 'live') return;
+    const fail = (err: Error | undefined | null) => {
+      if (err) this.onDown(`subscribing failed: ${err.message}`);
+    };
+    if (removed.length > 0)
+      this.client.unsubscribe(
+        removed.flatMap((id) => this.deviceTopics(id)),
+        fail,
+      );
+    if (added.length > 0)
+      this.client.subscribe(
+        added.flatMap((id) => this.deviceTopics(id)),
+        { qos: 0 },
+        fail,
+      );
   }
 
   private onMessage(topic: string, payload: Uint8Array): void {

@@ -1,11 +1,16 @@
-import type { AuditEvent, Reported, RolloutSummary, Status } from '../../shared/messages.js';
+import type { AuditEvent, FleetSummary, Reported, RolloutSummary, Status } from '../../shared/messages.js';
 
 /**
  * Everything the dashboard knows, as one plain object the views read (no DOM here: the node tests
  * drive it directly). It is filled from two sources: command replies (snapshots: `device.ls`,
- * `release.ls`, `channel.ls`, `audit.ls`) and the live topics (`devices/+/reported`,
- * `devices/+/status`, `rollouts/+`, `audit`). A live message is always at least as new as a
+ * `release.ls`, `channel.ls`, `audit.ls`, `rollout.status`) and the live topics (`rollouts/+`,
+ * `audit`, the coordinator's `fleet` summary, and `devices/<id>/reported` and `status` of the
+ * devices on screen only: the `watched` set). A live message is always at least as new as a
  * snapshot row, so what a report or status says wins over the snapshot's copy of it.
+ *
+ * Why not every device's reports: a 9,000-device wave is 45,000 of them, and a page that takes
+ * them all makes the broker encode and send each one again and the browser parse it, to draw 50
+ * rows (BENCHMARKS.md, bench:dashboard). Counts come from the coordinator's summaries instead.
  *
  * Every record keyed by an id is a Map: a device may be called `constructor`.
  */
@@ -58,6 +63,7 @@ export type LiveMessage =
   | { kind: 'reported'; deviceId: string }
   | { kind: 'status'; deviceId: string }
   | { kind: 'rollout'; rolloutId: string }
+  | { kind: 'fleet' }
   | { kind: 'audit'; event: AuditEvent }
   | { kind: 'ignored'; why: string };
 
@@ -70,6 +76,10 @@ export class FleetState {
   reports = new Map<string, Reported>();
   statuses = new Map<string, Status>();
   rollouts = new Map<string, RolloutSummary>();
+  /** The coordinator's fleet summary (`fleet`, retained); null until it arrives. */
+  fleet: FleetSummary | null = null;
+  /** The devices whose own topics the page subscribes to (those on screen); see setWatched. */
+  watched: ReadonlySet<string> = new Set();
   /**
    * The live tail, ascending by seq, without duplicates (a subscription may deliver twice): the
    * last AUDIT_TAIL events at least (up to half as many more between trims).
@@ -94,6 +104,11 @@ export class FleetState {
   applyMessage(topic: string, text: string): LiveMessage {
     const kind = this.classify(topic);
     if (kind.kind === 'ignored') return kind;
+    if ((kind.kind === 'reported' || kind.kind === 'status') && !this.watched.has(kind.deviceId)) {
+      // Left the screen: what was in flight when it was unsubscribed would otherwise stay here,
+      // and go stale in front of the fresher snapshot row.
+      return { kind: 'ignored', why: `not watched: ${kind.deviceId}` };
+    }
     if (kind.kind === 'audit' && text === '') return { kind: 'ignored', why: 'empty audit message' };
     if (text === '') {
       // An empty retained message: the device was removed, or the rollout summary cleared.
@@ -102,6 +117,7 @@ export class FleetState {
         this.devices.delete(kind.deviceId);
       } else if (kind.kind === 'status') this.statuses.delete(kind.deviceId);
       else if (kind.kind === 'rollout') this.rollouts.delete(kind.rolloutId);
+      else if (kind.kind === 'fleet') this.fleet = null;
       this.changed();
       return kind as LiveMessage;
     }
@@ -134,6 +150,9 @@ export class FleetState {
       case 'rollout':
         this.rollouts.set(kind.rolloutId, body as RolloutSummary);
         break;
+      case 'fleet':
+        this.fleet = body as FleetSummary;
+        break;
       case 'audit': {
         const event = body as AuditEvent;
         this.addAudit([event]);
@@ -148,6 +167,7 @@ export class FleetState {
     if (!topic.startsWith(`${this.prefix}/`)) return { kind: 'ignored', why: 'another prefix' };
     const parts = topic.slice(this.prefix.length + 1).split('/');
     if (parts.length === 1 && parts[0] === 'audit') return { kind: 'audit' };
+    if (parts.length === 1 && parts[0] === 'fleet') return { kind: 'fleet' };
     if (parts.length === 2 && parts[0] === 'rollouts') return { kind: 'rollout', rolloutId: parts[1] as string };
     if (parts.length === 3 && parts[0] === 'devices') {
       if (parts[2] === 'reported') return { kind: 'reported', deviceId: parts[1] as string };
@@ -166,8 +186,26 @@ export class FleetState {
     this.reports.clear();
     this.statuses.clear();
     this.rollouts.clear();
+    this.fleet = null;
     this.unrendered = [];
     this.changed();
+  }
+
+  /**
+   * The devices on screen now. Reports and statuses of the others are dropped (their snapshot rows
+   * show them) and ignored if one still arrives. Returns the ids to subscribe to and to leave.
+   */
+  setWatched(ids: Iterable<string>): { added: string[]; removed: string[] } {
+    const next = new Set(ids);
+    const added = [...next].filter((id) => !this.watched.has(id));
+    const removed = [...this.watched].filter((id) => !next.has(id));
+    for (const id of removed) {
+      this.reports.delete(id);
+      this.statuses.delete(id);
+    }
+    this.watched = next;
+    if (added.length > 0 || removed.length > 0) this.changed();
+    return { added, removed };
   }
 
   setDevices(rows: readonly DeviceRow[]): void {

@@ -1,4 +1,4 @@
-import type { AuditEvent, RolloutSummary } from '../../shared/messages.js';
+import type { AuditEvent, Reported, RolloutSummary, Status } from '../../shared/messages.js';
 import {
   ACTIVE_ROLLOUT_STATUSES,
   IN_PROGRESS_STATES,
@@ -38,9 +38,25 @@ export interface DeviceView {
 
 /** One device as the page shows it: the snapshot row, overridden by its live report and status. */
 export function deviceView(state: FleetState, id: string): DeviceView | null {
+  return viewOf(id, state.devices.get(id), state.reports.get(id), state.statuses.get(id));
+}
+
+/**
+ * One device as the last `device.ls` snapshot has it, without what its live topics said since:
+ * what the devices list filters on, so a row on screen (whose reports the page follows) does not
+ * leave the list and come back with every report (its snapshot row decides until the next one).
+ */
+export function snapshotDeviceView(state: FleetState, id: string): DeviceView | null {
   const row = state.devices.get(id);
-  const report = state.reports.get(id);
-  const status = state.statuses.get(id);
+  return row ? viewOf(id, row, undefined, undefined) : deviceView(state, id);
+}
+
+function viewOf(
+  id: string,
+  row: DeviceRow | undefined,
+  report: Reported | undefined,
+  status: Status | undefined,
+): DeviceView | null {
   if (!row && !report) return null;
   const models: DeviceModelView[] = [];
   if (report) {
@@ -108,7 +124,36 @@ export interface FleetOverview {
   activeRollouts: RolloutSummary[];
 }
 
+/**
+ * The fleet at a glance: from the coordinator's `fleet` summary (counted as every report arrives,
+ * the page does not receive them all), or, until the first one arrives (a coordinator older than
+ * the summary), from the `device.ls` snapshot and the reports the page has.
+ */
 export function fleetOverview(state: FleetState): FleetOverview {
+  const activeRollouts = sortedRollouts(state).filter((r) => isActiveRollout(r.status));
+  const summary = state.fleet;
+  if (summary) {
+    return {
+      devices: summary.devices,
+      online: summary.online,
+      offline: Math.max(0, summary.devices - summary.online),
+      models: summary.models.map((m) => {
+        let failing = 0;
+        let updating = 0;
+        for (const s of m.states) {
+          if (isFailure(s.state)) failing += s.devices;
+          if ((IN_PROGRESS_STATES as readonly string[]).includes(s.state)) updating += s.devices;
+        }
+        return {
+          model: m.model,
+          versions: m.running.map((r) => ({ version: r.version ?? 'none', devices: r.devices })),
+          failing,
+          updating,
+        };
+      }),
+      activeRollouts,
+    };
+  }
   const ids = allDeviceIds(state);
   let online = 0;
   const perModel = new Map<string, { versions: Map<string, number>; failing: number; updating: number }>();
@@ -142,7 +187,7 @@ export function fleetOverview(state: FleetState): FleetOverview {
         failing: e.failing,
         updating: e.updating,
       })),
-    activeRollouts: sortedRollouts(state).filter((r) => isActiveRollout(r.status)),
+    activeRollouts,
   };
 }
 
@@ -207,16 +252,23 @@ export function matchesFilter(d: DeviceView, f: DeviceFilter): boolean {
   return true;
 }
 
-/** One page of the devices matching `f`, sorted by id; `page` is clamped to what exists. */
+/**
+ * One page of the devices matching `f`, sorted by id; `page` is clamped to what exists. Which
+ * devices match is read from the snapshot (snapshotDeviceView); the rows show them live.
+ */
 export function filterDevices(state: FleetState, f: DeviceFilter, page: number, pageSize = PAGE_SIZE): DevicePage {
-  const matched: DeviceView[] = [];
+  const matched: string[] = [];
   for (const id of allDeviceIds(state)) {
-    const d = deviceView(state, id);
-    if (d && matchesFilter(d, f)) matched.push(d);
+    const d = snapshotDeviceView(state, id);
+    if (d && matchesFilter(d, f)) matched.push(id);
   }
   const pages = Math.max(1, Math.ceil(matched.length / pageSize));
   const p = Math.min(Math.max(1, Math.floor(page) || 1), pages);
-  return { rows: matched.slice((p - 1) * pageSize, p * pageSize), total: matched.length, page: p, pages };
+  const rows = matched
+    .slice((p - 1) * pageSize, p * pageSize)
+    .map((id) => deviceView(state, id))
+    .filter((d): d is DeviceView => d !== null);
+  return { rows, total: matched.length, page: p, pages };
 }
 
 /** The filter choices: states, models and versions the fleet has now. */
@@ -224,7 +276,7 @@ export function filterChoices(state: FleetState): { states: string[]; models: st
   const models = new Set<string>();
   const versions = new Set<string>();
   for (const id of allDeviceIds(state)) {
-    for (const m of deviceView(state, id)?.models ?? []) {
+    for (const m of snapshotDeviceView(state, id)?.models ?? []) {
       models.add(m.model);
       if (m.current) versions.add(m.current);
       if (m.version) versions.add(m.version);
@@ -324,6 +376,63 @@ function ownModel<T>(models: Record<string, T>, model: string): T | undefined {
 /** A model state as a rollout device state (`idle` about the candidate: assigned, nothing yet). */
 function rolloutDeviceState(state: string): string {
   return (ROLLOUT_DEVICE_STATES as readonly string[]).includes(state) ? state : 'assigned';
+}
+
+/** A wave's devices per state, from the summary (current whatever the page follows); null for no such wave. */
+export function waveStateCounts(summary: RolloutSummary, wave: number): Map<string, number> | null {
+  const w = summary.waves.find((x) => x.wave === wave);
+  if (!w) return null;
+  const counts = new Map<string, number>();
+  for (const state of BAR_ORDER) {
+    const n = w.counts[state] ?? 0;
+    if (n > 0) counts.set(state, n);
+  }
+  return counts;
+}
+
+export interface RolloutDeviceList {
+  /** The wave shown (0: all of them). */
+  wave: number;
+  /** Devices of that wave in the last `rollout.status`. */
+  inWave: number;
+  /** Per state: the summary's counts for a wave, else counted over the rows. */
+  counts: Map<string, number>;
+  /** Devices matching the state filter, over all pages. */
+  matching: number;
+  page: number;
+  pages: number;
+  /** The page's rows, live: the devices the page follows. */
+  onScreen: LiveRolloutDevice[];
+}
+
+/**
+ * A rollout's device list as the view shows it. Which devices match the state filter is read from
+ * the rows of the last `rollout.status` (fetched again as the counts move), not from the live
+ * reports: a row on screen whose device moves on must not leave the page (and its live topics)
+ * and come back with every report. The rows on screen show the live state.
+ */
+export function rolloutDeviceList(
+  state: FleetState,
+  summary: RolloutSummary,
+  rows: readonly RolloutDeviceRow[],
+  selection: { wave: number | null; stateFilter: string; page: number },
+  pageSize = PAGE_SIZE,
+): RolloutDeviceList {
+  const wave = selection.wave ?? summary.currentWave;
+  const inWave = wave === 0 ? rows : rows.filter((r) => r.wave === wave);
+  const counts = (wave === 0 ? null : waveStateCounts(summary, wave)) ?? countByState(inWave);
+  const matching = selection.stateFilter ? inWave.filter((r) => r.state === selection.stateFilter) : inWave;
+  const pages = Math.max(1, Math.ceil(matching.length / pageSize));
+  const page = Math.min(Math.max(1, Math.floor(selection.page) || 1), pages);
+  return {
+    wave,
+    inWave: inWave.length,
+    counts,
+    matching: matching.length,
+    page,
+    pages,
+    onScreen: liveRolloutDevices(state, summary, matching.slice((page - 1) * pageSize, page * pageSize)),
+  };
 }
 
 /** Devices per state over rows (the filter chips of the rollout's device list). */

@@ -13,6 +13,11 @@ export interface ViewProps {
   now: number;
   /** Shows a short message to the operator (role="status", or role="alert" for errors). */
   notify: (text: string, kind?: 'info' | 'error') => void;
+  /**
+   * The devices this view shows (its rows on screen): their own topics are followed live, the
+   * others' are not (FleetState.setWatched). Call through useWatch.
+   */
+  watch: (ids: readonly string[]) => void;
   /** Subscribes to audit events as they arrive; returns the unsubscribe function. */
   onAudit: (fn: (e: import('../../../shared/messages.js').AuditEvent) => void) => () => void;
 }

@@ -28,6 +28,11 @@ const REFRESH_ON: Record<string, readonly ('devices' | 'releases' | 'channels')[
 };
 /** Refreshes asked for within this long are one request. */
 const REFRESH_DEBOUNCE_MS = 500;
+/**
+ * The devices list filters the `device.ls` snapshot (the page does not receive every report): it
+ * is fetched again when the fleet summary says something changed, at most this often.
+ */
+const DEVICES_REFRESH_MS = 5_000;
 
 interface Notice {
   id: number;
@@ -65,6 +70,10 @@ export function Dashboard({
   const auditListeners = useRef(new Set<(e: AuditEvent) => void>());
   const connectionRef = useRef<Connection | null>(null);
   const renders = useRef(0);
+  const routeRef = useRef(route);
+  routeRef.current = route;
+  // Set by the connection effect: a devices refresh, throttled to DEVICES_REFRESH_MS.
+  const devicesRefresh = useRef<RenderBatcher | null>(null);
 
   const notify = useCallback((text: string, kind: 'info' | 'error' = 'info') => {
     const id = Date.now() + Math.random();
@@ -88,6 +97,11 @@ export function Dashboard({
     state.rendered(Date.now());
     window.otaDashboard = { state, renders: renders.current };
   });
+
+  // Entering the devices list: its snapshot may be minutes old.
+  useEffect(() => {
+    if (route.view === 'devices') devicesRefresh.current?.schedule();
+  }, [route.view]);
 
   useEffect(() => {
     const onHash = () => setRoute(parseRoute(location.hash));
@@ -124,6 +138,16 @@ export function Dashboard({
         void refresh(now);
       }, REFRESH_DEBOUNCE_MS);
     };
+    const devicesRefresher = new RenderBatcher(
+      () => scheduleRefresh(['devices']),
+      {
+        now: () => performance.now(),
+        setTimeout: (fn, ms) => setTimeout(fn, ms),
+        clearTimeout: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
+      },
+      DEVICES_REFRESH_MS,
+    );
+    devicesRefresh.current = devicesRefresher;
     // Everything the live topics do not carry, fetched at each (re)connect: what happened while
     // the page was away is in these snapshots, and the audit tail continues from its last seq.
     const loadSnapshot = async (c: Connection) => {
@@ -165,6 +189,7 @@ export function Dashboard({
           if (refreshes) scheduleRefresh(refreshes);
           for (const fn of auditListeners.current) fn(applied.event);
         }
+        if (applied.kind === 'fleet' && routeRef.current.view === 'devices') devicesRefresher.schedule();
         if (applied.kind !== 'ignored') batcher.schedule();
       },
       onState: (s) => {
@@ -177,15 +202,28 @@ export function Dashboard({
         if (s.kind === 'refused') onRefused(s.message);
       },
     });
+    // Views may have named their devices before this connection existed.
+    connection.watch([...state.watched], []);
     connectionRef.current = connection;
     return () => {
       stopped = true;
       if (refreshTimer !== null) clearTimeout(refreshTimer);
+      devicesRefresher.cancel();
+      devicesRefresh.current = null;
       batcher.cancel();
       connection.close();
       connectionRef.current = null;
     };
   }, [credentials, prefix, state, batcher, notify, onAccepted, onRefused]);
+
+  const watch = useCallback(
+    (ids: readonly string[]) => {
+      const { added, removed } = state.setWatched(ids);
+      connectionRef.current?.watch(added, removed);
+      if (added.length > 0 || removed.length > 0) batcher.schedule();
+    },
+    [state, batcher],
+  );
 
   const onAudit = useCallback((fn: (e: AuditEvent) => void) => {
     auditListeners.current.add(fn);
@@ -211,7 +249,7 @@ export function Dashboard({
     </main>`;
   }
 
-  const props: ViewProps = { state, connection, live, ops, now: Date.now(), notify, onAudit };
+  const props: ViewProps = { state, connection, live, ops, now: Date.now(), notify, onAudit, watch };
   const current = route.view === 'rollout' ? 'rollouts' : route.view === 'device' ? 'devices' : route.view;
   return html`<div class="shell">
     <header class="top">

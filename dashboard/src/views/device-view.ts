@@ -3,6 +3,7 @@ import { ago, shortTime, stateLabel, stateSymbol } from '../format.js';
 import { deviceView } from '../queries.js';
 import type { ViewProps } from './context.js';
 import { html } from './html.js';
+import { useWatch } from './use-watch.js';
 
 /** The result of `device.show` the page reads (checked against the coordinator's at typecheck). */
 export interface DeviceShow {
@@ -20,7 +21,8 @@ export interface DeviceShow {
 
 /** One device: its models (current, previous, state, error), facts, desired entries and history. */
 export function DeviceView(props: ViewProps & { id: string }) {
-  const { state, connection, live, now, id } = props;
+  const { state, connection, live, now, id, watch } = props;
+  useWatch(watch, [id]);
   const d = deviceView(state, id);
   const [detail, setDetail] = useState<DeviceShow | null>(null);
   const [error, setError] = useState<string | null>(null);

@@ -5,6 +5,7 @@ import type { ViewProps } from './context.js';
 import { html } from './html.js';
 import { replaceRoute } from './navigate.js';
 import { Pager } from './pager.js';
+import { useWatch } from './use-watch.js';
 
 type DevicesRoute = Extract<Route, { view: 'devices' }>;
 
@@ -12,8 +13,14 @@ type DevicesRoute = Extract<Route, { view: 'devices' }>;
  * Devices, searched and filtered by id, label, state and model version, 50 to a page. The filter
  * is in the URL fragment, so a filtered list can be bookmarked and shared.
  */
-export function DevicesView({ state, now, route }: ViewProps & { route: DevicesRoute }) {
+export function DevicesView({ state, now, route, watch }: ViewProps & { route: DevicesRoute }) {
   const result = filterDevices(state, route, route.page);
+  // The rows on screen follow their devices' reports; which devices match follows the snapshot,
+  // fetched again when the fleet summary changes (views/dashboard.ts).
+  useWatch(
+    watch,
+    result.rows.map((d) => d.id),
+  );
   const choices = filterChoices(state);
   const go = (change: Partial<DevicesRoute>) => {
     location.hash = formatRoute({ ...route, page: 1, ...change });

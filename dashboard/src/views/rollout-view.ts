@@ -1,25 +1,25 @@
-import { useEffect, useRef, useState } from 'preact/hooks';
+import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import type { AuditEvent, RolloutSummary } from '../../../shared/messages.js';
 import { shortTime, stateLabel, stateSymbol } from '../format.js';
 import {
   allowedActions,
   auditSummary,
-  countByState,
   describeAction,
   formatBytes,
   isRolloutEvent,
   type LiveRolloutDevice,
-  liveRolloutDevices,
-  PAGE_SIZE,
   pct,
   type RolloutAction,
   type RolloutDeviceRow,
+  rolloutDeviceList,
   rolloutTimeline,
 } from '../queries.js';
+import { RenderBatcher } from '../render-batcher.js';
 import { ConfirmDialog } from './confirm-dialog.js';
 import type { ViewProps } from './context.js';
 import { html } from './html.js';
 import { Pager } from './pager.js';
+import { useWatch } from './use-watch.js';
 import { StatusBadge, WaveBar } from './wave-bar.js';
 
 const ACTION_OPS: Record<RolloutAction, { op: string; label: string; args: Record<string, unknown> }> = {
@@ -33,9 +33,15 @@ const ACTION_OPS: Record<RolloutAction, { op: string; label: string; args: Recor
 
 /** Audit actions after which the rollout's device list is fetched again (new devices, set back). */
 const RELOAD_ON = new Set(['rollout.wave_started', 'rollout.aborted', 'rollout.created']);
+/**
+ * The device list (`rollout.status`) is fetched again when the summary's counts move, at most this
+ * often: the page follows only the rows on screen live, so the state filter and the other pages
+ * are as of the last fetch. The counts themselves come from the summary, always current.
+ */
+const ROWS_REFRESH_MS = 3_000;
 
 export function RolloutView(props: ViewProps & { id: string }) {
-  const { state, connection, live, ops, notify, onAudit, id } = props;
+  const { state, connection, live, ops, notify, onAudit, id, watch } = props;
   const summary = state.rollouts.get(id);
   const [rows, setRows] = useState<RolloutDeviceRow[] | null>(null);
   const [loadError, setLoadError] = useState<string | null>(null);
@@ -69,6 +75,30 @@ export function RolloutView(props: ViewProps & { id: string }) {
     };
   }, [connection, live, id, generation]);
 
+  // The summary's counts moved: the rows again, throttled (each fetch is the whole rollout).
+  const rowsRefresher = useMemo(
+    () =>
+      new RenderBatcher(
+        () => setGeneration((g) => g + 1),
+        {
+          now: () => performance.now(),
+          setTimeout: (fn, ms) => setTimeout(fn, ms),
+          clearTimeout: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
+        },
+        ROWS_REFRESH_MS,
+      ),
+    [],
+  );
+  useEffect(() => () => rowsRefresher.cancel(), [rowsRefresher]);
+  const countsKey = summary ? `${summary.status}:${JSON.stringify(summary.waves.map((w) => w.counts))}` : '';
+  const firstCounts = useRef(countsKey);
+  useEffect(() => {
+    // Not for the summary the view opened with: the first fetch is the effect above.
+    if (countsKey === firstCounts.current) return;
+    firstCounts.current = '';
+    rowsRefresher.schedule();
+  }, [countsKey, rowsRefresher]);
+
   // Only the rare events that change the device list set state here: the timeline is read from
   // the live tail at each (batched) render, so a wave of outcomes never renders once per event.
   useEffect(
@@ -96,6 +126,9 @@ export function RolloutView(props: ViewProps & { id: string }) {
     );
   }, [withdrawn, pending, summary, ops, id, notify]);
 
+  const list = summary && rows ? rolloutDeviceList(state, summary, rows, { wave, stateFilter, page }) : null;
+  useWatch(watch, list ? list.onScreen.map((d) => d.id) : []);
+
   if (!summary) {
     return html`<section><h1>Rollout ${id}</h1>
       <p class="muted" role="status">${live ? `No rollout ${id} is known to the coordinator.` : 'Loading…'}</p>
@@ -103,13 +136,8 @@ export function RolloutView(props: ViewProps & { id: string }) {
   }
 
   const timeline = rolloutTimeline(loadedTimeline, state.audit, id);
-  const devices: LiveRolloutDevice[] = rows ? liveRolloutDevices(state, summary, rows) : [];
-  const shownWave = wave ?? summary.currentWave;
-  const inWave = devices.filter((d) => shownWave === 0 || d.wave === shownWave);
-  const counts = countByState(inWave);
-  const filtered = stateFilter ? inWave.filter((d) => d.state === stateFilter) : inWave;
-  const pages = Math.max(1, Math.ceil(filtered.length / PAGE_SIZE));
-  const p = Math.min(page, pages);
+  const shownWave = list?.wave ?? wave ?? summary.currentWave;
+  const onScreen: LiveRolloutDevice[] = list?.onScreen ?? [];
   const actions = allowedActions(summary).filter((a) => ops.has(ACTION_OPS[a].op));
 
   const run = async (a: RolloutAction, reason: string) => {
@@ -172,8 +200,8 @@ export function RolloutView(props: ViewProps & { id: string }) {
     <h2>Devices of wave ${shownWave}</h2>
     ${loadError ? html`<p class="message error" role="alert">Could not load the devices: ${loadError}</p>` : null}
     <div class="filters" role="group" aria-label="Filter by state">
-      <button type="button" aria-pressed=${stateFilter === ''} onClick=${() => setStateFilter('')}>all ${inWave.length}</button>
-      ${[...counts].map(
+      <button type="button" aria-pressed=${stateFilter === ''} onClick=${() => setStateFilter('')}>all ${list?.inWave ?? 0}</button>
+      ${[...(list?.counts ?? [])].map(
         ([s, n]) =>
           html`<button type="button" aria-pressed=${stateFilter === s} onClick=${() => {
             setStateFilter(s);
@@ -184,7 +212,7 @@ export function RolloutView(props: ViewProps & { id: string }) {
     <table class="grid" data-table="rollout-devices">
       <thead><tr><th scope="col">Device</th><th scope="col">State</th><th scope="col">Progress</th><th scope="col">Error</th><th scope="col">Online</th><th scope="col">Runs</th></tr></thead>
       <tbody>
-        ${filtered.slice((p - 1) * PAGE_SIZE, p * PAGE_SIZE).map(
+        ${onScreen.map(
           (d) => html`<tr key=${d.id} data-device=${d.id} data-state=${d.state}>
             <td><a href=${`#/devices/${encodeURIComponent(d.id)}`}>${d.id}</a></td>
             <td class=${`st-${d.state}`}><span aria-hidden="true">${stateSymbol(d.state)}</span> ${stateLabel(d.state)}${d.revertedTo ? html` <span class="small">(${d.revertedTo.version === null ? 'set back: keeps what it runs' : `set back to ${d.revertedTo.version}`})</span>` : null}</td>
@@ -196,7 +224,7 @@ export function RolloutView(props: ViewProps & { id: string }) {
         )}
       </tbody>
     </table>
-    <${Pager} page=${p} pages=${pages} total=${filtered.length} onPage=${setPage} />
+    <${Pager} page=${list?.page ?? 1} pages=${list?.pages ?? 1} total=${list?.matching ?? 0} onPage=${setPage} />
     <h2>Timeline</h2>
     ${timeline.total > timeline.events.length ? html`<p class="small">The newest ${timeline.events.length} of ${timeline.total} events (all of them: <code>otactl audit ls --rollout ${id}</code>).</p>` : null}
     <ol class="timeline" data-table="rollout-timeline">
