@@ -165,6 +165,8 @@ export async function startCoordinator(
       onError: (err, what) => logger.error({ err: (err as Error).message }, `rollout engine: ${what} failed`),
       // Its newest report, also when it is still waiting to be written behind.
       lastReport: (deviceId) => reports.last(deviceId) ?? store.getDevice(deviceId)?.lastReport,
+      // Connected now (kept in memory, written behind to the store).
+      isOnline: (deviceId) => presence.isOnline(deviceId),
       // A revoked release is never assigned (docs/security.md): the keys counted now.
       releaseTrust: () => fleet.releaseTrust(),
     });

@@ -441,6 +441,9 @@ async function run(): Promise<void> {
       // not a summary
     }
   });
+  // prom-client resets its event-loop delay histogram at each scrape: the one after the wave
+  // covers the wave only.
+  await c.metrics();
   const approvedAt = wallMs();
   await mustAdmin().call('rollout.approve', { id });
   log(`approved wave ${bigWave} of ${id}`);
@@ -523,6 +526,7 @@ async function run(): Promise<void> {
     styleS: round(afterMain.style - beforeMain.style, 2),
   };
   const coordinatorAfter = tryProcStats(c.pid);
+  const lag = await c.metrics();
   const observed = o.rollouts.get(id)?.waves[bigWave - 1];
   result.wave = {
     rolloutId: id,
@@ -570,6 +574,12 @@ async function run(): Promise<void> {
       rssBeforeMB: coordinatorBefore?.rssMB ?? null,
       rssPeakSampledMB: coordinatorPeakRss,
       cpuSeconds: round((coordinatorAfter?.cpuSeconds ?? 0) - (coordinatorBefore?.cpuSeconds ?? 0), 2),
+      /** How late its event loop ran a due timer during the wave (prom-client, nodejs_eventloop_lag_*). */
+      eventLoopLagMs: {
+        p50: round((lag.nodejs_eventloop_lag_p50_seconds ?? Number.NaN) * 1000, 1),
+        p99: round((lag.nodejs_eventloop_lag_p99_seconds ?? Number.NaN) * 1000, 1),
+        max: round((lag.nodejs_eventloop_lag_max_seconds ?? Number.NaN) * 1000, 1),
+      },
     },
     /** How many different healthy counts the page's bar showed (1 step = it jumped to the end). */
     domSamples: dom.length,
