@@ -648,6 +648,15 @@ t.test(
     t.same(late, { kind: 'ignored', why: 'not watched: a' });
     t.notOk(s.reports.has('a'));
     t.same(s.unrendered, [Date.parse(T0), Date.parse(T0)], 'no delay sample for an ignored report');
+    // A row that comes on screen gets its device's stored report (RETAIN 1): shown, but not a report
+    // arriving now, so no delay sample (it may be minutes old).
+    s.setWatched(['b', 'c']);
+    t.equal(
+      s.applyMessage(`${P}/devices/c/reported`, report('c', T0, { det: model('idle', null, null) }), true).kind,
+      'reported',
+    );
+    t.equal(s.reports.get('c')?.models.det?.state, 'idle');
+    t.same(s.unrendered, [Date.parse(T0), Date.parse(T0)], 'the retained copy is no delay sample');
     const w = s.version;
     t.same(s.setWatched(['c', 'b']), { added: [], removed: [] }, 'the same set again: nothing to do');
     t.equal(s.version, w, 'and nothing to draw');

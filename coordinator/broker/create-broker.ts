@@ -26,6 +26,7 @@ import {
 import type { Authenticate, Principal } from './principal.js';
 import { retainedIndexPersistence } from './retained-index.js';
 import { DEFAULT_MAX_WATCHER_BUFFER_BYTES, detachWatcherDeliveries } from './watcher-delivery.js';
+import { coalesceWebSocketWrites } from './websocket-frames.js';
 
 /**
  * The coordinator's embedded MQTT 3.1.1 broker (Aedes 1.x) with the ACL of design section 3.
@@ -719,6 +720,7 @@ export function attachWebSocket(httpServer: http.Server, broker: Broker, path = 
         ws.terminate();
       });
       const stream = createWebSocketStream(ws);
+      coalesceWebSocketWrites(stream, ws);
       stream.on('error', () => ws.terminate());
       broker.handleStream(stream, req);
     });

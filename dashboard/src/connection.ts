@@ -24,7 +24,11 @@ export interface ConnectionOptions {
   user: string;
   token: string;
   prefix: string;
-  onMessage: (topic: string, text: string) => void;
+  /**
+   * `retained`: the broker sent a stored message because of a new subscription (MQTT 3.1.1
+   * section 3.3.1.3: RETAIN is 1 then, 0 on a message forwarded as it is published).
+   */
+  onMessage: (topic: string, text: string, retained: boolean) => void;
   onState: (state: LinkState) => void;
   /** Each time the broker accepted the connection, before subscribing (FleetState.resetLive). */
   onConnected?: () => void;
@@ -98,7 +102,7 @@ export class Connection {
       queueQoSZero: false,
     });
     this.client.on('connect', () => void this.onConnect());
-    this.client.on('message', (topic, payload) => this.onMessage(topic, payload));
+    this.client.on('message', (topic, payload, packet) => this.onMessage(topic, payload, packet.retain));
     this.client.on('error', (err) => this.onError(err as Error & { code?: number }));
     this.client.on('close', () => this.onDown('the connection closed'));
     this.client.on('offline', () => this.onDown('offline'));
@@ -160,13 +164,13 @@ export class Connection {
       );
   }
 
-  private onMessage(topic: string, payload: Uint8Array): void {
+  private onMessage(topic: string, payload: Uint8Array, retained: boolean): void {
     const text = new TextDecoder().decode(payload);
     if (topic.startsWith(`${this.o.prefix}/reply/`)) {
       this.onReply(text);
       return;
     }
-    this.o.onMessage(topic, text);
+    this.o.onMessage(topic, text, retained);
   }
 
   private onReply(text: string): void {

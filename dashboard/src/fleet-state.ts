@@ -100,8 +100,12 @@ export class FleetState {
     this.version++;
   }
 
-  /** Applies one message of a live topic. `text` is the payload; an empty one clears a retained topic. */
-  applyMessage(topic: string, text: string): LiveMessage {
+  /**
+   * Applies one message of a live topic. `text` is the payload; an empty one clears a retained
+   * topic. `retained`: the broker's stored copy, sent because the page just subscribed (a row that
+   * came on screen): shown like any other, but it is not a report arriving, so it is no delay sample.
+   */
+  applyMessage(topic: string, text: string, retained = false): LiveMessage {
     const kind = this.classify(topic);
     if (kind.kind === 'ignored') return kind;
     if ((kind.kind === 'reported' || kind.kind === 'status') && !this.watched.has(kind.deviceId)) {
@@ -141,7 +145,7 @@ export class FleetState {
         const report = body as Reported;
         this.reports.set(kind.deviceId, report);
         const ts = Date.parse(report.ts);
-        if (Number.isFinite(ts)) this.unrendered.push(ts);
+        if (Number.isFinite(ts) && !retained) this.unrendered.push(ts);
         break;
       }
       case 'status':

@@ -180,8 +180,8 @@ export function Dashboard({
         auditFrom = state.auditHead;
         state.resetLive();
       },
-      onMessage: (topic, text) => {
-        const applied = state.applyMessage(topic, text);
+      onMessage: (topic, text, retained) => {
+        const applied = state.applyMessage(topic, text, retained);
         if (applied.kind === 'audit') {
           const refreshes = Object.hasOwn(REFRESH_ON, applied.event.action)
             ? REFRESH_ON[applied.event.action]
