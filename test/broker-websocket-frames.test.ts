@@ -120,3 +120,47 @@ t.test('deliveries to a WebSocket client: every packet, in order, in far fewer f
     'the last one last',
   );
 });
+
+t.test('a refused connection still gets its CONNACK before the close (written, then destroyed at once)', async (t) => {
+  const broker = await createBroker({
+    topics,
+    authenticate: () => null,
+    logger: quiet,
+    refusalDelayMs: () => 0,
+  });
+  t.teardown(() => broker.close());
+  const server = http.createServer();
+  attachWebSocket(server, broker, '/mqtt');
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const { port } = server.address() as { port: number };
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/mqtt`, 'mqtt');
+  t.teardown(() => ws.terminate());
+  const parser = mqttPacket.parser({ protocolVersion: 4 });
+  const packets: mqttPacket.Packet[] = [];
+  parser.on('packet', (p) => packets.push(p));
+  ws.on('message', (data: Buffer) => parser.parse(data));
+  const closed = new Promise<void>((resolve) => ws.once('close', () => resolve()));
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', resolve);
+    ws.once('error', reject);
+  });
+  ws.send(
+    mqttPacket.generate({
+      cmd: 'connect',
+      protocolId: 'MQTT',
+      protocolVersion: 4,
+      clean: true,
+      clientId: 'mallory',
+      keepalive: 60,
+      username: 'mallory',
+      password: Buffer.from('wrong'),
+    }),
+  );
+  await closed;
+  t.match(
+    packets,
+    [{ cmd: 'connack', returnCode: 4 }],
+    'bad user name or password (MQTT 3.1.1 section 3.2.2.3), then the close',
+  );
+});

@@ -152,7 +152,9 @@ t.test('the topic prefix goes into the page escaped; an unbuilt app is reported,
   await fs.mkdir(path.join(partial, 'dist', 'ui', 'shared'), { recursive: true });
   await fs.mkdir(path.join(partial, 'dashboard'));
   await fs.writeFile(path.join(partial, 'dist', 'ui', 'dashboard', 'src', 'main.js'), '');
-  await fs.writeFile(path.join(partial, 'dist', 'ui', 'shared', 'states.js'), '');
+  for (const f of ['states.js', 'names.js', 'errors.js']) {
+    await fs.writeFile(path.join(partial, 'dist', 'ui', 'shared', f), '');
+  }
   for (const f of ['index.html', 'style.css', 'icon.svg']) await fs.writeFile(path.join(partial, 'dashboard', f), '');
   await t.rejects(loadDashboardAssets({ topicPrefix: 'ota/v1', root: partial }), {
     message: /npm package preact: run npm install/,

@@ -132,4 +132,10 @@ t.test('stop drops a scheduled publish', async (t) => {
   t.equal(s.timers[0]?.cleared, true, 'the timer is cleared');
   await s.nextTurn();
   t.equal(s.sent.length, 1, 'nothing more was published');
+  // The broker closing: its devices' disconnects still change the counts.
+  s.tally.enrolled('f');
+  s.publisher.changed();
+  t.equal(s.timers.length, 1, 'no publish scheduled after stop');
+  await s.nextTurn();
+  t.equal(s.sent.length, 1, 'and none sent');
 });

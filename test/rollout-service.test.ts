@@ -1,7 +1,7 @@
 import path from 'node:path';
 import t, { type Test } from 'tap';
 import { DesiredPublisher, type OutgoingMessage } from '../coordinator/desired/desired-publisher.js';
-import { RolloutService } from '../coordinator/rollout/rollout-service.js';
+import { RolloutService, type RolloutServiceDeps } from '../coordinator/rollout/rollout-service.js';
 import { parseWaves } from '../coordinator/rollout/strategy.js';
 import { openStore } from '../coordinator/store/sqlite-store.js';
 import type { Store, TransactionOptions } from '../coordinator/store/store.js';
@@ -17,7 +17,7 @@ import { createTopics } from '../shared/topics.js';
 const NOW = '2026-03-01T10:00:00.000Z';
 const DEVICES = ['d-1', 'd-2', 'd-3', 'd-4'];
 
-function setup(t: Test) {
+function setup(t: Test, extra: Partial<RolloutServiceDeps> = {}) {
   const real = openStore(path.join(t.testdir(), 'ota.db'));
   t.teardown(() => real.close());
   const transactions: ('durable' | 'write-behind')[] = [];
@@ -90,6 +90,7 @@ function setup(t: Test) {
     publish: async (messages) => {
       published.push(...messages);
     },
+    ...extra,
   });
   return { store, rollouts, transactions, published, advance, pending };
 }
@@ -188,4 +189,36 @@ t.test('a failure is decided on the next turn, without waiting for the batch int
     status.devices.filter((d) => d.id === 'd-1' || d.id === 'd-2').map((d) => d.state),
     ['downloading', 'rolled_back'],
   );
+});
+
+t.test("rollout.status reads presence and the newest reports from the shell's memory when it has them", async (t) => {
+  const reads: string[] = [];
+  const { rollouts, store } = setup(t, {
+    // The shell's presence recorder: only d-1 is connected now (the store still says all four).
+    isOnline: (id) => id === 'd-1',
+    // The shell's newest reports: d-2 reported since its last write to the store.
+    lastReport: (id) => {
+      reads.push(id);
+      return id === 'd-2' ? report('downloading', 'r-mem') : store.getDevice(id)?.lastReport;
+    },
+  });
+  rollouts.create(
+    {
+      id: 'r-mem',
+      model: 'det',
+      version: '2.0.0',
+      target: { devices: DEVICES },
+      strategy: { waves: parseWaves('100') },
+    },
+    'admin',
+  );
+  reads.length = 0; // create read them too (the revert targets)
+  const status = rollouts.status('r-mem');
+  t.same(
+    status.devices.map((d) => [d.id, d.online]),
+    DEVICES.map((id) => [id, id === 'd-1']),
+    'online: what the broker knows now, not the store',
+  );
+  t.match(status.devices.find((d) => d.id === 'd-2')?.now, { state: 'downloading' }, 'the report from memory');
+  t.same([...reads].sort(), [...DEVICES].sort(), 'one lookup per device, through the shell');
 });

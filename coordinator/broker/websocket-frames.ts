@@ -33,6 +33,8 @@ export function coalesceWebSocketWrites(stream: Duplex, ws: WebSocket, schedule 
   let scheduled = false;
   /** Writes acknowledged only once the frame holding them is written (the reader is slow). */
   let held: Callback[] = [];
+  /** The callbacks of the frame sent last, while it is being written. */
+  let lastFrame: Callback[] = [];
 
   const flush = () => {
     scheduled = false;
@@ -42,25 +44,28 @@ export function coalesceWebSocketWrites(stream: Duplex, ws: WebSocket, schedule 
     pending = [];
     pendingBytes = 0;
     held = [];
+    lastFrame = waiting;
     ws.send(data, (err) => {
       for (const cb of waiting) cb(err ?? null);
     });
   };
 
   const take = (buffers: Buffer[], cb: Callback) => {
+    // Decided first: a held write is acknowledged with the frame that carries its last byte.
+    const slowReader = ws.bufferedAmount >= HIGH_WATER_BYTES;
     for (const b of buffers) {
       pending.push(b);
       pendingBytes += b.length;
+      // A slow reader's backlog comes back in one call (up to the watcher cut): still 1 MiB frames.
+      if (pendingBytes >= MAX_FRAME_BYTES) flush();
     }
-    // Decided before a flush below hands `held` to its frame: a held write is always in one.
-    const slowReader = ws.bufferedAmount >= HIGH_WATER_BYTES;
-    if (slowReader) held.push(cb);
-    if (pendingBytes >= MAX_FRAME_BYTES) flush();
-    else if (!scheduled) {
+    if (pending.length > 0 && !scheduled) {
       scheduled = true;
       schedule(flush);
     }
     if (!slowReader) cb();
+    else if (pending.length > 0) held.push(cb);
+    else lastFrame.push(cb); // all of it went out just now: ws calls that frame's callbacks later
   };
   const asBuffer = (chunk: unknown) => (Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array));
 

@@ -25,6 +25,7 @@ export interface FleetSummaryPublisherDeps {
 export class FleetSummaryPublisher {
   private readonly pacer: PacedFlush;
   private publishedVersion = Number.NaN;
+  private stopped = false;
 
   constructor(private readonly deps: FleetSummaryPublisherDeps) {
     this.pacer = new PacedFlush(
@@ -37,7 +38,8 @@ export class FleetSummaryPublisher {
 
   /** A count changed (the tally said so): publish soon. */
   changed(): void {
-    this.pacer.schedule();
+    // After stop: the broker is closing, and its devices' disconnects still move the counts.
+    if (!this.stopped) this.pacer.schedule();
   }
 
   /**
@@ -50,8 +52,9 @@ export class FleetSummaryPublisher {
     return this.send(true);
   }
 
-  /** Drops a scheduled publish (on the way out: the retained summary dies with the broker). */
+  /** Drops a scheduled publish and any later one (on the way out: the retained summary dies with the broker). */
   stop(): void {
+    this.stopped = true;
     this.pacer.cancel();
   }
 

@@ -132,8 +132,12 @@ export async function loadDashboardAssets(options: {
   files.set('/', asset(Buffer.from(html), 'index.html'));
   files.set('/ui/style.css', asset(await fs.readFile(path.join(pageDir, 'style.css')), 'style.css'));
   files.set('/ui/icon.svg', asset(await fs.readFile(path.join(pageDir, 'icon.svg')), 'icon.svg'));
-  // The app's modules and the one shared module it imports at run time (the state vocabulary).
-  const appFiles = [...(await listFiles(path.join(appDir, 'dashboard'))), path.join(appDir, 'shared', 'states.js')];
+  // The app's modules and the shared ones it imports at run time (the state vocabulary, the id
+  // alphabet it checks device ids from a URL against, and the error type that one imports).
+  const appFiles = [
+    ...(await listFiles(path.join(appDir, 'dashboard'))),
+    ...['states.js', 'names.js', 'errors.js'].map((f) => path.join(appDir, 'shared', f)),
+  ];
   for (const file of appFiles) {
     const url = `/ui/${path.relative(appDir, file).split(path.sep).join('/')}`;
     files.set(url, asset(await fs.readFile(file), file));

@@ -293,9 +293,10 @@ export class RolloutService {
     const entry = this.mustLoad(id);
     const { rollout } = entry;
     // Per row, not a scan of the whole fleet: a canary rollout in a big fleet reads a few devices.
-    // From memory where the shell keeps it (presence, newest reports): a dashboard asks for a
-    // 9,000-device wave's list every few seconds while the wave runs, and a store read per device
-    // made each answer ~100-200 ms of the coordinator's only thread.
+    // From memory where the shell keeps it (presence; the newest report of every device that
+    // reported since the start): a dashboard asks for a 9,000-device wave's list every few seconds
+    // while the wave runs, and two store reads per device made each answer ~100-200 ms of the
+    // coordinator's only thread. A device silent since the start is still read from the store.
     const { store } = this.deps;
     const lastReport = this.deps.lastReport ?? ((id: string) => store.getDevice(id)?.lastReport);
     const isOnline = this.deps.isOnline ?? ((id: string) => store.getDevice(id)?.online ?? false);

@@ -1,4 +1,5 @@
 import mqtt, { type MqttClient } from 'mqtt';
+import { isSafeId } from '../../shared/names.js';
 
 /**
  * The page's one connection to the coordinator (design section 10): an MQTT client of its broker
@@ -74,8 +75,10 @@ export class Connection {
   private everConnected = false;
   private closed = false;
   private counter = 0;
-  /** The devices whose own topics are subscribed to (or will be, at the next connect). */
-  private watched = new Set<string>();
+  /** The devices whose own topics the page wants (subscribed to while live). */
+  private readonly watched = new Set<string>();
+  /** Those subscribed to on this connection (a clean session: none after a reconnect). */
+  private subscribed = new Set<string>();
   state: LinkState = { kind: 'connecting' };
 
   constructor(private readonly o: ConnectionOptions) {
@@ -115,6 +118,7 @@ export class Connection {
 
   private async onConnect(): Promise<void> {
     const p = this.o.prefix;
+    this.subscribed = new Set();
     this.o.onConnected?.();
     try {
       // Replies at QoS 1; the live topics at QoS 0: the page reads everything again at each
@@ -125,14 +129,14 @@ export class Connection {
       // Not `devices/+/...`: the page reads the coordinator's summaries (`rollouts/+`, `fleet`)
       // for counts, and the own topics of the devices on screen only (watch, below).
       await this.client.subscribeAsync([`${p}/rollouts/+`, `${p}/audit`, `${p}/fleet`], { qos: 0 });
-      const watched = [...this.watched].flatMap((id) => this.deviceTopics(id));
-      if (watched.length > 0) await this.client.subscribeAsync(watched, { qos: 0 });
     } catch (err) {
       this.onDown(`subscribing failed: ${(err as Error).message}`);
       return;
     }
     this.everConnected = true;
     this.set({ kind: 'live' });
+    // What the views asked for meanwhile too (watch() only records it until now).
+    this.syncWatched();
   }
 
   private deviceTopics(id: string): string[] {
@@ -141,26 +145,38 @@ export class Connection {
 
   /**
    * Follows these devices' own topics (the rows on screen): subscribes to the new ones, leaves the
-   * others. While not connected only the set changes; the next connect subscribes to all of it.
-   * A subscription's retained messages bring each device's newest report and status at once.
+   * others. While not live only the wish changes; going live subscribes to all of it. A
+   * subscription's retained messages bring each device's newest report and status at once. An id
+   * that is not a safe id (a device URL typed by hand: `#/devices/%2B`) is never put in a topic.
    */
   watch(added: readonly string[], removed: readonly string[]): void {
-    for (const id of added) this.watched.add(id);
+    for (const id of added) if (isSafeId(id)) this.watched.add(id);
     for (const id of removed) this.watched.delete(id);
-    if (this.state.kind !== 'live') return;
-    const fail = (err: Error | undefined | null) => {
-      if (err) this.onDown(`subscribing failed: ${err.message}`);
-    };
-    if (removed.length > 0)
+    if (this.state.kind === 'live') this.syncWatched();
+  }
+
+  /**
+   * Brings the subscriptions of this connection to what is wanted. The bookkeeping is synchronous
+   * and the broker handles one connection's packets in order (MQTT 3.1.1 section 4.6), so two
+   * calls in a row can neither lose nor repeat a change.
+   */
+  private syncWatched(): void {
+    const add = [...this.watched].filter((id) => !this.subscribed.has(id));
+    const drop = [...this.subscribed].filter((id) => !this.watched.has(id));
+    for (const id of add) this.subscribed.add(id);
+    for (const id of drop) this.subscribed.delete(id);
+    // A refusal is not the link going down: that row shows the snapshot, the rest of the page is live.
+    const ignore = () => {};
+    if (drop.length > 0)
       this.client.unsubscribe(
-        removed.flatMap((id) => this.deviceTopics(id)),
-        fail,
+        drop.flatMap((id) => this.deviceTopics(id)),
+        ignore,
       );
-    if (added.length > 0)
+    if (add.length > 0)
       this.client.subscribe(
-        added.flatMap((id) => this.deviceTopics(id)),
+        add.flatMap((id) => this.deviceTopics(id)),
         { qos: 0 },
-        fail,
+        ignore,
       );
   }
 

@@ -29,8 +29,9 @@ const REFRESH_ON: Record<string, readonly ('devices' | 'releases' | 'channels')[
 /** Refreshes asked for within this long are one request. */
 const REFRESH_DEBOUNCE_MS = 500;
 /**
- * The devices list filters the `device.ls` snapshot (the page does not receive every report): it
- * is fetched again when the fleet summary says something changed, at most this often.
+ * The devices list filters the `device.ls` snapshot (the page does not receive every report): while
+ * it filters on state, model or version, the snapshot is fetched again when the fleet summary says
+ * something changed, at most this often.
  */
 const DEVICES_REFRESH_MS = 5_000;
 
@@ -98,10 +99,11 @@ export function Dashboard({
     window.otaDashboard = { state, renders: renders.current };
   });
 
-  // Entering the devices list: its snapshot may be minutes old.
+  // Filtering the devices list on what changes with reports: its snapshot may be minutes old.
+  const snapshotFilter = filtersOnReports(route);
   useEffect(() => {
-    if (route.view === 'devices') devicesRefresh.current?.schedule();
-  }, [route.view]);
+    if (snapshotFilter) devicesRefresh.current?.schedule();
+  }, [snapshotFilter]);
 
   useEffect(() => {
     const onHash = () => setRoute(parseRoute(location.hash));
@@ -189,7 +191,7 @@ export function Dashboard({
           if (refreshes) scheduleRefresh(refreshes);
           for (const fn of auditListeners.current) fn(applied.event);
         }
-        if (applied.kind === 'fleet' && routeRef.current.view === 'devices') devicesRefresher.schedule();
+        if (applied.kind === 'fleet' && filtersOnReports(routeRef.current)) devicesRefresher.schedule();
         if (applied.kind !== 'ignored') batcher.schedule();
       },
       onState: (s) => {
@@ -277,6 +279,15 @@ export function Dashboard({
       ${notices.map((n) => html`<p class=${`notice ${n.kind}`} role=${n.kind === 'error' ? 'alert' : 'status'} key=${n.id}>${n.text}</p>`)}
     </div>
   </div>`;
+}
+
+/**
+ * Whether the route is the devices list filtered on something reports and presence change (state,
+ * online, model, version): only then does it need fresh snapshots. Ids and labels change only by
+ * enrolment and removal, which fetch the snapshot anyway (REFRESH_ON); unfiltered rows are live.
+ */
+function filtersOnReports(route: Route): boolean {
+  return route.view === 'devices' && (route.state !== '' || route.model !== '' || route.version !== '');
 }
 
 function renderView(route: Route, props: ViewProps) {

@@ -54,32 +54,19 @@ export function RolloutView(props: ViewProps & { id: string }) {
   const [stateFilter, setStateFilter] = useState('');
   const [page, setPage] = useState(1);
 
-  // The device list and the timeline: at open, at every reconnect, and after a wave starts.
-  useEffect(() => {
-    if (!live) return;
-    let gone = false;
-    connection
-      .ask<{ devices: RolloutDeviceRow[] }>('rollout.status', { id })
-      .then((r) => {
-        if (gone) return;
-        setRows(r.devices);
-        setLoadError(null);
-      })
-      .catch((err: Error) => !gone && setLoadError(err.message));
-    connection
-      .ask<AuditEvent[]>('audit.ls', { rolloutId: id, limit: 200, newest: true })
-      .then((events) => !gone && setTimeline(events))
-      .catch((err: Error) => !gone && setLoadError(`the timeline: ${err.message}`));
-    return () => {
-      gone = true;
-    };
-  }, [connection, live, id, generation]);
-
-  // The summary's counts moved: the rows again, throttled (each fetch is the whole rollout).
+  // The summary's counts moved: the rows again, throttled (each fetch is the whole rollout), and
+  // never two at once: a change while one is on its way asks for one more after it (a reply slower
+  // than the throttle must not be thrown away for a newer request, again and again).
+  const [rowsGeneration, setRowsGeneration] = useState(0);
+  const fetching = useRef(false);
+  const again = useRef(false);
   const rowsRefresher = useMemo(
     () =>
       new RenderBatcher(
-        () => setGeneration((g) => g + 1),
+        () => {
+          if (fetching.current) again.current = true;
+          else setRowsGeneration((g) => g + 1);
+        },
         {
           now: () => performance.now(),
           setTimeout: (fn, ms) => setTimeout(fn, ms),
@@ -90,6 +77,47 @@ export function RolloutView(props: ViewProps & { id: string }) {
     [],
   );
   useEffect(() => () => rowsRefresher.cancel(), [rowsRefresher]);
+
+  // The device list: at open, at every reconnect, after a wave starts, and as the counts move.
+  useEffect(() => {
+    if (!live) return;
+    let gone = false;
+    fetching.current = true;
+    connection
+      .ask<{ devices: RolloutDeviceRow[] }>('rollout.status', { id })
+      .then((r) => {
+        if (gone) return;
+        setRows(r.devices);
+        setLoadError(null);
+      })
+      .catch((err: Error) => !gone && setLoadError(err.message))
+      .finally(() => {
+        if (gone) return;
+        fetching.current = false;
+        if (again.current) {
+          again.current = false;
+          rowsRefresher.schedule();
+        }
+      });
+    return () => {
+      gone = true;
+      fetching.current = false;
+    };
+  }, [connection, live, id, generation, rowsGeneration, rowsRefresher]);
+
+  // The timeline: at open, at every reconnect, after a wave starts (then the live tail adds to it).
+  useEffect(() => {
+    if (!live) return;
+    let gone = false;
+    connection
+      .ask<AuditEvent[]>('audit.ls', { rolloutId: id, limit: 200, newest: true })
+      .then((events) => !gone && setTimeline(events))
+      .catch((err: Error) => !gone && setLoadError(`the timeline: ${err.message}`));
+    return () => {
+      gone = true;
+    };
+  }, [connection, live, id, generation]);
+
   const countsKey = summary ? `${summary.status}:${JSON.stringify(summary.waves.map((w) => w.counts))}` : '';
   const firstCounts = useRef(countsKey);
   useEffect(() => {
