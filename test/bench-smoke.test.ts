@@ -166,8 +166,9 @@ t.test(
     t.same(r.errors, []);
     t.same(r.pageErrors, [], 'the page threw nothing and logged no error');
     // waves 1,10,100:manual of 40 devices: the last (measured) wave holds 36, all on the rollout
-    // view's first page (50 rows), so the page follows each; 5 reports each (downloading,
-    // verifying, applying, probing, healthy), every one applied and rendered.
+    // view's first page (50 rows), so the page follows each: at most 5 reports each (downloading,
+    // verifying, applying, probing, healthy) are delay samples; those made before the row came on
+    // screen arrive as the stored copy (RETAIN 1) and are not (bench:dashboard, reportToScreen).
     const wave = devices - Math.ceil(devices * 0.1);
     t.match(r, {
       benchmark: 'dashboard',
@@ -176,7 +177,7 @@ t.test(
       load: { liveMs: Number, loadedMs: Number, longTasks: { longestMs: Number }, heapIdle: { usedMB: Number } },
       wave: {
         devices: wave,
-        reportToScreen: { count: wave * 5, p50Ms: Number, p95Ms: Number, maxMs: Number },
+        reportToScreen: { count: Number, p50Ms: Number, p95Ms: Number, maxMs: Number },
         healthyReportToBar: { count: wave, healthyReportsSent: wave, p95Ms: Number },
         healthyReportToSummary: { count: wave, p95Ms: Number, summaries: Number },
         healthySentAfterApproveMs: { first: Number, p50: Number, last: Number },
@@ -188,6 +189,8 @@ t.test(
       sim: { counters: { devices, reportErrors: 0, desiredInvalid: 0 } },
     });
     t.ok((r.wave as { renders: number }).renders > 0, 'the page rendered during the wave');
+    const samples = (r.wave as { reportToScreen: { count: number } }).reportToScreen.count;
+    t.ok(samples > 0 && samples <= wave * 5, `${samples} live reports of the rows measured (1 to ${wave * 5})`);
     t.match(r.goals, [goalShape, goalShape, goalShape]);
   },
 );

@@ -1,8 +1,9 @@
 import http from 'node:http';
 import mqttPacket from 'mqtt-packet';
 import t from 'tap';
-import WebSocket from 'ws';
+import WebSocket, { createWebSocketStream, WebSocketServer } from 'ws';
 import { attachWebSocket, type BrokerLogger, createBroker } from '../coordinator/broker/create-broker.js';
+import { coalesceWebSocketWrites } from '../coordinator/broker/websocket-frames.js';
 import { createTopics } from '../shared/topics.js';
 
 /**
@@ -163,4 +164,26 @@ t.test('a refused connection still gets its CONNACK before the close (written, t
     [{ cmd: 'connack', returnCode: 4 }],
     'bad user name or password (MQTT 3.1.1 section 3.2.2.3), then the close',
   );
+});
+
+t.test('what is written before the stream ends goes out, in one frame, before the close', async (t) => {
+  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+  t.teardown(() => new Promise<void>((resolve) => wss.close(() => resolve())));
+  await new Promise<void>((resolve) => wss.once('listening', () => resolve()));
+  wss.on('connection', (ws) => {
+    const stream = createWebSocketStream(ws);
+    coalesceWebSocketWrites(stream, ws);
+    stream.on('error', () => ws.terminate());
+    stream.write(Buffer.from('first '));
+    stream.write(Buffer.from('and last'));
+    stream.end();
+  });
+  const { port } = wss.address() as { port: number };
+  const client = new WebSocket(`ws://127.0.0.1:${port}`);
+  t.teardown(() => client.terminate());
+  const frames: string[] = [];
+  client.on('message', (data: Buffer) => frames.push(data.toString()));
+  const code = await new Promise<number>((resolve) => client.once('close', (c) => resolve(c)));
+  t.same(frames, ['first and last'], 'both writes, one frame');
+  t.not(code, 1006, 'then a closing handshake, not a dropped connection');
 });
