@@ -4,6 +4,7 @@ import type { Principal } from '../coordinator/broker/principal.js';
 import { OPS } from '../coordinator/commands/ops.js';
 import type { Role } from '../coordinator/store/records.js';
 import { createTopics } from '../shared/topics.js';
+import { prng } from './helpers/prng.js';
 
 // The broker ACL (coordinator/broker/acl.ts) against a small reference model of its rules,
 // written here from design section 3 and docs/security.md without calling acl.ts, names.ts or
@@ -14,20 +15,6 @@ import { createTopics } from '../shared/topics.js';
 
 const SEED = 0x0a11ce12;
 const CASES = 4000;
-
-/** mulberry32: a small, well-mixed 32-bit PRNG. */
-function prng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-  const pick = <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)] as T;
-  return { next, pick, bool: () => next() < 0.5 };
-}
 
 // ---- the reference model ----
 

@@ -1,8 +1,9 @@
 import http from 'node:http';
 import mqttPacket from 'mqtt-packet';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import WebSocket, { createWebSocketStream, WebSocketServer } from 'ws';
 import { attachWebSocket, type BrokerLogger, createBroker } from '../coordinator/broker/create-broker.js';
+import type { Authenticate } from '../coordinator/broker/principal.js';
 import { coalesceWebSocketWrites } from '../coordinator/broker/websocket-frames.js';
 import { createTopics } from '../shared/topics.js';
 
@@ -17,20 +18,23 @@ import { createTopics } from '../shared/topics.js';
 const quiet: BrokerLogger = { info() {}, debug() {}, warn() {}, error() {} };
 const topics = createTopics();
 
-t.test('deliveries to a WebSocket client: every packet, in order, in far fewer frames than packets', async (t) => {
-  const broker = await createBroker({
-    topics,
-    authenticate: (u, p) => (u === 'alice' && p === 'tok' ? { kind: 'operator', name: 'alice', role: 'viewer' } : null),
-    logger: quiet,
-  });
+/** A broker served over WebSocket at /mqtt on a loopback port, both closed at the end of `t`. */
+async function brokerOverWebSocket(t: Test, authenticate: Authenticate) {
+  const broker = await createBroker({ topics, authenticate, logger: quiet, refusalDelayMs: () => 0 });
   t.teardown(() => broker.close());
   const server = http.createServer();
   attachWebSocket(server, broker, '/mqtt');
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
   const { port } = server.address() as { port: number };
+  return { broker, url: `ws://127.0.0.1:${port}/mqtt` };
+}
 
-  const ws = new WebSocket(`ws://127.0.0.1:${port}/mqtt`, 'mqtt');
+t.test('deliveries to a WebSocket client: every packet, in order, in far fewer frames than packets', async (t) => {
+  const { broker, url } = await brokerOverWebSocket(t, (u, p) =>
+    u === 'alice' && p === 'tok' ? { kind: 'operator', name: 'alice', role: 'viewer' } : null,
+  );
+  const ws = new WebSocket(url, 'mqtt');
   t.teardown(() => ws.terminate());
   const parser = mqttPacket.parser({ protocolVersion: 4 });
   const packets: mqttPacket.Packet[] = [];
@@ -123,19 +127,8 @@ t.test('deliveries to a WebSocket client: every packet, in order, in far fewer f
 });
 
 t.test('a refused connection still gets its CONNACK before the close (written, then destroyed at once)', async (t) => {
-  const broker = await createBroker({
-    topics,
-    authenticate: () => null,
-    logger: quiet,
-    refusalDelayMs: () => 0,
-  });
-  t.teardown(() => broker.close());
-  const server = http.createServer();
-  attachWebSocket(server, broker, '/mqtt');
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
-  const { port } = server.address() as { port: number };
-  const ws = new WebSocket(`ws://127.0.0.1:${port}/mqtt`, 'mqtt');
+  const { url } = await brokerOverWebSocket(t, () => null);
+  const ws = new WebSocket(url, 'mqtt');
   t.teardown(() => ws.terminate());
   const parser = mqttPacket.parser({ protocolVersion: 4 });
   const packets: mqttPacket.Packet[] = [];

@@ -6,10 +6,11 @@ import { resolveCoordinatorConfig } from '../coordinator/config.js';
 import type { AdminTokenFile } from '../coordinator/identity/bootstrap.js';
 import { startCoordinator } from '../coordinator/service.js';
 import { createLogger } from '../shared/logger.js';
-import { type FleetSummary, FleetSummarySchema, type ModelState } from '../shared/messages.js';
+import { type FleetSummary, FleetSummarySchema } from '../shared/messages.js';
 import { decodePayload } from '../shared/payload.js';
 import { createTopics } from '../shared/topics.js';
 import { openSession, type Session } from './helpers/mqtt-session.js';
+import { type ModelSpec, reportOf } from './helpers/reports.js';
 
 // The retained fleet summary on ota/v1/fleet against a real coordinator in this process (real
 // Aedes, SQLite, HTTP) and real MQTT sessions: an operator watching it, devices enrolled with
@@ -98,24 +99,8 @@ async function device(t: Test, c: Running, id: string, token: string): Promise<S
   return session;
 }
 
-function report(s: Session, id: string, models: Record<string, { state: ModelState; current: string | null }>) {
-  const full = Object.fromEntries(
-    Object.entries(models).map(([name, m]) => [
-      name,
-      {
-        state: m.state,
-        version: m.current,
-        current: m.current,
-        previousVersion: null,
-        rolloutId: null,
-        progress: null,
-        attempt: 0,
-        error: null,
-        updatedAt: TS,
-      },
-    ]),
-  );
-  const payload = JSON.stringify({ deviceId: id, seq: 0, ts: TS, models: full, rejected: null });
+function report(s: Session, id: string, models: Record<string, ModelSpec>) {
+  const payload = JSON.stringify(reportOf(id, models, TS, 0));
   return s.client.publishAsync(topics.reported(id), payload, { qos: 1, retain: true });
 }
 

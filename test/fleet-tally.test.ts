@@ -3,7 +3,9 @@ import t from 'tap';
 import { FleetTally, tallyAudit } from '../coordinator/fleet/fleet-tally.js';
 import { openStore } from '../coordinator/store/sqlite-store.js';
 import { type FleetSummary, FleetSummarySchema, type Reported, ReportedSchema } from '../shared/messages.js';
-import { MODEL_STATES, type ModelState } from '../shared/states.js';
+import { MODEL_STATES } from '../shared/states.js';
+import { prng } from './helpers/prng.js';
+import { type ModelSpec, reportOf } from './helpers/reports.js';
 
 // The fleet counts behind the retained ota/v1/fleet summary (coordinator/fleet/fleet-tally.ts):
 // worked cases, seeding from a real SQLite store, and a seeded random walk of enrolments,
@@ -12,26 +14,9 @@ import { MODEL_STATES, type ModelState } from '../shared/states.js';
 const TS = '2026-12-06T10:00:00.000Z';
 const LATER = '2026-12-06T10:00:05.000Z';
 
-type ModelSpec = { state: ModelState; current: string | null };
-
-/** A report naming exactly `models` (a null-prototype record, as the schema parses it). */
+/** A report naming exactly `models`. */
 function report(deviceId: string, models: Record<string, ModelSpec>): Reported {
-  const out = Object.create(null) as Reported['models'];
-  for (const name of Object.keys(models)) {
-    const m = models[name] as ModelSpec;
-    out[name] = {
-      state: m.state,
-      version: m.current,
-      current: m.current,
-      previousVersion: null,
-      rolloutId: null,
-      progress: null,
-      attempt: 0,
-      error: null,
-      updatedAt: TS,
-    };
-  }
-  return { deviceId, seq: 1, ts: TS, models: out, rejected: null };
+  return reportOf(deviceId, models, TS);
 }
 
 t.test('counts follow enrolment, presence, reports and removal', async (t) => {
@@ -263,20 +248,6 @@ t.test('seeded from a real store: every device with its stored last report, all 
 });
 
 // ---- property: the incremental counts equal a recount from scratch after every step ----
-
-/** mulberry32: a small, well-mixed 32-bit PRNG (seeded: every run checks the same walk). */
-function prng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-  const pick = <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)] as T;
-  return { next, pick };
-}
 
 /** The summary computed the obvious way, from what each device is known to have reported. */
 function recount(
