@@ -30,7 +30,7 @@ import {
   waveSegments,
   waveStateCounts,
 } from '../dashboard/src/queries.js';
-import { RenderBatcher } from '../dashboard/src/render-batcher.js';
+import { REAL_TIMERS, RenderBatcher } from '../dashboard/src/render-batcher.js';
 import { formatRoute, parseRoute, type Route } from '../dashboard/src/router.js';
 import {
   checkSignIn,
@@ -825,4 +825,19 @@ t.test("a rollout's device list: filtered on the status rows, counted by the sum
   t.equal(all.page, 1);
   t.equal(waveStateCounts(sum, 7), null);
   t.same([...(waveStateCounts(sum, 1) ?? [])], [['healthy', 10]]);
+});
+
+t.test("the page's real timers: a scheduled render runs, a cancelled one never does", async (t) => {
+  let renders = 0;
+  const cancelled = new RenderBatcher(() => renders++, REAL_TIMERS, 0);
+  cancelled.schedule();
+  cancelled.cancel();
+  await new Promise<void>((resolve) => {
+    const b = new RenderBatcher(resolve, REAL_TIMERS, 0);
+    b.schedule();
+  });
+  // Both were due at the same time and timers of equal delay fire in order: the second ran, so
+  // the first would have run before it.
+  t.equal(renders, 0, 'the cancelled render did not run');
+  t.ok(REAL_TIMERS.now() > 0);
 });

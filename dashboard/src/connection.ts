@@ -76,7 +76,7 @@ export class Connection {
   private closed = false;
   private counter = 0;
   /** The devices whose own topics the page wants (subscribed to while live). */
-  private readonly watched = new Set<string>();
+  private watched = new Set<string>();
   /** Those subscribed to on this connection (a clean session: none after a reconnect). */
   private subscribed = new Set<string>();
   state: LinkState = { kind: 'connecting' };
@@ -144,14 +144,14 @@ export class Connection {
   }
 
   /**
-   * Follows these devices' own topics (the rows on screen): subscribes to the new ones, leaves the
-   * others. While not live only the wish changes; going live subscribes to all of it. A
-   * subscription's retained messages bring each device's newest report and status at once. An id
-   * that is not a safe id (a device URL typed by hand: `#/devices/%2B`) is never put in a topic.
+   * Follows these devices' own topics (the rows on screen) and no others': subscribes to the new
+   * ones, leaves the rest. While not live only the wish changes; going live subscribes to all of
+   * it. A subscription's retained messages bring each device's newest report and status at once.
+   * An id that is not a safe id (a device URL typed by hand: `#/devices/%2B`) is never put in a
+   * topic.
    */
-  watch(added: readonly string[], removed: readonly string[]): void {
-    for (const id of added) if (isSafeId(id)) this.watched.add(id);
-    for (const id of removed) this.watched.delete(id);
+  watch(ids: Iterable<string>): void {
+    this.watched = new Set([...ids].filter(isSafeId));
     if (this.state.kind === 'live') this.syncWatched();
   }
 

@@ -11,6 +11,13 @@ export interface Timers {
   clearTimeout(handle: unknown): void;
 }
 
+/** The page's own clock and timers, for every batcher and throttle it runs. */
+export const REAL_TIMERS: Timers = {
+  now: () => performance.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
+};
+
 export class RenderBatcher {
   private timer: unknown = null;
   private last = Number.NEGATIVE_INFINITY;

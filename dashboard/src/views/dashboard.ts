@@ -2,7 +2,7 @@ import { useCallback, useEffect, useMemo, useRef, useState } from 'preact/hooks'
 import type { AuditEvent } from '../../../shared/messages.js';
 import { Connection, type LinkState } from '../connection.js';
 import { type ChannelRow, type DeviceRow, FleetState, type ReleaseRow } from '../fleet-state.js';
-import { RenderBatcher } from '../render-batcher.js';
+import { REAL_TIMERS, RenderBatcher } from '../render-batcher.js';
 import { formatRoute, parseRoute, type Route, VIEWS } from '../router.js';
 import type { Credentials } from '../session-store.js';
 import { AuditView } from './audit-view.js';
@@ -82,15 +82,7 @@ export function Dashboard({
     setTimeout(() => setNotices((n) => n.filter((x) => x.id !== id)), kind === 'error' ? 12_000 : 5_000);
   }, []);
 
-  const batcher = useMemo(
-    () =>
-      new RenderBatcher(() => setFrame(state.version), {
-        now: () => performance.now(),
-        setTimeout: (fn, ms) => setTimeout(fn, ms),
-        clearTimeout: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
-      }),
-    [state],
-  );
+  const batcher = useMemo(() => new RenderBatcher(() => setFrame(state.version), REAL_TIMERS), [state]);
 
   // After each render is on screen: the reports it drew count as shown (bench:dashboard).
   useEffect(() => {
@@ -140,15 +132,7 @@ export function Dashboard({
         void refresh(now);
       }, REFRESH_DEBOUNCE_MS);
     };
-    const devicesRefresher = new RenderBatcher(
-      () => scheduleRefresh(['devices']),
-      {
-        now: () => performance.now(),
-        setTimeout: (fn, ms) => setTimeout(fn, ms),
-        clearTimeout: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
-      },
-      DEVICES_REFRESH_MS,
-    );
+    const devicesRefresher = new RenderBatcher(() => scheduleRefresh(['devices']), REAL_TIMERS, DEVICES_REFRESH_MS);
     devicesRefresh.current = devicesRefresher;
     // Everything the live topics do not carry, fetched at each (re)connect: what happened while
     // the page was away is in these snapshots, and the audit tail continues from its last seq.
@@ -205,7 +189,7 @@ export function Dashboard({
       },
     });
     // Views may have named their devices before this connection existed.
-    connection.watch([...state.watched], []);
+    connection.watch(state.watched);
     connectionRef.current = connection;
     return () => {
       stopped = true;
@@ -221,8 +205,9 @@ export function Dashboard({
   const watch = useCallback(
     (ids: readonly string[]) => {
       const { added, removed } = state.setWatched(ids);
-      connectionRef.current?.watch(added, removed);
-      if (added.length > 0 || removed.length > 0) batcher.schedule();
+      if (added.length === 0 && removed.length === 0) return;
+      connectionRef.current?.watch(state.watched);
+      batcher.schedule();
     },
     [state, batcher],
   );

@@ -14,7 +14,7 @@ import {
   rolloutDeviceList,
   rolloutTimeline,
 } from '../queries.js';
-import { RenderBatcher } from '../render-batcher.js';
+import { REAL_TIMERS, RenderBatcher } from '../render-batcher.js';
 import { ConfirmDialog } from './confirm-dialog.js';
 import type { ViewProps } from './context.js';
 import { html } from './html.js';
@@ -67,11 +67,7 @@ export function RolloutView(props: ViewProps & { id: string }) {
           if (fetching.current) again.current = true;
           else setRowsGeneration((g) => g + 1);
         },
-        {
-          now: () => performance.now(),
-          setTimeout: (fn, ms) => setTimeout(fn, ms),
-          clearTimeout: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
-        },
+        REAL_TIMERS,
         ROWS_REFRESH_MS,
       ),
     [],
