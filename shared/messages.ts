@@ -2,6 +2,15 @@ import { z } from 'zod';
 import { EnvelopeSchema } from './envelope.js';
 import { ERROR_CODES } from './errors.js';
 import { idRecordSchema } from './id-record.js';
+import {
+  CONFIDENCE_BINS,
+  MAX_SERIES,
+  MAX_VALUE_NAMES,
+  MAX_WINDOW_SECONDS,
+  METRIC_SOURCES,
+  VALUE_NAME_PATTERN,
+} from './metrics/limits.js';
+import { MAX_SKETCH_LEVEL, MAX_WIRE_BINS } from './metrics/sketch.js';
 import { ID_PATTERN, VERSION_PATTERN } from './names.js';
 import { SignatureSchema } from './signatures.js';
 import {
@@ -138,30 +147,95 @@ export const StatusSchema = z.object({
 });
 export type Status = z.infer<typeof StatusSchema>;
 
-// ---- metrics (device -> coordinator; experiments) ----
+// ---- metrics (device -> coordinator; docs/metrics.md) ----
 
-export const HistogramSchema = z
-  .object({
-    /** Upper bounds of the buckets, increasing; counts has one more entry (the overflow bucket). */
-    bounds: z.array(z.number()).max(64),
-    counts: z.array(count).max(65),
-  })
-  .refine((h) => h.counts.length === h.bounds.length + 1, 'counts must have one entry more than bounds')
-  .refine((h) => h.bounds.every((b, i) => i === 0 || b > (h.bounds[i - 1] as number)), 'bounds must increase');
-
-export const MetricsSchema = z.object({
-  ts: isoDate,
-  models: perModel(
-    z.object({
-      version,
-      windowSeconds: z.number().int().min(1).max(86_400),
-      count,
-      errors: count.default(0),
-      latencyMs: HistogramSchema,
-      confidence: HistogramSchema.optional(),
-    }),
-  ),
+/**
+ * Sketch bins: counts[i] counts the values of bin offset + i. Bins are positions on a log scale
+ * (shared/metrics/sketch.ts), so the offset is small: |offset| < 2^20 covers every double.
+ */
+const SketchBinsSchema = z.object({
+  offset: z
+    .number()
+    .int()
+    .min(-(2 ** 20))
+    .max(2 ** 20),
+  counts: z.array(count).min(1).max(MAX_WIRE_BINS),
 });
+
+const finite = z.number().finite();
+
+/** A DDSketch of one quantity (latency, a custom value) over a window: numbers only. */
+export const SketchSchema = z
+  .object({
+    level: z.number().int().min(0).max(MAX_SKETCH_LEVEL),
+    count,
+    sum: finite,
+    min: finite,
+    max: finite,
+    zeros: count,
+    positive: SketchBinsSchema.optional(),
+    negative: SketchBinsSchema.optional(),
+  })
+  .refine(
+    (s) => (s.positive?.counts.length ?? 0) + (s.negative?.counts.length ?? 0) <= MAX_WIRE_BINS,
+    `at most ${MAX_WIRE_BINS} bins per sketch`,
+  )
+  .refine(
+    (s) =>
+      s.count ===
+      s.zeros +
+        (s.positive?.counts.reduce((a, b) => a + b, 0) ?? 0) +
+        (s.negative?.counts.reduce((a, b) => a + b, 0) ?? 0),
+    'count must equal zeros plus the counts of the bins',
+  )
+  .refine((s) => s.count === 0 || s.min <= s.max, 'min must not exceed max');
+
+const valueName = z.string().regex(VALUE_NAME_PATTERN, 'must be 1-32 lowercase letters, digits, "_", from a letter');
+
+export const MetricSeriesSchema = z
+  .object({
+    model: id,
+    /** The version the application says it ran (it may change under it during a swap). */
+    version,
+    source: z.enum(METRIC_SOURCES),
+    /** Observations in the window (each has a latency). */
+    count,
+    errors: count,
+    latencyMs: SketchSchema,
+    /** Observations with a confidence, by bin of width 1/CONFIDENCE_BINS over [0, 1]. */
+    confidence: z.array(count).length(CONFIDENCE_BINS).optional(),
+    /** Named custom values (names declared in the agent config). */
+    values: idRecordSchema(valueName, SketchSchema)
+      .refine((v) => Object.keys(v).length <= MAX_VALUE_NAMES, `at most ${MAX_VALUE_NAMES} values per series`)
+      .optional(),
+  })
+  .refine((s) => s.errors <= s.count, 'errors must not exceed count')
+  .refine((s) => s.latencyMs.count === s.count, 'latencyMs.count must equal count');
+export type MetricSeries = z.infer<typeof MetricSeriesSchema>;
+
+export const MetricsSchema = z
+  .object({
+    /** When the agent closed the window (or merged it). */
+    ts: isoDate,
+    windowStart: isoDate,
+    windowSeconds: z.number().int().min(1).max(MAX_WINDOW_SECONDS),
+    /** Windows this summary stands for: more than 1 after the agent merged windows during an outage. */
+    windowsMerged: z.number().int().min(1).max(1_000_000).default(1),
+    series: z.array(MetricSeriesSchema).max(MAX_SERIES * 2),
+    /** What the agent could not keep since its previous summary (never silently). */
+    dropped: z
+      .object({
+        /** Observations refused: bad lines, unknown models, versions or value names, series over the cap. */
+        observations: count.default(0),
+        /** Whole windows the outbox had to drop (merging was not enough). */
+        windows: count.default(0),
+      })
+      .optional(),
+  })
+  .refine(
+    (m) => new Set(m.series.map((s) => `${s.model}\u0000${s.version}\u0000${s.source}`)).size === m.series.length,
+    'one series per (model, version, source)',
+  );
 export type Metrics = z.infer<typeof MetricsSchema>;
 
 // ---- rollout summary (coordinator, retained) ----

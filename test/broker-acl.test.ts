@@ -50,12 +50,21 @@ const json = (v: unknown) => Buffer.from(JSON.stringify(v));
 const reported = (deviceId: string, extra: object = {}) =>
   json({ deviceId, seq: 0, ts: now(), models: {}, note: uniq(), ...extra });
 const status = (online = true) => json({ online, ts: now(), agentVersion: `t-${uniq()}` });
+const threeLatencies = {
+  level: 0,
+  count: 3,
+  sum: 12,
+  min: 3,
+  max: 5,
+  zeros: 0,
+  positive: { offset: 56, counts: [1, 0, 2] },
+};
 const metrics = (model = 'det') =>
   json({
     ts: now(),
-    models: {
-      [model]: { version: '1.0.0', windowSeconds: 60, count: seq++, latencyMs: { bounds: [10], counts: [1, 2] } },
-    },
+    windowStart: now(),
+    windowSeconds: 60,
+    series: [{ model, version: '1.0.0', source: 'app', count: 3, errors: seq++ % 2, latencyMs: threeLatencies }],
   });
 const command = (clientId: string, extra: object = {}) =>
   json({ correlationId: uniq(), replyTo: topics.reply(clientId, `r${seq}`), args: {}, ...extra });
@@ -581,7 +590,7 @@ t.test('malformed and oversize payloads are refused on every device topic and cm
       'dev-a',
       'dev-a',
       topics.metrics('dev-a'),
-      json({ ts: now(), models: { det: { version: '1', windowSeconds: 0 } } }),
+      json({ ts: now(), windowStart: now(), windowSeconds: 0, series: [] }),
       /metrics/,
     ],
     ['metrics: oversize', 'dev-a', 'dev-a', topics.metrics('dev-a'), Buffer.alloc(OVER, 0x20), /limit/],

@@ -19,6 +19,7 @@ import type { Envelope } from '../shared/envelope.js';
 import { idRecord, ownEntry } from '../shared/id-record.js';
 import { publicKeyToJson } from '../shared/keys.js';
 import { DesiredStateSchema, MetricsSchema, type Reported, ReportedSchema } from '../shared/messages.js';
+import { VALUE_NAME_PATTERN } from '../shared/metrics/limits.js';
 import { assertSafeName, isSafeId } from '../shared/names.js';
 import { judgeOutputs } from '../shared/probe-check.js';
 import { ProbeSpecSchema, probeModelMismatches } from '../shared/probe-spec.js';
@@ -104,10 +105,22 @@ t.test('wire and state schemas parse records keyed by model without a prototype'
     const reported = ReportedSchema.parse(
       JSON.parse(JSON.stringify({ deviceId: name, seq: 1, ts, models: { [held]: reportedModel } })),
     );
-    const histogram = { bounds: [1], counts: [0, 0] };
+    const sketch = { level: 0, count: 0, sum: 0, min: 0, max: 0, zeros: 0 };
     const metrics = MetricsSchema.parse({
       ts,
-      models: { [held]: { version: '1.0', windowSeconds: 60, count: 0, latencyMs: histogram } },
+      windowStart: ts,
+      windowSeconds: 60,
+      series: [
+        {
+          model: held,
+          version: '1.0',
+          source: 'app',
+          count: 0,
+          errors: 0,
+          latencyMs: sketch,
+          values: VALUE_NAME_PATTERN.test(held) ? { [held]: sketch } : {},
+        },
+      ],
     });
     const state = AgentStateSchema.parse(
       JSON.parse(JSON.stringify({ ...initialState(), floors: { [held]: 1 }, models: {}, desired })),
@@ -115,7 +128,7 @@ t.test('wire and state schemas parse records keyed by model without a prototype'
     for (const [what, rec] of [
       ['desired', desired.models],
       ['reported', reported.models],
-      ['metrics', metrics.models],
+      ['metrics values', metrics.series[0]?.values],
       ['agent state floors', state.floors],
       ['agent state models', state.models],
       ['agent state desired', state.desired?.models],

@@ -85,15 +85,30 @@ const SAMPLES = {
     schema: MetricsSchema,
     valid: {
       ts: TS,
-      models: {
-        detector: {
+      windowStart: TS,
+      windowSeconds: 60,
+      windowsMerged: 1,
+      series: [
+        {
+          model: 'detector',
           version: '1.0',
-          windowSeconds: 60,
+          source: 'app',
           count: 5,
-          errors: 0,
-          latencyMs: { bounds: [1, 10], counts: [1, 3, 1] },
+          errors: 1,
+          latencyMs: {
+            level: 0,
+            count: 5,
+            sum: 40,
+            min: 5,
+            max: 12,
+            zeros: 0,
+            positive: { offset: 81, counts: [1, 3, 0, 1] },
+          },
+          confidence: [0, 0, 0, 0, 0, 0, 1, 1, 1, 1],
+          values: { queue_depth: { level: 0, count: 2, sum: 0, min: 0, max: 0, zeros: 2 } },
         },
-      },
+      ],
+      dropped: { observations: 0, windows: 0 },
     },
   },
   rolloutSummary: {
