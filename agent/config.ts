@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { OtaError } from '../shared/errors.js';
 import { DEVICE_SECRET_RULE, type SecretFileRule, secretFileError } from '../shared/file-permissions.js';
 import { type PublicKey, PublicKeyJsonSchema, publicKeyFromJson } from '../shared/keys.js';
+import { MAX_VALUE_NAMES, VALUE_NAME_PATTERN } from '../shared/metrics/limits.js';
 import { ID_PATTERN } from '../shared/names.js';
 import { DEFAULT_PREFIX } from '../shared/topics.js';
 
@@ -15,6 +16,8 @@ import { DEFAULT_PREFIX } from '../shared/topics.js';
 
 export const DEFAULT_CONFIG_FILE = '/etc/ota-agent/config.json';
 export const DEFAULT_STATE_DIR = '/var/lib/ota-agent';
+/** sun_path is 108 bytes on Linux, with the terminating NUL (unix(7)). */
+const MAX_SOCKET_PATH_BYTES = 107;
 
 const absolutePath = z.string().refine((p) => path.isAbsolute(p), 'must be an absolute path');
 
@@ -95,6 +98,32 @@ export const AgentConfigSchema = z.strictObject({
   reloadActions: z.record(z.string(), ProgramSchema).default({}),
   /** Programs an `exec` extra probe of a signed manifest may run (absolute paths, exact match). */
   execProbeAllowlist: z.array(absolutePath).default([]),
+  /**
+   * Device metrics (docs/metrics.md): applications report each inference on a local Unix socket;
+   * the agent sends one summary per window. `socket` defaults to $RUNTIME_DIRECTORY/metrics.sock
+   * under systemd (RuntimeDirectory=ota-agent: /run/ota-agent/metrics.sock), else
+   * <stateDir>/metrics.sock. `values` declares the custom value names applications may report:
+   * nothing else reaches the coordinator.
+   */
+  metrics: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      socket: absolutePath
+        .refine(
+          (p) => Buffer.byteLength(p) <= MAX_SOCKET_PATH_BYTES,
+          `a Unix socket path is at most ${MAX_SOCKET_PATH_BYTES} bytes`,
+        )
+        .optional(),
+      windowSeconds: z.number().int().min(1).max(3600).default(60),
+      /** Closed windows kept on disk while offline; older ones are merged into coarser windows beyond it. */
+      maxPendingWindows: z.number().int().min(2).max(100_000).default(1440),
+      values: z
+        .array(z.string().regex(VALUE_NAME_PATTERN, 'must be 1-32 lowercase letters, digits, "_", from a letter'))
+        .max(MAX_VALUE_NAMES)
+        .refine((v) => new Set(v).size === v.length, 'names must differ')
+        .default([]),
+    })
+    .default({ enabled: true, windowSeconds: 60, maxPendingWindows: 1440, values: [] }),
   /** Reports kept on disk while the broker is unreachable. */
   outboxLimit: z.number().int().min(1).max(100_000).default(1000),
   /** Agent starts tolerated within one update step before the update is stopped (loop guard). */
@@ -103,9 +132,12 @@ export const AgentConfigSchema = z.strictObject({
 });
 export type AgentConfigFile = z.infer<typeof AgentConfigSchema>;
 
-export interface AgentConfig extends Omit<AgentConfigFile, 'token' | 'tokenFile' | 'coordinatorKey' | 'trustedKeys'> {
+export interface AgentConfig
+  extends Omit<AgentConfigFile, 'token' | 'tokenFile' | 'coordinatorKey' | 'trustedKeys' | 'metrics'> {
   token: string;
   stateDir: string;
+  /** With `socket` resolved (see the schema). */
+  metrics: AgentConfigFile['metrics'] & { socket: string };
   coordinatorKey: PublicKey;
   trustedKeys: PublicKey[];
   source: string;
@@ -247,11 +279,22 @@ export function loadAgentConfig(options: LoadOptions): AgentConfig {
         throw configError(source, `key "${key}[${i}]": ${(err as Error).message}`);
       }
     });
-  const stateDir = options.stateDir ?? c.stateDir ?? env.STATE_DIRECTORY?.split(':')[0] ?? DEFAULT_STATE_DIR;
+  const stateDir = path.resolve(
+    options.stateDir ?? c.stateDir ?? env.STATE_DIRECTORY?.split(':')[0] ?? DEFAULT_STATE_DIR,
+  );
+  const runtimeDir = env.RUNTIME_DIRECTORY?.split(':')[0];
+  const socket = c.metrics.socket ?? path.join(runtimeDir ? path.resolve(runtimeDir) : stateDir, 'metrics.sock');
+  if (Buffer.byteLength(socket) > MAX_SOCKET_PATH_BYTES) {
+    throw configError(
+      source,
+      `key "metrics.socket": the default ${socket} is longer than a Unix socket path may be (${MAX_SOCKET_PATH_BYTES} bytes); set "metrics.socket" to a shorter path`,
+    );
+  }
   return {
     ...c,
     token,
-    stateDir: path.resolve(stateDir),
+    stateDir,
+    metrics: { ...c.metrics, socket },
     coordinatorKey: keys([c.coordinatorKey], 'coordinatorKey')[0] as PublicKey,
     trustedKeys: keys(c.trustedKeys, 'trustedKeys'),
     source,

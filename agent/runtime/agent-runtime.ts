@@ -60,6 +60,8 @@ export interface RuntimeDeps {
   inspectModel: (modelFile: string, installDir: string) => Promise<ErrorInfo | null>;
   facts: () => Promise<DeviceFacts>;
   crashPoint: (point: CrashPoint) => void;
+  /** A health probe passed: its own inference latency, for the device metrics (source `probe`). */
+  onProbeLatency?: (model: string, version: string, latencyMs: number) => void;
 }
 
 /**
@@ -131,6 +133,29 @@ export class AgentRuntime {
 
   snapshot(): AgentState {
     return this.state;
+  }
+
+  /**
+   * The versions of `model` an application on this device may be running: what `current` and
+   * `previous` point to, and the version being installed or probed (a swap can happen under an
+   * application between loading and reporting). Undefined for a model this agent does not hold.
+   */
+  knownVersions(model: string): ReadonlySet<string> | undefined {
+    const record = this.state ? ownEntry(this.state.models, model) : undefined;
+    if (!record) return undefined;
+    const versions = new Set<string>();
+    for (const v of [record.links.current, record.links.previous, record.target?.version]) if (v) versions.add(v);
+    return versions;
+  }
+
+  /** Calls `listener` on every (re)connection to the broker. */
+  onConnected(listener: () => void): void {
+    this.session.on('connected', listener);
+  }
+
+  /** A device metrics summary (QoS 1, not retained): resolves on the broker's PUBACK, rejects if the link drops first. */
+  publishMetrics(payload: Buffer): Promise<void> {
+    return this.session.publish(this.topics.metrics(this.deps.config.deviceId), payload, false);
   }
 
   async start(): Promise<void> {
@@ -391,6 +416,7 @@ export class AgentRuntime {
         crashPoint('probed');
         if (result.ok) {
           this.deps.logger.info({ model, version: target.version, latencyMs: result.latencyMs }, 'probe passed');
+          this.deps.onProbeLatency?.(model, target.version, result.latencyMs);
           await this.dispatch({ type: 'probe_passed', model, generation });
         } else {
           await this.dispatch({

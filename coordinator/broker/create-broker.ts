@@ -7,6 +7,7 @@ import { createWebSocketStream, WebSocketServer } from 'ws';
 import {
   type CommandRequest,
   CommandRequestSchema,
+  type Metrics,
   MetricsSchema,
   type Reported,
   ReportedSchema,
@@ -92,6 +93,14 @@ export interface BrokerOptions {
   connectTimeoutMs?: number;
   /** An extra payload check after the built-in ones: the reason to refuse, or null. */
   validate?: (topic: string, payload: Buffer, p: Principal, clientId: string) => string | null;
+  /**
+   * Stores a device's metrics summary; the PUBACK waits for it (Aedes acknowledges a QoS 1 publish
+   * once authorizePublish answers, aedes/lib/handlers/publish.js), so a summary the agent saw
+   * acknowledged is committed: the agent deletes it from its outbox then (docs/metrics.md). A
+   * rejection refuses the publish, which closes the connection (MQTT 3.1.1 has no negative
+   * PUBACK); the agent keeps the summary and sends it again after reconnecting.
+   */
+  acceptMetrics?: (deviceId: string, metrics: Metrics) => Promise<void>;
   /** While true, device publishes are handled at most `devicePublishesPerTurn` per turn (IngestGate). */
   holdDeviceIngest?: () => boolean;
   /** Default 2,000. */
@@ -189,6 +198,7 @@ type Will = NonNullable<ConnectPacket['will']>;
 export type DecodedPayload =
   | { kind: 'reported'; deviceId: string; value: Reported }
   | { kind: 'status'; deviceId: string; value: Status }
+  | { kind: 'metrics'; deviceId: string; value: Metrics }
   | { kind: 'cmd'; op: string; value: CommandRequest };
 
 export async function createBroker(options: BrokerOptions): Promise<Broker> {
@@ -264,7 +274,11 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
           };
           break;
         case 'metrics':
-          decodePayload(MetricsSchema, payload, `metrics of ${parsed.deviceId}`, maxBytes);
+          decoded = {
+            kind: 'metrics',
+            deviceId: parsed.deviceId,
+            value: decodePayload(MetricsSchema, payload, `metrics of ${parsed.deviceId}`, maxBytes),
+          };
           break;
         case 'cmd': {
           const request = decodePayload(CommandRequestSchema, payload, `command ${parsed.op}`, maxBytes);
@@ -310,8 +324,19 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     const allowed = canPublish(principal, client.id, packet.topic, { retain: packet.retain, will: false }, topics);
     const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
     const problem = allowed === true ? checkPayload(packet.topic, payload, principal, client.id) : allowed;
-    if (problem !== null) refusePublish(client.id, packet, problem, callback);
-    else callback(null);
+    if (problem !== null) {
+      refusePublish(client.id, packet, problem, callback);
+      return;
+    }
+    const decoded = decodedPayloads.get(payload);
+    if (decoded?.kind === 'metrics' && options.acceptMetrics) {
+      options.acceptMetrics(decoded.deviceId, decoded.value).then(
+        () => callback(null),
+        (err: Error) => refusePublish(client.id, packet, `metrics not stored: ${err.message}`, callback),
+      );
+      return;
+    }
+    callback(null);
   }
 
   function refusePublish(

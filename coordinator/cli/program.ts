@@ -8,6 +8,7 @@ import { registerDevice } from './commands/device.js';
 import { registerGroup } from './commands/group.js';
 import { registerKey } from './commands/key.js';
 import { registerKeygen } from './commands/keygen.js';
+import { registerMetrics } from './commands/metrics.js';
 import { registerOperator } from './commands/operator.js';
 import { registerReleaseLs, registerReleasePublish } from './commands/release.js';
 import { registerReleaseSign } from './commands/release-sign.js';
@@ -61,6 +62,7 @@ export function createProgram(io: CliIo, json: { errText: string[] } | null = nu
   registerReleaseLs(release, io);
   registerChannel(program, io);
   registerRollout(program, io);
+  registerMetrics(program, io);
   registerAudit(program, io);
   registerOperator(program, io);
   registerCompletion(program, io);

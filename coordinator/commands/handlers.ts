@@ -4,6 +4,7 @@ import { OtaError } from '../../shared/errors.js';
 import type { ReportedModel } from '../../shared/messages.js';
 import { ID_PATTERN, VERSION_PATTERN } from '../../shared/names.js';
 import type { FleetService } from '../fleet/fleet-service.js';
+import { type MetricsQueryArgs, MetricsQueryArgsSchema } from '../metrics/query-args.js';
 import type { RolloutService } from '../rollout/rollout-service.js';
 import { parseWaves } from '../rollout/strategy.js';
 import type { Role } from '../store/records.js';
@@ -20,6 +21,8 @@ export interface CommandContext {
   actor: string;
   /** The role of the operator who asked. */
   role: Role;
+  /** Device metrics summaries (coordinator/metrics): what `otactl metrics` reads. */
+  metrics: { query(args: MetricsQueryArgs): unknown };
 }
 
 const id = z.string().regex(ID_PATTERN, 'use 1-64 letters, digits, ".", "_" or "-"');
@@ -80,6 +83,7 @@ const ARGS = {
     afterSeq: z.number().int().min(0).optional(),
     limit: z.number().int().min(1).max(1000).optional(),
   }),
+  'metrics.query': MetricsQueryArgsSchema,
   'operator.add': z.strictObject({ name: id, role: z.enum(['admin', 'operator', 'viewer']) }),
   'operator.ls': z.strictObject({}),
   'operator.rm': z.strictObject({ name: id }),
@@ -195,6 +199,7 @@ export const HANDLERS: { [O in Op]: Handler<O> } = {
     // The whole chain is verified once, with the last page (not once per page).
     return { events, verdict: events.length < limit ? c.store.verifyAudit() : null };
   },
+  'metrics.query': (a, c) => c.metrics.query(a),
   'operator.add': (a, c) => {
     const { name, role, token }: { name: string; role: Role; token: string } = c.fleet.addOperator(
       a.name,

@@ -34,6 +34,7 @@ export const OPS = {
   'audit.ls': 'viewer',
   'audit.verify': 'viewer',
   'audit.export': 'viewer',
+  'metrics.query': 'viewer',
   'operator.add': 'admin',
   'operator.ls': 'admin',
   'operator.rm': 'admin',

@@ -109,6 +109,8 @@ export class FleetFixture {
       start?: boolean;
       /** Overrides of the agent config's `broker` section (e.g. a proxy URL, keepaliveSeconds). */
       broker?: Record<string, unknown>;
+      /** More top-level keys of the agent config (e.g. `metrics`). */
+      config?: Record<string, unknown>;
     } = {},
   ) {
     const result = await this.admin.call<{ agentConfig: Record<string, unknown>; token: string }>('device.add', {
@@ -127,6 +129,7 @@ export class FleetFixture {
         stateDir: path.join(this.dir, `${id}-state`),
         logLevel: 'debug',
         download: { backoffBaseMs: 100, backoffMaxMs: 1_000, maxAttempts: 3, stallTimeoutMs: 5_000, reserveMB: 0 },
+        ...options.config,
       }),
       { mode: 0o600 }, // it holds the token: private, as otactl writes it
     );

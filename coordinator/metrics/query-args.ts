@@ -1,0 +1,25 @@
+import { z } from 'zod';
+import { METRIC_SOURCES } from '../../shared/metrics/limits.js';
+import { ID_PATTERN, VERSION_PATTERN } from '../../shared/names.js';
+
+const id = z.string().regex(ID_PATTERN, 'use 1-64 letters, digits, ".", "_" or "-"');
+
+/** The longest look back a query may ask for (retention may be set up to this). */
+export const MAX_QUERY_SECONDS = 366 * 86_400;
+/** Devices a `--devices` list may name (it reads their raw windows). */
+export const MAX_QUERY_DEVICES = 1_000;
+
+/** `metrics.query` (otactl metrics): which model's summaries, of which devices, over which time. */
+export const MetricsQueryArgsSchema = z
+  .strictObject({
+    model: id,
+    version: z.string().regex(VERSION_PATTERN, 'use 1-64 letters, digits, ".", "_", "+" or "-"').optional(),
+    group: id.optional(),
+    devices: z.array(id).min(1).max(MAX_QUERY_DEVICES).optional(),
+    /** From this many seconds ago until now. */
+    sinceSeconds: z.number().int().min(60).max(MAX_QUERY_SECONDS).default(3_600),
+    by: z.enum(['version', 'device']).default('version'),
+    source: z.enum(METRIC_SOURCES).default('app'),
+  })
+  .refine((a) => a.group === undefined || a.devices === undefined, 'name a group or a device list, not both');
+export type MetricsQueryArgs = z.infer<typeof MetricsQueryArgsSchema>;
