@@ -267,7 +267,8 @@ export const ERROR_CODES = {
   },
   E_METRICS_UNKNOWN_VERSION: {
     area: 'metrics',
-    meaning: 'An observation names a version of the model that the agent does not have (current, previous or installing).',
+    meaning:
+      'An observation names a version of the model that the agent does not have (current, previous or installing).',
     fix: 'Report the version the application actually loaded (the target of models/<name>/current).',
   },
   E_METRICS_VALUE_NAME: {

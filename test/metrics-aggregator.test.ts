@@ -20,7 +20,10 @@ function checkQuantiles(t: Test, s: WireSketch, values: number[], what: string):
   for (const q of QUANTILES) {
     const got = quantile(s, q) as number;
     const want = exactQuantile(sorted, q);
-    t.ok(Math.abs(got - want) <= alpha * Math.abs(want) + 1e-12, `${what} p${q * 100}: ${got} ~ ${want} (level ${s.level})`);
+    t.ok(
+      Math.abs(got - want) <= alpha * Math.abs(want) + 1e-12,
+      `${what} p${q * 100}: ${got} ~ ${want} (level ${s.level})`,
+    );
   }
 }
 
@@ -38,9 +41,13 @@ t.test('a window: counts, errors, confidence bins, quantiles vs exact values', a
     const error = random() < 0.03;
     latencies.push(latencyMs);
     boxes.push(b);
-    confidence[Math.min(9, Math.floor(c * 10))]++;
+    const bin = Math.min(9, Math.floor(c * 10));
+    confidence[bin] = (confidence[bin] as number) + 1;
     if (error) errors++;
-    t.equal(agg.add({ model: 'detector', version: '1.1.0', latencyMs, confidence: c, error, values: { boxes: b } }), true);
+    t.equal(
+      agg.add({ model: 'detector', version: '1.1.0', latencyMs, confidence: c, error, values: { boxes: b } }),
+      true,
+    );
   }
   agg.recordProbe('detector', '1.1.0', 42);
   t.equal(agg.droppedSinceClose, 0);
@@ -93,7 +100,8 @@ t.test('the byte budget holds against an adversarial spread, quantiles within th
       const values = Object.fromEntries(names.map((n) => [n, spread()]));
       agg.add({ model, version, latencyMs, confidence: random(), values });
       (exact.get(`${s}/latency`) ?? exact.set(`${s}/latency`, []).get(`${s}/latency`))?.push(latencyMs);
-      for (const n of names) (exact.get(`${s}/${n}`) ?? exact.set(`${s}/${n}`, []).get(`${s}/${n}`))?.push(values[n] as number);
+      for (const n of names)
+        (exact.get(`${s}/${n}`) ?? exact.set(`${s}/${n}`, []).get(`${s}/${n}`))?.push(values[n] as number);
     }
   }
   for (let i = 0; i < 100; i++) agg.recordProbe('object-detector-0', '1.0.0-rc.1', 10 ** (-6 + random() * 15));
@@ -112,16 +120,23 @@ t.test('the byte budget holds against an adversarial spread, quantiles within th
   }
 });
 
-t.test('fitToBudget: null when even the coarsest sketches cannot fit; close() then drops the smallest series, counted', async (t) => {
-  const agg = new WindowAggregator({ budgetBytes: 1200 });
-  for (let s = 0; s < 6; s++)
-    for (let i = 0; i <= s; i++) agg.add({ model: `m${s}`, version: '1', latencyMs: 10 ** (i % 5), values: { v: i } });
-  const m = agg.close(START, NOW, 60) as Metrics;
-  t.ok(encodedBytes(m) <= 1200);
-  t.ok(MetricsSchema.safeParse(m).success);
-  const kept = m.series.reduce((n, s) => n + s.count, 0);
-  t.ok(m.series.length < 6, `${m.series.length} series kept`);
-  t.equal(kept + (m.dropped?.observations ?? 0), 21, 'every observation is in a series or counted as dropped');
-  t.notOk(m.series.some((s) => s.model === 'm0'), 'the smallest series went first');
-  t.equal(fitToBudget(m, 10), null);
-});
+t.test(
+  'fitToBudget: null when even the coarsest sketches cannot fit; close() then drops the smallest series, counted',
+  async (t) => {
+    const agg = new WindowAggregator({ budgetBytes: 1200 });
+    for (let s = 0; s < 6; s++)
+      for (let i = 0; i <= s; i++)
+        agg.add({ model: `m${s}`, version: '1', latencyMs: 10 ** (i % 5), values: { v: i } });
+    const m = agg.close(START, NOW, 60) as Metrics;
+    t.ok(encodedBytes(m) <= 1200);
+    t.ok(MetricsSchema.safeParse(m).success);
+    const kept = m.series.reduce((n, s) => n + s.count, 0);
+    t.ok(m.series.length < 6, `${m.series.length} series kept`);
+    t.equal(kept + (m.dropped?.observations ?? 0), 21, 'every observation is in a series or counted as dropped');
+    t.notOk(
+      m.series.some((s) => s.model === 'm0'),
+      'the smallest series went first',
+    );
+    t.equal(fitToBudget(m, 10), null);
+  },
+);

@@ -32,7 +32,10 @@ t.test('a valid observation and a valid batch', async (t) => {
   t.equal(one.dropped, 0);
   t.match(one.observations[0], { ...ok, confidence: 1, error: false });
   t.equal(Object.getPrototypeOf(one.observations[0]?.values), null, 'values is a null-prototype record');
-  const batch = parseObservationLine(JSON.stringify([ok, { ...ok, model: 'constructor', version: '2.0.0' }, { ...ok, latencyMs: -1 }]), ctx);
+  const batch = parseObservationLine(
+    JSON.stringify([ok, { ...ok, model: 'constructor', version: '2.0.0' }, { ...ok, latencyMs: -1 }]),
+    ctx,
+  );
   t.equal(batch.observations.length, 2, 'a model named constructor is an ordinary model');
   t.equal(batch.refused.length, 1);
   t.equal(batch.refused[0]?.index, 2, 'a refusal in a batch names its index');
@@ -58,8 +61,16 @@ t.test('every error code, with a message naming the fix', async (t) => {
     [JSON.stringify({ ...ok, values: null }), 'E_METRICS_FIELD', /object of name to number/],
     [JSON.stringify({ ...ok, values: { boxes: 'three' } }), 'E_METRICS_FIELD', /"boxes" must be a number/],
     [JSON.stringify({ ...ok, input: 'pixels' }), 'E_METRICS_FIELD', /unknown field "input"/],
-    ['{"__proto__":{"x":1},"model":"detector","version":"1.1.0","latencyMs":1}', 'E_METRICS_FIELD', /unknown field "__proto__"/],
-    [JSON.stringify({ ...ok, model: 'x' }), 'E_METRICS_UNKNOWN_MODEL', /model "x" is not installed by this agent; report the model name/],
+    [
+      '{"__proto__":{"x":1},"model":"detector","version":"1.1.0","latencyMs":1}',
+      'E_METRICS_FIELD',
+      /unknown field "__proto__"/,
+    ],
+    [
+      JSON.stringify({ ...ok, model: 'x' }),
+      'E_METRICS_UNKNOWN_MODEL',
+      /model "x" is not installed by this agent; report the model name/,
+    ],
     [JSON.stringify({ ...ok, model: '../etc/passwd' }), 'E_METRICS_UNKNOWN_MODEL', /not installed/],
     [JSON.stringify({ ...ok, version: '9.9.9' }), 'E_METRICS_UNKNOWN_VERSION', /"1.0.0", "1.1.0"/],
     [JSON.stringify({ ...ok, values: { latency_p99: 3 } }), 'E_METRICS_VALUE_NAME', /not declared.*metrics.values/],
@@ -71,7 +82,11 @@ t.test('every error code, with a message naming the fix', async (t) => {
     t.equal(r.refused[0]?.code, code, `${line.slice(0, 60)}: ${code}`);
     t.match(r.refused[0]?.message, message);
   }
-  t.equal(parseObservationLine(JSON.stringify(Array.from({ length: MAX_BATCH + 1 }, () => ok)), ctx).dropped, MAX_BATCH + 1, 'a batch refused whole counts all of it');
+  t.equal(
+    parseObservationLine(JSON.stringify(Array.from({ length: MAX_BATCH + 1 }, () => ok)), ctx).dropped,
+    MAX_BATCH + 1,
+    'a batch refused whole counts all of it',
+  );
   t.equal(codeOf('x'.repeat(10)), 'E_METRICS_LINE');
   const wide: ObservationContext = { ...ctx, declaredValues: new Set(['a', 'b', 'c', 'd', 'e']) };
   t.match(checkObservation({ ...ok, values: { a: 1, b: 2, c: 3, d: 4, e: 5 } }, wide), {

@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { encodedBytes } from '../agent/metrics/fit-budget.js';
 import { combinedSpanMs, mergeOrder, mergeWindows } from '../agent/metrics/merge-windows.js';
 import { MetricsOutbox } from '../agent/metrics/metrics-outbox.js';
@@ -49,13 +49,10 @@ async function all(outbox: MetricsOutbox, dir: string): Promise<Metrics[]> {
   return out;
 }
 
-async function tmp(t: Tap.Test): Promise<string> {
+async function tmp(t: Test): Promise<string> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ota-metrics-outbox-'));
   t.teardown(() => fs.rm(dir, { recursive: true, force: true }));
   return path.join(dir, 'metrics-outbox');
-}
-declare namespace Tap {
-  type Test = typeof t;
 }
 
 t.test('mergeWindows: the merge stands for both windows', async (t) => {
@@ -64,18 +61,41 @@ t.test('mergeWindows: the merge stands for both windows', async (t) => {
   const b = windowOf(3, 700, ['b', 'c'], random, 1);
   const m = mergeWindows(a, b) as Metrics;
   t.ok(MetricsSchema.safeParse(m).success);
-  t.match(m, { windowStart: new Date(T0).toISOString(), windowSeconds: 240, windowsMerged: 2, dropped: { observations: 3, windows: 0 } });
+  t.match(m, {
+    windowStart: new Date(T0).toISOString(),
+    windowSeconds: 240,
+    windowsMerged: 2,
+    dropped: { observations: 3, windows: 0 },
+  });
   t.equal(m.series.length, 3);
   const bb = m.series.find((s) => s.model === 'b');
   const ab = a.series.find((s) => s.model === 'b');
   const bbIn = b.series.find((s) => s.model === 'b');
   t.equal(bb?.count, (ab?.count ?? 0) + (bbIn?.count ?? 0));
   t.equal(bb?.errors, (ab?.errors ?? 0) + (bbIn?.errors ?? 0));
-  t.same(bb?.confidence, ab?.confidence?.map((c, i) => c + (bbIn?.confidence?.[i] ?? 0)));
+  t.same(
+    bb?.confidence,
+    ab?.confidence?.map((c, i) => c + (bbIn?.confidence?.[i] ?? 0)),
+  );
   t.ok(quantile(bb?.latencyMs as never, 0.5) !== null);
   t.equal(combinedSpanMs(a, b), 240_000);
-  t.same(mergeOrder([{ startMs: 0, endMs: 60 }, { startMs: 60, endMs: 120 }, { startMs: 120, endMs: 150 }]), [1, 0]);
-  t.same(mergeOrder([{ startMs: 0, endMs: 60 }, { startMs: 60, endMs: 120 }, { startMs: 120, endMs: 180 }]), [0, 1], 'ties: oldest first');
+  t.same(
+    mergeOrder([
+      { startMs: 0, endMs: 60 },
+      { startMs: 60, endMs: 120 },
+      { startMs: 120, endMs: 150 },
+    ]),
+    [1, 0],
+  );
+  t.same(
+    mergeOrder([
+      { startMs: 0, endMs: 60 },
+      { startMs: 60, endMs: 120 },
+      { startMs: 120, endMs: 180 },
+    ]),
+    [0, 1],
+    'ties: oldest first',
+  );
   // Limits: too many series, too long a span, a confidence on one side only.
   const many = windowOf(0, 8, ['m0', 'm1', 'm2', 'm3', 'm4', 'm5', 'm6', 'm7'], random);
   const others = windowOf(1, 1, ['z'], random);
@@ -99,7 +119,10 @@ t.test('persistence: close and reopen, nothing lost; stray tmp files removed; re
   const reopened = new MetricsOutbox({ dir, maxWindows: 10 });
   await reopened.init();
   t.equal(reopened.size, 3);
-  t.notOk((await fs.readdir(dir)).some((n) => n.endsWith('.tmp')), 'the stray tmp file is gone');
+  t.notOk(
+    (await fs.readdir(dir)).some((n) => n.endsWith('.tmp')),
+    'the stray tmp file is gone',
+  );
   const first = await reopened.oldest();
   t.same(first?.message, MetricsSchema.parse(added[0]));
   await reopened.remove(first?.seq as number);
@@ -185,7 +208,11 @@ t.test('property: bounded, nothing lost uncounted, every message valid (seeded)'
             windows++;
           }
           const c = counted([first.message]);
-          sent = { observations: sent.observations + c.observations, dropped: sent.dropped + c.dropped, windows: sent.windows + c.windows };
+          sent = {
+            observations: sent.observations + c.observations,
+            dropped: sent.dropped + c.dropped,
+            windows: sent.windows + c.windows,
+          };
           await outbox.remove(first.seq);
         }
       }
@@ -196,9 +223,16 @@ t.test('property: bounded, nothing lost uncounted, every message valid (seeded)'
       t.ok(encodedBytes(m) <= MESSAGE_BUDGET_BYTES, `seed ${seed}: budget`);
     }
     for (let i = 1; i < messages.length; i++)
-      t.ok(Date.parse((messages[i] as Metrics).windowStart) >= Date.parse((messages[i - 1] as Metrics).windowStart), 'in time order');
+      t.ok(
+        Date.parse((messages[i] as Metrics).windowStart) >= Date.parse((messages[i - 1] as Metrics).windowStart),
+        'in time order',
+      );
     const c = counted(messages);
-    t.equal(c.observations + c.dropped + sent.observations + sent.dropped, observations + droppedIn, `seed ${seed}: observations kept or counted`);
+    t.equal(
+      c.observations + c.dropped + sent.observations + sent.dropped,
+      observations + droppedIn,
+      `seed ${seed}: observations kept or counted`,
+    );
     t.equal(c.windows + sent.windows, windows, `seed ${seed}: windows kept, merged or counted`);
     const reopened = new MetricsOutbox({ dir, maxWindows });
     await reopened.init();

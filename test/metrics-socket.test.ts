@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { listenMetricsSocket, MAX_PENDING_ANSWER_BYTES, type MetricsSocket } from '../agent/metrics/metrics-socket.js';
 import { MAX_LINE_BYTES, type ObservationContext } from '../agent/metrics/observation.js';
 import { WindowAggregator } from '../agent/metrics/window-aggregator.js';
@@ -19,7 +19,7 @@ const ctx: ObservationContext = {
 const ok = { model: 'detector', version: '1.0.0', latencyMs: 3 };
 const START = new Date('2025-03-01T10:00:00Z');
 
-async function setup(t: Tap.Test, maxConnections?: number) {
+async function setup(t: Test, maxConnections?: number) {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ota-metrics-'));
   const socketPath = path.join(dir, 'metrics.sock');
   const agg = new WindowAggregator();
@@ -29,10 +29,6 @@ async function setup(t: Tap.Test, maxConnections?: number) {
     await fs.rm(dir, { recursive: true, force: true });
   });
   return { dir, socketPath, agg, server };
-}
-// tap's Test type, without importing its internals.
-declare namespace Tap {
-  type Test = typeof t;
 }
 
 function connect(socketPath: string): Promise<net.Socket> {
@@ -100,7 +96,13 @@ t.test('the client while the agent is down: buffers (bounded), reconnects, deliv
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ota-metrics-'));
   t.teardown(() => fs.rm(dir, { recursive: true, force: true }));
   const socketPath = path.join(dir, 'metrics.sock');
-  const client = new MetricsClient({ socketPath, maxBuffered: 5, minBackoffMs: 5, maxBackoffMs: 20, flushIntervalMs: 5 });
+  const client = new MetricsClient({
+    socketPath,
+    maxBuffered: 5,
+    minBackoffMs: 5,
+    maxBackoffMs: 20,
+    flushIntervalMs: 5,
+  });
   for (let i = 0; i < 8; i++) client.report(ok);
   t.equal(client.stats.dropped, 3, 'beyond the buffer: dropped and counted');
   await client.flush(); // connecting fails: nothing thrown
@@ -119,14 +121,14 @@ t.test('a raw client sending garbage, an over-long line and good lines', async (
   t.teardown(() => s.destroy());
   const long = `[${Array.from({ length: 2000 }, () => JSON.stringify(ok)).join(',')}`; // > 64 KiB, never ended by "]"
   t.ok(Buffer.byteLength(long) > MAX_LINE_BYTES);
-  const answers = await exchange(
-    s,
-    `garbage\n\n${JSON.stringify(ok)}\n${long.slice(0, 40_000)}`,
-    1,
-  );
+  const answers = await exchange(s, `garbage\n\n${JSON.stringify(ok)}\n${long.slice(0, 40_000)}`, 1);
   t.match(answers, [{ code: 'E_METRICS_LINE', line: 1, message: /not JSON/ }]);
   // The rest of the long line arrives in pieces; it is refused once, the moment it crosses the limit.
-  const more = await exchange(s, `${long.slice(40_000)}${'x'.repeat(100_000)}\n${JSON.stringify([ok, ok])}\n{"model":1}\n`, 2);
+  const more = await exchange(
+    s,
+    `${long.slice(40_000)}${'x'.repeat(100_000)}\n${JSON.stringify([ok, ok])}\n{"model":1}\n`,
+    2,
+  );
   t.match(more, [
     { code: 'E_METRICS_LINE', line: 4, message: /longer than 65536/ },
     { code: 'E_METRICS_FIELD', line: 6 },
@@ -184,7 +186,12 @@ t.test('listen: the directory must exist; a stale socket is replaced; a live one
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ota-metrics-'));
   t.teardown(() => fs.rm(dir, { recursive: true, force: true }));
   await t.rejects(
-    listenMetricsSocket({ path: path.join(dir, 'missing', 'm.sock'), context: ctx, sink: new WindowAggregator(), logger }),
+    listenMetricsSocket({
+      path: path.join(dir, 'missing', 'm.sock'),
+      context: ctx,
+      sink: new WindowAggregator(),
+      logger,
+    }),
     { code: 'E_IO', message: /directory of the metrics socket .*missing.* does not exist/ },
   );
   const file = path.join(dir, 'file.sock');
@@ -193,9 +200,16 @@ t.test('listen: the directory must exist; a stale socket is replaced; a live one
     message: /exists and is not a socket/,
   });
   const socketPath = path.join(dir, 'm.sock');
-  const first: MetricsSocket = await listenMetricsSocket({ path: socketPath, context: ctx, sink: new WindowAggregator(), logger });
+  const first: MetricsSocket = await listenMetricsSocket({
+    path: socketPath,
+    context: ctx,
+    sink: new WindowAggregator(),
+    logger,
+  });
   t.equal((await fs.stat(socketPath)).mode & 0o777, 0o660);
-  const err = await listenMetricsSocket({ path: socketPath, context: ctx, sink: new WindowAggregator(), logger }).catch((e) => e);
+  const err = await listenMetricsSocket({ path: socketPath, context: ctx, sink: new WindowAggregator(), logger }).catch(
+    (e) => e,
+  );
   t.ok(isOtaError(err, 'E_IO') && /another process listens/.test(err.message), 'a live socket is not taken over');
   await first.close();
   await t.rejects(fs.stat(socketPath), { code: 'ENOENT' }, 'close() removes the socket file');

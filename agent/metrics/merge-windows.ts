@@ -1,4 +1,4 @@
-import type { Metrics, MetricSeries } from '../../shared/messages.js';
+import type { MetricSeries, Metrics } from '../../shared/messages.js';
 import {
   CONFIDENCE_BINS,
   MAX_SERIES,

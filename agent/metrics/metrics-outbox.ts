@@ -110,7 +110,10 @@ export class MetricsOutbox {
           await fs.rename(this.file(seq), path.join(this.dir, aside));
           corrupt.push(aside);
           this.pending.windows++;
-          this.logger?.warn({ file: path.join(this.dir, aside) }, 'metrics outbox: a corrupt summary file was moved aside and counted as a dropped window');
+          this.logger?.warn(
+            { file: path.join(this.dir, aside) },
+            'metrics outbox: a corrupt summary file was moved aside and counted as a dropped window',
+          );
         }
         this.nextSeq = Math.max(this.nextSeq, seq + 1);
       }
@@ -142,7 +145,13 @@ export class MetricsOutbox {
       const raw = JSON.parse(text) as { firstSeq?: unknown; message?: unknown };
       const parsed = MetricsSchema.safeParse(raw.message);
       const firstSeq = raw.firstSeq;
-      if (!parsed.success || typeof firstSeq !== 'number' || !Number.isInteger(firstSeq) || firstSeq < 1 || firstSeq > seq)
+      if (
+        !parsed.success ||
+        typeof firstSeq !== 'number' ||
+        !Number.isInteger(firstSeq) ||
+        firstSeq < 1 ||
+        firstSeq > seq
+      )
         return null;
       return { firstSeq, message: parsed.data };
     } catch {
@@ -198,7 +207,12 @@ export class MetricsOutbox {
       const b = candidates[i + 1] as Entry;
       const merged = mergeWindows(await this.message(a.seq), await this.message(b.seq), this.budgetBytes);
       if (!merged) continue;
-      const entry: Entry = { seq: b.seq, firstSeq: a.firstSeq, startMs: windowStartMs(merged), endMs: windowEndMs(merged) };
+      const entry: Entry = {
+        seq: b.seq,
+        firstSeq: a.firstSeq,
+        startMs: windowStartMs(merged),
+        endMs: windowEndMs(merged),
+      };
       await this.write(entry, merged);
       await fs.rm(this.file(a.seq), { force: true });
       this.entries.splice(offset + i, 2, entry);
@@ -221,7 +235,10 @@ export class MetricsOutbox {
     });
     await fs.rm(this.file(oldest.seq), { force: true });
     this.entries.splice(offset, 1);
-    this.logger?.warn({ windowStart: lost.windowStart }, 'metrics outbox: full and no windows could merge; dropped the oldest window (counted)');
+    this.logger?.warn(
+      { windowStart: lost.windowStart },
+      'metrics outbox: full and no windows could merge; dropped the oldest window (counted)',
+    );
   }
 
   /** The next summary to send (the oldest), or undefined when there is none. */

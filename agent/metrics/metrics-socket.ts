@@ -3,7 +3,13 @@ import net from 'node:net';
 import path from 'node:path';
 import { OtaError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
-import { MAX_LINE_BYTES, type Observation, type ObservationContext, parseObservationLine, type Refusal } from './observation.js';
+import {
+  MAX_LINE_BYTES,
+  type Observation,
+  type ObservationContext,
+  parseObservationLine,
+  type Refusal,
+} from './observation.js';
 
 /**
  * The local Unix socket applications report inferences on (docs/metrics.md, "Wire format"): one
@@ -136,7 +142,10 @@ class Connection {
       return;
     }
     const bytes = this.pendingBytes;
-    const text = this.pending.length === 1 ? (this.pending[0] as Buffer).toString('utf8') : Buffer.concat(this.pending).toString('utf8');
+    const text =
+      this.pending.length === 1
+        ? (this.pending[0] as Buffer).toString('utf8')
+        : Buffer.concat(this.pending).toString('utf8');
     this.pending = [];
     this.pendingBytes = 0;
     this.lineNo++;
@@ -204,7 +213,9 @@ export async function listenMetricsSocket(options: MetricsSocketOptions): Promis
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) =>
-      reject(new OtaError('E_IO', `cannot listen on the metrics socket ${options.path}: ${err.message}`, { cause: err })),
+      reject(
+        new OtaError('E_IO', `cannot listen on the metrics socket ${options.path}: ${err.message}`, { cause: err }),
+      ),
     );
     server.listen(options.path, () => resolve());
   });

@@ -116,7 +116,10 @@ export function checkObservation(raw: unknown, ctx: ObservationContext): Observa
     }
   }
   if (typeof model !== 'string')
-    return refuse('E_METRICS_FIELD', 'field "model" is missing or not a string; send the model name the agent installed');
+    return refuse(
+      'E_METRICS_FIELD',
+      'field "model" is missing or not a string; send the model name the agent installed',
+    );
   if (typeof version !== 'string')
     return refuse(
       'E_METRICS_FIELD',
@@ -164,7 +167,10 @@ function checkValues(values: unknown, declared: ReadonlySet<string>): { values: 
   const v = values as Record<string, unknown>;
   for (const name in v) {
     if (++n > MAX_VALUE_NAMES)
-      return refuse('E_METRICS_VALUE_NAME', `field "values" has more than ${MAX_VALUE_NAMES} names; report at most ${MAX_VALUE_NAMES}`);
+      return refuse(
+        'E_METRICS_VALUE_NAME',
+        `field "values" has more than ${MAX_VALUE_NAMES} names; report at most ${MAX_VALUE_NAMES}`,
+      );
     if (!VALUE_NAME_PATTERN.test(name))
       return refuse(
         'E_METRICS_VALUE_NAME',
@@ -177,15 +183,23 @@ function checkValues(values: unknown, declared: ReadonlySet<string>): { values: 
       );
     const x = v[name];
     if (!isNumberInRange(x))
-      return refuse('E_METRICS_FIELD', `value ${quote(name)} must be a number from -${MAX_MAGNITUDE} to ${MAX_MAGNITUDE}, got ${quote(JSON.stringify(x))}`);
+      return refuse(
+        'E_METRICS_FIELD',
+        `value ${quote(name)} must be a number from -${MAX_MAGNITUDE} to ${MAX_MAGNITUDE}, got ${quote(JSON.stringify(x))}`,
+      );
     out[name] = x;
   }
   return { values: out };
 }
 
 /** Parses one line (without its newline; `bytes` is its length in bytes when known). */
-export function parseObservationLine(line: string, ctx: ObservationContext, bytes = Buffer.byteLength(line)): ParsedLine {
-  if (bytes > MAX_LINE_BYTES) return wholeLine(`the line is longer than ${MAX_LINE_BYTES} bytes; send smaller batches`, 1);
+export function parseObservationLine(
+  line: string,
+  ctx: ObservationContext,
+  bytes = Buffer.byteLength(line),
+): ParsedLine {
+  if (bytes > MAX_LINE_BYTES)
+    return wholeLine(`the line is longer than ${MAX_LINE_BYTES} bytes; send smaller batches`, 1);
   let decoded: unknown;
   try {
     decoded = JSON.parse(line);

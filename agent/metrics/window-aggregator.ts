@@ -1,5 +1,5 @@
 import { LogCollapsingLowestDenseDDSketch } from '@datadog/sketches-js';
-import type { Metrics, MetricSeries } from '../../shared/messages.js';
+import type { MetricSeries, Metrics } from '../../shared/messages.js';
 import {
   CONFIDENCE_BINS,
   confidenceBin,
