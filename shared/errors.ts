@@ -248,6 +248,34 @@ export const ERROR_CODES = {
     meaning: 'The agent restarted too often in the same step of an update; the update was stopped.',
     fix: 'Look at the agent logs before the restarts; a new desired state starts a fresh attempt.',
   },
+  E_METRICS_LINE: {
+    area: 'metrics',
+    meaning:
+      'A line on the device metrics socket is not JSON, longer than 64 KiB, not an object or array, or a batch of more than 1000 observations. Its observations are counted as dropped.',
+    fix: 'Send one JSON object (an observation) or array (a batch of at most 1000) per line, ended by a newline (docs/metrics.md, Wire format).',
+  },
+  E_METRICS_FIELD: {
+    area: 'metrics',
+    meaning:
+      'An observation has a missing, wrong-typed, out-of-range or unknown field (only model, version, latencyMs, confidence, error, values exist).',
+    fix: 'Fix the field the message names: latencyMs a number >= 0, confidence in [0, 1], error a boolean, values an object of numbers.',
+  },
+  E_METRICS_UNKNOWN_MODEL: {
+    area: 'metrics',
+    meaning: 'An observation names a model this agent does not install.',
+    fix: 'Report the model name the agent installed (the directory name under models/).',
+  },
+  E_METRICS_UNKNOWN_VERSION: {
+    area: 'metrics',
+    meaning:
+      'An observation names a version of the model that the agent does not have (current, previous or installing).',
+    fix: 'Report the version the application actually loaded (the target of models/<name>/current).',
+  },
+  E_METRICS_VALUE_NAME: {
+    area: 'metrics',
+    meaning: 'A custom value name is not declared in the agent config, is not a valid name, or there are more than 4.',
+    fix: 'Declare the name in the agent config `metrics.values` (1-32 lowercase letters, digits, "_", from a letter), at most 4.',
+  },
   E_ROLLOUT_HALTED: {
     area: 'rollouts',
     meaning: 'The rollout is halted and serves no new assignments.',
