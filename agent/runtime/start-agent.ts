@@ -7,6 +7,7 @@ import { downloadArtifact } from '../download/http-download.js';
 import { youngGenerationGc } from '../download/scavenge.js';
 import { cachedDeviceFacts } from '../facts.js';
 import { ModelStore } from '../install/model-store.js';
+import { AgentMetrics } from '../metrics/agent-metrics.js';
 import { inspectModel } from '../probe/inspect-model.js';
 import { runProbe } from '../probe/run-probe.js';
 import { StateStore } from '../state/state-store.js';
@@ -35,7 +36,20 @@ export async function startAgent(
   // MQTT side: the broker's CA is the one to trust for downloads too (a private CA otherwise
   // made every HTTPS download fail, docs/agent.md). Read once: a CA file changes with a restart.
   const ca = config.broker.caFile ? await readFile(config.broker.caFile) : undefined;
-  const runtime = new AgentRuntime({
+  // Device metrics (docs/metrics.md): set once the runtime exists (it answers which versions an
+  // application may run, and publishes); the probe's latency goes to it from the start.
+  let metrics: AgentMetrics | null = config.metrics.enabled
+    ? new AgentMetrics({
+        config: config.metrics,
+        stateDir: config.stateDir,
+        logger,
+        now: () => new Date(),
+        knownVersions: (model) => runtime.knownVersions(model),
+        publish: (payload) => runtime.publishMetrics(payload),
+        isConnected: () => runtime.connected,
+      })
+    : null;
+  const runtime: AgentRuntime = new AgentRuntime({
     config,
     agentVersion: readPackageVersion(),
     logger,
@@ -57,6 +71,7 @@ export async function startAgent(
     inspectModel: (file, dir) => inspectModel(file, dir),
     facts: cachedDeviceFacts(config.stateDir),
     crashPoint: crashPointHook(env, logger),
+    onProbeLatency: (model, version, latencyMs) => metrics?.recordProbe(model, version, latencyMs),
   });
   const notifier = createNotifier(env, {
     onError: (err) => logger.warn({ err: err.message }, 'systemd notification failed'),
@@ -66,6 +81,18 @@ export async function startAgent(
     'ota-agent starting',
   );
   await runtime.start();
+  if (metrics) {
+    const started = metrics;
+    try {
+      await started.start();
+      runtime.onConnected(() => started.send());
+    } catch (err) {
+      metrics = null;
+      // Model updates go on without it: a metrics socket that cannot be created (a missing
+      // directory, another agent listening) must not stop the device from being managed.
+      logger.error({ err: (err as Error).message }, 'device metrics are off: the metrics socket could not be set up');
+    }
+  }
 
   let readyTimer: NodeJS.Timeout | null = null;
   const ready = Promise.race([
@@ -95,6 +122,8 @@ export async function startAgent(
       if (readyTimer) clearTimeout(readyTimer);
       if (watchdog) clearInterval(watchdog);
       await notifier.stopping();
+      // The open window goes to the outbox first (sent after the next start).
+      await metrics?.stop();
       await runtime.stop();
       void ready;
     },
