@@ -31,6 +31,8 @@ export const CoordinatorConfigSchema = z.strictObject({
    * a wave open). Agents reconnect with backoff up to 60 s; default 90 s.
    */
   reconnectGraceMs: z.number().int().min(0).max(86_400_000).default(90_000),
+  /** Days of device metrics summaries and rollups kept in metrics.db (docs/metrics.md). */
+  metricsRetentionDays: z.number().positive().max(366).default(14),
 });
 export type CoordinatorConfig = z.infer<typeof CoordinatorConfigSchema>;
 
@@ -92,6 +94,7 @@ export function resolveCoordinatorConfig(flags: CoordinatorFlags, env: NodeJS.Pr
     releaseThreshold: env.OTA_RELEASE_THRESHOLD ? Number(env.OTA_RELEASE_THRESHOLD) : 1,
     maxArtifactBytes: env.OTA_MAX_ARTIFACT_BYTES ? Number(env.OTA_MAX_ARTIFACT_BYTES) : 4 * 1024 ** 3,
     reconnectGraceMs: env.OTA_RECONNECT_GRACE_MS ? Number(env.OTA_RECONNECT_GRACE_MS) : 90_000,
+    metricsRetentionDays: env.OTA_METRICS_RETENTION_DAYS ? Number(env.OTA_METRICS_RETENTION_DAYS) : 14,
   };
   const parsed = CoordinatorConfigSchema.safeParse(raw);
   if (!parsed.success) {

@@ -27,6 +27,9 @@ import { ensureAdminToken, loadOrCreateCoordinatorKey } from './identity/bootstr
 import { PresenceRecorder } from './ingest/presence-recorder.js';
 import { ReportRecorder } from './ingest/report-recorder.js';
 import { routeMessages } from './ingest/route-messages.js';
+import { DeviceGroups } from './metrics/device-groups.js';
+import { metricsQueries } from './metrics/metrics-queries.js';
+import { MetricsRecorder } from './metrics/recorder.js';
 import { PlanExecutor } from './plan/commit-plan.js';
 import { RolloutService } from './rollout/rollout-service.js';
 import { openStore } from './store/sqlite-store.js';
@@ -37,6 +40,8 @@ const WRITE_BEHIND_EVERY_MS = 50;
 const LARGE_FAN_OUT = 1_000;
 /** How long after a large hand-over device publishes stay gated (its devices' answers). */
 const ANSWER_STORM_MS = 1_000;
+/** Device metrics past retention are removed at start and this often. */
+const METRICS_PRUNE_EVERY_MS = 3_600_000;
 
 export interface RunningCoordinator {
   mqttUrl: string;
@@ -120,7 +125,33 @@ export async function startCoordinator(
       now,
       everyMs: options.fleetSummaryEveryMs,
     });
+    // Device metrics (docs/metrics.md): summaries in metrics.db, rolled up per fleet, group and
+    // device as they arrive; a summary is acknowledged to its device once committed.
+    const deviceGroups = new DeviceGroups({
+      listGroups: () => store.listGroups(),
+      labelsOf: (id) => store.getDevice(id)?.labels ?? null,
+    });
+    const deviceMetrics = new MetricsRecorder({
+      file: path.join(config.dataDir, 'metrics.db'),
+      now,
+      logger,
+      retentionDays: config.metricsRetentionDays,
+      groupsOf: (id) => deviceGroups.groupsOf(id),
+    });
+    closers.push(() => deviceMetrics.close());
+    const pruneMetrics = () =>
+      deviceMetrics.prune().then(
+        (r) => {
+          if (r.windows + r.minuteRollups + r.deviceHours > 0) logger.info(r, 'device metrics past retention removed');
+        },
+        (err: Error) => logger.error({ err: err.message }, 'device metrics retention failed'),
+      );
+    void pruneMetrics();
+    const pruneTimer = setInterval(() => void pruneMetrics(), METRICS_PRUNE_EVERY_MS);
+    pruneTimer.unref();
+    closers.push(() => clearInterval(pruneTimer));
     const onAudit = (events: readonly AuditEvent[]) => {
+      deviceGroups.onAudit(events);
       // Counted as rows are appended (a COUNT(*) over the table after every commit does not scale).
       metrics.auditRows.inc(events.length);
       // Enrolments AND removals are counted here, from the audit events of the committed plan:
@@ -190,6 +221,7 @@ export async function startCoordinator(
         return ms;
       },
       onOversizedPacket: () => metrics.oversizedPackets.inc(),
+      acceptMetrics: (deviceId, summary) => deviceMetrics.ingest(deviceId, summary),
       onSlowWatcher: () => metrics.slowWatchersCut.inc(),
     });
     closers.push(() => broker.close());
@@ -208,6 +240,11 @@ export async function startCoordinator(
       store,
       fleet,
       rollouts,
+      metrics: metricsQueries({
+        reader: deviceMetrics,
+        now,
+        resolveTarget: (target) => rollouts.resolveTarget(target),
+      }),
       artifactSize: async (sha256: string) => {
         if (!/^[0-9a-f]{64}$/.test(sha256)) return null;
         return fs.stat(artifacts.path(sha256)).then(

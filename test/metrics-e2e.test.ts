@@ -22,6 +22,7 @@ const WINDOW_SECONDS = 2;
 interface AppRun {
   version: string;
   latencies: number[];
+  stats: { sent: number; dropped: number; refused: number };
 }
 
 function runApp(stateDir: string, socket: string, count: number, extra: string[] = []): Promise<AppRun> {
@@ -84,6 +85,7 @@ t.test('application inferences reach otactl metrics; kill -9 loses at most the o
 
   const first = await runApp(stateDir, socket, 400, ['--error-every', '50']);
   t.equal(first.version, '1.0.0', 'the application ran the current version');
+  t.match(first.stats, { sent: 400, dropped: 0, refused: 0 }, 'sent, none refused');
   const seen = await waitForSamples(400);
   t.equal(seen, 400, 'every observation counted once');
   const view = await query();
@@ -113,9 +115,10 @@ t.test('application inferences reach otactl metrics; kill -9 loses at most the o
   // whether it arrived; the batches before and after it must arrive whole.
   await runApp(stateDir, socket, 100, ['--error-every', '1']);
   await f.agents.get('cam-1')?.kill9();
-  f.startAgent('cam-1');
-  await f.waitForDevice('cam-1', 'det', 'healthy', '1.0.0');
-  await runApp(stateDir, socket, 150);
+  const restarted = f.startAgent('cam-1');
+  await restarted.waitForLog((l) => l.msg === 'metrics socket listening');
+  const third = await runApp(stateDir, socket, 150);
+  t.equal(third.stats.dropped, 0, 'the application could report every observation');
   const good = async () => {
     const rows = (await query()).rows;
     const samples = rows.reduce((n, x) => n + x.samples, 0);
@@ -143,10 +146,32 @@ t.test('application inferences reach otactl metrics; kill -9 loses at most the o
   const env2 = { ...env, OTA_URL: f.coordinator.mqttUrl, OTA_TOKEN: f.coordinator.admin().token };
   const r = await otactl(['metrics', '--model', 'det', '--json'], { env: env2 });
   t.equal(r.code, 0, r.stderr);
-  const restarted = JSON.parse(r.stdout) as MetricsQueryView;
+  const afterRestart = JSON.parse(r.stdout) as MetricsQueryView;
   t.equal(
-    restarted.rows.reduce((n, x) => n + x.samples, 0),
+    afterRestart.rows.reduce((n, x) => n + x.samples, 0),
     before,
     'the same samples after kill -9 of the coordinator',
   );
+
+  // Offline: closed windows wait in the agent's outbox, through a kill -9 of the agent, and
+  // arrive once the coordinator is back (an offline device catches up).
+  const jsonFiles = () => readdirSync(outbox).filter((n) => n.endsWith('.json')).length;
+  await f.restartCoordinator('SIGKILL', async () => {
+    const offline = await runApp(stateDir, socket, 70);
+    t.equal(offline.stats.dropped, 0);
+    await f.waitFor('a closed window in the outbox', () => jsonFiles() > 0);
+    await f.agents.get('cam-1')?.kill9();
+    const again = f.startAgent('cam-1');
+    await again.waitForLog((l) => l.msg === 'metrics socket listening');
+  });
+  const env3 = { ...env, OTA_URL: f.coordinator.mqttUrl, OTA_TOKEN: f.coordinator.admin().token };
+  const deadline2 = Date.now() + 60_000;
+  let total = 0;
+  for (;;) {
+    const q = await otactl(['metrics', '--model', 'det', '--json'], { env: env3 });
+    total = (JSON.parse(q.stdout) as MetricsQueryView).rows.reduce((n, x) => n + x.samples, 0);
+    if (total >= before + 70 || Date.now() > deadline2) break;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  t.equal(total, before + 70, 'the window closed while offline arrived after the kill -9 and the reconnect');
 });

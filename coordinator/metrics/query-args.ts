@@ -1,13 +1,12 @@
 import { z } from 'zod';
 import { METRIC_SOURCES } from '../../shared/metrics/limits.js';
 import { ID_PATTERN, VERSION_PATTERN } from '../../shared/names.js';
+import { MAX_QUERY_DEVICES } from './query.js';
 
 const id = z.string().regex(ID_PATTERN, 'use 1-64 letters, digits, ".", "_" or "-"');
 
 /** The longest look back a query may ask for (retention may be set up to this). */
 export const MAX_QUERY_SECONDS = 366 * 86_400;
-/** Devices a `--devices` list may name (it reads their raw windows). */
-export const MAX_QUERY_DEVICES = 1_000;
 
 /** `metrics.query` (otactl metrics): which model's summaries, of which devices, over which time. */
 export const MetricsQueryArgsSchema = z
