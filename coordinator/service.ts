@@ -139,6 +139,7 @@ export async function startCoordinator(
       groupsOf: (id) => deviceGroups.groupsOf(id),
     });
     closers.push(() => deviceMetrics.close());
+    metrics.observeMetricsStore(() => deviceMetrics.stats());
     const pruneMetrics = () =>
       deviceMetrics.prune().then(
         (r) => {
@@ -221,7 +222,15 @@ export async function startCoordinator(
         return ms;
       },
       onOversizedPacket: () => metrics.oversizedPackets.inc(),
-      acceptMetrics: (deviceId, summary) => deviceMetrics.ingest(deviceId, summary),
+      acceptMetrics: (deviceId, summary) =>
+        deviceMetrics.ingest(deviceId, summary).then(() => {
+          metrics.deviceMetricsSummaries.inc();
+          for (const s of summary.series) {
+            metrics.deviceObservations.inc({ source: s.source }, s.count);
+            metrics.deviceInferenceErrors.inc({ source: s.source }, s.errors);
+          }
+          metrics.deviceObservationsDropped.inc(summary.dropped?.observations ?? 0);
+        }),
       onSlowWatcher: () => metrics.slowWatchersCut.inc(),
     });
     closers.push(() => broker.close());

@@ -105,6 +105,13 @@ t.test('application inferences reach otactl metrics; kill -9 loses at most the o
   }
   t.equal(row?.confidence?.samples, 400, 'every observation had a confidence');
 
+  // /metrics has fleet-wide aggregates only: counts by source, no device or version label.
+  const scrape = await (await fetch(`${f.coordinator.httpUrl}/metrics`)).text();
+  const appObservations = Number(/^ota_device_observations_total\{source="app"\} (\d+)/m.exec(scrape)?.[1]);
+  t.equal(appObservations, 400, '/metrics counts the application observations');
+  t.match(scrape, /^ota_device_inference_errors_total\{source="app"\} 8$/m);
+  t.notMatch(scrape, /cam-1|1\.0\.0"/, 'no device id or version in a label');
+
   // The human view says the same.
   const text = await otactl(['metrics', '--model', 'det'], { env });
   t.equal(text.code, 0, text.stderr);

@@ -1,5 +1,6 @@
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import { ROLLOUT_STATUSES, type RolloutStatus } from '../../shared/messages.js';
+import { METRIC_SOURCES } from '../../shared/metrics/limits.js';
 
 /**
  * The coordinator's Prometheus metrics (`GET /metrics`). Each call builds its own Registry, never
@@ -43,6 +44,18 @@ export interface CoordinatorMetrics {
   /** MQTT connections closed for announcing a packet over the size cap (before it was buffered). */
   readonly oversizedPackets: Counter;
   readonly slowWatchersCut: Counter;
+  /**
+   * Device metrics summaries received and stored (docs/metrics.md), and what they summarise:
+   * fleet-wide counts by source (`app`, `probe`), never per device or version. A summary sent
+   * again after a lost acknowledgement counts again here (the store keeps it once).
+   */
+  readonly deviceMetricsSummaries: Counter;
+  readonly deviceObservations: Counter<'source'>;
+  readonly deviceInferenceErrors: Counter<'source'>;
+  /** Observations agents said they could not keep (refused lines, series over the cap, dropped windows). */
+  readonly deviceObservationsDropped: Counter;
+  /** The metrics store's size, read at each scrape. */
+  observeMetricsStore(read: () => { rows: Record<string, number>; bytes: { file: number; wal: number } }): void;
   /** Artifact bytes read from disk and sent to clients (`GET /artifacts/...`). */
   readonly artifactBytesServed: Counter;
   /**
@@ -167,6 +180,53 @@ export function createMetrics(options: MetricsOptions = {}): CoordinatorMetrics 
     help: 'Refused MQTT CONNECTs whose refusal was held back because their address failed too often.',
     registers,
   });
+  const deviceMetricsSummaries = new Counter({
+    name: 'ota_device_metrics_summaries_total',
+    help: 'Device metrics summaries stored (one per device and window; a re-sent one counts again).',
+    registers,
+  });
+  const deviceObservations = new Counter({
+    name: 'ota_device_observations_total',
+    help: 'Inferences summarised by device metrics, by source (app: applications, probe: the health probe).',
+    labelNames: ['source'] as const,
+    registers,
+  });
+  const deviceInferenceErrors = new Counter({
+    name: 'ota_device_inference_errors_total',
+    help: 'Inferences reported as failed in device metrics, by source.',
+    labelNames: ['source'] as const,
+    registers,
+  });
+  for (const source of METRIC_SOURCES) {
+    deviceObservations.inc({ source }, 0);
+    deviceInferenceErrors.inc({ source }, 0);
+  }
+  const deviceObservationsDropped = new Counter({
+    name: 'ota_device_observations_dropped_total',
+    help: 'Observations agents could not keep (refused lines, series over the cap, windows dropped while offline).',
+    registers,
+  });
+  let readMetricsStore: (() => { rows: Record<string, number>; bytes: { file: number; wal: number } }) | null = null;
+  new Gauge({
+    name: 'ota_device_metrics_rows',
+    help: 'Rows of the device metrics store (metrics.db) by table: windows, minute rollups, device hours.',
+    labelNames: ['table'] as const,
+    registers,
+    collect() {
+      if (!readMetricsStore) return;
+      for (const [table, n] of Object.entries(readMetricsStore().rows)) this.set({ table }, n);
+    },
+  });
+  new Gauge({
+    name: 'ota_device_metrics_store_bytes',
+    help: 'Bytes of the device metrics store on disk (metrics.db and its WAL).',
+    registers,
+    collect() {
+      if (!readMetricsStore) return;
+      const { bytes } = readMetricsStore();
+      this.set(bytes.file + bytes.wal);
+    },
+  });
   const oversizedPackets = new Counter({
     name: 'ota_mqtt_oversized_packets_total',
     help: 'MQTT connections closed for announcing a packet over the size limit.',
@@ -204,6 +264,13 @@ export function createMetrics(options: MetricsOptions = {}): CoordinatorMetrics 
     oversizedPackets,
     slowWatchersCut,
     artifactBytesServed,
+    deviceMetricsSummaries,
+    deviceObservations,
+    deviceInferenceErrors,
+    deviceObservationsDropped,
+    observeMetricsStore(read) {
+      readMetricsStore = read;
+    },
     resetRollouts(list) {
       book.reset(list);
       showRollouts();
