@@ -17,7 +17,7 @@ import { DEFAULT_PREFIX } from '../shared/topics.js';
 export const DEFAULT_CONFIG_FILE = '/etc/ota-agent/config.json';
 export const DEFAULT_STATE_DIR = '/var/lib/ota-agent';
 /** sun_path is 108 bytes on Linux, with the terminating NUL (unix(7)). */
-const MAX_SOCKET_PATH_BYTES = 107;
+export const MAX_SOCKET_PATH_BYTES = 107;
 
 const absolutePath = z.string().refine((p) => path.isAbsolute(p), 'must be an absolute path');
 
@@ -284,12 +284,6 @@ export function loadAgentConfig(options: LoadOptions): AgentConfig {
   );
   const runtimeDir = env.RUNTIME_DIRECTORY?.split(':')[0];
   const socket = c.metrics.socket ?? path.join(runtimeDir ? path.resolve(runtimeDir) : stateDir, 'metrics.sock');
-  if (Buffer.byteLength(socket) > MAX_SOCKET_PATH_BYTES) {
-    throw configError(
-      source,
-      `key "metrics.socket": the default ${socket} is longer than a Unix socket path may be (${MAX_SOCKET_PATH_BYTES} bytes); set "metrics.socket" to a shorter path`,
-    );
-  }
   return {
     ...c,
     token,

@@ -1,7 +1,8 @@
 import path from 'node:path';
+import { OtaError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { encodePayload } from '../../shared/payload.js';
-import type { AgentConfig } from '../config.js';
+import { type AgentConfig, MAX_SOCKET_PATH_BYTES } from '../config.js';
 import { MetricsOutbox } from './metrics-outbox.js';
 import { listenMetricsSocket, type MetricsSocket } from './metrics-socket.js';
 import { WindowAggregator } from './window-aggregator.js';
@@ -59,6 +60,14 @@ export class AgentMetrics {
   }
 
   async start(): Promise<void> {
+    // A default under a deep state directory can be too long for sun_path (unix(7)); say so
+    // instead of letting the kernel refuse it with EINVAL.
+    if (Buffer.byteLength(this.deps.config.socket) > MAX_SOCKET_PATH_BYTES) {
+      throw new OtaError(
+        'E_CONFIG',
+        `metrics socket ${this.deps.config.socket} is longer than a Unix socket path may be (${MAX_SOCKET_PATH_BYTES} bytes); set "metrics.socket" in the agent config to a shorter path`,
+      );
+    }
     await this.outbox.init();
     this.socket = await listenMetricsSocket({
       path: this.deps.config.socket,
