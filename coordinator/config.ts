@@ -33,6 +33,11 @@ export const CoordinatorConfigSchema = z.strictObject({
   reconnectGraceMs: z.number().int().min(0).max(86_400_000).default(90_000),
   /** Days of device metrics summaries and rollups kept in metrics.db (docs/metrics.md). */
   metricsRetentionDays: z.number().positive().max(366).default(14),
+  /**
+   * Days of raw metrics windows kept (at most metricsRetentionDays; default the same). They are
+   * nearly all of metrics.db's bytes; only `--devices` queries read them.
+   */
+  metricsRawRetentionDays: z.number().positive().max(366).nullable().default(null),
 });
 export type CoordinatorConfig = z.infer<typeof CoordinatorConfigSchema>;
 
@@ -95,11 +100,19 @@ export function resolveCoordinatorConfig(flags: CoordinatorFlags, env: NodeJS.Pr
     maxArtifactBytes: env.OTA_MAX_ARTIFACT_BYTES ? Number(env.OTA_MAX_ARTIFACT_BYTES) : 4 * 1024 ** 3,
     reconnectGraceMs: env.OTA_RECONNECT_GRACE_MS ? Number(env.OTA_RECONNECT_GRACE_MS) : 90_000,
     metricsRetentionDays: env.OTA_METRICS_RETENTION_DAYS ? Number(env.OTA_METRICS_RETENTION_DAYS) : 14,
+    metricsRawRetentionDays: env.OTA_METRICS_RAW_RETENTION_DAYS ? Number(env.OTA_METRICS_RAW_RETENTION_DAYS) : null,
   };
   const parsed = CoordinatorConfigSchema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     throw new OtaError('E_CONFIG', `${issue?.path.join('.') || 'config'}: ${issue?.message ?? 'invalid'}`);
+  }
+  const { metricsRetentionDays: days, metricsRawRetentionDays: rawDays } = parsed.data;
+  if (rawDays !== null && rawDays > days) {
+    throw new OtaError(
+      'E_CONFIG',
+      `OTA_METRICS_RAW_RETENTION_DAYS (${rawDays}) is more than OTA_METRICS_RETENTION_DAYS (${days}): raw windows are kept at most as long as the rollups; lower it or raise the retention`,
+    );
   }
   return parsed.data;
 }

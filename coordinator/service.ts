@@ -136,6 +136,7 @@ export async function startCoordinator(
       now,
       logger,
       retentionDays: config.metricsRetentionDays,
+      ...(config.metricsRawRetentionDays !== null ? { rawRetentionDays: config.metricsRawRetentionDays } : {}),
       groupsOf: (id) => deviceGroups.groupsOf(id),
     });
     closers.push(() => deviceMetrics.close());

@@ -12,7 +12,8 @@ import { goodModel, goodProbe, wrongOutputsModel } from './tiny-models.js';
  * processes, a signed model v1 on `stable`, v2 on `canary` rolled out in waves 1/50/100 with a
  * manual gate (approved, then promoted to completion), then a bad v3 whose inference probe
  * fails: the canary rolls back, the rollout halts and is aborted with revert. The audit chain is
- * verified and everything is shut down. Exits non-zero when any step does not behave as shown.
+ * verified and everything is shut down. At the gate, an example application on every device
+ * reports its inferences, and `otactl metrics` shows the canary's version beside the fleet's. Exits non-zero when any step does not behave as shown.
  *
  * The dashboard is served by the coordinator all along (its URL is printed at the start): open it
  * to watch the waves live. `npm run demo -- --keep` leaves everything running at the end, so the
@@ -22,6 +23,7 @@ const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 const OTACTL = here('../coordinator/cli/main.js');
 const AGENT = here('../agent/main.js');
 const COORDINATOR = here('../coordinator/main.js');
+const METRICS_APP = here('./metrics-app.js');
 const DEVICES = ['cam-1', 'cam-2', 'cam-3', 'cam-4', 'cam-5', 'cam-6'];
 const STEP_TIMEOUT_MS = 60_000;
 const KEEP = process.argv.includes('--keep');
@@ -136,6 +138,36 @@ function startAgent(id: string): void {
   children.push(child);
 }
 
+/**
+ * The example application (scripts/metrics-app.ts) on one device: it loads the device's current
+ * model with onnxruntime and reports each inference on the agent's metrics socket.
+ */
+function runApp(id: string, count: number): Promise<void> {
+  const child = spawn(
+    process.execPath,
+    [
+      METRICS_APP,
+      '--state-dir',
+      at(`${id}-state`),
+      '--model',
+      'detector',
+      '--socket',
+      at(`${id}-state/metrics.sock`),
+      '--count',
+      String(count),
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`metrics-app on ${id}: ${stderr.trim()}`))));
+  });
+}
+
 async function shutdown(): Promise<void> {
   // Agents first (clean offline status), then the coordinator; SIGKILL whatever hangs.
   const stop = async (list: ChildProcess[]) =>
@@ -183,7 +215,12 @@ async function main(): Promise<void> {
     );
     // Each demo device keeps its models in its own directory.
     const config = JSON.parse(readFileSync(at(`${id}.agent.json`), 'utf8')) as Record<string, unknown>;
-    writeFileSync(at(`${id}.agent.json`), JSON.stringify({ ...config, stateDir: at(`${id}-state`) }), { mode: 0o600 });
+    // Metrics windows of 2 s instead of a minute, so the demo's summaries arrive at once.
+    writeFileSync(
+      at(`${id}.agent.json`),
+      JSON.stringify({ ...config, stateDir: at(`${id}-state`), metrics: { windowSeconds: 2 } }),
+      { mode: 0o600 },
+    );
     startAgent(id);
   }
   say(`(${DEVICES.length} devices enrolled, agents started)`);
@@ -235,6 +272,19 @@ async function main(): Promise<void> {
     return s.summary.status === 'waiting_approval';
   });
   await otactl('the canary is healthy; the rollout waits at the gate', ['rollout', 'status', 'demo-v2']);
+  say('\n== an application on every device runs 300 inferences and reports each one to its agent');
+  await Promise.all(DEVICES.map((id) => runApp(id, 300)));
+  await until('the summaries of all six devices', async () => {
+    const r = await json<{ rows: { samples: number }[] }>(['metrics', '--model', 'detector', '--since', '10m']);
+    return r.rows.reduce((n, row) => n + row.samples, 0) >= DEVICES.length * 300;
+  });
+  await otactl('the canary (v2) beside the rest of the fleet (v1): latency, confidence, errors', [
+    'metrics',
+    '--model',
+    'detector',
+    '--since',
+    '10m',
+  ]);
   await otactl('approve the next wave', ['rollout', 'approve', 'demo-v2']);
   await otactl('promote: approve every remaining wave', ['rollout', 'promote', 'demo-v2'], 0);
   await otactl('watch it to completion', ['rollout', 'status', 'demo-v2', '--watch'], 0);

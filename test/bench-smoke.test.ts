@@ -98,6 +98,14 @@ t.test('bench:fleet, bench:update and bench:audit print their JSON document', as
         ],
       },
       ingestBurst: { reports: 80, acknowledged: 80, countedByCoordinator: 80, reportsPerSec: Number },
+      deviceMetrics: {
+        summaries: 120,
+        acknowledged: 120,
+        countedByCoordinator: 120,
+        summariesPerSec: Number,
+        queryFleetByVersion1h: { ms: Number, rows: 1, samples: 120 * 30 },
+        queryGroupByVersion1h: { ms: Number, rows: 1, samples: 120 * 30 },
+      },
       halt: { trials: 2, p50Ms: Number, p99Ms: Number },
       bigWave: { status: 'completed', lastWave: { devices: Number, assignPublishMs: Number } },
       assignOnly: { devices: 40, received: 40, createReplyMs: Number, allReceivedMs: Number },
@@ -149,6 +157,22 @@ t.test('bench:fleet, bench:update and bench:audit print their JSON document', as
       verify: { rowsPerSec: spreadShape, rows: 2000, ok: true },
       goals: [goalShape, goalShape],
     });
+  });
+});
+
+t.test('bench:agent-metrics prints its JSON document (a real agent, 20,000 observations)', async (t) => {
+  const r = await runBench('agent-metrics', ['--observations', '20000', '--idle-s', '1']);
+  t.equal(r.code, 0, 'exits 0', { stderr: r.stderr.slice(-3000) });
+  t.match(r.json, {
+    benchmark: 'agent-metrics',
+    machine: machineShape,
+    sent: 20000,
+    taken: 20000,
+    dropped: 0,
+    observationsPerSecond: Number,
+    extraRssMB: Number,
+    largestSummaryBytes: Number,
+    goals: [goalShape, goalShape, goalShape, goalShape],
   });
 });
 

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import type { MetricsQueryView } from '../coordinator/cli/commands/metrics.js';
 import { goodModel } from '../scripts/tiny-models.js';
-import { otactl } from './helpers/cli.js';
+import { otactl, startOtactl } from './helpers/cli.js';
 import { FleetFixture } from './helpers/fleet-fixture.js';
 
 // Device metrics end to end, all real: a coordinator process, an agent process, and an
@@ -111,6 +111,13 @@ t.test('application inferences reach otactl metrics; kill -9 loses at most the o
   t.equal(appObservations, 400, '/metrics counts the application observations');
   t.match(scrape, /^ota_device_inference_errors_total\{source="app"\} 8$/m);
   t.notMatch(scrape, /cam-1|1\.0\.0"/, 'no device id or version in a label');
+
+  // --watch: the query again every interval, one JSON document per line with --json; Ctrl-C ends it.
+  const watch = startOtactl(['metrics', '--model', 'det', '--watch', '--json', '--interval-ms', '100'], { env });
+  await watch.waitForStdout(/"samples":400[^\n]*\n[^\n]*"samples":400/);
+  watch.child.kill('SIGINT');
+  const watched = await watch.result;
+  t.equal(watched.code, 130, 'Ctrl-C stops watching (exit 130)');
 
   // The human view says the same.
   const text = await otactl(['metrics', '--model', 'det'], { env });

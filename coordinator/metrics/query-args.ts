@@ -16,7 +16,12 @@ export const MetricsQueryArgsSchema = z
     group: id.optional(),
     devices: z.array(id).min(1).max(MAX_QUERY_DEVICES).optional(),
     /** From this many seconds ago until now. */
-    sinceSeconds: z.number().int().min(60).max(MAX_QUERY_SECONDS).default(3_600),
+    sinceSeconds: z
+      .number()
+      .int()
+      .min(60, 'at least 60 seconds: summaries cover a minute each (--since 1m or more)')
+      .max(MAX_QUERY_SECONDS, 'at most 366 days (--since 366d); retention keeps less by default (14 days)')
+      .default(3_600),
     by: z.enum(['version', 'device']).default('version'),
     source: z.enum(METRIC_SOURCES).default('app'),
   })

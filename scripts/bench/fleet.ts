@@ -53,7 +53,7 @@ import { RolloutObserver, type RolloutSeen } from './rollout-observer.js';
  * says which, with everything measured until then. Everything started is stopped.
  */
 
-const ALL_PHASES = ['rollout', 'burst', 'halt', 'bigwave', 'assign'] as const;
+const ALL_PHASES = ['rollout', 'burst', 'metrics', 'halt', 'bigwave', 'assign'] as const;
 type Phase = (typeof ALL_PHASES)[number];
 
 const args = parseArgs(
@@ -67,6 +67,8 @@ const args = parseArgs(
     'enrol-concurrency': { default: 64, help: 'device.add requests in flight' },
     'connect-concurrency': { default: 50, help: 'connections being opened at once per worker' },
     burst: { default: 3, help: 'reports per device in the ingest burst' },
+    'metrics-minutes': { default: 3, help: 'metrics summaries per device (one-minute windows, sent back to back)' },
+    'metrics-observations': { default: 30, help: 'inferences each metrics summary stands for' },
     'halt-trials': { default: 5, help: 'failing-canary rollouts (the first is "the second rollout")' },
     'phase-timeout-s': { default: 900, help: 'limit for each phase' },
     'timeout-s': { default: 3600, help: 'limit for the whole run' },
@@ -132,6 +134,7 @@ const result: Record<string, unknown> = {
     enrolConcurrency: args['enrol-concurrency'],
     connectConcurrencyPerWorker: args['connect-concurrency'],
     burstReportsPerDevice: args.burst,
+    metricsSummariesPerDevice: args['metrics-minutes'],
     haltTrials: args['halt-trials'],
     profiled: Boolean(args['profile-dir']),
   },
@@ -442,6 +445,46 @@ async function run(): Promise<void> {
       reportsPerSec: Math.round(b.expected / ((b.doneAt - b.startedAt) / 1000)),
       /** First report sent -> /metrics ota_reports_total showed them all (polled every 250 ms after the last PUBACK). */
       countedMs: Math.round(b.countedAt - b.startedAt),
+    };
+  }
+
+  // ---- device metrics: every device catches up on a few minutes of summaries ----
+  if (wants('metrics') && args['metrics-minutes'] > 0) {
+    const minutes = args['metrics-minutes'];
+    const base = (await c.metrics()).ota_device_metrics_summaries_total ?? 0;
+    const fromMs = Math.floor(Date.now() / 60_000) * 60_000 - minutes * 60_000;
+    const m = await phase('metrics', () => s.metricsBurst(minutes, fromMs, args['metrics-observations']));
+    if (m.sent === 0) throw new Error('no simulated device runs a model: the metrics phase needs the rollout phase');
+    const usage = phases.at(-1) as PhaseUsage;
+    const counted = await waitMetric('ota_device_metrics_summaries_total', (v) => v >= base + m.sent, PHASE_MS, 250);
+    // Queries as otactl sends them (a command over MQTT, timed at the client): the last hour by
+    // version over the fleet and over the group (every device), and one version alone.
+    const queryMs = async (queryArgs: Record<string, unknown>) => {
+      const t0 = wallMs();
+      const r = await mustAdmin().call<{ rows: { samples: number; devices: number }[] }>('metrics.query', {
+        model: MODEL,
+        sinceSeconds: 3600,
+        ...queryArgs,
+      });
+      return { ms: round(wallMs() - t0, 1), rows: r.rows.length, samples: r.rows.reduce((n, x) => n + x.samples, 0) };
+    };
+    const fleetQuery = await queryMs({});
+    const groupQuery = await queryMs({ group: 'bench' });
+    const scrape = await c.metrics();
+    result.deviceMetrics = {
+      summaries: m.sent,
+      acknowledged: m.acked,
+      countedByCoordinator: counted.value - base,
+      /**
+       * First summary sent -> last PUBACK. Each device sends its next summary after the PUBACK of
+       * the previous one, which the coordinator gives once the summary is committed (group commit).
+       */
+      ms: Math.round(m.doneAt - m.startedAt),
+      summariesPerSec: Math.round(m.sent / ((m.doneAt - m.startedAt) / 1000)),
+      coordinatorCpuMsPerSummary: round((usage.coordinatorCpuSeconds * 1000) / Math.max(1, m.sent), 3),
+      storeBytes: scrape.ota_device_metrics_store_bytes ?? null,
+      queryFleetByVersion1h: fleetQuery,
+      queryGroupByVersion1h: groupQuery,
     };
   }
 

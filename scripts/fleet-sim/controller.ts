@@ -161,6 +161,20 @@ export class FleetSim {
     };
   }
 
+  /**
+   * Every device sends `summariesPerDevice` metrics summaries of consecutive one-minute windows
+   * from `fromMs`, each of `observations` inferences (SimDevice.metricsBurst), one at a time.
+   */
+  async metricsBurst(summariesPerDevice: number, fromMs: number, observations: number): Promise<BurstResult> {
+    const results = await this.all<BurstResult>({ type: 'metrics', summariesPerDevice, fromMs, observations });
+    return {
+      sent: results.reduce((a, r) => a + r.sent, 0),
+      acked: results.reduce((a, r) => a + r.acked, 0),
+      startedAt: Math.min(...results.map((r) => r.startedAt)),
+      doneAt: Math.max(...results.map((r) => r.doneAt)),
+    };
+  }
+
   async traces(rolloutIds: string[]): Promise<TracesResult> {
     const results = await this.all<TracesResult>({ type: 'traces', rolloutIds });
     return Object.assign({}, ...results) as TracesResult;

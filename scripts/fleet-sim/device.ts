@@ -1,6 +1,9 @@
+import { LogCollapsingLowestDenseDDSketch } from '@datadog/sketches-js';
 import mqtt, { type MqttClient } from 'mqtt';
 import { idRecord } from '../../shared/id-record.js';
 import type { ModelState, Reported, Status } from '../../shared/messages.js';
+import { CONFIDENCE_BINS, confidenceBin } from '../../shared/metrics/limits.js';
+import { BASE_RELATIVE_ACCURACY, fitBins, fromLibrarySketch } from '../../shared/metrics/sketch.js';
 import { isOutcome } from '../../shared/states.js';
 import { createTopics } from '../../shared/topics.js';
 import type { RolloutTrace, SimCounters, SimCredentials, SimOptions } from './ipc.js';
@@ -414,6 +417,38 @@ export class SimDevice {
     return acked;
   }
 
+  /**
+   * Sends `n` metrics summaries (QoS 1, each acknowledged before the next, like the agent's
+   * outbox), of consecutive one-minute windows from `fromMs`, for the version each model runs
+   * now: `observations` inferences each, from set distributions (simulatedSeries). Resolves
+   * with how many were sent and acknowledged (none by a device that runs no model).
+   */
+  async metricsBurst(n: number, fromMs: number, observations: number): Promise<{ sent: number; acked: number }> {
+    const client = this.client;
+    const running = Object.entries(this.models).filter(([, r]) => r.current !== null);
+    if (!client || !this.connected || running.length === 0) return { sent: 0, acked: 0 };
+    const random = seededRandom(this.id);
+    let acked = 0;
+    for (let i = 0; i < n; i++) {
+      const windowStart = fromMs + i * 60_000;
+      const summary = {
+        ts: new Date(windowStart + 60_000).toISOString(),
+        windowStart: new Date(windowStart).toISOString(),
+        windowSeconds: 60,
+        windowsMerged: 1,
+        series: running.map(([model, r]) => simulatedSeries(model, r.current as string, observations, random)),
+        dropped: { observations: 0, windows: 0 },
+      };
+      try {
+        await client.publishAsync(topics.metrics(this.id), JSON.stringify(summary), { qos: 1 });
+        acked++;
+      } catch {
+        this.counters.reportErrors++;
+      }
+    }
+    return { sent: n, acked };
+  }
+
   /** True when no step is scheduled and the outbox is empty. */
   idle(): boolean {
     return this.timers.size === 0 && this.outbox.length === 0;
@@ -428,6 +463,51 @@ export class SimDevice {
     if (!client) return;
     await new Promise<void>((resolve) => client.end(true, {}, () => resolve()));
   }
+}
+
+/** mulberry32 seeded by the device id: each device's distributions are the same on every run. */
+function seededRandom(id: string): () => number {
+  let a = 0;
+  for (let i = 0; i < id.length; i++) a = (Math.imul(a, 31) + id.charCodeAt(i)) >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let x = a;
+    x = Math.imul(x ^ (x >>> 15), x | 1);
+    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * One series of a simulated summary: latency log-normal around a median that depends on the
+ * version (8 ms plus 1 ms per character code sum mod 8: versions differ, the same version is the
+ * same everywhere), confidence skewed towards 1, 1% errors. Built with the same sketch library
+ * and fitting as the agent (window-aggregator.ts).
+ */
+function simulatedSeries(model: string, version: string, observations: number, random: () => number) {
+  let code = 0;
+  for (let i = 0; i < version.length; i++) code += version.charCodeAt(i);
+  const median = 8 + (code % 8);
+  const latency = new LogCollapsingLowestDenseDDSketch({ relativeAccuracy: BASE_RELATIVE_ACCURACY, binLimit: 2048 });
+  const confidence = new Array<number>(CONFIDENCE_BINS).fill(0);
+  let errors = 0;
+  for (let i = 0; i < observations; i++) {
+    // Box-Muller: a normal sample; sigma 0.35 on the log scale (p99 ~ 2.3x the median).
+    const z = Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
+    latency.accept(median * Math.exp(0.35 * z));
+    const c = 1 - random() ** 3;
+    confidence[confidenceBin(c)] = (confidence[confidenceBin(c)] as number) + 1;
+    if (random() < 0.01) errors++;
+  }
+  return {
+    model,
+    version,
+    source: 'app' as const,
+    count: observations,
+    errors,
+    latencyMs: fitBins(fromLibrarySketch(latency), 160),
+    confidence,
+  };
 }
 
 function isTerminal(state: ModelState): boolean {

@@ -95,6 +95,7 @@ export type ToWorker =
   | { rid: number; type: 'connect' }
   | { rid: number; type: 'behaviour'; behaviour: Partial<SimBehaviour> }
   | { rid: number; type: 'burst'; reportsPerDevice: number }
+  | { rid: number; type: 'metrics'; summariesPerDevice: number; fromMs: number; observations: number }
   | { rid: number; type: 'traces'; rolloutIds: string[] }
   | { rid: number; type: 'counters' }
   | { rid: number; type: 'idle' }

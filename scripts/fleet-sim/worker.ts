@@ -81,6 +81,19 @@ async function handle(msg: ToWorker): Promise<unknown> {
       };
       return result;
     }
+    case 'metrics': {
+      const startedAt = wallMs();
+      const counts = await Promise.all(
+        devices.map((d) => d.metricsBurst(msg.summariesPerDevice, msg.fromMs, msg.observations)),
+      );
+      const result: BurstResult = {
+        sent: counts.reduce((a, b) => a + b.sent, 0),
+        acked: counts.reduce((a, b) => a + b.acked, 0),
+        startedAt,
+        doneAt: wallMs(),
+      };
+      return result;
+    }
     case 'traces': {
       const out: TracesResult = {};
       const wanted = new Set(msg.rolloutIds);
