@@ -7,6 +7,21 @@ import { MetricsOutbox } from './metrics-outbox.js';
 import { listenMetricsSocket, type MetricsSocket } from './metrics-socket.js';
 import { WindowAggregator } from './window-aggregator.js';
 
+/** After a summary was not acknowledged, the next try waits this long, doubling up to the max. */
+export const SEND_RETRY_MIN_MS = 30_000;
+export const SEND_RETRY_MAX_MS = 30 * 60_000;
+
+export interface MetricsTimers {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+/** Real timers, unref'd: a pending window or retry never keeps a stopping agent alive. */
+const REAL_TIMERS: MetricsTimers = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms).unref(),
+  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+};
+
 export interface AgentMetricsDeps {
   config: AgentConfig['metrics'];
   stateDir: string;
@@ -17,32 +32,35 @@ export interface AgentMetricsDeps {
   /** Publishes a summary; resolves on the broker's PUBACK (AgentRuntime.publishMetrics). */
   publish: (payload: Buffer) => Promise<void>;
   isConnected: () => boolean;
-  /** Timers, injectable for tests. */
-  setTimeout?: (fn: () => void, ms: number) => NodeJS.Timeout;
-  clearTimeout?: (t: NodeJS.Timeout) => void;
+  timers?: MetricsTimers;
 }
 
 /**
  * Device metrics on the agent (docs/metrics.md): the socket applications report to, the window
- * they are summarised over, and the durable outbox the summaries leave through. A window closes
- * every `windowSeconds` (aligned to the wall clock, so a device's windows start on the same
- * seconds as the fleet's); its summary is written to the outbox BEFORE anything is sent, so a
- * kill -9 loses at most the open window; the oldest summary is published and removed from the
- * outbox only once the broker acknowledged it (the coordinator acknowledges after it stored it).
- * A clean stop closes the open window first.
+ * they are summarised over, and the durable outbox the summaries leave through.
+ *
+ * - A window closes every `windowSeconds`, aligned to the wall clock (a device's windows start on
+ *   the same seconds as the fleet's), whatever the sending does: its summary goes to the outbox
+ *   (tmp, fsync, rename) before anything is sent, so a kill -9 loses at most the open window.
+ * - The oldest summary is published and removed from the outbox only once the broker acknowledged
+ *   it; the coordinator acknowledges after it stored it.
+ * - A summary that was not acknowledged (the link dropped, or the coordinator refused it, which
+ *   closes the connection: MQTT 3.1.1 has no negative PUBACK) is tried again after a backoff of
+ *   its own, 30 s doubling to 30 min, reset by the next acknowledgement: a coordinator that cannot
+ *   store metrics must not cut a fleet's control channel once a second.
+ * - A clean stop closes the open window into the outbox and does not wait for a publish.
  */
 export class AgentMetrics {
   private readonly aggregator = new WindowAggregator();
   private readonly outbox: MetricsOutbox;
   private socket: MetricsSocket | null = null;
   private windowStart: Date;
-  private timer: NodeJS.Timeout | null = null;
+  private windowTimer: unknown = null;
+  private retryTimer: unknown = null;
+  private retryMs = SEND_RETRY_MIN_MS;
   private sending = false;
   private stopped = false;
-  /** Closing a window and sending are serialised: one outbox operation at a time from here. */
-  private chain: Promise<void> = Promise.resolve();
-  private readonly setTimer: (fn: () => void, ms: number) => NodeJS.Timeout;
-  private readonly clearTimer: (t: NodeJS.Timeout) => void;
+  private readonly timers: MetricsTimers;
 
   constructor(private readonly deps: AgentMetricsDeps) {
     this.outbox = new MetricsOutbox({
@@ -50,13 +68,8 @@ export class AgentMetrics {
       maxWindows: deps.config.maxPendingWindows,
       logger: deps.logger,
     });
-    this.windowStart = this.deps.now();
-    this.setTimer = deps.setTimeout ?? ((fn, ms) => setTimeout(fn, ms));
-    this.clearTimer = deps.clearTimeout ?? ((t) => clearTimeout(t));
-  }
-
-  get socketPath(): string {
-    return this.deps.config.socket;
+    this.windowStart = deps.now();
+    this.timers = deps.timers ?? REAL_TIMERS;
   }
 
   async start(): Promise<void> {
@@ -79,7 +92,7 @@ export class AgentMetrics {
       logger: this.deps.logger,
     });
     this.windowStart = this.deps.now();
-    this.schedule();
+    this.scheduleWindow();
     this.deps.logger.info(
       { socket: this.deps.config.socket, windowSeconds: this.deps.config.windowSeconds },
       'metrics socket listening',
@@ -87,84 +100,97 @@ export class AgentMetrics {
     this.send();
   }
 
+  /** Observations in the open window so far. */
+  get openWindowObservations(): number {
+    return this.aggregator.observedSinceClose;
+  }
+
   /** The health probe's own latency (source `probe`). */
   recordProbe(model: string, version: string, latencyMs: number): void {
     this.aggregator.recordProbe(model, version, latencyMs);
   }
 
-  /** Sends what the outbox holds, oldest first, while connected (also called on every reconnect). */
-  send(): void {
-    if (this.sending || this.stopped || !this.deps.isConnected()) return;
-    this.sending = true;
-    const run = async () => {
-      try {
-        for (;;) {
-          if (this.stopped || !this.deps.isConnected()) break;
-          const next = await this.outbox.oldest();
-          if (!next) break;
-          await this.deps.publish(encodePayload(next.message));
-          await this.outbox.remove(next.seq);
-        }
-      } catch (err) {
-        this.deps.logger.debug({ err: (err as Error).message }, 'metrics summary not sent yet; kept in the outbox');
-      } finally {
-        this.sending = false;
-      }
-    };
-    this.chain = this.chain.then(run, run);
+  /** Called on every (re)connection: sends what the outbox holds, unless a retry is pending. */
+  onConnected(): void {
+    this.send();
   }
 
-  private schedule(): void {
+  /** Sends what the outbox holds, oldest first, one at a time, while connected. */
+  private send(): void {
+    if (this.sending || this.stopped || this.retryTimer !== null || !this.deps.isConnected()) return;
+    this.sending = true;
+    void this.sendAll().finally(() => {
+      this.sending = false;
+    });
+  }
+
+  private async sendAll(): Promise<void> {
+    for (;;) {
+      if (this.stopped || !this.deps.isConnected()) return;
+      const next = await this.outbox.oldest();
+      if (!next) return;
+      try {
+        await this.deps.publish(encodePayload(next.message));
+      } catch (err) {
+        if (this.stopped) return;
+        this.deps.logger.warn(
+          { err: (err as Error).message, windowStart: next.message.windowStart, retryInMs: this.retryMs },
+          'metrics summary not acknowledged; kept in the outbox and tried again later',
+        );
+        this.retryTimer = this.timers.setTimeout(() => {
+          this.retryTimer = null;
+          this.send();
+        }, this.retryMs);
+        this.retryMs = Math.min(SEND_RETRY_MAX_MS, this.retryMs * 2);
+        return;
+      }
+      this.retryMs = SEND_RETRY_MIN_MS;
+      await this.outbox.remove(next.seq);
+    }
+  }
+
+  private scheduleWindow(): void {
     const windowMs = this.deps.config.windowSeconds * 1000;
     const nowMs = this.deps.now().getTime();
     // To the next multiple of the window on the wall clock (at least a tenth of a window away).
     let due = Math.ceil(nowMs / windowMs) * windowMs - nowMs;
     if (due < windowMs / 10) due += windowMs;
-    this.timer = this.setTimer(() => {
-      this.timer = null;
-      void this.closeWindow().finally(() => {
-        if (!this.stopped) this.schedule();
-      });
+    this.windowTimer = this.timers.setTimeout(() => {
+      this.windowTimer = null;
+      if (this.stopped) return;
+      this.scheduleWindow();
+      void this.closeWindow().then(() => this.send());
     }, due);
   }
 
-  /** Closes the open window: its summary (if anything was observed or dropped) goes to the outbox. */
-  closeWindow(): Promise<void> {
-    const run = async () => {
-      const now = this.deps.now();
-      const start = this.windowStart;
-      const seconds = Math.max(1, Math.round((now.getTime() - start.getTime()) / 1000));
-      this.windowStart = now;
-      const message = this.aggregator.close(start, now, seconds);
-      if (!message) return;
-      try {
-        await this.outbox.add(message);
-      } catch (err) {
-        this.deps.logger.error(
-          { err: (err as Error).message },
-          'metrics summary could not be written to the outbox; lost',
-        );
-      }
-    };
-    this.chain = this.chain.then(run, run);
-    return this.chain.then(() => this.send());
+  /** Closes the open window: its summary (when anything was observed or dropped) goes to the outbox. */
+  private async closeWindow(): Promise<void> {
+    const now = this.deps.now();
+    const start = this.windowStart;
+    this.windowStart = now;
+    const seconds = Math.max(1, Math.round((now.getTime() - start.getTime()) / 1000));
+    const message = this.aggregator.close(start, now, seconds);
+    if (!message) return;
+    try {
+      await this.outbox.add(message);
+    } catch (err) {
+      this.deps.logger.error(
+        { err: (err as Error).message, windowStart: message.windowStart },
+        'metrics summary could not be stored in the outbox',
+      );
+    }
   }
 
-  /** Stops taking observations, closes the open window into the outbox (nothing sent now). */
+  /** Stops taking observations and closes the open window into the outbox (sent after the next start). */
   async stop(): Promise<void> {
-    if (this.timer) this.clearTimer(this.timer);
-    this.timer = null;
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.windowTimer !== null) this.timers.clearTimeout(this.windowTimer);
+    if (this.retryTimer !== null) this.timers.clearTimeout(this.retryTimer);
+    this.windowTimer = null;
+    this.retryTimer = null;
     await this.socket?.close();
     this.socket = null;
-    this.stopped = true;
-    const run = async () => {
-      const now = this.deps.now();
-      const start = this.windowStart;
-      const seconds = Math.max(1, Math.round((now.getTime() - start.getTime()) / 1000));
-      const message = this.aggregator.close(start, now, seconds);
-      if (message) await this.outbox.add(message).catch(() => {});
-    };
-    this.chain = this.chain.then(run, run);
-    await this.chain;
+    await this.closeWindow();
   }
 }

@@ -46,8 +46,6 @@ function fileName(seq: number): string {
 export class MetricsOutbox {
   private entries: Entry[] = [];
   private nextSeq = 1;
-  /** The entry handed out by oldest() and not yet removed: never merged or dropped under the sender. */
-  private inFlight: number | null = null;
   /** Drops found by init (corrupt files), added to the next message written. */
   private pending = { observations: 0, windows: 0 };
   /** Mutations run one at a time (add, remove and init each span several file operations). */
@@ -199,8 +197,11 @@ export class MetricsOutbox {
 
   /** Merges the best adjacent pair, or drops the oldest window when none can merge. */
   private async shrink(): Promise<void> {
-    // The window being sent is out of bounds for both: its acknowledgement removes it by seq.
-    const offset = this.inFlight !== null && this.entries[0]?.seq === this.inFlight ? 1 : 0;
+    // The oldest window is never merged or dropped: it is the one being sent, or the one that was
+    // being sent when the agent last stopped, and the coordinator may hold it already (committed,
+    // its PUBACK lost). Merged into the next, it would come back under a key the coordinator has
+    // stored and be ignored as a copy, losing the next window's observations with it.
+    const offset = 1;
     const candidates = this.entries.slice(offset);
     for (const i of mergeOrder(candidates.map((e) => ({ startMs: e.startMs, endMs: e.endMs })))) {
       const a = candidates[i] as Entry;
@@ -246,7 +247,6 @@ export class MetricsOutbox {
     return this.serial(async () => {
       const first = this.entries[0];
       if (!first) return undefined;
-      this.inFlight = first.seq;
       return { seq: first.seq, message: await this.message(first.seq) };
     });
   }
@@ -254,7 +254,6 @@ export class MetricsOutbox {
   /** Removes a summary the broker acknowledged. */
   remove(seq: number): Promise<void> {
     return this.serial(async () => {
-      if (this.inFlight === seq) this.inFlight = null;
       const i = this.entries.findIndex((e) => e.seq === seq);
       if (i < 0) return;
       await fs.rm(this.file(seq), { force: true });

@@ -52,6 +52,7 @@ export class WindowAggregator {
   private series = new Map<string, SeriesState>();
   private seriesPerSource = new Map<MetricSource, number>();
   private dropped = 0;
+  private observed = 0;
   private readonly maxSeries: number;
   private readonly budgetBytes: number;
 
@@ -68,6 +69,7 @@ export class WindowAggregator {
       return false;
     }
     s.count++;
+    this.observed++;
     if (o.error === true) s.errors++;
     s.latency.accept(o.latencyMs);
     if (o.confidence !== undefined) {
@@ -100,6 +102,11 @@ export class WindowAggregator {
     if (n > 0) this.dropped += n;
   }
 
+  /** Observations aggregated since the last close. */
+  get observedSinceClose(): number {
+    return this.observed;
+  }
+
   /** Observations dropped since the last close (refused or over the series cap). */
   get droppedSinceClose(): number {
     return this.dropped;
@@ -128,6 +135,7 @@ export class WindowAggregator {
     this.series = new Map();
     this.seriesPerSource = new Map();
     this.dropped = 0;
+    this.observed = 0;
     if (states.length === 0 && dropped === 0) return null;
     const series = states.map(toWire);
     let message: Metrics | null = null;

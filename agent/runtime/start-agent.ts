@@ -85,7 +85,7 @@ export async function startAgent(
     const started = metrics;
     try {
       await started.start();
-      runtime.onConnected(() => started.send());
+      runtime.onConnected(() => started.onConnected());
     } catch (err) {
       metrics = null;
       // Model updates go on without it: a metrics socket that cannot be created (a missing
