@@ -5,6 +5,8 @@ import { idRecordSchema } from './id-record.js';
 import {
   CONFIDENCE_BINS,
   MAX_SERIES,
+  MAX_SKETCH_KEY,
+  MAX_VALUE_MAGNITUDE,
   MAX_VALUE_NAMES,
   MAX_WINDOW_SECONDS,
   METRIC_SOURCES,
@@ -153,25 +155,23 @@ export type Status = z.infer<typeof StatusSchema>;
  * Sketch bins: counts[i] counts the values of bin offset + i. Bins are positions on a log scale
  * (shared/metrics/sketch.ts), so the offset is small: |offset| < 2^20 covers every double.
  */
-const SketchBinsSchema = z.object({
-  offset: z
-    .number()
-    .int()
-    .min(-(2 ** 20))
-    .max(2 ** 20),
-  counts: z.array(count).min(1).max(MAX_WIRE_BINS),
-});
+const SketchBinsSchema = z
+  .object({
+    offset: z.number().int().min(-MAX_SKETCH_KEY).max(MAX_SKETCH_KEY),
+    counts: z.array(count).min(1).max(MAX_WIRE_BINS),
+  })
+  .refine((b) => b.offset + b.counts.length - 1 <= MAX_SKETCH_KEY, `bin keys must stay within +-${MAX_SKETCH_KEY}`);
 
-const finite = z.number().finite();
+const bounded = z.number().min(-MAX_VALUE_MAGNITUDE).max(MAX_VALUE_MAGNITUDE);
 
 /** A DDSketch of one quantity (latency, a custom value) over a window: numbers only. */
 export const SketchSchema = z
   .object({
     level: z.number().int().min(0).max(MAX_SKETCH_LEVEL),
     count,
-    sum: finite,
-    min: finite,
-    max: finite,
+    sum: z.number().finite(),
+    min: bounded,
+    max: bounded,
     zeros: count,
     positive: SketchBinsSchema.optional(),
     negative: SketchBinsSchema.optional(),
@@ -188,7 +188,10 @@ export const SketchSchema = z
         (s.negative?.counts.reduce((a, b) => a + b, 0) ?? 0),
     'count must equal zeros plus the counts of the bins',
   )
-  .refine((s) => s.count === 0 || s.min <= s.max, 'min must not exceed max');
+  .refine((s) => s.count === 0 || s.min <= s.max, 'min must not exceed max')
+  // Every value is within +-MAX_VALUE_MAGNITUDE, so is the mean: a sum beyond cannot overflow a
+  // rollup's sum to Infinity (stored as null) however many summaries it merges.
+  .refine((s) => Math.abs(s.sum) <= s.count * MAX_VALUE_MAGNITUDE, 'sum must be within count x 1e12');
 
 const valueName = z.string().regex(VALUE_NAME_PATTERN, 'must be 1-32 lowercase letters, digits, "_", from a letter');
 

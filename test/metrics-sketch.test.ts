@@ -98,6 +98,12 @@ t.test('coarsening is exact per level and bounds the bins; levels merge at the c
   t.equal(mixed.count, fine.count + 3);
 });
 
+t.test('an empty sketch is the identity of a merge, whatever its level', async (t) => {
+  const s = sketchOf([1, 2, 3]);
+  t.equal(mergeSketches(s, emptySketch(16)), s, 'a coarse empty sketch does not coarsen the other');
+  t.equal(mergeSketches(emptySketch(16), s), s);
+});
+
 t.test('the schema refuses inconsistent or non-numeric sketches and messages', async (t) => {
   const good = sketchOf([1, 2, 3]);
   const bad: [string, unknown][] = [
@@ -107,6 +113,10 @@ t.test('the schema refuses inconsistent or non-numeric sketches and messages', a
     ['a level beyond the coarsest', { ...good, level: 99 }],
     ['too many bins', { ...good, positive: { offset: 0, counts: new Array(2000).fill(0) } }],
     ['Infinity', { ...good, sum: Number.POSITIVE_INFINITY }],
+    ['a bin key no double maps to', { ...good, positive: { offset: 39_000, counts: [3] } }],
+    ['bins that run past the largest key', { ...good, positive: { offset: 37_999, counts: [1, 1, 1] } }],
+    ['a max beyond 1e12', { ...good, max: 1e13 }],
+    ['a sum no values within 1e12 can reach', { ...good, sum: 4e12 }],
   ];
   for (const [what, value] of bad) t.notOk(SketchSchema.safeParse(value).success, what);
   const ts = '2026-12-06T10:00:00.000Z';

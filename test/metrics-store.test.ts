@@ -563,3 +563,24 @@ t.test('bench:metrics runs (tiny) and prints its table', async (t) => {
   t.ok(result.prune.deleted.windows > 0);
   t.match(table(result), /bytes stored per summary/);
 });
+
+t.test('a rollup stays bounded when devices report far-apart values', async (t) => {
+  const { mergeMerged, emptyMerged } = await import('../coordinator/metrics/series.js');
+  const { MAX_WIRE_BINS, binCount, fromLibrarySketch } = await import('../shared/metrics/sketch.js');
+  const { LogCollapsingLowestDenseDDSketch } = await import('@datadog/sketches-js');
+  const sketch = (v: number) => {
+    const s = new LogCollapsingLowestDenseDDSketch({ relativeAccuracy: 0.01, binLimit: 2048 });
+    s.accept(v);
+    return fromLibrarySketch(s);
+  };
+  let merged = emptyMerged();
+  // 1e-9 ms and 1e12 ms: ~2,400 bins apart at 1%; a naive merge keeps every bin in between.
+  for (const v of [1e-9, 1e12, 3, 5e6])
+    merged = mergeMerged(merged, { ...emptyMerged(), count: 1, windows: 1, latencyMs: sketch(v) });
+  t.ok(
+    binCount(merged.latencyMs) <= MAX_WIRE_BINS,
+    `${binCount(merged.latencyMs)} bins at level ${merged.latencyMs.level}`,
+  );
+  t.equal(merged.latencyMs.count, 4);
+  t.equal(merged.latencyMs.max, 1e12);
+});

@@ -1,4 +1,4 @@
-import { MAX_VALUE_NAMES, VALUE_NAME_PATTERN } from '../../shared/metrics/limits.js';
+import { MAX_VALUE_MAGNITUDE, MAX_VALUE_NAMES, VALUE_NAME_PATTERN } from '../../shared/metrics/limits.js';
 
 /**
  * One line of the metrics socket (docs/metrics.md, "Wire format"): a JSON object (one
@@ -15,7 +15,7 @@ export const MAX_LINE_BYTES = 64 * 1024;
  * The largest magnitude of a latency or a custom value. Sums of a window, and of windows merged
  * over a week offline, stay finite (JSON has no Infinity) and exact enough; 1e12 ms is 31 years.
  */
-export const MAX_MAGNITUDE = 1e12;
+export const MAX_MAGNITUDE = MAX_VALUE_MAGNITUDE;
 /** Observations in one batch line. */
 export const MAX_BATCH = 1000;
 

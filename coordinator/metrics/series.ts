@@ -2,6 +2,8 @@ import type { MetricSeries } from '../../shared/messages.js';
 import { CONFIDENCE_BINS } from '../../shared/metrics/limits.js';
 import {
   emptySketch,
+  fitBins,
+  MAX_WIRE_BINS,
   mean,
   mergeSketches,
   quantile,
@@ -44,7 +46,7 @@ function addValues(into: Map<string, WireSketch>, add: Iterable<[string, WireSke
   const out = new Map(into);
   for (const [name, sketch] of add) {
     const had = out.get(name);
-    out.set(name, had ? mergeSketches(had, sketch) : sketch);
+    out.set(name, had ? fitBins(mergeSketches(had, sketch), MAX_WIRE_BINS) : sketch);
   }
   return out;
 }
@@ -55,7 +57,8 @@ export function mergeMerged(a: Merged, b: Merged): Merged {
     count: a.count + b.count,
     errors: a.errors + b.errors,
     windows: a.windows + b.windows,
-    latencyMs: mergeSketches(a.latencyMs, b.latencyMs),
+    // Refitted: sketches from many devices can spread wider than any one; a rollup row stays bounded.
+    latencyMs: fitBins(mergeSketches(a.latencyMs, b.latencyMs), MAX_WIRE_BINS),
     confidence: addConfidence(a.confidence, b.confidence),
     values: addValues(a.values, b.values),
   };

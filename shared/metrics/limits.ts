@@ -15,6 +15,13 @@ export const MAX_VALUE_NAMES = 4;
 export const CONFIDENCE_BINS = 10;
 /** A custom value's name: what the agent config declares and the wire carries. */
 export const VALUE_NAME_PATTERN = /^[a-z][a-z0-9_]{0,31}$/;
+/** Latencies and custom values are within +-this (the agent refuses others): sums stay finite. */
+export const MAX_VALUE_MAGNITUDE = 1e12;
+/**
+ * The largest |bin key| at level 0: keys of doubles run from about -37,200 (5e-324) to 35,500
+ * (1.8e308) at 1% accuracy, and halve with each level (sketch.ts).
+ */
+export const MAX_SKETCH_KEY = 38_000;
 /** The longest window a summary may cover: windows merged during an outage (agent outbox). */
 export const MAX_WINDOW_SECONDS = 7 * 86_400;
 /** Where a series' observations come from: the application, or the agent's own health probe. */

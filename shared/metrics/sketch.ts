@@ -168,11 +168,12 @@ function binsOf(map: Map<number, number>): SketchBins | undefined {
 
 /**
  * The sketch of both inputs' values together (DDSketch is fully mergeable: the result is the
- * sketch of the union), at the coarser of their levels.
+ * sketch of the union), at the coarser of their levels (an empty input changes nothing).
  */
 export function mergeSketches(a: WireSketch, b: WireSketch): WireSketch {
-  if (b.count === 0) return coarsen(a, b.level);
-  if (a.count === 0) return coarsen(b, a.level);
+  // An empty sketch is the identity whatever its level: a coarse empty one must not coarsen the rest.
+  if (b.count === 0) return a;
+  if (a.count === 0) return b;
   const level = Math.max(a.level, b.level);
   const ca = coarsen(a, level);
   const cb = coarsen(b, level);
