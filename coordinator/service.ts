@@ -253,6 +253,7 @@ export async function startCoordinator(
       metrics: metricsQueries({
         reader: deviceMetrics,
         now,
+        fleetSize: () => fleetTally.deviceCount,
         resolveTarget: (target) => rollouts.resolveTarget(target),
       }),
       artifactSize: async (sha256: string) => {

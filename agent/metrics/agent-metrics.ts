@@ -146,6 +146,7 @@ export class AgentMetrics {
       }
       this.retryMs = SEND_RETRY_MIN_MS;
       await this.outbox.remove(next.seq);
+      this.deps.logger.debug({ windowStart: next.message.windowStart }, 'metrics summary acknowledged');
     }
   }
 

@@ -63,6 +63,11 @@ export class FleetTally {
    * Increases with every change that altered a count: a publisher compares it with the one it
    * last published.
    */
+  /** Enrolled devices. */
+  get deviceCount(): number {
+    return this.devices.size;
+  }
+
   get version(): number {
     return this.changes;
   }
