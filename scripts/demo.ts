@@ -132,8 +132,12 @@ function startCoordinator(): Promise<{ mqtt: string; http: string }> {
 }
 
 function startAgent(id: string): void {
+  // Without RUNTIME_DIRECTORY (set when the demo runs under systemd): each device's metrics
+  // socket is then in its own state directory, not one shared path.
+  const { RUNTIME_DIRECTORY: _shared, ...env } = process.env;
   const child = spawn(process.execPath, [AGENT, '--config', at(`${id}.agent.json`)], {
     stdio: ['ignore', 'ignore', 'pipe'],
+    env,
   });
   children.push(child);
 }

@@ -75,6 +75,25 @@ t.test('versions side by side, with the range, grain and accuracy', async (t) =>
   t.match(text, /1\.0\.0.*40.*120,345.*0\.1%.*12\.3.*20\.4.*1,235/);
   t.match(text, /2\.0\.0.*4.*9,000.*0%/);
   t.match(text, /3\/7/);
+  // Parsed JSON is a plain object: a value named `constructor` in one row is not found in another.
+  const parsed = JSON.parse(
+    JSON.stringify(
+      view([
+        row({ values: { constructor: { p50: 1, p95: 2, p99: 3, mean: 1, samples: 5 } } }),
+        row({ version: '2.0.0', values: {} }),
+      ]),
+    ),
+  ) as MetricsQueryView;
+  const lines = renderMetrics(io, parsed).split('\n');
+  t.match(
+    lines.find((l) => l.includes('1.0.0')),
+    /1\/2/,
+  );
+  t.match(
+    lines.find((l) => l.includes('2.0.0')),
+    /│ - *│?\s*$|\s-\s*$/,
+    'the other version shows none',
+  );
   t.match(text, /within 1% \(DDSketch\)/);
 });
 

@@ -149,6 +149,8 @@ export class LoggedProcess {
 /** One running `ota-agent` process. */
 export class AgentProcess extends LoggedProcess {
   constructor(configFile: string, env: NodeJS.ProcessEnv = {}) {
-    super(AGENT_MAIN, ['--config', configFile], env);
+    // No RUNTIME_DIRECTORY from the environment the tests run in (a systemd service): every
+    // agent would default its metrics socket to the same path there (agent/config.ts).
+    super(AGENT_MAIN, ['--config', configFile], { RUNTIME_DIRECTORY: undefined, ...env });
   }
 }

@@ -1,4 +1,5 @@
 import { type Command, InvalidArgumentError } from 'commander';
+import { ownEntry } from '../../../shared/id-record.js';
 import { CONFIDENCE_BINS } from '../../../shared/metrics/limits.js';
 import { remoteCommand, type Session, withSession } from '../connection.js';
 import { CliExit, EXIT_INTERRUPTED, EXIT_OK } from '../exit.js';
@@ -104,7 +105,8 @@ export function renderMetrics(io: CliIo, r: MetricsQueryView): string {
       ms(row.latencyMs?.p99),
       conf,
       ...valueNames.map((n) => {
-        const v = row.values[n];
+        // From JSON: a plain object, and a value may be named `constructor`.
+        const v = ownEntry(row.values, n);
         return v ? `${ms(v.p50)}/${ms(v.p95)}` : '-';
       }),
     ];
