@@ -224,14 +224,20 @@ export async function startCoordinator(
       },
       onOversizedPacket: () => metrics.oversizedPackets.inc(),
       acceptMetrics: (deviceId, summary) =>
-        deviceMetrics.ingest(deviceId, summary).then(() => {
-          metrics.deviceMetricsSummaries.inc();
-          for (const s of summary.series) {
-            metrics.deviceObservations.inc({ source: s.source }, s.count);
-            metrics.deviceInferenceErrors.inc({ source: s.source }, s.errors);
-          }
-          metrics.deviceObservationsDropped.inc(summary.dropped?.observations ?? 0);
-        }),
+        deviceMetrics.ingest(deviceId, summary).then(
+          () => {
+            metrics.deviceMetricsSummaries.inc();
+            for (const s of summary.series) {
+              metrics.deviceObservations.inc({ source: s.source }, s.count);
+              metrics.deviceInferenceErrors.inc({ source: s.source }, s.errors);
+            }
+            metrics.deviceObservationsDropped.inc(summary.dropped?.observations ?? 0);
+          },
+          (err: unknown) => {
+            metrics.deviceMetricsNotStored.inc();
+            throw err;
+          },
+        ),
       onSlowWatcher: () => metrics.slowWatchersCut.inc(),
     });
     closers.push(() => broker.close());

@@ -3,7 +3,12 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import t, { type Test } from 'tap';
-import { listenMetricsSocket, MAX_PENDING_ANSWER_BYTES, type MetricsSocket } from '../agent/metrics/metrics-socket.js';
+import {
+  listenMetricsSocket,
+  MAX_ANSWERS_PER_LINE,
+  MAX_PENDING_ANSWER_BYTES,
+  type MetricsSocket,
+} from '../agent/metrics/metrics-socket.js';
 import { MAX_LINE_BYTES, type ObservationContext } from '../agent/metrics/observation.js';
 import { WindowAggregator } from '../agent/metrics/window-aggregator.js';
 import { isOtaError } from '../shared/errors.js';
@@ -224,4 +229,22 @@ t.test('listen: the directory must exist; a stale socket is replaced; a live one
   t.ok((await fs.lstat(staleLink)).isSocket(), 'a socket file nobody listens on');
   const again = await listenMetricsSocket({ path: staleLink, context: ctx, sink: new WindowAggregator(), logger });
   await again.close();
+});
+
+t.test('a refused batch of 1,000 gets 10 answers and one that sums up the rest; all are counted', async (t) => {
+  const { socketPath, agg } = await setup(t);
+  const s = await connect(socketPath);
+  t.teardown(() => s.destroy());
+  const bad = JSON.stringify(Array.from({ length: 1000 }, () => ({ ...ok, latencyMs: 'slow' })));
+  const answers = await exchange(s, `${bad}\n`, MAX_ANSWERS_PER_LINE + 1);
+  t.equal(answers.length, MAX_ANSWERS_PER_LINE + 1);
+  t.match(answers.at(-1), {
+    code: 'E_METRICS_FIELD',
+    line: 1,
+    message: /990 more observations of this line were refused/,
+  });
+  // Nothing more comes for that line: the next line's answer is the next one read.
+  const next = await exchange(s, 'x\n', 1);
+  t.match(next, [{ code: 'E_METRICS_LINE', line: 2 }]);
+  t.equal(agg.close(START, new Date(), 60)?.dropped?.observations, 1001, 'the 1,000 and the bad line counted');
 });

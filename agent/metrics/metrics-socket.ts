@@ -24,6 +24,8 @@ import {
 export const DEFAULT_MAX_CONNECTIONS = 32;
 /** Unread answer bytes on a connection beyond which it gets no more answers. */
 export const MAX_PENDING_ANSWER_BYTES = 64 * 1024;
+/** Answers written for one line; the rest of its refusals are summed up in one more answer. */
+export const MAX_ANSWERS_PER_LINE = 10;
 
 /** Where valid observations go and refused ones are counted (the WindowAggregator). */
 export interface ObservationSink {
@@ -171,8 +173,21 @@ class Connection {
       this.muted = true;
       return;
     }
+    // At most MAX_ANSWERS_PER_LINE answers per line: a refused batch of 1,000 would otherwise write
+    // ~250 KB at once, past the bound above, for each of 32 connections.
     let out = '';
-    for (const r of refused) out += answer(r, this.lineNo);
+    for (const r of refused.slice(0, MAX_ANSWERS_PER_LINE)) out += answer(r, this.lineNo);
+    const more = refused.length - MAX_ANSWERS_PER_LINE;
+    if (more > 0) {
+      const next = refused[MAX_ANSWERS_PER_LINE] as Refusal;
+      out += answer(
+        {
+          code: next.code,
+          message: `${more} more observations of this line were refused (answers stop at ${MAX_ANSWERS_PER_LINE} per line; all are counted)`,
+        },
+        this.lineNo,
+      );
+    }
     this.socket.write(out);
   }
 }

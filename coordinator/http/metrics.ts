@@ -12,8 +12,9 @@ import { METRIC_SOURCES } from '../../shared/metrics/limits.js';
  * `process_*` and `nodejs_*` names, which ready-made dashboards expect.
  *
  * Cardinality is bounded on purpose: no metric is labelled with a device id, a model version or
- * anything else that grows with the fleet. The only labels are the rollout status (five values)
- * and the transport of an authentication failure (two).
+ * anything else that grows with the fleet. The only labels are the rollout status (five values),
+ * the transport of an authentication failure (two), the source of device metrics (two) and the
+ * table of the metrics store (three).
  */
 export interface CoordinatorMetrics {
   readonly registry: Registry;
@@ -54,6 +55,8 @@ export interface CoordinatorMetrics {
   readonly deviceInferenceErrors: Counter<'source'>;
   /** Observations agents said they could not keep (refused lines, series over the cap, dropped windows). */
   readonly deviceObservationsDropped: Counter;
+  /** Summaries the store could not commit (their publish refused: the device sends them again later). */
+  readonly deviceMetricsNotStored: Counter;
   /** The metrics store's size, read at each scrape. */
   observeMetricsStore(read: () => { rows: Record<string, number>; bytes: { file: number; wal: number } }): void;
   /** Artifact bytes read from disk and sent to clients (`GET /artifacts/...`). */
@@ -206,6 +209,11 @@ export function createMetrics(options: MetricsOptions = {}): CoordinatorMetrics 
     help: 'Observations agents could not keep (refused lines, series over the cap, windows dropped while offline).',
     registers,
   });
+  const deviceMetricsNotStored = new Counter({
+    name: 'ota_device_metrics_not_stored_total',
+    help: 'Device metrics summaries the store could not commit (refused; the device sends them again after its backoff).',
+    registers,
+  });
   let readMetricsStore: (() => { rows: Record<string, number>; bytes: { file: number; wal: number } }) | null = null;
   new Gauge({
     name: 'ota_device_metrics_rows',
@@ -268,6 +276,7 @@ export function createMetrics(options: MetricsOptions = {}): CoordinatorMetrics 
     deviceObservations,
     deviceInferenceErrors,
     deviceObservationsDropped,
+    deviceMetricsNotStored,
     observeMetricsStore(read) {
       readMetricsStore = read;
     },
