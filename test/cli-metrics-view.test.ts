@@ -1,4 +1,3 @@
-import pc from 'picocolors';
 import t from 'tap';
 import {
   confidenceBars,
@@ -8,23 +7,12 @@ import {
   ms,
   renderMetrics,
 } from '../coordinator/cli/commands/metrics.js';
-import type { CliIo } from '../coordinator/cli/io.js';
+import { renderIo } from './helpers/render-io.js';
 
 // What `otactl metrics` prints: versions (or devices) side by side, quantiles in ms with three
 // significant digits, the confidence distribution as one character per 0.1, custom values.
 
-const io: CliIo = {
-  out: () => {},
-  err: () => {},
-  color: pc.createColors(false),
-  env: {},
-  cwd: '/',
-  stdoutIsTTY: true,
-  stderrIsTTY: false,
-  live: async () => ({ update: () => {}, done: () => {} }),
-  progress: () => {},
-  onInterrupt: () => () => {},
-};
+const io = renderIo;
 
 function row(patch: Partial<MetricsRowView> = {}): MetricsRowView {
   return {

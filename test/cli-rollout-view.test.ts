@@ -1,4 +1,3 @@
-import pc from 'picocolors';
 import t from 'tap';
 import {
   currentWaveDevices,
@@ -7,27 +6,16 @@ import {
   renderWatch,
   watchLine,
 } from '../coordinator/cli/commands/rollout-watch.js';
-import type { CliIo } from '../coordinator/cli/io.js';
 import { nextSteps, renderSummary } from '../coordinator/cli/render.js';
 import type { RolloutDeviceView } from '../coordinator/rollout/types.js';
 import { type RolloutSummary, RolloutSummarySchema } from '../shared/messages.js';
+import { renderIo } from './helpers/render-io.js';
 
 // What `otactl rollout status [--watch]` shows (issue 11 items 3, 6, 13): waves numbered from 1,
 // the next step that fits the halt, the current wave's devices under the summary, bounded, and
 // lines that wrap at words in a narrow terminal.
 
-const io: CliIo = {
-  out: () => {},
-  err: () => {},
-  color: pc.createColors(false),
-  env: {},
-  cwd: '/',
-  stdoutIsTTY: true,
-  stderrIsTTY: false,
-  live: async () => ({ update: () => {}, done: () => {} }),
-  progress: () => {},
-  onInterrupt: () => () => {},
-};
+const io = renderIo;
 
 function summary(patch: Partial<RolloutSummary> = {}): RolloutSummary {
   return RolloutSummarySchema.parse({

@@ -1,3 +1,4 @@
+import type { MetricsObservation } from '../../shared/metrics/client.js';
 import { MAX_VALUE_MAGNITUDE, MAX_VALUE_NAMES, VALUE_NAME_PATTERN } from '../../shared/metrics/limits.js';
 
 /**
@@ -26,16 +27,8 @@ export type MetricsErrorCode =
   | 'E_METRICS_UNKNOWN_VERSION'
   | 'E_METRICS_VALUE_NAME';
 
-export interface Observation {
-  model: string;
-  /** The version the application actually ran. */
-  version: string;
-  latencyMs: number;
-  confidence?: number;
-  error?: boolean;
-  /** Declared value names only; a null-prototype record. */
-  values?: Record<string, number>;
-}
+/** A valid observation (the Node client's MetricsObservation); `values` a null-prototype record. */
+export type Observation = MetricsObservation;
 
 export interface ObservationContext {
   /** The versions the agent has for the model (current, previous, installing); undefined: not installed. */

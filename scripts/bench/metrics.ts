@@ -10,6 +10,7 @@ import { createLogger } from '../../shared/logger.js';
 import type { MetricSeries, Metrics } from '../../shared/messages.js';
 import { CONFIDENCE_BINS, confidenceBin } from '../../shared/metrics/limits.js';
 import { BASE_RELATIVE_ACCURACY, fromLibrarySketch } from '../../shared/metrics/sketch.js';
+import { mulberry32 } from '../mulberry32.js';
 import { log, machine, median, parseArgs, printResult, revision, round, wallMs } from './common.js';
 
 /**
@@ -51,18 +52,6 @@ const VERSIONS = [
 ];
 const MINUTE_MS = 60_000;
 const HOUR_MS = 3_600_000;
-
-/** mulberry32 (seeded: every run sends the same observations). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function gaussian(random: () => number): number {
   return Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
@@ -138,7 +127,7 @@ export async function runMetricsBench(o: MetricsBenchOptions) {
     logger: createLogger('silent', process.stderr, 'ota-coordinator'),
     groupsOf: (id) => (group.has(id) ? canary : []),
   });
-  const random = prng(o.seed);
+  const random = mulberry32(o.seed);
   const sparse: Phase = { summaries: 0, wallMs: 0, cpuMs: 0 };
   const full: Phase = { summaries: 0, wallMs: 0, cpuMs: 0 };
   const totalMinutes = o.hours * 60;

@@ -6,6 +6,7 @@ import { CONFIDENCE_BINS, confidenceBin } from '../../shared/metrics/limits.js';
 import { BASE_RELATIVE_ACCURACY, fitBins, fromLibrarySketch } from '../../shared/metrics/sketch.js';
 import { isOutcome } from '../../shared/states.js';
 import { createTopics } from '../../shared/topics.js';
+import { mulberry32, seedOf } from '../mulberry32.js';
 import type { RolloutTrace, SimCounters, SimCredentials, SimOptions } from './ipc.js';
 
 /**
@@ -427,7 +428,7 @@ export class SimDevice {
     const client = this.client;
     const running = Object.entries(this.models).filter(([, r]) => r.current !== null);
     if (!client || !this.connected || running.length === 0) return { sent: 0, acked: 0 };
-    const random = seededRandom(this.id);
+    const random = mulberry32(seedOf(this.id)); // each device's own distributions, the same every run
     let acked = 0;
     for (let i = 0; i < n; i++) {
       const windowStart = fromMs + i * 60_000;
@@ -463,19 +464,6 @@ export class SimDevice {
     if (!client) return;
     await new Promise<void>((resolve) => client.end(true, {}, () => resolve()));
   }
-}
-
-/** mulberry32 seeded by the device id: each device's distributions are the same on every run. */
-function seededRandom(id: string): () => number {
-  let a = 0;
-  for (let i = 0; i < id.length; i++) a = (Math.imul(a, 31) + id.charCodeAt(i)) >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /**
