@@ -259,7 +259,7 @@ export async function startCoordinator(
       metrics: metricsQueries({
         reader: deviceMetrics,
         now,
-        fleetSize: () => fleetTally.deviceCount,
+        modelDevices: (model) => fleetTally.modelDeviceCount(model),
         resolveTarget: (target) => rollouts.resolveTarget(target),
       }),
       artifactSize: async (sha256: string) => {

@@ -74,6 +74,7 @@ async function setup(t: Test) {
     publish: (payload) => new Promise<void>((resolve, reject) => sent.push({ payload, resolve, reject })),
     isConnected: () => connected,
     timers,
+    random: () => 0.5, // no jitter: the retry delays are the backoff's
   });
   await metrics.start();
   t.teardown(() => metrics.stop());
@@ -155,8 +156,9 @@ t.test('a summary not acknowledged waits for its backoff, doubling, reset by an 
   await s.waitFor('sent again', () => s.sent.length === 2);
   t.same(s.sent[1]?.payload, s.sent[0]?.payload, 'the same summary, from the outbox');
   s.sent[1]?.reject(new Error('refused'));
-  await s.waitFor('the second retry', () => s.timers.delays().includes(2 * SEND_RETRY_MIN_MS));
-  t.equal(s.timers.delays().length, 2, 'the window timer and the retry');
+  // The window timer is 60 s too: wait for both.
+  await s.waitFor('the second retry', () => s.timers.delays().length === 2);
+  t.same(s.timers.delays(), [2 * SEND_RETRY_MIN_MS, 60_000], 'the retry (doubled) beside the window timer');
   s.timers.fireLatest();
   await s.waitFor('sent a third time', () => s.sent.length === 3);
   s.sent[2]?.resolve();
@@ -194,4 +196,29 @@ t.test('stop closes the open window into the outbox without waiting for a publis
   );
   t.equal(last.series[0]?.count, 6, 'the open window, closed by the stop');
   t.equal(last.windowSeconds, 12);
+});
+
+t.test('an outbox that fails is logged and tried again later; the agent goes on', async (t) => {
+  const s = await setup(t);
+  s.setConnected(false);
+  await s.report(2);
+  await s.waitFor('2 observed', () => s.metrics.openWindowObservations === 2);
+  s.advance(30_000);
+  s.timers.fire((ms) => ms === 30_000);
+  await s.waitFor('in the outbox', async () => (await s.files()).length === 1);
+  // The summary's file no longer holds a summary (a disk fault): reading it fails.
+  const [file] = await s.files();
+  await fs.writeFile(path.join(s.outboxDir, file as string), 'not json');
+  const rejections: unknown[] = [];
+  const onRejection = (err: unknown) => rejections.push(err);
+  process.on('unhandledRejection', onRejection);
+  t.teardown(() => process.off('unhandledRejection', onRejection));
+  s.setConnected(true);
+  s.metrics.onConnected();
+  await s.waitFor('a retry is scheduled', () => s.timers.delays().includes(SEND_RETRY_MIN_MS));
+  t.equal(s.sent.length, 0, 'nothing was sent');
+  t.same(rejections, [], 'no unhandled rejection (it would end the agent)');
+  // Windows go on closing.
+  await s.report(3);
+  await s.waitFor('3 observed', () => s.metrics.openWindowObservations === 3);
 });

@@ -1,5 +1,5 @@
 import t, { type Test } from 'tap';
-import { encodedBytes, fitToBudget } from '../agent/metrics/fit-budget.js';
+import { encodedBytes, fitToBudget, roundOutward } from '../agent/metrics/fit-budget.js';
 import { WindowAggregator } from '../agent/metrics/window-aggregator.js';
 import { type Metrics, MetricsSchema } from '../shared/messages.js';
 import { CONFIDENCE_BINS, MAX_SERIES, MESSAGE_BUDGET_BYTES } from '../shared/metrics/limits.js';
@@ -140,3 +140,24 @@ t.test(
     t.equal(fitToBudget(m, 10), null);
   },
 );
+
+t.test('over budget near the value bound: what the agent sends, the schema takes', async (t) => {
+  // 999,999,400,000 rounded up to 6 digits would be 1.00001e12, past the bound the coordinator
+  // checks; the rounding stops at the bound (a review finding: the agent refused its own file).
+  t.equal(roundOutward(999_999_400_000, 1), 1e12);
+  t.equal(roundOutward(-999_999_400_000, -1), -1e12);
+  t.equal(roundOutward(12.3456789, 1), 12.3457);
+  t.equal(roundOutward(12.3456789, -1), 12.3456);
+  const agg = new WindowAggregator();
+  const names = ['a', 'b', 'c', 'd'];
+  for (let s = 0; s < MAX_SERIES; s++)
+    for (let i = 0; i < 50; i++) {
+      const values = Object.create(null) as Record<string, number>;
+      for (const [k, n] of names.entries()) values[n] = k === 3 ? 999_999_400_000 - i : (i + 1) * 10 ** (k * 3);
+      agg.add({ model: `m${s}`, version: '1.0.0', latencyMs: 1e-6 * 10 ** (i % 15), values });
+    }
+  const m = agg.close(new Date('2026-12-06T10:00:00Z'), new Date('2026-12-06T10:01:00Z'), 60);
+  t.ok(m && encodedBytes(m) <= MESSAGE_BUDGET_BYTES, `${m && encodedBytes(m)} bytes`);
+  const parsed = MetricsSchema.safeParse(m);
+  t.ok(parsed.success, parsed.success ? 'the schema takes it' : parsed.error.message);
+});

@@ -15,24 +15,38 @@ import { OtaError } from '../shared/errors.js';
 const args = (a: Record<string, unknown>) => MetricsQueryArgsSchema.parse({ model: 'det', ...a });
 
 t.test('the budget: what is refused, with the numbers and the fix', async (t) => {
-  t.doesNotThrow(() => checkQueryBudget(args({ sinceSeconds: 86_400 }), 10_000), '24 h by version at 10,000 devices');
-  t.throws(() => checkQueryBudget(args({ sinceSeconds: 14 * 86_400 }), 10_000), {
+  t.doesNotThrow(
+    () => checkQueryBudget(args({ sinceSeconds: 86_400 }), 10_000, 10_000),
+    '24 h by version, 10,000 devices',
+  );
+  t.throws(() => checkQueryBudget(args({ sinceSeconds: 14 * 86_400 }), 10_000, 10_000), {
     code: 'E_USAGE',
-    message: /about 3,370,000 device-hours to count devices \(10000 devices x 337 hours\).*at most 199 hours here/,
+    message:
+      /about 3,370,000 device-hours to count devices \(10000 devices report det, x 337 hours\).*at most 199 hours here/,
   });
-  t.doesNotThrow(() => checkQueryBudget(args({ by: 'device' }), 10_000), 'by device, 1 h, 10,000 devices');
-  t.throws(() => checkQueryBudget(args({ by: 'device', sinceSeconds: 86_400 }), 10_000), {
+  // A group reads the device-hours of every device of the model, then picks its members.
+  t.throws(() => checkQueryBudget(args({ group: 'canary', sinceSeconds: 14 * 86_400 }), 10_000, 100), {
+    message: /10000 devices report det/,
+  });
+  t.doesNotThrow(() => checkQueryBudget(args({ by: 'device' }), 10_000, 10_000), 'by device, 1 h, 10,000 devices');
+  t.throws(() => checkQueryBudget(args({ by: 'device', sinceSeconds: 86_400 }), 10_000, 10_000), {
     message: /device-hours \(10000 devices x 25 hours\).*at most 5 hours here\), a smaller --group, or --devices/,
   });
-  t.throws(() => checkQueryBudget(args({ by: 'device', group: 'lab', sinceSeconds: 86_400 }), 5_000), {
+  t.throws(() => checkQueryBudget(args({ by: 'device', group: 'lab', sinceSeconds: 86_400 }), 10_000, 5_000), {
     message: /group lab's 5000 devices/,
   });
+  // No range fits 40,000 devices by device: the fix is fewer devices, not a shorter range.
+  t.throws(() => checkQueryBudget(args({ by: 'device' }), 40_000, 40_000), {
+    message: /one query may read without holding up the coordinator; a smaller --group, or --devices$/,
+  });
+  t.doesNotThrow(() => checkQueryBudget(args({ by: 'device' }), 40_000, 500), 'a group of 500 of them');
   t.doesNotThrow(
-    () => checkQueryBudget(args({ devices: ['a', 'b'], sinceSeconds: 7 * 86_400 }), 0),
+    () => checkQueryBudget(args({ devices: ['a', 'b'], sinceSeconds: 7 * 86_400 }), 0, 0),
     '2 devices, 7 days',
   );
   t.throws(
-    () => checkQueryBudget(args({ devices: Array.from({ length: 1000 }, (_, i) => `d${i}`), sinceSeconds: 86_400 }), 0),
+    () =>
+      checkQueryBudget(args({ devices: Array.from({ length: 1000 }, (_, i) => `d${i}`), sinceSeconds: 86_400 }), 0, 0),
     { message: /windows \(1000 devices x 1440 minutes\).*use a group/ },
   );
 });
@@ -56,7 +70,7 @@ t.test('groups resolve to their members now; a name that does not resolve is an 
       },
     },
     now: () => new Date('2026-12-06T12:00:00.000Z'),
-    fleetSize: () => 3,
+    modelDevices: () => 3,
     resolveTarget: (target) => {
       if (target.group === 'lab') return ['cam-1', 'cam-2'];
       if (target.devices) {

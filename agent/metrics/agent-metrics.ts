@@ -33,6 +33,8 @@ export interface AgentMetricsDeps {
   publish: (payload: Buffer) => Promise<void>;
   isConnected: () => boolean;
   timers?: MetricsTimers;
+  /** In [0, 1): the retry jitter (Math.random by default). */
+  random?: () => number;
 }
 
 /**
@@ -46,7 +48,7 @@ export interface AgentMetricsDeps {
  *   it; the coordinator acknowledges after it stored it.
  * - A summary that was not acknowledged (the link dropped, or the coordinator refused it, which
  *   closes the connection: MQTT 3.1.1 has no negative PUBACK) is tried again after a backoff of
- *   its own, 30 s doubling to 30 min, reset by the next acknowledgement: a coordinator that cannot
+ *   its own, 30 s doubling to 30 min (each +-50%), reset by the next acknowledgement: a coordinator that cannot
  *   store metrics must not cut a fleet's control channel once a second.
  * - A clean stop closes the open window into the outbox and does not wait for a publish.
  */
@@ -61,6 +63,7 @@ export class AgentMetrics {
   private sending = false;
   private stopped = false;
   private readonly timers: MetricsTimers;
+  private readonly random: () => number;
 
   constructor(private readonly deps: AgentMetricsDeps) {
     this.outbox = new MetricsOutbox({
@@ -70,6 +73,7 @@ export class AgentMetrics {
     });
     this.windowStart = deps.now();
     this.timers = deps.timers ?? REAL_TIMERS;
+    this.random = deps.random ?? Math.random;
   }
 
   async start(): Promise<void> {
@@ -119,9 +123,16 @@ export class AgentMetrics {
   private send(): void {
     if (this.sending || this.stopped || this.retryTimer !== null || !this.deps.isConnected()) return;
     this.sending = true;
-    void this.sendAll().finally(() => {
-      this.sending = false;
-    });
+    this.sendAll()
+      .catch((err: unknown) => {
+        // The outbox could not be read or updated (an I/O error, a read-only file system): the
+        // agent goes on managing models; the summaries wait for the next try.
+        this.deps.logger.error({ err: (err as Error).message }, 'metrics outbox failed; tried again later');
+        this.retryLater();
+      })
+      .finally(() => {
+        this.sending = false;
+      });
   }
 
   private async sendAll(): Promise<void> {
@@ -137,17 +148,28 @@ export class AgentMetrics {
           { err: (err as Error).message, windowStart: next.message.windowStart, retryInMs: this.retryMs },
           'metrics summary not acknowledged; kept in the outbox and tried again later',
         );
-        this.retryTimer = this.timers.setTimeout(() => {
-          this.retryTimer = null;
-          this.send();
-        }, this.retryMs);
-        this.retryMs = Math.min(SEND_RETRY_MAX_MS, this.retryMs * 2);
+        this.retryLater();
         return;
       }
       this.retryMs = SEND_RETRY_MIN_MS;
       await this.outbox.remove(next.seq);
       this.deps.logger.debug({ windowStart: next.message.windowStart }, 'metrics summary acknowledged');
     }
+  }
+
+  /**
+   * The next try after the backoff, jittered by +-50%: windows close on the same seconds across
+   * the fleet, so a coordinator that refuses them all would otherwise see the whole fleet retry
+   * (and be cut) in the same second at every step.
+   */
+  private retryLater(): void {
+    if (this.stopped || this.retryTimer !== null) return;
+    const delay = Math.round(this.retryMs * (0.5 + this.random()));
+    this.retryTimer = this.timers.setTimeout(() => {
+      this.retryTimer = null;
+      this.send();
+    }, delay);
+    this.retryMs = Math.min(SEND_RETRY_MAX_MS, this.retryMs * 2);
   }
 
   private scheduleWindow(): void {

@@ -1,5 +1,5 @@
 import type { Metrics } from '../../shared/messages.js';
-import { MESSAGE_BUDGET_BYTES } from '../../shared/metrics/limits.js';
+import { MAX_VALUE_MAGNITUDE, MESSAGE_BUDGET_BYTES } from '../../shared/metrics/limits.js';
 import { binCount, coarsen, fitBins, MAX_SKETCH_LEVEL, type WireSketch } from '../../shared/metrics/sketch.js';
 
 /**
@@ -16,18 +16,25 @@ export function encodedBytes(message: unknown): number {
   return Buffer.byteLength(JSON.stringify(message));
 }
 
-/** x to 6 significant digits, rounded towards -Infinity (dir -1) or +Infinity (dir 1). */
+/**
+ * x to 6 significant digits, rounded towards -Infinity (dir -1) or +Infinity (dir 1), never past
+ * +-MAX_VALUE_MAGNITUDE: every value is within it, and the coordinator refuses a bound beyond
+ * (999,999,400,000 rounded up would be 1.00001e12).
+ */
 export function roundOutward(x: number, dir: -1 | 1): number {
+  const clamp = (v: number) => Math.min(MAX_VALUE_MAGNITUDE, Math.max(-MAX_VALUE_MAGNITUDE, v));
   const r = Number(x.toPrecision(6));
-  if (dir < 0 ? r <= x : r >= x) return r;
+  if (dir < 0 ? r <= x : r >= x) return clamp(r);
   // toPrecision rounded the wrong way by at most half a unit of the 6th digit (<= 5e-6 of |x|).
-  return Number((x + dir * Math.abs(x) * 1e-5).toPrecision(6));
+  return clamp(Number((x + dir * Math.abs(x) * 1e-5).toPrecision(6)));
 }
 
 function roundStats(s: WireSketch): WireSketch {
+  // The sum stays within count x MAX_VALUE_MAGNITUDE after rounding, as the schema asks.
+  const limit = s.count * MAX_VALUE_MAGNITUDE;
   return {
     ...s,
-    sum: Number(s.sum.toPrecision(6)),
+    sum: Math.min(limit, Math.max(-limit, Number(s.sum.toPrecision(6)))),
     min: roundOutward(s.min, -1),
     max: roundOutward(s.max, 1),
   };

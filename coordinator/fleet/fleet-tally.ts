@@ -59,15 +59,15 @@ export class FleetTally {
     return tally;
   }
 
+  /** Devices whose newest report names `model`. */
+  modelDeviceCount(model: string): number {
+    return this.models.get(model)?.devices ?? 0;
+  }
+
   /**
    * Increases with every change that altered a count: a publisher compares it with the one it
    * last published.
    */
-  /** Enrolled devices. */
-  get deviceCount(): number {
-    return this.devices.size;
-  }
-
   get version(): number {
     return this.changes;
   }

@@ -19,8 +19,8 @@ export interface MetricsReader<R> {
 export interface MetricsQueriesDeps<R> {
   reader: MetricsReader<R>;
   now: () => Date;
-  /** Enrolled devices: the scope of a query without a group or device list. */
-  fleetSize: () => number;
+  /** Devices whose newest report names the model: whose device-hours a query reads. */
+  modelDevices: (model: string) => number;
   /** A group's members now, or the device list checked: names that do not resolve are an error. */
   resolveTarget: (target: { group?: string; devices?: string[] }) => string[];
 }
@@ -43,38 +43,50 @@ function budgetError(what: string, rows: number, budget: number, how: string): O
   );
 }
 
+/** How many hours fit the budget for this many devices, said as a fix (or none fits: narrow the devices). */
+function shorter(budget: number, devices: number, narrower: string): string {
+  const hours = Math.floor(budget / Math.max(1, devices)) - 1;
+  return hours >= 1
+    ? `use a shorter --since (at most ${hours} hours here)${narrower ? `, ${narrower}` : ''}`
+    : narrower;
+}
+
 /**
  * The estimate of what a query reads, for devices that each send one summary a minute of one
- * version: throws E_USAGE when it is over budget.
+ * version; throws E_USAGE when it is over budget. `modelDevices`: the devices that report the
+ * model (the device-hour table is read for all of them, a group's members are picked from
+ * those); `scopeDevices`: the group's members, or the model's devices without a group.
  */
-export function checkQueryBudget(args: MetricsQueryArgs, scopeDevices: number): void {
+export function checkQueryBudget(args: MetricsQueryArgs, modelDevices: number, scopeDevices: number): void {
   const hours = Math.ceil(args.sinceSeconds / 3600) + 1;
   if (args.devices !== undefined) {
-    const rows = args.devices.length * Math.ceil(args.sinceSeconds / 60);
+    const minutes = Math.ceil(args.sinceSeconds / 60);
+    const rows = args.devices.length * minutes;
     if (rows > MERGE_ROW_BUDGET)
       throw budgetError(
-        `windows (${args.devices.length} devices x ${Math.ceil(args.sinceSeconds / 60)} minutes)`,
+        `windows (${args.devices.length} devices x ${minutes} minutes)`,
         rows,
         MERGE_ROW_BUDGET,
         'name fewer devices or a shorter --since, or use a group (its rollups answer without reading windows)',
       );
     return;
   }
-  const deviceHours = scopeDevices * hours;
+  const scanned = modelDevices * hours;
+  if (scanned > COUNT_ROW_BUDGET)
+    throw budgetError(
+      `device-hours to count devices (${modelDevices} devices report ${args.model}, x ${hours} hours)`,
+      scanned,
+      COUNT_ROW_BUDGET,
+      shorter(COUNT_ROW_BUDGET, modelDevices, ''),
+    );
+  const merged = scopeDevices * hours;
   const where = args.group !== undefined ? `group ${args.group}'s ${scopeDevices}` : `${scopeDevices}`;
-  if (args.by === 'device' && deviceHours > MERGE_ROW_BUDGET)
+  if (args.by === 'device' && merged > MERGE_ROW_BUDGET)
     throw budgetError(
       `device-hours (${where} devices x ${hours} hours)`,
-      deviceHours,
+      merged,
       MERGE_ROW_BUDGET,
-      `use a shorter --since (at most ${Math.max(1, Math.floor(MERGE_ROW_BUDGET / Math.max(1, scopeDevices)) - 1)} hours here), a smaller --group, or --devices`,
-    );
-  if (deviceHours > COUNT_ROW_BUDGET)
-    throw budgetError(
-      `device-hours to count devices (${where} devices x ${hours} hours)`,
-      deviceHours,
-      COUNT_ROW_BUDGET,
-      `use a shorter --since (at most ${Math.max(1, Math.floor(COUNT_ROW_BUDGET / Math.max(1, scopeDevices)) - 1)} hours here) or a --group`,
+      shorter(MERGE_ROW_BUDGET, scopeDevices, 'a smaller --group, or --devices'),
     );
 }
 
@@ -93,7 +105,8 @@ export function metricsQueries<R>(deps: MetricsQueriesDeps<R>): { query(args: Me
           ? { name: args.group, members: new Set(deps.resolveTarget({ group: args.group })) }
           : undefined;
       const devices = args.devices !== undefined ? deps.resolveTarget({ devices: args.devices }) : undefined;
-      checkQueryBudget(args, group ? group.members.size : deps.fleetSize());
+      const modelDevices = deps.modelDevices(args.model);
+      checkQueryBudget(args, modelDevices, group ? group.members.size : modelDevices);
       return deps.reader.query({
         model: args.model,
         ...(args.version !== undefined ? { version: args.version } : {}),
