@@ -5,14 +5,11 @@ import { type Metrics, MetricsSchema } from '../shared/messages.js';
 import { CONFIDENCE_BINS, MAX_SERIES, MESSAGE_BUDGET_BYTES } from '../shared/metrics/limits.js';
 import { quantile, relativeAccuracyAt, type WireSketch } from '../shared/metrics/sketch.js';
 import { prng } from './helpers/prng.js';
+import { exactQuantile } from './helpers/quantiles.js';
 
 const START = new Date('2025-03-01T10:00:00Z');
 const NOW = new Date('2025-03-01T10:01:00Z');
 const QUANTILES = [0.01, 0.25, 0.5, 0.9, 0.95, 0.99];
-
-function exactQuantile(sorted: number[], q: number): number {
-  return sorted[Math.floor(q * (sorted.length - 1))] as number;
-}
 
 function checkQuantiles(t: Test, s: WireSketch, values: number[], what: string): void {
   const sorted = [...values].sort((a, b) => a - b);

@@ -7,6 +7,7 @@ import type { MetricsQueryView } from '../coordinator/cli/commands/metrics.js';
 import { goodModel } from '../scripts/tiny-models.js';
 import { otactl, startOtactl } from './helpers/cli.js';
 import { FleetFixture } from './helpers/fleet-fixture.js';
+import { exactQuantile } from './helpers/quantiles.js';
 
 // Device metrics end to end, all real: a coordinator process, an agent process, and an
 // application process that loads the device's current model with onnxruntime, runs inferences
@@ -46,12 +47,6 @@ function runApp(stateDir: string, socket: string, count: number, extra: string[]
       else resolve(JSON.parse(out.trim().split('\n').at(-1) as string) as AppRun);
     });
   });
-}
-
-/** The exact quantile with the rank rule the sketch uses (lower value at rank q * (n - 1)). */
-function exact(values: number[], q: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(q * (sorted.length - 1))] as number;
 }
 
 t.test('application inferences reach otactl metrics; kill -9 loses at most the open window', async (t) => {
@@ -99,7 +94,7 @@ t.test('application inferences reach otactl metrics; kill -9 loses at most the o
     [0.95, 'p95'],
     [0.99, 'p99'],
   ] as const) {
-    const want = exact(first.latencies, q);
+    const want = exactQuantile(first.latencies, q);
     const got = row?.latencyMs?.[key] as number;
     t.ok(Math.abs(got - want) <= accuracy * want + 1e-9, `${key}: ${got} within ${accuracy} of the exact ${want}`);
   }

@@ -1,4 +1,3 @@
-import { LogCollapsingLowestDenseDDSketch } from '@datadog/sketches-js';
 import t, { type Test } from 'tap';
 import { MetricsSchema, SketchSchema } from '../shared/messages.js';
 import {
@@ -7,26 +6,17 @@ import {
   coarsen,
   emptySketch,
   fitBins,
-  fromLibrarySketch,
   mean,
   mergeAll,
   mergeSketches,
   quantile,
   relativeAccuracyAt,
-  type WireSketch,
+  sketchOfValues,
 } from '../shared/metrics/sketch.js';
 import { prng } from './helpers/prng.js';
+import { exactQuantile } from './helpers/quantiles.js';
 
-/** The exact quantile with the rank rule of the sketch (lower value at rank q * (n - 1)). */
-function exactQuantile(sorted: number[], q: number): number {
-  return sorted[Math.floor(q * (sorted.length - 1))] as number;
-}
-
-function sketchOf(values: number[]): WireSketch {
-  const s = new LogCollapsingLowestDenseDDSketch({ relativeAccuracy: BASE_RELATIVE_ACCURACY, binLimit: 2048 });
-  for (const v of values) s.accept(v);
-  return fromLibrarySketch(s);
-}
+const sketchOf = sketchOfValues;
 
 function withinRelative(t: Test, got: number | null, want: number, alpha: number, what: string): void {
   t.ok(

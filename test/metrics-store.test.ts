@@ -1,7 +1,6 @@
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { LogCollapsingLowestDenseDDSketch } from '@datadog/sketches-js';
 import Database from 'better-sqlite3';
 import t, { type Test } from 'tap';
 import { METRICS_SCHEMA_VERSION } from '../coordinator/metrics/metrics-db.js';
@@ -15,11 +14,12 @@ import { CONFIDENCE_BINS, confidenceBin } from '../shared/metrics/limits.js';
 import {
   BASE_RELATIVE_ACCURACY,
   coarsen,
-  fromLibrarySketch,
   relativeAccuracyAt,
+  sketchOfValues,
   type WireSketch,
 } from '../shared/metrics/sketch.js';
 import { prng } from './helpers/prng.js';
+import { exactQuantile } from './helpers/quantiles.js';
 
 /**
  * Device metrics storage (coordinator/metrics/) on real metrics.db files: what a query returns
@@ -52,11 +52,7 @@ function open(t: Test, file: string, deps: Partial<MetricsRecorderDeps> = {}) {
   return { recorder, clock };
 }
 
-function sketchOf(values: readonly number[]): WireSketch {
-  const s = new LogCollapsingLowestDenseDDSketch({ relativeAccuracy: BASE_RELATIVE_ACCURACY, binLimit: 2048 });
-  for (const v of values) s.accept(v);
-  return fromLibrarySketch(s);
-}
+const sketchOf = (values: readonly number[]): WireSketch => sketchOfValues(values);
 
 interface Obs {
   latency: number;
@@ -103,7 +99,7 @@ function message(windowStart: number, list: MetricSeries[], windowsMerged = 1): 
   });
 }
 
-const exact = (sorted: readonly number[], q: number) => sorted[Math.floor(q * (sorted.length - 1))] as number;
+const exact = exactQuantile;
 
 function near(t: Test, got: number | null | undefined, want: number, alpha: number, what: string) {
   t.ok(
@@ -566,13 +562,8 @@ t.test('bench:metrics runs (tiny) and prints its table', async (t) => {
 
 t.test('a rollup stays bounded when devices report far-apart values', async (t) => {
   const { mergeMerged, emptyMerged } = await import('../coordinator/metrics/series.js');
-  const { MAX_WIRE_BINS, binCount, fromLibrarySketch } = await import('../shared/metrics/sketch.js');
-  const { LogCollapsingLowestDenseDDSketch } = await import('@datadog/sketches-js');
-  const sketch = (v: number) => {
-    const s = new LogCollapsingLowestDenseDDSketch({ relativeAccuracy: 0.01, binLimit: 2048 });
-    s.accept(v);
-    return fromLibrarySketch(s);
-  };
+  const { MAX_WIRE_BINS, binCount } = await import('../shared/metrics/sketch.js');
+  const sketch = (v: number) => sketchOfValues([v]);
   let merged = emptyMerged();
   // 1e-9 ms and 1e12 ms: ~2,400 bins apart at 1%; a naive merge keeps every bin in between.
   for (const v of [1e-9, 1e12, 3, 5e6])

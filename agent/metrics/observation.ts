@@ -12,11 +12,6 @@ import { MAX_VALUE_MAGNITUDE, MAX_VALUE_NAMES, VALUE_NAME_PATTERN } from '../../
 
 /** A line longer than this (bytes, without its newline) is refused. */
 export const MAX_LINE_BYTES = 64 * 1024;
-/**
- * The largest magnitude of a latency or a custom value. Sums of a window, and of windows merged
- * over a week offline, stay finite (JSON has no Infinity) and exact enough; 1e12 ms is 31 years.
- */
-export const MAX_MAGNITUDE = MAX_VALUE_MAGNITUDE;
 /** Observations in one batch line. */
 export const MAX_BATCH = 1000;
 
@@ -64,7 +59,7 @@ function refuse(code: MetricsErrorCode, message: string): Refusal {
 }
 
 function isNumberInRange(v: unknown): v is number {
-  return typeof v === 'number' && v >= -MAX_MAGNITUDE && v <= MAX_MAGNITUDE; // false for NaN too
+  return typeof v === 'number' && v >= -MAX_VALUE_MAGNITUDE && v <= MAX_VALUE_MAGNITUDE; // false for NaN too
 }
 
 /** Checks one decoded observation: the observation, or why it is refused. */
@@ -121,7 +116,7 @@ export function checkObservation(raw: unknown, ctx: ObservationContext): Observa
   if (!isNumberInRange(latencyMs) || latencyMs < 0)
     return refuse(
       'E_METRICS_FIELD',
-      `field "latencyMs" must be a number from 0 to ${MAX_MAGNITUDE} (milliseconds of the inference), got ${quote(JSON.stringify(latencyMs) ?? 'nothing')}`,
+      `field "latencyMs" must be a number from 0 to ${MAX_VALUE_MAGNITUDE} (milliseconds of the inference), got ${quote(JSON.stringify(latencyMs) ?? 'nothing')}`,
     );
   if (confidence !== undefined && (!isNumberInRange(confidence) || confidence < 0 || confidence > 1))
     return refuse(
@@ -178,7 +173,7 @@ function checkValues(values: unknown, declared: ReadonlySet<string>): { values: 
     if (!isNumberInRange(x))
       return refuse(
         'E_METRICS_FIELD',
-        `value ${quote(name)} must be a number from -${MAX_MAGNITUDE} to ${MAX_MAGNITUDE}, got ${quote(JSON.stringify(x))}`,
+        `value ${quote(name)} must be a number from -${MAX_VALUE_MAGNITUDE} to ${MAX_VALUE_MAGNITUDE}, got ${quote(JSON.stringify(x))}`,
       );
     out[name] = x;
   }

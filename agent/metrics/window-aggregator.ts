@@ -1,4 +1,3 @@
-import { LogCollapsingLowestDenseDDSketch } from '@datadog/sketches-js';
 import type { MetricSeries, Metrics } from '../../shared/messages.js';
 import {
   CONFIDENCE_BINS,
@@ -8,7 +7,7 @@ import {
   MESSAGE_BUDGET_BYTES,
   type MetricSource,
 } from '../../shared/metrics/limits.js';
-import { BASE_RELATIVE_ACCURACY, fromLibrarySketch, type WireSketch } from '../../shared/metrics/sketch.js';
+import { fromLibrarySketch, newAccumulator, type WireSketch } from '../../shared/metrics/sketch.js';
 import { fitToBudget } from './fit-budget.js';
 import type { Observation } from './observation.js';
 
@@ -16,19 +15,12 @@ import type { Observation } from './observation.js';
  * The current window of device metrics: per (model, version, source), a count, an error count, a
  * latency sketch, confidence counts per bin and a sketch per custom value. Memory is bounded
  * whatever an application sends: at most MAX_SERIES series per source (more are dropped and
- * counted), at most MAX_VALUE_NAMES values per series, and each sketch has at most BIN_LIMIT bins
- * (the library collapses the lowest ones beyond it). `close` turns the window into one summary
+ * counted), at most MAX_VALUE_NAMES values per series, and each sketch has a bounded number of bins
+ * (newAccumulator: the library collapses the lowest ones beyond it). `close` turns the window into one summary
  * message that fits MESSAGE_BUDGET_BYTES and starts the next window.
  */
 
-/** Bins per library sketch: 1% accuracy over a factor of ~1e17, far more than any latency spread. */
-const BIN_LIMIT = 2048;
-
-type LibrarySketch = InstanceType<typeof LogCollapsingLowestDenseDDSketch>;
-
-function newSketch(): LibrarySketch {
-  return new LogCollapsingLowestDenseDDSketch({ relativeAccuracy: BASE_RELATIVE_ACCURACY, binLimit: BIN_LIMIT });
-}
+type LibrarySketch = ReturnType<typeof newAccumulator>;
 
 interface SeriesState {
   model: string;
@@ -84,7 +76,7 @@ export class WindowAggregator {
           // observation.ts admits declared names only, and the config declares at most
           // MAX_VALUE_NAMES: this cap only guards memory if a caller skipped that check.
           if (s.values.size >= MAX_VALUE_NAMES) continue;
-          sketch = newSketch();
+          sketch = newAccumulator();
           s.values.set(name, sketch);
         }
         sketch.accept(o.values[name] as number);
@@ -119,7 +111,7 @@ export class WindowAggregator {
     const n = this.seriesPerSource.get(source) ?? 0;
     if (n >= this.maxSeries) return undefined;
     this.seriesPerSource.set(source, n + 1);
-    s = { model, version, source, count: 0, errors: 0, latency: newSketch(), confidence: null, values: new Map() };
+    s = { model, version, source, count: 0, errors: 0, latency: newAccumulator(), confidence: null, values: new Map() };
     this.series.set(key, s);
     return s;
   }

@@ -2,13 +2,13 @@ import { z } from 'zod';
 import { EnvelopeSchema } from '../../shared/envelope.js';
 import { OtaError } from '../../shared/errors.js';
 import type { ReportedModel } from '../../shared/messages.js';
-import { ID_PATTERN, VERSION_PATTERN } from '../../shared/names.js';
 import type { FleetService } from '../fleet/fleet-service.js';
 import { type MetricsQueryArgs, MetricsQueryArgsSchema } from '../metrics/query-args.js';
 import type { RolloutService } from '../rollout/rollout-service.js';
 import { parseWaves } from '../rollout/strategy.js';
 import type { Role } from '../store/records.js';
 import type { Store } from '../store/store.js';
+import { idArg, versionArg } from './arg-schemas.js';
 import { type Op, opsFor } from './ops.js';
 import { channelView, groupView, keyView, operatorView } from './views.js';
 
@@ -25,8 +25,8 @@ export interface CommandContext {
   metrics: { query(args: MetricsQueryArgs): unknown };
 }
 
-const id = z.string().regex(ID_PATTERN, 'use 1-64 letters, digits, ".", "_" or "-"');
-const version = z.string().regex(VERSION_PATTERN, 'use 1-64 letters, digits, ".", "_", "+" or "-"');
+const id = idArg;
+const version = versionArg;
 const labels = z.record(id, z.string().min(1).max(128)).refine((l) => Object.keys(l).length <= 32, 'at most 32 labels');
 const rolloutId = z.strictObject({ id });
 

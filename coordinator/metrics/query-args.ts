@@ -1,9 +1,9 @@
 import { z } from 'zod';
 import { METRIC_SOURCES } from '../../shared/metrics/limits.js';
-import { ID_PATTERN, VERSION_PATTERN } from '../../shared/names.js';
+import { idArg, versionArg } from '../commands/arg-schemas.js';
 import { MAX_QUERY_DEVICES } from './query.js';
 
-const id = z.string().regex(ID_PATTERN, 'use 1-64 letters, digits, ".", "_" or "-"');
+const id = idArg;
 
 /** The longest look back a query may ask for (retention may be set up to this). */
 export const MAX_QUERY_SECONDS = 366 * 86_400;
@@ -12,7 +12,7 @@ export const MAX_QUERY_SECONDS = 366 * 86_400;
 export const MetricsQueryArgsSchema = z
   .strictObject({
     model: id,
-    version: z.string().regex(VERSION_PATTERN, 'use 1-64 letters, digits, ".", "_", "+" or "-"').optional(),
+    version: versionArg.optional(),
     group: id.optional(),
     devices: z.array(id).min(1).max(MAX_QUERY_DEVICES).optional(),
     /** From this many seconds ago until now. */

@@ -2,14 +2,13 @@
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { LogCollapsingLowestDenseDDSketch } from '@datadog/sketches-js';
 import Database from 'better-sqlite3';
 import type { MetricsQuery } from '../../coordinator/metrics/query.js';
 import { MetricsRecorder } from '../../coordinator/metrics/recorder.js';
 import { createLogger } from '../../shared/logger.js';
 import type { MetricSeries, Metrics } from '../../shared/messages.js';
 import { CONFIDENCE_BINS, confidenceBin } from '../../shared/metrics/limits.js';
-import { BASE_RELATIVE_ACCURACY, fromLibrarySketch } from '../../shared/metrics/sketch.js';
+import { fromLibrarySketch, newAccumulator } from '../../shared/metrics/sketch.js';
 import { mulberry32 } from '../mulberry32.js';
 import { log, machine, median, parseArgs, printResult, revision, round, wallMs } from './common.js';
 
@@ -57,10 +56,6 @@ function gaussian(random: () => number): number {
   return Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
 }
 
-function newSketch() {
-  return new LogCollapsingLowestDenseDDSketch({ relativeAccuracy: BASE_RELATIVE_ACCURACY, binLimit: 2048 });
-}
-
 /** One device's summary of one minute: what its agent would send. */
 function summary(
   random: () => number,
@@ -68,8 +63,8 @@ function summary(
   windowStart: number,
   observations: number,
 ): Metrics {
-  const latency = newSketch();
-  const preprocess = newSketch();
+  const latency = newAccumulator();
+  const preprocess = newAccumulator();
   const confidence = new Array<number>(CONFIDENCE_BINS).fill(0);
   let errors = 0;
   for (let i = 0; i < observations; i++) {

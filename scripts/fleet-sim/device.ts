@@ -1,9 +1,8 @@
-import { LogCollapsingLowestDenseDDSketch } from '@datadog/sketches-js';
 import mqtt, { type MqttClient } from 'mqtt';
 import { idRecord } from '../../shared/id-record.js';
 import type { ModelState, Reported, Status } from '../../shared/messages.js';
 import { CONFIDENCE_BINS, confidenceBin } from '../../shared/metrics/limits.js';
-import { BASE_RELATIVE_ACCURACY, fitBins, fromLibrarySketch } from '../../shared/metrics/sketch.js';
+import { fitBins, fromLibrarySketch, newAccumulator } from '../../shared/metrics/sketch.js';
 import { isOutcome } from '../../shared/states.js';
 import { createTopics } from '../../shared/topics.js';
 import { mulberry32, seedOf } from '../mulberry32.js';
@@ -476,7 +475,7 @@ function simulatedSeries(model: string, version: string, observations: number, r
   let code = 0;
   for (let i = 0; i < version.length; i++) code += version.charCodeAt(i);
   const median = 8 + (code % 8);
-  const latency = new LogCollapsingLowestDenseDDSketch({ relativeAccuracy: BASE_RELATIVE_ACCURACY, binLimit: 2048 });
+  const latency = newAccumulator();
   const confidence = new Array<number>(CONFIDENCE_BINS).fill(0);
   let errors = 0;
   for (let i = 0; i < observations; i++) {

@@ -15,7 +15,11 @@ export const MAX_VALUE_NAMES = 4;
 export const CONFIDENCE_BINS = 10;
 /** A custom value's name: what the agent config declares and the wire carries. */
 export const VALUE_NAME_PATTERN = /^[a-z][a-z0-9_]{0,31}$/;
-/** Latencies and custom values are within +-this (the agent refuses others): sums stay finite. */
+/**
+ * Latencies and custom values are within +-this (the agent refuses others, the coordinator checks
+ * sketches against it): sums of a window, and of windows merged over a week offline, stay finite
+ * (JSON has no Infinity) and exact enough; 1e12 ms is 31 years.
+ */
 export const MAX_VALUE_MAGNITUDE = 1e12;
 /**
  * The largest |bin key| at level 0: keys of doubles run from about -37,200 (5e-324) to 35,500

@@ -1,3 +1,5 @@
+import { LogCollapsingLowestDenseDDSketch } from '@datadog/sketches-js';
+
 /**
  * DDSketch summaries on the wire (Masson, Rim, Lee: "DDSketch: a fast and fully-mergeable quantile
  * sketch with relative-error guarantees", VLDB 2019). A value v > 0 falls in bin
@@ -89,6 +91,27 @@ export interface LibrarySketch {
   sum: number;
   min: number;
   max: number;
+}
+
+/** Bins an accumulating sketch keeps (1% accuracy over a factor of ~1e17) before collapsing its lowest. */
+const ACCUMULATOR_BIN_LIMIT = 2048;
+
+/**
+ * A @datadog/sketches-js sketch to accumulate values in, with the mapping `fromLibrarySketch`
+ * reads (level 0): the agent's, and anything that must build the summaries an agent would.
+ */
+export function newAccumulator(): LogCollapsingLowestDenseDDSketch {
+  return new LogCollapsingLowestDenseDDSketch({
+    relativeAccuracy: BASE_RELATIVE_ACCURACY,
+    binLimit: ACCUMULATOR_BIN_LIMIT,
+  });
+}
+
+/** The wire sketch of these values, accumulated as the agent does. */
+export function sketchOfValues(values: Iterable<number>): WireSketch {
+  const s = newAccumulator();
+  for (const v of values) s.accept(v);
+  return fromLibrarySketch(s);
 }
 
 /** A level-0 library sketch (relativeAccuracy BASE_RELATIVE_ACCURACY) in wire form. */
