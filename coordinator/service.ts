@@ -13,6 +13,7 @@ import { runCommand } from './commands/dispatch.js';
 import type { CoordinatorConfig } from './config.js';
 import { DesiredPublisher, type OutgoingMessage } from './desired/desired-publisher.js';
 import { SeqCatchUp } from './desired/seq-catch-up.js';
+import { ExperimentService, LOOK_CHECK_EVERY_MS } from './experiments/experiment-service.js';
 import { FleetService } from './fleet/fleet-service.js';
 import { FleetSummaryPublisher } from './fleet/fleet-summary-publisher.js';
 import { FleetTally, tallyAudit } from './fleet/fleet-tally.js';
@@ -65,6 +66,8 @@ export async function startCoordinator(
     authFailureLimits?: AuthFailureLimitsOptions;
     /** At most one fleet summary per this many ms (default 1 s); tests use less. */
     fleetSummaryEveryMs?: number;
+    /** How often the experiment judge checks for a planned look (default 60 s); tests use less. */
+    experimentLookEveryMs?: number;
   },
 ): Promise<RunningCoordinator> {
   const { logger } = options;
@@ -75,6 +78,8 @@ export async function startCoordinator(
   // What /healthz says: ready only once everything a client needs is in place (see below).
   let phase: 'starting' | 'ready' | 'stopping' = 'starting';
   const stopAll = async () => {
+    // Once: a second call (a test's teardown after its own stop) finds nothing left to close.
+    if (phase === 'stopping') return;
     phase = 'stopping';
     for (const close of closers.reverse()) {
       try {
@@ -131,6 +136,7 @@ export async function startCoordinator(
       listGroups: () => store.listGroups(),
       labelsOf: (id) => store.getDevice(id)?.labels ?? null,
     });
+    let experiments: ExperimentService | null = null;
     const deviceMetrics = new MetricsRecorder({
       file: path.join(config.dataDir, 'metrics.db'),
       now,
@@ -138,13 +144,16 @@ export async function startCoordinator(
       retentionDays: config.metricsRetentionDays,
       ...(config.metricsRawRetentionDays !== null ? { rawRetentionDays: config.metricsRawRetentionDays } : {}),
       groupsOf: (id) => deviceGroups.groupsOf(id),
+      // Set below, once the experiment service exists (no summary arrives before the broker).
+      cohortsOf: (id, model) => experiments?.cohortsOf(id, model) ?? [],
     });
     closers.push(() => deviceMetrics.close());
     metrics.observeMetricsStore(() => deviceMetrics.stats());
     const pruneMetrics = () =>
       deviceMetrics.prune().then(
         (r) => {
-          if (r.windows + r.minuteRollups + r.deviceHours > 0) logger.info(r, 'device metrics past retention removed');
+          if (r.windows + r.minuteRollups + r.deviceHours + r.cohortSeries > 0)
+            logger.info(r, 'device metrics past retention removed');
         },
         (err: Error) => logger.error({ err: err.message }, 'device metrics retention failed'),
       );
@@ -203,6 +212,22 @@ export async function startCoordinator(
       // A revoked release is never assigned (docs/security.md): the keys counted now.
       releaseTrust: () => fleet.releaseTrust(),
     });
+    // Experiments (docs/experiments.md): A/B arms written like rollouts, judged at planned looks.
+    const experimentService = new ExperimentService({
+      store,
+      executor,
+      now,
+      cohortSeries: (id) => deviceMetrics.cohortSeries(id),
+      rollouts,
+      setChannel: (input, actor, opts) => fleet.setChannel(input, actor, opts),
+      lastReport: (deviceId) => reports.last(deviceId) ?? store.getDevice(deviceId)?.lastReport,
+      releaseTrust: () => fleet.releaseTrust(),
+      onError: (err, what) => logger.error({ err: (err as Error).message }, `experiment judge: ${what} failed`),
+    });
+    experiments = experimentService;
+    const lookTimer = setInterval(() => experimentService.tick(), options.experimentLookEveryMs ?? LOOK_CHECK_EVERY_MS);
+    lookTimer.unref();
+    closers.push(() => clearInterval(lookTimer));
     const authenticate = storeAuthenticator(store);
     const authLimits = new AuthFailureLimits(options.authFailureLimits);
     const authFailures = new AuthFailureAudit({ store, now, logger, onAudit, limits: authLimits });
@@ -256,6 +281,7 @@ export async function startCoordinator(
       store,
       fleet,
       rollouts,
+      experiments: experimentService,
       metrics: metricsQueries({
         reader: deviceMetrics,
         now,

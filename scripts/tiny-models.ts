@@ -97,6 +97,62 @@ export function goodModelOutputs(variant: number, x: readonly number[]): number[
   return linear(x, goodWeights(variant), GOOD_B);
 }
 
+/**
+ * A much larger model with the good model's outputs: y = x · W + B + 0 · sum(x · P · Q^layers),
+ * where P is [4, width] and Q is [width, width]. The extra path depends on x, so onnxruntime
+ * cannot fold it away, and it costs about `layers` · width² multiply-adds per inference (a few
+ * milliseconds at the defaults, against microseconds for `goodModel`), while its result is
+ * multiplied by zero: the outputs, and the probe's golden check, are the good model's exactly
+ * (the path's values stay small and finite: a zero times them is zero). For experiments whose
+ * arms must differ in latency with real inference (test/experiment-e2e.test.ts).
+ */
+export function heavyModel(layers = 16, width = 1024): Uint8Array {
+  if (!Number.isInteger(layers) || layers < 1 || !Number.isInteger(width) || width < 1) {
+    throw new RangeError(`heavy model: layers and width must be positive integers, got ${layers}, ${width}`);
+  }
+  const path: { opType: string; input: string[]; output: string[]; name: string }[] = [
+    { opType: 'MatMul', input: [TINY_INPUT, 'P'], output: ['a0'], name: 'spread' },
+  ];
+  for (let i = 0; i < layers; i++) {
+    path.push({ opType: 'MatMul', input: [`a${i}`, 'Q'], output: [`a${i + 1}`], name: `layer${i}` });
+  }
+  path.push(
+    { opType: 'ReduceSum', input: [`a${layers}`], output: ['s'], name: 'sum' },
+    { opType: 'Mul', input: ['s', 'Z'], output: ['zero'], name: 'times_zero' },
+  );
+  const model = onnx.ModelProto.create({
+    irVersion: 8,
+    producerName: 'ota-models tiny-model maker',
+    docString: `heavy model: good outputs, ${layers} layers of ${width}x${width}`,
+    opsetImport: [{ domain: '', version: 13 }],
+    graph: {
+      name: 'heavy_linear',
+      input: [valueInfo(TINY_INPUT, [1, IN])],
+      output: [valueInfo(TINY_OUTPUT, [1, OUT])],
+      initializer: [
+        { name: 'W', dims: [IN, OUT], dataType: FLOAT, floatData: [...GOOD_W] },
+        { name: 'B', dims: [1, OUT], dataType: FLOAT, floatData: [...GOOD_B] },
+        { name: 'P', dims: [IN, width], dataType: FLOAT, floatData: new Array<number>(IN * width).fill(0.01) },
+        // 1/width: each layer keeps the values' scale, so nothing overflows however deep.
+        {
+          name: 'Q',
+          dims: [width, width],
+          dataType: FLOAT,
+          floatData: new Array<number>(width * width).fill(1 / width),
+        },
+        { name: 'Z', dims: [1, 1], dataType: FLOAT, floatData: [0] },
+      ],
+      node: [
+        ...path,
+        { opType: 'MatMul', input: [TINY_INPUT, 'W'], output: ['h'], name: 'matmul' },
+        { opType: 'Add', input: ['h', 'B'], output: ['hb'], name: 'add' },
+        { opType: 'Add', input: ['hb', 'zero'], output: [TINY_OUTPUT], name: 'add_zero' },
+      ],
+    },
+  });
+  return onnx.ModelProto.encode(model).finish();
+}
+
 /** Loads and runs, but its outputs are wrong: fails the golden check of `goodProbe()`. */
 export function wrongOutputsModel(): Uint8Array {
   return linearModel(

@@ -293,6 +293,17 @@ export const ERROR_CODES = {
       'A rollout strategy is invalid (wave percents not strictly increasing, last wave not 100, failure rate outside [0, 1)).',
     fix: 'Fix `--waves` / `--max-failure-rate` as the message says, e.g. `--waves 1,10:manual,50,100 --max-failure-rate 0.05`.',
   },
+  E_EXPERIMENT_SPEC: {
+    area: 'experiments',
+    meaning:
+      'An experiment or analysis definition is invalid: a `--metric` that does not parse, a split outside 1-99, an arm with no device, an analysis file that does not validate.',
+    fix: "Fix the part the message names, e.g. `--metric 'latency_ms p95 <= +10%'` (docs/experiments.md).",
+  },
+  E_EXPERIMENT_STATE: {
+    area: 'experiments',
+    meaning: 'The operation does not apply to the experiment in its current status (e.g. promote one that was halted).',
+    fix: 'Check it with `otactl experiment status ID`; an ended experiment cannot be changed, create a new one.',
+  },
   E_CONFLICT: {
     area: 'coordinator',
     meaning:

@@ -411,12 +411,12 @@ t.test('retention: prune deletes old windows and rollups everywhere, and old sum
   // hours, only hour 0 is wholly past.
   const at = new Date(T0 + 24 * HOUR + 90 * MIN);
   const pruned = await recorder.prune(at);
-  t.same(pruned, { windows: 6, minuteRollups: 4, deviceHours: 3 });
+  t.same(pruned, { windows: 6, minuteRollups: 4, deviceHours: 3, cohortSeries: 0 });
   t.same(recorder.stats().rows, { windows: 3, minuteRollups: 2, deviceHours: 6 });
   t.same(recorder.query({ model: 'm', ...range(T0, T0 + 2 * HOUR) }).rows, [], 'nothing left of 00:00-02:00');
   t.equal(recorder.query({ model: 'm', ...range(T0, T0 + 3 * HOUR) }).rows[0]?.samples, 3);
   t.same(recorder.query({ model: 'm', by: 'device', ...range(T0, T0 + HOUR) }).rows, [], 'no device hour of hour 0');
-  t.same(await recorder.prune(at), { windows: 0, minuteRollups: 0, deviceHours: 0 }, 'idempotent');
+  t.same(await recorder.prune(at), { windows: 0, minuteRollups: 0, deviceHours: 0, cohortSeries: 0 }, 'idempotent');
 
   clock.now = at.getTime();
   await recorder.ingest('late', message(T0 + 5 * MIN, [s]));
@@ -430,7 +430,7 @@ t.test('a shorter raw retention prunes raw windows only; rollups keep answering'
   clock.now = T0 + HOUR;
   await recorder.ingest('a', message(T0, [series('m', '1', [{ latency: 3 }])]));
   const pruned = await recorder.prune(new Date(T0 + 2 * 24 * HOUR));
-  t.same(pruned, { windows: 1, minuteRollups: 0, deviceHours: 0 });
+  t.same(pruned, { windows: 1, minuteRollups: 0, deviceHours: 0, cohortSeries: 0 });
   t.equal(recorder.query({ model: 'm', ...range(T0, T0 + HOUR) }).rows[0]?.samples, 1, 'the fleet view still has it');
   t.same(recorder.query({ model: 'm', devices: ['a'], ...range(T0, T0 + HOUR) }).rows, [], 'the raw window is gone');
   t.throws(
@@ -452,7 +452,7 @@ t.test('prune works in slices and yields between them', async (t) => {
   const ticker = setInterval(() => turns++, 0);
   const pruned = await recorder.prune(new Date(T0 + 26 * HOUR));
   clearInterval(ticker);
-  t.same(pruned, { windows: 12_000, minuteRollups: 1, deviceHours: 12_000 });
+  t.same(pruned, { windows: 12_000, minuteRollups: 1, deviceHours: 12_000, cohortSeries: 0 });
   t.ok(turns > 0, 'the event loop ran between slices');
   t.same(recorder.stats().rows, { windows: 0, minuteRollups: 0, deviceHours: 0 });
 });

@@ -33,7 +33,7 @@ t.test('refusals name the problem and the fix', async (t) => {
       'devices busy in another rollout',
       { busyIn: (id) => (id === 'b' ? ['r0'] : []) },
       {},
-      /1 device\(s\) are already in an active rollout of det: b \(in r0\); finish or abort that rollout first/,
+      /1 device\(s\) are already in an active rollout or running experiment of det: b \(in r0\); finish or abort that rollout \(stop that experiment\) first/,
       'E_CONFLICT',
     ],
     [

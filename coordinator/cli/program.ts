@@ -5,6 +5,7 @@ import { registerAudit } from './commands/audit.js';
 import { registerChannel } from './commands/channel.js';
 import { registerCompletion } from './commands/completion.js';
 import { registerDevice } from './commands/device.js';
+import { registerExperiment } from './commands/experiment.js';
 import { registerGroup } from './commands/group.js';
 import { registerKey } from './commands/key.js';
 import { registerKeygen } from './commands/keygen.js';
@@ -63,6 +64,7 @@ export function createProgram(io: CliIo, json: { errText: string[] } | null = nu
   registerChannel(program, io);
   registerRollout(program, io);
   registerMetrics(program, io);
+  registerExperiment(program, io);
   registerAudit(program, io);
   registerOperator(program, io);
   registerCompletion(program, io);

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { EnvelopeSchema } from '../../shared/envelope.js';
 import { OtaError } from '../../shared/errors.js';
 import type { ReportedModel } from '../../shared/messages.js';
+import type { ExperimentService } from '../experiments/experiment-service.js';
 import type { FleetService } from '../fleet/fleet-service.js';
 import { type MetricsQueryArgs, MetricsQueryArgsSchema } from '../metrics/query-args.js';
 import type { RolloutService } from '../rollout/rollout-service.js';
@@ -16,6 +17,7 @@ export interface CommandContext {
   store: Store;
   fleet: FleetService;
   rollouts: RolloutService;
+  experiments: ExperimentService;
   /** Size of an uploaded artifact, or null when it is not in the artifact store. */
   artifactSize: (sha256: string) => Promise<number | null>;
   actor: string;
@@ -72,6 +74,31 @@ const ARGS = {
   'rollout.halt': z.strictObject({ id, reason: z.string().min(1).max(2000) }),
   'rollout.resume': rolloutId,
   'rollout.abort': z.strictObject({ id, policy: z.enum(['keep', 'revert']).default('keep') }),
+  'experiment.create': z.strictObject({
+    id: id.optional(),
+    model: id,
+    control: version,
+    candidate: version,
+    group: id,
+    split: z.number().int().min(1).max(99).default(50),
+    metrics: z.array(z.string().min(1).max(200)).min(1).max(8),
+    minDurationMs: z.number().int().positive().optional(),
+    minDevices: z.number().int().positive().optional(),
+    alpha: z.number().positive().optional(),
+  }),
+  'experiment.ls': z.strictObject({}),
+  'experiment.status': rolloutId,
+  'experiment.compare': rolloutId,
+  'experiment.promote': z.strictObject({
+    id,
+    waves: z.union([z.string().min(1).max(2000), z.array(z.unknown()).max(100)]).optional(),
+    maxFailureRate: z.number().optional(),
+    channel: id.optional(),
+    moveChannel: z.boolean().optional(),
+    yes: z.boolean().optional(),
+    force: z.boolean().optional(),
+  }),
+  'experiment.stop': z.strictObject({ id, revert: z.boolean().default(false) }),
   'audit.ls': z.strictObject({
     rolloutId: id.optional(),
     afterSeq: z.number().int().min(0).optional(),
@@ -185,6 +212,24 @@ export const HANDLERS: { [O in Op]: Handler<O> } = {
   'rollout.halt': (a, c) => c.rollouts.act(a.id, { type: 'halt', actor: c.actor, reason: a.reason }),
   'rollout.resume': (a, c) => c.rollouts.act(a.id, { type: 'resume', actor: c.actor }),
   'rollout.abort': (a, c) => c.rollouts.act(a.id, { type: 'abort', actor: c.actor, policy: a.policy }),
+  'experiment.create': (a, c) => c.experiments.create(a, c.actor),
+  'experiment.ls': (_a, c) => c.experiments.list(),
+  'experiment.status': (a, c) => c.experiments.status(a.id),
+  'experiment.compare': (a, c) => c.experiments.compare(a.id),
+  'experiment.promote': (a, c) =>
+    c.experiments.promote(
+      a.id,
+      {
+        waves: typeof a.waves === 'string' ? parseWaves(a.waves) : a.waves,
+        maxFailureRate: a.maxFailureRate,
+        channel: a.channel,
+        moveChannel: a.moveChannel,
+        yes: a.yes,
+        force: a.force,
+      },
+      c.actor,
+    ),
+  'experiment.stop': (a, c) => c.experiments.stop(a.id, a.revert, c.actor),
   'audit.ls': (a, c) =>
     c.store.listAudit({
       rolloutId: a.rolloutId,

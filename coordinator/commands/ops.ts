@@ -3,7 +3,7 @@ import type { Role } from '../store/records.js';
 /**
  * Every operation of the command API (`ota/v1/cmd/{op}`, design sections 3 and 7) with the
  * least role that may call it. Viewers read; operators publish releases, move channels and run
- * rollouts; admins also manage devices, groups, trusted keys and operators. The broker ACL
+ * rollouts and experiments; admins also manage devices, groups, trusted keys and operators. The broker ACL
  * refuses a publish to a command the principal's role may not call; the command handler checks
  * again (defence in depth).
  */
@@ -31,6 +31,12 @@ export const OPS = {
   'rollout.halt': 'operator',
   'rollout.resume': 'operator',
   'rollout.abort': 'operator',
+  'experiment.create': 'operator',
+  'experiment.ls': 'viewer',
+  'experiment.status': 'viewer',
+  'experiment.compare': 'viewer',
+  'experiment.promote': 'operator',
+  'experiment.stop': 'operator',
   'audit.ls': 'viewer',
   'audit.verify': 'viewer',
   'audit.export': 'viewer',

@@ -18,6 +18,7 @@ import { type ChannelView, channelView } from '../commands/views.js';
 import type { DesiredPublisher, OutgoingMessage } from '../desired/desired-publisher.js';
 import { hashToken, newToken } from '../identity/tokens.js';
 import { PlanExecutor } from '../plan/commit-plan.js';
+import type { WritePlan } from '../plan/write-plan.js';
 import type {
   AuditDraft,
   ChannelRecord,
@@ -577,7 +578,7 @@ export class FleetService {
   }
 
   /** A channel's followers as the store has them now (ChannelMoveSnapshot). */
-  private followers(model: string, channel: string): ChannelMoveSnapshot['followers'] {
+  private followers(model: string, channel: string, releasing?: string): ChannelMoveSnapshot['followers'] {
     const { store } = this.deps;
     return store
       .listDevices()
@@ -585,7 +586,10 @@ export class FleetService {
       .map((d) => ({
         id: d.id,
         desiredReleaseId: store.getDesired(d.id, model)?.releaseId ?? null,
-        inRollout: store.activeRolloutsFor(d.id, model).length > 0,
+        // A running experiment owns its devices like a rollout (docs/experiments.md).
+        inRollout:
+          store.activeRolloutsFor(d.id, model).length > 0 ||
+          store.runningExperimentsFor(d.id, model).some((e) => e.id !== releasing),
       }));
   }
 
@@ -593,7 +597,15 @@ export class FleetService {
    * Points a channel at a release and re-targets every device that follows the channel, except
    * those in an active rollout of the model (the rollout owns them until it ends): planChannelMove.
    */
-  setChannel(input: { model: string; channel: string; version: string; yes?: boolean | undefined }, actor: string) {
+  /**
+   * `options.releasing`: an experiment handing its devices over (experiment promote): its
+   * ownership does not count, and `options.amend` adds its end to the same write plan.
+   */
+  setChannel(
+    input: { model: string; channel: string; version: string; yes?: boolean | undefined },
+    actor: string,
+    options: { releasing?: string; amend?: (plan: WritePlan) => void } = {},
+  ) {
     const { store } = this.deps;
     assertSafeName('device id', input.channel);
     const releaseId = releaseIdOf(input.model, input.version);
@@ -604,14 +616,16 @@ export class FleetService {
         {
           releaseExists: release !== null,
           eligibility: release ? this.eligibility(release) : { eligible: true },
-          followers: this.followers(input.model, input.channel),
+          followers: this.followers(input.model, input.channel, options.releasing),
         },
         actor,
       ),
+      options.amend,
     );
   }
 
-  private commitChannelMove({ move, plan }: ReturnType<typeof planChannelMove>) {
+  private commitChannelMove({ move, plan }: ReturnType<typeof planChannelMove>, amend?: (plan: WritePlan) => void) {
+    amend?.(plan);
     this.executor.commit(plan, this.deps.now().toISOString());
     const channel = this.deps.store.listChannels().find((c) => c.model === move.model && c.channel === move.channel);
     return {

@@ -89,6 +89,27 @@ CREATE TABLE row_counts (
 INSERT INTO row_counts (name, rows) VALUES ('windows', 0), ('minute_rollups', 0), ('device_hours', 0);
 `,
   },
+  {
+    version: 2,
+    description: 'cohort series: per device and version, everything since an experiment started',
+    sql: `
+-- What an experiment compares (docs/experiments.md): per cohort (an experiment), device, source
+-- and version, the merge of every window that started after the cohort did. Written in the
+-- same transaction as the raw window, only when that row was inserted, so a re-sent summary
+-- counts once; a comparison reads one row per device, not its thousands of windows.
+CREATE TABLE cohort_series (
+  cohort     TEXT NOT NULL,
+  source     TEXT NOT NULL CHECK (source IN ('app', 'probe')),
+  device_id  TEXT NOT NULL,
+  version    TEXT NOT NULL,
+  updated_at INTEGER NOT NULL,
+  series     TEXT NOT NULL,
+  PRIMARY KEY (cohort, source, device_id, version)
+) STRICT;
+-- Retention deletes the rows of cohorts that stopped receiving summaries longest ago.
+CREATE INDEX cohort_series_by_update ON cohort_series (updated_at);
+`,
+  },
 ];
 
 export const METRICS_SCHEMA_VERSION: number = METRICS_MIGRATIONS.reduce((max, m) => Math.max(max, m.version), 0);

@@ -47,10 +47,20 @@ export interface MetricsRecorderDeps {
   rawRetentionDays?: number;
   /** The groups a device belongs to now: its summaries count in these groups' rollups. */
   groupsOf: (deviceId: string) => readonly string[];
+  /**
+   * The cohorts (running experiments) a device's series of `model` counts in, each from its
+   * start (ms since the epoch): a window that started before is not the experiment's.
+   */
+  cohortsOf?: (deviceId: string, model: string) => readonly Cohort[];
   /** Group commit interval (default 50 ms). */
   commitEveryMs?: number;
   maxBatch?: number;
   timers?: PacedTimers;
+}
+
+export interface Cohort {
+  cohort: string;
+  since: number;
 }
 
 export interface MetricsStats {
@@ -72,6 +82,7 @@ export interface PruneResult {
   windows: number;
   minuteRollups: number;
   deviceHours: number;
+  cohortSeries: number;
 }
 
 interface SeriesRow {
@@ -82,6 +93,7 @@ interface SeriesRow {
   errors: number;
   json: string;
   merged: Merged;
+  cohorts: readonly Cohort[];
 }
 
 interface Queued {
@@ -180,6 +192,7 @@ export class MetricsRecorder {
           errors: s.errors,
           json: JSON.stringify(stored),
           merged: mergedOfSeries(stored, s.count, s.errors, windowsMerged),
+          cohorts: this.deps.cohortsOf?.(deviceId, s.model) ?? [],
         };
       });
     }
@@ -229,6 +242,7 @@ export class MetricsRecorder {
     );
     const minutes = new Map<string, Delta>();
     const hours = new Map<string, Delta>();
+    const cohorts = new Map<string, Delta>();
     const add = (into: Map<string, Delta>, params: (string | number)[], merged: Merged) => {
       const key = params.join('\u0000');
       const had = into.get(key);
@@ -262,6 +276,9 @@ export class MetricsRecorder {
         add(minutes, ['fleet', s.model, s.source, minute, s.version], s.merged);
         for (const g of q.groups) add(minutes, [`group:${g}`, s.model, s.source, minute, s.version], s.merged);
         add(hours, [s.model, s.source, hour, q.deviceId, s.version], s.merged);
+        for (const c of s.cohorts) {
+          if (q.windowStart >= c.since) add(cohorts, [c.cohort, s.source, q.deviceId, s.version], s.merged);
+        }
       }
     }
     const newMinutes = this.mergeInto(
@@ -276,6 +293,18 @@ export class MetricsRecorder {
       `INSERT INTO device_hours (model, source, hour, device_id, version, series) VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT (model, source, hour, device_id, version) DO UPDATE SET series = excluded.series`,
     );
+    const read = this.db.q<{ series: string }>(
+      'SELECT series FROM cohort_series WHERE cohort = ? AND source = ? AND device_id = ? AND version = ?',
+    );
+    const write = this.db.q(
+      `INSERT INTO cohort_series (cohort, source, device_id, version, updated_at, series) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (cohort, source, device_id, version) DO UPDATE SET updated_at = excluded.updated_at, series = excluded.series`,
+    );
+    const at = this.deps.now().getTime();
+    for (const { params, merged } of cohorts.values()) {
+      const row = read.get(...params);
+      write.run(...params, at, mergedToJson(row ? mergeMerged(mergedFromJson(row.series), merged) : merged));
+    }
     this.countRows(TABLES.windows, inserted);
     this.countRows(TABLES.minuteRollups, newMinutes);
     this.countRows(TABLES.deviceHours, newHours);
@@ -307,6 +336,30 @@ export class MetricsRecorder {
   }
 
   /**
+   * Everything each device of `cohort` sent since the cohort started, per device and version
+   * (one row each: an experiment's comparison reads as many rows as it has devices). Commits
+   * queued summaries first.
+   */
+  cohortSeries(cohort: string, source: 'app' | 'probe' = 'app'): Map<string, Map<string, Merged>> {
+    this.assertOpen();
+    this.flushNow();
+    const out = new Map<string, Map<string, Merged>>();
+    for (const r of this.db
+      .q<{ device_id: string; version: string; series: string }>(
+        'SELECT device_id, version, series FROM cohort_series WHERE cohort = ? AND source = ?',
+      )
+      .iterate(cohort, source)) {
+      let versions = out.get(r.device_id);
+      if (!versions) {
+        versions = new Map();
+        out.set(r.device_id, versions);
+      }
+      versions.set(r.version, mergedFromJson(r.series));
+    }
+    return out;
+  }
+
+  /**
    * Deletes windows and rollups older than the retention (by window start) in slices of
    * PRUNE_CHUNK rows, each its own short transaction, yielding to the event loop between slices
    * so ingest and the broker go on. The coordinator calls it at start and hourly.
@@ -318,14 +371,16 @@ export class MetricsRecorder {
       windows: await this.pruneTable(TABLES.windows, 'window_start', now.getTime() - this.rawRetentionMs),
       minuteRollups: await this.pruneTable(TABLES.minuteRollups, 'minute', Math.floor(cutoff / MINUTE_MS) * MINUTE_MS),
       deviceHours: await this.pruneTable(TABLES.deviceHours, 'hour', Math.floor(cutoff / HOUR_MS) * HOUR_MS),
+      // A cohort row is updated while its experiment runs: it goes a retention after the last summary.
+      cohortSeries: await this.pruneTable('cohort_series', 'updated_at', cutoff, false),
     };
-    if (out.windows + out.minuteRollups + out.deviceHours > 0) {
+    if (out.windows + out.minuteRollups + out.deviceHours + out.cohortSeries > 0) {
       this.deps.logger.info({ ...out, before: new Date(cutoff).toISOString() }, 'metrics: pruned by retention');
     }
     return out;
   }
 
-  private async pruneTable(table: string, column: string, before: number): Promise<number> {
+  private async pruneTable(table: string, column: string, before: number, counted = true): Promise<number> {
     let total = 0;
     for (;;) {
       if (this.closed) return total;
@@ -335,7 +390,7 @@ export class MetricsRecorder {
             `DELETE FROM ${table} WHERE rowid IN (SELECT rowid FROM ${table} WHERE ${column} < ? LIMIT ${PRUNE_CHUNK})`,
           )
           .run(before).changes;
-        this.countRows(table, -n);
+        if (counted) this.countRows(table, -n);
         return n;
       });
       total += deleted;

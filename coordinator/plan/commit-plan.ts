@@ -32,6 +32,10 @@ export class PlanExecutor {
       () => {
         if (plan.createDevice) store.addDevice({ ...plan.createDevice, now });
         if (plan.createRollout) store.createRollout(plan.createRollout.rollout, plan.createRollout.devices);
+        if (plan.createExperiment) {
+          store.createExperiment(plan.createExperiment.experiment, plan.createExperiment.devices);
+        }
+        if (plan.updateExperiment) store.updateExperiment(plan.updateExperiment);
         if (plan.rolloutPatch && Object.keys(plan.rolloutPatch.patch).length > 0) {
           store.updateRollout(plan.rolloutPatch.id, plan.rolloutPatch.patch);
         }

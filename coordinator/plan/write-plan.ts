@@ -1,3 +1,4 @@
+import type { Experiment, ExperimentDevice } from '../experiments/types.js';
 import type { Rollout, RolloutDevice } from '../rollout/types.js';
 import type { AuditDraft } from '../store/records.js';
 
@@ -14,19 +15,23 @@ export type DesiredChange =
       model: string;
       releaseId: string;
       rolloutId: string | null;
-      /** Which writer: 'rollout', 'revert', 'channel', 'enrolment'. */
+      /** Which writer: 'rollout', 'revert', 'channel', 'enrolment', 'experiment'. */
       source: DesiredSource;
     }
   /** The device had no release of the model to go back to: the entry goes, the agent keeps what it runs. */
   | { kind: 'remove'; deviceId: string; model: string };
 
-export type DesiredSource = 'rollout' | 'revert' | 'channel' | 'enrolment';
+export type DesiredSource = 'rollout' | 'revert' | 'channel' | 'enrolment' | 'experiment';
 
 export interface WritePlan {
   /** A new device (enrolment): its row, with the hash of its token. */
   createDevice: { id: string; labels: Record<string, string>; channel: string; tokenHash: string } | null;
   /** A new rollout and its device rows (rollout create). */
   createRollout: { rollout: Rollout; devices: RolloutDevice[] } | null;
+  /** A new experiment and its arms (experiment create). */
+  createExperiment: { experiment: Experiment; devices: ExperimentDevice[] } | null;
+  /** An existing experiment, whole, as it is after the change (looks, halt, stop, promote). */
+  updateExperiment: Experiment | null;
   /** Fields of an existing rollout that change. */
   rolloutPatch: { id: string; patch: Partial<Rollout> } | null;
   /** Rollout device rows that change, whole. */
@@ -51,6 +56,8 @@ export function emptyPlan(): WritePlan {
   return {
     createDevice: null,
     createRollout: null,
+    createExperiment: null,
+    updateExperiment: null,
     rolloutPatch: null,
     rolloutDevices: null,
     desired: [],
@@ -65,6 +72,8 @@ export function isEmptyPlan(plan: WritePlan): boolean {
   return (
     plan.createDevice === null &&
     plan.createRollout === null &&
+    plan.createExperiment === null &&
+    plan.updateExperiment === null &&
     (plan.rolloutPatch === null || Object.keys(plan.rolloutPatch.patch).length === 0) &&
     (plan.rolloutDevices === null || plan.rolloutDevices.devices.length === 0) &&
     plan.desired.length === 0 &&

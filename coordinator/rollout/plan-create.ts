@@ -17,7 +17,10 @@ export interface CreateSnapshot {
   /** The target, resolved and checked by the shell (every id is an enrolled device). */
   deviceIds: readonly string[];
   online(deviceId: string): boolean;
-  /** Active rollouts of the model that hold the device. */
+  /**
+   * What owns the device's desired state for the model now: active rollouts (their id) and
+   * running experiments (`experiment ID`).
+   */
   busyIn(deviceId: string): readonly string[];
   /** The release the device's desired state names for the model before this rollout. */
   desiredBefore(deviceId: string): string | null;
@@ -62,7 +65,7 @@ export function planRolloutCreate(
   if (busy.length > 0) {
     throw new OtaError(
       'E_CONFLICT',
-      `${busy.length} device(s) are already in an active rollout of ${input.model}: ${busy.slice(0, 20).join(', ')}${busy.length > 20 ? ', ...' : ''}; finish or abort that rollout first, or leave these devices out`,
+      `${busy.length} device(s) are already in an active rollout or running experiment of ${input.model}: ${busy.slice(0, 20).join(', ')}${busy.length > 20 ? ', ...' : ''}; finish or abort that rollout (stop that experiment) first, or leave these devices out`,
     );
   }
   const waves = planWaves(snapshot.deviceIds, strategy, input.id);

@@ -236,7 +236,16 @@ export class RolloutService {
       .map((d) => d.id);
   }
 
-  create(input: CreateRolloutInput, actor: string): RolloutSummary {
+  /**
+   * `options.releasing`: an experiment whose devices this rollout takes over (experiment
+   * promote): its ownership does not count, and `options.amend` adds the experiment's end to the
+   * same write plan, so the handover is one transaction.
+   */
+  create(
+    input: CreateRolloutInput,
+    actor: string,
+    options: { releasing?: string; amend?: (plan: WritePlan) => void } = {},
+  ): RolloutSummary {
     this.flush();
     const { store } = this.deps;
     const deviceIds = this.resolveTarget(input.target);
@@ -251,13 +260,20 @@ export class RolloutService {
         rolloutExists: store.getRollout(id) !== null,
         deviceIds,
         online: (deviceId) => store.getDevice(deviceId)?.online ?? false,
-        busyIn: (deviceId) => store.activeRolloutsFor(deviceId, input.model).map((r) => r.id),
+        busyIn: (deviceId) => [
+          ...store.activeRolloutsFor(deviceId, input.model).map((r) => r.id),
+          ...store
+            .runningExperimentsFor(deviceId, input.model)
+            .filter((e) => e.id !== options.releasing)
+            .map((e) => `experiment ${e.id}`),
+        ],
         desiredBefore: (deviceId) => store.getDesired(deviceId, input.model)?.releaseId ?? null,
         inputs: this.inputsFor(input.model),
       },
       actor,
       now,
     );
+    options.amend?.(plan);
     this.finished.delete(id);
     // The plan carries the rows as created and the start decision's changes: the cache starts
     // from the created rows and takes the changes once they are committed.

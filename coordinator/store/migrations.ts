@@ -208,6 +208,34 @@ CREATE TABLE trust_documents (
 ) STRICT;
 `,
   },
+  {
+    version: 4,
+    description: 'experiments: A/B splits of a group between two releases (docs/experiments.md)',
+    // Fields without a column of their own (metrics, thresholds, looks, promotion) are one JSON
+    // object in `body`; the columns are what is searched or constrained.
+    sql: `
+CREATE TABLE experiments (
+  id                TEXT PRIMARY KEY,
+  model             TEXT NOT NULL,
+  control_release   TEXT NOT NULL REFERENCES releases (id),
+  candidate_release TEXT NOT NULL REFERENCES releases (id),
+  status            TEXT NOT NULL CHECK (status IN ('running', 'halted', 'stopped', 'promoted')),
+  body              TEXT NOT NULL,
+  created_at        TEXT NOT NULL,
+  updated_at        TEXT NOT NULL
+) STRICT;
+CREATE INDEX experiments_model_status ON experiments (model, status);
+
+CREATE TABLE experiment_devices (
+  experiment_id       TEXT NOT NULL REFERENCES experiments (id) ON DELETE CASCADE,
+  device_id           TEXT NOT NULL,
+  arm                 TEXT NOT NULL CHECK (arm IN ('control', 'candidate')),
+  previous_release_id TEXT,
+  PRIMARY KEY (experiment_id, device_id)
+) STRICT;
+CREATE INDEX experiment_devices_device ON experiment_devices (device_id);
+`,
+  },
 ];
 
 export const LATEST_SCHEMA_VERSION: number = MIGRATIONS.reduce((max, m) => Math.max(max, m.version), 0);

@@ -1,8 +1,10 @@
 import type { AuditEvent } from '../../shared/messages.js';
+import type { Experiment, ExperimentDevice } from '../experiments/types.js';
 import { AuditTable } from './audit-table.js';
 import { Db, type StoreOptions, type StoreSettings } from './db.js';
 import { DesiredTable } from './desired-table.js';
 import { DevicesTable } from './devices-table.js';
+import { ExperimentsTable } from './experiments-table.js';
 import { GroupsTable } from './groups-table.js';
 import { KeysTable } from './keys-table.js';
 import { OperatorsTable } from './operators-table.js';
@@ -37,7 +39,7 @@ export type { StoreOptions, StoreSettings } from './db.js';
  * statement cache, error translation, transactions): devices-table.ts (devices, presence, last
  * report, desired seq, history), operators-table.ts, keys-table.ts, trust-table.ts, groups-table.ts,
  * releases-table.ts (releases and channels), desired-table.ts, rollouts-table.ts (rollouts and
- * their devices) and audit-table.ts (the hash chain of audit-chain.ts). Each holds persistence
+ * their devices), experiments-table.ts (experiments and their arms) and audit-table.ts (the hash chain of audit-chain.ts). Each holds persistence
  * and constraints only; the rules that decide what is written are the planners'. The methods
  * below forward to them, and all share the connection's transactions: `transaction(fn)` around
  * calls to several of them is one SQLite transaction.
@@ -54,6 +56,7 @@ export class SqliteStore implements Store {
   private readonly releases: ReleasesTable;
   private readonly desired: DesiredTable;
   private readonly rollouts: RolloutsTable;
+  private readonly experiments: ExperimentsTable;
   private readonly audit: AuditTable;
 
   private constructor(private readonly db: Db) {
@@ -67,6 +70,7 @@ export class SqliteStore implements Store {
     this.releases = new ReleasesTable(db);
     this.desired = new DesiredTable(db);
     this.rollouts = new RolloutsTable(db);
+    this.experiments = new ExperimentsTable(db);
     this.audit = new AuditTable(db);
   }
 
@@ -298,6 +302,32 @@ export class SqliteStore implements Store {
 
   activeRolloutsFor(deviceId: string, model: string): Rollout[] {
     return this.rollouts.activeFor(deviceId, model);
+  }
+
+  // ---- experiments ----
+
+  createExperiment(experiment: Experiment, devices: ExperimentDevice[]): void {
+    this.experiments.create(experiment, devices);
+  }
+
+  getExperiment(id: string): Experiment | null {
+    return this.experiments.get(id);
+  }
+
+  listExperiments(filter: { running?: boolean } = {}): Experiment[] {
+    return this.experiments.list(filter);
+  }
+
+  updateExperiment(experiment: Experiment): void {
+    this.experiments.update(experiment);
+  }
+
+  experimentDevices(experimentId: string): ExperimentDevice[] {
+    return this.experiments.devices(experimentId);
+  }
+
+  runningExperimentsFor(deviceId: string, model: string): Experiment[] {
+    return this.experiments.runningFor(deviceId, model);
   }
 
   // ---- device history ----

@@ -1,4 +1,5 @@
 import type { AuditEvent } from '../../shared/messages.js';
+import type { Experiment, ExperimentDevice } from '../experiments/types.js';
 import type {
   AuditDraft,
   AuditVerdict,
@@ -134,6 +135,17 @@ export interface Store {
   upsertRolloutDevices(rolloutId: string, devices: RolloutDevice[]): void;
   /** Active (running, waiting_approval, halted) rollouts of `model` that include `deviceId`. */
   activeRolloutsFor(deviceId: string, model: string): Rollout[];
+
+  // experiments (docs/experiments.md)
+  createExperiment(experiment: Experiment, devices: ExperimentDevice[]): void;
+  getExperiment(id: string): Experiment | null;
+  /** By start; `running: true` only running ones, `false` only ended ones. */
+  listExperiments(filter?: { running?: boolean }): Experiment[];
+  /** Writes the experiment's fields whole. */
+  updateExperiment(experiment: Experiment): void;
+  experimentDevices(experimentId: string): ExperimentDevice[];
+  /** Running experiments of `model` that include `deviceId`. */
+  runningExperimentsFor(deviceId: string, model: string): Experiment[];
 
   // device history (batched: many rows in one statement/transaction)
   appendHistory(rows: HistoryRecord[]): void;

@@ -1,12 +1,11 @@
 import mqtt, { type MqttClient } from 'mqtt';
 import { idRecord } from '../../shared/id-record.js';
 import type { ModelState, Reported, Status } from '../../shared/messages.js';
-import { CONFIDENCE_BINS, confidenceBin } from '../../shared/metrics/limits.js';
-import { fitBins, fromLibrarySketch, newAccumulator } from '../../shared/metrics/sketch.js';
 import { isOutcome } from '../../shared/states.js';
 import { createTopics } from '../../shared/topics.js';
 import { mulberry32, seedOf } from '../mulberry32.js';
 import type { RolloutTrace, SimCounters, SimCredentials, SimOptions } from './ipc.js';
+import { simulatedSeries, versionDistribution } from './metric-distributions.js';
 
 /**
  * One simulated device: a real MQTT 3.1.1 connection with the device's own credentials that
@@ -436,7 +435,10 @@ export class SimDevice {
         windowStart: new Date(windowStart).toISOString(),
         windowSeconds: 60,
         windowsMerged: 1,
-        series: running.map(([model, r]) => simulatedSeries(model, r.current as string, observations, random)),
+        series: running.map(([model, r]) => {
+          const version = r.current as string;
+          return simulatedSeries(model, version, observations, random, versionDistribution(version));
+        }),
         dropped: { observations: 0, windows: 0 },
       };
       try {
@@ -463,38 +465,6 @@ export class SimDevice {
     if (!client) return;
     await new Promise<void>((resolve) => client.end(true, {}, () => resolve()));
   }
-}
-
-/**
- * One series of a simulated summary: latency log-normal around a median that depends on the
- * version (8 ms plus 1 ms per character code sum mod 8: versions differ, the same version is the
- * same everywhere), confidence skewed towards 1, 1% errors. Built with the same sketch library
- * and fitting as the agent (window-aggregator.ts).
- */
-function simulatedSeries(model: string, version: string, observations: number, random: () => number) {
-  let code = 0;
-  for (let i = 0; i < version.length; i++) code += version.charCodeAt(i);
-  const median = 8 + (code % 8);
-  const latency = newAccumulator();
-  const confidence = new Array<number>(CONFIDENCE_BINS).fill(0);
-  let errors = 0;
-  for (let i = 0; i < observations; i++) {
-    // Box-Muller: a normal sample; sigma 0.35 on the log scale (p99 ~ 2.3x the median).
-    const z = Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
-    latency.accept(median * Math.exp(0.35 * z));
-    const c = 1 - random() ** 3;
-    confidence[confidenceBin(c)] = (confidence[confidenceBin(c)] as number) + 1;
-    if (random() < 0.01) errors++;
-  }
-  return {
-    model,
-    version,
-    source: 'app' as const,
-    count: observations,
-    errors,
-    latencyMs: fitBins(fromLibrarySketch(latency), 160),
-    confidence,
-  };
 }
 
 function isTerminal(state: ModelState): boolean {

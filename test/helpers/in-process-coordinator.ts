@@ -14,9 +14,13 @@ const silent = createLogger('silent', process.stdout, 'ota-coordinator');
  * client logged in as its admin; both stopped with the test. `dataDir` defaults to
  * `<t.testdir()>/data` (t.testdir() may be called once per test: a second call empties it).
  */
-export async function startInProcessCoordinator(t: Test, dataDir = path.join(t.testdir(), 'data')) {
+export async function startInProcessCoordinator(
+  t: Test,
+  dataDir = path.join(t.testdir(), 'data'),
+  options: Omit<Parameters<typeof startCoordinator>[1], 'logger'> = {},
+) {
   const config = resolveCoordinatorConfig({ data: dataDir, mqttPort: 0, httpPort: 0 }, {});
-  const running = await startCoordinator(config, { logger: silent });
+  const running = await startCoordinator(config, { logger: silent, ...options });
   t.teardown(() => running.stop());
   const token = JSON.parse(await fs.readFile(running.adminTokenFile, 'utf8')) as AdminTokenFile;
   const admin = await CommandClient.connect({ url: running.mqttUrl, user: token.user, token: token.token });
