@@ -13,6 +13,7 @@ import { runCommand } from './commands/dispatch.js';
 import type { CoordinatorConfig } from './config.js';
 import { DesiredPublisher, type OutgoingMessage } from './desired/desired-publisher.js';
 import { SeqCatchUp } from './desired/seq-catch-up.js';
+import { AnalysisGates } from './experiments/analysis-judge.js';
 import { ExperimentService, LOOK_CHECK_EVERY_MS } from './experiments/experiment-service.js';
 import { FleetService } from './fleet/fleet-service.js';
 import { FleetSummaryPublisher } from './fleet/fleet-summary-publisher.js';
@@ -137,6 +138,7 @@ export async function startCoordinator(
       labelsOf: (id) => store.getDevice(id)?.labels ?? null,
     });
     let experiments: ExperimentService | null = null;
+    let analysisCohortsOf = null as ((id: string, model: string) => { cohort: string; since: number }[]) | null;
     const deviceMetrics = new MetricsRecorder({
       file: path.join(config.dataDir, 'metrics.db'),
       now,
@@ -145,7 +147,11 @@ export async function startCoordinator(
       ...(config.metricsRawRetentionDays !== null ? { rawRetentionDays: config.metricsRawRetentionDays } : {}),
       groupsOf: (id) => deviceGroups.groupsOf(id),
       // Set below, once the experiment service exists (no summary arrives before the broker).
-      cohortsOf: (id, model) => experiments?.cohortsOf(id, model) ?? [],
+      cohortsOf: (id, model) => {
+        const inExperiments = experiments?.cohortsOf(id, model) ?? [];
+        const inAnalyses = analysisCohortsOf?.(id, model) ?? [];
+        return inAnalyses.length === 0 ? inExperiments : [...inExperiments, ...inAnalyses];
+      },
     });
     closers.push(() => deviceMetrics.close());
     metrics.observeMetricsStore(() => deviceMetrics.stats());
@@ -225,7 +231,27 @@ export async function startCoordinator(
       onError: (err, what) => logger.error({ err: (err as Error).message }, `experiment judge: ${what} failed`),
     });
     experiments = experimentService;
-    const lookTimer = setInterval(() => experimentService.tick(), options.experimentLookEveryMs ?? LOOK_CHECK_EVERY_MS);
+    analysisCohortsOf = (id, model) => rollouts.analysisCohortsOf(id, model);
+    // Analysis gates in rollouts (docs/rollouts.md): measured with the experiments' method.
+    const analysisGates = new AnalysisGates({
+      pending: () => rollouts.pendingAnalyses(),
+      record: (id, wave, m) =>
+        rollouts.act(id, {
+          type: 'analysis',
+          actor: 'coordinator',
+          wave,
+          outcome: m.outcome,
+          failed: m.failed,
+          detail: m.detail,
+        }),
+      cohortSeries: (cohort) => deviceMetrics.cohortSeries(cohort),
+      now,
+      onError: (err, what) => logger.error({ err: (err as Error).message }, `analysis judge: ${what} failed`),
+    });
+    const lookTimer = setInterval(() => {
+      experimentService.tick();
+      analysisGates.tick();
+    }, options.experimentLookEveryMs ?? LOOK_CHECK_EVERY_MS);
     lookTimer.unref();
     closers.push(() => clearInterval(lookTimer));
     const authenticate = storeAuthenticator(store);

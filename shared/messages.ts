@@ -254,6 +254,8 @@ export const WaveSummarySchema = z.strictObject({
   percent: z.number().min(0).max(100),
   /** The gate in front of this wave as it applies now (`auto` for wave 1 and promoted rollouts). */
   approval: z.enum(['auto', 'manual']),
+  /** An analysis gate after this wave (docs/rollouts.md "Analysis gates"). */
+  analysis: z.boolean().optional(),
   state: z.enum(WAVE_STATES),
   devices: count,
   /** Devices of the wave by rollout device state (shared/states.ts); states with none are left out. */
@@ -278,6 +280,21 @@ export const RolloutSummarySchema = z.strictObject({
   abortPolicy: z.enum(['keep', 'revert']).nullable(),
   /** Devices whose desired state the abort set back (policy revert). */
   reverted: count,
+  /** The analysis gate in progress or last decided (docs/rollouts.md "Analysis gates"); absent: none. */
+  analysis: z
+    .strictObject({
+      /** The wave analysed, from 1; the gate is before the next. */
+      wave: waveNumber,
+      state: z.enum(['baking', 'passed', 'failed', 'inconclusive']),
+      startedAt: isoDate,
+      measurements: count,
+      maxMeasurements: count,
+      failures: count,
+      failureLimit: count,
+      bakeTimeMs: count,
+      detail: text(2000).nullable(),
+    })
+    .optional(),
   updatedAt: isoDate,
 });
 export type RolloutSummary = z.infer<typeof RolloutSummarySchema>;

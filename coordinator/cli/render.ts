@@ -118,6 +118,7 @@ export function renderSummary(io: CliIo, s: RolloutSummary): string {
     `failures  ${failureLine(io, s)}`,
   ];
   if (s.haltReason) lines.push(`reason    ${io.color.red(s.haltReason)}`);
+  if (s.analysis) lines.push(`analysis  ${analysisLine(io, s.analysis)}`);
   if (s.abortPolicy) {
     lines.push(
       `aborted   policy ${s.abortPolicy}: ${s.reverted} device(s) sent back to the release they ran before (see REVERTED TO below)`,
@@ -130,7 +131,7 @@ export function renderSummary(io: CliIo, s: RolloutSummary): string {
       s.waves.map((w) => [
         String(w.wave),
         `${w.percent}%`,
-        w.approval,
+        w.analysis ? `${w.approval}, analysis after` : w.approval,
         paint(io, w.state),
         String(w.devices),
         counts(io, w.counts) + (w.reverted > 0 ? `; sent back ${w.reverted}` : ''),
@@ -138,6 +139,18 @@ export function renderSummary(io: CliIo, s: RolloutSummary): string {
     ),
   );
   return lines.join('\n');
+}
+
+/** The analysis gate: "wave 1 baking since T (0 of 3 measurements, failures 0, limit 0): detail". */
+export function analysisLine(io: CliIo, a: NonNullable<RolloutSummary['analysis']>): string {
+  const word =
+    a.state === 'passed'
+      ? io.color.green(a.state)
+      : a.state === 'failed'
+        ? io.color.red(a.state)
+        : io.color.yellow(a.state);
+  const head = `wave ${a.wave} ${word} since ${a.startedAt} (${a.measurements} of ${a.maxMeasurements} measurements, bake ${Math.round(a.bakeTimeMs / 60_000)}m, failures ${a.failures}, limit ${a.failureLimit})`;
+  return a.detail ? `${head}: ${a.detail}` : head;
 }
 
 /** One line per change, for logs and pipes. */
@@ -162,6 +175,12 @@ export function nextSteps(s: RolloutSummary): string | null {
   const id = s.id;
   switch (s.status) {
     case 'waiting_approval':
+      if (s.analysis?.state === 'baking' && s.analysis.wave === s.currentWave) {
+        return `next: the analysis of wave ${s.currentWave} decides (pass: wave ${s.currentWave + 1} starts; fail: halt); \`otactl rollout approve ${id}\` overrides it`;
+      }
+      if (s.analysis?.state === 'inconclusive' && s.analysis.wave === s.currentWave) {
+        return `next: the analysis was inconclusive: \`otactl rollout approve ${id}\` starts wave ${s.currentWave + 1}, or \`halt\` / \`abort\``;
+      }
       return `next: \`otactl rollout approve ${id}\` starts wave ${s.currentWave + 1} (\`promote\` approves every remaining gate)`;
     case 'halted':
       // A halt by hand with no failures has nothing to inspect but its reason.

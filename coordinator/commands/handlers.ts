@@ -66,6 +66,8 @@ const ARGS = {
     waves: z.union([z.string().min(1).max(2000), z.array(z.unknown()).max(100)]),
     maxFailureRate: z.number().optional(),
     channel: id.optional(),
+    /** What analysis gates (`5:analysis`) check: checked by validateStrategy (rollout/analysis-spec.ts). */
+    analysis: z.unknown().optional(),
   }),
   'rollout.ls': z.strictObject({}),
   'rollout.status': rolloutId,
@@ -200,6 +202,7 @@ export const HANDLERS: { [O in Op]: Handler<O> } = {
         strategy: {
           waves: typeof a.waves === 'string' ? parseWaves(a.waves) : a.waves,
           maxFailureRate: a.maxFailureRate ?? 0,
+          ...(a.analysis !== undefined ? { analysis: a.analysis } : {}),
         },
         channel: a.channel,
       },

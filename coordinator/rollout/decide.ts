@@ -83,6 +83,9 @@ export function decide(
     case 'abort':
       onAbort(ctx, event.actor, event.policy);
       break;
+    case 'analysis':
+      onAnalysis(ctx, event);
+      break;
     default: {
       const unknown: never = event;
       throw new OtaError('E_INTERNAL', `unknown rollout event ${JSON.stringify(unknown)}`);
@@ -352,12 +355,103 @@ function advance(ctx: Context, actor: string): void {
       ctx.moveChannel(actor);
       return;
     }
+    if (needsAnalysis(r, r.currentWave) && ctx.waveSize(next) > 0) {
+      // The wave bakes; the judge (experiments/analysis-judge.ts) measures it and decides.
+      ctx.set('status', 'waiting_approval');
+      ctx.set('analysis', {
+        wave: r.currentWave,
+        state: 'baking',
+        startedAt: ctx.now,
+        measurements: 0,
+        failures: 0,
+        detail: null,
+      });
+      ctx.audit(actor, 'rollout.analysis_started', {
+        wave: waveNumber(r.currentWave),
+        gateBefore: waveNumber(next),
+        bakeTimeMs: r.strategy.analysis?.bakeTimeMs ?? null,
+      });
+      return;
+    }
     if (effectiveApproval(r, next) === 'manual' && ctx.waveSize(next) > 0) {
       ctx.set('status', 'waiting_approval');
       ctx.audit(actor, 'rollout.gate_waiting', { wave: waveNumber(next) });
       return;
     }
     startWave(ctx, next, actor);
+  }
+}
+
+/**
+ * Whether the gate after wave `index` still needs its analysis: the wave has one, the rollout was
+ * not promoted (promote approves every gate), and no analysis of this wave passed.
+ */
+export function needsAnalysis(r: Rollout, index: number): boolean {
+  if (r.promoted || r.strategy.waves[index]?.analysis !== true) return false;
+  return !(r.analysis?.wave === index && r.analysis.state === 'passed');
+}
+
+/**
+ * A measurement of the analysis gate (docs/rollouts.md "Analysis gates"): `pass` goes on (to
+ * the next wave, or to its manual gate with the evidence recorded), `fail` halts with the
+ * numbers, `inconclusive` (the last measurement decided nothing) leaves the rollout waiting for
+ * an operator, `measured` records a measurement that decided nothing yet.
+ */
+function onAnalysis(ctx: Context, event: Extract<RolloutEvent, { type: 'analysis' }>): void {
+  const r = ctx.rollout;
+  const a = r.analysis;
+  if (
+    r.status !== 'waiting_approval' ||
+    !a ||
+    a.state !== 'baking' ||
+    a.wave !== event.wave ||
+    r.currentWave !== event.wave
+  ) {
+    throw new OtaError(
+      'E_ROLLOUT_STATE',
+      `no analysis of wave ${waveNumber(event.wave)} is in progress on rollout ${r.id} (status ${r.status}${a ? `, analysis of wave ${waveNumber(a.wave)} ${a.state}` : ''})`,
+    );
+  }
+  const measured = {
+    ...a,
+    measurements: a.measurements + 1,
+    failures: a.failures + (event.failed ? 1 : 0),
+    detail: event.detail.slice(0, MAX_REASON),
+  };
+  const numbers = {
+    wave: waveNumber(a.wave),
+    measurement: measured.measurements,
+    failures: measured.failures,
+    detail: measured.detail,
+  };
+  switch (event.outcome) {
+    case 'measured':
+      ctx.set('analysis', measured);
+      ctx.audit(event.actor, 'rollout.analysis_measured', numbers);
+      return;
+    case 'inconclusive':
+      ctx.set('analysis', { ...measured, state: 'inconclusive' });
+      ctx.audit(event.actor, 'rollout.analysis_inconclusive', numbers);
+      return;
+    case 'fail': {
+      ctx.set('analysis', { ...measured, state: 'failed' });
+      const stats = failureStats(r, ctx.tallies);
+      ctx.set('status', 'halted');
+      ctx.set('haltReason', `analysis of wave ${waveNumber(a.wave)} failed: ${measured.detail}`.slice(0, MAX_REASON));
+      ctx.audit(event.actor, 'rollout.halted', {
+        manual: false,
+        analysis: numbers,
+        ...haltNumbers(r, stats),
+        reason: r.haltReason,
+      });
+      return;
+    }
+    case 'pass':
+      ctx.set('analysis', { ...measured, state: 'passed' });
+      ctx.audit(event.actor, 'rollout.analysis_passed', numbers);
+      ctx.set('status', 'running');
+      advance(ctx, event.actor);
+      return;
   }
 }
 
@@ -548,7 +642,13 @@ function onApprove(ctx: Context, actor: string): void {
   refuseRevoked(ctx, 'approve');
   const next = r.currentWave + 1;
   ctx.set('status', 'running');
-  ctx.audit(actor, 'rollout.approved', { wave: waveNumber(next), actor });
+  // Approving while an analysis bakes or was inconclusive overrides it: the audit says so.
+  const overridden = r.analysis && r.analysis.wave === r.currentWave && r.analysis.state !== 'passed';
+  ctx.audit(actor, 'rollout.approved', {
+    wave: waveNumber(next),
+    actor,
+    ...(overridden ? { analysis: r.analysis?.state } : {}),
+  });
   startWave(ctx, next, actor);
   advance(ctx, actor);
 }

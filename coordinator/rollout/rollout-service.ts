@@ -7,6 +7,7 @@ import { releaseIdOf, versionOfRelease } from '../../shared/release-id.js';
 import { isActiveRollout, isFailure, isOutcome } from '../../shared/states.js';
 import type { Topics } from '../../shared/topics.js';
 import type { DesiredPublisher, OutgoingMessage } from '../desired/desired-publisher.js';
+import { analysisCohort } from '../experiments/analysis-judge.js';
 import { type CoordinatorTrust, type Eligibility, releaseEligibility } from '../fleet/release-trust.js';
 import { PacedFlush, type PacedTimers } from '../paced-flush.js';
 import { PlanExecutor } from '../plan/commit-plan.js';
@@ -22,6 +23,7 @@ import type {
   Decision,
   DecisionInputs,
   Rollout,
+  RolloutDevice,
   RolloutDeviceView,
   RolloutEvent,
   RolloutStatusResult,
@@ -352,6 +354,38 @@ export class RolloutService {
       },
       devices,
     };
+  }
+
+  /**
+   * Rollouts waiting at an analysis gate that is baking, with their rows (the analysis judge,
+   * experiments/analysis-judge.ts).
+   */
+  pendingAnalyses(): { rollout: Rollout; devices: Iterable<RolloutDevice> }[] {
+    this.flush();
+    const out: { rollout: Rollout; devices: Iterable<RolloutDevice> }[] = [];
+    for (const live of this.live.values()) {
+      const r = live.rollout;
+      if (r.status === 'waiting_approval' && r.analysis?.state === 'baking' && r.analysis.wave === r.currentWave) {
+        out.push({ rollout: { ...r }, devices: live.devices.byId.values() });
+      }
+    }
+    return out;
+  }
+
+  /**
+   * The analysis cohorts a device's series of `model` counts in (MetricsRecorder.cohortsOf): the
+   * baking analysis gates of the live rollouts it is in, each from the bake's start.
+   */
+  analysisCohortsOf(deviceId: string, model: string): { cohort: string; since: number }[] {
+    const out: { cohort: string; since: number }[] = [];
+    for (const live of this.live.values()) {
+      const r = live.rollout;
+      const a = r.analysis;
+      if (r.model !== model || r.status !== 'waiting_approval' || a?.state !== 'baking') continue;
+      if (!live.devices.byId.has(deviceId)) continue;
+      out.push({ cohort: analysisCohort(r.id, a.wave, a.startedAt), since: Date.parse(a.startedAt) });
+    }
+    return out;
   }
 
   /** The rollout's summary (rollout ls). */

@@ -1,4 +1,5 @@
 import { OtaError } from '../../shared/errors.js';
+import { validateAnalysis } from './analysis-spec.js';
 import type { Approval, Strategy, WaveSpec } from './types.js';
 
 /**
@@ -19,7 +20,8 @@ function fail(message: string): never {
 
 /**
  * Parses the CLI syntax `1,10:manual,50,100`: cumulative percents, each optionally followed by
- * `:manual` or `:auto` (default `auto`). The result is validated like `validateStrategy` does.
+ * `:manual` or `:auto` (default `auto`, the gate before the wave) and `:analysis` (a metric gate
+ * after it: `5:analysis,25,100`). The result is validated like `validateStrategy` does.
  */
 export function parseWaves(text: string): WaveSpec[] {
   const trimmed = text.trim();
@@ -29,22 +31,29 @@ export function parseWaves(text: string): WaveSpec[] {
     const item = raw.trim();
     if (item === '') fail(`wave ${i} of --waves "${text}" is empty (two commas in a row?): ${EXAMPLE}`);
     const parts = item.split(':');
-    if (parts.length > 2)
-      fail(`wave ${i} "${item}" has more than one ":": write PERCENT or PERCENT:manual, ${EXAMPLE}`);
     const percentText = (parts[0] ?? '').trim();
     const match = PERCENT_TEXT.exec(percentText);
     if (!match) {
       fail(`percent of wave ${i} "${percentText}" is not a number: write a number in (0, 100], ${EXAMPLE}`);
     }
-    const approvalText = parts[1]?.trim().toLowerCase();
+    // After the percent: at most one of manual/auto (the gate before this wave) and `analysis`
+    // (a metric gate after it, before the next wave).
     let approval: Approval = 'auto';
-    if (approvalText !== undefined) {
-      if (approvalText !== 'auto' && approvalText !== 'manual') {
-        fail(`approval of wave ${i} "${parts[1]}" is unknown: use ":manual" or ":auto" (default auto), ${EXAMPLE}`);
+    let analysis = false;
+    const seen = new Set<string>();
+    for (const raw of parts.slice(1)) {
+      const flag = raw.trim().toLowerCase();
+      if (flag !== 'auto' && flag !== 'manual' && flag !== 'analysis') {
+        fail(`wave ${i} "${item}" has an unknown flag "${raw}": use ":manual", ":auto" or ":analysis", ${EXAMPLE}`);
       }
-      approval = approvalText;
+      const kind = flag === 'analysis' ? 'analysis' : 'approval';
+      if (seen.has(kind))
+        fail(`wave ${i} "${item}" gives ${kind === 'analysis' ? '":analysis"' : 'its approval'} twice`);
+      seen.add(kind);
+      if (flag === 'analysis') analysis = true;
+      else approval = flag as Approval;
     }
-    return { percent: Number(match[1]), approval };
+    return analysis ? { percent: Number(match[1]), approval, analysis } : { percent: Number(match[1]), approval };
   });
   return validateWaves(waves);
 }
@@ -56,13 +65,21 @@ export function validateStrategy(s: unknown): Strategy {
   }
   const record = s as Record<string, unknown>;
   for (const key of Object.keys(record)) {
-    if (key !== 'waves' && key !== 'maxFailureRate') {
-      fail(`the strategy has an unknown field "${key}": only "waves" and "maxFailureRate" are allowed`);
+    if (key !== 'waves' && key !== 'maxFailureRate' && key !== 'analysis') {
+      fail(`the strategy has an unknown field "${key}": only "waves", "maxFailureRate" and "analysis" are allowed`);
     }
   }
   const waves = validateWaves(record.waves);
   const maxFailureRate = validateMaxFailureRate(record.maxFailureRate);
-  return { waves, maxFailureRate };
+  const gated = waves.some((w) => w.analysis);
+  if (record.analysis === undefined) {
+    if (gated) {
+      fail('a wave has an analysis gate but no analysis says what to check: give --analysis FILE (docs/rollouts.md)');
+    }
+    return { waves, maxFailureRate };
+  }
+  if (!gated) fail('--analysis is given but no wave has a gate: mark one, e.g. --waves 5:analysis,25,100');
+  return { waves, maxFailureRate, analysis: validateAnalysis(record.analysis) };
 }
 
 function validateMaxFailureRate(value: unknown): number {
@@ -95,6 +112,11 @@ function validateWaves(value: unknown): WaveSpec[] {
   if (last.percent !== 100) {
     fail(`the last wave must be 100 (the whole target), not ${last.percent}: append 100, ${EXAMPLE}`);
   }
+  if (last.analysis) {
+    fail(
+      `the last wave cannot have an analysis gate: nothing comes after it to gate; put ":analysis" on an earlier wave, e.g. --waves 5:analysis,25,100`,
+    );
+  }
   if ((waves[0] as WaveSpec).approval === 'manual') {
     fail(
       'wave 1 cannot be manual: the first wave starts when the rollout is created; put ":manual" on a later wave to gate it, e.g. --waves 1,10:manual,100',
@@ -110,8 +132,8 @@ function validateWave(w: unknown, i: number): WaveSpec {
   }
   const record = w as Record<string, unknown>;
   for (const key of Object.keys(record)) {
-    if (key !== 'percent' && key !== 'approval') {
-      fail(`wave ${i} has an unknown field "${key}": only "percent" and "approval" are allowed`);
+    if (key !== 'percent' && key !== 'approval' && key !== 'analysis') {
+      fail(`wave ${i} has an unknown field "${key}": only "percent", "approval" and "analysis" are allowed`);
     }
   }
   const percent = record.percent;
@@ -125,7 +147,9 @@ function validateWave(w: unknown, i: number): WaveSpec {
   if (approval !== 'auto' && approval !== 'manual') {
     fail(`approval of wave ${i} ${describe(approval)} is unknown: use "auto" or "manual"`);
   }
-  return { percent, approval };
+  const analysis = record.analysis ?? false;
+  if (typeof analysis !== 'boolean') fail(`analysis of wave ${i} ${describe(analysis)} must be true or false`);
+  return analysis ? { percent, approval, analysis } : { percent, approval };
 }
 
 function describe(value: unknown): string {

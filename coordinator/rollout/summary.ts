@@ -39,8 +39,11 @@ export function summarize(
       devices: tally?.members ?? 0,
       counts,
       reverted: tally?.reverted ?? 0,
+      ...(spec.analysis ? { analysis: true } : {}),
     };
   });
+  const a = rollout.analysis;
+  const spec = rollout.strategy.analysis;
   return {
     id: rollout.id,
     model: rollout.model,
@@ -53,6 +56,21 @@ export function summarize(
     haltReason: rollout.haltReason === null ? null : rollout.haltReason.slice(0, 2000),
     abortPolicy: rollout.abortPolicy,
     reverted,
+    ...(a && spec
+      ? {
+          analysis: {
+            wave: waveNumber(a.wave),
+            state: a.state,
+            startedAt: a.startedAt,
+            measurements: a.measurements,
+            maxMeasurements: spec.measurements,
+            failures: a.failures,
+            failureLimit: spec.failureLimit,
+            bakeTimeMs: spec.bakeTimeMs,
+            detail: a.detail,
+          },
+        }
+      : {}),
     updatedAt: rollout.updatedAt,
   };
 }

@@ -1,5 +1,6 @@
 import type { ModelState, RolloutSummary } from '../../shared/messages.js';
 import type { RolloutDeviceState, RolloutStatus } from '../../shared/states.js';
+import type { AnalysisSpec } from './analysis-spec.js';
 
 export type { RolloutDeviceState };
 
@@ -15,12 +16,36 @@ export interface WaveSpec {
   percent: number;
   /** `manual`: the rollout parks in `waiting_approval` before this wave starts (not for wave 0). */
   approval: Approval;
+  /**
+   * An analysis gate after this wave (`5:analysis`): once it completes, the next wave waits for
+   * the strategy's analysis to pass (docs/rollouts.md "Analysis gates"). Not on the last wave.
+   */
+  analysis?: boolean;
 }
 
 export interface Strategy {
   waves: WaveSpec[];
   /** In [0, 1); 0 means the first unacknowledged failure halts. */
   maxFailureRate: number;
+  /** What analysis gates check; required when a wave has one. */
+  analysis?: AnalysisSpec;
+}
+
+/**
+ * Where the rollout's analysis gate stands (null: none started). `baking` until a measurement
+ * decides: `passed` lets the rollout go on, `failed` halted it, `inconclusive` waits for an
+ * operator (approve, halt or abort).
+ */
+export interface AnalysisState {
+  /** The wave (0-based) whose devices are analysed; the gate is before the next one. */
+  wave: number;
+  state: 'baking' | 'passed' | 'failed' | 'inconclusive';
+  startedAt: string;
+  /** Measurements taken, and how many of them failed. */
+  measurements: number;
+  failures: number;
+  /** The last measurement in a line, with its numbers. */
+  detail: string | null;
 }
 
 export type AbortPolicy = 'keep' | 'revert';
@@ -67,6 +92,8 @@ export interface Rollout {
   promoted: boolean;
   haltReason: string | null;
   abortPolicy: AbortPolicy | null;
+  /** The analysis gate in progress or last decided (absent on rollouts made before analysis existed). */
+  analysis?: AnalysisState | null;
   createdBy: string;
   createdAt: string;
   updatedAt: string;
@@ -88,7 +115,20 @@ export type RolloutEvent =
   | { type: 'promote'; actor: string }
   | { type: 'halt'; actor: string; reason: string }
   | { type: 'resume'; actor: string }
-  | { type: 'abort'; actor: string; policy: AbortPolicy };
+  | { type: 'abort'; actor: string; policy: AbortPolicy }
+  /**
+   * A measurement of the analysis gate of `wave` (the judge, experiments/analysis-judge.ts):
+   * `pass` and `fail` decide the gate; `measured` records one that did not decide; `inconclusive`
+   * is the last measurement without a decision (the rollout waits for an operator).
+   */
+  | {
+      type: 'analysis';
+      actor: string;
+      wave: number;
+      outcome: 'pass' | 'fail' | 'measured' | 'inconclusive';
+      failed: boolean;
+      detail: string;
+    };
 
 /** What the shell must do to a device's desired state for this rollout's model. */
 export type Assignment =

@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import type { RolloutSummary } from '../../../shared/messages.js';
 import { parseWaves } from '../../rollout/strategy.js';
@@ -17,6 +18,27 @@ function wavesOption(value: string): string {
     throw new InvalidArgumentError((err as Error).message);
   }
   return value;
+}
+
+/** The --analysis file: JSON, checked by the coordinator (rollout/analysis-spec.ts); unreadable or not JSON is a usage error. */
+async function readAnalysisFile(cmd: Command, file: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    usageError(
+      cmd,
+      `--analysis ${file}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+    );
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    usageError(
+      cmd,
+      `--analysis ${file} is not JSON (${(err as Error).message}): e.g. {"metrics": ["latency_ms p95 <= +10%"], "bakeTime": "30m"}`,
+    );
+  }
 }
 
 function idsCell(ids: string[], max = 8): string {
@@ -68,6 +90,10 @@ export function registerRollout(program: Command, io: CliIo): void {
     )
     .option('--max-failure-rate <rate>', 'halt when the failure rate exceeds this, in [0, 1) (default 0)', failureRate)
     .option('--channel <channel>', 'channel moved to the release when the rollout completes (default stable)')
+    .option(
+      '--analysis <file>',
+      'what analysis gates (a wave marked :analysis, e.g. --waves 5:analysis,25,100) check: a JSON file (docs/rollouts.md)',
+    )
     .option('--id <id>', 'the rollout id (default generated)')
     .action(
       async (
@@ -80,11 +106,13 @@ export function registerRollout(program: Command, io: CliIo): void {
           waves: string;
           maxFailureRate?: number;
           channel?: string;
+          analysis?: string;
           id?: string;
           json?: boolean;
         },
         cmd: Command,
       ) => {
+        const analysis = opts.analysis === undefined ? undefined : await readAnalysisFile(cmd, opts.analysis);
         const targets = [opts.group, opts.devices, opts.selector].filter((x) => x !== undefined).length;
         if (targets !== 1) usageError(cmd, 'give exactly one target: --group G, --devices a,b or --selector k=v');
         const { summary, status } = await withSession(io, cmd, async (s) => {
@@ -97,6 +125,7 @@ export function registerRollout(program: Command, io: CliIo): void {
             ...(opts.selector ? { selector: opts.selector } : {}),
             ...(opts.maxFailureRate !== undefined ? { maxFailureRate: opts.maxFailureRate } : {}),
             ...(opts.channel ? { channel: opts.channel } : {}),
+            ...(analysis !== undefined ? { analysis } : {}),
             ...(opts.id ? { id: opts.id } : {}),
           });
           if (opts.json) return { summary: created, status: null };
