@@ -62,6 +62,83 @@ t.test('create, ls, status, compare, promote --move-channel and stop --revert fr
   );
   t.equal(bad.code, 2, 'a metric that does not parse is a usage error');
   t.match(bad.stderr, /latency_ms needs a statistic/);
+  const common = [
+    '--model',
+    'det',
+    '--control',
+    '1',
+    '--candidate',
+    '2',
+    '--group',
+    'cams',
+    '--metric',
+    'error_rate <= +1pp',
+  ];
+  const badSplit = await cli('experiment', 'create', ...common, '--split', '100');
+  t.equal(badSplit.code, 2);
+  t.match(badSplit.stderr, /the candidate arm's percent of the group: a whole number from 1 to 99/);
+  const badAlpha = await cli('experiment', 'create', ...common, '--alpha', '0.5');
+  t.equal(badAlpha.code, 2);
+  t.match(badAlpha.stderr, /a false-alarm rate in \(0, 0\.2\], e\.g\. 0\.05/);
+  const badWaves = await cli('experiment', 'promote', 'exp-x', '--waves', '10,50');
+  t.equal(badWaves.code, 2);
+  t.match(badWaves.stderr, /the last wave must be 100/);
+  t.strictSame(await admin.call('experiment.ls'), [], 'none of them created anything');
+
+  // A rollout's analysis file: read by otactl, checked by the coordinator.
+  const noFile = await cli(
+    'rollout',
+    'create',
+    '--model',
+    'det',
+    '--version',
+    '2',
+    '--group',
+    'cams',
+    '--waves',
+    '50:analysis,100',
+    '--analysis',
+    path.join(dataDir, 'none.json'),
+  );
+  t.equal(noFile.code, 2);
+  t.match(noFile.stderr, /--analysis .*none\.json: cannot read it \(ENOENT\)/);
+  const notJson = path.join(dataDir, '..', 'gate.txt');
+  await fs.writeFile(notJson, 'bake for 30 minutes');
+  const notParsed = await cli(
+    'rollout',
+    'create',
+    '--model',
+    'det',
+    '--version',
+    '2',
+    '--group',
+    'cams',
+    '--waves',
+    '50:analysis,100',
+    '--analysis',
+    notJson,
+  );
+  t.equal(notParsed.code, 2);
+  t.match(notParsed.stderr, /--analysis .*gate\.txt is not JSON/);
+  const gateFile = path.join(dataDir, '..', 'gate.json');
+  await fs.writeFile(gateFile, JSON.stringify({ metrics: ['latency_ms p95 <= +10%'], bakeTime: '10s' }));
+  const refusedGate = await cli(
+    'rollout',
+    'create',
+    '--model',
+    'det',
+    '--version',
+    '2',
+    '--group',
+    'cams',
+    '--waves',
+    '50:analysis,100',
+    '--analysis',
+    gateFile,
+  );
+  t.not(refusedGate.code, 0);
+  t.match(refusedGate.stderr, /E_EXPERIMENT_SPEC: analysis: bakeTime must be from 1m to 7d/);
+  t.strictSame(await admin.call('rollout.ls'), [], 'no rollout was created');
 
   const created = await cli(
     'experiment',

@@ -15,7 +15,6 @@ export type Arm = 'control' | 'candidate';
  *  - `promoted`: an operator handed the candidate to a rollout or a channel move.
  */
 export type ExperimentStatus = 'running' | 'halted' | 'stopped' | 'promoted';
-export const EXPERIMENT_STATUSES: readonly ExperimentStatus[] = ['running', 'halted', 'stopped', 'promoted'];
 
 /** What a metric is computed from, per device (metric-spec.ts). */
 export type MetricName = 'latency_ms' | 'confidence' | 'error_rate' | { value: string };

@@ -2,11 +2,14 @@
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { analysisCohort, measureAnalysis } from '../../coordinator/experiments/analysis-judge.js';
 import { armOf } from '../../coordinator/experiments/assign.js';
 import { compareArms } from '../../coordinator/experiments/compare.js';
 import { parseMetricSpecs } from '../../coordinator/experiments/metric-spec.js';
 import type { Experiment, ExperimentDevice } from '../../coordinator/experiments/types.js';
 import { MetricsRecorder } from '../../coordinator/metrics/recorder.js';
+import { parseWaves, validateStrategy } from '../../coordinator/rollout/strategy.js';
+import type { Rollout, RolloutDevice } from '../../coordinator/rollout/types.js';
 import { createLogger } from '../../shared/logger.js';
 import type { Metrics } from '../../shared/messages.js';
 import { DEFAULT_DISTRIBUTION, normal, simulatedSeries } from '../fleet-sim/metric-distributions.js';
@@ -26,6 +29,8 @@ import { log, machine, median, parseArgs, printResult, revision, round, wallMs }
  * day of one-minute windows gives (DDSketch bins are fixed by the range of values, not their
  * number), so compare reads what it would after a real day.
  *
+ * Also: an analysis gate's measurement over a 9,000-device wave (gateDecision).
+ *
  * Measured: the comparison as `experiment.compare` computes it (the cohort rows read from
  * metrics.db, then compareArms: per-device statistics, Hodges-Lehmann intervals, Mann-Whitney,
  * SRM), median and max of `--runs`; and ingest's CPU per summary with and without a cohort.
@@ -35,6 +40,8 @@ import { log, machine, median, parseArgs, printResult, revision, round, wallMs }
 export interface ExperimentsBenchOptions {
   devices: number;
   hours: number;
+  /** Hours of summaries behind the analysis gate's measurement. */
+  gateHours: number;
   observations: number;
   runs: number;
   seed: number;
@@ -140,6 +147,7 @@ export async function runExperimentsBench(o: ExperimentsBenchOptions) {
       samples.push(wallMs() - t0);
       rows = series.size;
     }
+    const gate = await gateDecision(dir, o, start, logger);
     const ingestWithout = await ingestCost(dir, o, summaryOf, start, logger, false);
     const ingestWith = await ingestCost(dir, o, summaryOf, start, logger, true);
     const c = comparison as NonNullable<typeof comparison>;
@@ -168,6 +176,7 @@ export async function runExperimentsBench(o: ExperimentsBenchOptions) {
             : null,
         })),
       },
+      gate,
       cohortIngestOverhead: {
         cpuMsPerSummaryWithout: ingestWithout,
         cpuMsPerSummaryWith: ingestWith,
@@ -176,6 +185,108 @@ export async function runExperimentsBench(o: ExperimentsBenchOptions) {
   } finally {
     recorder.close();
     await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * An analysis gate's decision over a 9,000-device wave (90% of `--devices`): the rollout's
+ * devices report `--gate-hours` hours into a fresh store, the wave's on the candidate (10%
+ * slower) and the rest on the previous version, through the real ingest path with the gate's
+ * cohort; then the measurement as the judge takes it (cohort rows read, measureAnalysis).
+ */
+async function gateDecision(
+  dir: string,
+  o: ExperimentsBenchOptions,
+  start: number,
+  logger: ReturnType<typeof createLogger>,
+) {
+  const waveSize = Math.round(o.devices * 0.9);
+  const strategy = validateStrategy({
+    waves: parseWaves('90:analysis,100'),
+    maxFailureRate: 0,
+    analysis: { metrics: ['latency_ms p95 <= +5%', 'error_rate <= +0.5pp'], bakeTime: '1h', minDevices: 3 },
+  });
+  const startedAt = new Date(start).toISOString();
+  const rollout: Rollout = {
+    id: 'ro-bench',
+    model: MODEL,
+    version: '1.1.0',
+    releaseId: `${MODEL}@1.1.0`,
+    channel: 'stable',
+    strategy,
+    status: 'waiting_approval',
+    currentWave: 0,
+    acknowledgedFailures: 0,
+    promoted: false,
+    haltReason: null,
+    abortPolicy: null,
+    analysis: { wave: 0, state: 'baking', startedAt, measurements: 0, failures: 0, detail: null },
+    createdBy: 'bench',
+    createdAt: startedAt,
+    updatedAt: startedAt,
+  };
+  const rows: RolloutDevice[] = Array.from({ length: o.devices }, (_, i) => ({
+    deviceId: deviceId(i),
+    wave: i < waveSize ? 0 : 1,
+    state: i < waveSize ? 'healthy' : 'pending',
+    online: true,
+    previousReleaseId: `${MODEL}@1.0.0`,
+    revertedTo: null,
+    assignedAt: i < waveSize ? startedAt : null,
+    finishedAt: i < waveSize ? startedAt : null,
+    error: null,
+  }));
+  const cohort = analysisCohort(rollout.id, 0, startedAt);
+  let clock = start;
+  const recorder = new MetricsRecorder({
+    file: path.join(dir, 'gate.db'),
+    now: () => new Date(clock),
+    logger,
+    groupsOf: () => [],
+    cohortsOf: () => [{ cohort, since: start }],
+  });
+  const random = mulberry32(o.seed + 1);
+  try {
+    for (let h = 0; h < o.gateHours; h++) {
+      const windowStart = start + h * HOUR_MS;
+      clock = windowStart + HOUR_MS + 1000;
+      const acks = rows.map((d, i) =>
+        recorder.ingest(d.deviceId, {
+          ts: new Date(windowStart + HOUR_MS).toISOString(),
+          windowStart: new Date(windowStart).toISOString(),
+          windowSeconds: 3600,
+          windowsMerged: 60,
+          series: [
+            simulatedSeries(MODEL, d.wave === 0 ? '1.1.0' : '1.0.0', o.observations, random, {
+              ...DEFAULT_DISTRIBUTION,
+              medianMs: DEFAULT_DISTRIBUTION.medianMs * (d.wave === 0 ? 1.1 : 1) * (1 + (i % 7) / 20),
+            }),
+          ],
+        } as Metrics),
+      );
+      recorder.flushNow();
+      await Promise.all(acks);
+    }
+    const samples: number[] = [];
+    let m: ReturnType<typeof measureAnalysis> = null;
+    const at = new Date(start + Math.max(1, o.gateHours) * HOUR_MS + 1000);
+    for (let r = 0; r < o.runs; r++) {
+      const t0 = wallMs();
+      const series = recorder.cohortSeries(cohort);
+      m = measureAnalysis(rollout, rows, (id) => series.get(id), at);
+      samples.push(wallMs() - t0);
+    }
+    const measured = m as NonNullable<typeof m>;
+    return {
+      waveDevices: waveSize,
+      controlDevices: o.devices - waveSize,
+      ms: round(median(samples), 1),
+      maxMs: round(Math.max(...samples), 1),
+      outcome: measured.outcome,
+      detail: measured.detail,
+    };
+  } finally {
+    recorder.close();
   }
 }
 
@@ -225,6 +336,11 @@ export function table(result: Awaited<ReturnType<typeof runExperimentsBench>>): 
     row(`  ${m.metric}`, d ? `${m.verdict} ${d.estimate} [${d.low}, ${d.high}]` : m.verdict);
   }
   row(
+    `analysis gate decision ms over a ${result.gate.waveDevices}-device wave, median (max)`,
+    `${result.gate.ms} (${result.gate.maxMs}): ${result.gate.outcome}`,
+  );
+  row('  its measurement', result.gate.detail);
+  row(
     'ingest CPU ms per summary: no cohort / one cohort',
     `${result.cohortIngestOverhead.cpuMsPerSummaryWithout} / ${result.cohortIngestOverhead.cpuMsPerSummaryWith}`,
   );
@@ -237,6 +353,7 @@ if (process.argv[1] && import.meta.url.endsWith(path.basename(process.argv[1])))
     {
       devices: { default: 10_000, help: 'devices in the experiment' },
       hours: { default: 24, help: 'hours the experiment has run' },
+      'gate-hours': { default: 2, help: 'hours of summaries behind the analysis gate measured' },
       observations: { default: 120, help: 'inferences per device in each hourly summary' },
       runs: { default: 5, help: 'repetitions of compare (median reported)' },
       seed: { default: 1, help: 'PRNG seed' },
@@ -246,6 +363,7 @@ if (process.argv[1] && import.meta.url.endsWith(path.basename(process.argv[1])))
   const result = await runExperimentsBench({
     devices: args.devices,
     hours: Math.max(1, args.hours),
+    gateHours: Math.max(1, args['gate-hours']),
     observations: Math.max(1, args.observations),
     runs: Math.max(1, args.runs),
     seed: args.seed,
