@@ -19,6 +19,8 @@ const SYMBOLS: Record<string, string> = {
   completed: '✓',
   aborted: '✕',
   skipped: '–',
+  stopped: '□',
+  promoted: '⇧',
 };
 
 export function stateLabel(state: string): string {

@@ -7,12 +7,14 @@ export type Route =
   | { view: 'fleet' }
   | { view: 'rollouts' }
   | { view: 'rollout'; id: string }
+  | { view: 'experiments' }
+  | { view: 'experiment'; id: string }
   | { view: 'devices'; text: string; state: string; model: string; version: string; page: number }
   | { view: 'device'; id: string }
   | { view: 'releases' }
   | { view: 'audit'; text: string };
 
-export const VIEWS = ['fleet', 'rollouts', 'devices', 'releases', 'audit'] as const;
+export const VIEWS = ['fleet', 'rollouts', 'experiments', 'devices', 'releases', 'audit'] as const;
 
 function decode(part: string): string {
   try {
@@ -34,6 +36,8 @@ export function parseRoute(hash: string): Route {
   switch (parts[0]) {
     case 'rollouts':
       return parts[1] ? { view: 'rollout', id: parts[1] } : { view: 'rollouts' };
+    case 'experiments':
+      return parts[1] ? { view: 'experiment', id: parts[1] } : { view: 'experiments' };
     case 'devices':
       if (parts[1]) return { view: 'device', id: parts[1] };
       return {
@@ -57,6 +61,8 @@ export function formatRoute(route: Route): string {
   switch (route.view) {
     case 'rollout':
       return `#/rollouts/${encodeURIComponent(route.id)}`;
+    case 'experiment':
+      return `#/experiments/${encodeURIComponent(route.id)}`;
     case 'device':
       return `#/devices/${encodeURIComponent(route.id)}`;
     case 'devices': {

@@ -9,6 +9,8 @@ import { AuditView } from './audit-view.js';
 import type { ViewProps } from './context.js';
 import { DeviceView } from './device-view.js';
 import { DevicesView } from './devices-view.js';
+import { ExperimentView } from './experiment-view.js';
+import { ExperimentsView } from './experiments-view.js';
 import { FleetView } from './fleet-view.js';
 import { html } from './html.js';
 import { ReleasesView } from './releases-view.js';
@@ -237,7 +239,14 @@ export function Dashboard({
   }
 
   const props: ViewProps = { state, connection, live, ops, now: Date.now(), notify, onAudit, watch };
-  const current = route.view === 'rollout' ? 'rollouts' : route.view === 'device' ? 'devices' : route.view;
+  const current =
+    route.view === 'rollout'
+      ? 'rollouts'
+      : route.view === 'experiment'
+        ? 'experiments'
+        : route.view === 'device'
+          ? 'devices'
+          : route.view;
   return html`<div class="shell">
     <header class="top">
       <a class="brand" href="#/fleet">OTA models</a>
@@ -283,6 +292,10 @@ function renderView(route: Route, props: ViewProps) {
       return html`<${RolloutsView} ...${props} />`;
     case 'rollout':
       return html`<${RolloutView} ...${props} id=${route.id} key=${route.id} />`;
+    case 'experiments':
+      return html`<${ExperimentsView} ...${props} />`;
+    case 'experiment':
+      return html`<${ExperimentView} ...${props} id=${route.id} key=${route.id} />`;
     case 'devices':
       return html`<${DevicesView} ...${props} route=${route} />`;
     case 'device':
