@@ -183,6 +183,11 @@ export function RolloutView(props: ViewProps & { id: string }) {
     <p data-field="failures">Failures: <b>${summary.failures.count}</b> of ${summary.failures.assigned} assigned (${pct(summary.failures.rate)}${summary.failures.acknowledged ? `, ${summary.failures.acknowledged} acknowledged by resume` : ''}); the rollout halts above ${pct(summary.maxFailureRate)}.</p>
     ${summary.haltReason ? html`<p class="message error" role="alert" data-field="halt-reason"><b>Halted:</b> ${summary.haltReason}</p>` : null}
     ${
+      summary.analysis
+        ? html`<p data-field="analysis" data-state=${summary.analysis.state}><b>Analysis of wave ${summary.analysis.wave}:</b> ${summary.analysis.state} (${summary.analysis.measurements} of ${summary.analysis.maxMeasurements} measurements, failures ${summary.analysis.failures} of ${summary.analysis.failureLimit} allowed)${summary.analysis.detail ? html`<br /><span class="small">${summary.analysis.detail}</span>` : null}</p>`
+        : null
+    }
+    ${
       actions.length > 0
         ? html`<div class="actions" role="group" aria-label="Rollout actions">
             ${actions.map(
@@ -212,7 +217,7 @@ export function RolloutView(props: ViewProps & { id: string }) {
               setWave(w.wave);
               setPage(1);
             }}>Wave ${w.wave}</button>
-            <span>${w.percent}% · ${w.devices} device${w.devices === 1 ? '' : 's'} · ${w.approval === 'manual' ? 'manual gate' : 'automatic'}</span>
+            <span>${w.percent}% · ${w.devices} device${w.devices === 1 ? '' : 's'} · ${w.approval === 'manual' ? 'manual gate' : 'automatic'}${w.analysis ? ' · analysis gate after' : ''}</span>
             <${StatusBadge} status=${w.state} />
             ${w.state === 'waiting_approval' ? html`<b class="gate">waits for approval</b>` : null}
             ${w.reverted ? html`<span class="small">${w.reverted} set back</span>` : null}
