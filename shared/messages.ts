@@ -285,7 +285,7 @@ export const RolloutSummarySchema = z.strictObject({
     .strictObject({
       /** The wave analysed, from 1; the gate is before the next. */
       wave: waveNumber,
-      state: z.enum(['baking', 'passed', 'failed', 'inconclusive']),
+      state: z.enum(['baking', 'passed', 'failed', 'inconclusive', 'overridden', 'cancelled']),
       startedAt: isoDate,
       measurements: count,
       maxMeasurements: count,

@@ -148,6 +148,7 @@ class Sim {
       type: 'analysis',
       actor: 'coordinator',
       wave: this.rollout.currentWave,
+      measurement: (this.rollout.analysis?.measurements ?? 0) + 1,
       outcome,
       failed,
       detail: `m ${outcome}`,
@@ -293,4 +294,94 @@ t.test('the judge measures the wave against the devices still on the previous ve
     'inconclusive',
   );
   t.equal(measureAnalysis({ ...r, analysis: null }, sim.devices, series(1), new Date(started + 600_000)), null);
+});
+
+t.test('the gate guards every later wave: an empty next wave does not let the ones after it through', async (t) => {
+  // Wave 2 is empty (a small target cut finely): the analysis still comes before wave 3.
+  const sim = Sim.started('10:analysis,20,100', [0, 2, 2, 2]);
+  sim.healthy(0);
+  t.equal(sim.rollout.status, 'waiting_approval');
+  t.equal(sim.rollout.analysis?.state, 'baking');
+  t.equal(sim.rollout.currentWave, 0, 'nothing after wave 1 started');
+  sim.measurement('pass');
+  t.equal(sim.rollout.currentWave, 2, 'on pass the empty wave passes and wave 3 starts');
+  // Nothing after the gated wave: no bake, the rollout completes.
+  const alone = Sim.started('50:analysis,100', [0, 0]);
+  alone.healthy(0);
+  t.equal(alone.rollout.status, 'completed');
+  t.equal(alone.rollout.analysis ?? null, null);
+});
+
+t.test('an open analysis ends overridden by approve or promote, cancelled by halt or abort', async (t) => {
+  for (const [event, state] of [
+    [{ type: 'approve', actor: 'alice' }, 'overridden'],
+    [{ type: 'promote', actor: 'alice' }, 'overridden'],
+    [{ type: 'halt', actor: 'alice', reason: 'lunch' }, 'cancelled'],
+    [{ type: 'abort', actor: 'alice', policy: 'keep' }, 'cancelled'],
+  ] as const) {
+    const sim = Sim.started('50:analysis,100', [0, 0, 1, 1]);
+    sim.healthy(0);
+    sim.send(event);
+    t.equal(sim.rollout.analysis?.state, state, `${event.type}: ${state}`);
+    t.equal(RolloutSummarySchema.parse(summarize(sim.rollout, sim.devices, at(9))).analysis?.state, state);
+  }
+  const resumed = Sim.started('50:analysis,100', [0, 0, 1, 1]);
+  resumed.healthy(0);
+  resumed.send({ type: 'halt', actor: 'alice', reason: 'lunch' });
+  resumed.send({ type: 'resume', actor: 'alice' });
+  t.equal(resumed.rollout.analysis?.state, 'baking', 'resume bakes again');
+  t.throws(
+    () =>
+      resumed.send({
+        type: 'analysis',
+        actor: 'coordinator',
+        wave: 0,
+        measurement: 0,
+        outcome: 'pass',
+        failed: false,
+        detail: 'again',
+      }),
+    { code: 'E_ROLLOUT_STATE', message: /measurement 0 of the analysis of wave 1 on rollout r1 was taken already/ },
+  );
+});
+
+t.test('a finished rollout leaves alone a device another writer owns now', async (t) => {
+  const rollout = { ...rolloutOf('50:analysis,100'), status: 'aborted' as const, abortPolicy: 'keep' as const };
+  const device: RolloutDevice = {
+    deviceId: 'd0',
+    wave: 0,
+    state: 'assigned',
+    online: true,
+    previousReleaseId: 'det@1',
+    revertedTo: null,
+    assignedAt: at(1),
+    finishedAt: null,
+    error: null,
+  };
+  const report: RolloutEvent = { type: 'report', deviceId: 'd0', state: 'rolled_back', version: '2', error: null };
+  const free = decide(rollout, [device], report, at(5));
+  t.strictSame(free.assignments, [{ deviceId: 'd0', kind: 'revert', releaseId: 'det@1' }], 'nobody owns it: set back');
+  const owned = decide(rollout, [device], report, at(5), { ownedElsewhere: () => true });
+  t.strictSame(owned.assignments, [], "an experiment owns it now: its desired state is the experiment's");
+  t.match(owned.devices, [{ deviceId: 'd0', state: 'rolled_back' }], 'the outcome is still recorded');
+});
+
+t.test('after an outage the judge takes the latest measurement due, against one previous version', async (t) => {
+  const sim = Sim.started('50:analysis,100', [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1]);
+  sim.healthy(0);
+  const r = sim.rollout;
+  const started = Date.parse(r.analysis?.startedAt as string);
+  const seriesOf = (id: string) => {
+    const i = Number(id.slice(1));
+    const sample = (base: number) => deviceSeries(Array.from({ length: 40 }, (_, k) => base + k / 10));
+    if (i < 5) return new Map([['2', sample(10 + i)]]);
+    // d10 still runs an older version: left out, and said so.
+    return new Map([[i === 10 ? '0.5' : '1', sample(10 + i)]]);
+  };
+  const m = measureAnalysis(r, sim.devices, seriesOf, new Date(started + 50 * 600_000));
+  t.equal(m?.k, 3, 'the last of 3, not the first of the missed ones');
+  t.match(
+    m?.detail,
+    /^measurement 3 of 3: wave 1 on 2 \(5 devices\) vs 5 devices on 1 \(1 on other versions left out\) over 8h20m/,
+  );
 });

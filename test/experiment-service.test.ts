@@ -263,6 +263,17 @@ t.test(
       2,
       'created, halted',
     );
+    // Read after the end, it is the comparison the halt was decided on: its look, not today's.
+    const ended = await admin.call<Comparison>('experiment.compare', { id: 'exp-1' });
+    t.equal(ended.at, halted.endedAt);
+    t.equal(ended.look.index, 1);
+    t.equal(ended.metrics[0]?.verdict, 'worse');
+    await refused(
+      t,
+      admin.call('experiment.promote', { id: 'exp-1', waves: '100', force: true }),
+      'E_EXPERIMENT_STATE',
+      /experiment exp-1 is halted .*: it cannot be promoted any more/,
+    );
 
     // Its devices are free again: a rollout may take them all.
     const r = await admin.call<RolloutSummary>('rollout.create', {
@@ -363,6 +374,12 @@ t.test(
     );
 
     // Promote: a rollout over the group, the experiment ended in the same transaction.
+    await refused(
+      t,
+      admin2.call('experiment.promote', { id: 'exp-a', waves: '100', moveChannel: true }),
+      'E_USAGE',
+      /give --waves \(a rollout over the group\) or --move-channel \(the channel now\), not both/,
+    );
     const promoted = await admin2.call<ExperimentView & { evidence: string; result: RolloutSummary }>(
       'experiment.promote',
       {

@@ -1,7 +1,8 @@
 import t from 'tap';
 import { armOf } from '../coordinator/experiments/assign.js';
+import { judgeMetric } from '../coordinator/experiments/compare.js';
 import { metricLabel, parseMetricSpec, parseMetricSpecs, statOf } from '../coordinator/experiments/metric-spec.js';
-import { planExperimentCreate } from '../coordinator/experiments/plan-experiment.js';
+import { planExperimentCreate, planExperimentEnd } from '../coordinator/experiments/plan-experiment.js';
 import { emptyMerged, type Merged } from '../coordinator/metrics/series.js';
 import { sketchOfValues } from '../shared/metrics/sketch.js';
 
@@ -151,7 +152,7 @@ t.test('create: every refusal names the problem and the fix', async (t) => {
   );
   refuse({ split: 12.5 }, {}, 'E_EXPERIMENT_SPEC', /--split 12\.5/);
   refuse({ candidate: '1' }, {}, 'E_EXPERIMENT_SPEC', /control and candidate are both 1/);
-  refuse({ minDurationMs: 59_000 }, {}, 'E_EXPERIMENT_SPEC', /--min-duration must be at least 1m/);
+  refuse({ minDurationMs: 59_000 }, {}, 'E_EXPERIMENT_SPEC', /--min-duration must be from 1m/);
   refuse({ minDevices: 2 }, {}, 'E_EXPERIMENT_SPEC', /--min-devices must be a whole number of at least 3/);
   refuse({ alpha: 0.5 }, {}, 'E_EXPERIMENT_SPEC', /--alpha must be in \(0, 0\.2\]/);
   refuse({ candidate: '3' }, {}, 'E_NOT_FOUND', /no release det@3 \(the candidate\): publish it first/);
@@ -176,5 +177,119 @@ t.test('create: every refusal names the problem and the fix', async (t) => {
     { deviceIds: ['cam-0'] },
     'E_EXPERIMENT_SPEC',
     /a 99\/1 split of group cams's 1 device\(s\) puts none in the (candidate|control) arm/,
+  );
+});
+
+t.test('ends: a revoked control is never assigned again, a removed device is skipped', async (t) => {
+  const { experiment, devices } = planExperimentCreate(
+    {
+      id: 'exp-1',
+      model: 'det',
+      control: '1',
+      candidate: '2',
+      group: 'cams',
+      split: 50,
+      metrics: ['latency_ms p95 <= +10%'],
+    },
+    {
+      release: () => ({ eligible: true }),
+      idTaken: false,
+      deviceIds: Array.from({ length: 20 }, (_, i) => `cam-${i}`),
+      ownersOf: () => [],
+      desiredBefore: () => 'det@1',
+    },
+    'alice',
+    '2026-12-06T00:00:00.000Z',
+  );
+  const candidates = devices.filter((d) => d.arm === 'candidate').map((d) => d.deviceId);
+  const goneId = candidates[0] as string;
+  const end = planExperimentEnd(
+    experiment,
+    devices,
+    {
+      status: 'stopped',
+      revert: true,
+      reason: 'r',
+      actor: 'alice',
+      comparison: null,
+      controlRevoked: 'key k revoked',
+      exists: (id) => id !== goneId,
+    },
+    '2026-12-06T01:00:00.000Z',
+  );
+  t.strictSame(
+    end.plan.desired,
+    candidates.slice(1).map((deviceId) => ({ kind: 'remove', deviceId, model: 'det' })),
+    'the entries go: the agents keep what they run',
+  );
+  t.match(end.plan.audit[0]?.details, {
+    revertedDevices: candidates.length - 1,
+    removedDevices: 1,
+    controlRevoked: 'key k revoked',
+  });
+  t.throws(
+    () =>
+      planExperimentCreate(
+        {
+          id: 'exp-2',
+          model: 'det',
+          control: '1',
+          candidate: '2',
+          group: 'cams',
+          split: 50,
+          metrics: ['error_rate <= 0'],
+          minDurationMs: 366 * 86_400_000,
+        },
+        {
+          release: () => ({ eligible: true }),
+          idTaken: false,
+          deviceIds: ['a', 'b', 'c', 'd'],
+          ownersOf: () => [],
+          desiredBefore: () => null,
+        },
+        'alice',
+        '2026-12-06T00:00:00.000Z',
+      ),
+    { code: 'E_EXPERIMENT_SPEC', message: /--min-duration must be from 1m .* to 365d/ },
+  );
+});
+
+t.test('a relative threshold leaves out devices whose value is 0, and says how many', async (t) => {
+  const device = (latencies: number[]): Merged => ({
+    ...emptyMerged(),
+    count: latencies.length,
+    latencyMs: sketchOfValues(latencies),
+  });
+  const control = Array.from({ length: 8 }, (_, i) => device([10 + i, 11 + i, 12 + i]));
+  const candidate = [
+    ...Array.from({ length: 8 }, (_, i) => device([30 + i, 31 + i, 32 + i])),
+    device([0, 0, 0]),
+    device([0, 0, 0]),
+  ];
+  const r = judgeMetric(
+    parseMetricSpec('latency_ms p50 <= +10%'),
+    control,
+    candidate,
+    emptyMerged(),
+    emptyMerged(),
+    0.95,
+  );
+  t.equal(r.verdict, 'worse', 'the others still decide');
+  t.strictSame(r.devices, { control: 8, candidate: 8 });
+  t.equal(
+    r.note,
+    '2 device(s) left out: a value of 0 or less has no ratio to compare (use an absolute threshold to count them)',
+  );
+  const few = judgeMetric(
+    parseMetricSpec('latency_ms p50 <= +10%'),
+    control.slice(0, 2),
+    candidate,
+    emptyMerged(),
+    emptyMerged(),
+    0.95,
+  );
+  t.match(
+    few.note,
+    /too few devices with a value \(control 2, candidate 8; at least 3 each\); 2 left out for a value of 0 or less/,
   );
 });

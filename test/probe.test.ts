@@ -159,11 +159,13 @@ t.test('a slow model is killed at the timeout', async (t) => {
 });
 
 t.test('a child blocked in run() is killed at the timeout', async (t) => {
-  // Long enough for the child to start and load here, far too short for the slow model's run
-  // (minutes). Generous: on a loaded machine loading once took more than twice the good probe's
-  // time plus a second, and the child was killed while loading (attempts 0).
+  // Long enough for the child to start and load here, far too short for the slow model's run.
+  // Generous: on a loaded machine loading once took more than twice the good probe's time plus a
+  // second, and the child was killed while loading (attempts 0). The run is made long enough to
+  // outlast any such timeout: 1,000,000 iterations is about 20 minutes on a fast 2-core machine
+  // (the default 8,000, ~10 s there, once finished under a timeout stretched by a loaded machine).
   const timeoutMs = Math.ceil(goodProbeMs * 4 + 5_000);
-  const { result, pid } = await probe(t, slowModel(), spec({ golden: undefined, timeoutMs }));
+  const { result, pid } = await probe(t, slowModel(1_000_000), spec({ golden: undefined, timeoutMs }));
   t.match(result, { ok: false, attempts: 1, code: 'E_PROBE_TIMEOUT', message: /running inference, attempt 1/ });
   t.ok(pid, 'a child was started (probe() checks it is gone)');
 });

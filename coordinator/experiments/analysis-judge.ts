@@ -51,10 +51,16 @@ export function measureAnalysis(
   const a = r.analysis;
   const spec = r.strategy.analysis;
   if (!a || !spec || a.state !== 'baking') return null;
-  const k = a.measurements + 1;
-  if (now.getTime() < measurementDueAt(r, k)) return null;
+  // The latest measurement due: after a coordinator outage the ones missed are not taken back to
+  // back on the same data, the schedule goes on from where the clock is (as experiments' looks do).
+  const elapsed = now.getTime() - Date.parse(a.startedAt);
+  const k = Math.min(spec.measurements, Math.floor(elapsed / spec.bakeTimeMs));
+  if (k <= a.measurements) return null;
   const candidate: Merged[] = [];
-  const control: Merged[] = [];
+  // Later-wave devices with what each still runs (its most observed version that is not the
+  // candidate); the control is the devices on the most common one, so the candidate is compared
+  // with one previous version, not a mix of several.
+  const others: [string, Merged][] = [];
   const controlVersions = new Map<string, number>();
   for (const d of devices) {
     const versions = seriesOf(d.deviceId);
@@ -64,25 +70,26 @@ export function measureAnalysis(
       const m = versions.get(r.version);
       if (m && m.count > 0) candidate.push(m);
     } else {
-      // Still on what it ran before: its most observed version that is not the candidate.
       let best: [string, Merged] | null = null;
       for (const [version, m] of versions) {
         if (version === r.version || m.count === 0) continue;
         if (!best || m.count > best[1].count) best = [version, m];
       }
       if (best) {
-        control.push(best[1]);
+        others.push(best);
         controlVersions.set(best[0], (controlVersions.get(best[0]) ?? 0) + 1);
       }
     }
   }
+  const controlVersion = [...controlVersions].sort((x, y) => y[1] - x[1] || (x[0] < y[0] ? -1 : 1))[0]?.[0] ?? null;
+  const control = others.filter(([v]) => v === controlVersion).map(([, m]) => m);
+  const otherVersions = others.length - control.length;
   const specs = analysisMetrics(spec);
   const level = 1 - 2 * alphaForLook(k, spec.alpha / specs.length);
   const merged = (list: Merged[]) => list.reduce(mergeMerged, emptyMerged());
   const controlMerged = merged(control);
   const candidateMerged = merged(candidate);
   const metrics = specs.map((s) => judgeMetric(s, control, candidate, controlMerged, candidateMerged, level));
-  const controlVersion = [...controlVersions].sort((x, y) => y[1] - x[1])[0]?.[0] ?? null;
   const enough = candidate.length >= spec.minDevices && control.length >= spec.minDevices;
   const failed = enough && metrics.some((m) => m.verdict === 'worse');
   const passed = enough && !failed && metrics.every((m) => m.meetsThreshold);
@@ -92,7 +99,7 @@ export function measureAnalysis(
   else if (passed) outcome = 'pass';
   else outcome = last ? 'inconclusive' : 'measured';
   const window = formatDuration(now.getTime() - Date.parse(a.startedAt));
-  const head = `measurement ${k} of ${spec.measurements}: wave ${a.wave + 1} on ${r.version} (${candidate.length} devices) vs ${control.length} devices on ${controlVersion ?? 'the previous version'} over ${window}`;
+  const head = `measurement ${k} of ${spec.measurements}: wave ${a.wave + 1} on ${r.version} (${candidate.length} devices) vs ${control.length} devices on ${controlVersion ?? 'the previous version'}${otherVersions > 0 ? ` (${otherVersions} on other versions left out)` : ''} over ${window}`;
   const body = enough
     ? metrics.map(evidenceOf).join('; ')
     : `too few reporting devices (each side needs ${spec.minDevices})`;

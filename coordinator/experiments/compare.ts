@@ -107,7 +107,10 @@ export function lookLevel(e: Experiment, elapsedMs: number): { index: number; le
 }
 
 export function compareArms(input: CompareInput): Comparison {
-  const { experiment: e, now } = input;
+  const { experiment: e } = input;
+  // An ended experiment is read as it stood when it ended: its elapsed time and look level do
+  // not keep growing (a halt's `worse` must not read `inconclusive` a week later).
+  const now = e.status !== 'running' && e.endedAt ? new Date(e.endedAt) : input.now;
   const elapsedMs = now.getTime() - Date.parse(e.startedAt);
   const { index, level } = lookLevel(e, elapsedMs);
   const arms: Record<Arm, { version: string; devices: number; series: Merged[] }> = {
@@ -191,8 +194,16 @@ export function judgeMetric(
   candidateMerged: Merged,
   level: number,
 ): MetricResult {
-  const x = values(spec, candidateSeries);
-  const y = values(spec, controlSeries);
+  const relative = spec.threshold.kind === 'relative';
+  // A relative threshold compares logarithms: a device whose value is 0 or less (a latency timed
+  // in whole milliseconds, a custom value that is often 0) has none, and is left out with a note
+  // rather than silencing the metric for every device.
+  const usable = (v: number) => !relative || v > 0;
+  const allX = values(spec, candidateSeries);
+  const allY = values(spec, controlSeries);
+  const x = allX.filter(usable);
+  const y = allY.filter(usable);
+  const left = allX.length - x.length + (allY.length - y.length);
   const result: MetricResult = {
     spec: spec.text,
     metric: metricLabel(spec),
@@ -205,15 +216,13 @@ export function judgeMetric(
     p: null,
     verdict: 'inconclusive',
     meetsThreshold: false,
-    note: null,
+    note:
+      left > 0
+        ? `${left} device(s) left out: a value of 0 or less has no ratio to compare (use an absolute threshold to count them)`
+        : null,
   };
   if (x.length < MIN_DEVICES_FOR_VERDICT || y.length < MIN_DEVICES_FOR_VERDICT) {
-    result.note = `too few devices with a value (control ${y.length}, candidate ${x.length}; at least ${MIN_DEVICES_FOR_VERDICT} each)`;
-    return result;
-  }
-  const relative = spec.threshold.kind === 'relative';
-  if (relative && (x.some((v) => v <= 0) || y.some((v) => v <= 0))) {
-    result.note = 'a device value is 0 or negative, which a relative threshold cannot compare: use an absolute one';
+    result.note = `too few devices with a value (control ${y.length}, candidate ${x.length}; at least ${MIN_DEVICES_FOR_VERDICT} each)${left > 0 ? `; ${left} left out for a value of 0 or less` : ''}`;
     return result;
   }
   const a = relative ? x.map(Math.log) : x;

@@ -10,6 +10,7 @@ import type { RolloutService } from '../rollout/rollout-service.js';
 import type { Store } from '../store/store.js';
 import { type Comparison, compareArms, lookLevel } from './compare.js';
 import {
+  assertRunning,
   type CreateExperimentInput,
   evidence,
   planExperimentCreate,
@@ -20,6 +21,13 @@ import type { Arm, Experiment, ExperimentDevice } from './types.js';
 
 /** How often the automatic judge checks whether a running experiment reached its next planned look. */
 export const LOOK_CHECK_EVERY_MS = 60_000;
+/**
+ * How long an experiment's cohort rows, once read, answer `compare` while summaries keep
+ * arriving: reading 10,000 rows takes ~150 ms of the coordinator's one thread (bench:experiments),
+ * and every open dashboard page asks every few seconds. With no new summary they stay valid.
+ */
+export const SERIES_CACHE_MS = 2_000;
+const SERIES_CACHE_ENTRIES = 4;
 
 export interface ExperimentServiceDeps {
   store: Store;
@@ -28,6 +36,8 @@ export interface ExperimentServiceDeps {
   now: () => Date;
   /** What each device of the experiment sent since it started, per device and version (metrics store). */
   cohortSeries: (experimentId: string) => Map<string, Map<string, Merged>>;
+  /** Changes whenever the metrics store commits (MetricsRecorder.version); without it nothing is cached. */
+  metricsVersion?: () => number;
   rollouts: Pick<RolloutService, 'create' | 'resolveTarget'>;
   /** Channel moves (FleetService.setChannel). */
   setChannel: (
@@ -54,6 +64,8 @@ export interface PromoteRequest {
   /** `channel`: move the channel at once instead of a rollout (confirm above 5 devices with yes). */
   moveChannel?: boolean | undefined;
   yes?: boolean | undefined;
+  /** What the rollout's analysis gates check (`:analysis` in the waves, docs/rollouts.md). */
+  analysis?: unknown;
   /** Promote although a metric is worse or the sample ratio is off. */
   force?: boolean | undefined;
 }
@@ -95,6 +107,11 @@ export interface ExperimentStatusResult extends ExperimentView {
  * summaries accumulate per experiment as they arrive.
  */
 export class ExperimentService {
+  /** The cohort rows last read per experiment, with the store's version and when (SERIES_CACHE_MS). */
+  private readonly seriesCache = new Map<
+    string,
+    { version: number; at: number; series: Map<string, Map<string, Merged>> }
+  >();
   /** Running experiments' devices: device id -> the experiments (of a model) it is in. */
   private readonly cohorts = new Map<string, { id: string; model: string; since: number }[]>();
 
@@ -125,6 +142,18 @@ export class ExperimentService {
     const list = this.cohorts.get(deviceId);
     if (!list) return [];
     return list.filter((c) => c.model === model).map((c) => ({ cohort: c.id, since: c.since }));
+  }
+
+  /** What an end must know that the experiment's rows do not say: is the control still assignable, which devices still exist. */
+  private endFacts(e: Experiment): { controlRevoked: string | null; exists: (deviceId: string) => boolean } {
+    const { store } = this.deps;
+    const control = store.getRelease(e.control.releaseId);
+    const trust = this.deps.releaseTrust?.();
+    const eligibility = control && trust ? releaseEligibility(control, trust) : { eligible: true as const };
+    return {
+      controlRevoked: eligibility.eligible ? null : eligibility.reason,
+      exists: (deviceId) => store.getDevice(deviceId) !== null,
+    };
   }
 
   private mustGet(id: string): Experiment {
@@ -225,8 +254,24 @@ export class ExperimentService {
     return this.compareOf(e, this.deps.store.experimentDevices(id));
   }
 
+  /** The experiment's cohort rows, from the cache while they are current (SERIES_CACHE_MS). */
+  private seriesOf(id: string): Map<string, Map<string, Merged>> {
+    const version = this.deps.metricsVersion?.();
+    if (version === undefined) return this.deps.cohortSeries(id);
+    const at = this.deps.now().getTime();
+    const hit = this.seriesCache.get(id);
+    if (hit && (hit.version === version || at - hit.at < SERIES_CACHE_MS)) return hit.series;
+    const series = this.deps.cohortSeries(id);
+    this.seriesCache.delete(id);
+    this.seriesCache.set(id, { version, at, series });
+    if (this.seriesCache.size > SERIES_CACHE_ENTRIES) {
+      this.seriesCache.delete(this.seriesCache.keys().next().value as string);
+    }
+    return series;
+  }
+
   private compareOf(e: Experiment, devices: readonly ExperimentDevice[]): Comparison {
-    const series = this.deps.cohortSeries(e.id);
+    const series = this.seriesOf(e.id);
     return compareArms({
       experiment: e,
       devices,
@@ -238,6 +283,7 @@ export class ExperimentService {
   /** `stop` (devices keep their arm's release) or `stop --revert` (the candidate arm goes back to the control). */
   stop(id: string, revert: boolean, actor: string): ExperimentView {
     const e = this.mustGet(id);
+    assertRunning(e, 'be stopped');
     const devices = this.deps.store.experimentDevices(id);
     const now = this.deps.now().toISOString();
     const { experiment, plan } = planExperimentEnd(
@@ -249,6 +295,7 @@ export class ExperimentService {
         reason: `stopped by ${actor}${revert ? ', candidate arm reverted to the control' : ''}`,
         actor,
         comparison: this.compareOf(e, devices),
+        ...this.endFacts(e),
       },
       now,
     );
@@ -264,6 +311,13 @@ export class ExperimentService {
    */
   promote(id: string, request: PromoteRequest, actor: string): ExperimentView & { evidence: string; result: unknown } {
     const e = this.mustGet(id);
+    assertRunning(e, 'be promoted');
+    if (request.moveChannel && (request.waves !== undefined || request.analysis !== undefined)) {
+      throw new OtaError(
+        'E_USAGE',
+        'experiment promote: give --waves (a rollout over the group) or --move-channel (the channel now), not both',
+      );
+    }
     const devices = this.deps.store.experimentDevices(id);
     const comparison = this.compareOf(e, devices);
     const worse = comparison.metrics.filter((m) => m.verdict === 'worse');
@@ -322,7 +376,11 @@ export class ExperimentService {
           model: e.model,
           version: e.candidate.version,
           target: { group: e.group },
-          strategy: { waves: request.waves, maxFailureRate: request.maxFailureRate ?? 0 },
+          strategy: {
+            waves: request.waves,
+            maxFailureRate: request.maxFailureRate ?? 0,
+            ...(request.analysis !== undefined ? { analysis: request.analysis } : {}),
+          },
           channel: request.channel,
         },
         actor,
@@ -347,7 +405,7 @@ export class ExperimentService {
         if (lookLevel(e, elapsed).index <= e.looksDone) continue;
         const devices = this.deps.store.experimentDevices(e.id);
         const now = this.deps.now().toISOString();
-        const decided = planLook(e, devices, this.compareOf(e, devices), now);
+        const decided = planLook(e, devices, this.compareOf(e, devices), now, this.endFacts(e));
         if (!decided) continue;
         this.deps.executor.commit(decided.plan, now);
         looked.push(e.id);

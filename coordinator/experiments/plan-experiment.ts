@@ -19,6 +19,8 @@ export const DEFAULT_MIN_DURATION_MS = 30 * 60_000;
 export const DEFAULT_MIN_DEVICES = 10;
 export const DEFAULT_ALPHA = 0.05;
 const MIN_DURATION_FLOOR_MS = 60_000;
+/** At most a year: planned looks are dated from it (and a date past year 275760 does not exist). */
+export const MAX_MIN_DURATION_MS = 365 * 86_400_000;
 
 export interface CreateExperimentInput {
   id: string;
@@ -64,9 +66,9 @@ export function planExperimentCreate(
     spec(`control and candidate are both ${input.control}: compare two different versions`);
   }
   const minDurationMs = input.minDurationMs ?? DEFAULT_MIN_DURATION_MS;
-  if (!Number.isFinite(minDurationMs) || minDurationMs < MIN_DURATION_FLOOR_MS) {
+  if (!Number.isFinite(minDurationMs) || minDurationMs < MIN_DURATION_FLOOR_MS || minDurationMs > MAX_MIN_DURATION_MS) {
     spec(
-      `--min-duration must be at least 1m (the first planned look is at the minimum duration), got ${minDurationMs} ms`,
+      `--min-duration must be from 1m (the first planned look is at the minimum duration) to 365d, got ${minDurationMs} ms`,
     );
   }
   const minDevices = input.minDevices ?? DEFAULT_MIN_DEVICES;
@@ -195,6 +197,10 @@ export interface EndInput {
   comparison: Comparison | null;
   look?: LookRecord;
   promotedTo?: Experiment['promotedTo'];
+  /** Why the control release may not be assigned any more (revoked since the start), or null. */
+  controlRevoked?: string | null;
+  /** Whether a device is still enrolled (one removed since the start gets no desired state). */
+  exists?: (deviceId: string) => boolean;
 }
 
 /** The evidence of a comparison in a line per metric, for the audit. */
@@ -231,18 +237,29 @@ export function planExperimentEnd(
   const plan = emptyPlan();
   plan.updateExperiment = experiment;
   const reverted: string[] = [];
+  let gone = 0;
   if (input.revert) {
     for (const d of devices) {
       if (d.arm !== 'candidate') continue;
+      if (input.exists && !input.exists(d.deviceId)) {
+        gone++;
+        continue;
+      }
       reverted.push(d.deviceId);
-      plan.desired.push({
-        kind: 'set',
-        deviceId: d.deviceId,
-        model: e.model,
-        releaseId: e.control.releaseId,
-        rolloutId: null,
-        source: 'revert',
-      });
+      // A control revoked since the start is never assigned again (docs/security.md): the entry
+      // goes, and the agent keeps what it runs, as a rollout's revert does.
+      plan.desired.push(
+        input.controlRevoked
+          ? { kind: 'remove', deviceId: d.deviceId, model: e.model }
+          : {
+              kind: 'set',
+              deviceId: d.deviceId,
+              model: e.model,
+              releaseId: e.control.releaseId,
+              rolloutId: null,
+              source: 'revert',
+            },
+      );
     }
   }
   const proof = input.comparison ? evidence(input.comparison) : null;
@@ -257,6 +274,9 @@ export function planExperimentEnd(
       candidate: e.candidate.version,
       reason: input.reason,
       revertedDevices: reverted.length,
+      ...(gone > 0 ? { removedDevices: gone } : {}),
+      ...(input.revert && input.controlRevoked ? { controlRevoked: input.controlRevoked } : {}),
+      ...(input.look && input.comparison ? { look: input.look.look, level: input.comparison.look.level } : {}),
       ...(input.promotedTo ? { promotedTo: input.promotedTo } : {}),
       ...(proof ? { evidence: proof.summary, metrics: proof.metrics } : {}),
     },
@@ -275,6 +295,7 @@ export function planLook(
   devices: readonly ExperimentDevice[],
   c: Comparison,
   now: string,
+  facts: Pick<EndInput, 'controlRevoked' | 'exists'> = {},
 ): { experiment: Experiment; plan: WritePlan; halted: boolean } | null {
   if (e.status !== 'running' || c.look.index <= e.looksDone) return null;
   const worse = c.metrics.filter((m) => m.verdict === 'worse');
@@ -296,7 +317,7 @@ export function planLook(
     const ended = planExperimentEnd(
       e,
       devices,
-      { status: 'halted', revert: true, reason: look.detail, actor: 'coordinator', comparison: c, look },
+      { status: 'halted', revert: true, reason: look.detail, actor: 'coordinator', comparison: c, look, ...facts },
       now,
     );
     return { ...ended, halted: true };

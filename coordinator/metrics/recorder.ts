@@ -134,6 +134,8 @@ export class MetricsRecorder {
   private queue: Queued[] = [];
   private closed = false;
   private readonly counters = { summaries: 0, windows: 0, duplicates: 0, expired: 0 };
+  /** Transactions committed since start: what a reader caches against (version). */
+  private commits = 0;
 
   constructor(private readonly deps: MetricsRecorderDeps) {
     const days = deps.retentionDays ?? DEFAULT_RETENTION_DAYS;
@@ -223,6 +225,7 @@ export class MetricsRecorder {
       const batch = this.queue.splice(0, this.maxBatch);
       try {
         const { inserted, duplicates } = this.db.write(() => this.commit(batch));
+        this.commits++;
         this.counters.summaries += batch.length;
         this.counters.windows += inserted;
         this.counters.duplicates += duplicates;
@@ -333,6 +336,16 @@ export class MetricsRecorder {
     this.assertOpen();
     this.flushNow();
     return runQuery(this.db, q);
+  }
+
+  /**
+   * A number that changes whenever a summary is committed (queued ones are committed first): a
+   * reader that cached what it read may keep it while the version is the same.
+   */
+  version(): number {
+    this.assertOpen();
+    this.flushNow();
+    return this.commits;
   }
 
   /**

@@ -225,6 +225,13 @@ class Context {
     return this.index.waveMembers[index]?.length ?? 0;
   }
 
+  /** Members of the waves after `index`. */
+  devicesAfter(index: number): number {
+    let n = 0;
+    for (let i = index + 1; i < this.index.waveMembers.length; i++) n += this.waveSize(i);
+    return n;
+  }
+
   /**
    * The candidate goes into the device's desired state. Its revert target is taken now, from
    * what it runs at this moment (it may have converged since create); unknown keeps the one
@@ -252,6 +259,11 @@ class Context {
     this.updateDevice(device, { revertedTo: { releaseId: to } });
     this.assignments.push({ deviceId: device.deviceId, kind: 'revert', releaseId: to });
     return to;
+  }
+
+  /** Another writer (a later rollout, a running experiment) owns the device's desired state now. */
+  ownedElsewhere(deviceId: string): boolean {
+    return this.inputs.ownedElsewhere?.(deviceId) ?? false;
   }
 
   /** Why a release may not be assigned any more (revoked, release-trust.ts), or null. */
@@ -355,8 +367,9 @@ function advance(ctx: Context, actor: string): void {
       ctx.moveChannel(actor);
       return;
     }
-    if (needsAnalysis(r, r.currentWave) && ctx.waveSize(next) > 0) {
-      // The wave bakes; the judge (experiments/analysis-judge.ts) measures it and decides.
+    if (needsAnalysis(r, r.currentWave) && ctx.devicesAfter(r.currentWave) > 0) {
+      // The wave bakes; the judge (experiments/analysis-judge.ts) measures it and decides. The
+      // gate guards every later wave: an empty next wave does not let the ones after it through.
       ctx.set('status', 'waiting_approval');
       ctx.set('analysis', {
         wave: r.currentWave,
@@ -392,6 +405,18 @@ export function needsAnalysis(r: Rollout, index: number): boolean {
 }
 
 /**
+ * An analysis gate still open at the current wave (baking, or inconclusive and waiting) ends
+ * without a verdict of its own: `overridden` by an approve or promote, `cancelled` by a halt or
+ * abort. The summary then says what happened to it, and the judge and the metrics store stop
+ * following it.
+ */
+function closeAnalysis(ctx: Context, state: 'overridden' | 'cancelled'): void {
+  const a = ctx.rollout.analysis;
+  if (!a || a.wave !== ctx.rollout.currentWave || (a.state !== 'baking' && a.state !== 'inconclusive')) return;
+  ctx.set('analysis', { ...a, state });
+}
+
+/**
  * A measurement of the analysis gate (docs/rollouts.md "Analysis gates"): `pass` goes on (to
  * the next wave, or to its manual gate with the evidence recorded), `fail` halts with the
  * numbers, `inconclusive` (the last measurement decided nothing) leaves the rollout waiting for
@@ -412,9 +437,15 @@ function onAnalysis(ctx: Context, event: Extract<RolloutEvent, { type: 'analysis
       `no analysis of wave ${waveNumber(event.wave)} is in progress on rollout ${r.id} (status ${r.status}${a ? `, analysis of wave ${waveNumber(a.wave)} ${a.state}` : ''})`,
     );
   }
+  if (!Number.isInteger(event.measurement) || event.measurement <= a.measurements) {
+    throw new OtaError(
+      'E_ROLLOUT_STATE',
+      `measurement ${event.measurement} of the analysis of wave ${waveNumber(a.wave)} on rollout ${r.id} was taken already (${a.measurements} so far)`,
+    );
+  }
   const measured = {
     ...a,
-    measurements: a.measurements + 1,
+    measurements: event.measurement,
     failures: a.failures + (event.failed ? 1 : 0),
     detail: event.detail.slice(0, MAX_REASON),
   };
@@ -570,7 +601,7 @@ function recordReport(ctx: Context, event: Extract<RolloutEvent, { type: 'report
     });
     // After the rollout ended nobody will decide about this device again: one that went back to
     // what it ran keeps it, and its desired state says so (the abort `keep` rule, docs/rollouts.md).
-    if (late && isFailure(state)) {
+    if (late && isFailure(state) && !ctx.ownedElsewhere(device.deviceId)) {
       const to = ctx.revert(ctx.device(device.deviceId) ?? device);
       ctx.audit(SYSTEM, 'rollout.device_set_back', {
         device: device.deviceId,
@@ -649,6 +680,7 @@ function onApprove(ctx: Context, actor: string): void {
     actor,
     ...(overridden ? { analysis: r.analysis?.state } : {}),
   });
+  closeAnalysis(ctx, 'overridden');
   startWave(ctx, next, actor);
   advance(ctx, actor);
 }
@@ -658,6 +690,7 @@ function onPromote(ctx: Context, actor: string): void {
   if (!isAdvancingRollout(r.status)) refuse(ctx, 'promote');
   refuseRevoked(ctx, 'promote');
   const waiting = r.status === 'waiting_approval';
+  if (waiting) closeAnalysis(ctx, 'overridden');
   ctx.set('promoted', true);
   ctx.audit(actor, 'rollout.promoted', { wave: waveNumber(r.currentWave), actor });
   if (waiting) {
@@ -672,6 +705,7 @@ function onHalt(ctx: Context, actor: string, reason: string): void {
   if (!isAdvancingRollout(r.status)) refuse(ctx, 'halt');
   const text = reason.trim() === '' ? `halted by ${actor}` : reason.trim().slice(0, MAX_REASON);
   const stats = failureStats(r, ctx.tallies);
+  if (r.status === 'waiting_approval') closeAnalysis(ctx, 'cancelled');
   ctx.set('status', 'halted');
   ctx.set('haltReason', text);
   ctx.audit(actor, 'rollout.halted', {
@@ -717,6 +751,7 @@ function onAbort(ctx: Context, actor: string, policy: 'keep' | 'revert'): void {
     else byTarget.set(to, [d.deviceId]);
   }
   const from = r.status;
+  if (from === 'waiting_approval') closeAnalysis(ctx, 'cancelled');
   ctx.set('status', 'aborted');
   ctx.set('abortPolicy', policy);
   const setBack = [...byTarget].map(([version, devices]) => ({ version, devices }));

@@ -166,7 +166,7 @@ export class RolloutService {
   }
 
   /** The snapshot a decision about `model` may read (DecisionInputs), memoised per decision. */
-  private inputsFor(model: string): DecisionInputs {
+  private inputsFor(model: string, rolloutId?: string): DecisionInputs {
     // Per release: undefined when not published here, else why it is revoked, or null.
     const verdicts = new Map<string, string | null | undefined>();
     let trust: CoordinatorTrust | undefined;
@@ -191,6 +191,9 @@ export class RolloutService {
         return running === undefined ? undefined : revertTarget(running, isPublished);
       },
       revokedReason: (releaseId) => verdict(releaseId) ?? null,
+      ownedElsewhere: (deviceId) =>
+        this.deps.store.runningExperimentsFor(deviceId, model).length > 0 ||
+        this.deps.store.activeRolloutsFor(deviceId, model).some((r) => r.id !== rolloutId),
     };
   }
 
@@ -296,7 +299,7 @@ export class RolloutService {
     this.flush();
     const entry = this.mustLoad(id);
     const now = this.deps.now().toISOString();
-    const decision = decide(entry.rollout, entry.devices, event, now, this.inputsFor(entry.rollout.model));
+    const decision = decide(entry.rollout, entry.devices, event, now, this.inputsFor(entry.rollout.model, id));
     this.commit(entry, decision, now);
     return summarize(entry.rollout, entry.devices, now);
   }
@@ -381,7 +384,9 @@ export class RolloutService {
     for (const live of this.live.values()) {
       const r = live.rollout;
       const a = r.analysis;
-      if (r.model !== model || r.status !== 'waiting_approval' || a?.state !== 'baking') continue;
+      if (r.model !== model || r.status !== 'waiting_approval' || a?.state !== 'baking' || a.wave !== r.currentWave) {
+        continue;
+      }
       if (!live.devices.byId.has(deviceId)) continue;
       out.push({ cohort: analysisCohort(r.id, a.wave, a.startedAt), since: Date.parse(a.startedAt) });
     }
@@ -480,7 +485,7 @@ export class RolloutService {
       try {
         this.commit(
           live,
-          decideBatch(live.rollout, live.devices, events, now, this.inputsFor(live.rollout.model)),
+          decideBatch(live.rollout, live.devices, events, now, this.inputsFor(live.rollout.model, id)),
           now,
         );
       } catch (err) {

@@ -34,12 +34,13 @@ export interface Strategy {
 /**
  * Where the rollout's analysis gate stands (null: none started). `baking` until a measurement
  * decides: `passed` lets the rollout go on, `failed` halted it, `inconclusive` waits for an
- * operator (approve, halt or abort).
+ * operator (approve, halt or abort); `overridden` by an approve or promote before a verdict,
+ * `cancelled` by a halt or abort.
  */
 export interface AnalysisState {
   /** The wave (0-based) whose devices are analysed; the gate is before the next one. */
   wave: number;
-  state: 'baking' | 'passed' | 'failed' | 'inconclusive';
+  state: 'baking' | 'passed' | 'failed' | 'inconclusive' | 'overridden' | 'cancelled';
   startedAt: string;
   /** Measurements taken, and how many of them failed. */
   measurements: number;
@@ -125,6 +126,8 @@ export type RolloutEvent =
       type: 'analysis';
       actor: string;
       wave: number;
+      /** The measurement's number, from 1 (measurements missed while the coordinator was down are skipped). */
+      measurement: number;
       outcome: 'pass' | 'fail' | 'measured' | 'inconclusive';
       failed: boolean;
       detail: string;
@@ -152,6 +155,11 @@ export interface DecisionInputs {
    * Checked for the candidate before each wave and for each revert target.
    */
   revokedReason?: (releaseId: string) => string | null;
+  /**
+   * Whether another writer owns the device's desired state for the model now (an active rollout
+   * other than this one, a running experiment): a finished rollout then leaves it alone.
+   */
+  ownedElsewhere?: (deviceId: string) => boolean;
 }
 
 /** An audit row to append (the shell adds seq, ts, hashes). */

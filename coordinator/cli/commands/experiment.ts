@@ -6,6 +6,7 @@ import { parseWaves } from '../../rollout/strategy.js';
 import { remoteCommand, withSession } from '../connection.js';
 import type { CliIo } from '../io.js';
 import { collect, duration, failureRate, positiveInt } from '../options.js';
+import { readAnalysisFile } from './rollout.js';
 import { paint, printJson, printTable, table } from '../render.js';
 
 /** `--metric 'latency_ms p95 <= +10%'`, checked here so a typo is a usage error with the help. */
@@ -236,6 +237,7 @@ export function registerExperiment(program: Command, io: CliIo): void {
     'hand the candidate to a rollout over the group (or move a channel), with the comparison as evidence',
   )
     .option('--waves <spec>', 'a rollout over the group in these waves, e.g. 10,50:manual,100', wavesOption)
+    .option('--analysis <file>', 'with --waves: what its analysis gates (:analysis) check, a JSON file (docs/rollouts.md)')
     .option('--max-failure-rate <rate>', 'the rollout halts above this failure rate (default 0)', failureRate)
     .option(
       '--channel <channel>',
@@ -249,6 +251,7 @@ export function registerExperiment(program: Command, io: CliIo): void {
         id: string,
         opts: {
           waves?: string;
+          analysis?: string;
           maxFailureRate?: number;
           channel?: string;
           moveChannel?: boolean;
@@ -258,10 +261,12 @@ export function registerExperiment(program: Command, io: CliIo): void {
         },
         cmd: Command,
       ) => {
+        const analysis = opts.analysis === undefined ? undefined : await readAnalysisFile(cmd, opts.analysis);
         const promoted = await withSession(io, cmd, (s) =>
           s.call<ExperimentView & { evidence: string }>('experiment.promote', {
             id,
             ...(opts.waves !== undefined ? { waves: opts.waves } : {}),
+            ...(analysis !== undefined ? { analysis } : {}),
             ...(opts.maxFailureRate !== undefined ? { maxFailureRate: opts.maxFailureRate } : {}),
             ...(opts.channel !== undefined ? { channel: opts.channel } : {}),
             ...(opts.moveChannel ? { moveChannel: true } : {}),

@@ -21,7 +21,7 @@ function wavesOption(value: string): string {
 }
 
 /** The --analysis file: JSON, checked by the coordinator (rollout/analysis-spec.ts); unreadable or not JSON is a usage error. */
-async function readAnalysisFile(cmd: Command, file: string): Promise<unknown> {
+export async function readAnalysisFile(cmd: Command, file: string): Promise<unknown> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
