@@ -84,7 +84,12 @@ const ARGS = {
     group: id,
     split: z.number().int().min(1).max(99).default(50),
     metrics: z.array(z.string().min(1).max(200)).min(1).max(8),
-    minDurationMs: z.number().int().positive().max(365 * 86_400_000).optional(),
+    minDurationMs: z
+      .number()
+      .int()
+      .positive()
+      .max(365 * 86_400_000)
+      .optional(),
     minDevices: z.number().int().positive().optional(),
     alpha: z.number().positive().optional(),
   }),

@@ -6,8 +6,8 @@ import { parseWaves } from '../../rollout/strategy.js';
 import { remoteCommand, withSession } from '../connection.js';
 import type { CliIo } from '../io.js';
 import { collect, duration, failureRate, positiveInt } from '../options.js';
-import { readAnalysisFile } from './rollout.js';
 import { paint, printJson, printTable, table } from '../render.js';
+import { readAnalysisFile } from './rollout.js';
 
 /** `--metric 'latency_ms p95 <= +10%'`, checked here so a typo is a usage error with the help. */
 function metricOption(value: string, previous: string[] | undefined): string[] {
@@ -237,7 +237,10 @@ export function registerExperiment(program: Command, io: CliIo): void {
     'hand the candidate to a rollout over the group (or move a channel), with the comparison as evidence',
   )
     .option('--waves <spec>', 'a rollout over the group in these waves, e.g. 10,50:manual,100', wavesOption)
-    .option('--analysis <file>', 'with --waves: what its analysis gates (:analysis) check, a JSON file (docs/rollouts.md)')
+    .option(
+      '--analysis <file>',
+      'with --waves: what its analysis gates (:analysis) check, a JSON file (docs/rollouts.md)',
+    )
     .option('--max-failure-rate <rate>', 'the rollout halts above this failure rate (default 0)', failureRate)
     .option(
       '--channel <channel>',
