@@ -430,5 +430,23 @@ t.test(
       if (armB.get(id) !== 'candidate') continue;
       t.match(await desiredOf(admin2, id), { releaseId: 'det@1', source: 'revert' }, `${id} reverted`);
     }
+
+    // More experiments than the coordinator keeps read: each still answers with its own numbers.
+    for (const id of ['exp-c', 'exp-d', 'exp-e']) {
+      await admin2.call('experiment.create', {
+        id,
+        model: 'det',
+        control: '1',
+        candidate: '2',
+        group: 'cams',
+        metrics,
+      });
+      await admin2.call('experiment.stop', { id });
+    }
+    for (const id of ['exp-a', 'exp-b', 'exp-c', 'exp-d', 'exp-e', 'exp-a']) {
+      const c = await admin2.call<Comparison>('experiment.compare', { id });
+      t.equal(c.experiment, id);
+      t.equal(c.control.samples + c.candidate.samples, id === 'exp-a' ? DEVICES * 50 : 0, `${id}: its own rows`);
+    }
   },
 );

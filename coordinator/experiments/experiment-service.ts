@@ -22,11 +22,11 @@ import type { Arm, Experiment, ExperimentDevice } from './types.js';
 /** How often the automatic judge checks whether a running experiment reached its next planned look. */
 export const LOOK_CHECK_EVERY_MS = 60_000;
 /**
- * How long an experiment's cohort rows, once read, answer `compare` while summaries keep
- * arriving: reading 10,000 rows takes ~150 ms of the coordinator's one thread (bench:experiments),
- * and every open dashboard page asks every few seconds. With no new summary they stay valid.
+ * Experiments whose cohort rows are kept once read: they answer `compare` again for as long as
+ * no summary was committed since (reading 10,000 rows takes ~150 ms of the coordinator's one
+ * thread, bench:experiments, and every open dashboard page asks every few seconds). Never stale:
+ * any commit, of any device, reads them again.
  */
-export const SERIES_CACHE_MS = 2_000;
 const SERIES_CACHE_ENTRIES = 4;
 
 export interface ExperimentServiceDeps {
@@ -107,11 +107,8 @@ export interface ExperimentStatusResult extends ExperimentView {
  * summaries accumulate per experiment as they arrive.
  */
 export class ExperimentService {
-  /** The cohort rows last read per experiment, with the store's version and when (SERIES_CACHE_MS). */
-  private readonly seriesCache = new Map<
-    string,
-    { version: number; at: number; series: Map<string, Map<string, Merged>> }
-  >();
+  /** The cohort rows last read per experiment, with the store's version then. */
+  private readonly seriesCache = new Map<string, { version: number; series: Map<string, Map<string, Merged>> }>();
   /** Running experiments' devices: device id -> the experiments (of a model) it is in. */
   private readonly cohorts = new Map<string, { id: string; model: string; since: number }[]>();
 
@@ -254,16 +251,15 @@ export class ExperimentService {
     return this.compareOf(e, this.deps.store.experimentDevices(id));
   }
 
-  /** The experiment's cohort rows, from the cache while they are current (SERIES_CACHE_MS). */
+  /** The experiment's cohort rows, from the cache while no summary was committed since. */
   private seriesOf(id: string): Map<string, Map<string, Merged>> {
     const version = this.deps.metricsVersion?.();
     if (version === undefined) return this.deps.cohortSeries(id);
-    const at = this.deps.now().getTime();
     const hit = this.seriesCache.get(id);
-    if (hit && (hit.version === version || at - hit.at < SERIES_CACHE_MS)) return hit.series;
+    if (hit && hit.version === version) return hit.series;
     const series = this.deps.cohortSeries(id);
     this.seriesCache.delete(id);
-    this.seriesCache.set(id, { version, at, series });
+    this.seriesCache.set(id, { version, series });
     if (this.seriesCache.size > SERIES_CACHE_ENTRIES) {
       this.seriesCache.delete(this.seriesCache.keys().next().value as string);
     }
