@@ -376,6 +376,12 @@ t.test(
     // Promote: a rollout over the group, the experiment ended in the same transaction.
     await refused(
       t,
+      admin2.call('rollout.create', { id: 'exp-a', model: 'det', version: '2', group: 'cams', waves: '100' }),
+      'E_CONFLICT',
+      /the id exp-a is taken by an experiment: pick another rollout id/,
+    );
+    await refused(
+      t,
       admin2.call('experiment.promote', { id: 'exp-a', waves: '100', moveChannel: true }),
       'E_USAGE',
       /give --waves \(a rollout over the group\) or --move-channel \(the channel now\), not both/,

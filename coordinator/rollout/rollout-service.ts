@@ -255,6 +255,10 @@ export class RolloutService {
     const { store } = this.deps;
     const deviceIds = this.resolveTarget(input.target);
     const id = input.id ?? `ro-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
+    // Desired states and reports name their writer by this id: it must not be an experiment's.
+    if (store.getExperiment(id)) {
+      throw new OtaError('E_CONFLICT', `the id ${id} is taken by an experiment: pick another rollout id`);
+    }
     const now = this.deps.now().toISOString();
     const candidate = store.getRelease(releaseIdOf(input.model, input.version));
     const { rollout, devices, plan } = planRolloutCreate(
