@@ -228,6 +228,7 @@ export async function startCoordinator(
       rollouts,
       setChannel: (input, actor, opts) => fleet.setChannel(input, actor, opts),
       lastReport: (deviceId) => reports.last(deviceId) ?? store.getDevice(deviceId)?.lastReport,
+      isOnline: (deviceId) => presence.isOnline(deviceId),
       releaseTrust: () => fleet.releaseTrust(),
       onError: (err, what) => logger.error({ err: (err as Error).message }, `experiment judge: ${what} failed`),
     });

@@ -187,6 +187,12 @@ t.test(
       'inconclusive',
       'the other metrics are not blamed',
     );
+    const later = r.comparisons.at(-1) as Comparison;
+    t.equal(
+      planLook(r.experiment, [], { ...later, look: { ...later.look, index: later.look.index + 5 } }, later.at),
+      null,
+      'an ended experiment is never looked at again',
+    );
   },
 );
 

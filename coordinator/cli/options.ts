@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from 'commander';
+import { parseDuration } from '../../shared/duration.js';
 import { OtaError } from '../../shared/errors.js';
 
 /** Option parsers for commander: a bad value is a usage error (exit 2) that names the option. */
@@ -28,13 +29,10 @@ export function isoDate(value: string): string {
   return new Date(t).toISOString();
 }
 
-const UNITS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
 /** "90d", "12h", "30m", "45s" -> milliseconds. */
 export function duration(value: string): number {
-  const m = /^(\d+)([smhd])$/.exec(value);
-  if (!m) throw new InvalidArgumentError('expected a duration such as 90d, 12h, 30m or 45s');
-  const ms = Number(m[1]) * (UNITS[m[2] as string] as number);
+  const ms = parseDuration(value);
+  if (ms === null) throw new InvalidArgumentError('expected a duration such as 90d, 12h, 30m or 45s');
   if (ms <= 0) throw new InvalidArgumentError('the duration must be positive');
   return ms;
 }

@@ -1,7 +1,7 @@
 import { quantile } from '../../shared/metrics/sketch.js';
 import { emptyMerged, type Merged, mergeMerged } from '../metrics/series.js';
 import { metricLabel, statOf } from './metric-spec.js';
-import { alphaForLook, lookIndexAt } from './stats/looks.js';
+import { alphaForLook, lookIndexAt, lookTimeMs } from './stats/looks.js';
 import { hodgesLehmann, mannWhitney } from './stats/rank-tests.js';
 import { type SrmCheck, srmCheck } from './stats/srm.js';
 import type { Arm, Experiment, ExperimentDevice, MetricSpec } from './types.js';
@@ -167,7 +167,11 @@ export function compareArms(input: CompareInput): Comparison {
     status: e.status,
     at: now.toISOString(),
     elapsedMs,
-    look: { index, level, nextAt: new Date(Date.parse(e.startedAt) + e.minDurationMs * 2 ** index).toISOString() },
+    look: {
+      index,
+      level,
+      nextAt: new Date(Date.parse(e.startedAt) + lookTimeMs(index + 1, e.minDurationMs)).toISOString(),
+    },
     control,
     candidate,
     srm,

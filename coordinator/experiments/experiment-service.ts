@@ -17,6 +17,7 @@ import {
   planExperimentEnd,
   planLook,
 } from './plan-experiment.js';
+import { lookTimeMs } from './stats/looks.js';
 import type { Arm, Experiment, ExperimentDevice } from './types.js';
 
 /** How often the automatic judge checks whether a running experiment reached its next planned look. */
@@ -47,6 +48,8 @@ export interface ExperimentServiceDeps {
   ) => unknown;
   /** A device's last report (from memory where the shell keeps it). */
   lastReport?: (deviceId: string) => Reported | null | undefined;
+  /** Whether a device is connected now (from memory where the shell keeps it); default: the store's copy. */
+  isOnline?: (deviceId: string) => boolean;
   releaseTrust?: () => CoordinatorTrust;
   onError?: (err: unknown, what: string) => void;
 }
@@ -219,7 +222,9 @@ export class ExperimentService {
       lastLook: e.lastLook,
       nextLookAt:
         e.status === 'running'
-          ? new Date(Date.parse(e.startedAt) + e.minDurationMs * 2 ** Math.max(index, e.looksDone)).toISOString()
+          ? new Date(
+              Date.parse(e.startedAt) + lookTimeMs(Math.max(index, e.looksDone) + 1, e.minDurationMs),
+            ).toISOString()
           : null,
       promotedTo: e.promotedTo,
       createdBy: e.createdBy,
@@ -231,6 +236,7 @@ export class ExperimentService {
     const devices = this.deps.store.experimentDevices(id);
     const { store } = this.deps;
     const lastReport = this.deps.lastReport ?? ((d: string) => store.getDevice(d)?.lastReport);
+    const isOnline = this.deps.isOnline ?? ((d: string) => store.getDevice(d)?.online ?? false);
     return {
       ...this.view(e, devices),
       devices: devices.map((d) => {
@@ -240,7 +246,7 @@ export class ExperimentService {
           arm: d.arm,
           state: report?.state ?? null,
           current: report?.current ?? null,
-          online: store.getDevice(d.deviceId)?.online ?? false,
+          online: isOnline(d.deviceId),
         };
       }),
     };

@@ -296,33 +296,36 @@ export class MetricsRecorder {
       `INSERT INTO device_hours (model, source, hour, device_id, version, series) VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT (model, source, hour, device_id, version) DO UPDATE SET series = excluded.series`,
     );
-    const read = this.db.q<{ series: string }>(
+    this.mergeInto(
+      cohorts,
       'SELECT series FROM cohort_series WHERE cohort = ? AND source = ? AND device_id = ? AND version = ?',
-    );
-    const write = this.db.q(
       `INSERT INTO cohort_series (cohort, source, device_id, version, updated_at, series) VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT (cohort, source, device_id, version) DO UPDATE SET updated_at = excluded.updated_at, series = excluded.series`,
+      [this.deps.now().getTime()],
     );
-    const at = this.deps.now().getTime();
-    for (const { params, merged } of cohorts.values()) {
-      const row = read.get(...params);
-      write.run(...params, at, mergedToJson(row ? mergeMerged(mergedFromJson(row.series), merged) : merged));
-    }
     this.countRows(TABLES.windows, inserted);
     this.countRows(TABLES.minuteRollups, newMinutes);
     this.countRows(TABLES.deviceHours, newHours);
     return { inserted, duplicates };
   }
 
-  /** Merges each delta into its stored row; returns the rows created. */
-  private mergeInto(deltas: Map<string, Delta>, select: string, upsert: string): number {
+  /**
+   * Merges each delta into its stored row; returns the rows created. `extra` values are written
+   * between the key and the series (the cohort rows' updated_at).
+   */
+  private mergeInto(
+    deltas: Map<string, Delta>,
+    select: string,
+    upsert: string,
+    extra: (string | number)[] = [],
+  ): number {
     const read = this.db.q<{ series: string }>(select);
     const write = this.db.q(upsert);
     let created = 0;
     for (const { params, merged } of deltas.values()) {
       const row = read.get(...params);
       if (!row) created++;
-      write.run(...params, mergedToJson(row ? mergeMerged(mergedFromJson(row.series), merged) : merged));
+      write.run(...params, ...extra, mergedToJson(row ? mergeMerged(mergedFromJson(row.series), merged) : merged));
     }
     return created;
   }

@@ -1,3 +1,4 @@
+import { parseDuration } from '../../shared/duration.js';
 import { OtaError } from '../../shared/errors.js';
 import { parseMetricSpecs } from '../experiments/metric-spec.js';
 import type { MetricSpec } from '../experiments/types.js';
@@ -23,7 +24,6 @@ export interface AnalysisSpec {
 }
 
 export const MAX_MEASUREMENTS = 20;
-const UNITS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 const EXAMPLE = 'e.g. {"metrics": ["latency_ms p95 <= +10%"], "bakeTime": "30m", "measurements": 3, "failureLimit": 0}';
 const KEYS = new Set(['metrics', 'bakeTime', 'bakeTimeMs', 'measurements', 'failureLimit', 'minDevices', 'alpha']);
 
@@ -47,9 +47,9 @@ function bakeTimeOf(record: Record<string, unknown>): number {
     if (typeof bakeTimeMs !== 'number' || !Number.isInteger(bakeTimeMs)) fail('bakeTimeMs must be whole milliseconds');
     ms = bakeTimeMs;
   } else {
-    const m = typeof bakeTime === 'string' ? /^(\d+)([smhd])$/.exec(bakeTime) : null;
-    if (!m) fail(`bakeTime must be a duration such as 30m, 2h or 90s, got ${JSON.stringify(bakeTime)}`);
-    ms = Number(m[1]) * (UNITS[m[2] as string] as number);
+    const parsed = typeof bakeTime === 'string' ? parseDuration(bakeTime) : null;
+    if (parsed === null) fail(`bakeTime must be a duration such as 30m, 2h or 90s, got ${JSON.stringify(bakeTime)}`);
+    ms = parsed;
   }
   if (ms < 60_000 || ms > 7 * 86_400_000)
     fail(`bakeTime must be from 1m to 7d (a summary window is a minute), got ${ms} ms`);

@@ -2,12 +2,11 @@ import { type Command, InvalidArgumentError } from 'commander';
 import { type Comparison, formatDifference, formatDuration } from '../../experiments/compare.js';
 import type { ExperimentStatusResult, ExperimentView } from '../../experiments/experiment-service.js';
 import { parseMetricSpec } from '../../experiments/metric-spec.js';
-import { parseWaves } from '../../rollout/strategy.js';
 import { remoteCommand, withSession } from '../connection.js';
 import type { CliIo } from '../io.js';
 import { collect, duration, failureRate, positiveInt } from '../options.js';
 import { paint, printJson, printTable, table } from '../render.js';
-import { readAnalysisFile } from './rollout.js';
+import { readAnalysisFile, wavesOption } from './rollout.js';
 
 /** `--metric 'latency_ms p95 <= +10%'`, checked here so a typo is a usage error with the help. */
 function metricOption(value: string, previous: string[] | undefined): string[] {
@@ -17,15 +16,6 @@ function metricOption(value: string, previous: string[] | undefined): string[] {
     throw new InvalidArgumentError((err as Error).message);
   }
   return collect(value, previous);
-}
-
-function wavesOption(value: string): string {
-  try {
-    parseWaves(value);
-  } catch (err) {
-    throw new InvalidArgumentError((err as Error).message);
-  }
-  return value;
 }
 
 function splitOption(value: string): number {

@@ -11,7 +11,7 @@ import { nextSteps, paint, printJson, printTable, renderSummary, table } from '.
 import { devicesTable, watchRollout } from './rollout-watch.js';
 
 /** `--waves 1,10:manual,50,100`, checked here so a typo is a usage error with the help. */
-function wavesOption(value: string): string {
+export function wavesOption(value: string): string {
   try {
     parseWaves(value);
   } catch (err) {
