@@ -5,7 +5,7 @@ import type { Logger } from '../shared/logger.js';
 import type { AuditEvent } from '../shared/messages.js';
 import { encodePayload } from '../shared/payload.js';
 import { signerFor } from '../shared/signatures.js';
-import { createTopics } from '../shared/topics.js';
+import { createTopics, senderReplyTopics } from '../shared/topics.js';
 import { readPackageVersion } from '../shared/version.js';
 import { attachWebSocket, createBroker, type SessionOwner } from './broker/create-broker.js';
 import { OrderedPublisher } from './broker/ordered-publisher.js';
@@ -377,7 +377,7 @@ export async function startCoordinator(
           reports.flushIfScheduled();
           presence.flushIfScheduled();
           return runCommand(op, request, principal, commandContext, logger, {
-            replyPrefix: topics.replyPrefix(clientId),
+            replyTopics: senderReplyTopics(topics, clientId),
           });
         },
         reply: (topic, reply, onlyTo) => broker.publish(topic, encodePayload(reply), { retain: false, qos: 1, onlyTo }),

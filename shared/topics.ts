@@ -17,7 +17,12 @@ export type ParsedTopic =
   | { kind: 'rollout'; rolloutId: string }
   | { kind: 'audit' }
   | { kind: 'fleet' }
-  | { kind: 'cmd'; op: string }
+  /**
+   * `operator`: the caller's name, in the topic form `cmd/{op}/{name}`. Through an external broker
+   * it is how the coordinator learns who called (MQTT 3.1.1 does not tell a subscriber who
+   * published; that broker's ACL lets each operator publish only under its own name).
+   */
+  | { kind: 'cmd'; op: string; operator?: string }
   | { kind: 'reply'; clientId: string; rest: string };
 
 const DEVICE_TOPICS = ['desired', 'reported', 'status', 'metrics'] as const;
@@ -62,7 +67,8 @@ export interface Topics {
   audit(): string;
   /** The retained fleet summary (FleetSummarySchema). */
   fleet(): string;
-  cmd(op: string): string;
+  /** `cmd/{op}`, or `cmd/{op}/{operator}` naming the caller (what clients send: both brokers take it). */
+  cmd(op: string, operator?: string): string;
   /** Every reply topic of a client lies under this prefix; the ACL lets only that client subscribe. */
   replyPrefix(clientId: string): string;
   reply(clientId: string, name: string): string;
@@ -85,11 +91,14 @@ export function createTopics(prefix: string = DEFAULT_PREFIX): Topics {
     rollout: (r) => `${p}/rollouts/${id('rollout id', r)}`,
     audit: () => `${p}/audit`,
     fleet: () => `${p}/fleet`,
-    cmd: (op) => `${p}/cmd/${id('command', op)}`,
+    cmd: (op, operator) =>
+      operator === undefined
+        ? `${p}/cmd/${id('command', op)}`
+        : `${p}/cmd/${id('command', op)}/${id('operator name', operator)}`,
     replyPrefix: (c) => `${p}/reply/${clientIdLevel(c)}/`,
     reply: (c, name) => `${p}/reply/${clientIdLevel(c)}/${id('reply name', name)}`,
     allDevices: (kind) => `${p}/devices/+/${kind}`,
-    allCommands: () => `${p}/cmd/+`,
+    allCommands: () => `${p}/cmd/#`,
     allRollouts: () => `${p}/rollouts/+`,
     parse(topic: string): ParsedTopic {
       const bad = (why: string) => new OtaError('E_TOPIC', `topic ${JSON.stringify(topic.slice(0, 200))}: ${why}`);
@@ -117,9 +126,11 @@ export function createTopics(prefix: string = DEFAULT_PREFIX): Topics {
           if (second !== undefined) throw bad('expected fleet with nothing after it');
           return { kind: 'fleet' };
         case 'cmd':
-          if (second === undefined || third !== undefined) throw bad('expected cmd/{op}');
+          if (second === undefined || more.length > 0) throw bad('expected cmd/{op} or cmd/{op}/{operator}');
           if (!isSafeId(second)) throw bad(`invalid command ${JSON.stringify(second)}`);
-          return { kind: 'cmd', op: second };
+          if (third === undefined) return { kind: 'cmd', op: second };
+          if (!isSafeId(third)) throw bad(`invalid operator name ${JSON.stringify(third)}`);
+          return { kind: 'cmd', op: second, operator: third };
         case 'reply': {
           if (second === undefined || third === undefined) throw bad('expected reply/{clientId}/...');
           if (!isClientId(second)) throw bad(`invalid client id ${JSON.stringify(second)}`);
@@ -132,4 +143,16 @@ export function createTopics(prefix: string = DEFAULT_PREFIX): Topics {
       }
     },
   };
+}
+
+/**
+ * The reply topics a connection with `clientId` reads (each with anything below it): its own
+ * `reply/{clientId}`, and for an operator's `name@suffix` also `reply/{name}/{suffix}`, the form
+ * otactl and the dashboard use (an external broker's ACL can grant `reply/{name}/#` per operator).
+ */
+export function senderReplyTopics(topics: Topics, clientId: string): string[] {
+  const own = topics.replyPrefix(clientId).slice(0, -1);
+  const at = clientId.indexOf('@');
+  if (at < 0) return [own];
+  return [own, topics.reply(clientId.slice(0, at), clientId.slice(at + 1))];
 }

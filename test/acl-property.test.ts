@@ -50,7 +50,7 @@ function modelOwnsReply(p: Principal, clientId: string): boolean {
 type Parsed =
   | { kind: 'desired' | 'reported' | 'status' | 'metrics'; id: string }
   | { kind: 'rollout' | 'audit' | 'fleet' }
-  | { kind: 'cmd'; op: string }
+  | { kind: 'cmd'; op: string; operator?: string }
   | { kind: 'reply'; clientId: string };
 
 /** A topic of design section 3 under ota/v1, or null. */
@@ -67,6 +67,8 @@ function parse(topic: string): Parsed | null {
   if (head === 'audit' && rest.length === 1) return { kind: 'audit' };
   if (head === 'fleet' && rest.length === 1) return { kind: 'fleet' };
   if (head === 'cmd' && rest.length === 2 && safe(a as string)) return { kind: 'cmd', op: a as string };
+  if (head === 'cmd' && rest.length === 3 && safe(a as string) && safe(b as string))
+    return { kind: 'cmd', op: a as string, operator: b as string };
   if (head === 'reply' && rest.length >= 3) {
     const clientId = a as string;
     const parts = clientId.split('@');
@@ -93,7 +95,13 @@ function modelPublish(p: Principal, clientId: string, topic: string, retain: boo
     if (retain && parsed.kind === 'metrics') return false;
     return !will || parsed.kind === 'status';
   }
-  return parsed.kind === 'cmd' && !will && !retain && mayCall(p.role, parsed.op);
+  return (
+    parsed.kind === 'cmd' &&
+    !will &&
+    !retain &&
+    mayCall(p.role, parsed.op) &&
+    (parsed.operator === undefined || parsed.operator === p.name)
+  );
 }
 
 function modelSubscribe(p: Principal, clientId: string, filter: string): boolean {
@@ -174,7 +182,7 @@ function generators(seed: number) {
       case 3:
         return r.pick([`${p}/audit`, `${p}/audit/x`, `${p}/fleet`, `${p}/fleet/x`, `${p}/fleet/+`, `${p}/#`, `${p}/+`]);
       case 4:
-        return `${p}/cmd/${r.bool() ? r.pick(OP_NAMES) : r.pick(['+', '#', ''])}`;
+        return `${p}/cmd/${r.bool() ? r.pick(OP_NAMES) : r.pick(['+', '#', ''])}${r.bool() ? `/${r.pick(NAMES)}` : ''}`;
       case 5:
       case 6:
         return `${p}/reply/${r.next() < 0.85 ? clientId() : r.pick(['+', '#'])}/${r.pick(TAILS)}`;

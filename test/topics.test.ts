@@ -1,5 +1,5 @@
 import t from 'tap';
-import { createTopics } from '../shared/topics.js';
+import { createTopics, senderReplyTopics } from '../shared/topics.js';
 
 const topics = createTopics();
 
@@ -13,6 +13,11 @@ t.test('builders and parser agree for every topic', async (t) => {
   t.same(topics.parse(topics.fleet()), { kind: 'fleet' });
   t.equal(topics.fleet(), 'ota/v1/fleet');
   t.same(topics.parse(topics.cmd('rollout-create')), { kind: 'cmd', op: 'rollout-create' });
+  t.equal(topics.cmd('rollout.create', 'alice'), 'ota/v1/cmd/rollout.create/alice');
+  t.same(topics.parse(topics.cmd('rollout.create', 'alice')), { kind: 'cmd', op: 'rollout.create', operator: 'alice' });
+  t.throws(() => topics.cmd('rollout.create', 'a/b'), { code: 'E_TOPIC' });
+  t.same(senderReplyTopics(topics, 'alice'), ['ota/v1/reply/alice']);
+  t.same(senderReplyTopics(topics, 'alice@otactl-1'), ['ota/v1/reply/alice@otactl-1', 'ota/v1/reply/alice/otactl-1']);
   t.same(topics.parse(topics.reply('otactl-1', 'c1')), { kind: 'reply', clientId: 'otactl-1', rest: 'c1' });
   t.equal(topics.desired('cam-01'), 'ota/v1/devices/cam-01/desired');
   t.equal(topics.replyPrefix('ops'), 'ota/v1/reply/ops/');
@@ -23,7 +28,7 @@ t.test('builders and parser agree for every topic', async (t) => {
   }
   t.throws(() => topics.desired('bob@x'), { code: 'E_TOPIC' }, 'a device id has no @');
   t.equal(topics.allDevices('reported'), 'ota/v1/devices/+/reported');
-  t.equal(topics.allCommands(), 'ota/v1/cmd/+');
+  t.equal(topics.allCommands(), 'ota/v1/cmd/#');
   t.equal(topics.allRollouts(), 'ota/v1/rollouts/+');
 });
 
@@ -65,7 +70,8 @@ t.test('malformed topics are rejected by the parser with E_TOPIC', async (t) => 
     'ota/v1/fleet/',
     'ota/v1/fleet/+',
     'ota/v1/cmd',
-    'ota/v1/cmd/a/b',
+    'ota/v1/cmd/a/b/c',
+    'ota/v1/cmd/a/b+',
     'ota/v1/cmd/+',
     'ota/v1/reply/c',
     'ota/v1/reply/+/x',

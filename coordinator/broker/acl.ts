@@ -113,6 +113,9 @@ export function canPublish(
   if (opts.will) return `${who} may not use a command as its will`;
   if (opts.retain) return `${who} may not retain a command`;
   if (!roleAllows(p.role, parsed.op)) return `${who}: role ${p.role} may not call ${parsed.op}`;
+  if (parsed.operator !== undefined && parsed.operator !== p.name) {
+    return `${who} may not call ${parsed.op} in the name of ${parsed.operator}: use ${topics.cmd(parsed.op, p.name)}`;
+  }
   return true;
 }
 

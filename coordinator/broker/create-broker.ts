@@ -4,19 +4,13 @@ import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { Aedes, type AuthenticateError, type Client, type ConnectPacket, type PublishPacket } from 'aedes';
 import { createWebSocketStream, WebSocketServer } from 'ws';
-import {
-  type CommandRequest,
-  CommandRequestSchema,
-  type Metrics,
-  MetricsSchema,
-  type Reported,
-  ReportedSchema,
-  type Status,
-  StatusSchema,
-} from '../../shared/messages.js';
-import { decodePayload, MAX_PAYLOAD_BYTES } from '../../shared/payload.js';
+import type { Metrics } from '../../shared/messages.js';
+import { MAX_PAYLOAD_BYTES } from '../../shared/payload.js';
 import type { Topics } from '../../shared/topics.js';
-import { canPublish, canSubscribe, checkClientId, ownsReplyClientId } from './acl.js';
+import { canPublish, canSubscribe, checkClientId } from './acl.js';
+import { checkClientPayload, type DecodedPayload } from './payload-check.js';
+
+export type { DecodedPayload } from './payload-check.js';
 import { IngestGate } from './ingest-gate.js';
 import {
   defaultMaxPacketBytes,
@@ -195,12 +189,6 @@ function peerAddress(stream: Duplex, req?: http.IncomingMessage): string {
 
 type Will = NonNullable<ConnectPacket['will']>;
 
-export type DecodedPayload =
-  | { kind: 'reported'; deviceId: string; value: Reported }
-  | { kind: 'status'; deviceId: string; value: Status }
-  | { kind: 'metrics'; deviceId: string; value: Metrics }
-  | { kind: 'cmd'; op: string; value: CommandRequest };
-
 export async function createBroker(options: BrokerOptions): Promise<Broker> {
   const { topics, logger } = options;
   const maxBytes = options.maxPayloadBytes ?? MAX_PAYLOAD_BYTES;
@@ -238,62 +226,13 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
   /** Coordinator publishes meant for one connection only (Broker.publish onlyTo), by payload. */
   const onlyTo = new WeakMap<Buffer, Client>();
 
-  /** A reply topic of one of the publishing operator's own client ids (acl.ts ownsReplyClientId). */
-  function isOwnReplyTopic(replyTo: string, p: Principal): boolean {
-    try {
-      const reply = topics.parse(replyTo);
-      return reply.kind === 'reply' && ownsReplyClientId(p, reply.clientId);
-    } catch {
-      return false;
-    }
-  }
-
   /** Decoded payloads of accepted publishes, until the payload Buffer is garbage. */
   const decodedPayloads = new WeakMap<Buffer, DecodedPayload>();
 
   /** The reason to refuse a payload on `topic` (already allowed by the ACL), or null. */
   function checkPayload(topic: string, payload: Buffer, p: Principal, clientId: string): string | null {
-    if (payload.length > maxBytes) return `payload is ${payload.length} bytes, the limit is ${maxBytes}`;
-    let decoded: DecodedPayload | undefined;
-    try {
-      const parsed = topics.parse(topic);
-      switch (parsed.kind) {
-        case 'reported': {
-          const reported = decodePayload(ReportedSchema, payload, `reported of ${parsed.deviceId}`, maxBytes);
-          if (reported.deviceId !== parsed.deviceId) {
-            return `reported payload names device ${reported.deviceId}, the topic ${parsed.deviceId}`;
-          }
-          decoded = { kind: 'reported', deviceId: parsed.deviceId, value: reported };
-          break;
-        }
-        case 'status':
-          decoded = {
-            kind: 'status',
-            deviceId: parsed.deviceId,
-            value: decodePayload(StatusSchema, payload, `status of ${parsed.deviceId}`, maxBytes),
-          };
-          break;
-        case 'metrics':
-          decoded = {
-            kind: 'metrics',
-            deviceId: parsed.deviceId,
-            value: decodePayload(MetricsSchema, payload, `metrics of ${parsed.deviceId}`, maxBytes),
-          };
-          break;
-        case 'cmd': {
-          const request = decodePayload(CommandRequestSchema, payload, `command ${parsed.op}`, maxBytes);
-          if (!isOwnReplyTopic(request.replyTo, p)) {
-            return `command ${parsed.op}: replyTo ${JSON.stringify(request.replyTo.slice(0, 200))} must be a topic under ${topics.replyPrefix(clientId)} (or the reply prefix of another client id of yours)`;
-          }
-          decoded = { kind: 'cmd', op: parsed.op, value: request };
-          break;
-        }
-        default:
-          return `no client publishes ${parsed.kind} payloads`;
-      }
-    } catch (err) {
-      return errorMessage(err);
-    }
+    const checked = checkClientPayload(topics, maxBytes, topic, payload, p, clientId);
+    if ('problem' in checked) return checked.problem;
     if (options.validate) {
       let problem: string | null;
       try {
@@ -303,7 +242,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       }
       if (problem !== null) return problem;
     }
-    if (decoded) decodedPayloads.set(payload, decoded);
+    decodedPayloads.set(payload, checked.decoded);
     return null;
   }
 

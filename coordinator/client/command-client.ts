@@ -23,14 +23,17 @@ export interface CommandClientOptions {
 }
 
 /**
- * The command API over MQTT 3.1.1 (design section 3): a request on `cmd/{op}` with a
- * `correlationId` and a `replyTo` under this client's own reply prefix, the reply matched by
+ * The command API over MQTT 3.1.1 (design section 3): a request on `cmd/{op}/{user}` with a
+ * `correlationId` and a `replyTo` under the user's own reply prefix, the reply matched by
  * correlation id. Used by otactl, tests and the fleet simulator.
  */
 export class CommandClient {
   private readonly pending = new Map<string, (reply: CommandReply) => void>();
   private readonly failPending = new Map<string, () => void>();
-  private readonly replyTopic: string;
+  /** Where this client's replies arrive (raw callers such as the benches reuse it). */
+  readonly replyTopic: string;
+  /** The operator it signed in as. */
+  readonly user: string;
 
   private constructor(
     readonly mqtt: MqttClient,
@@ -38,7 +41,11 @@ export class CommandClient {
     private readonly topics: Topics,
     private readonly timeoutMs: number,
   ) {
-    this.replyTopic = topics.reply(clientId, 'r');
+    // Under the operator's own name (reply/{name}/{suffix}) and sent on cmd/{op}/{name}: the form
+    // an external broker's ACL can grant per operator (docs/brokers.md); the embedded one takes it too.
+    const [user = clientId, suffix = 'r'] = clientId.split(CLIENT_ID_SEPARATOR);
+    this.user = user;
+    this.replyTopic = topics.reply(user, suffix);
     // A dropped connection fails every pending call at once, instead of each waiting for its
     // timeout. (On MQTT 3.1.1 the broker drops the connection when it refuses a publish.)
     mqtt.on('close', () => {
@@ -149,7 +156,7 @@ export class CommandClient {
         );
       });
       this.mqtt
-        .publishAsync(this.topics.cmd(op), encodePayload({ correlationId, replyTo: this.replyTopic, args }), { qos: 1 })
+        .publishAsync(this.topics.cmd(op, this.user), encodePayload({ correlationId, replyTo: this.replyTopic, args }), { qos: 1 })
         .catch((err: Error) => {
           done();
           reject(new OtaError('E_CONNECT', `${op}: could not send the command: ${err.message}`));

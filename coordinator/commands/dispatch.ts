@@ -9,7 +9,8 @@ import { isOp, OPS, returnsSecret, roleAllows } from './ops.js';
  * Runs one command request (`ota/v1/cmd/{op}`) for an authenticated principal and returns the
  * reply to publish on its `replyTo`. Never throws: every failure becomes `{ ok: false, error }`
  * with a code and a message that says what to do; a bug is logged and answered E_INTERNAL.
- * `sender` is the connection that asked: its own reply prefix (`ota/v1/reply/{clientId}/`).
+ * `sender` is the connection that asked: the reply topics it reads (`ota/v1/reply/{clientId}`, and
+ * `ota/v1/reply/{name}/{suffix}` for a client id `name@suffix`), each with anything below it.
  */
 export async function runCommand(
   op: string,
@@ -17,7 +18,7 @@ export async function runCommand(
   principal: Principal,
   ctx: Omit<CommandContext, 'actor' | 'role'>,
   logger: Logger,
-  sender?: { replyPrefix: string },
+  sender?: { replyTopics: readonly string[] },
 ): Promise<CommandReply> {
   const { correlationId } = request;
   try {
@@ -28,11 +29,12 @@ export async function runCommand(
     if (!roleAllows(principal.role, op)) {
       throw new OtaError('E_FORBIDDEN', `${op} needs the ${OPS[op]} role; ${principal.name} is ${principal.role}`);
     }
-    if (sender && returnsSecret(op) && !request.replyTo.startsWith(sender.replyPrefix)) {
-      // Its reply goes only to the asking connection, which reads replies under its own prefix.
+    const { replyTo } = request;
+    if (sender && returnsSecret(op) && !sender.replyTopics.some((t) => replyTo === t || replyTo.startsWith(`${t}/`))) {
+      // Its reply goes only to the asking connection, which reads replies under its own topics.
       throw new OtaError(
         'E_USAGE',
-        `${op} returns a new token, which is sent only to the connection that asks: send it with a replyTo under ${sender.replyPrefix} and subscribe there on the same connection (otactl does)`,
+        `${op} returns a new token, which is sent only to the connection that asks: send it with a replyTo under ${sender.replyTopics.join(' or ')} and subscribe there on the same connection (otactl does)`,
       );
     }
     const args = parseArgs(op, request.args);

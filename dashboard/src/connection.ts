@@ -83,7 +83,9 @@ export class Connection {
 
   constructor(private readonly o: ConnectionOptions) {
     this.clientId = `${o.user}@dashboard-${randomSuffix()}`;
-    this.replyTo = `${o.prefix}/reply/${this.clientId}/r`;
+    // Under the operator's own name, and commands on cmd/{op}/{user}: the form an external
+    // broker's ACL grants per operator (docs/brokers.md); the embedded broker takes it too.
+    this.replyTo = `${o.prefix}/reply/${o.user}/${this.clientId.slice(o.user.length + 1)}`;
     this.client = mqtt.connect(o.url, {
       clientId: this.clientId,
       username: o.user,
@@ -125,7 +127,7 @@ export class Connection {
       // connect (retained messages and snapshots), so what QoS 1 would add (redelivery after a
       // drop) it does not need, and the broker then keeps no in-flight state and gets no PUBACK
       // per report (45,000 in a 9,000-device wave).
-      await this.client.subscribeAsync(`${p}/reply/${this.clientId}/#`, { qos: 1 });
+      await this.client.subscribeAsync(this.replyTo, { qos: 1 });
       // Not `devices/+/...`: the page reads the coordinator's summaries (`rollouts/+`, `fleet`)
       // for counts, and the own topics of the devices on screen only (watch, below).
       await this.client.subscribeAsync([`${p}/rollouts/+`, `${p}/audit`, `${p}/fleet`], { qos: 0 });
@@ -250,7 +252,7 @@ export class Connection {
       // QoS 0: mqtt.js keeps a QoS 1 publish it could not finish and sends it again at the next
       // connect, so an abort clicked as the coordinator went down would go out minutes later,
       // after the page said it failed. The reply is the acknowledgement that counts.
-      this.client.publish(`${this.o.prefix}/cmd/${op}`, body, { qos: 0 }, (err) => {
+      this.client.publish(`${this.o.prefix}/cmd/${op}/${this.o.user}`, body, { qos: 0 }, (err) => {
         if (!err) return;
         const p = this.pending.get(correlationId);
         if (!p) return;

@@ -12,7 +12,7 @@ const topics = createTopics();
  */
 export function rawCall<T>(client: CommandClient, op: string, args: Record<string, unknown>, timeoutMs = 120_000) {
   const correlationId = `raw-${randomBytes(8).toString('hex')}`;
-  const replyTo = topics.reply(client.clientId, 'r');
+  const replyTo = client.replyTopic;
   const mqtt = client.mqtt;
   return new Promise<T>((resolve, reject) => {
     const onMessage = (topic: string, payload: Buffer) => {
@@ -37,7 +37,7 @@ export function rawCall<T>(client: CommandClient, op: string, args: Record<strin
       mqtt.off('message', onMessage);
     };
     mqtt.on('message', onMessage);
-    mqtt.publish(topics.cmd(op), JSON.stringify({ correlationId, replyTo, args }), { qos: 1 }, (err) => {
+    mqtt.publish(topics.cmd(op, client.user), JSON.stringify({ correlationId, replyTo, args }), { qos: 1 }, (err) => {
       if (err) {
         done();
         reject(err);
