@@ -38,6 +38,25 @@ export const CoordinatorConfigSchema = z.strictObject({
    * nearly all of metrics.db's bytes; only `--devices` queries read them.
    */
   metricsRawRetentionDays: z.number().positive().max(366).nullable().default(null),
+  /**
+   * An external MQTT broker (design section 12) in place of the embedded one: the coordinator is
+   * its client. Null: the embedded broker.
+   */
+  broker: z
+    .strictObject({
+      url: z.string().regex(/^mqtts?:\/\/[^/]+/, 'must be an mqtt:// or mqtts:// URL'),
+      username: z.string().min(1),
+      passwordFile: z.string().min(1),
+      caFile: z.string().min(1).nullable(),
+    })
+    .nullable()
+    .default(null),
+  /** Where devices download artifacts (an HTTP origin or CDN serving /artifacts/sha256/<hex>); null: the coordinator. */
+  artifactsUrl: z
+    .string()
+    .regex(/^https?:\/\/[^/]+/, 'must be an http:// or https:// URL')
+    .nullable()
+    .default(null),
 });
 export type CoordinatorConfig = z.infer<typeof CoordinatorConfigSchema>;
 
@@ -51,6 +70,11 @@ export interface CoordinatorFlags {
   publicMqttUrl?: string;
   publicHttpUrl?: string;
   logLevel?: string;
+  broker?: string;
+  brokerUser?: string;
+  brokerPasswordFile?: string;
+  brokerCa?: string;
+  artifactsUrl?: string;
 }
 
 const ENV = {
@@ -63,6 +87,11 @@ const ENV = {
   publicMqttUrl: 'OTA_PUBLIC_MQTT_URL',
   publicHttpUrl: 'OTA_PUBLIC_HTTP_URL',
   logLevel: 'OTA_LOG_LEVEL',
+  broker: 'OTA_BROKER_URL',
+  brokerUser: 'OTA_BROKER_USER',
+  brokerPasswordFile: 'OTA_BROKER_PASSWORD_FILE',
+  brokerCa: 'OTA_BROKER_CA',
+  artifactsUrl: 'OTA_ARTIFACTS_URL',
 } as const;
 
 function port(value: string | number | undefined, fallback: number, name: string): number {
@@ -86,7 +115,32 @@ export function resolveCoordinatorConfig(flags: CoordinatorFlags, env: NodeJS.Pr
   if (Boolean(cert) !== Boolean(key)) {
     throw new OtaError('E_CONFIG', '--tls-cert and --tls-key go together: give both (PEM files) or neither');
   }
+  const brokerUrl = pick('broker');
+  const brokerPasswordFile = pick('brokerPasswordFile');
+  if (!brokerUrl && (pick('brokerUser') || brokerPasswordFile || pick('brokerCa'))) {
+    throw new OtaError(
+      'E_CONFIG',
+      '--broker-user, --broker-password-file and --broker-ca go with --broker <mqtt(s)://host:port>: give --broker too, or drop them to use the embedded broker',
+    );
+  }
+  if (brokerUrl && !brokerPasswordFile) {
+    throw new OtaError(
+      'E_CONFIG',
+      "--broker needs --broker-password-file (env OTA_BROKER_PASSWORD_FILE): the file with the coordinator's broker password (ota-coordinator mosquitto-config writes coordinator.password)",
+    );
+  }
+  const broker =
+    brokerUrl && brokerPasswordFile
+      ? {
+          url: brokerUrl,
+          username: pick('brokerUser') ?? 'ota-coordinator',
+          passwordFile: path.resolve(brokerPasswordFile),
+          caFile: pick('brokerCa') ? path.resolve(pick('brokerCa') as string) : null,
+        }
+      : null;
   const raw = {
+    broker,
+    artifactsUrl: pick('artifactsUrl') ?? null,
     dataDir,
     host: pick('host') ?? '127.0.0.1',
     mqttPort: port(pick('mqttPort'), 1883, '--mqtt-port'),

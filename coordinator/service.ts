@@ -1,20 +1,27 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { OtaError } from '../shared/errors.js';
 import { publicKeyToJson } from '../shared/keys.js';
 import type { Logger } from '../shared/logger.js';
-import type { AuditEvent } from '../shared/messages.js';
-import { encodePayload } from '../shared/payload.js';
+import type { AuditEvent, CommandRequest, Metrics, Reported, Status } from '../shared/messages.js';
+import { encodePayload, MAX_PAYLOAD_BYTES } from '../shared/payload.js';
 import { signerFor } from '../shared/signatures.js';
 import { createTopics, senderReplyTopics } from '../shared/topics.js';
 import { readPackageVersion } from '../shared/version.js';
 import { attachWebSocket, createBroker, type SessionOwner } from './broker/create-broker.js';
 import { OrderedPublisher } from './broker/ordered-publisher.js';
+import type { Principal } from './broker/principal.js';
 import { runCommand } from './commands/dispatch.js';
 import type { CoordinatorConfig } from './config.js';
 import { DesiredPublisher, type OutgoingMessage } from './desired/desired-publisher.js';
 import { SeqCatchUp } from './desired/seq-catch-up.js';
 import { AnalysisGates } from './experiments/analysis-judge.js';
 import { ExperimentService, LOOK_CHECK_EVERY_MS } from './experiments/experiment-service.js';
+import { DynsecClient } from './external-broker/dynsec-client.js';
+import type { BrokerIdentity } from './external-broker/dynsec-identity.js';
+import { DynsecIdentity } from './external-broker/dynsec-identity.js';
+import { connectExternalBroker } from './external-broker/external-broker.js';
+import { bridgeWebSocketToBroker } from './external-broker/websocket-bridge.js';
 import { FleetService } from './fleet/fleet-service.js';
 import { FleetSummaryPublisher } from './fleet/fleet-summary-publisher.js';
 import { FleetTally, tallyAudit } from './fleet/fleet-tally.js';
@@ -26,6 +33,7 @@ import { AuthFailureAudit } from './identity/auth-failure-audit.js';
 import { AuthFailureLimits, type AuthFailureLimitsOptions } from './identity/auth-failure-limits.js';
 import { storeAuthenticator } from './identity/authenticate.js';
 import { ensureAdminToken, loadOrCreateCoordinatorKey } from './identity/bootstrap.js';
+import { readAdminToken, readSecretFile } from './identity/secret-files.js';
 import { PresenceRecorder } from './ingest/presence-recorder.js';
 import { ReportRecorder } from './ingest/report-recorder.js';
 import { routeMessages } from './ingest/route-messages.js';
@@ -178,6 +186,13 @@ export async function startCoordinator(
       // but it is about sessions (operators' too) and never of an enrolment.
       if (tallyAudit(fleetTally, events)) fleetSummary.changed();
     };
+    let brokerIdentity: BrokerIdentity | null = null;
+    const identityNow = () => {
+      if (!brokerIdentity) throw new OtaError('E_BROKER', 'not connected to the broker yet');
+      return brokerIdentity;
+    };
+    // At start, through an external broker: its clients brought in step with the store.
+    let reconcileBroker: ((admin: { name: string; token: string } | null) => Promise<void>) | null = null;
     // Set once the broker and the recorders exist; nothing is removed before (commands come later).
     let credentialsChanged: (who: SessionOwner) => void = () => {};
     let publicMqttUrl = config.publicMqttUrl ?? '';
@@ -199,6 +214,17 @@ export async function startCoordinator(
       }),
       onAudit,
       onCredentialsChanged: (who) => credentialsChanged(who),
+      // Set once connected to the external broker (no command arrives before).
+      ...(config.broker
+        ? {
+            brokerIdentity: {
+              addDevice: (id, token) => identityNow().addDevice(id, token),
+              removeDevice: (id) => identityNow().removeDevice(id),
+              addOperator: (name, token) => identityNow().addOperator(name, token),
+              removeOperator: (name) => identityNow().removeOperator(name),
+            } satisfies BrokerIdentity,
+          }
+        : {}),
     });
     const rollouts = new RolloutService({
       executor,
@@ -260,41 +286,45 @@ export async function startCoordinator(
     const authenticate = storeAuthenticator(store);
     const authLimits = new AuthFailureLimits(options.authFailureLimits);
     const authFailures = new AuthFailureAudit({ store, now, logger, onAudit, limits: authLimits });
-    const broker = await createBroker({
-      topics,
-      authenticate,
-      logger,
-      holdDeviceIngest: answerStorm,
-      onAuthFailure: (info) => {
-        metrics.authFailures.inc({ transport: 'mqtt' });
-        const { clientId, username, reason, remoteAddress: address } = info;
-        const verdict = authFailures.record({ clientId, username: username ?? '', reason, address });
-        if (!verdict.audit) metrics.authFailuresNotAudited.inc();
-      },
-      refusalDelayMs: (info, heldNow) => {
-        const ms = authLimits.refusalDelayMs(info.remoteAddress, nowMs(), heldNow);
-        if (ms > 0) metrics.authRefusalsHeld.inc();
-        return ms;
-      },
-      onOversizedPacket: () => metrics.oversizedPackets.inc(),
-      acceptMetrics: (deviceId, summary) =>
-        deviceMetrics.ingest(deviceId, summary).then(
-          () => {
-            metrics.deviceMetricsSummaries.inc();
-            for (const s of summary.series) {
-              metrics.deviceObservations.inc({ source: s.source }, s.count);
-              metrics.deviceInferenceErrors.inc({ source: s.source }, s.errors);
-            }
-            metrics.deviceObservationsDropped.inc(summary.dropped?.observations ?? 0);
+    // A device's metrics summary, stored; the embedded broker's PUBACK waits for it.
+    const acceptMetrics = (deviceId: string, summary: Metrics) =>
+      deviceMetrics.ingest(deviceId, summary).then(
+        () => {
+          metrics.deviceMetricsSummaries.inc();
+          for (const s of summary.series) {
+            metrics.deviceObservations.inc({ source: s.source }, s.count);
+            metrics.deviceInferenceErrors.inc({ source: s.source }, s.errors);
+          }
+          metrics.deviceObservationsDropped.inc(summary.dropped?.observations ?? 0);
+        },
+        (err: unknown) => {
+          metrics.deviceMetricsNotStored.inc();
+          throw err;
+        },
+      );
+    const broker = config.broker
+      ? null
+      : await createBroker({
+          topics,
+          authenticate,
+          logger,
+          holdDeviceIngest: answerStorm,
+          onAuthFailure: (info) => {
+            metrics.authFailures.inc({ transport: 'mqtt' });
+            const { clientId, username, reason, remoteAddress: address } = info;
+            const verdict = authFailures.record({ clientId, username: username ?? '', reason, address });
+            if (!verdict.audit) metrics.authFailuresNotAudited.inc();
           },
-          (err: unknown) => {
-            metrics.deviceMetricsNotStored.inc();
-            throw err;
+          refusalDelayMs: (info, heldNow) => {
+            const ms = authLimits.refusalDelayMs(info.remoteAddress, nowMs(), heldNow);
+            if (ms > 0) metrics.authRefusalsHeld.inc();
+            return ms;
           },
-        ),
-      onSlowWatcher: () => metrics.slowWatchersCut.inc(),
-    });
-    closers.push(() => broker.close());
+          onOversizedPacket: () => metrics.oversizedPackets.inc(),
+          acceptMetrics,
+          onSlowWatcher: () => metrics.slowWatchersCut.inc(),
+        });
+    if (broker) closers.push(() => broker.close());
     // No last summary on the way out: retained messages live in the broker's memory only.
     closers.push(() => fleetSummary.stop());
     // On the way out: the reports still queued and the rollout events not yet decided.
@@ -304,7 +334,7 @@ export async function startCoordinator(
       presence.flush();
       seqCatchUp.flush();
     });
-    publishOne = (m) => broker.publish(m.topic, m.payload, { retain: m.retain, qos: 1 });
+    if (broker) publishOne = (m) => broker.publish(m.topic, m.payload, { retain: m.retain, qos: 1 });
 
     const commandContext = {
       store,
@@ -336,7 +366,9 @@ export async function startCoordinator(
     // message deletes one, MQTT 3.1.1 section 3.3.1.3): a device enrolled again with that id
     // starts from nothing of the old one's.
     credentialsChanged = (who) => {
-      broker.cutSessions(who);
+      // Through an external broker, removing the client there ended its sessions (FleetService),
+      // and an operator's role is read from the store at each command.
+      broker?.cutSessions(who);
       if (who.kind !== 'device') return;
       reports.forget(who.deviceId);
       presence.forget(who.deviceId);
@@ -354,36 +386,43 @@ export async function startCoordinator(
         })),
       );
     };
-    routeMessages(
-      broker,
-      topics,
-      {
-        report: (deviceId, report) => {
-          if (!reports.record(deviceId, report)) return;
-          metrics.reports.inc();
-          if (fleetTally.report(deviceId, report)) fleetSummary.changed();
-          seqCatchUp.onReport(deviceId, report);
-          rollouts.onReport(deviceId, report);
+    const onReport = (deviceId: string, report: Reported) => {
+      if (!reports.record(deviceId, report)) return;
+      metrics.reports.inc();
+      if (fleetTally.report(deviceId, report)) fleetSummary.changed();
+      seqCatchUp.onReport(deviceId, report);
+      rollouts.onReport(deviceId, report);
+    };
+    const onPresence = (deviceId: string, online: boolean, status?: Status) => {
+      presence.record(deviceId, online, status);
+      if (fleetTally.presence(deviceId, online)) fleetSummary.changed();
+      // The rollout engine hears about it right away (batched there).
+      rollouts.onPresence(deviceId, online);
+      metrics.connectedDevices.set(presence.connected);
+    };
+    const onCommand = (op: string, request: CommandRequest, principal: Principal, clientId: string | null) => {
+      // A command reads what the devices reported so far, written behind until now.
+      reports.flushIfScheduled();
+      presence.flushIfScheduled();
+      // Through an external broker the reply cannot be kept to one connection: its ACL keeps
+      // the operator's reply topics to the operator (docs/security.md).
+      const sender = clientId === null ? undefined : { replyTopics: senderReplyTopics(topics, clientId) };
+      return runCommand(op, request, principal, commandContext, logger, sender);
+    };
+    if (broker) {
+      routeMessages(
+        broker,
+        topics,
+        {
+          report: onReport,
+          presence: onPresence,
+          command: onCommand,
+          reply: (topic, reply, onlyTo) =>
+            broker.publish(topic, encodePayload(reply), { retain: false, qos: 1, onlyTo }),
         },
-        presence: (deviceId, online, status) => {
-          presence.record(deviceId, online, status);
-          if (fleetTally.presence(deviceId, online)) fleetSummary.changed();
-          // The rollout engine hears about it right away (batched there).
-          rollouts.onPresence(deviceId, online);
-          metrics.connectedDevices.set(presence.connected);
-        },
-        command: (op, request, principal, clientId) => {
-          // A command reads what the devices reported so far, written behind until now.
-          reports.flushIfScheduled();
-          presence.flushIfScheduled();
-          return runCommand(op, request, principal, commandContext, logger, {
-            replyTopics: senderReplyTopics(topics, clientId),
-          });
-        },
-        reply: (topic, reply, onlyTo) => broker.publish(topic, encodePayload(reply), { retain: false, qos: 1, onlyTo }),
-      },
-      logger,
-    );
+        logger,
+      );
+    }
 
     const http = createHttpServer({
       artifacts,
@@ -417,27 +456,94 @@ export async function startCoordinator(
       dashboard: await loadDashboardAssets({ topicPrefix: config.topicPrefix }),
     });
     closers.push(() => http.close());
-    attachWebSocket(http.server, broker, '/mqtt');
-
-    const mqtt = await broker.listen(config.mqttPort, config.host, tls);
-    const web = await http.listen(config.httpPort, config.host);
     const host = config.host.includes(':') ? `[${config.host}]` : config.host;
-    const mqttUrl = `${tls ? 'mqtts' : 'mqtt'}://${host}:${mqtt.port}`;
+    // Retained state again: Aedes keeps it in memory, so a restart starts empty, and an external
+    // broker that restarted without persistence lost it. Once a trust document exists every
+    // device has a desired state (it carries the trust chain).
+    const republishAll = async () => {
+      const republish = store.transaction(() =>
+        desired.prepare(
+          store.latestTrustDocument() ? store.listDevices().map((d) => d.id) : store.devicesWithDesired(),
+        ),
+      );
+      await publish([...republish, ...rollouts.summaries()]);
+      // And the fleet summary, changed or not: a page that subscribes gets one even when nothing moves.
+      await fleetSummary.publishNow();
+    };
+    let mqttUrl: string;
+    if (broker) {
+      attachWebSocket(http.server, broker, '/mqtt');
+      const mqtt = await broker.listen(config.mqttPort, config.host, tls);
+      mqttUrl = `${tls ? 'mqtts' : 'mqtt'}://${host}:${mqtt.port}`;
+      // Nobody is connected to a broker that just started. (Rollout rows keep their last known
+      // presence: marking them offline here would let waves complete before devices reconnect.)
+      store.markAllOffline();
+    } else {
+      const external = config.broker as NonNullable<CoordinatorConfig['broker']>;
+      mqttUrl = external.url;
+      // Presence is what the broker's retained statuses say (delivered at the subscription below).
+      store.markAllOffline();
+      const client = await connectExternalBroker({
+        url: external.url,
+        username: external.username,
+        password: await readSecretFile(external.passwordFile, '--broker-password-file'),
+        ca: external.caFile ? await fs.readFile(external.caFile) : undefined,
+        clientId: external.username,
+        topics,
+        logger,
+        maxPayloadBytes: MAX_PAYLOAD_BYTES,
+        isDevice: (id) => fleetTally.has(id),
+        operator: (name) => {
+          const o = store.getOperator(name);
+          return o ? { kind: 'operator', name: o.name, role: o.role } : null;
+        },
+        routes: {
+          report: onReport,
+          presence: onPresence,
+          metrics: acceptMetrics,
+          command: (op, request, principal) => onCommand(op, request, principal, null),
+        },
+        onSessionLost: () => {
+          logger.warn("the broker had lost the coordinator's session (it restarted without persistence): republishing");
+          republishAll().catch((err: Error) => logger.error({ err: err.message }, 'republish failed'));
+        },
+        onRefused: () => metrics.externalMessagesRefused.inc(),
+      });
+      closers.push(() => client.close());
+      publishOne = (m) => client.publish(m.topic, m.payload, { retain: m.retain, qos: 1 });
+      const dynsec = new DynsecIdentity(new DynsecClient(client.mqtt), topics);
+      brokerIdentity = dynsec;
+      const bridge = bridgeWebSocketToBroker(http.server, { url: external.url, ca: undefined }, logger);
+      closers.push(() => bridge.close());
+      reconcileBroker = async (admin) => {
+        const result = await dynsec.reconcile({
+          devices: new Set(store.listDevices().map((d) => d.id)),
+          operators: new Set(store.listOperators().map((o) => o.name)),
+          ...(admin ? { ensureOperator: admin } : {}),
+        });
+        if (result.removed.length + result.created.length > 0) {
+          logger.info(
+            { removed: result.removed, created: result.created },
+            'broker clients brought in step with the store',
+          );
+        }
+        if (result.missingDevices.length + result.missingOperators.length > 0) {
+          logger.warn(
+            {
+              devices: result.missingDevices.slice(0, 20),
+              deviceCount: result.missingDevices.length,
+              operators: result.missingOperators,
+            },
+            'these devices and operators have no client in the broker (enrolled before it was used, their tokens are not kept): remove and add them again (docs/brokers.md)',
+          );
+        }
+      };
+    }
+    const web = await http.listen(config.httpPort, config.host);
     const httpUrl = `${tls ? 'https' : 'http'}://${host}:${web.port}`;
     publicMqttUrl = config.publicMqttUrl ?? mqttUrl;
     publicHttpUrl = config.publicHttpUrl ?? httpUrl;
-
-    // Nobody is connected to a broker that just started. (Rollout rows keep their last known
-    // presence: marking them offline here would let waves complete before devices reconnect.)
-    store.markAllOffline();
-    // Retained state again: Aedes keeps it in memory, so a restart starts empty. Once a trust
-    // document exists every device has a desired state (it carries the trust chain).
-    const republish = store.transaction(() =>
-      desired.prepare(store.latestTrustDocument() ? store.listDevices().map((d) => d.id) : store.devicesWithDesired()),
-    );
-    await publish([...republish, ...rollouts.summaries()]);
-    // And the fleet summary, changed or not: a page that subscribes gets one even when nothing moves.
-    await fleetSummary.publishNow();
+    await republishAll();
 
     // Devices that were online in an active rollout before this start and have not come back
     // within the grace are offline (they must not hold a wave open forever).
@@ -459,6 +565,11 @@ export async function startCoordinator(
       now().toISOString(),
     );
     if (admin.warning) logger.warn(admin.warning);
+    if (reconcileBroker) {
+      const reconcile = reconcileBroker;
+      // In turn with enrolments (a client made but not yet committed is not a leftover).
+      await fleet.inIdentityTurn(async () => reconcile(await readAdminToken(admin.file, store)));
+    }
     // Counted once here (the first start's bootstrap row included), then followed through onAudit.
     metrics.auditRows.set(store.auditCount());
     // Ready only now: the admin token file is in place (written and renamed), both servers

@@ -337,6 +337,12 @@ export const ERROR_CODES = {
     meaning: 'The audit chain does not verify: a row was changed, removed or inserted behind the coordinator.',
     fix: 'Treat the database as tampered with; the message names the first bad sequence number. Restore from a backup and investigate.',
   },
+  E_BROKER: {
+    area: 'coordinator',
+    meaning:
+      'The external MQTT broker (`--broker`) refused the coordinator, did not answer, or refused a change to its clients and roles (Mosquitto dynamic security).',
+    fix: "Check the broker is up and reachable at the `--broker` URL, that `--broker-user` and `--broker-password-file` match the client `ota-coordinator mosquitto-config` wrote, and the broker log; the message names the broker's own reason. Then retry.",
+  },
   E_CONNECT: {
     area: 'cli',
     meaning: 'Could not connect to the coordinator (broker or HTTP).',

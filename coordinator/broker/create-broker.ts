@@ -11,6 +11,7 @@ import { canPublish, canSubscribe, checkClientId } from './acl.js';
 import { checkClientPayload, type DecodedPayload } from './payload-check.js';
 
 export type { DecodedPayload } from './payload-check.js';
+
 import { IngestGate } from './ingest-gate.js';
 import {
   defaultMaxPacketBytes,

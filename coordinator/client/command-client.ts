@@ -156,7 +156,11 @@ export class CommandClient {
         );
       });
       this.mqtt
-        .publishAsync(this.topics.cmd(op, this.user), encodePayload({ correlationId, replyTo: this.replyTopic, args }), { qos: 1 })
+        .publishAsync(
+          this.topics.cmd(op, this.user),
+          encodePayload({ correlationId, replyTo: this.replyTopic, args }),
+          { qos: 1 },
+        )
         .catch((err: Error) => {
           done();
           reject(new OtaError('E_CONNECT', `${op}: could not send the command: ${err.message}`));

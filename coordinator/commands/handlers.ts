@@ -255,8 +255,8 @@ export const HANDLERS: { [O in Op]: Handler<O> } = {
     return { events, verdict: events.length < limit ? c.store.verifyAudit() : null };
   },
   'metrics.query': (a, c) => c.metrics.query(a),
-  'operator.add': (a, c) => {
-    const { name, role, token }: { name: string; role: Role; token: string } = c.fleet.addOperator(
+  'operator.add': async (a, c) => {
+    const { name, role, token }: { name: string; role: Role; token: string } = await c.fleet.addOperator(
       a.name,
       a.role,
       c.actor,
@@ -264,8 +264,8 @@ export const HANDLERS: { [O in Op]: Handler<O> } = {
     return { id: name, role, token };
   },
   'operator.ls': (_a, c) => c.store.listOperators().map(operatorView),
-  'operator.rm': (a, c) => {
-    const { name, removed } = c.fleet.removeOperator(a.name, c.actor);
+  'operator.rm': async (a, c) => {
+    const { name, removed } = await c.fleet.removeOperator(a.name, c.actor);
     return { id: name, removed };
   },
   'operator.role': (a, c) => {

@@ -16,6 +16,7 @@ import {
 import type { SessionOwner } from '../broker/create-broker.js';
 import { type ChannelView, channelView } from '../commands/views.js';
 import type { DesiredPublisher, OutgoingMessage } from '../desired/desired-publisher.js';
+import type { BrokerIdentity } from '../external-broker/dynsec-identity.js';
 import { hashToken, newToken } from '../identity/tokens.js';
 import { PlanExecutor } from '../plan/commit-plan.js';
 import type { WritePlan } from '../plan/write-plan.js';
@@ -55,6 +56,12 @@ export interface FleetServiceDeps {
    * device's or operator's sessions and forgets what it cached about it (service.ts).
    */
   onCredentialsChanged?: (who: SessionOwner) => void;
+  /**
+   * An external broker's clients (design section 12), kept in step: a device or operator is
+   * created there before its row commits (its token exists in plain text only now) and removed
+   * there after its row is gone. None with the embedded broker, which reads the store itself.
+   */
+  brokerIdentity?: BrokerIdentity;
 }
 
 /**
@@ -321,9 +328,68 @@ export class FleetService {
     this.deps.onCredentialsChanged?.(who);
   }
 
+  /** Changes to the broker's clients, one at a time: two adds of one id must not interleave. */
+  private identityChanges: Promise<unknown> = Promise.resolve();
+
+  /** Runs `fn` in turn with the changes to the broker's clients (the start's reconcile). */
+  inIdentityTurn<T>(fn: () => Promise<T>): Promise<T> {
+    return this.inTurn(fn);
+  }
+
+  private inTurn<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.identityChanges.then(fn, fn);
+    this.identityChanges = next.catch(() => {});
+    return next;
+  }
+
+  /**
+   * Creates `who` in the broker, then runs `commit`; when the commit fails the broker's client is
+   * removed again, so the broker never lets in a principal the store does not have.
+   */
+  private async provisioned<T>(who: SessionOwner, token: string, commit: () => T): Promise<T> {
+    const identity = this.deps.brokerIdentity;
+    if (!identity) return commit();
+    return this.inTurn(async () => {
+      // Refused before the broker is asked: the commit would refuse it anyway.
+      if (who.kind === 'device' ? this.deps.store.getDevice(who.deviceId) : this.deps.store.getOperator(who.name)) {
+        return commit();
+      }
+      if (who.kind === 'device') await identity.addDevice(who.deviceId, token);
+      else await identity.addOperator(who.name, token);
+      try {
+        return commit();
+      } catch (err) {
+        await (who.kind === 'device' ? identity.removeDevice(who.deviceId) : identity.removeOperator(who.name)).catch(
+          () => {},
+        );
+        throw err;
+      }
+    });
+  }
+
+  /** Removes `who` from the broker after `commit` (which ends its sessions there too). */
+  private async deprovisioned<T>(who: SessionOwner, commit: () => T): Promise<T> {
+    const identity = this.deps.brokerIdentity;
+    if (!identity) return commit();
+    return this.inTurn(async () => {
+      const result = commit();
+      // The store no longer has it, so nothing it sends is taken; a removal that fails here is
+      // retried at the next start (DynsecIdentity.reconcile) and said in the reply.
+      try {
+        await (who.kind === 'device' ? identity.removeDevice(who.deviceId) : identity.removeOperator(who.name));
+      } catch (err) {
+        throw new OtaError(
+          'E_BROKER',
+          `${who.kind === 'device' ? `device ${who.deviceId}` : `operator ${who.name}`} is removed here, but the broker did not confirm removing its client (${(err as Error).message}); the coordinator removes it again at its next start`,
+        );
+      }
+      return result;
+    });
+  }
+
   // ---- operators ----
 
-  addOperator(name: string, role: Role, actor: string): { name: string; role: Role; token: string } {
+  addOperator(name: string, role: Role, actor: string): Promise<{ name: string; role: Role; token: string }> {
     assertSafeName('client id', name);
     if (this.deps.store.getDevice(name)) {
       // An operator's MQTT client ids are `name` and `name@...` (broker/acl.ts); a device id never
@@ -331,26 +397,30 @@ export class FleetService {
       throw new OtaError('E_CONFLICT', `operator name ${name} clashes with device ${name}; pick another name`);
     }
     const token = newToken();
-    return this.write(() => {
-      this.deps.store.addOperator({ name, role, tokenHash: hashToken(token), now: this.deps.now().toISOString() });
-      this.audit([{ actor, action: 'operator.added', subject: `operator:${name}`, details: { role } }]);
-      return { result: { name, role, token } };
-    });
+    return this.provisioned({ kind: 'operator', name }, token, () =>
+      this.write(() => {
+        this.deps.store.addOperator({ name, role, tokenHash: hashToken(token), now: this.deps.now().toISOString() });
+        this.audit([{ actor, action: 'operator.added', subject: `operator:${name}`, details: { role } }]);
+        return { result: { name, role, token } };
+      }),
+    );
   }
 
   /**
    * Removes an operator account: its token stops working and its sessions end at once. Nobody
    * removes or demotes themselves, so an admin always remains (only an admin may do either).
    */
-  removeOperator(name: string, actor: string): { name: string; removed: true } {
+  removeOperator(name: string, actor: string): Promise<{ name: string; removed: true }> {
     this.refuseSelf(name, actor, 'remove');
-    const result = this.write(() => {
-      if (!this.deps.store.removeOperator(name)) throw this.noOperator(name);
-      this.audit([{ actor, action: 'operator.removed', subject: `operator:${name}`, details: {} }]);
-      return { result: { name, removed: true as const } };
+    return this.deprovisioned({ kind: 'operator', name }, () => {
+      const result = this.write(() => {
+        if (!this.deps.store.removeOperator(name)) throw this.noOperator(name);
+        this.audit([{ actor, action: 'operator.removed', subject: `operator:${name}`, details: {} }]);
+        return { result: { name, removed: true as const } };
+      });
+      this.credentialsChanged({ kind: 'operator', name });
+      return result;
     });
-    this.credentialsChanged({ kind: 'operator', name });
-    return result;
   }
 
   /** Gives an operator another role; its sessions end, and it reconnects with the new one. */
@@ -390,13 +460,22 @@ export class FleetService {
     actor: string,
   ) {
     const id = assertSafeName('device id', input.id);
+    const token = newToken();
+    return this.provisioned({ kind: 'device', deviceId: id }, token, () => this.enrol(input, token, actor));
+  }
+
+  private enrol(
+    input: { id: string; labels?: Record<string, string> | undefined; channel?: string | undefined },
+    token: string,
+    actor: string,
+  ) {
+    const id = assertSafeName('device id', input.id);
     const channel = input.channel ?? 'stable';
     assertSafeName('device id', channel);
     if (this.deps.store.getOperator(id)) {
       // That id is the operator's own MQTT client id (its name; its others are `name@...`).
       throw new OtaError('E_CONFLICT', `device id ${id} clashes with operator ${id}'s client id; pick another id`);
     }
-    const token = newToken();
     const { store } = this.deps;
     const labels = input.labels ?? {};
     const trust = this.releaseTrust();
@@ -431,15 +510,17 @@ export class FleetService {
 
   /** Removes a device: its token stops working and its session ends at once. */
   removeDevice(id: string, actor: string) {
-    const result = this.write(() => {
-      if (!this.deps.store.removeDevice(id)) {
-        throw new OtaError('E_NOT_FOUND', `no device ${JSON.stringify(id)}: see \`otactl device ls\``);
-      }
-      this.audit([{ actor, action: 'device.removed', subject: `device:${id}`, details: {} }]);
-      return { result: { id, removed: true } };
+    return this.deprovisioned({ kind: 'device', deviceId: id }, () => {
+      const result = this.write(() => {
+        if (!this.deps.store.removeDevice(id)) {
+          throw new OtaError('E_NOT_FOUND', `no device ${JSON.stringify(id)}: see \`otactl device ls\``);
+        }
+        this.audit([{ actor, action: 'device.removed', subject: `device:${id}`, details: {} }]);
+        return { result: { id, removed: true } };
+      });
+      this.credentialsChanged({ kind: 'device', deviceId: id });
+      return result;
     });
-    this.credentialsChanged({ kind: 'device', deviceId: id });
-    return result;
   }
 
   showDevice(id: string): DeviceRecord & { desired: DesiredRecord[]; history: HistoryRecord[] } {

@@ -60,6 +60,11 @@ export class FleetTally {
   }
 
   /** Devices whose newest report names `model`. */
+  /** Whether device `id` is enrolled now. */
+  has(id: string): boolean {
+    return this.devices.has(id);
+  }
+
   modelDeviceCount(model: string): number {
     return this.models.get(model)?.devices ?? 0;
   }

@@ -44,6 +44,8 @@ export interface CoordinatorMetrics {
   readonly authRefusalsHeld: Counter;
   /** MQTT connections closed for announcing a packet over the size cap (before it was buffered). */
   readonly oversizedPackets: Counter;
+  /** Messages from an external broker refused by the coordinator's own checks (schema, size, unknown sender). */
+  readonly externalMessagesRefused: Counter;
   readonly slowWatchersCut: Counter;
   /**
    * Device metrics summaries received and stored (docs/metrics.md), and what they summarise:
@@ -235,6 +237,11 @@ export function createMetrics(options: MetricsOptions = {}): CoordinatorMetrics 
       this.set(bytes.file + bytes.wal);
     },
   });
+  const externalMessagesRefused = new Counter({
+    name: 'ota_broker_messages_refused_total',
+    help: 'Messages from the external broker (--broker) the coordinator refused: bad payload, over the size limit, or an unknown device or operator.',
+    registers,
+  });
   const oversizedPackets = new Counter({
     name: 'ota_mqtt_oversized_packets_total',
     help: 'MQTT connections closed for announcing a packet over the size limit.',
@@ -270,6 +277,7 @@ export function createMetrics(options: MetricsOptions = {}): CoordinatorMetrics 
     authFailuresNotAudited,
     authRefusalsHeld,
     oversizedPackets,
+    externalMessagesRefused,
     slowWatchersCut,
     artifactBytesServed,
     deviceMetricsSummaries,

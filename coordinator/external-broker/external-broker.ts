@@ -1,0 +1,240 @@
+import mqtt, { type MqttClient } from 'mqtt';
+import { OtaError } from '../../shared/errors.js';
+import type { Logger } from '../../shared/logger.js';
+import type { CommandReply, CommandRequest, Metrics, Reported, Status } from '../../shared/messages.js';
+import { encodePayload } from '../../shared/payload.js';
+import type { Topics } from '../../shared/topics.js';
+import { checkClientPayload } from '../broker/payload-check.js';
+import type { Principal } from '../broker/principal.js';
+
+/**
+ * The coordinator as a client of an external MQTT broker (design section 12), in place of the
+ * embedded one: it subscribes to what it ingests (every device's reported, status and metrics,
+ * and the commands), publishes desired states, summaries, audit events and replies, and checks
+ * every payload itself with the embedded broker's checks (payload-check.ts): that broker checks
+ * topics only. Who published is known from the topic, which that broker's ACL ties to the client
+ * (dynsec-rules.ts): a device publishes only under its own id, an operator's commands name it.
+ *
+ * Its session is persistent (clean session off, one client id): what arrives while the
+ * coordinator restarts waits in the broker at QoS 1. Subscriptions are made on every connect, so
+ * retained reports and statuses are delivered again (MQTT 3.1.1 section 3.8.4) and the
+ * coordinator rebuilds what it keeps in memory. When the broker had lost the session (it
+ * restarted without persistence), `onSessionLost` republishes the retained state.
+ */
+
+export interface ExternalBrokerRoutes {
+  report(deviceId: string, report: Reported): void;
+  presence(deviceId: string, online: boolean, status: Status): void;
+  metrics(deviceId: string, metrics: Metrics): Promise<void>;
+  command(op: string, request: CommandRequest, principal: Principal): Promise<CommandReply>;
+}
+
+export interface ExternalBrokerOptions {
+  url: string;
+  username: string;
+  password: string;
+  /** CA certificates (PEM) for an mqtts:// broker with a private CA. */
+  ca?: Buffer | undefined;
+  clientId: string;
+  topics: Topics;
+  logger: Logger;
+  maxPayloadBytes: number;
+  /** A device the store has (a removed device's client may outlive it in the broker for a moment). */
+  isDevice(id: string): boolean;
+  /** The operator named in a command topic, with its role now, or null. */
+  operator(name: string): Principal | null;
+  routes: ExternalBrokerRoutes;
+  /** Called (not awaited) on each connect after the first whose broker had no session of ours. */
+  onSessionLost?: () => void;
+  /** A message refused by the checks (counted by the caller). */
+  onRefused?: (reason: string) => void;
+  /** How long start() waits for the first connection. */
+  connectTimeoutMs?: number;
+}
+
+export interface ExternalBroker {
+  readonly mqtt: MqttClient;
+  publish(topic: string, payload: Buffer, opts: { retain: boolean; qos: 0 | 1 }): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** CONNACK return codes of MQTT 3.1.1 section 3.2.2.3, as an operator reads them. */
+function refusal(code: number | undefined, username: string): string | null {
+  if (code === 4 || code === 5) {
+    return `the broker refused user ${JSON.stringify(username)} (${code === 4 ? 'bad user name or password' : 'not authorized'}): check --broker-user and --broker-password-file against the client in the broker (ota-coordinator mosquitto-config writes both)`;
+  }
+  if (code === 2) return 'the broker refused the client id: it must accept "ota-coordinator"';
+  return null;
+}
+
+export async function connectExternalBroker(options: ExternalBrokerOptions): Promise<ExternalBroker> {
+  const { topics, logger, routes } = options;
+  const client = mqtt.connect(options.url, {
+    clientId: options.clientId,
+    username: options.username,
+    password: options.password,
+    protocolVersion: 4,
+    clean: false,
+    keepalive: 30,
+    reconnectPeriod: 1_000,
+    connectTimeout: 10_000,
+    // Made on every connect below (that also brings the retained reports again).
+    resubscribe: false,
+    ...(options.ca ? { ca: options.ca } : {}),
+  });
+  let connects = 0;
+  const filters = [
+    topics.allDevices('reported'),
+    topics.allDevices('status'),
+    topics.allDevices('metrics'),
+    topics.allCommands(),
+  ];
+
+  const refuse = (topic: string, reason: string) => {
+    logger.warn({ topic: topic.slice(0, 200), reason }, 'message refused');
+    options.onRefused?.(reason);
+  };
+
+  const reply = (topic: string, r: CommandReply) =>
+    client.publishAsync(topic, encodePayload(r), { qos: 1, retain: false }).then(
+      () => {},
+      (err: Error) => logger.warn({ topic, err: err.message }, 'reply not sent'),
+    );
+
+  function onMessage(topic: string, payload: Buffer): void {
+    // An empty retained message deletes one (MQTT 3.1.1 section 3.3.1.3): the coordinator's own,
+    // when a device is removed. Nothing to ingest.
+    if (payload.length === 0) return;
+    let parsed: ReturnType<Topics['parse']>;
+    try {
+      parsed = topics.parse(topic);
+    } catch (err) {
+      refuse(topic, (err as Error).message);
+      return;
+    }
+    let principal: Principal;
+    let clientId: string;
+    if (parsed.kind === 'reported' || parsed.kind === 'status' || parsed.kind === 'metrics') {
+      if (!options.isDevice(parsed.deviceId)) {
+        refuse(topic, `no device ${parsed.deviceId} is enrolled (removed, or never added)`);
+        return;
+      }
+      principal = { kind: 'device', deviceId: parsed.deviceId };
+      clientId = parsed.deviceId;
+    } else if (parsed.kind === 'cmd') {
+      if (parsed.operator === undefined) {
+        refuse(
+          topic,
+          `through an external broker a command names its caller: publish to ${topics.prefix}/cmd/${parsed.op}/<your name>`,
+        );
+        return;
+      }
+      const operator = options.operator(parsed.operator);
+      if (!operator) {
+        refuse(topic, `no operator ${parsed.operator}`);
+        return;
+      }
+      principal = operator;
+      clientId = parsed.operator;
+    } else {
+      return; // not ingested (the broker's ACL lets no client publish there)
+    }
+    const checked = checkClientPayload(topics, options.maxPayloadBytes, topic, payload, principal, clientId);
+    if ('problem' in checked) {
+      refuse(topic, checked.problem);
+      return;
+    }
+    const d = checked.decoded;
+    try {
+      switch (d.kind) {
+        case 'reported':
+          routes.report(d.deviceId, d.value);
+          break;
+        case 'status':
+          routes.presence(d.deviceId, d.value.online, d.value);
+          break;
+        case 'metrics':
+          routes.metrics(d.deviceId, d.value).catch((err: Error) => {
+            logger.warn({ deviceId: d.deviceId, err: err.message }, 'metrics summary not stored');
+          });
+          break;
+        case 'cmd':
+          void routes.command(d.op, d.value, principal).then((r) => reply(d.value.replyTo, r));
+          break;
+      }
+    } catch (err) {
+      logger.error({ topic, err: (err as Error).message }, 'message not processed');
+    }
+  }
+
+  client.on('message', (topic, payload) => onMessage(topic, payload));
+
+  let firstConnect: (() => void) | null = null;
+  let firstFailure: ((err: Error) => void) | null = null;
+  client.on('connect', (connack) => {
+    connects++;
+    const again = connects > 1;
+    client.subscribeAsync(filters, { qos: 1 }).then(
+      (granted) => {
+        const denied = granted.filter((g) => g.qos === 128).map((g) => g.topic);
+        if (denied.length > 0) {
+          const err = new OtaError(
+            'E_BROKER',
+            `the broker refused the coordinator's subscriptions ${denied.join(', ')}: its client needs the role ota-coordinator (ota-coordinator mosquitto-config)`,
+          );
+          if (firstFailure) firstFailure(err);
+          else logger.error({ err: err.message }, 'subscriptions refused');
+          return;
+        }
+        logger.info({ broker: options.url, sessionPresent: connack.sessionPresent, again }, 'connected to the broker');
+        if (again && !connack.sessionPresent) options.onSessionLost?.();
+        firstConnect?.();
+      },
+      (err: Error) => {
+        if (firstFailure) firstFailure(new OtaError('E_BROKER', `subscribing failed: ${err.message}`));
+        else logger.warn({ err: err.message }, 'subscribing failed; retried at the next connect');
+      },
+    );
+  });
+  client.on('offline', () => logger.warn({ broker: options.url }, 'broker connection lost; reconnecting'));
+  client.on('error', (err: Error & { code?: number | string }) => {
+    const why = refusal(typeof err.code === 'number' ? err.code : undefined, options.username);
+    if (firstFailure) firstFailure(new OtaError('E_BROKER', why ?? `cannot connect to ${options.url}: ${err.message}`));
+    else logger.warn({ err: why ?? err.message }, 'broker connection error');
+  });
+
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () =>
+          reject(
+            new OtaError(
+              'E_BROKER',
+              `no connection to the broker at ${options.url} within ${options.connectTimeoutMs ?? 30_000} ms: is it running and reachable?`,
+            ),
+          ),
+        options.connectTimeoutMs ?? 30_000,
+      );
+      firstConnect = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      firstFailure = (err) => {
+        clearTimeout(timer);
+        reject(err);
+      };
+    });
+  } catch (err) {
+    await client.endAsync(true);
+    throw err;
+  } finally {
+    firstConnect = null;
+    firstFailure = null;
+  }
+
+  return {
+    mqtt: client,
+    publish: (topic, payload, opts) => client.publishAsync(topic, payload, opts).then(() => {}),
+    close: () => client.endAsync(),
+  };
+}
