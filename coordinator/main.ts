@@ -6,6 +6,7 @@ import { stopOnSignal } from '../shared/stop-on-signal.js';
 import { createNotifier } from '../shared/systemd-notify.js';
 import { readPackageVersion } from '../shared/version.js';
 import { type CoordinatorFlags, resolveCoordinatorConfig } from './config.js';
+import { mosquittoConfigCommand } from './external-broker/mosquitto-config-command.js';
 import { startCoordinator } from './service.js';
 
 /**
@@ -25,11 +26,27 @@ const program = new Command('ota-coordinator')
   .option('--public-mqtt-url <url>', 'broker URL written into agent configs (default: the bound address)')
   .option('--public-http-url <url>', 'artifact URL written into agent configs (default: the bound address)')
   .option('--log-level <level>', 'fatal|error|warn|info|debug|trace (env OTA_LOG_LEVEL; default info)')
+  .option(
+    '--broker <url>',
+    'an external MQTT broker, mqtt(s)://host:port, instead of the embedded one (env OTA_BROKER_URL)',
+  )
+  .option(
+    '--broker-user <name>',
+    "the coordinator's user in that broker (env OTA_BROKER_USER; default ota-coordinator)",
+  )
+  .option('--broker-password-file <file>', 'file holding that password (env OTA_BROKER_PASSWORD_FILE)')
+  .option('--broker-ca <file>', 'PEM CA certificates for an mqtts:// broker with a private CA (env OTA_BROKER_CA)')
+  .option('--artifacts-url <url>', 'HTTP origin or CDN devices download artifacts from (env OTA_ARTIFACTS_URL)')
+  .addHelpText(
+    'after',
+    '\nSubcommands:\n  ota-coordinator mosquitto-config --dir DIR   write a Mosquitto 2 config for --broker (see --help there)',
+  )
   .exitOverride();
 
 async function main(): Promise<number> {
   // Everything in the data directory is the coordinator's alone (database with token hashes, keys).
   process.umask(0o077);
+  if (process.argv[2] === 'mosquitto-config') return mosquittoConfigCommand(process.argv.slice(3));
   try {
     program.parse(process.argv);
   } catch (err) {

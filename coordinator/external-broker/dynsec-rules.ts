@@ -68,13 +68,18 @@ export function operatorAcls(topics: Topics, name: string): DynsecAcl[] {
   ];
 }
 
+const receive = (topic: string): DynsecAcl => ({ acltype: 'publishClientReceive', topic, allow: true });
+
 export function coordinatorAcls(topics: Topics): DynsecAcl[] {
   return [
     send(`${topics.prefix}/#`),
     subscribe(`${topics.prefix}/#`),
+    receive(`${topics.prefix}/#`),
     send(`${DYNSEC_CONTROL_TOPIC}/#`),
     send(DYNSEC_CONTROL_TOPIC),
     subscribe(`${DYNSEC_CONTROL_TOPIC}/#`),
+    // The plugin's answers are delivered only with an explicit receive rule, whatever the default.
+    receive(`${DYNSEC_CONTROL_TOPIC}/#`),
   ];
 }
 

@@ -18,8 +18,10 @@ export async function startInProcessCoordinator(
   t: Test,
   dataDir = path.join(t.testdir(), 'data'),
   options: Omit<Parameters<typeof startCoordinator>[1], 'logger'> = {},
+  /** More settings, as the environment would give them (e.g. TestMosquitto's `env`). */
+  env: NodeJS.ProcessEnv = {},
 ) {
-  const config = resolveCoordinatorConfig({ data: dataDir, mqttPort: 0, httpPort: 0 }, {});
+  const config = resolveCoordinatorConfig({ data: dataDir, mqttPort: 0, httpPort: 0 }, env);
   const running = await startCoordinator(config, { logger: silent, ...options });
   t.teardown(() => running.stop());
   const token = JSON.parse(await fs.readFile(running.adminTokenFile, 'utf8')) as AdminTokenFile;
