@@ -101,7 +101,14 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
       (err: Error) => logger.warn({ topic, err: err.message }, 'reply not sent'),
     );
 
-  function onMessage(topic: string, payload: Buffer): void {
+  /** Deletes a retained message (an empty retained publish, MQTT 3.1.1 section 3.3.1.3). */
+  const unretain = (topic: string) =>
+    client.publishAsync(topic, Buffer.alloc(0), { qos: 1, retain: true }).then(
+      () => {},
+      (err: Error) => logger.warn({ topic, err: err.message }, 'retained message not deleted'),
+    );
+
+  function onMessage(topic: string, payload: Buffer, retained: boolean): void {
     // An empty retained message deletes one (MQTT 3.1.1 section 3.3.1.3): the coordinator's own,
     // when a device is removed. Nothing to ingest.
     if (payload.length === 0) return;
@@ -122,6 +129,13 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
       principal = { kind: 'device', deviceId: parsed.deviceId };
       clientId = parsed.deviceId;
     } else if (parsed.kind === 'cmd') {
+      if (retained) {
+        // A command the broker kept (its ACL cannot refuse the retain flag) would run again at
+        // every subscription: it ran when it was published, so it is deleted and not run.
+        refuse(topic, 'a retained command is not run again; deleted from the broker');
+        void unretain(topic);
+        return;
+      }
       if (parsed.operator === undefined) {
         refuse(
           topic,
@@ -154,6 +168,9 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
           routes.presence(d.deviceId, d.value.online, d.value);
           break;
         case 'metrics':
+          // Summaries are not retained (docs/metrics.md); one a device retained anyway is stored
+          // (a summary counts once however often it arrives) and deleted from the broker.
+          if (retained) void unretain(topic);
           routes.metrics(d.deviceId, d.value).catch((err: Error) => {
             logger.warn({ deviceId: d.deviceId, err: err.message }, 'metrics summary not stored');
           });
@@ -167,7 +184,9 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
     }
   }
 
-  client.on('message', (topic, payload) => onMessage(topic, payload));
+  // The retain flag is set only on what the broker delivers from its retained store (at a
+  // subscription); live messages arrive without it (MQTT 3.1.1 section 3.3.1.3).
+  client.on('message', (topic, payload, packet) => onMessage(topic, payload, packet.retain));
 
   let firstConnect: (() => void) | null = null;
   let firstFailure: ((err: Error) => void) | null = null;
