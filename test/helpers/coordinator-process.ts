@@ -25,7 +25,7 @@ export class CoordinatorProcess extends LoggedProcess {
   constructor(
     readonly dataDir: string,
     readonly ports: { mqtt: number; http: number },
-    env: NodeJS.ProcessEnv = {},
+    readonly env: NodeJS.ProcessEnv = {},
   ) {
     super(
       COORDINATOR_MAIN,
@@ -34,8 +34,12 @@ export class CoordinatorProcess extends LoggedProcess {
     );
   }
 
-  static async start(dataDir: string, ports?: { mqtt: number; http: number }): Promise<CoordinatorProcess> {
-    const p = new CoordinatorProcess(dataDir, ports ?? { mqtt: await freePort(), http: await freePort() });
+  static async start(
+    dataDir: string,
+    ports?: { mqtt: number; http: number },
+    env: NodeJS.ProcessEnv = {},
+  ): Promise<CoordinatorProcess> {
+    const p = new CoordinatorProcess(dataDir, ports ?? { mqtt: await freePort(), http: await freePort() }, env);
     await p.ready();
     return p;
   }

@@ -38,9 +38,10 @@ export class FleetFixture {
     public admin: CommandClient,
   ) {}
 
-  static async create(t: Test): Promise<FleetFixture> {
-    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ota-fleet-test-'));
-    const coordinator = await CoordinatorProcess.start(path.join(dir, 'data'));
+  /** `env`: the coordinator's environment (e.g. TestMosquitto's `env` for an external broker). */
+  static async create(t: Test, options: { env?: NodeJS.ProcessEnv; dir?: string } = {}): Promise<FleetFixture> {
+    const dir = options.dir ?? (await fs.mkdtemp(path.join(os.tmpdir(), 'ota-fleet-test-')));
+    const coordinator = await CoordinatorProcess.start(path.join(dir, 'data'), undefined, options.env);
     const admin = await FleetFixture.connectAdmin(coordinator);
     const f = new FleetFixture(dir, coordinator, admin);
     f.watch();
@@ -95,7 +96,14 @@ export class FleetFixture {
     else await this.coordinator.stop();
     await whileStopped?.(this.coordinator.dataDir);
     const ports = this.coordinator.ports;
-    this.coordinator = await CoordinatorProcess.start(this.coordinator.dataDir, ports);
+    this.coordinator = await CoordinatorProcess.start(this.coordinator.dataDir, ports, this.coordinator.env);
+    this.admin = await FleetFixture.connectAdmin(this.coordinator);
+    this.watch();
+  }
+
+  /** A new admin connection (after the broker it went through restarted), watching as before. */
+  async reconnectAdmin(): Promise<void> {
+    await this.admin.close().catch(() => {});
     this.admin = await FleetFixture.connectAdmin(this.coordinator);
     this.watch();
   }
