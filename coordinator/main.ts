@@ -7,6 +7,7 @@ import { createNotifier } from '../shared/systemd-notify.js';
 import { readPackageVersion } from '../shared/version.js';
 import { type CoordinatorFlags, resolveCoordinatorConfig } from './config.js';
 import { mosquittoConfigCommand } from './external-broker/mosquitto-config-command.js';
+import { syncArtifactsCommand } from './http/sync-artifacts-command.js';
 import { startCoordinator } from './service.js';
 
 /**
@@ -39,7 +40,7 @@ const program = new Command('ota-coordinator')
   .option('--artifacts-url <url>', 'HTTP origin or CDN devices download artifacts from (env OTA_ARTIFACTS_URL)')
   .addHelpText(
     'after',
-    '\nSubcommands:\n  ota-coordinator mosquitto-config --dir DIR   write a Mosquitto 2 config for --broker (see --help there)',
+    '\nSubcommands (each with --help):\n  ota-coordinator mosquitto-config --dir DIR   write a Mosquitto 2 config for --broker\n  ota-coordinator sync-artifacts --to DIR      copy new artifacts to the directory an origin serves (--artifacts-url)',
   )
   .exitOverride();
 
@@ -47,6 +48,7 @@ async function main(): Promise<number> {
   // Everything in the data directory is the coordinator's alone (database with token hashes, keys).
   process.umask(0o077);
   if (process.argv[2] === 'mosquitto-config') return mosquittoConfigCommand(process.argv.slice(3));
+  if (process.argv[2] === 'sync-artifacts') return syncArtifactsCommand(process.argv.slice(3));
   try {
     program.parse(process.argv);
   } catch (err) {

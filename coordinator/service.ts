@@ -209,7 +209,8 @@ export async function startCoordinator(
       releaseThreshold: config.releaseThreshold,
       agentConfigBase: () => ({
         broker: { url: publicMqttUrl },
-        artifactsUrl: publicHttpUrl,
+        // An HTTP origin or CDN when given (docs/brokers.md, "Artifacts from an origin").
+        artifactsUrl: config.artifactsUrl ?? publicHttpUrl,
         coordinatorKey: publicKeyToJson(key),
       }),
       onAudit,

@@ -36,52 +36,56 @@ const dump = async (f: FleetFixture, id: string, broker: TestMosquitto) => {
   console.error((await broker.log()).slice(-3000));
 };
 
-t.test('through Mosquitto: waves, a manual gate, completion; a bad model halts', { skip: mosquittoSkip() }, async (t) => {
-  const { f } = await fleetOnV1(t);
-  await f.publish('det', '2.0.0', goodModel(2), { counter: 2 });
-  const created = await f.admin.call<RolloutSummary>('rollout.create', {
-    id: 'r-v2',
-    model: 'det',
-    version: '2.0.0',
-    devices: DEVICES,
-    waves: '25,50:manual,100',
-    maxFailureRate: 0,
-  });
-  t.equal(created.waves[0]?.devices, 1, 'one canary');
-  await f.waitForRollout('r-v2', (s) => s.status === 'waiting_approval', 'at the gate');
-  t.equal(DEVICES.filter((d) => f.lastReport(d)?.models.det?.version === '2.0.0').length, 1, 'only the canary');
-  await f.admin.call('rollout.approve', { id: 'r-v2' });
-  const done = await f.waitForRollout('r-v2', (s) => s.status === 'completed', 'completed');
-  t.equal(done.failures.count, 0);
-  for (const id of DEVICES) t.equal(await f.link(id, 'det'), '2.0.0', `${id} on 2.0.0`);
+t.test(
+  'through Mosquitto: waves, a manual gate, completion; a bad model halts',
+  { skip: mosquittoSkip() },
+  async (t) => {
+    const { f } = await fleetOnV1(t);
+    await f.publish('det', '2.0.0', goodModel(2), { counter: 2 });
+    const created = await f.admin.call<RolloutSummary>('rollout.create', {
+      id: 'r-v2',
+      model: 'det',
+      version: '2.0.0',
+      devices: DEVICES,
+      waves: '25,50:manual,100',
+      maxFailureRate: 0,
+    });
+    t.equal(created.waves[0]?.devices, 1, 'one canary');
+    await f.waitForRollout('r-v2', (s) => s.status === 'waiting_approval', 'at the gate');
+    t.equal(DEVICES.filter((d) => f.lastReport(d)?.models.det?.version === '2.0.0').length, 1, 'only the canary');
+    await f.admin.call('rollout.approve', { id: 'r-v2' });
+    const done = await f.waitForRollout('r-v2', (s) => s.status === 'completed', 'completed');
+    t.equal(done.failures.count, 0);
+    for (const id of DEVICES) t.equal(await f.link(id, 'det'), '2.0.0', `${id} on 2.0.0`);
 
-  await f.publish('det', '3.0.0', wrongOutputsModel(), { counter: 3 });
-  await f.admin.call('rollout.create', {
-    id: 'r-v3',
-    model: 'det',
-    version: '3.0.0',
-    devices: DEVICES,
-    waves: '25,100',
-    maxFailureRate: 0,
-  });
-  const halted = await f.waitForRollout('r-v3', (s) => s.status === 'halted', 'halted');
-  t.match(halted.haltReason, /exceeds/, 'the halt says why');
-  const status = await f.admin.call<{ devices: { id: string; wave: number; state: string }[] }>('rollout.status', {
-    id: 'r-v3',
-  });
-  t.same(
-    status.devices.filter((d) => d.wave !== 1 && d.state !== 'pending'),
-    [],
-    'wave 2 never assigned after the halt',
-  );
-  const canary = status.devices.find((d) => d.wave === 1)?.id as string;
-  await f.waitFor(`${canary} rolled back`, () => {
-    const s = f.lastReport(canary)?.models.det;
-    return s?.state === 'rolled_back' ? s : undefined;
-  });
-  t.equal(await f.link(canary, 'det'), '2.0.0', 'the canary rolled back to 2.0.0');
-  t.match(await f.admin.call('audit.verify'), { ok: true });
-});
+    await f.publish('det', '3.0.0', wrongOutputsModel(), { counter: 3 });
+    await f.admin.call('rollout.create', {
+      id: 'r-v3',
+      model: 'det',
+      version: '3.0.0',
+      devices: DEVICES,
+      waves: '25,100',
+      maxFailureRate: 0,
+    });
+    const halted = await f.waitForRollout('r-v3', (s) => s.status === 'halted', 'halted');
+    t.match(halted.haltReason, /exceeds/, 'the halt says why');
+    const status = await f.admin.call<{ devices: { id: string; wave: number; state: string }[] }>('rollout.status', {
+      id: 'r-v3',
+    });
+    t.same(
+      status.devices.filter((d) => d.wave !== 1 && d.state !== 'pending'),
+      [],
+      'wave 2 never assigned after the halt',
+    );
+    const canary = status.devices.find((d) => d.wave === 1)?.id as string;
+    await f.waitFor(`${canary} rolled back`, () => {
+      const s = f.lastReport(canary)?.models.det;
+      return s?.state === 'rolled_back' ? s : undefined;
+    });
+    t.equal(await f.link(canary, 'det'), '2.0.0', 'the canary rolled back to 2.0.0');
+    t.match(await f.admin.call('audit.verify'), { ok: true });
+  },
+);
 
 t.test('through Mosquitto: abort with revert, one device offline', { skip: mosquittoSkip() }, async (t) => {
   const { f } = await fleetOnV1(t);
@@ -114,44 +118,50 @@ t.test('through Mosquitto: abort with revert, one device offline', { skip: mosqu
   t.equal(await f.link(offline, 'det'), '1.0.0', `${offline} reverted once back (its retained desired state)`);
 });
 
-t.test('through Mosquitto: coordinator kill -9 and a broker restart mid-rollout', { skip: mosquittoSkip() }, async (t) => {
-  const { f, broker } = await fleetOnV1(t);
-  await f.publish('det', '2.0.0', goodModel(2), { counter: 2 });
-  await f.admin.call('rollout.create', {
-    id: 'r-crash',
-    model: 'det',
-    version: '2.0.0',
-    devices: DEVICES,
-    waves: '25,50:manual,100',
-  });
-  await f.waitForRollout('r-crash', (s) => s.status === 'waiting_approval', 'at the gate');
-  await f.admin.call('rollout.approve', { id: 'r-crash' });
-  // Killed while wave 2 runs: the devices keep reporting to the broker, which keeps their
-  // reports for the coordinator's session until it is back.
-  await f.waitFor('wave 2 assigned', () => {
-    const s = f.lastSummary('r-crash');
-    return s && s.currentWave >= 2 ? s : undefined;
-  });
-  await f.restartCoordinator('SIGKILL');
-  t.pass('coordinator killed with SIGKILL and restarted');
-  // And the broker restarts (persistence on: retained state and the coordinator's session kept).
-  await broker.restart();
-  t.pass('broker restarted');
-  // The test's own admin connection went down with the broker (otactl connects per command).
-  await f.reconnectAdmin();
-  const done = await f
-    .waitForRollout('r-crash', (s) => s.status === 'completed', 'completed after the restarts', 180_000)
-    .catch(async (err) => {
-      await dump(f, 'r-crash', broker);
-      throw err;
+t.test(
+  'through Mosquitto: coordinator kill -9 and a broker restart mid-rollout',
+  { skip: mosquittoSkip() },
+  async (t) => {
+    const { f, broker } = await fleetOnV1(t);
+    await f.publish('det', '2.0.0', goodModel(2), { counter: 2 });
+    await f.admin.call('rollout.create', {
+      id: 'r-crash',
+      model: 'det',
+      version: '2.0.0',
+      devices: DEVICES,
+      waves: '25,50:manual,100',
     });
-  t.equal(done.failures.count, 0);
-  for (const id of DEVICES) await f.waitForDevice(id, 'det', 'healthy', '2.0.0');
-  const status = await f.admin.call<{ devices: { id: string; state: string }[] }>('rollout.status', { id: 'r-crash' });
-  t.same(
-    status.devices.map((d) => d.state).sort(),
-    DEVICES.map(() => 'healthy'),
-    'every device row healthy: no report lost',
-  );
-  t.match(await f.admin.call('audit.verify'), { ok: true });
-});
+    await f.waitForRollout('r-crash', (s) => s.status === 'waiting_approval', 'at the gate');
+    await f.admin.call('rollout.approve', { id: 'r-crash' });
+    // Killed while wave 2 runs: the devices keep reporting to the broker, which keeps their
+    // reports for the coordinator's session until it is back.
+    await f.waitFor('wave 2 assigned', () => {
+      const s = f.lastSummary('r-crash');
+      return s && s.currentWave >= 2 ? s : undefined;
+    });
+    await f.restartCoordinator('SIGKILL');
+    t.pass('coordinator killed with SIGKILL and restarted');
+    // And the broker restarts (persistence on: retained state and the coordinator's session kept).
+    await broker.restart();
+    t.pass('broker restarted');
+    // The test's own admin connection went down with the broker (otactl connects per command).
+    await f.reconnectAdmin();
+    const done = await f
+      .waitForRollout('r-crash', (s) => s.status === 'completed', 'completed after the restarts', 180_000)
+      .catch(async (err) => {
+        await dump(f, 'r-crash', broker);
+        throw err;
+      });
+    t.equal(done.failures.count, 0);
+    for (const id of DEVICES) await f.waitForDevice(id, 'det', 'healthy', '2.0.0');
+    const status = await f.admin.call<{ devices: { id: string; state: string }[] }>('rollout.status', {
+      id: 'r-crash',
+    });
+    t.same(
+      status.devices.map((d) => d.state).sort(),
+      DEVICES.map(() => 'healthy'),
+      'every device row healthy: no report lost',
+    );
+    t.match(await f.admin.call('audit.verify'), { ok: true });
+  },
+);
