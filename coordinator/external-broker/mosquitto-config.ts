@@ -78,7 +78,7 @@ export function mosquittoConf(input: MosquittoConfigInput): string {
     `max_queued_messages ${MOSQUITTO_MAX_QUEUED}`,
     'max_queued_bytes 0',
     `max_packet_size ${MOSQUITTO_MAX_PACKET_BYTES}`,
-    '# Small packets out at once: a command\'s reply, the plugin\'s answers (else ~40 ms each, Nagle + delayed ACK).',
+    "# Small packets out at once: a command's reply, the plugin's answers (else ~40 ms each, Nagle + delayed ACK).",
     'set_tcp_nodelay true',
     input.logFile ? `log_dest file ${input.logFile}` : 'log_dest stderr',
     'log_type error',
