@@ -36,8 +36,8 @@ function ownerOf(user: string): { uid: number; gid: number } | undefined {
  */
 export async function mosquittoConfigCommand(
   argv: string[],
-  out = process.stdout,
-  err = process.stderr,
+  out: { write(s: string): unknown } = process.stdout,
+  err: { write(s: string): unknown } = process.stderr,
 ): Promise<number> {
   const cmd = new Command('ota-coordinator mosquitto-config')
     .description('write a Mosquitto 2 config whose dynamic security plugin the coordinator manages (for --broker)')

@@ -10,8 +10,8 @@ import { syncArtifacts } from './artifact-sync.js';
  */
 export async function syncArtifactsCommand(
   argv: string[],
-  out = process.stdout,
-  err = process.stderr,
+  out: { write(s: string): unknown } = process.stdout,
+  err: { write(s: string): unknown } = process.stderr,
 ): Promise<number> {
   const cmd = new Command('ota-coordinator sync-artifacts')
     .description('copy new artifacts into the directory your HTTP origin or CDN serves (for --artifacts-url)')
