@@ -48,6 +48,11 @@ export const CoordinatorConfigSchema = z.strictObject({
       username: z.string().min(1),
       passwordFile: z.string().min(1),
       caFile: z.string().min(1).nullable(),
+      /**
+       * Who keeps the broker's clients: `mosquitto` (the coordinator, through Mosquitto 2's dynamic
+       * security plugin) or `none` (the broker's operator, e.g. for EMQX: docs/brokers-other.md).
+       */
+      identity: z.enum(['mosquitto', 'none']),
     })
     .nullable()
     .default(null),
@@ -74,6 +79,7 @@ export interface CoordinatorFlags {
   brokerUser?: string;
   brokerPasswordFile?: string;
   brokerCa?: string;
+  brokerIdentity?: string;
   artifactsUrl?: string;
 }
 
@@ -91,6 +97,7 @@ const ENV = {
   brokerUser: 'OTA_BROKER_USER',
   brokerPasswordFile: 'OTA_BROKER_PASSWORD_FILE',
   brokerCa: 'OTA_BROKER_CA',
+  brokerIdentity: 'OTA_BROKER_IDENTITY',
   artifactsUrl: 'OTA_ARTIFACTS_URL',
 } as const;
 
@@ -117,10 +124,17 @@ export function resolveCoordinatorConfig(flags: CoordinatorFlags, env: NodeJS.Pr
   }
   const brokerUrl = pick('broker');
   const brokerPasswordFile = pick('brokerPasswordFile');
-  if (!brokerUrl && (pick('brokerUser') || brokerPasswordFile || pick('brokerCa'))) {
+  if (!brokerUrl && (pick('brokerUser') || brokerPasswordFile || pick('brokerCa') || pick('brokerIdentity'))) {
     throw new OtaError(
       'E_CONFIG',
-      '--broker-user, --broker-password-file and --broker-ca go with --broker <mqtt(s)://host:port>: give --broker too, or drop them to use the embedded broker',
+      '--broker-user, --broker-password-file, --broker-ca and --broker-identity go with --broker <mqtt(s)://host:port>: give --broker too, or drop them to use the embedded broker',
+    );
+  }
+  const identity = pick('brokerIdentity') ?? 'mosquitto';
+  if (identity !== 'mosquitto' && identity !== 'none') {
+    throw new OtaError(
+      'E_CONFIG',
+      `--broker-identity: ${JSON.stringify(identity)} is not one of mosquitto (the coordinator manages Mosquitto 2's dynamic security plugin) or none (you manage the broker's clients)`,
     );
   }
   if (brokerUrl && !brokerPasswordFile) {
@@ -136,6 +150,7 @@ export function resolveCoordinatorConfig(flags: CoordinatorFlags, env: NodeJS.Pr
           username: pick('brokerUser') ?? 'ota-coordinator',
           passwordFile: path.resolve(brokerPasswordFile),
           caFile: pick('brokerCa') ? path.resolve(pick('brokerCa') as string) : null,
+          identity: identity as 'mosquitto' | 'none',
         }
       : null;
   const raw = {

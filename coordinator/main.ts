@@ -37,6 +37,10 @@ const program = new Command('ota-coordinator')
   )
   .option('--broker-password-file <file>', 'file holding that password (env OTA_BROKER_PASSWORD_FILE)')
   .option('--broker-ca <file>', 'PEM CA certificates for an mqtts:// broker with a private CA (env OTA_BROKER_CA)')
+  .option(
+    '--broker-identity <who>',
+    "mosquitto: the coordinator keeps the broker's clients (Mosquitto 2 dynamic security); none: you do (env OTA_BROKER_IDENTITY; default mosquitto)",
+  )
   .option('--artifacts-url <url>', 'HTTP origin or CDN devices download artifacts from (env OTA_ARTIFACTS_URL)')
   .addHelpText(
     'after',

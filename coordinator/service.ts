@@ -33,7 +33,7 @@ import { AuthFailureAudit } from './identity/auth-failure-audit.js';
 import { AuthFailureLimits, type AuthFailureLimitsOptions } from './identity/auth-failure-limits.js';
 import { storeAuthenticator } from './identity/authenticate.js';
 import { ensureAdminToken, loadOrCreateCoordinatorKey } from './identity/bootstrap.js';
-import { readAdminToken, readSecretFile } from './identity/secret-files.js';
+import { readAdminToken, readConfigFile, readSecretFile } from './identity/secret-files.js';
 import { PresenceRecorder } from './ingest/presence-recorder.js';
 import { ReportRecorder } from './ingest/report-recorder.js';
 import { routeMessages } from './ingest/route-messages.js';
@@ -216,7 +216,7 @@ export async function startCoordinator(
       onAudit,
       onCredentialsChanged: (who) => credentialsChanged(who),
       // Set once connected to the external broker (no command arrives before).
-      ...(config.broker
+      ...(config.broker?.identity === 'mosquitto'
         ? {
             brokerIdentity: {
               addDevice: (id, token) => identityNow().addDevice(id, token),
@@ -484,11 +484,12 @@ export async function startCoordinator(
       mqttUrl = external.url;
       // Presence is what the broker's retained statuses say (delivered at the subscription below).
       store.markAllOffline();
+      const brokerCa = external.caFile ? await readConfigFile(external.caFile, '--broker-ca') : undefined;
       const client = await connectExternalBroker({
         url: external.url,
         username: external.username,
         password: await readSecretFile(external.passwordFile, '--broker-password-file'),
-        ca: external.caFile ? await fs.readFile(external.caFile) : undefined,
+        ca: brokerCa,
         clientId: external.username,
         topics,
         logger,
@@ -513,32 +514,34 @@ export async function startCoordinator(
       closers.push(() => client.close());
       publishOne = (m) => client.publish(m.topic, m.payload, { retain: m.retain, qos: 1 });
       const dynsec = new DynsecIdentity(new DynsecClient(client.mqtt), topics);
-      brokerIdentity = dynsec;
-      const bridge = bridgeWebSocketToBroker(http.server, { url: external.url, ca: undefined }, logger);
+      if (external.identity === 'mosquitto') brokerIdentity = dynsec;
+      const bridge = bridgeWebSocketToBroker(http.server, { url: external.url, ca: brokerCa }, logger);
       closers.push(() => bridge.close());
-      reconcileBroker = async (admin) => {
-        const result = await dynsec.reconcile({
-          devices: new Set(store.listDevices().map((d) => d.id)),
-          operators: new Set(store.listOperators().map((o) => o.name)),
-          ...(admin ? { ensureOperator: admin } : {}),
-        });
-        if (result.removed.length + result.created.length > 0) {
-          logger.info(
-            { removed: result.removed, created: result.created },
-            'broker clients brought in step with the store',
-          );
-        }
-        if (result.missingDevices.length + result.missingOperators.length > 0) {
-          logger.warn(
-            {
-              devices: result.missingDevices.slice(0, 20),
-              deviceCount: result.missingDevices.length,
-              operators: result.missingOperators,
-            },
-            'these devices and operators have no client in the broker (enrolled before it was used, their tokens are not kept): remove and add them again (docs/brokers.md)',
-          );
-        }
-      };
+      // With --broker-identity none the broker's clients are its operator's to keep.
+      if (external.identity === 'mosquitto')
+        reconcileBroker = async (admin) => {
+          const result = await dynsec.reconcile({
+            devices: new Set(store.listDevices().map((d) => d.id)),
+            operators: new Set(store.listOperators().map((o) => o.name)),
+            ...(admin ? { ensureOperator: admin } : {}),
+          });
+          if (result.removed.length + result.created.length > 0) {
+            logger.info(
+              { removed: result.removed, created: result.created },
+              'broker clients brought in step with the store',
+            );
+          }
+          if (result.missingDevices.length + result.missingOperators.length > 0) {
+            logger.warn(
+              {
+                devices: result.missingDevices.slice(0, 20),
+                deviceCount: result.missingDevices.length,
+                operators: result.missingOperators,
+              },
+              'these devices and operators have no client in the broker (enrolled before it was used, their tokens are not kept): remove and add them again (docs/brokers.md)',
+            );
+          }
+        };
     }
     const web = await http.listen(config.httpPort, config.host);
     const httpUrl = `${tls ? 'https' : 'http'}://${host}:${web.port}`;

@@ -12,7 +12,7 @@ import {
   writeMosquittoConfig,
 } from '../coordinator/external-broker/mosquitto-config.js';
 import { mosquittoConfigCommand } from '../coordinator/external-broker/mosquitto-config-command.js';
-import { readSecretFile } from '../coordinator/identity/secret-files.js';
+import { readConfigFile, readSecretFile } from '../coordinator/identity/secret-files.js';
 import { createTopics } from '../shared/topics.js';
 
 // Issue 16: the settings and files of external-broker mode, refused with errors that name the fix.
@@ -39,6 +39,13 @@ t.test('--broker settings', async (t) => {
   );
   t.match(flags.broker, { username: 'coord', caFile: path.resolve('ca.pem') });
   t.equal(resolveCoordinatorConfig(base, {}).broker, null, 'embedded by default');
+  t.equal(c.broker?.identity, 'mosquitto', 'the coordinator keeps the broker clients by default');
+  const none = { OTA_BROKER_URL: 'mqtt://b', OTA_BROKER_PASSWORD_FILE: 'f', OTA_BROKER_IDENTITY: 'none' };
+  t.equal(resolveCoordinatorConfig(base, none).broker?.identity, 'none');
+  t.throws(() => resolveCoordinatorConfig(base, { ...none, OTA_BROKER_IDENTITY: 'emqx' }), {
+    code: 'E_CONFIG',
+    message: /--broker-identity: "emqx" is not one of mosquitto .* or none/,
+  });
   t.throws(() => resolveCoordinatorConfig({ ...base, brokerUser: 'x' }, {}), {
     code: 'E_CONFIG',
     message: /go with --broker/,
@@ -64,6 +71,11 @@ t.test('secret files', async (t) => {
   t.equal(await readSecretFile(path.join(dir, 'crlf'), '--x'), 'secret');
   await t.rejects(readSecretFile(path.join(dir, 'empty'), '--x'), { code: 'E_CONFIG', message: /alone on one line/ });
   await t.rejects(readSecretFile(path.join(dir, 'two'), '--x'), { code: 'E_CONFIG' });
+  t.equal((await readConfigFile(path.join(dir, 'ok'), '--broker-ca')).toString(), 'secret\n');
+  await t.rejects(readConfigFile(path.join(dir, 'missing'), '--broker-ca'), {
+    code: 'E_CONFIG',
+    message: /--broker-ca/,
+  });
   await t.rejects(readSecretFile(path.join(dir, 'missing'), '--broker-password-file'), {
     code: 'E_CONFIG',
     message: /--broker-password-file: cannot read/,

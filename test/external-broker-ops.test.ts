@@ -4,6 +4,7 @@ import t, { type Test } from 'tap';
 import { CommandClient } from '../coordinator/client/command-client.js';
 import { resolveCoordinatorConfig } from '../coordinator/config.js';
 import { DynsecClient } from '../coordinator/external-broker/dynsec-client.js';
+import { operatorAcls } from '../coordinator/external-broker/dynsec-rules.js';
 import { startCoordinator } from '../coordinator/service.js';
 import { createLogger } from '../shared/logger.js';
 import { encodePayload } from '../shared/payload.js';
@@ -197,3 +198,35 @@ t.test('what the coordinator refuses from the broker, and start failures', { ski
   );
   await t.rejects(startCoordinator(down, { logger: silent }), { code: 'E_BROKER', message: /127\.0\.0\.1:1/ });
 });
+
+t.test(
+  "--broker-identity none: the broker's clients are left to its operator",
+  { skip: mosquittoSkip() },
+  async (t) => {
+    const dir = t.testdir();
+    const broker = await TestMosquitto.start(t, path.join(dir, 'broker'));
+    const password = readFileSync(broker.passwordFile, 'utf8').trim();
+    // The admin's client made by hand, as an operator of such a broker would (brokers-other.md).
+    const data = path.join(dir, 'data');
+    const embedded = await startInProcessCoordinator(t, data);
+    await embedded.admin.close();
+    await embedded.running.stop();
+    const control = await openSession(t, broker.url, 'ota-coordinator', password, 'none-control');
+    await new DynsecClient(control.client).runAll(
+      [
+        { command: 'createRole', rolename: 'ota-operator-admin', acls: operatorAcls(topics, 'admin') },
+        {
+          command: 'createClient',
+          username: 'admin',
+          password: embedded.token.token,
+          roles: [{ rolename: 'ota-operator-admin' }],
+        },
+      ],
+      'admin by hand',
+    );
+    const { admin } = await startInProcessCoordinator(t, data, {}, { ...broker.env, OTA_BROKER_IDENTITY: 'none' });
+    const added = await admin.call<{ token: string }>('device.add', { id: 'cam-1', labels: {} });
+    t.ok(added.token, 'enrolled without asking the broker');
+    t.notOk((await roles(broker, t)).includes('ota-device-cam-1'), 'and nothing was created there');
+  },
+);

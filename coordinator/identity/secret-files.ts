@@ -18,6 +18,15 @@ export async function readSecretFile(file: string, option: string): Promise<stri
   return secret;
 }
 
+/** A file named by an option (a CA bundle), or E_CONFIG naming the option. */
+export async function readConfigFile(file: string, option: string): Promise<Buffer> {
+  try {
+    return await fs.readFile(file);
+  } catch (err) {
+    throw new OtaError('E_CONFIG', `${option}: cannot read ${file}: ${(err as Error).message}`);
+  }
+}
+
 /** The admin token from the admin token file, when it is still the admin's (else null). */
 export async function readAdminToken(file: string, store: Store): Promise<{ name: string; token: string } | null> {
   try {
