@@ -472,6 +472,7 @@ export async function startCoordinator(
       await fleetSummary.publishNow();
     };
     let mqttUrl: string;
+    let web: { port: number } | undefined;
     if (broker) {
       attachWebSocket(http.server, broker, '/mqtt');
       const mqtt = await broker.listen(config.mqttPort, config.host, tls);
@@ -482,6 +483,11 @@ export async function startCoordinator(
     } else {
       const external = config.broker as NonNullable<CoordinatorConfig['broker']>;
       mqttUrl = external.url;
+      // Listening and the public URLs set before the first message: commands waiting in the
+      // coordinator's session arrive at once (a device.add writes these URLs into its config).
+      web = await http.listen(config.httpPort, config.host);
+      publicMqttUrl = config.publicMqttUrl ?? mqttUrl;
+      publicHttpUrl = config.publicHttpUrl ?? `${tls ? 'https' : 'http'}://${host}:${web.port}`;
       // Presence is what the broker's retained statuses say (delivered at the subscription below).
       store.markAllOffline();
       const brokerCa = external.caFile ? await readConfigFile(external.caFile, '--broker-ca') : undefined;
@@ -543,7 +549,7 @@ export async function startCoordinator(
           }
         };
     }
-    const web = await http.listen(config.httpPort, config.host);
+    web ??= await http.listen(config.httpPort, config.host);
     const httpUrl = `${tls ? 'https' : 'http'}://${host}:${web.port}`;
     publicMqttUrl = config.publicMqttUrl ?? mqttUrl;
     publicHttpUrl = config.publicHttpUrl ?? httpUrl;

@@ -377,6 +377,9 @@ export class FleetService {
       // retried at the next start (DynsecIdentity.reconcile) and said in the reply.
       try {
         await (who.kind === 'device' ? identity.removeDevice(who.deviceId) : identity.removeOperator(who.name));
+        // Once more now that its session is gone: what it published between the commit and the
+        // broker's removal (a retained status) is cleared too.
+        this.credentialsChanged(who);
       } catch (err) {
         throw new OtaError(
           'E_BROKER',
