@@ -47,14 +47,20 @@ export class DynsecClient {
 
   /** Runs `commands` in one control message; resolves with each command's response, in order. */
   async run(commands: readonly object[]): Promise<DynsecResponse[]> {
-    this.subscribed ??= this.mqtt.subscribeAsync(DYNSEC_RESPONSE_TOPIC, { qos: 0 }).then((granted) => {
-      if (granted[0]?.qos === 128) {
-        throw new OtaError(
-          'E_BROKER',
-          `the broker refused the coordinator's subscription to ${DYNSEC_RESPONSE_TOPIC}: give its client the role ota-coordinator (ota-coordinator mosquitto-config writes it)`,
-        );
-      }
-    });
+    const refused = (why: string) =>
+      new OtaError(
+        'E_BROKER',
+        `the broker refused the coordinator's subscription to ${DYNSEC_RESPONSE_TOPIC} (${why}): give its client the role ota-coordinator (ota-coordinator mosquitto-config writes it)`,
+      );
+    // mqtt.js rejects a SUBACK of 0x80 (MQTT 3.1.1 section 3.9.3); some versions resolve with it.
+    this.subscribed ??= this.mqtt.subscribeAsync(DYNSEC_RESPONSE_TOPIC, { qos: 0 }).then(
+      (granted) => {
+        if (granted[0]?.qos === 128) throw refused('granted 0x80');
+      },
+      (err: Error) => {
+        throw refused(err.message);
+      },
+    );
     try {
       await this.subscribed;
     } catch (err) {

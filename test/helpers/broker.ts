@@ -23,6 +23,8 @@ export class TestBroker {
   readonly unacknowledged = new Set<string>();
   /** Topics published by clients in `unacknowledged` and swallowed. */
   readonly swallowed: string[] = [];
+  /** Refuse every SUBSCRIBE (granted 0x80) while true. */
+  refuseSubscriptions = false;
 
   static async start(): Promise<TestBroker> {
     const broker = new TestBroker();
@@ -41,6 +43,8 @@ export class TestBroker {
         if (client && this.unacknowledged.has(client.id)) this.swallowed.push(packet.topic);
         else done(null);
       },
+      // SUBACK 0x80 for every filter while set (a broker whose ACL refuses the subscription).
+      authorizeSubscribe: (_client, subscription, done) => done(null, this.refuseSubscriptions ? null : subscription),
     });
     aedes.on('client', (client) => this.connects.push(client.id));
     aedes.on('subscribe', (_subscriptions, client) => this.subscribes.push(client.id));
