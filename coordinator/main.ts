@@ -49,10 +49,11 @@ const program = new Command('ota-coordinator')
   .exitOverride();
 
 async function main(): Promise<number> {
-  // Everything in the data directory is the coordinator's alone (database with token hashes, keys).
-  process.umask(0o077);
+  // The subcommands write files for others (a web server, Mosquitto) with their own modes.
   if (process.argv[2] === 'mosquitto-config') return mosquittoConfigCommand(process.argv.slice(3));
   if (process.argv[2] === 'sync-artifacts') return syncArtifactsCommand(process.argv.slice(3));
+  // Everything in the data directory is the coordinator's alone (database with token hashes, keys).
+  process.umask(0o077);
   try {
     program.parse(process.argv);
   } catch (err) {

@@ -20,7 +20,7 @@ import { ExperimentService, LOOK_CHECK_EVERY_MS } from './experiments/experiment
 import { DynsecClient } from './external-broker/dynsec-client.js';
 import type { BrokerIdentity } from './external-broker/dynsec-identity.js';
 import { DynsecIdentity } from './external-broker/dynsec-identity.js';
-import { connectExternalBroker } from './external-broker/external-broker.js';
+import { connectExternalBroker, coordinatorClientId, signsIn } from './external-broker/external-broker.js';
 import { bridgeWebSocketToBroker } from './external-broker/websocket-bridge.js';
 import { FleetService } from './fleet/fleet-service.js';
 import { FleetSummaryPublisher } from './fleet/fleet-summary-publisher.js';
@@ -326,6 +326,9 @@ export async function startCoordinator(
           onSlowWatcher: () => metrics.slowWatchersCut.inc(),
         });
     if (broker) closers.push(() => broker.close());
+    // The external broker's connection, closed after the last flush's publishes (closers run in reverse).
+    let closeExternal: (() => Promise<void>) | null = null;
+    closers.push(() => closeExternal?.());
     // No last summary on the way out: retained messages live in the broker's memory only.
     closers.push(() => fleetSummary.stop());
     // On the way out: the reports still queued and the rollout events not yet decided.
@@ -491,12 +494,14 @@ export async function startCoordinator(
       // Presence is what the broker's retained statuses say (delivered at the subscription below).
       store.markAllOffline();
       const brokerCa = external.caFile ? await readConfigFile(external.caFile, '--broker-ca') : undefined;
+      const password = await readSecretFile(external.passwordFile, '--broker-password-file');
+      let dynsec: DynsecIdentity | null = null;
       const client = await connectExternalBroker({
         url: external.url,
         username: external.username,
-        password: await readSecretFile(external.passwordFile, '--broker-password-file'),
+        password,
         ca: brokerCa,
-        clientId: external.username,
+        clientId: coordinatorClientId(external.username, password),
         topics,
         logger,
         maxPayloadBytes: MAX_PAYLOAD_BYTES,
@@ -511,25 +516,31 @@ export async function startCoordinator(
           metrics: acceptMetrics,
           command: (op, request, principal) => onCommand(op, request, principal, null),
         },
-        onSessionLost: () => {
-          logger.warn("the broker had lost the coordinator's session (it restarted without persistence): republishing");
+        // Whatever the broker kept, it may be older than what was published since (a crash
+        // restarts it from its last save): the retained state is published again.
+        onReconnect: () => {
           republishAll().catch((err: Error) => logger.error({ err: err.message }, 'republish failed'));
+        },
+        // Before the first message: what waited in the session (reports, statuses) may cause
+        // publishes at once.
+        onClient: (mqttClient) => {
+          publishOne = (m) => mqttClient.publishAsync(m.topic, m.payload, { retain: m.retain, qos: 1 }).then(() => {});
+          dynsec = new DynsecIdentity(new DynsecClient(mqttClient), topics);
+          if (external.identity === 'mosquitto') brokerIdentity = dynsec;
         },
         onRefused: () => metrics.externalMessagesRefused.inc(),
       });
-      closers.push(() => client.close());
-      publishOne = (m) => client.publish(m.topic, m.payload, { retain: m.retain, qos: 1 });
-      const dynsec = new DynsecIdentity(new DynsecClient(client.mqtt), topics);
-      if (external.identity === 'mosquitto') brokerIdentity = dynsec;
+      closeExternal = () => client.close();
       const bridge = bridgeWebSocketToBroker(http.server, { url: external.url, ca: brokerCa }, logger);
       closers.push(() => bridge.close());
       // With --broker-identity none the broker's clients are its operator's to keep.
       if (external.identity === 'mosquitto')
         reconcileBroker = async (admin) => {
-          const result = await dynsec.reconcile({
+          const result = await (dynsec as DynsecIdentity).reconcile({
             devices: new Set(store.listDevices().map((d) => d.id)),
             operators: new Set(store.listOperators().map((o) => o.name)),
             ...(admin ? { ensureOperator: admin } : {}),
+            signsIn: (name, token) => signsIn(external.url, name, token, brokerCa),
           });
           if (result.removed.length + result.created.length > 0) {
             logger.info(

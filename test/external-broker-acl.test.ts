@@ -255,9 +255,10 @@ t.test('against Mosquitto: the same access rules', { skip: mosquittoSkip() }, as
     }
   });
 
-  await t.test('a retained command runs once, and is deleted at the next subscription', async (t) => {
-    // The broker's ACL cannot refuse the retain flag: a retained command would otherwise run
-    // again each time the coordinator subscribes (at every start).
+  await t.test('a command sent while the coordinator is away never runs; a retained one is deleted', async (t) => {
+    // Its caller gave up waiting (otactl times out): it must not run hours later, nor twice
+    // after a retry. The broker keeps no command for the coordinator's session (QoS 0), and the
+    // retain flag, which the broker's ACL cannot refuse, gets it deleted at the next subscription.
     await running.stop();
     const oper = await as('oper', 'oper@ret');
     const replyTo = topics.reply('oper', 'ret');
@@ -265,7 +266,6 @@ t.test('against Mosquitto: the same access rules', { skip: mosquittoSkip() }, as
     const correlationId = uniq();
     const topic = topics.cmd('operator.whoami', 'oper');
     await oper.client.publishAsync(topic, json({ correlationId, replyTo, args: {} }), { qos: 1, retain: true });
-    // Started again: the command waited in its session (run once), and comes again as retained.
     const again = await startInProcessCoordinator(t, dataDir, {}, broker.env);
     await nextMessage(watcher, (m) => (m.topic === topic && m.payload.length === 0 ? true : undefined));
     t.pass('the retained copy was deleted from the broker');
@@ -274,7 +274,14 @@ t.test('against Mosquitto: the same access rules', { skip: mosquittoSkip() }, as
     const ids = (m: { payload: Buffer }) =>
       (JSON.parse(m.payload.toString()) as { correlationId: string }).correlationId;
     await nextMessage(oper, (m) => (m.topic === replyTo && ids(m) === barrier ? true : undefined));
-    t.equal(oper.received.filter((m) => m.topic === replyTo && ids(m) === correlationId).length, 1, 'it ran once');
+    t.equal(oper.received.filter((m) => m.topic === replyTo && ids(m) === correlationId).length, 0, 'it never ran');
     t.ok(await again.admin.call('device.show', { id: 'dev-a' }), 'the coordinator serves as before');
+
+    // The coordinator's client id is not "ota-coordinator" (nor guessable): an operator that
+    // connects with that id, persistent, takes over nothing.
+    const squatter = await as('viewer', 'ota-coordinator');
+    await squatter.client.subscribeAsync(topics.reply('viewer', 'sq'), { qos: 1 });
+    t.ok(await again.admin.call('device.show', { id: 'dev-a' }), 'commands still reach the coordinator');
+    t.ok(squatter.client.connected, 'and the squatter holds only its own session');
   });
 });

@@ -138,6 +138,31 @@ t.test('the start brings the broker in step with the store', { skip: mosquittoSk
     'and nothing was stored',
   );
   t.notOk((await roles(broker, t)).includes('ota-device-ota-coordinator'), 'and its role was removed again');
+
+  // A client and role of ours left by an attempt whose answer was lost: enrolling that id works.
+  await new DynsecClient(control.client).runAll(
+    [
+      { command: 'createRole', rolename: 'ota-device-lost', acls: [] },
+      { command: 'createClient', username: 'lost', password: 'old', roles: [{ rolename: 'ota-device-lost' }] },
+    ],
+    'leftover',
+  );
+  const lost = await admin2.call<{ token: string }>('device.add', { id: 'lost', labels: {} });
+  const session = await openSession(t, broker.url, 'lost', lost.token, 'lost');
+  t.ok(session.client.connected, 'the leftover was replaced: the new token signs in');
+  await session.client.endAsync();
+
+  // A role of ours whose name is another client's (an operator's) is removed, the client is not.
+  await admin2.call('operator.add', { name: 'bob', role: 'viewer' });
+  await new DynsecClient(control.client).runAll(
+    [{ command: 'createRole', rolename: 'ota-device-bob', acls: [] }],
+    'orphan',
+  );
+  await running.stop();
+  running = await startCoordinator(config, { logger: silent });
+  const third = await roles(broker, t);
+  t.notOk(third.includes('ota-device-bob'), 'the orphan role is removed');
+  t.ok(third.includes('ota-operator-bob'), "and bob's client and role are not");
 });
 
 t.test('a broker that lost everything gets the retained state again', { skip: mosquittoSkip() }, async (t) => {
@@ -173,6 +198,9 @@ t.test('what the coordinator refuses from the broker, and start failures', { ski
     return Number(/^ota_broker_messages_refused_total (\d+)/m.exec(text)?.[1] ?? 'NaN');
   };
   const before = await refusedCount();
+  // The dynamic security plugin's answers arrive on the coordinator's connection: not refusals.
+  await admin.call('device.add', { id: 'cam-2', labels: {} });
+  await admin.call('device.rm', { id: 'cam-2' });
   const status = encodePayload({ online: true, ts: ts(), agentVersion: 'x', facts: {} });
   await loose.client.publishAsync(topics.status('not-enrolled'), status, { qos: 1 });
   await loose.client.publishAsync(topics.cmd('device.ls'), Buffer.from('{}'), { qos: 1 });
@@ -228,5 +256,21 @@ t.test(
     const added = await admin.call<{ token: string }>('device.add', { id: 'cam-1', labels: {} });
     t.ok(added.token, 'enrolled without asking the broker');
     t.notOk((await roles(broker, t)).includes('ota-device-cam-1'), 'and nothing was created there');
+  },
+);
+
+t.test(
+  'a fresh data directory against a broker that knows another admin token',
+  { skip: mosquittoSkip() },
+  async (t) => {
+    const dir = t.testdir();
+    const broker = await TestMosquitto.start(t, path.join(dir, 'broker'));
+    const first = await startInProcessCoordinator(t, path.join(dir, 'data-1'), {}, broker.env);
+    await first.admin.close();
+    await first.running.stop();
+    // Another coordinator data directory, a new admin token: the broker's admin client is set to it.
+    const second = await startInProcessCoordinator(t, path.join(dir, 'data-2'), {}, broker.env);
+    t.not(second.token.token, first.token.token);
+    t.match(await second.admin.call('operator.whoami', {}), { id: 'admin' }, 'the new admin token signs in');
   },
 );

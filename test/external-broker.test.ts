@@ -46,7 +46,6 @@ t.test('enrol, ingest and remove through Mosquitto', { skip: mosquittoSkip() }, 
   await cam.client.publishAsync(topics.reported('cam-01'), reported('cam-01', 0), { qos: 1, retain: true });
   // Another device's topic: Mosquitto drops it (its ACL), so cam-02 never gets this report.
   await cam.client.publishAsync(topics.reported('cam-02'), reported('cam-02', 7), { qos: 1, retain: true });
-  // A report naming another device on its own topic: the coordinator refuses it (payload check).
   const shown = await until(
     () => admin.call<Shown>('device.show', { id: 'cam-01' }),
     (d) => d.online && d.lastReport !== null,

@@ -105,7 +105,7 @@ export class CommandClient {
           reject(
             new OtaError(
               'E_AUTH',
-              `the coordinator refused user ${options.user} with client id ${clientId} (not authorized): an operator's client id is its name or <name>${CLIENT_ID_SEPARATOR}<suffix> (a coordinator that wants <name>-<suffix> is older than this otactl: upgrade it); the coordinator's log names the reason`,
+              `the broker refused user ${options.user} with client id ${clientId} (not authorized). With the coordinator's embedded broker: an operator's client id is its name or <name>${CLIENT_ID_SEPARATOR}<suffix> (a coordinator that wants <name>-<suffix> is older than this otactl: upgrade it), and the coordinator's log names the reason. Through an external broker such as Mosquitto this is also how a wrong token is answered: check the token`,
             ),
           );
         } else if (code === 4 || /Bad username/i.test(err.message)) {

@@ -47,20 +47,32 @@ export class DynsecIdentity implements BrokerIdentity {
     private readonly topics: Topics,
   ) {}
 
-  async addDevice(id: string, token: string): Promise<void> {
-    const responses = await this.dynsec.run(createDeviceCommands(this.topics, id, token));
-    const problem = createProblem('device', id, responses);
-    if (problem) {
-      if (!responses[0]?.error) await this.dynsec.run([{ command: 'deleteRole', rolename: roleNames.device(id) }]);
-      throw problem;
-    }
+  addDevice(id: string, token: string): Promise<void> {
+    return this.add('device', id, createDeviceCommands(this.topics, id, token));
   }
 
-  async addOperator(name: string, token: string): Promise<void> {
-    const responses = await this.dynsec.run(createOperatorCommands(this.topics, name, token));
-    const problem = createProblem('operator', name, responses);
+  addOperator(name: string, token: string): Promise<void> {
+    return this.add('operator', name, createOperatorCommands(this.topics, name, token));
+  }
+
+  /**
+   * Creates the role, then the client. Called only for a name the store does not have (FleetService),
+   * so when both our role and a client of that name exist already, they are ours, left by an
+   * attempt whose answer was lost or a removal that did not reach the broker: they are replaced.
+   */
+  private async add(kind: 'device' | 'operator', name: string, commands: object[]): Promise<void> {
+    let responses = await this.dynsec.run(commands);
+    const leftover =
+      responses[0]?.error && EXISTS.test(responses[0].error) && responses[1]?.error && EXISTS.test(responses[1].error);
+    if (leftover) {
+      await this.remove(kind, name);
+      responses = await this.dynsec.run(commands);
+    }
+    const problem = createProblem(kind, name, responses);
     if (problem) {
-      if (!responses[0]?.error) await this.dynsec.run([{ command: 'deleteRole', rolename: roleNames.operator(name) }]);
+      // The role made just now goes again; a failure to remove it must not hide why we failed.
+      const rolename = kind === 'device' ? roleNames.device(name) : roleNames.operator(name);
+      if (!responses[0]?.error) await this.dynsec.run([{ command: 'deleteRole', rolename }]).catch(() => {});
       throw problem;
     }
   }
@@ -84,49 +96,78 @@ export class DynsecIdentity implements BrokerIdentity {
    * At start: the broker's clients of ours whose device or operator is no longer in the store (a
    * removal that did not reach the broker) are removed, and the ones the store has but the broker
    * lacks are returned (their tokens are not known here: they must be enrolled again, or the
-   * operator added again). `ensureOperator` gives a token for an operator the coordinator still
-   * holds in plain text (the admin token file), which is created when missing.
+   * operator added again). A client counts as ours only while it holds our role of its name; any
+   * other client is left alone. `ensureOperator` (the admin, whose token the coordinator keeps in
+   * its admin token file) is created when missing and its password set when present, so a
+   * coordinator started on a fresh data directory against an existing broker can still sign in.
    */
   async reconcile(input: {
     devices: ReadonlySet<string>;
     operators: ReadonlySet<string>;
     ensureOperator?: { name: string; token: string };
+    /** Whether these credentials sign in now (setting a password ends that user's sessions). */
+    signsIn?: (name: string, token: string) => Promise<boolean>;
   }): Promise<{ removed: string[]; missingDevices: string[]; missingOperators: string[]; created: string[] }> {
-    const [listed] = await this.dynsec.runAll(
-      [{ command: 'listRoles', verbose: false, count: -1, offset: 0 }],
-      'listRoles',
+    const [listedRoles, listedClients] = await this.dynsec.runAll(
+      [
+        { command: 'listRoles', verbose: false, count: -1, offset: 0 },
+        { command: 'listClients', verbose: true, count: -1, offset: 0 },
+      ],
+      "listing the broker's roles and clients",
     );
-    const roles = ((listed?.data as { roles?: unknown })?.roles ?? []) as unknown[];
-    const haveDevices = new Set<string>();
-    const haveOperators = new Set<string>();
+    const roles = ((listedRoles?.data as { roles?: unknown })?.roles ?? []) as unknown[];
+    const clients = ((listedClients?.data as { clients?: unknown })?.clients ?? []) as {
+      username?: unknown;
+      roles?: { rolename?: unknown }[];
+    }[];
+    /** Client name -> the role names it holds. */
+    const holds = new Map<string, Set<string>>();
+    for (const c of clients) {
+      if (typeof c?.username !== 'string') continue;
+      holds.set(c.username, new Set((c.roles ?? []).map((r) => String(r?.rolename))));
+    }
+    const present = { device: new Set<string>(), operator: new Set<string>() };
     const removed: string[] = [];
     for (const role of roles) {
       const owner = typeof role === 'string' ? ownerOfRole(role) : null;
       if (!owner) continue;
-      if (owner.kind === 'device') {
-        if (input.devices.has(owner.deviceId)) haveDevices.add(owner.deviceId);
-        else {
-          await this.removeDevice(owner.deviceId);
-          removed.push(`device:${owner.deviceId}`);
-        }
-      } else if (input.operators.has(owner.name)) haveOperators.add(owner.name);
-      else {
-        await this.removeOperator(owner.name);
-        removed.push(`operator:${owner.name}`);
+      const kind = owner.kind;
+      const name = owner.kind === 'device' ? owner.deviceId : owner.name;
+      const inStore = (kind === 'device' ? input.devices : input.operators).has(name);
+      const clientHoldsIt = holds.get(name)?.has(role as string) ?? false;
+      if (inStore) {
+        if (clientHoldsIt) present[kind].add(name);
+        continue;
       }
+      // Not in the store: our role goes, and the client of that name only when it is ours.
+      if (clientHoldsIt) await this.remove(kind, name);
+      else await this.dynsec.runAll([{ command: 'deleteRole', rolename: role }], 'deleteRole');
+      removed.push(`${kind}:${name}`);
     }
     const created: string[] = [];
     const ensure = input.ensureOperator;
-    if (ensure && input.operators.has(ensure.name) && !haveOperators.has(ensure.name)) {
-      await this.addOperator(ensure.name, ensure.token);
-      haveOperators.add(ensure.name);
-      created.push(`operator:${ensure.name}`);
+    if (ensure && input.operators.has(ensure.name)) {
+      if (present.operator.has(ensure.name)) {
+        if (input.signsIn && (await input.signsIn(ensure.name, ensure.token))) {
+          // Already right: nothing to change (and nobody's session to end).
+        } else {
+          await this.dynsec.runAll(
+            [{ command: 'setClientPassword', username: ensure.name, password: ensure.token }],
+            `setting ${ensure.name}'s password`,
+          );
+          created.push(`password:${ensure.name}`);
+        }
+      } else {
+        await this.addOperator(ensure.name, ensure.token);
+        present.operator.add(ensure.name);
+        created.push(`operator:${ensure.name}`);
+      }
     }
     return {
       removed,
       created,
-      missingDevices: [...input.devices].filter((d) => !haveDevices.has(d)),
-      missingOperators: [...input.operators].filter((o) => !haveOperators.has(o)),
+      missingDevices: [...input.devices].filter((d) => !present.device.has(d)),
+      missingOperators: [...input.operators].filter((o) => !present.operator.has(o)),
     };
   }
 }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import mqtt, { type MqttClient } from 'mqtt';
 import { OtaError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
@@ -15,11 +16,15 @@ import type { Principal } from '../broker/principal.js';
  * topics only. Who published is known from the topic, which that broker's ACL ties to the client
  * (dynsec-rules.ts): a device publishes only under its own id, an operator's commands name it.
  *
- * Its session is persistent (clean session off, one client id): what arrives while the
- * coordinator restarts waits in the broker at QoS 1. Subscriptions are made on every connect, so
- * retained reports and statuses are delivered again (MQTT 3.1.1 section 3.8.4) and the
- * coordinator rebuilds what it keeps in memory. When the broker had lost the session (it
- * restarted without persistence), `onSessionLost` republishes the retained state.
+ * Its session is persistent (clean session off, one client id): reports, statuses and metrics
+ * that arrive while the coordinator restarts wait in the broker at QoS 1. Commands are subscribed
+ * at QoS 0, so the broker keeps none for it while it is away: a command whose caller gave up
+ * waiting must not run hours later (nor twice, after a retry). Subscriptions are made on every
+ * connect, so retained reports and statuses are delivered again (MQTT 3.1.1 section 3.8.4) and
+ * the coordinator rebuilds what it keeps in memory. After every reconnect `onReconnect`
+ * republishes the retained state: a broker that crashed restarts from its last save, whose
+ * retained messages may be older than what the coordinator published since, and its session
+ * flag cannot tell.
  */
 
 export interface ExternalBrokerRoutes {
@@ -44,8 +49,10 @@ export interface ExternalBrokerOptions {
   /** The operator named in a command topic, with its role now, or null. */
   operator(name: string): Principal | null;
   routes: ExternalBrokerRoutes;
-  /** Called (not awaited) on each connect after the first whose broker had no session of ours. */
-  onSessionLost?: () => void;
+  /** Called (not awaited) on each connect after the first. */
+  onReconnect?: () => void;
+  /** Called with the MQTT client before it connects: publishes may be queued on it from then on. */
+  onClient?: (client: MqttClient) => void;
   /** A message refused by the checks (counted by the caller). */
   onRefused?: (reason: string) => void;
   /** How long start() waits for the first connection. */
@@ -56,6 +63,36 @@ export interface ExternalBroker {
   readonly mqtt: MqttClient;
   publish(topic: string, payload: Buffer, opts: { retain: boolean; qos: 0 | 1 }): Promise<void>;
   close(): Promise<void>;
+}
+
+/**
+ * The coordinator's client id in the broker: derived from its password, so nobody without it can
+ * guess it. MQTT gives a client id to whoever connects with it last (MQTT 3.1.1 section 3.1.4):
+ * with a well-known id, any operator could take the coordinator's session, and the reports and
+ * commands queued in it.
+ */
+export function coordinatorClientId(username: string, password: string): string {
+  return `${username}-${createHash('sha256').update(`ota-coordinator-client-id\u0000${password}`).digest('hex').slice(0, 24)}`;
+}
+
+/** Whether `username`/`password` sign in to the broker now (one connection, closed at once). */
+export async function signsIn(url: string, username: string, password: string, ca?: Buffer): Promise<boolean> {
+  try {
+    const c = await mqtt.connectAsync(url, {
+      username,
+      password,
+      clientId: `${username}@start-check-${createHash('sha256').update(password).digest('hex').slice(0, 8)}`,
+      protocolVersion: 4,
+      clean: true,
+      reconnectPeriod: 0,
+      connectTimeout: 10_000,
+      ...(ca ? { ca } : {}),
+    });
+    await c.endAsync(true);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** CONNACK return codes of MQTT 3.1.1 section 3.2.2.3, as an operator reads them. */
@@ -82,13 +119,14 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
     resubscribe: false,
     ...(options.ca ? { ca: options.ca } : {}),
   });
+  options.onClient?.(client);
   let connects = 0;
-  const filters = [
-    topics.allDevices('reported'),
-    topics.allDevices('status'),
-    topics.allDevices('metrics'),
-    topics.allCommands(),
-  ];
+  const filters = {
+    [topics.allDevices('reported')]: { qos: 1 as const },
+    [topics.allDevices('status')]: { qos: 1 as const },
+    [topics.allDevices('metrics')]: { qos: 1 as const },
+    [topics.allCommands()]: { qos: 0 as const },
+  };
 
   const refuse = (topic: string, reason: string) => {
     logger.warn({ topic: topic.slice(0, 200), reason }, 'message refused');
@@ -110,8 +148,9 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
 
   function onMessage(topic: string, payload: Buffer, retained: boolean): void {
     // An empty retained message deletes one (MQTT 3.1.1 section 3.3.1.3): the coordinator's own,
-    // when a device is removed. Nothing to ingest.
-    if (payload.length === 0) return;
+    // when a device is removed. Nothing to ingest. And `$` topics are the broker's own (the
+    // dynamic security plugin's answers, read by DynsecClient on this connection).
+    if (payload.length === 0 || topic.startsWith('$')) return;
     let parsed: ReturnType<Topics['parse']>;
     try {
       parsed = topics.parse(topic);
@@ -193,7 +232,7 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
   client.on('connect', (connack) => {
     connects++;
     const again = connects > 1;
-    client.subscribeAsync(filters, { qos: 1 }).then(
+    client.subscribeAsync(filters).then(
       (granted) => {
         const denied = granted.filter((g) => g.qos === 128).map((g) => g.topic);
         if (denied.length > 0) {
@@ -206,7 +245,7 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
           return;
         }
         logger.info({ broker: options.url, sessionPresent: connack.sessionPresent, again }, 'connected to the broker');
-        if (again && !connack.sessionPresent) options.onSessionLost?.();
+        if (again) options.onReconnect?.();
         firstConnect?.();
       },
       (err: Error) => {

@@ -77,6 +77,8 @@ export function mosquittoConf(input: MosquittoConfigInput): string {
     '# What the coordinator misses while it restarts waits in its session (QoS 1).',
     `max_queued_messages ${MOSQUITTO_MAX_QUEUED}`,
     'max_queued_bytes 0',
+    "# A persistent session nobody resumed for a week is dropped (an operator's, or a stale coordinator id).",
+    'persistent_client_expiration 7d',
     `max_packet_size ${MOSQUITTO_MAX_PACKET_BYTES}`,
     "# Small packets out at once: a command's reply, the plugin's answers (else ~40 ms each, Nagle + delayed ACK).",
     'set_tcp_nodelay true',

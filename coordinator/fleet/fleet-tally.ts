@@ -59,12 +59,12 @@ export class FleetTally {
     return tally;
   }
 
-  /** Devices whose newest report names `model`. */
   /** Whether device `id` is enrolled now. */
   has(id: string): boolean {
     return this.devices.has(id);
   }
 
+  /** Devices whose newest report names `model`. */
   modelDeviceCount(model: string): number {
     return this.models.get(model)?.devices ?? 0;
   }

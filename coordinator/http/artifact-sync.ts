@@ -29,7 +29,8 @@ export async function syncArtifacts(
       `cannot read ${from}: ${(err as Error).message} (--data must be the coordinator's data directory)`,
     );
   }
-  await fs.mkdir(target, { recursive: true });
+  // Readable by the web server that serves them (the coordinator keeps its own copies private).
+  await fs.mkdir(target, { recursive: true, mode: 0o755 });
   let copied = 0;
   let present = 0;
   let bytes = 0;
@@ -53,6 +54,7 @@ export async function syncArtifacts(
       const handle = await fs.open(tmp, 'r');
       await handle.sync();
       await handle.close();
+      await fs.chmod(tmp, 0o644);
       await fs.rename(tmp, path.join(target, hex));
     } catch (err) {
       await fs.rm(tmp, { force: true });
