@@ -8,7 +8,12 @@ import type { RolloutSummary } from '../../shared/messages.js';
 import { FleetSim } from '../fleet-sim/controller.js';
 import { deviceIds, enrolDevices } from '../fleet-sim/enrol.js';
 import type { SimCounters, TracesResult } from '../fleet-sim/ipc.js';
-import { type BareBrokerResult, type BrokerKind, measureBareBroker } from './bare-broker-measure.js';
+import {
+  type BareBrokerResult,
+  type BrokerKind,
+  machineBusySeconds,
+  measureBareBroker,
+} from './bare-broker-measure.js';
 import {
   log,
   machine,
@@ -185,6 +190,12 @@ const result: Record<string, unknown> = {
 };
 const errors: string[] = [];
 const phases: PhaseUsage[] = [];
+/**
+ * Per phase, the CPU time the rest of the machine took (all CPUs busy, /proc/stat, minus the
+ * coordinator, Mosquitto, the simulator and this process): well above 0 means something else
+ * competed and the phase's times are suspect. In the JSON with --broker mosquitto or --bare.
+ */
+const contention: { phase: string; otherCpuSeconds: number }[] = [];
 const profiles: Record<string, unknown> = {};
 
 let coordinator: CoordinatorProcess | null = null;
@@ -204,6 +215,12 @@ function brokerStats(): ProcStats | null {
   return mosquitto ? tryProcStats(mosquitto.pid) : null;
 }
 
+/** CPU seconds of Mosquitto, the simulator's workers and this process (the coordinator apart). */
+function ourCpuSeconds(): number {
+  const pids: (number | 'self')[] = ['self', ...(sim?.pids ?? []), ...(mosquitto ? [mosquitto.pid] : [])];
+  return pids.reduce<number>((a, p) => a + (tryProcStats(p)?.cpuSeconds ?? 0), 0);
+}
+
 async function phase<T>(name: string, fn: () => Promise<T>): Promise<T> {
   log(`phase ${name}...`);
   const profileDir = args['profile-dir'];
@@ -211,6 +228,8 @@ async function phase<T>(name: string, fn: () => Promise<T>): Promise<T> {
   const t0 = wallMs();
   const before = coordinatorStats();
   const brokerBefore = brokerStats();
+  const oursBefore = ourCpuSeconds();
+  const busyBefore = machineBusySeconds();
   // A coordinator that dies mid-phase fails the phase at once, with its last log lines.
   const c = coordinator;
   const died = c
@@ -229,6 +248,14 @@ async function phase<T>(name: string, fn: () => Promise<T>): Promise<T> {
       coordinatorCpuSeconds: round((after?.cpuSeconds ?? 0) - (before?.cpuSeconds ?? 0), 2),
       coordinatorRssMB: after?.rssMB ?? 0,
     };
+    const other = round(
+      machineBusySeconds() -
+        busyBefore -
+        (ourCpuSeconds() - oursBefore) -
+        ((after?.cpuSeconds ?? 0) - (before?.cpuSeconds ?? 0)),
+      2,
+    );
+    contention.push({ phase: name, otherCpuSeconds: other });
     const brokerAfter = brokerStats();
     if (brokerAfter) {
       usage.brokerCpuSeconds = round(brokerAfter.cpuSeconds - (brokerBefore?.cpuSeconds ?? 0), 2);
@@ -253,7 +280,9 @@ async function phase<T>(name: string, fn: () => Promise<T>): Promise<T> {
     }
     phases.push(usage);
     const brokerRss = usage.brokerRssMB !== undefined ? `, mosquitto rss ${usage.brokerRssMB} MB` : '';
-    log(`phase ${name} done in ${usage.ms} ms (coordinator rss ${after?.rssMB ?? '?'} MB${brokerRss})`);
+    log(
+      `phase ${name} done in ${usage.ms} ms (coordinator rss ${after?.rssMB ?? '?'} MB${brokerRss}; others' cpu ${other} s)`,
+    );
   }
 }
 
@@ -1001,6 +1030,7 @@ function vsBare(bare: BareBrokerResult): Record<string, Ratio | string> {
 async function cleanup(): Promise<void> {
   const stats = coordinatorStats();
   result.coordinator = stats ? { pid: coordinator?.pid, ...stats, phases } : { phases };
+  if (EXTERNAL || args.bare) result.contention = contention;
   if (mosquitto) {
     const b = brokerStats();
     result.broker = {
