@@ -91,6 +91,10 @@ const args = parseArgs(
       default: false,
       help: 'then the bare broker of the same kind with the same simulator and N, and every figure as a ratio to it',
     },
+    'mosquitto-conf': {
+      default: '',
+      help: "config lines appended to the product's Mosquitto config (mosquitto-config.ts), ';'-separated, for experiments (e.g. 'max_inflight_messages 0')",
+    },
     'bare-mosquitto-conf': {
       default: 'set_tcp_nodelay true',
       help: "config lines for the bare Mosquitto, ';'-separated: by default the product config's (mosquitto-config.ts) that bear on speed",
@@ -127,6 +131,12 @@ if (args.broker !== 'embedded' && args.broker !== 'mosquitto') {
   process.exit(2);
 }
 const EXTERNAL = args.broker === 'mosquitto';
+/** `--mosquitto-conf 'a 1; b 2'` -> ['a 1', 'b 2']. */
+const confLines = (text: string) =>
+  text
+    .split(';')
+    .map((l) => l.trim())
+    .filter(Boolean);
 const BARE_KIND: BrokerKind = EXTERNAL ? 'mosquitto' : 'aedes';
 const PHASE_MS = args['phase-timeout-s'] * 1000;
 const MODEL = 'bench-model';
@@ -177,6 +187,7 @@ const result: Record<string, unknown> = {
   params: {
     devices: N,
     ...(EXTERNAL || args.bare ? { broker: args.broker, bare: args.bare } : {}),
+    ...(args['mosquitto-conf'] ? { mosquittoConf: confLines(args['mosquitto-conf']) } : {}),
     phases: [...phasesWanted],
     stepMs: args['step-ms'],
     jitter: args.jitter,
@@ -195,7 +206,15 @@ const phases: PhaseUsage[] = [];
  * coordinator, Mosquitto, the simulator and this process): well above 0 means something else
  * competed and the phase's times are suspect. In the JSON with --broker mosquitto or --bare.
  */
-const contention: { phase: string; otherCpuSeconds: number }[] = [];
+const contention: {
+  phase: string;
+  otherCpuSeconds: number;
+  /** The simulator's workers and this process (its clients and the simulator's controller). */
+  simCpuSeconds: number;
+  benchCpuSeconds: number;
+  /** All CPU time the machine spent over the phase / (cores x wall time): near 1, the machine was saturated. */
+  machineBusyShare: number;
+}[] = [];
 const profiles: Record<string, unknown> = {};
 
 let coordinator: CoordinatorProcess | null = null;
@@ -215,10 +234,11 @@ function brokerStats(): ProcStats | null {
   return mosquitto ? tryProcStats(mosquitto.pid) : null;
 }
 
-/** CPU seconds of Mosquitto, the simulator's workers and this process (the coordinator apart). */
-function ourCpuSeconds(): number {
-  const pids: (number | 'self')[] = ['self', ...(sim?.pids ?? []), ...(mosquitto ? [mosquitto.pid] : [])];
-  return pids.reduce<number>((a, p) => a + (tryProcStats(p)?.cpuSeconds ?? 0), 0);
+/** CPU seconds of the simulator's workers and of this process (the coordinator and Mosquitto apart). */
+function ourCpuSeconds(): { sim: number; self: number } {
+  const cpu = (pids: readonly (number | 'self')[]) =>
+    pids.reduce<number>((a, p) => a + (tryProcStats(p)?.cpuSeconds ?? 0), 0);
+  return { sim: cpu(sim?.pids ?? []), self: cpu(['self']) };
 }
 
 async function phase<T>(name: string, fn: () => Promise<T>): Promise<T> {
@@ -248,15 +268,24 @@ async function phase<T>(name: string, fn: () => Promise<T>): Promise<T> {
       coordinatorCpuSeconds: round((after?.cpuSeconds ?? 0) - (before?.cpuSeconds ?? 0), 2),
       coordinatorRssMB: after?.rssMB ?? 0,
     };
+    const brokerAfter = brokerStats();
+    const ours = ourCpuSeconds();
+    const busy = machineBusySeconds() - busyBefore;
     const other = round(
-      machineBusySeconds() -
-        busyBefore -
-        (ourCpuSeconds() - oursBefore) -
-        ((after?.cpuSeconds ?? 0) - (before?.cpuSeconds ?? 0)),
+      busy -
+        (ours.sim - oursBefore.sim) -
+        (ours.self - oursBefore.self) -
+        ((after?.cpuSeconds ?? 0) - (before?.cpuSeconds ?? 0)) -
+        ((brokerAfter?.cpuSeconds ?? 0) - (brokerBefore?.cpuSeconds ?? 0)),
       2,
     );
-    contention.push({ phase: name, otherCpuSeconds: other });
-    const brokerAfter = brokerStats();
+    contention.push({
+      phase: name,
+      otherCpuSeconds: other,
+      simCpuSeconds: round(ours.sim - oursBefore.sim, 2),
+      benchCpuSeconds: round(ours.self - oursBefore.self, 2),
+      machineBusyShare: round(busy / (os.availableParallelism() * (usage.ms / 1000)), 2),
+    });
     if (brokerAfter) {
       usage.brokerCpuSeconds = round(brokerAfter.cpuSeconds - (brokerBefore?.cpuSeconds ?? 0), 2);
       usage.brokerRssMB = brokerAfter.rssMB;
@@ -442,6 +471,7 @@ async function switchToMosquitto(devices: readonly { id: string; token: string }
     dir: path.join(tmp, 'mosquitto'),
     devices,
     readyTimeoutMs: PHASE_MS,
+    extraConf: confLines(args['mosquitto-conf']),
   });
   mosquitto = p.mosquitto;
   log(`  mosquitto pid ${p.mosquitto.pid} at ${p.url} (${p.clients} clients); starting the coordinator with --broker`);
@@ -1096,10 +1126,7 @@ async function bareBaseline(): Promise<void> {
     workers: args.workers,
     connectConcurrency: args['connect-concurrency'],
     phaseTimeoutMs: PHASE_MS,
-    mosquittoExtra: args['bare-mosquitto-conf']
-      .split(';')
-      .map((l) => l.trim())
-      .filter(Boolean),
+    mosquittoExtra: confLines(args['bare-mosquitto-conf']),
     signal: bareAbort.signal,
   });
   for (const e of bare.errors) errors.push(`bare ${BARE_KIND}: ${e}`);

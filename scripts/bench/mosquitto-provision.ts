@@ -120,6 +120,8 @@ export interface ProvisionOptions {
   bin?: string;
   plugin?: string;
   readyTimeoutMs?: number;
+  /** Lines appended to the generated mosquitto.conf, verbatim (experiments: e.g. `max_inflight_messages 0`). */
+  extraConf?: readonly string[];
 }
 
 export interface ProvisionedMosquitto {
@@ -176,6 +178,9 @@ export async function provisionMosquitto(o: ProvisionOptions): Promise<Provision
     logFile: path.join(o.dir, 'mosquitto.log'),
   };
   const written = await writeMosquittoConfig(input);
+  const conf = (port: number) =>
+    `${mosquittoConf({ ...input, port })}${(o.extraConf ?? []).map((l) => `${l}\n`).join('')}`;
+  if (o.extraConf?.length) await fs.writeFile(written.conf, conf(input.port));
   const start = JSON.parse(await fs.readFile(written.dynsec, 'utf8')) as DynsecFile;
   const commands = [
     ...createOperatorCommands(topics, admin.user, admin.token),
@@ -194,7 +199,7 @@ export async function provisionMosquitto(o: ProvisionOptions): Promise<Provision
     if (attempt > 0) {
       // Another process took the port between our pick and Mosquitto's bind: the config again, on another.
       input.port = await freePort();
-      await fs.writeFile(written.conf, mosquittoConf(input));
+      await fs.writeFile(written.conf, conf(input.port));
     }
     try {
       const mosquitto = await MosquittoProcess.launch({
