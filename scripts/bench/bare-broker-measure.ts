@@ -299,7 +299,7 @@ export function desiredPayloads(
 }
 
 /** CPU time all CPUs of the machine spent busy since boot, seconds (/proc/stat; USER_HZ = 100). */
-function machineBusySeconds(): number {
+export function machineBusySeconds(): number {
   const fields = (readFileSync('/proc/stat', 'utf8').split('\n')[0] as string).trim().split(/\s+/).slice(1).map(Number);
   // user nice system idle iowait irq softirq steal: all but idle and iowait
   const busy = fields.slice(0, 8).reduce((a, v, i) => (i === 3 || i === 4 ? a : a + v), 0);

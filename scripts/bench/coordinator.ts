@@ -14,6 +14,8 @@ export interface CoordinatorOptions {
   inspect?: boolean;
   logLevel?: string;
   readyTimeoutMs?: number;
+  /** More ota-coordinator flags, e.g. ['--broker', URL, '--broker-password-file', FILE]. */
+  args?: string[];
 }
 
 /**
@@ -55,6 +57,7 @@ export class CoordinatorProcess {
         '0',
         '--http-port',
         '0',
+        ...(options.args ?? []),
       ],
       { env: { ...process.env, OTA_LOG_LEVEL: options.logLevel ?? 'info' }, stdio: ['ignore', 'pipe', 'pipe'] },
     );

@@ -9,6 +9,12 @@ import { FleetSim } from '../fleet-sim/controller.js';
 import { deviceIds, enrolDevices } from '../fleet-sim/enrol.js';
 import type { SimCounters, TracesResult } from '../fleet-sim/ipc.js';
 import {
+  type BareBrokerResult,
+  type BrokerKind,
+  machineBusySeconds,
+  measureBareBroker,
+} from './bare-broker-measure.js';
+import {
   log,
   machine,
   openFilesLimit,
@@ -24,6 +30,9 @@ import {
 } from './common.js';
 import { CoordinatorProcess } from './coordinator.js';
 import { InspectorClient } from './inspector.js';
+import type { MosquittoProcess } from './mosquitto-process.js';
+import { mosquittoVersion } from './mosquitto-process.js';
+import { type ProvisionedMosquitto, provisionMosquitto } from './mosquitto-provision.js';
 import { summarizeProfile } from './profile-summary.js';
 import { rawCall } from './raw-call.js';
 import { BenchPublisher } from './release.js';
@@ -47,6 +56,20 @@ import { RolloutObserver, type RolloutSeen } from './rollout-observer.js';
  *  assign   isolation: the devices only record what they receive, and a one-wave rollout assigns
  *           all N at once: how fast the coordinator publishes assignments with nothing else to do
  *
+ * `--broker mosquitto`: the same, through a Mosquitto 2 the bench starts (loopback, a free port,
+ * `ota-coordinator mosquitto-config`'s config; stopped by its pid) with the coordinator as its
+ * client (`--broker`). The devices are enrolled on the embedded broker as above, then moved
+ * offline (scripts/bench/mosquitto-provision.ts says why): the coordinator is stopped, every
+ * device's client and role are written into the plugin's file, Mosquitto starts, and the
+ * coordinator starts again on the same data directory with `--broker` (`switch` in the JSON).
+ * The devices then connect to Mosquitto. Through it, a device's PUBACK comes from Mosquitto, not
+ * from the coordinator: the ingest and metrics rates are therefore taken at the coordinator's
+ * counters (`externalBroker.notes`), and Mosquitto's RSS and CPU are reported beside the
+ * coordinator's.
+ *
+ * `--bare`: afterwards, the same simulator against the bare broker of the same kind and N
+ * (scripts/bench/bare-broker-measure.ts), and every fleet figure as a ratio to it (`vsBare`).
+ *
  * Prints ONE JSON document (stdout); progress on stderr. With --profile-dir the coordinator runs
  * with its inspector open and every phase gets its own CPU profile (summarised in the JSON), plus
  * the sampling heap profile of what is live at the end. Exit 1 when a phase failed; the JSON then
@@ -60,6 +83,26 @@ const args = parseArgs(
   process.argv.slice(2),
   {
     devices: { default: 1000, help: 'simulated devices' },
+    broker: {
+      default: 'embedded',
+      help: "embedded (the coordinator's Aedes) or mosquitto (a Mosquitto 2 started here, the coordinator its client)",
+    },
+    bare: {
+      default: false,
+      help: 'then the bare broker of the same kind with the same simulator and N, and every figure as a ratio to it',
+    },
+    'mosquitto-conf': {
+      default: '',
+      help: "config lines appended to the product's Mosquitto config (mosquitto-config.ts), ';'-separated, for experiments (e.g. 'max_inflight_messages 0')",
+    },
+    'bare-mosquitto-conf': {
+      default: 'set_tcp_nodelay true',
+      help: "config lines for the bare Mosquitto, ';'-separated: by default the product config's (mosquitto-config.ts) that bear on speed",
+    },
+    'ingest-poll-ms': {
+      default: 50,
+      help: "through Mosquitto: how often the coordinator's counters are read to time the ingest and metrics bursts",
+    },
     workers: { default: 0, help: 'simulator processes (default: one per 2,500 devices, at most 4)' },
     phases: { default: ALL_PHASES.join(','), help: `phases after enrol+connect: ${ALL_PHASES.join(',')}` },
     'step-ms': { default: 100, help: 'mean delay between the reported transitions of a device' },
@@ -83,6 +126,18 @@ const args = parseArgs(
 );
 
 const N = Math.floor(args.devices);
+if (args.broker !== 'embedded' && args.broker !== 'mosquitto') {
+  process.stderr.write(`--broker must be embedded or mosquitto, got ${args.broker}\n`);
+  process.exit(2);
+}
+const EXTERNAL = args.broker === 'mosquitto';
+/** `--mosquitto-conf 'a 1; b 2'` -> ['a 1', 'b 2']. */
+const confLines = (text: string) =>
+  text
+    .split(';')
+    .map((l) => l.trim())
+    .filter(Boolean);
+const BARE_KIND: BrokerKind = EXTERNAL ? 'mosquitto' : 'aedes';
 const PHASE_MS = args['phase-timeout-s'] * 1000;
 const MODEL = 'bench-model';
 const phasesWanted = new Set(
@@ -105,6 +160,9 @@ interface PhaseUsage {
   coordinatorCpuSeconds: number;
   coordinatorRssMB: number;
   coordinatorMemory?: Record<string, number>;
+  /** Through Mosquitto: its CPU time over the phase and its RSS at the end. */
+  brokerCpuSeconds?: number;
+  brokerRssMB?: number;
 }
 
 interface WaveResult {
@@ -128,6 +186,8 @@ const result: Record<string, unknown> = {
   revision: revision(),
   params: {
     devices: N,
+    ...(EXTERNAL || args.bare ? { broker: args.broker, bare: args.bare } : {}),
+    ...(args['mosquitto-conf'] ? { mosquittoConf: confLines(args['mosquitto-conf']) } : {}),
     phases: [...phasesWanted],
     stepMs: args['step-ms'],
     jitter: args.jitter,
@@ -141,6 +201,20 @@ const result: Record<string, unknown> = {
 };
 const errors: string[] = [];
 const phases: PhaseUsage[] = [];
+/**
+ * Per phase, the CPU time the rest of the machine took (all CPUs busy, /proc/stat, minus the
+ * coordinator, Mosquitto, the simulator and this process): well above 0 means something else
+ * competed and the phase's times are suspect. In the JSON with --broker mosquitto or --bare.
+ */
+const contention: {
+  phase: string;
+  otherCpuSeconds: number;
+  /** The simulator's workers and this process (its clients and the simulator's controller). */
+  simCpuSeconds: number;
+  benchCpuSeconds: number;
+  /** All CPU time the machine spent over the phase / (cores x wall time): near 1, the machine was saturated. */
+  machineBusyShare: number;
+}[] = [];
 const profiles: Record<string, unknown> = {};
 
 let coordinator: CoordinatorProcess | null = null;
@@ -148,10 +222,23 @@ let inspector: InspectorClient | null = null;
 let sim: FleetSim | null = null;
 let admin: CommandClient | null = null;
 let observer: RolloutObserver | null = null;
+let mosquitto: MosquittoProcess | null = null;
 let tmp = '';
+const bareAbort = new AbortController();
 
 function coordinatorStats(): ProcStats | null {
   return coordinator ? tryProcStats(coordinator.pid) : null;
+}
+
+function brokerStats(): ProcStats | null {
+  return mosquitto ? tryProcStats(mosquitto.pid) : null;
+}
+
+/** CPU seconds of the simulator's workers and of this process (the coordinator and Mosquitto apart). */
+function ourCpuSeconds(): { sim: number; self: number } {
+  const cpu = (pids: readonly (number | 'self')[]) =>
+    pids.reduce<number>((a, p) => a + (tryProcStats(p)?.cpuSeconds ?? 0), 0);
+  return { sim: cpu(sim?.pids ?? []), self: cpu(['self']) };
 }
 
 async function phase<T>(name: string, fn: () => Promise<T>): Promise<T> {
@@ -160,6 +247,9 @@ async function phase<T>(name: string, fn: () => Promise<T>): Promise<T> {
   if (inspector) await inspector.startCpuProfile();
   const t0 = wallMs();
   const before = coordinatorStats();
+  const brokerBefore = brokerStats();
+  const oursBefore = ourCpuSeconds();
+  const busyBefore = machineBusySeconds();
   // A coordinator that dies mid-phase fails the phase at once, with its last log lines.
   const c = coordinator;
   const died = c
@@ -178,6 +268,28 @@ async function phase<T>(name: string, fn: () => Promise<T>): Promise<T> {
       coordinatorCpuSeconds: round((after?.cpuSeconds ?? 0) - (before?.cpuSeconds ?? 0), 2),
       coordinatorRssMB: after?.rssMB ?? 0,
     };
+    const brokerAfter = brokerStats();
+    const ours = ourCpuSeconds();
+    const busy = machineBusySeconds() - busyBefore;
+    const other = round(
+      busy -
+        (ours.sim - oursBefore.sim) -
+        (ours.self - oursBefore.self) -
+        ((after?.cpuSeconds ?? 0) - (before?.cpuSeconds ?? 0)) -
+        ((brokerAfter?.cpuSeconds ?? 0) - (brokerBefore?.cpuSeconds ?? 0)),
+      2,
+    );
+    contention.push({
+      phase: name,
+      otherCpuSeconds: other,
+      simCpuSeconds: round(ours.sim - oursBefore.sim, 2),
+      benchCpuSeconds: round(ours.self - oursBefore.self, 2),
+      machineBusyShare: round(busy / (os.availableParallelism() * (usage.ms / 1000)), 2),
+    });
+    if (brokerAfter) {
+      usage.brokerCpuSeconds = round(brokerAfter.cpuSeconds - (brokerBefore?.cpuSeconds ?? 0), 2);
+      usage.brokerRssMB = brokerAfter.rssMB;
+    }
     if (inspector) {
       try {
         const file = path.join(profileDir, `coordinator-${name}.cpuprofile`);
@@ -196,14 +308,24 @@ async function phase<T>(name: string, fn: () => Promise<T>): Promise<T> {
       }
     }
     phases.push(usage);
-    log(`phase ${name} done in ${usage.ms} ms (coordinator rss ${after?.rssMB ?? '?'} MB)`);
+    const brokerRss = usage.brokerRssMB !== undefined ? `, mosquitto rss ${usage.brokerRssMB} MB` : '';
+    log(
+      `phase ${name} done in ${usage.ms} ms (coordinator rss ${after?.rssMB ?? '?'} MB${brokerRss}; others' cpu ${other} s)`,
+    );
   }
 }
 
-async function waitMetric(name: string, pred: (v: number) => boolean, timeoutMs: number, pollMs = 50) {
+async function waitMetric(
+  name: string,
+  pred: (v: number) => boolean,
+  timeoutMs: number,
+  pollMs = 50,
+  signal?: AbortSignal,
+) {
   const deadline = Date.now() + timeoutMs;
   let last = Number.NaN;
   for (;;) {
+    signal?.throwIfAborted();
     const c = coordinator as CoordinatorProcess;
     try {
       last = (await c.metrics())[name] ?? Number.NaN;
@@ -301,25 +423,99 @@ function waitDone(id: string): Promise<RolloutSeen> {
   );
 }
 
-async function run(): Promise<void> {
-  tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'ota-bench-fleet-'));
-  if (args['profile-dir']) await fs.mkdir(args['profile-dir'], { recursive: true });
-  coordinator = await CoordinatorProcess.start({
+/** Starts the coordinator on the bench's data directory (and its inspector when profiling). */
+async function startCoordinator(extraArgs: string[] = []): Promise<CoordinatorProcess> {
+  const c = await CoordinatorProcess.start({
     nodeFlags: args['coordinator-node-flags'].split(' ').filter(Boolean),
     dataDir: path.join(tmp, 'data'),
     inspect: Boolean(args['profile-dir']),
+    args: extraArgs,
+    // Through Mosquitto it republishes every desired state and reconciles every client first.
+    ...(extraArgs.length > 0 ? { readyTimeoutMs: PHASE_MS } : {}),
   });
-  const c = coordinator;
+  coordinator = c;
   if (args['profile-dir']) {
     if (!c.inspectorUrl) throw new Error('the coordinator did not report an inspector URL');
     inspector = await InspectorClient.connect(c.inspectorUrl);
     await inspector.startHeapSampling();
   }
-  const token = c.admin();
+  return c;
+}
+
+/**
+ * The installer's migration (mosquitto-provision.ts): the coordinator stopped, the enrolled
+ * devices' clients and roles written into a fresh Mosquitto config, Mosquitto started, the
+ * coordinator started again on the same data directory as its client.
+ */
+async function switchToMosquitto(devices: readonly { id: string; token: string }[]): Promise<CoordinatorProcess> {
+  const t0 = wallMs();
+  await observer?.close();
+  await admin?.close();
+  observer = null;
+  admin = null;
+  if (inspector) {
+    // The embedded run's heap is not what the result describes: sampling starts again below.
+    inspector.close();
+    inspector = null;
+  }
+  const old = coordinator as CoordinatorProcess;
+  const embeddedPeakRssMB = tryProcStats(old.pid)?.peakRssMB ?? null;
+  const exit = await old.stop(60_000);
+  coordinator = null;
+  const stoppedAt = wallMs();
+  log(
+    `  embedded coordinator stopped (${exit.code ?? exit.signal}); writing Mosquitto's files for ${devices.length} devices`,
+  );
+  const p: ProvisionedMosquitto = await provisionMosquitto({
+    dataDir: path.join(tmp, 'data'),
+    dir: path.join(tmp, 'mosquitto'),
+    devices,
+    readyTimeoutMs: PHASE_MS,
+    extraConf: confLines(args['mosquitto-conf']),
+  });
+  mosquitto = p.mosquitto;
+  log(`  mosquitto pid ${p.mosquitto.pid} at ${p.url} (${p.clients} clients); starting the coordinator with --broker`);
+  const t1 = wallMs();
+  const c = await startCoordinator(p.coordinatorArgs);
+  const readyMs = Math.round(wallMs() - t1);
+  const problems = c.problems();
+  result.switch = {
+    /** The embedded coordinator's peak RSS while enrolling (the figures below are the external run's). */
+    embeddedPeakRssMB,
+    /** SIGTERM -> the embedded coordinator exited. */
+    stopMs: Math.round(stoppedAt - t0),
+    /** Config and plugin file written, every device's password hashed (PBKDF2-SHA512, 101 rounds). */
+    writeMs: p.writeMs,
+    dynsecFileMB: round(p.dynsecFileBytes / 1024 ** 2, 1),
+    clients: p.clients,
+    /** mosquitto -c -> listening (the plugin's file loaded). */
+    mosquittoStartMs: p.startMs,
+    /** ota-coordinator --broker started -> ready (connected, every desired state republished, clients reconciled). */
+    coordinatorReadyMs: readyMs,
+    totalMs: Math.round(wallMs() - t0),
+    /** Warnings the coordinator logged while starting (a device without a client would be named here). */
+    coordinatorWarnings: problems.map((l) => l.slice(0, 400)),
+  };
+  const config = await fs.readFile(p.mosquitto.configFile, 'utf8');
+  result.broker = {
+    kind: 'mosquitto',
+    version: await mosquittoVersion(),
+    pid: p.mosquitto.pid,
+    url: p.url,
+    config: config.trimEnd().split('\n'),
+  };
+  return c;
+}
+
+async function run(): Promise<void> {
+  tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'ota-bench-fleet-'));
+  if (args['profile-dir']) await fs.mkdir(args['profile-dir'], { recursive: true });
+  let c = await startCoordinator();
+  let token = c.admin();
   log(`coordinator pid ${c.pid} at ${c.mqttUrl} / ${c.httpUrl}`);
   admin = await CommandClient.connect({ url: c.mqttUrl, user: token.user, token: token.token, timeoutMs: 120_000 });
   observer = await RolloutObserver.connect(c.mqttUrl, token.user, token.token);
-  const publisher = new BenchPublisher(admin, { url: c.httpUrl, user: token.user, token: token.token }, tmp);
+  let publisher = new BenchPublisher(admin, { url: c.httpUrl, user: token.user, token: token.token }, tmp);
   await publisher.trustKey();
 
   // ---- enrol and connect ----
@@ -332,6 +528,24 @@ async function run(): Promise<void> {
   );
   result.enrol = { devices: N, ms: enrolled.ms, perSecond: enrolled.perSecond, concurrency: enrolled.concurrency };
   await admin.call('group.create', { name: 'bench', selector: { bench: 'fleet' } });
+  if (EXTERNAL) {
+    c = await switchToMosquitto(enrolled.devices);
+    token = c.admin();
+    log(`coordinator pid ${c.pid} through ${c.mqttUrl} / ${c.httpUrl}`);
+    admin = await CommandClient.connect({ url: c.mqttUrl, user: token.user, token: token.token, timeoutMs: 120_000 });
+    observer = await RolloutObserver.connect(c.mqttUrl, token.user, token.token);
+    // The release key trusted before the switch (the data directory keeps it).
+    publisher = new BenchPublisher(admin, { url: c.httpUrl, user: token.user, token: token.token }, tmp, publisher.key);
+    result.externalBroker = {
+      notes: [
+        "A device's PUBACK comes from Mosquitto once it has the message, not from the coordinator: ingestBurst.reportsPerSec and deviceMetrics.summariesPerSec are taken at the coordinator's counters (ota_reports_total, ota_device_metrics_summaries_total read every ingestPollMs), and Mosquitto's own intake is in their puback* fields.",
+        'halt latency, the waves and the assignments are timed at the devices and at a subscriber, as in the embedded run: each path now has a broker hop more (device -> Mosquitto -> coordinator, coordinator -> Mosquitto -> subscriber).',
+        "coordinator.peakRssMB is the coordinator started with --broker (connections live in Mosquitto: broker.*RssMB); switch.embeddedPeakRssMB is the embedded coordinator's while enrolling.",
+        'The devices were enrolled on the embedded broker and their clients written into the plugin file offline (switch): enrolling through the plugin rewrites its whole file per device.',
+      ],
+      ingestPollMs: args['ingest-poll-ms'],
+    };
+  }
 
   const badVersions = Array.from({ length: args['halt-trials'] }, (_, i) => `3.0.${i + 1}`);
   const workers = args.workers > 0 ? args.workers : Math.min(4, Math.max(1, Math.ceil(N / 2500)));
@@ -375,8 +589,11 @@ async function run(): Promise<void> {
   const hard = openFilesLimit('self').hard;
   result.fdLimits = {
     coordinator: openFilesLimit(c.pid),
+    ...(mosquitto ? { broker: openFilesLimit(mosquitto.pid) } : {}),
     ...s.fdLimits(),
-    limitedBy: `RLIMIT_NOFILE: hard limit ${hard} per process; soft limits are raised to it (Node does so at start, workers are also started through prlimit); raising the hard limit needs CAP_SYS_RESOURCE, which this container lacks. The coordinator holds one descriptor per device connection, so one coordinator tops out near ${hard - 100} devices; simulator workers split theirs.`,
+    limitedBy: EXTERNAL
+      ? `RLIMIT_NOFILE: hard limit ${hard} per process; soft limits are raised to it (Node does so at start and Mosquitto inherits it, workers are also started through prlimit); raising the hard limit needs CAP_SYS_RESOURCE, which this container lacks. Mosquitto holds one descriptor per device connection (the coordinator one for its own), so one Mosquitto process tops out near ${hard - 100} devices; simulator workers split theirs.`
+      : `RLIMIT_NOFILE: hard limit ${hard} per process; soft limits are raised to it (Node does so at start, workers are also started through prlimit); raising the hard limit needs CAP_SYS_RESOURCE, which this container lacks. The coordinator holds one descriptor per device connection, so one coordinator tops out near ${hard - 100} devices; simulator workers split theirs.`,
   };
   if (connect.failed > 0) throw new Error(`${connect.failed} devices could not connect: ${connect.firstError}`);
 
@@ -425,27 +642,65 @@ async function run(): Promise<void> {
     const b = await phase('burst', async () => {
       const base = (await c.metrics()).ota_reports_total ?? 0;
       const expected = N * args.burst;
+      if (EXTERNAL) {
+        // Mosquitto acknowledges without the coordinator: its counter is read during the burst
+        // (cheap there, it holds a handful of descriptors), from the start.
+        const stop = new AbortController();
+        const counting = waitMetric(
+          'ota_reports_total',
+          (v) => v >= base + expected,
+          PHASE_MS,
+          args['ingest-poll-ms'],
+          stop.signal,
+        );
+        counting.catch(() => {});
+        try {
+          const r = await s.burst(args.burst);
+          const counted = await counting;
+          return { ...r, expected, counted: counted.value - base, countedAt: counted.at };
+        } finally {
+          stop.abort();
+        }
+      }
       const r = await s.burst(args.burst);
       // Cross-check (after the fact: scraping /metrics during the burst costs the coordinator
       // ~10% of its CPU at 10,000 connections, prom-client's open-fds and handles collectors).
       const counted = await waitMetric('ota_reports_total', (v) => v >= base + expected, PHASE_MS, 250);
       return { ...r, expected, counted: counted.value - base, countedAt: counted.at };
     });
-    result.ingestBurst = {
-      reports: b.expected,
-      acknowledged: b.acked,
-      countedByCoordinator: b.counted,
-      /**
-       * First report sent -> last PUBACK received. Aedes writes the PUBACK of a QoS 1 publish
-       * after the ACL and payload check and hands the message to the coordinator's handler in
-       * that write's callback, so this is the broker's ingest rate; every device waits for its
-       * PUBACK before sending its next report.
-       */
-      ms: Math.round(b.doneAt - b.startedAt),
-      reportsPerSec: Math.round(b.expected / ((b.doneAt - b.startedAt) / 1000)),
-      /** First report sent -> /metrics ota_reports_total showed them all (polled every 250 ms after the last PUBACK). */
-      countedMs: Math.round(b.countedAt - b.startedAt),
-    };
+    if (EXTERNAL) {
+      const countedMs = Math.round(b.countedAt - b.startedAt);
+      const pubackMs = Math.round(b.doneAt - b.startedAt);
+      result.ingestBurst = {
+        reports: b.expected,
+        acknowledged: b.acked,
+        countedByCoordinator: b.counted,
+        /** First report sent -> the coordinator's ota_reports_total counted them all (read every ingestPollMs). */
+        ms: countedMs,
+        /** The coordinator's ingest rate through Mosquitto: reports / ms. */
+        reportsPerSec: Math.round(b.expected / (countedMs / 1000)),
+        countedMs,
+        /** First report sent -> last PUBACK, which Mosquitto gives once it has the report: its intake, not the coordinator's. */
+        pubackMs,
+        pubackReportsPerSec: Math.round(b.acked / (pubackMs / 1000)),
+        definition: 'through Mosquitto: first report sent -> counted by the coordinator (see externalBroker.notes)',
+      };
+    } else
+      result.ingestBurst = {
+        reports: b.expected,
+        acknowledged: b.acked,
+        countedByCoordinator: b.counted,
+        /**
+         * First report sent -> last PUBACK received. Aedes writes the PUBACK of a QoS 1 publish
+         * after the ACL and payload check and hands the message to the coordinator's handler in
+         * that write's callback, so this is the broker's ingest rate; every device waits for its
+         * PUBACK before sending its next report.
+         */
+        ms: Math.round(b.doneAt - b.startedAt),
+        reportsPerSec: Math.round(b.expected / ((b.doneAt - b.startedAt) / 1000)),
+        /** First report sent -> /metrics ota_reports_total showed them all (polled every 250 ms after the last PUBACK). */
+        countedMs: Math.round(b.countedAt - b.startedAt),
+      };
   }
 
   // ---- device metrics: every device catches up on a few minutes of summaries ----
@@ -453,7 +708,27 @@ async function run(): Promise<void> {
     const minutes = args['metrics-minutes'];
     const base = (await c.metrics()).ota_device_metrics_summaries_total ?? 0;
     const fromMs = Math.floor(Date.now() / 60_000) * 60_000 - minutes * 60_000;
-    const m = await phase('metrics', () => s.metricsBurst(minutes, fromMs, args['metrics-observations']));
+    const expectedSummaries = N * minutes;
+    const m = await phase('metrics', async () => {
+      if (!EXTERNAL) return { ...(await s.metricsBurst(minutes, fromMs, args['metrics-observations'])), countedAt: 0 };
+      // Mosquitto acknowledges without the coordinator: its counter times the phase (as the burst's).
+      const stop = new AbortController();
+      const counting = waitMetric(
+        'ota_device_metrics_summaries_total',
+        (v) => v >= base + expectedSummaries,
+        PHASE_MS,
+        args['ingest-poll-ms'],
+        stop.signal,
+      );
+      counting.catch(() => {});
+      try {
+        const r = await s.metricsBurst(minutes, fromMs, args['metrics-observations']);
+        if (r.sent !== expectedSummaries) return { ...r, countedAt: 0 };
+        return { ...r, countedAt: (await counting).at };
+      } finally {
+        stop.abort();
+      }
+    });
     if (m.sent === 0) throw new Error('no simulated device runs a model: the metrics phase needs the rollout phase');
     const usage = phases.at(-1) as PhaseUsage;
     const counted = await waitMetric('ota_device_metrics_summaries_total', (v) => v >= base + m.sent, PHASE_MS, 250);
@@ -479,8 +754,21 @@ async function run(): Promise<void> {
        * First summary sent -> last PUBACK. Each device sends its next summary after the PUBACK of
        * the previous one, which the coordinator gives once the summary is committed (group commit).
        */
-      ms: Math.round(m.doneAt - m.startedAt),
-      summariesPerSec: Math.round(m.sent / ((m.doneAt - m.startedAt) / 1000)),
+      ...(EXTERNAL && m.countedAt > 0
+        ? {
+            /** First summary sent -> the coordinator counted them all (stored; read every ingestPollMs). */
+            ms: Math.round(m.countedAt - m.startedAt),
+            summariesPerSec: Math.round(m.sent / ((m.countedAt - m.startedAt) / 1000)),
+            /** First summary sent -> last PUBACK, Mosquitto's (it does not wait for the coordinator's commit). */
+            pubackMs: Math.round(m.doneAt - m.startedAt),
+            pubackSummariesPerSec: Math.round(m.acked / ((m.doneAt - m.startedAt) / 1000)),
+            definition:
+              'through Mosquitto: first summary sent -> counted by the coordinator (see externalBroker.notes)',
+          }
+        : {
+            ms: Math.round(m.doneAt - m.startedAt),
+            summariesPerSec: Math.round(m.sent / ((m.doneAt - m.startedAt) / 1000)),
+          }),
       coordinatorCpuMsPerSummary: round((usage.coordinatorCpuSeconds * 1000) / Math.max(1, m.sent), 3),
       storeBytes: scrape.ota_device_metrics_store_bytes ?? null,
       queryFleetByVersion1h: fleetQuery,
@@ -611,13 +899,35 @@ function goals(): Goal[] {
   const ingest = r.ingestBurst?.reportsPerSec ?? null;
   const p99 = r.halt?.p99Ms ?? null;
   const big = r.bigWave?.lastWave ?? null;
+  const brokerPeak = (result.broker as { end?: { peakRssMB: number } | null } | undefined)?.end?.peakRssMB;
+  const first: Goal = EXTERNAL
+    ? {
+        goal: "10,000 devices through Mosquitto: a full four-wave rollout, no report lost, coordinator RSS < 300 MB (the connections are Mosquitto's)",
+        target: 'devices >= 10000, rollout completed, lost = 0, coordinator peak RSS < 300 MB',
+        value: `devices ${N}, rollout ${r.rollout?.status ?? 'not run'}, lost ${r.rollout?.reports.lost ?? '-'}, coordinator peak RSS ${rss ?? '-'} MB, Mosquitto peak RSS ${brokerPeak ?? '-'} MB`,
+        met: r.rollout ? at10k && rolloutOk && rss !== null && rss < 300 : null,
+      }
+    : {
+        goal: '10,000 devices on one coordinator: a full four-wave rollout, no report lost, coordinator RSS < 400 MB',
+        target: 'devices >= 10000, rollout completed, lost = 0, peak RSS < 400 MB',
+        value: `devices ${N}, rollout ${r.rollout?.status ?? 'not run'}, lost ${r.rollout?.reports.lost ?? '-'}, peak RSS ${rss ?? '-'} MB`,
+        met: r.rollout ? at10k && rolloutOk && rss !== null && rss < 400 : null,
+      };
+  const ingestRatio = (result.vsBare as { ingestReportsPerSec?: { ratio: number | null } } | undefined)
+    ?.ingestReportsPerSec?.ratio;
+  const bareGoal: Goal[] =
+    ingestRatio === undefined
+      ? []
+      : [
+          {
+            goal: `reports ingested per second through the coordinator, against the bare ${BARE_KIND} broker's with the same simulator`,
+            target: '>= 0.6 x bare',
+            value: ingestRatio,
+            met: ingestRatio === null ? null : ingestRatio >= 0.6,
+          },
+        ];
   return [
-    {
-      goal: '10,000 devices on one coordinator: a full four-wave rollout, no report lost, coordinator RSS < 400 MB',
-      target: 'devices >= 10000, rollout completed, lost = 0, peak RSS < 400 MB',
-      value: `devices ${N}, rollout ${r.rollout?.status ?? 'not run'}, lost ${r.rollout?.reports.lost ?? '-'}, peak RSS ${rss ?? '-'} MB`,
-      met: r.rollout ? at10k && rolloutOk && rss !== null && rss < 400 : null,
-    },
+    first,
     {
       goal: 'reports ingested per second (burst)',
       target: '>= 15000',
@@ -636,12 +946,129 @@ function goals(): Goal[] {
       value: big ? `${big.assignPublishMs} ms for ${big.devices} devices` : null,
       met: big?.assignPublishMs == null ? null : big.devices >= 9000 && big.assignPublishMs <= 2000,
     },
+    ...bareGoal,
   ];
+}
+
+interface Ratio {
+  fleet: number | null;
+  bare: number | null;
+  /** fleet / bare. */
+  ratio: number | null;
+  what: string;
+}
+
+function ratio(fleet: number | null | undefined, bare: number | null | undefined, what: string): Ratio {
+  const f = fleet ?? null;
+  const b = bare ?? null;
+  return { fleet: f, bare: b, ratio: f !== null && b !== null && b !== 0 ? round(f / b, 2) : null, what };
+}
+
+/** Every fleet figure that has a counterpart in the bare broker's run, as fleet / bare (pure over the two results). */
+function vsBare(bare: BareBrokerResult): Record<string, Ratio | string> {
+  const r = result as {
+    connect?: { perSecond: number };
+    ingestBurst?: { reports: number; reportsPerSec: number; pubackReportsPerSec?: number };
+    bigWave?: { lastWave: { devices: number; assignPublishMs: number | null } | null };
+    assignOnly?: { allReceivedMs: number | null; perSecond: number | null };
+    coordinator?: { peakRssMB?: number };
+    broker?: { end?: { peakRssMB: number } | null };
+  };
+  const burstPhase = phases.find((p) => p.phase === 'burst');
+  const cpuUsPerReport =
+    burstPhase && r.ingestBurst
+      ? round(
+          ((burstPhase.coordinatorCpuSeconds + (burstPhase.brokerCpuSeconds ?? 0)) * 1e6) / r.ingestBurst.reports,
+          1,
+        )
+      : null;
+  const big = r.bigWave?.lastWave;
+  const bigPerSec =
+    big?.assignPublishMs != null && big.assignPublishMs > 0
+      ? Math.round(big.devices / (big.assignPublishMs / 1000))
+      : null;
+  const brokerPeak = r.broker?.end?.peakRssMB ?? null;
+  const coordinatorPeak = r.coordinator?.peakRssMB ?? null;
+  return {
+    about: `fleet / bare ${bare.kind} with ${bare.devices} devices: above 1 is more for a rate, slower or bigger for a time or memory. Halt latency is the coordinator's alone: no ratio.`,
+    ingestReportsPerSec: EXTERNAL
+      ? ratio(
+          r.ingestBurst?.reportsPerSec,
+          bare.ingestBurst?.reportsPerSec,
+          'reports counted by the coordinator per second / reports one plain subscriber of the bare broker received per second (the coordinator is that subscriber here)',
+        )
+      : ratio(
+          r.ingestBurst?.reportsPerSec,
+          bare.ingestBurst?.pubackReportsPerSec,
+          'reports PUBACKed per second (first sent -> last PUBACK), the embedded broker handing each to the coordinator / the bare broker with nothing behind it',
+        ),
+    ...(EXTERNAL
+      ? {
+          brokerIntakeReportsPerSec: ratio(
+            r.ingestBurst?.pubackReportsPerSec,
+            bare.ingestBurst?.pubackReportsPerSec,
+            "Mosquitto's PUBACK rate to the devices with the coordinator subscribed / with a plain subscriber",
+          ),
+        }
+      : {}),
+    ingestCpuUsPerReport: ratio(
+      cpuUsPerReport,
+      bare.ingestBurst?.brokerCpuUsPerReport,
+      EXTERNAL
+        ? 'coordinator + Mosquitto CPU per report in the burst / bare Mosquitto CPU per report'
+        : 'coordinator (its broker included) CPU per report in the burst / bare Aedes CPU per report',
+    ),
+    connectPerSecond: ratio(
+      r.connect?.perSecond,
+      bare.connect?.perSecond,
+      'devices connected, subscribed and status acknowledged per second',
+    ),
+    bigWaveAssignPerSec: ratio(
+      bigPerSec,
+      bare.fanOut?.perSecond,
+      "the 90% wave's devices / its assignPublishMs (decision, signing, publishing, delivery) / the bare broker's retained fan-out per second (N desired states from one publisher)",
+    ),
+    assignOnlyPerSec: ratio(
+      r.assignOnly?.perSecond,
+      bare.fanOut?.perSecond,
+      'assign phase: N desired states received per second from rollout.create / bare fan-out per second',
+    ),
+    assignOnlyAllReceivedMs: ratio(
+      r.assignOnly?.allReceivedMs,
+      bare.fanOut?.allReceivedMs,
+      'assign phase: rollout.create -> the last device received its desired state / bare: first publish -> the last device received (ms)',
+    ),
+    peakRssMB: EXTERNAL
+      ? ratio(brokerPeak, bare.memory?.peakRssMB, "Mosquitto's peak RSS under the fleet / bare Mosquitto's (MB)")
+      : ratio(
+          coordinatorPeak,
+          bare.memory?.peakRssMB,
+          "the coordinator's peak RSS (its broker included) / bare Aedes's (MB)",
+        ),
+    ...(EXTERNAL
+      ? {
+          totalPeakRssMB: ratio(
+            coordinatorPeak !== null && brokerPeak !== null ? round(coordinatorPeak + brokerPeak, 1) : null,
+            bare.memory?.peakRssMB,
+            "coordinator + Mosquitto peak RSS / bare Mosquitto's (MB)",
+          ),
+        }
+      : {}),
+  };
 }
 
 async function cleanup(): Promise<void> {
   const stats = coordinatorStats();
   result.coordinator = stats ? { pid: coordinator?.pid, ...stats, phases } : { phases };
+  if (EXTERNAL || args.bare) result.contention = contention;
+  if (mosquitto) {
+    const b = brokerStats();
+    result.broker = {
+      ...(result.broker as object),
+      /** Mosquitto's RSS (VmRSS) and peak (VmHWM), and its CPU time, at the end of the run. */
+      end: b ? { rssMB: b.rssMB, peakRssMB: b.peakRssMB, cpuSeconds: b.cpuSeconds } : null,
+    };
+  }
   if (inspector) {
     try {
       result.coordinatorHeap = {
@@ -673,8 +1100,39 @@ async function cleanup(): Promise<void> {
     log(`coordinator stopped (${exit.code ?? exit.signal})`);
   }
   await sim?.stop(10_000);
+  if (mosquitto) {
+    const m = mosquitto;
+    // It saves its persistence file (every session and retained message) on the way out.
+    const exit = await m.stop(60_000);
+    log(`mosquitto stopped (${exit.code ?? exit.signal})`);
+    const problems = m
+      .tail(200)
+      .split('\n')
+      .filter((l) => /error|warning/i.test(l));
+    if (problems.length > 0) (result.broker as Record<string, unknown>).logProblems = problems.slice(-20);
+  }
   if (tmp && !args.keep) await fs.rm(tmp, { recursive: true, force: true, maxRetries: 3 });
   else if (tmp) result.dataDir = tmp;
+}
+
+/** `--bare`: the bare broker of the same kind with the same simulator and N, after everything else stopped. */
+async function bareBaseline(): Promise<void> {
+  if (!args.bare) return;
+  log(`bare ${BARE_KIND} baseline with ${N} devices...`);
+  const bare = await measureBareBroker({
+    kind: BARE_KIND,
+    devices: N,
+    burst: Math.max(1, args.burst),
+    workers: args.workers,
+    connectConcurrency: args['connect-concurrency'],
+    phaseTimeoutMs: PHASE_MS,
+    mosquittoExtra: confLines(args['bare-mosquitto-conf']),
+    signal: bareAbort.signal,
+  });
+  for (const e of bare.errors) errors.push(`bare ${BARE_KIND}: ${e}`);
+  result.bare = bare;
+  result.vsBare = vsBare(bare);
+  result.goals = goals();
 }
 
 function finish(): void {
@@ -686,7 +1144,9 @@ const watchdog = setTimeout(() => {
   errors.push(`the whole run exceeded ${args['timeout-s']} s; everything was killed`);
   coordinator?.kill();
   sim?.kill();
-  result.coordinator = { phases };
+  mosquitto?.kill();
+  bareAbort.abort();
+  result.coordinator ??= { phases };
   finish();
   process.exit(1);
 }, args['timeout-s'] * 1000);
@@ -696,12 +1156,18 @@ run()
     errors.push(err.message);
     log(`error: ${err.message}`);
     if (coordinator) log(`coordinator log tail:\n${coordinator.tail(10)}`);
+    if (mosquitto) log(`mosquitto log tail:\n${mosquitto.tail(10)}`);
   })
   .then(cleanup)
   .catch((err: Error) => {
     errors.push(`cleanup: ${err.message}`);
     coordinator?.kill();
     sim?.kill();
+    mosquitto?.kill();
+  })
+  .then(bareBaseline)
+  .catch((err: Error) => {
+    errors.push(`bare ${BARE_KIND}: ${err.message}`);
   })
   .finally(() => {
     clearTimeout(watchdog);

@@ -140,24 +140,51 @@ export class MosquittoProcess {
       });
       await fs.writeFile(configFile, config);
       await fs.rm(logFile, { force: true });
-      const child = spawn(bin, ['-c', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
-      const p = new MosquittoProcess(child, port, configFile, logFile, config);
-      let stderr = '';
-      child.stderr?.on('data', (d: Buffer) => {
-        stderr = (stderr + d.toString()).slice(-4000);
-      });
       try {
-        await p.waitListening(options.readyTimeoutMs ?? 10_000, () => stderr);
-        return p;
+        return await MosquittoProcess.launch({
+          bin,
+          configFile,
+          port,
+          logFile,
+          ...(options.readyTimeoutMs !== undefined ? { readyTimeoutMs: options.readyTimeoutMs } : {}),
+        });
       } catch (err) {
-        p.kill();
-        await p.exited;
         lastError = err as Error;
         // Only a lost race for the port is worth another try.
-        if (!/Address already in use/i.test(`${lastError.message}`)) throw lastError;
+        if (!isPortTaken(lastError)) throw lastError;
       }
     }
     throw lastError as Error;
+  }
+
+  /**
+   * Starts `mosquitto -c <configFile>` with a config written elsewhere (e.g. the one
+   * `ota-coordinator mosquitto-config` writes) whose one listener is 127.0.0.1:`port`, and
+   * resolves once it accepts TCP connections. `isPortTaken(error)` tells a lost race for the port.
+   */
+  static async launch(o: {
+    bin?: string;
+    configFile: string;
+    port: number;
+    logFile: string;
+    readyTimeoutMs?: number;
+  }): Promise<MosquittoProcess> {
+    const bin = o.bin ?? MOSQUITTO_BIN;
+    const config = await fs.readFile(o.configFile, 'utf8');
+    const child = spawn(bin, ['-c', o.configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const p = new MosquittoProcess(child, o.port, o.configFile, o.logFile, config);
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => {
+      stderr = (stderr + d.toString()).slice(-4000);
+    });
+    try {
+      await p.waitListening(o.readyTimeoutMs ?? 10_000, () => stderr);
+      return p;
+    } catch (err) {
+      p.kill();
+      await p.exited;
+      throw err;
+    }
   }
 
   private async waitListening(timeoutMs: number, stderr: () => string): Promise<void> {
@@ -200,6 +227,11 @@ export class MosquittoProcess {
   kill(): void {
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
   }
+}
+
+/** Whether a start failed because another process took the port between our pick and Mosquitto's bind. */
+export function isPortTaken(err: Error): boolean {
+  return /Address already in use/i.test(err.message);
 }
 
 function canConnect(port: number): Promise<boolean> {

@@ -41,13 +41,14 @@ export function benchManifest(
  * releases of tiny real models signed with it and uploaded over HTTP (`POST /releases`).
  */
 export class BenchPublisher {
-  readonly key: PrivateKey = generateKey();
   private counter = 0;
 
+  /** `key`: the release key, fresh unless given (a publisher for a restarted coordinator keeps the trusted one). */
   constructor(
     private readonly admin: CommandClient,
     private readonly http: { url: string; user: string; token: string },
     private readonly dir: string,
+    readonly key: PrivateKey = generateKey(),
   ) {}
 
   async trustKey(): Promise<void> {
