@@ -86,8 +86,15 @@ t.test(
       { id: 'dev-1', token: 'token-1' },
       { id: 'constructor', token: 'token-2' },
     ];
-    const p = await provisionMosquitto({ dataDir, dir: path.join(dir, 'mosquitto'), devices });
+    // Extra config lines go into the config file too (the bench's --mosquitto-conf).
+    const p = await provisionMosquitto({
+      dataDir,
+      dir: path.join(dir, 'mosquitto'),
+      devices,
+      extraConf: ['max_inflight_messages 40'],
+    });
     t.teardown(() => p.mosquitto.stop());
+    t.match(await fs.readFile(path.join(dir, 'mosquitto', 'mosquitto.conf'), 'utf8'), /^max_inflight_messages 40$/m);
     t.equal(p.clients, 4, 'the coordinator, the admin and two devices');
     t.same(p.coordinatorArgs, ['--broker', p.url, '--broker-password-file', p.passwordFile]);
     t.match(await fs.readFile(p.passwordFile, 'utf8'), /^\S{20,}\n$/);
