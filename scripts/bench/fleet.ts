@@ -177,6 +177,12 @@ interface WaveResult {
   assignSpreadMs: number | null;
   /** The wave's reports for this rollout / (first desired state received -> summary showing all terminal). */
   reportsPerSec: number | null;
+  /**
+   * Through Mosquitto only: what started the wave -> summary showing all its devices terminal
+   * (waveMs starts at a summary that reaches a subscriber only behind the wave's desired states;
+   * externalBroker.notes).
+   */
+  triggerToDoneMs?: number | null;
 }
 
 const result: Record<string, unknown> = {
@@ -381,6 +387,7 @@ function waveResults(
           ? Math.round(reports / ((w.terminalAt - firstDesired) / 1000))
           : null,
     };
+    if (EXTERNAL) out.triggerToDoneMs = w.terminalAt !== null ? Math.round(w.terminalAt - previousDoneAt) : null;
     if (lastTerminalSent > 0) previousDoneAt = Math.max(previousDoneAt, lastTerminalSent);
     return out;
   });
@@ -540,6 +547,8 @@ async function run(): Promise<void> {
       notes: [
         "A device's PUBACK comes from Mosquitto once it has the message, not from the coordinator: ingestBurst.reportsPerSec and deviceMetrics.summariesPerSec are taken at the coordinator's counters (ota_reports_total, ota_device_metrics_summaries_total read every ingestPollMs), and Mosquitto's own intake is in their puback* fields.",
         'halt latency, the waves and the assignments are timed at the devices and at a subscriber, as in the embedded run: each path now has a broker hop more (device -> Mosquitto -> coordinator, coordinator -> Mosquitto -> subscriber).',
+        "perWave[].waveMs starts when a subscriber sees the summary saying the wave started. The coordinator hands that summary to its one connection after the wave's desired states, so through Mosquitto it arrives behind all of them, when the devices served first may be done already: for a large wave waveMs then shrinks to almost nothing and means little. perWave[].triggerToDoneMs (what started the wave -> all its devices terminal) and assignPublishMs are the figures to compare.",
+        "The embedded broker holds device reports in bounded turns while a large wave's desired states go out (IngestGate); through Mosquitto the coordinator takes the wave's first reports, and decides on them, while it is still sending the rest of the wave.",
         "coordinator.peakRssMB is the coordinator started with --broker (connections live in Mosquitto: broker.*RssMB); switch.embeddedPeakRssMB is the embedded coordinator's while enrolling.",
         'The devices were enrolled on the embedded broker and their clients written into the plugin file offline (switch): enrolling through the plugin rewrites its whole file per device.',
       ],
