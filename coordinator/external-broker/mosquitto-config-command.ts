@@ -1,9 +1,10 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import { Command, CommanderError } from 'commander';
-import { OtaError, toOtaError } from '../../shared/errors.js';
+import { Command } from 'commander';
+import { OtaError } from '../../shared/errors.js';
 import { createTopics } from '../../shared/topics.js';
+import { runSubcommand, type Writer } from '../subcommand.js';
 import { findDynsecPlugin, writeMosquittoConfig } from './mosquitto-config.js';
 
 function port(value: string, name: string): number {
@@ -34,10 +35,10 @@ function ownerOf(user: string): { uid: number; gid: number } | undefined {
  * plugin's starting file and the coordinator's broker password (docs/brokers.md), and prints how
  * to start both. Returns the exit code.
  */
-export async function mosquittoConfigCommand(
+export function mosquittoConfigCommand(
   argv: string[],
-  out: { write(s: string): unknown } = process.stdout,
-  err: { write(s: string): unknown } = process.stderr,
+  out: Writer = process.stdout,
+  err: Writer = process.stderr,
 ): Promise<number> {
   const cmd = new Command('ota-coordinator mosquitto-config')
     .description('write a Mosquitto 2 config whose dynamic security plugin the coordinator manages (for --broker)')
@@ -56,16 +57,8 @@ export async function mosquittoConfigCommand(
     .option('--broker-user <name>', "the coordinator's user in the broker", 'ota-coordinator')
     .option('--tls-cert <file>', 'PEM certificate for the MQTT listener (mqtts)')
     .option('--tls-key <file>', 'PEM key for --tls-cert')
-    .option('--log-file <file>', 'Mosquitto log file (default: stderr)')
-    .exitOverride()
-    .configureOutput({ writeOut: (s) => out.write(s), writeErr: (s) => err.write(s) });
-  try {
-    cmd.parse(argv, { from: 'user' });
-  } catch (e) {
-    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
-    throw e;
-  }
-  const o = cmd.opts<{
+    .option('--log-file <file>', 'Mosquitto log file (default: stderr)');
+  type Options = {
     dir: string;
     host: string;
     port: string;
@@ -76,8 +69,8 @@ export async function mosquittoConfigCommand(
     tlsCert?: string;
     tlsKey?: string;
     logFile?: string;
-  }>();
-  try {
+  };
+  return runSubcommand<Options>('ota-coordinator mosquitto-config', cmd, argv, { out, err }, async (o) => {
     if (Boolean(o.tlsCert) !== Boolean(o.tlsKey)) throw new OtaError('E_USAGE', '--tls-cert and --tls-key go together');
     const plugin = o.plugin ?? findDynsecPlugin();
     if (!plugin) {
@@ -118,10 +111,5 @@ export async function mosquittoConfigCommand(
         '',
       ].join('\n'),
     );
-    return 0;
-  } catch (e) {
-    const error = toOtaError(e);
-    err.write(`ota-coordinator mosquitto-config: error ${error.code}: ${error.message}\n`);
-    return error.code === 'E_USAGE' ? 2 : 1;
-  }
+  });
 }
