@@ -59,10 +59,16 @@ export class LoggedProcess {
   private readonly child: ChildProcess;
   private waiters: (() => void)[] = [];
 
-  constructor(main: string, args: string[], env: NodeJS.ProcessEnv = {}) {
-    if (!existsSync(main)) throw new Error(`${main} is missing: run \`npm run build\` first`);
-    this.child = spawn(process.execPath, [main, ...args], {
-      env: { ...process.env, ...env },
+  /**
+   * `launch`: run `launch.command` (program and its first arguments) instead of this node on
+   * `main`, with only `env` (nothing of the test's own environment): an installed agent, e.g.
+   * through chroot.
+   */
+  constructor(main: string, args: string[], env: NodeJS.ProcessEnv = {}, launch?: { command: string[] }) {
+    if (!launch && !existsSync(main)) throw new Error(`${main} is missing: run \`npm run build\` first`);
+    const [file, ...first] = launch ? launch.command : [process.execPath, main];
+    this.child = spawn(file as string, [...first, ...args], {
+      env: launch ? env : { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let buffer = '';
@@ -148,9 +154,9 @@ export class LoggedProcess {
 
 /** One running `ota-agent` process. */
 export class AgentProcess extends LoggedProcess {
-  constructor(configFile: string, env: NodeJS.ProcessEnv = {}) {
+  constructor(configFile: string, env: NodeJS.ProcessEnv = {}, launch?: { command: string[] }) {
     // No RUNTIME_DIRECTORY from the environment the tests run in (a systemd service): every
     // agent would default its metrics socket to the same path there (agent/config.ts).
-    super(AGENT_MAIN, ['--config', configFile], { RUNTIME_DIRECTORY: undefined, ...env });
+    super(AGENT_MAIN, ['--config', configFile], { RUNTIME_DIRECTORY: undefined, ...env }, launch);
   }
 }
