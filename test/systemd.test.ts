@@ -8,6 +8,7 @@ import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
 import { AGENT_NODE_FLAGS, childExecArgv } from '../agent/node-flags.js';
 import { COORDINATOR_NODE_FLAGS } from '../coordinator/node-flags.js';
+import { packagedUnit, pathUnit } from '../scripts/package/deb-files.js';
 import { createNotifier, withoutNotifyEnv } from '../shared/systemd-notify.js';
 
 /**
@@ -125,6 +126,41 @@ t.test(`the coordinator unit too: exposure <= ${MAX_EXPOSURE}`, { skip: noSystem
   t.ok(m, 'the overall line is printed');
   t.ok(Number(m?.[1]) <= MAX_EXPOSURE, `exposure ${m?.[1]} <= ${MAX_EXPOSURE}`);
 });
+
+t.test(
+  `the .deb's units: exposure <= ${MAX_EXPOSURE}, and verify accepts both`,
+  { skip: noSystemdAnalyze || noOffline },
+  async (t) => {
+    // The agent's package (scripts/package/deb-files.ts) rewrites ExecStart= and adds
+    // ExecStartPre=+ (own-config, as root): the sandbox must score as before.
+    const dir = t.testdir({});
+    const unit = path.join(dir, 'ota-agent.service');
+    await fs.writeFile(unit, packagedUnit(await fs.readFile(UNIT, 'utf8')));
+    const r = await run('systemd-analyze', ['security', '--offline=yes', '--no-pager', unit], {
+      env: { ...process.env, SYSTEMD_COLORS: '0', SYSTEMD_PAGER: 'cat' },
+    });
+    const m = /Overall exposure level for [^:]+: ([0-9]+(?:\.[0-9]+)?)/.exec(`${r.stdout}\n${r.stderr}`);
+    t.ok(m, 'the overall line is printed');
+    t.ok(Number(m?.[1]) <= MAX_EXPOSURE, `exposure ${m?.[1]} <= ${MAX_EXPOSURE}`);
+
+    // verify needs the programs to exist here: the same units with /bin/true in their place.
+    await fs.writeFile(
+      unit,
+      packagedUnit(await fs.readFile(UNIT, 'utf8'))
+        .replace(/^ExecStart=\S+/m, 'ExecStart=/bin/true')
+        .replace(/^ExecStartPre=\+\S+/m, 'ExecStartPre=+/bin/true'),
+    );
+    // …and verify runs `man` for each man: link: ota-agent(1) is not installed here.
+    const noMan = (text: string) => text.replace(/ ?man:ota-agent\(1\)/g, '');
+    await fs.writeFile(unit, noMan(await fs.readFile(unit, 'utf8')));
+    await fs.writeFile(path.join(dir, 'ota-agent.path'), noMan(pathUnit()));
+    const v = await run('systemd-analyze', ['verify', unit, path.join(dir, 'ota-agent.path')], {
+      env: { ...process.env, SYSTEMD_COLORS: '0' },
+    });
+    t.equal(v.code, 0, `exit code\n${v.stdout}${v.stderr}`);
+    t.notMatch(v.stderr, /ota-agent\.(service|path):\d+:/, 'no complaint about a line of either unit');
+  },
+);
 
 t.test('systemd-analyze verify accepts the unit', { skip: noSystemdAnalyze }, async (t) => {
   // verify insists that ExecStart= exists on this machine; the agent is not installed here,
