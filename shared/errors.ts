@@ -21,7 +21,7 @@ export const ERROR_CODES = {
     area: 'config',
     meaning:
       'An agent file is open to other users: the config holding the device token inline, or the `tokenFile`, is readable by others, or the config or token file is writable by others.',
-    fix: 'Run the `chmod o-rw FILE` the message names. Group read stays allowed (install-agent.sh installs the config 0640 root:ota-agent); 0600 works too.',
+    fix: 'Run the `chmod o-rw FILE` the message names. Group read stays allowed (the package and install-agent.sh install the config 0640 root:ota-agent); 0600 works too.',
   },
   E_IO: {
     area: 'io',

@@ -24,7 +24,7 @@ export const PRIVATE_KEY_RULE: SecretFileRule = {
 /**
  * The device token (agent config with an inline token, token file) and the agent config (its
  * trusted keys and program allowlists): others may neither read nor write it. Group read stays
- * allowed: install-agent.sh installs the config 0640 root:ota-agent for the agent's group.
+ * allowed: the package (and install-agent.sh) install the config 0640 root:ota-agent for the agent's group.
  */
 export const DEVICE_SECRET_RULE: SecretFileRule = {
   forbidden: 0o006,

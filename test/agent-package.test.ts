@@ -58,7 +58,6 @@ t.test(
   async (t) => {
     const out = await fs.mkdtemp(path.join(os.tmpdir(), 'ota-deb-'));
     t.teardown(() => fs.rm(out, { recursive: true, force: true }));
-    // xz level 1 instead of the release's 6: a minute less; the release size is in BENCHMARKS.md.
     // Built as `npm run package:agent` does (its command, in this process), with xz level 1
     // instead of the release's 6: a minute less; the release sizes are in BENCHMARKS.md.
     let printed = '';
@@ -175,11 +174,53 @@ t.test(
     ];
     const libs = new Set<string>();
     for (const file of nativeFiles) {
-      for (const m of (await run('ldd', [file])).stdout.matchAll(/=> (\/\S+)|^\s*(\/\S+)/gm)) {
+      const ldd = (await run('ldd', [file])).stdout;
+      t.notMatch(ldd, /not found/, `every library ${path.basename(file)} needs is found\n${ldd}`);
+      for (const m of ldd.matchAll(/=> (\/\S+)|^\s*(\/\S+)/gm)) {
         const lib = (m[1] ?? m[2]) as string;
         if (!lib.startsWith(files)) libs.add(lib);
       }
     }
+    // …and the versions Depends: asks for cover the symbol versions the binaries need.
+    const needs = new Map<string, number[]>();
+    for (const file of nativeFiles) {
+      for (const m of (await run('objdump', ['-T', file], { maxBuffer: 64 << 20 })).stdout.matchAll(
+        /\b(GLIBC|GLIBCXX|GCC)_([0-9.]+)\b/g,
+      )) {
+        const version = (m[2] as string).split('.').map(Number);
+        const kind = m[1] as string;
+        const max = needs.get(kind);
+        if (!max || compareVersions(version, max) > 0) needs.set(kind, version);
+      }
+    }
+    const minimum = (pkg: string) =>
+      ((/\(>= ([0-9.]+)\)/.exec(DEPENDS.find((d) => d.startsWith(`${pkg} `)) ?? '')?.[1] ?? '0') as string)
+        .split('.')
+        .map(Number);
+    t.ok(
+      compareVersions(needs.get('GLIBC') ?? [0], minimum('libc6')) <= 0,
+      `GLIBC_${needs.get('GLIBC')?.join('.')} <= libc6 ${minimum('libc6').join('.')}`,
+    );
+    t.ok(
+      compareVersions(needs.get('GCC') ?? [0], minimum('libgcc-s1')) <= 0,
+      `GCC_${needs.get('GCC')?.join('.')} <= libgcc-s1 ${minimum('libgcc-s1').join('.')}`,
+    );
+    // libstdc++'s symbol versions by the GCC release that introduced them (GCC's ABI policy).
+    const glibcxxOfGcc = new Map([
+      [5, 21],
+      [6, 22],
+      [7, 24],
+      [8, 25],
+      [9, 26],
+      [10, 28],
+      [11, 29],
+      [12, 30],
+    ]);
+    const cxx = needs.get('GLIBCXX') ?? [3, 4, 0];
+    t.ok(
+      (cxx[2] ?? 0) <= (glibcxxOfGcc.get(minimum('libstdc++6')[0] as number) ?? -1),
+      `GLIBCXX_${cxx.join('.')} is in libstdc++6 >= ${minimum('libstdc++6').join('.')}`,
+    );
     const depended = new Set(DEPENDS.map((d) => d.split(' ')[0]));
     const owners = new Map<string, string>();
     for (const lib of libs) {
@@ -227,8 +268,32 @@ t.test(
       return `${(s.mode & 0o777).toString(8)} ${s.uid}:${s.gid}`;
     };
 
+    // This device ran the agent installed by scripts/install-agent.sh before: its unit (enabled),
+    // wrapper and /opt/ota-agent are there.
+    const scriptUnit = at('etc/systemd/system/ota-agent.service');
+    await fs.mkdir(at('etc/systemd/system/multi-user.target.wants'), { recursive: true });
+    await fs.copyFile(path.join(REPO, 'systemd', 'ota-agent.service'), scriptUnit);
+    await fs.symlink(
+      '/etc/systemd/system/ota-agent.service',
+      at('etc/systemd/system/multi-user.target.wants/ota-agent.service'),
+    );
+    await fs.mkdir(at('usr/local/bin'), { recursive: true });
+    await fs.writeFile(at('usr/local/bin/ota-agent'), '#!/bin/sh\n# Written by install-agent.sh: runs …\nexec true\n');
+    await fs.mkdir(at('opt/ota-agent'), { recursive: true });
+
     const installed = await dpkg(['-i', deb]);
     t.match(installed.stdout, /Setting up ota-agent/);
+    t.notOk(await exists(scriptUnit), "install-agent.sh's unit no longer overrides the package's");
+    t.ok(await exists(`${scriptUnit}.install-agent-old`), 'it is set aside, not deleted');
+    t.notOk(
+      await exists(at('usr/local/bin/ota-agent')),
+      "install-agent.sh's wrapper no longer shadows /usr/bin/ota-agent",
+    );
+    t.match(
+      installed.stdout,
+      /\/opt\/ota-agent .*is no longer used: sudo rm -rf \/opt\/ota-agent/,
+      'and says what to delete',
+    );
     const passwd = await fs.readFile(at('etc/passwd'), 'utf8');
     const user = /^ota-agent:x:(\d+):(\d+):[^:]*:\/var\/lib\/ota-agent:\/usr\/sbin\/nologin$/m.exec(passwd);
     t.ok(user, 'the system user ota-agent, home the state directory, no login');
@@ -278,6 +343,8 @@ t.test(
     // 0600 root:root, which the agent's user cannot read until own-config (ExecStartPre=+) runs.
     await fs.writeFile(at('etc/ota-agent/config.json'), JSON.stringify(config), { mode: 0o600 });
     t.equal(await statOf('etc/ota-agent/config.json'), '600 0:0');
+    // A CA certificate copied next to it the same way (broker.caFile) needs the same treatment.
+    await fs.writeFile(at('etc/ota-agent/ca.pem'), 'not used here\n', { mode: 0o600 });
     // `env -i`: nothing of this test's environment gets in (tap adds NODE_OPTIONS to every child).
     const chrootEnv = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' };
     const clean = ['-i', `PATH=${chrootEnv.PATH}`];
@@ -292,6 +359,7 @@ t.test(
     );
     await run('env', [...clean, 'chroot', root, '/usr/lib/ota-agent/libexec/own-config']);
     t.equal(await statOf('etc/ota-agent/config.json'), `640 0:${gid}`, 'own-config: 0640 root:ota-agent');
+    t.equal(await statOf('etc/ota-agent/ca.pem'), `640 0:${gid}`, 'and the other files in /etc/ota-agent');
 
     const check = await run('env', [...asAgent.slice(1), '--check-config']);
     t.match(check.stdout, /cam-01/, '--check-config as the agent user, from the installed files');
@@ -339,6 +407,15 @@ t.test(
     t.ok(await exists(at('etc/ota-agent/config.json')), 'remove keeps the config');
     t.ok(await exists(defaults), 'remove keeps the conffile');
     t.ok(await exists(current), 'remove keeps the state');
+
+    // --- Installed again without a purge in between: enabled again.
+    await dpkg(['-i', next]);
+    t.ok(
+      await exists(at('etc/systemd/system/multi-user.target.wants/ota-agent.service')),
+      'an install after a remove enables the service again',
+    );
+    t.ok(await exists(at('etc/systemd/system/paths.target.wants/ota-agent.path')), 'and the path unit');
+    await dpkg(['-r', 'ota-agent']);
 
     // --- Purge: config gone; the state only when asked.
     const purged = await dpkg(['-P', 'ota-agent']);
@@ -401,3 +478,12 @@ t.test('the arm64 package carries arm64 binaries only', { skip: noDpkg }, async 
   await handle.close();
   t.equal(header.readUInt16LE(18), 183, 'ELF machine AArch64');
 });
+
+/** Compares dotted versions numerically: <0, 0, >0. */
+function compareVersions(a: number[], b: number[]): number {
+  for (let i = 0; i < Math.max(a.length, b.length); i++) {
+    const d = (a[i] ?? 0) - (b[i] ?? 0);
+    if (d !== 0) return d;
+  }
+  return 0;
+}

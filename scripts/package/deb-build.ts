@@ -306,9 +306,9 @@ export async function buildAgentDeb(options: BuildOptions): Promise<BuildResult>
     const components: BundledComponent[] = [
       {
         files: `${LIB_DIR.slice(1)}/node`,
-        name: 'Node.js',
+        name: 'Node.js and the libraries its LICENSE lists',
         version: NODE_RUNTIME.version,
-        license: 'Expat and others (see LICENSE)',
+        license: 'Expat',
       },
       ...packages.map((p) => ({
         files: `${LIB_DIR.slice(1)}/${p.relative}`,

