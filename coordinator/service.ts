@@ -529,6 +529,8 @@ export async function startCoordinator(
           if (external.identity === 'mosquitto') brokerIdentity = dynsec;
         },
         onRefused: () => metrics.externalMessagesRefused.inc(),
+        // As the embedded broker does: the answers to a wave wait while it goes out (IngestGate).
+        holdDeviceIngest: answerStorm,
       });
       closeExternal = () => client.close();
       const bridge = bridgeWebSocketToBroker(http.server, { url: external.url, ca: brokerCa }, logger);
