@@ -1,4 +1,5 @@
-import { promises as fs } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { promises as fs, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Writable } from 'node:stream';
 import type { IPublishPacket, Packet } from 'mqtt';
@@ -26,8 +27,36 @@ const reported = (deviceId: string, seq: number) =>
 /** What happened on the coordinator's connection, in order: reports handled and PUBACKs sent. */
 type Event = { handled: number } | { puback: number };
 
-async function setUp(t: Test, perTurn: number) {
-  const broker = await TestMosquitto.start(t, path.join(t.testdir(), 'broker'));
+/** A certificate for 127.0.0.1 (its own CA), made with openssl, or null without openssl. */
+function selfSigned(dir: string): { certFile: string; keyFile: string } | null {
+  const certFile = path.join(dir, 'broker.pem');
+  const keyFile = path.join(dir, 'broker.key');
+  try {
+    execFileSync(
+      'openssl',
+      [
+        ...['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2'],
+        ...['-keyout', keyFile, '-out', certFile, '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'],
+      ],
+      { stdio: 'ignore' },
+    );
+  } catch {
+    return null;
+  }
+  return { certFile, keyFile };
+}
+
+/** A broker (with TLS: a certificate made with openssl), and the coordinator's connection to it. */
+async function setUp(t: Test, perTurn: number, tls = false) {
+  const dir = t.testdir();
+  let certs: { certFile: string; keyFile: string } | null = null;
+  if (tls) {
+    mkdirSync(path.join(dir, 'certs'));
+    certs = selfSigned(path.join(dir, 'certs'));
+    if (!certs) return null;
+  }
+  const broker = await TestMosquitto.start(t, path.join(dir, 'broker'), certs ? { tls: certs } : {});
+  const ca = certs ? await fs.readFile(certs.certFile) : undefined;
   const password = (await fs.readFile(broker.passwordFile, 'utf8')).trim();
   const events: Event[] = [];
   /** packet id -> the report's seq, from the publish as it arrived. */
@@ -37,6 +66,7 @@ async function setUp(t: Test, perTurn: number) {
     url: broker.url,
     username: 'ota-coordinator',
     password,
+    ca,
     clientId: 'coordinator-under-test',
     topics,
     logger: silent,
@@ -67,12 +97,14 @@ async function setUp(t: Test, perTurn: number) {
   t.teardown(() => ext.close());
   const identity = new DynsecIdentity(new DynsecClient(ext.mqtt), topics);
   await identity.addDevice('cam-01', 'cam-token');
-  const cam = await openSession(t, broker.url, 'cam-01', 'cam-token', 'cam-01');
+  const cam = await openSession(t, broker.url, 'cam-01', 'cam-token', 'cam-01', ca ? { ca } : {});
   return { ext, cam, events, received: () => seqOf.size, release: () => (hold = false) };
 }
 
+type Setup = NonNullable<Awaited<ReturnType<typeof setUp>>>;
+
 /** Publishes seqs `from`..`to` in order at QoS 1; resolves once Mosquitto took them all. */
-async function publish(cam: Awaited<ReturnType<typeof setUp>>['cam'], from: number, to: number) {
+async function publish(cam: Setup['cam'], from: number, to: number) {
   const sent: Promise<unknown>[] = [];
   for (let seq = from; seq <= to; seq++)
     sent.push(cam.client.publishAsync(topics.reported('cam-01'), reported('cam-01', seq), { qos: 1 }));
@@ -97,7 +129,7 @@ t.test(
   },
   async (t) => {
     // perTurn 0: while the hold lasts, no report is handled at all.
-    const { cam, events, received, release } = await setUp(t, 0);
+    const { cam, events, received, release } = (await setUp(t, 0)) as Setup;
     await publish(cam, 1, 30);
     // Mosquitto has them all (the device had its PUBACKs); the first reached the coordinator and
     // waits in the gate, the rest wait behind it: none handled, none acknowledged.
@@ -121,7 +153,7 @@ t.test(
 );
 
 t.test('bounded turns: at most perTurn handled per turn while held', { skip: mosquittoSkip() }, async (t) => {
-  const { cam, events, release } = await setUp(t, 2);
+  const { cam, events, release } = (await setUp(t, 2)) as Setup;
   // Counted per turn of the event loop by a timer-free probe: setImmediate marks each turn.
   const perTurn: number[] = [];
   let last = 0;
@@ -154,7 +186,7 @@ t.test(
     skip: mosquittoSkip(),
   },
   async (t) => {
-    const { ext, cam, events, received, release } = await setUp(t, 0);
+    const { ext, cam, events, received, release } = (await setUp(t, 0)) as Setup;
     await publish(cam, 1, 10);
     await until(() => received() > 0, 'the first report at the coordinator');
     t.same(handled(events), [], 'held');
@@ -174,38 +206,45 @@ t.test(
   },
 );
 
-t.test(
-  'open: the PUBACKs of one turn leave in one write, not one system call each',
-  {
-    skip: mosquittoSkip(),
-  },
-  async (t) => {
-    const { ext, cam, events, received, release } = await setUp(t, 0);
-    // Held first, so the broker's 20 in flight (max_inflight_messages) are all at the coordinator
-    // when the gate opens: handled in one turn, their PUBACKs written together.
-    await publish(cam, 1, 20);
-    await until(() => received() > 0, 'the first report at the coordinator');
-    const socket = ext.mqtt.stream as unknown as Writable & {
-      _writev?: (chunks: unknown[], cb: () => void) => void;
-      _write: (chunk: unknown, enc: unknown, cb: () => void) => void;
-    };
-    let writes = 0;
-    const writev = socket._writev?.bind(socket);
-    const write = socket._write.bind(socket);
-    if (writev)
-      socket._writev = (chunks, cb) => {
-        writes++;
-        writev(chunks, cb);
-      };
-    socket._write = (chunk, enc, cb) => {
+/** Held first, so the broker's 20 in flight (max_inflight_messages) are all at the coordinator
+ * when the gate opens: handled in one turn, their PUBACKs written together. */
+async function batched(t: Test, tls: boolean) {
+  const setup = await setUp(t, 0, tls);
+  if (!setup) {
+    t.pass('skipped: no openssl to make a certificate');
+    return;
+  }
+  const { ext, cam, events, received, release } = setup;
+  await publish(cam, 1, 20);
+  await until(() => received() > 0, 'the first report at the coordinator');
+  const socket = ext.mqtt.stream as unknown as Writable & {
+    _writev?: (chunks: unknown[], cb: () => void) => void;
+    _write: (chunk: unknown, enc: unknown, cb: () => void) => void;
+  };
+  let writes = 0;
+  const writev = socket._writev?.bind(socket);
+  const write = socket._write.bind(socket);
+  if (writev)
+    socket._writev = (chunks, cb) => {
       writes++;
-      write(chunk, enc, cb);
+      writev(chunks, cb);
     };
-    const ackedBefore = acked(events).length;
-    release();
-    await until(() => acked(events).length === 20, 'all 20 acknowledged');
-    const acks = acked(events).length - ackedBefore;
-    t.equal(acks, 20);
-    t.ok(writes <= 4, `20 PUBACKs in ${writes} writes (one each without batching)`);
-  },
+  socket._write = (chunk, enc, cb) => {
+    writes++;
+    write(chunk, enc, cb);
+  };
+  release();
+  await until(() => acked(events).length === 20, 'all 20 acknowledged');
+  t.same(
+    handled(events),
+    Array.from({ length: 20 }, (_, i) => i + 1),
+    'all handled, in order',
+  );
+  t.ok(writes <= 4, `20 PUBACKs in ${writes} writes (one each without batching)`);
+}
+
+t.test('open: the PUBACKs of one turn leave in one write, not one system call each', { skip: mosquittoSkip() }, (t) =>
+  batched(t, false),
 );
+
+t.test('the same through TLS (mqtts)', { skip: mosquittoSkip() }, (t) => batched(t, true));
