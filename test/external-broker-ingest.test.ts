@@ -206,7 +206,7 @@ t.test(
   },
 );
 
-/** Held first, so the broker's 20 in flight (max_inflight_messages) are all at the coordinator
+/** Held first, so all 20 are in flight to the coordinator (max_inflight_messages allows more)
  * when the gate opens: handled in one turn, their PUBACKs written together. */
 async function batched(t: Test, tls: boolean) {
   const setup = await setUp(t, 0, tls);
