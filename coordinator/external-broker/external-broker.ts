@@ -273,11 +273,11 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
     callback();
   }
 
-  // Each PUBACK in its own system call was 25-42% of the coordinator's time in a burst of reports
-  // (BENCHMARKS.md): mqtt.js writes a packet and uncorks on the next tick, and takes the next
-  // packet on the tick after. The connection is corked until the end of this turn of the event
-  // loop, so every write of the turn (PUBACKs, publishes) goes out in one writev; TLS
-  // included (a TLS socket is a stream like any other).
+  // mqtt.js writes a packet and uncorks on the next tick, and takes the next packet on the tick
+  // after: each PUBACK was a system call of its own (and a TCP segment waking the broker), a
+  // third of the profiled time in a burst of reports (BENCHMARKS.md). The connection is corked
+  // until the end of this turn of the event loop, so every write of the turn (PUBACKs,
+  // publishes) goes out in one writev; TLS included (a TLS socket is a stream like any other).
   let corked: Writable | null = null;
   function batchWrites(): void {
     const stream = client.stream as Writable | undefined;
