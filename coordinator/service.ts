@@ -529,6 +529,10 @@ export async function startCoordinator(
           if (external.identity === 'mosquitto') brokerIdentity = dynsec;
         },
         onRefused: () => metrics.externalMessagesRefused.inc(),
+        // No holdDeviceIngest here, unlike the embedded broker: through Mosquitto the coordinator
+        // is idle while a wave is delivered (the broker and the devices are busy), and holding the
+        // answers afterwards only split its work into 2.5x as many rollout commits (+10% CPU, no
+        // faster wave; BENCHMARKS.md, issue 16, 2026-12-06 evening).
       });
       closeExternal = () => client.close();
       const bridge = bridgeWebSocketToBroker(http.server, { url: external.url, ca: brokerCa }, logger);

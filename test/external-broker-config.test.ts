@@ -130,6 +130,7 @@ t.test('the generated Mosquitto config', async (t) => {
     'user mosquitto',
     'log_dest stderr',
     'set_tcp_nodelay true',
+    'max_inflight_messages 1000',
   ]) {
     t.ok(conf.split('\n').includes(line), line);
   }

@@ -1,10 +1,12 @@
 import { createHash } from 'node:crypto';
-import mqtt, { type MqttClient } from 'mqtt';
+import type { Writable } from 'node:stream';
+import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
 import { OtaError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import type { CommandReply, CommandRequest, Metrics, Reported, Status } from '../../shared/messages.js';
 import { encodePayload } from '../../shared/payload.js';
 import type { Topics } from '../../shared/topics.js';
+import { IngestGate } from '../broker/ingest-gate.js';
 import { checkClientPayload } from '../broker/payload-check.js';
 import type { Principal } from '../broker/principal.js';
 
@@ -57,6 +59,13 @@ export interface ExternalBrokerOptions {
   onRefused?: (reason: string) => void;
   /** How long start() waits for the first connection. */
   connectTimeoutMs?: number;
+  /**
+   * While true (a wave's desired states are going out, and a little after), devices' messages are
+   * handled at most `devicePublishesPerTurn` per turn of the event loop, in arrival order; each is
+   * acknowledged to the broker once handled, so the rest wait in the broker (IngestGate).
+   */
+  holdDeviceIngest?: () => boolean;
+  devicePublishesPerTurn?: number;
 }
 
 export interface ExternalBroker {
@@ -146,6 +155,10 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
       (err: Error) => logger.warn({ topic, err: err.message }, 'retained message not deleted'),
     );
 
+  /**
+   * One message, checked and handed to its route. Checked when it is handled, not when it
+   * arrived: a device's message may have waited in the IngestGate (its device removed meanwhile).
+   */
   function onMessage(topic: string, payload: Buffer, retained: boolean): void {
     // An empty retained message deletes one (MQTT 3.1.1 section 3.3.1.3): the coordinator's own,
     // when a device is removed. Nothing to ingest. And `$` topics are the broker's own (the
@@ -223,9 +236,64 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
     }
   }
 
-  // The retain flag is set only on what the broker delivers from its retained store (at a
-  // subscription); live messages arrive without it (MQTT 3.1.1 section 3.3.1.3).
-  client.on('message', (topic, payload, packet) => onMessage(topic, payload, packet.retain));
+  const gate = new IngestGate(options.devicePublishesPerTurn ?? 200, options.holdDeviceIngest ?? (() => false));
+  // mqtt.js emits 'message' and then calls handleMessage, whose callback sends the PUBACK (QoS 1)
+  // and only then takes the next packet from the connection: messages are handled here, and each
+  // is acknowledged once handled. A device's message waiting in the gate holds the connection's
+  // later packets with it (mqtt.js handles them one by one), so the broker keeps the rest (it
+  // sends at most max_inflight_messages unacknowledged) and nothing is reordered.
+  client.handleMessage = (packet: IPublishPacket, callback: (error?: Error) => void) => {
+    const topic = packet.topic;
+    const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+    // The retain flag is set only on what the broker delivers from its retained store (at a
+    // subscription); live messages arrive without it (MQTT 3.1.1 section 3.3.1.3).
+    const retained = packet.retain;
+    if (!isDeviceTopic(topic)) {
+      // Operators' commands and the broker's own messages never wait behind devices' reports.
+      onMessage(topic, payload, retained);
+      acknowledge(callback);
+      return;
+    }
+    const stream = client.stream;
+    gate.admit(() => {
+      // Its connection ended while it waited: the broker sends it again on the next one (it was
+      // not acknowledged), and an acknowledgement now would name a packet id of that new session.
+      if (packet.qos > 0 && (client.stream !== stream || !client.connected)) return;
+      try {
+        onMessage(topic, payload, retained);
+      } finally {
+        acknowledge(callback);
+      }
+    });
+  };
+
+  /** The PUBACK (or, at QoS 0, the next packet), written with the others of this turn. */
+  function acknowledge(callback: (error?: Error) => void): void {
+    batchWrites();
+    callback();
+  }
+
+  // mqtt.js writes a packet and uncorks on the next tick, and takes the next packet on the tick
+  // after: each PUBACK was a system call of its own (and a TCP segment waking the broker), a
+  // third of the profiled time in a burst of reports (BENCHMARKS.md). The connection is corked
+  // until the end of this turn of the event loop, so every write of the turn (PUBACKs,
+  // publishes) goes out in one writev; TLS included (a TLS socket is a stream like any other).
+  let corked: Writable | null = null;
+  function batchWrites(): void {
+    const stream = client.stream as Writable | undefined;
+    if (!stream || stream === corked || typeof stream.cork !== 'function') return;
+    corked = stream;
+    stream.cork();
+    setImmediate(() => {
+      if (corked === stream) corked = null;
+      stream.uncork();
+    });
+  }
+
+  function isDeviceTopic(topic: string): boolean {
+    return topic.startsWith(devicePrefix);
+  }
+  const devicePrefix = `${topics.prefix}/devices/`;
 
   let firstConnect: (() => void) | null = null;
   let firstFailure: ((err: Error) => void) | null = null;

@@ -96,7 +96,7 @@ const args = parseArgs(
       help: "config lines appended to the product's Mosquitto config (mosquitto-config.ts), ';'-separated, for experiments (e.g. 'max_inflight_messages 0')",
     },
     'bare-mosquitto-conf': {
-      default: 'set_tcp_nodelay true',
+      default: 'set_tcp_nodelay true;max_inflight_messages 1000',
       help: "config lines for the bare Mosquitto, ';'-separated: by default the product config's (mosquitto-config.ts) that bear on speed",
     },
     'ingest-poll-ms': {

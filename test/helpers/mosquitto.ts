@@ -46,10 +46,11 @@ export class TestMosquitto {
     readonly conf: string,
     readonly passwordFile: string,
     readonly logFile: string,
+    readonly tls: boolean,
   ) {}
 
   get url(): string {
-    return `mqtt://127.0.0.1:${this.port}`;
+    return `${this.tls ? 'mqtts' : 'mqtt'}://127.0.0.1:${this.port}`;
   }
 
   get pid(): number | undefined {
@@ -61,7 +62,12 @@ export class TestMosquitto {
     return { OTA_BROKER_URL: this.url, OTA_BROKER_PASSWORD_FILE: this.passwordFile };
   }
 
-  static async start(t: Test, dir: string): Promise<TestMosquitto> {
+  /** With `tls`, the MQTT listener takes TLS only (PEM files; clients need the certificate's CA). */
+  static async start(
+    t: Test,
+    dir: string,
+    options: { tls?: { certFile: string; keyFile: string } } = {},
+  ): Promise<TestMosquitto> {
     const port = await freePort();
     // The test process writes the files; Mosquitto (dropping to `user` when started as root) reads them.
     const runAs = process.getuid?.() === 0 ? 'root' : os.userInfo().username;
@@ -76,10 +82,10 @@ export class TestMosquitto {
       username: 'ota-coordinator',
       password: `test-${Math.random().toString(36).slice(2)}`,
       topics: createTopics(),
-      tls: null,
+      tls: options.tls ?? null,
       logFile,
     });
-    const broker = new TestMosquitto(dir, port, written.conf, written.passwordFile, logFile);
+    const broker = new TestMosquitto(dir, port, written.conf, written.passwordFile, logFile, options.tls !== undefined);
     await broker.launch();
     t.teardown(() => broker.stop());
     return broker;
