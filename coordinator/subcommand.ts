@@ -17,13 +17,8 @@ export async function runSubcommand<O>(
   io: { out: Writer; err: Writer },
   run: (opts: O) => Promise<void>,
 ): Promise<number> {
-  cmd.exitOverride().configureOutput({ writeOut: (s) => io.out.write(s), writeErr: (s) => io.err.write(s) });
-  try {
-    cmd.parse(argv, { from: 'user' });
-  } catch (e) {
-    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
-    throw e;
-  }
+  const parsed = parseCommand(cmd, argv, io);
+  if (parsed !== undefined) return parsed;
   try {
     await run(cmd.opts<O & Record<string, unknown>>());
     return 0;
@@ -32,4 +27,19 @@ export async function runSubcommand<O>(
     io.err.write(`${name}: error ${error.code}: ${error.message}\n`);
     return error.code === 'E_USAGE' ? 2 : 1;
   }
+}
+
+/**
+ * Parses `argv` with `cmd`, help and usage errors written to `io`. Undefined when the command
+ * should run; else its exit code: 0 after --help or --version, 2 on a usage error.
+ */
+export function parseCommand(cmd: Command, argv: string[], io: { out: Writer; err: Writer }): number | undefined {
+  cmd.exitOverride().configureOutput({ writeOut: (s) => io.out.write(s), writeErr: (s) => io.err.write(s) });
+  try {
+    cmd.parse(argv, { from: 'user' });
+  } catch (e) {
+    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
+    throw e;
+  }
+  return undefined;
 }

@@ -2,7 +2,8 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Command, CommanderError } from 'commander';
+import { Command } from 'commander';
+import { parseCommand, type Writer } from '../../coordinator/subcommand.js';
 import { DEB_ARCH_NAMES, debArch, hostDebArch } from './deb-arch.js';
 import { buildAgentDeb } from './deb-build.js';
 
@@ -12,10 +13,6 @@ import { buildAgentDeb } from './deb-build.js';
  * the installed size; progress on stderr. Exit 0 built, 1 failed (nothing half-written is
  * left), 2 usage error.
  */
-
-interface Writer {
-  write(s: string): unknown;
-}
 
 /** The project: two levels up from the source (scripts/package/), three from dist/scripts/package/. */
 function projectDir(): string {
@@ -55,13 +52,8 @@ export async function packageAgentMain(argv: string[], io: { out: Writer; err: W
       'verified Node.js runtime tarballs, kept between builds',
       path.join(PROJECT, 'node_modules', '.cache', 'ota-agent-package'),
     );
-  cmd.exitOverride().configureOutput({ writeOut: (s) => io.out.write(s), writeErr: (s) => io.err.write(s) });
-  try {
-    cmd.parse(argv, { from: 'user' });
-  } catch (e) {
-    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
-    throw e;
-  }
+  const parsed = parseCommand(cmd, argv, io);
+  if (parsed !== undefined) return parsed;
   const opts = cmd.opts<Options>();
   let arch: ReturnType<typeof debArch>;
   try {
