@@ -47,21 +47,15 @@ const spreadShape = { median: Number, min: Number, max: Number, runs: Number };
 const goalShape = { goal: String, target: String };
 const machineShape = { cores: Number, cpuModel: String, node: String, date: String };
 
+/** bench:fleet's options for a run of a few seconds: `devices` devices, short halt and burst phases. */
+function smallFleet(devices: number): string[] {
+  return ['--devices', String(devices), '--halt-trials', '2', '--step-ms', '20', '--burst', '2', '--timeout-s', '50'];
+}
+
 t.test('bench:fleet, bench:update and bench:audit print their JSON document', async (t) => {
   // In parallel: each is a few seconds of mostly waiting on processes and fsync.
   const [fleet, update, audit] = await Promise.all([
-    runBench('fleet', [
-      '--devices',
-      '40',
-      '--halt-trials',
-      '2',
-      '--step-ms',
-      '20',
-      '--burst',
-      '2',
-      '--timeout-s',
-      '50',
-    ]),
+    runBench('fleet', smallFleet(40)),
     runBench('update', ['--sizes', '1', '--runs', '1', '--idle-s', '1']),
     runBench('audit', [
       '--events',
@@ -167,21 +161,7 @@ t.test(
   { skip: mosquittoSkip() },
   async (t) => {
     const devices = 50;
-    const run = await runBench('fleet', [
-      '--broker',
-      'mosquitto',
-      '--bare',
-      '--devices',
-      String(devices),
-      '--halt-trials',
-      '2',
-      '--step-ms',
-      '20',
-      '--burst',
-      '2',
-      '--timeout-s',
-      '50',
-    ]);
+    const run = await runBench('fleet', ['--broker', 'mosquitto', '--bare', ...smallFleet(devices)]);
     const r = run.json;
     t.equal(run.code, 0, 'exits 0', { stderr: run.stderr.slice(-3000) });
     t.same(r.errors, []);
