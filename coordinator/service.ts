@@ -1,4 +1,5 @@
 import { promises as fs } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { OtaError } from '../shared/errors.js';
 import { publicKeyToJson } from '../shared/keys.js';
@@ -14,6 +15,7 @@ import type { Principal } from './broker/principal.js';
 import { runCommand } from './commands/dispatch.js';
 import type { CoordinatorConfig } from './config.js';
 import { DesiredPublisher, type OutgoingMessage } from './desired/desired-publisher.js';
+import { ParallelSigner } from './desired/parallel-signer.js';
 import { SeqCatchUp } from './desired/seq-catch-up.js';
 import { AnalysisGates } from './experiments/analysis-judge.js';
 import { ExperimentService, LOOK_CHECK_EVERY_MS } from './experiments/experiment-service.js';
@@ -50,6 +52,13 @@ const WRITE_BEHIND_EVERY_MS = 50;
 const LARGE_FAN_OUT = 1_000;
 /** How long after a large hand-over device publishes stay gated (its devices' answers). */
 const ANSWER_STORM_MS = 1_000;
+/**
+ * Signing worker threads: one per core beyond the first, at most 3 (a 9,000-device wave's
+ * signatures take ~0.5 s on one core of the bench machine; BENCHMARKS.md, issue 16).
+ */
+function signingWorkers(): number {
+  return Math.max(0, Math.min(3, os.availableParallelism() - 1));
+}
 /** Device metrics past retention are removed at start and this often. */
 const METRICS_PRUNE_EVERY_MS = 3_600_000;
 
@@ -128,7 +137,16 @@ export async function startCoordinator(
       });
     };
     const answerStorm = () => largeFanOuts > 0 || nowMs() - lastFanOutDoneAt < ANSWER_STORM_MS;
-    const desired = new DesiredPublisher({ store, topics, signer: signerFor(key, { fast: true }), now });
+    // A wave's desired states are signed on this thread and on up to 3 workers at once.
+    const signing = new ParallelSigner({ seed: key.seed, workers: signingWorkers(), logger });
+    closers.push(() => signing.close());
+    const desired = new DesiredPublisher({
+      store,
+      topics,
+      signer: signerFor(key, { fast: true }),
+      now,
+      signMany: (texts) => signing.signMany(texts),
+    });
     // The retained fleet summary (ota/v1/fleet), counted as reports, presence, enrolments and
     // removals arrive, from the stored fleet at start (all offline: nobody is connected yet).
     const fleetTally = FleetTally.seeded(store.listDevices());

@@ -11,8 +11,21 @@ import { type Signer, signText, type TrustPolicy, verifyThreshold } from './sign
  */
 
 export function signDesired(state: DesiredState, signer: Signer): DesiredMessage {
-  const text = canonicalJson(DesiredStateSchema.parse(state));
+  const text = desiredText(state);
   return { desired: text, signatures: signText(text, [signer]) };
+}
+
+/**
+ * The text a desired state is signed as: checked against the schema, then canonical JSON. Apart
+ * from the signature so the coordinator can sign a wave's texts together (parallel-signer.ts).
+ */
+export function desiredText(state: DesiredState): string {
+  return canonicalJson(DesiredStateSchema.parse(state));
+}
+
+/** The message for a text from `desiredText` and its signature (64 bytes) by key `keyId`. */
+export function desiredMessage(text: string, keyId: string, signature: Uint8Array): DesiredMessage {
+  return { desired: text, signatures: [{ keyId, sig: Buffer.from(signature).toString('base64') }] };
 }
 
 export function verifyDesired(

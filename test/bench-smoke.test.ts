@@ -155,6 +155,21 @@ t.test('bench:fleet, bench:update and bench:audit print their JSON document', as
   });
 });
 
+t.test('bench:wave prints its JSON document: the wave signed on this thread, then with a worker', async (t) => {
+  // 300 devices: the last wave's 270 signatures are a batch the worker takes part in (minBatch 256).
+  const run = await runBench('wave', ['--devices', '300', '--runs', '1', '--signing-workers', '0,1']);
+  t.equal(run.code, 0, 'wave exits 0', { stderr: run.stderr.slice(-3000) });
+  t.match(run.json, {
+    benchmark: 'wave',
+    machine: machineShape,
+    params: { devices: 300, runs: 1 },
+    waves: [
+      { signingWorkers: 0, waveDevices: 270, decideMs: spreadShape, signedByWorkers: { median: 0 } },
+      { signingWorkers: 1, waveDevices: 270, decideMs: spreadShape, signedByWorkers: spreadShape },
+    ],
+  });
+});
+
 // Mosquitto is missing here and CI is not set: skipped; under CI (.ci/run installs it) it runs.
 t.test(
   'bench:fleet --broker mosquitto --bare: the fleet moved to a Mosquitto it started, and ratios to bare Mosquitto',

@@ -1,4 +1,4 @@
-import { signDesired } from '../../shared/desired.js';
+import { desiredMessage, desiredText } from '../../shared/desired.js';
 import { OtaError } from '../../shared/errors.js';
 import { DESIRED_TYPE, type DesiredState } from '../../shared/messages.js';
 import { encodePayload } from '../../shared/payload.js';
@@ -29,12 +29,24 @@ export class DesiredPublisher {
   /** The trust chain every desired state carries; read again after `trustChanged`. */
   private trust: TrustEnvelope[] | null = null;
 
-  constructor(private readonly deps: { store: Store; topics: Topics; signer: Signer; now: () => Date }) {}
+  constructor(
+    private readonly deps: {
+      store: Store;
+      topics: Topics;
+      signer: Signer;
+      now: () => Date;
+      /**
+       * Signs many texts at once with the signer's key (parallel-signer.ts: on worker threads too);
+       * default one by one with `signer`.
+       */
+      signMany?: (texts: readonly string[]) => Uint8Array[];
+    },
+  ) {}
 
   prepare(deviceIds: Iterable<string>): OutgoingMessage[] {
     const { store, topics, signer } = this.deps;
     const issuedAt = this.deps.now().toISOString();
-    const out: OutgoingMessage[] = [];
+    const issued: { topic: string; text: string }[] = [];
     this.trust ??= store.trustChain(MAX_TRUST_CHAIN).map((d) => d.envelope);
     const trust = this.trust.length > 0 ? { trust: this.trust } : {};
     for (const deviceId of new Set(deviceIds)) {
@@ -49,9 +61,18 @@ export class DesiredPublisher {
         models[entry.model] = { envelope: this.envelope(entry.releaseId), rolloutId: entry.rolloutId };
       }
       const state: DesiredState = { type: DESIRED_TYPE, deviceId, seq, issuedAt, models, ...trust };
-      out.push({ topic: topics.desired(deviceId), payload: encodePayload(signDesired(state, signer)), retain: true });
+      issued.push({ topic: topics.desired(deviceId), text: desiredText(state) });
     }
-    return out;
+    const texts = issued.map((m) => m.text);
+    const encoder = new TextEncoder();
+    const signatures = this.deps.signMany
+      ? this.deps.signMany(texts)
+      : texts.map((t) => signer.sign(encoder.encode(t)));
+    return issued.map(({ topic, text }, i) => ({
+      topic,
+      payload: encodePayload(desiredMessage(text, signer.keyId, signatures[i] as Uint8Array)),
+      retain: true,
+    }));
   }
 
   /** A trust document was published (inside the caller's transaction): the next prepare reads the chain again. */

@@ -1,0 +1,73 @@
+/**
+ * A batch of texts to sign, in memory shared by the coordinator's thread and its signing workers
+ * (parallel-signer.ts): every thread claims the next unsigned text with an atomic add until none
+ * is left, so no thread waits for another's share, and a worker that is late or gone holds back
+ * at most the one text it claimed.
+ */
+export interface SignJob {
+  /** The UTF-8 bytes of every text, back to back. */
+  bytes: Uint8Array;
+  /** Text i is bytes[offsets[i], offsets[i + 1]); n + 1 entries. */
+  offsets: Int32Array;
+  /** [0]: the next index to claim. */
+  next: Int32Array;
+  /** Per text: 0 while unsigned, else who signed it (SIGNED_HERE, or a worker's number + 2). */
+  signedBy: Int32Array;
+  /** The 64-byte Ed25519 signatures (RFC 8032 section 5.1.6), text i's at i * 64. */
+  signatures: Uint8Array;
+}
+
+export const SIGNATURE_BYTES = 64;
+/** `signedBy` of a text the coordinator's own thread signed. */
+export const SIGNED_HERE = 1;
+
+/** The job for `texts`, in shared memory. */
+export function createSignJob(texts: readonly string[]): SignJob {
+  const encoder = new TextEncoder();
+  const encoded = texts.map((t) => encoder.encode(t));
+  const total = encoded.reduce((sum, b) => sum + b.length, 0);
+  const bytes = new Uint8Array(new SharedArrayBuffer(Math.max(1, total)));
+  const offsets = new Int32Array(new SharedArrayBuffer(4 * (texts.length + 1)));
+  let at = 0;
+  encoded.forEach((b, i) => {
+    offsets[i] = at;
+    bytes.set(b, at);
+    at += b.length;
+  });
+  offsets[texts.length] = at;
+  return {
+    bytes,
+    offsets,
+    next: new Int32Array(new SharedArrayBuffer(4)),
+    signedBy: new Int32Array(new SharedArrayBuffer(4 * Math.max(1, texts.length))),
+    signatures: new Uint8Array(new SharedArrayBuffer(SIGNATURE_BYTES * Math.max(1, texts.length))),
+  };
+}
+
+/** How many texts the job holds. */
+export function jobSize(job: SignJob): number {
+  return job.offsets.length - 1;
+}
+
+/**
+ * Claims and signs texts of `job` until every text is claimed; returns how many this caller
+ * signed. `who` is recorded in `signedBy` (SIGNED_HERE, or a worker's number + 2).
+ */
+export function signClaimed(job: SignJob, sign: (message: Uint8Array) => Uint8Array, who: number): number {
+  const n = jobSize(job);
+  let count = 0;
+  for (;;) {
+    const i = Atomics.add(job.next, 0, 1);
+    if (i >= n) return count;
+    signOne(job, i, sign, who);
+    count++;
+  }
+}
+
+/** Signs text i and publishes it: the signature is written before `signedBy` says so. */
+export function signOne(job: SignJob, i: number, sign: (message: Uint8Array) => Uint8Array, who: number): void {
+  const signature = sign(job.bytes.subarray(job.offsets[i] as number, job.offsets[i + 1] as number));
+  job.signatures.set(signature, i * SIGNATURE_BYTES);
+  Atomics.store(job.signedBy, i, who);
+  Atomics.notify(job.signedBy, i);
+}

@@ -1,0 +1,14 @@
+import { parentPort, workerData } from 'node:worker_threads';
+import { createFastSigner } from '../../shared/ed25519.js';
+import { type SignJob, signClaimed } from './sign-job.js';
+
+/**
+ * A signing worker of the coordinator (parallel-signer.ts): takes its share of every job it is
+ * sent, with the coordinator's key, which it was given at start.
+ */
+const { seed, number } = workerData as { seed: Uint8Array; number: number };
+const sign = createFastSigner(seed);
+parentPort?.on('message', (message: SignJob | 'ping') => {
+  if (message === 'ping') parentPort?.postMessage('pong');
+  else signClaimed(message, sign, number + 2);
+});
