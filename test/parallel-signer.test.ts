@@ -6,7 +6,7 @@ import { ParallelSigner } from '../coordinator/desired/parallel-signer.js';
 import type { SignJob } from '../coordinator/desired/sign-job.js';
 import { openStore } from '../coordinator/store/sqlite-store.js';
 import { decodeDesiredMessage, verifyDesired } from '../shared/desired.js';
-import { signDetached } from '../shared/ed25519.js';
+import { signDetached, verifyDetached } from '../shared/ed25519.js';
 import { generateKey } from '../shared/keys.js';
 import { createLogger } from '../shared/logger.js';
 import { signerFor } from '../shared/signatures.js';
@@ -67,6 +67,38 @@ t.test(
     t.ok((stats?.byWorkers ?? 0) > 0, `the workers signed ${stats?.byWorkers} of 300`);
     t.equal((stats?.here ?? 0) + (stats?.byWorkers ?? 0), 300, 'every text signed once, here or by a worker');
     t.equal(stats?.stalled, 0);
+  },
+);
+
+t.test(
+  'a batch larger than one job (2,500 texts: three jobs of at most 1,024) comes back whole and in order',
+  async (t) => {
+    const { logger } = logs();
+    let jobs = 0;
+    const wait = holdUntil((job) => job.signedBy.some((who) => who >= 2));
+    const signer = new ParallelSigner({
+      seed: key.seed,
+      workers: 1,
+      logger,
+      minBatch: 16,
+      onJob: (job) => {
+        jobs++;
+        wait(job);
+      },
+    });
+    t.teardown(() => signer.close());
+    await signer.ready();
+    const batch = texts(2500);
+    const signatures = signer.signMany(batch);
+    t.equal(jobs, 3);
+    t.equal(signatures.length, 2500);
+    const encoder = new TextEncoder();
+    const bad = batch.filter(
+      (x, i) => verifyDetached(encoder.encode(x), signatures[i] as Uint8Array, key.publicKey) !== 'valid',
+    );
+    t.same(bad, [], 'each signature verifies over its own text');
+    t.match(signer.lastBatch, { size: 2500, stalled: 0 });
+    t.ok((signer.lastBatch?.byWorkers ?? 0) >= 3, 'the worker signed in every job');
   },
 );
 

@@ -39,6 +39,9 @@ export interface BatchStats {
   stalled: number;
 }
 
+/** Texts per job shared with the workers (a batch larger than this is several jobs in a row). */
+const JOB_TEXTS = 1_024;
+
 /** The worker entry next to this module: .ts when running from source (tests), .js once compiled. */
 const WORKER_MODULE = new URL(`./sign-worker.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url);
 
@@ -75,40 +78,60 @@ export class ParallelSigner {
 
   /** The signatures of `texts` (over their UTF-8 bytes), in order. */
   signMany(texts: readonly string[]): Uint8Array[] {
-    const workers = this.liveWorkers(texts.length);
+    let workers = this.liveWorkers(texts.length);
     if (workers.length === 0) {
       const encoder = new TextEncoder();
       return texts.map((t) => this.signHere(encoder.encode(t)));
     }
+    const stats: BatchStats = { size: texts.length, here: 0, byWorkers: 0, stalled: 0 };
+    const out: Uint8Array[] = [];
+    // In jobs of at most JOB_TEXTS: the shared memory of a job is ~1.5 MB, not a wave's ~13 MB.
+    for (let from = 0; from < texts.length; from += JOB_TEXTS) {
+      const chunk = texts.slice(from, from + JOB_TEXTS);
+      if (workers.length === 0) {
+        const encoder = new TextEncoder();
+        for (const t of chunk) out.push(this.signHere(encoder.encode(t)));
+        stats.here += chunk.length;
+        continue;
+      }
+      out.push(...this.signJob(chunk, workers, stats));
+      // A hung worker would never take another job and keep every job sent to it: all go, the
+      // rest of this batch is signed here, and the next large batch starts new ones.
+      if (stats.stalled > 0) {
+        void this.stop();
+        workers = [];
+      }
+    }
+    stats.byWorkers = texts.length - stats.here;
+    if (stats.stalled > 0) {
+      this.options.logger.warn(
+        { stalled: stats.stalled, stallMs: this.stallMs },
+        'a signing worker did not finish in time; those texts were signed on the main thread, and the workers start again',
+      );
+    }
+    this.lastBatch = stats;
+    return out;
+  }
+
+  /** One job: this thread and `workers` claim its texts; counts what was signed here and stalled. */
+  private signJob(texts: readonly string[], workers: Worker[], stats: BatchStats): Uint8Array[] {
     const job = createSignJob(texts);
     for (const w of workers) w.postMessage(job);
     this.options.onJob?.(job);
     signClaimed(job, this.signHere, SIGNED_HERE);
     // Every text is claimed now; wait only for those a worker is still signing.
-    let stalled = 0;
     for (let i = 0; i < texts.length; i++) {
       if (Atomics.load(job.signedBy, i) !== 0) continue;
       if (Atomics.wait(job.signedBy, i, 0, this.stallMs) === 'timed-out' && Atomics.load(job.signedBy, i) === 0) {
-        stalled++;
+        stats.stalled++;
         signOne(job, i, this.signHere, SIGNED_HERE);
       }
     }
-    if (stalled > 0) {
-      this.options.logger.warn(
-        { stalled, stallMs: this.stallMs },
-        'a signing worker did not finish in time; those texts were signed on the main thread, and the workers start again',
-      );
-      // A hung worker would never take another job and keep every job sent to it: all go, and
-      // the next large batch starts new ones.
-      void this.stop();
-    }
-    let here = 0;
     const out: Uint8Array[] = [];
     for (let i = 0; i < jobSize(job); i++) {
-      if (job.signedBy[i] === SIGNED_HERE) here++;
+      if (job.signedBy[i] === SIGNED_HERE) stats.here++;
       out.push(job.signatures.slice(i * SIGNATURE_BYTES, (i + 1) * SIGNATURE_BYTES));
     }
-    this.lastBatch = { size: texts.length, here, byWorkers: texts.length - here, stalled };
     return out;
   }
 
@@ -120,7 +143,9 @@ export class ParallelSigner {
         (w) =>
           w &&
           new Promise<void>((resolve) => {
+            // Answered, or gone (then it is no longer live: `liveWorkerCount` says so).
             w.once('message', () => resolve());
+            w.once('exit', () => resolve());
             w.postMessage('ping');
           }),
       ),

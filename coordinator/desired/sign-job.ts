@@ -23,18 +23,19 @@ export const SIGNED_HERE = 1;
 
 /** The job for `texts`, in shared memory. */
 export function createSignJob(texts: readonly string[]): SignJob {
-  const encoder = new TextEncoder();
-  const encoded = texts.map((t) => encoder.encode(t));
-  const total = encoded.reduce((sum, b) => sum + b.length, 0);
-  const bytes = new Uint8Array(new SharedArrayBuffer(Math.max(1, total)));
+  // Encoded straight into shared memory: a wave's texts are ~13 MB, not to be held twice.
   const offsets = new Int32Array(new SharedArrayBuffer(4 * (texts.length + 1)));
   let at = 0;
-  encoded.forEach((b, i) => {
+  texts.forEach((t, i) => {
     offsets[i] = at;
-    bytes.set(b, at);
-    at += b.length;
+    at += Buffer.byteLength(t, 'utf8');
   });
   offsets[texts.length] = at;
+  const bytes = new Uint8Array(new SharedArrayBuffer(Math.max(1, at)));
+  const encoder = new TextEncoder();
+  texts.forEach((t, i) => {
+    encoder.encodeInto(t, bytes.subarray(offsets[i] as number, offsets[i + 1] as number));
+  });
   return {
     bytes,
     offsets,
