@@ -2,7 +2,7 @@ import { canonicalJson } from './canonical-json.js';
 import { OtaError } from './errors.js';
 import { type DesiredMessage, DesiredMessageSchema, type DesiredState, DesiredStateSchema } from './messages.js';
 import { decodePayload } from './payload.js';
-import { type Signer, signText, type TrustPolicy, verifyThreshold } from './signatures.js';
+import { type Signer, signatureOf, signText, type TrustPolicy, verifyThreshold } from './signatures.js';
 
 /**
  * Desired-state messages, signed by the coordinator's online key (design section 4). The agent
@@ -25,7 +25,7 @@ export function desiredText(state: DesiredState): string {
 
 /** The message for a text from `desiredText` and its signature (64 bytes) by key `keyId`. */
 export function desiredMessage(text: string, keyId: string, signature: Uint8Array): DesiredMessage {
-  return { desired: text, signatures: [{ keyId, sig: Buffer.from(signature).toString('base64') }] };
+  return { desired: text, signatures: [signatureOf(keyId, signature)] };
 }
 
 export function verifyDesired(

@@ -37,7 +37,12 @@ export function signerFor(key: PrivateKey, options: { fast?: boolean } = {}): Si
 
 export function signText(text: string, signers: readonly Signer[]): Signature[] {
   const bytes = new TextEncoder().encode(text);
-  return signers.map((s) => ({ keyId: s.keyId, sig: Buffer.from(s.sign(bytes)).toString('base64') }));
+  return signers.map((s) => signatureOf(s.keyId, s.sign(bytes)));
+}
+
+/** A signature as messages carry it: the key's id and the 64 bytes in base64. */
+export function signatureOf(keyId: string, signature: Uint8Array): Signature {
+  return { keyId, sig: Buffer.from(signature).toString('base64') };
 }
 
 /**

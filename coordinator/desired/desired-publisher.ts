@@ -8,6 +8,8 @@ import { MAX_TRUST_CHAIN, type TrustEnvelope } from '../../shared/trust.js';
 import type { OutgoingPublish } from '../broker/ordered-publisher.js';
 import type { ReleaseRecord } from '../store/records.js';
 import type { Store } from '../store/store.js';
+import { SIGN_BATCH_TEXTS } from './parallel-signer.js';
+import { signEach } from './sign-job.js';
 
 /** One message the coordinator publishes itself (sent through OrderedPublisher). */
 export type OutgoingMessage = OutgoingPublish;
@@ -45,8 +47,20 @@ export class DesiredPublisher {
 
   prepare(deviceIds: Iterable<string>): OutgoingMessage[] {
     const { store, topics, signer } = this.deps;
+    const signMany = this.deps.signMany ?? ((texts: readonly string[]) => signEach(texts, (m) => signer.sign(m)));
     const issuedAt = this.deps.now().toISOString();
-    const issued: { topic: string; text: string }[] = [];
+    const out: OutgoingMessage[] = [];
+    // Signed in batches, each turned into its messages at once: a wave's texts are not all held
+    // beside all its messages (~13 MB more at 9,000 devices).
+    let batch: { topic: string; text: string }[] = [];
+    const sign = () => {
+      const signatures = signMany(batch.map((m) => m.text));
+      batch.forEach(({ topic, text }, i) => {
+        const message = desiredMessage(text, signer.keyId, signatures[i] as Uint8Array);
+        out.push({ topic, payload: encodePayload(message), retain: true });
+      });
+      batch = [];
+    };
     this.trust ??= store.trustChain(MAX_TRUST_CHAIN).map((d) => d.envelope);
     const trust = this.trust.length > 0 ? { trust: this.trust } : {};
     for (const deviceId of new Set(deviceIds)) {
@@ -61,18 +75,11 @@ export class DesiredPublisher {
         models[entry.model] = { envelope: this.envelope(entry.releaseId), rolloutId: entry.rolloutId };
       }
       const state: DesiredState = { type: DESIRED_TYPE, deviceId, seq, issuedAt, models, ...trust };
-      issued.push({ topic: topics.desired(deviceId), text: desiredText(state) });
+      batch.push({ topic: topics.desired(deviceId), text: desiredText(state) });
+      if (batch.length === SIGN_BATCH_TEXTS) sign();
     }
-    const texts = issued.map((m) => m.text);
-    const encoder = new TextEncoder();
-    const signatures = this.deps.signMany
-      ? this.deps.signMany(texts)
-      : texts.map((t) => signer.sign(encoder.encode(t)));
-    return issued.map(({ topic, text }, i) => ({
-      topic,
-      payload: encodePayload(desiredMessage(text, signer.keyId, signatures[i] as Uint8Array)),
-      retain: true,
-    }));
+    if (batch.length > 0) sign();
+    return out;
   }
 
   /** A trust document was published (inside the caller's transaction): the next prepare reads the chain again. */

@@ -8,6 +8,7 @@ import {
   SIGNED_HERE,
   type SignJob,
   signClaimed,
+  signEach,
   signOne,
 } from './sign-job.js';
 
@@ -19,7 +20,7 @@ export interface ParallelSignerOptions {
   logger: Logger;
   /** Batches smaller than this are signed on the caller's thread alone (default 256). */
   minBatch?: number;
-  /** How long to wait for a text a worker claimed before signing it here instead (default 1,000 ms). */
+  /** How long a job waits for the texts workers claimed before signing them here (default 1,000 ms). */
   stallMs?: number;
   /** Tests: the caller's thread's signing function (default node:crypto with `seed`). */
   signHere?: (message: Uint8Array) => Uint8Array;
@@ -29,21 +30,38 @@ export interface ParallelSignerOptions {
   onJob?: (job: SignJob) => void;
 }
 
-/** Who signed the last batch (diagnostics and tests). */
-export interface BatchStats {
-  size: number;
+/** Who signed (diagnostics, bench:wave and tests). */
+export interface SigningStats {
   /** Signed on the caller's thread, including texts a stalled worker had claimed. */
   here: number;
   byWorkers: number;
-  /** Texts a worker claimed and did not sign within `stallMs`. */
+  /** Texts a worker claimed and did not sign in time. */
   stalled: number;
 }
 
-/** Texts per job shared with the workers (a batch larger than this is several jobs in a row). */
-const JOB_TEXTS = 1_024;
+/**
+ * Texts per job shared with the workers: its shared memory is ~1.5 MB, not a wave's ~13 MB
+ * (desired-publisher.ts also hands them over in batches of this size).
+ */
+export const SIGN_BATCH_TEXTS = 1_024;
+/**
+ * Jobs a worker may have been sent and not finished before it is sent no more: one that fell
+ * behind, or hangs outside a job, holds at most this many jobs' shared memory.
+ */
+const MAX_QUEUED_JOBS = 4;
+/** Failures in a row (a worker gone, or a job it did not finish in time) before signing alone. */
+const MAX_FAILURES = 3;
 
 /** The worker entry next to this module: .ts when running from source (tests), .js once compiled. */
 const WORKER_MODULE = new URL(`./sign-worker.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url);
+
+interface Slot {
+  worker: Worker;
+  /** Jobs sent to it. */
+  posted: number;
+  /** [0]: jobs it is done with (it counts them itself, in shared memory). */
+  finished: Int32Array;
+}
 
 /**
  * Signs a batch of texts with the coordinator's key on the caller's thread and on worker threads
@@ -51,81 +69,130 @@ const WORKER_MODULE = new URL(`./sign-worker.${import.meta.url.endsWith('.ts') ?
  * transaction that issued the texts' seqs (desired-publisher.ts) and the order of what is
  * published after the commit must not change (PlanExecutor).
  *
- * Why: a 9,000-device wave is 9,000 Ed25519 signatures, about half of the coordinator's time to
- * start it (~0.5 of ~1 s on the 2-core bench machine; BENCHMARKS.md, issue 16, 2026-12-06 night),
- * all on one core while the others idle. Sharing the work (sign-job.ts): the threads claim texts
- * one by one from shared memory, so the caller never waits for a worker's share, only for the one
- * text each worker is signing when the last is claimed; a worker that does not finish that within
- * `stallMs` (gone, or starved on a loaded machine) costs that wait once and the text is signed
- * here. Workers start at the first large batch (that batch is signed here while they start), so a
- * coordinator that never issues one runs none. Ed25519 is deterministic: the signatures are the
- * same whichever thread makes them.
+ * Why: a 9,000-device wave is 9,000 Ed25519 signatures, about half of the coordinator's own time
+ * to start it (~0.4 of ~0.8 s on the 2-core bench machine; BENCHMARKS.md, issue 16, 2026-12-06
+ * night), all on one core while the others idle. Sharing the work (sign-job.ts): the threads claim
+ * texts one by one from shared memory, so the caller never waits for a worker's share, only for
+ * the one text each worker is signing when the last is claimed, and for at most `stallMs` per job:
+ * what a worker claimed and did not sign by then (gone, or starved on a loaded machine) is signed
+ * here, and the workers are started again. Workers start at the first large batch and take part
+ * as soon as they are up. Ed25519 is deterministic: the signatures are the same whichever thread
+ * makes them.
  */
 export class ParallelSigner {
   private readonly signHere: (message: Uint8Array) => Uint8Array;
   private readonly minBatch: number;
   private readonly stallMs: number;
-  private workers: (Worker | null)[] | null = null;
+  private slots: (Slot | null)[] | null = null;
+  private failures = 0;
   private closed = false;
   /** Who signed the last batch of at least `minBatch` texts. */
-  lastBatch: BatchStats | null = null;
+  lastBatch: (SigningStats & { size: number }) | null = null;
+  /** Who signed everything so far. */
+  readonly totals: SigningStats = { here: 0, byWorkers: 0, stalled: 0 };
 
   constructor(private readonly options: ParallelSignerOptions) {
+    const stallMs = options.stallMs ?? 1_000;
+    if (!Number.isFinite(stallMs) || stallMs < 0) {
+      throw new RangeError(`stallMs must be a finite number of milliseconds >= 0, got ${stallMs}`);
+    }
+    this.stallMs = stallMs;
     this.signHere = options.signHere ?? createFastSigner(options.seed);
     this.minBatch = Math.max(2, options.minBatch ?? 256);
-    this.stallMs = options.stallMs ?? 1_000;
   }
 
   /** The signatures of `texts` (over their UTF-8 bytes), in order. */
   signMany(texts: readonly string[]): Uint8Array[] {
-    let workers = this.liveWorkers(texts.length);
-    if (workers.length === 0) {
-      const encoder = new TextEncoder();
-      return texts.map((t) => this.signHere(encoder.encode(t)));
+    let slots = texts.length >= this.minBatch ? this.liveSlots() : [];
+    if (slots.length === 0) {
+      this.totals.here += texts.length;
+      return signEach(texts, this.signHere);
     }
-    const stats: BatchStats = { size: texts.length, here: 0, byWorkers: 0, stalled: 0 };
+    const stats = { size: texts.length, here: 0, byWorkers: 0, stalled: 0 };
     const out: Uint8Array[] = [];
-    // In jobs of at most JOB_TEXTS: the shared memory of a job is ~1.5 MB, not a wave's ~13 MB.
-    for (let from = 0; from < texts.length; from += JOB_TEXTS) {
-      const chunk = texts.slice(from, from + JOB_TEXTS);
-      if (workers.length === 0) {
-        const encoder = new TextEncoder();
-        for (const t of chunk) out.push(this.signHere(encoder.encode(t)));
+    for (let from = 0; from < texts.length; from += SIGN_BATCH_TEXTS) {
+      const chunk = texts.slice(from, from + SIGN_BATCH_TEXTS);
+      const takers = slots.filter((s) => s.posted - Atomics.load(s.finished, 0) < MAX_QUEUED_JOBS);
+      if (takers.length === 0) {
+        out.push(...signEach(chunk, this.signHere));
         stats.here += chunk.length;
         continue;
       }
-      out.push(...this.signJob(chunk, workers, stats));
-      // A hung worker would never take another job and keep every job sent to it: all go, the
-      // rest of this batch is signed here, and the next large batch starts new ones.
-      if (stats.stalled > 0) {
-        void this.stop();
-        workers = [];
+      const stalledBefore = stats.stalled;
+      const hereBefore = stats.here;
+      out.push(...this.signJob(chunk, takers, stats));
+      if (stats.stalled > stalledBefore) {
+        // A worker that claimed a text and did not sign it may never take another job: all go,
+        // the rest of this batch is signed here, and the next large batch starts new ones.
+        this.fail('a signing worker did not finish a text in time; workers start again', {
+          stalled: stats.stalled - stalledBefore,
+          stallMs: this.stallMs,
+        });
+        slots = [];
+      } else if (stats.here - hereBefore < chunk.length) {
+        this.failures = 0; // a worker signed part of this job: they work
       }
     }
     stats.byWorkers = texts.length - stats.here;
-    if (stats.stalled > 0) {
-      this.options.logger.warn(
-        { stalled: stats.stalled, stallMs: this.stallMs },
-        'a signing worker did not finish in time; those texts were signed on the main thread, and the workers start again',
-      );
-    }
+    this.totals.here += stats.here;
+    this.totals.byWorkers += stats.byWorkers;
+    this.totals.stalled += stats.stalled;
     this.lastBatch = stats;
     return out;
   }
 
-  /** One job: this thread and `workers` claim its texts; counts what was signed here and stalled. */
-  private signJob(texts: readonly string[], workers: Worker[], stats: BatchStats): Uint8Array[] {
+  /** Starts the workers and resolves once each has answered or is gone (tests, bench:wave). */
+  async ready(): Promise<void> {
+    await Promise.all(
+      this.liveSlots().map(
+        ({ worker }) =>
+          new Promise<void>((resolve) => {
+            const done = () => {
+              worker.off('message', done);
+              worker.off('exit', done);
+              resolve();
+            };
+            worker.on('message', done);
+            worker.on('exit', done);
+            worker.postMessage('ping');
+          }),
+      ),
+    );
+  }
+
+  /** Workers started and not gone. */
+  get liveWorkerCount(): number {
+    return (this.slots ?? []).filter((s) => s !== null).length;
+  }
+
+  /** Jobs sent to workers and not finished by them (bounded by MAX_QUEUED_JOBS each). */
+  get jobsQueuedToWorkers(): number {
+    return (this.slots ?? []).reduce((n, s) => n + (s ? s.posted - Atomics.load(s.finished, 0) : 0), 0);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.stop();
+  }
+
+  /** One job: this thread and `takers` claim its texts; counts what was signed here and stalled. */
+  private signJob(texts: readonly string[], takers: Slot[], stats: SigningStats): Uint8Array[] {
     const job = createSignJob(texts);
-    for (const w of workers) w.postMessage(job);
+    for (const slot of takers) {
+      slot.posted++;
+      slot.worker.postMessage(job);
+    }
     this.options.onJob?.(job);
     signClaimed(job, this.signHere, SIGNED_HERE);
-    // Every text is claimed now; wait only for those a worker is still signing.
+    // Every text is claimed now: wait for those a worker is still signing, until one deadline.
+    const deadline = performance.now() + this.stallMs;
     for (let i = 0; i < texts.length; i++) {
       if (Atomics.load(job.signedBy, i) !== 0) continue;
-      if (Atomics.wait(job.signedBy, i, 0, this.stallMs) === 'timed-out' && Atomics.load(job.signedBy, i) === 0) {
-        stats.stalled++;
-        signOne(job, i, this.signHere, SIGNED_HERE);
-      }
+      const left = deadline - performance.now();
+      if (left > 0 && Atomics.wait(job.signedBy, i, 0, left) !== 'timed-out') continue;
+      if (Atomics.load(job.signedBy, i) !== 0) continue;
+      stats.stalled++;
+      signOne(job, i, this.signHere, SIGNED_HERE);
     }
     const out: Uint8Array[] = [];
     for (let i = 0; i < jobSize(job); i++) {
@@ -135,62 +202,48 @@ export class ParallelSigner {
     return out;
   }
 
-  /** Starts the workers and resolves once each answers (tests; signMany never waits for them). */
-  async ready(): Promise<void> {
-    this.liveWorkers(Number.POSITIVE_INFINITY);
-    await Promise.all(
-      (this.workers ?? []).map(
-        (w) =>
-          w &&
-          new Promise<void>((resolve) => {
-            // Answered, or gone (then it is no longer live: `liveWorkerCount` says so).
-            w.once('message', () => resolve());
-            w.once('exit', () => resolve());
-            w.postMessage('ping');
-          }),
-      ),
-    );
-  }
-
-  async close(): Promise<void> {
-    this.closed = true;
-    await this.stop();
-  }
-
-  private async stop(): Promise<void> {
-    const workers = this.workers ?? [];
-    this.workers = null;
-    await Promise.all(workers.map((w) => w?.terminate()));
-  }
-
-  /** Workers started and not gone. */
-  get liveWorkerCount(): number {
-    return (this.workers ?? []).filter((w) => w !== null).length;
-  }
-
-  /** The workers that take part in a batch of `size` texts (started at the first large one). */
-  private liveWorkers(size: number): Worker[] {
-    if (size < this.minBatch || this.closed || this.options.workers <= 0) return [];
-    if (this.workers === null) {
-      this.workers = Array.from({ length: this.options.workers }, (_, number) => this.start(number));
-      return []; // still starting: this batch is signed here
+  /**
+   * The workers to share a large batch with: started at the first one (they take their first job
+   * as soon as they are up), a gone one replaced, none once MAX_FAILURES happened in a row.
+   */
+  private liveSlots(): Slot[] {
+    if (this.closed || this.options.workers <= 0 || this.failures >= MAX_FAILURES) return [];
+    if (this.slots === null) this.slots = Array.from({ length: this.options.workers }, () => null);
+    for (let number = 0; number < this.slots.length; number++) {
+      if (this.slots[number] === null) this.slots[number] = this.start(number);
     }
-    return this.workers.filter((w): w is Worker => w !== null);
+    return this.slots.filter((s): s is Slot => s !== null);
   }
 
-  private start(number: number): Worker {
+  private start(number: number): Slot {
+    const finished = new Int32Array(new SharedArrayBuffer(4));
     const worker = new Worker(this.options.workerModule ?? WORKER_MODULE, {
-      workerData: { seed: this.options.seed, number },
+      workerData: { seed: this.options.seed, number, finished },
     });
     worker.unref(); // never what keeps the coordinator running
+    const slot: Slot = { worker, posted: 0, finished };
     const gone = (why: string) => {
-      if (this.workers?.[number] !== worker) return;
-      this.workers[number] = null;
-      if (!this.closed)
-        this.options.logger.error({ worker: number, why }, 'signing worker gone; signing on the main thread');
+      if (this.slots?.[number] !== slot) return; // stopped on purpose, or already replaced
+      this.slots[number] = null;
+      this.fail('signing worker gone', { worker: number, why });
     };
     worker.on('error', (err: Error) => gone(err.message));
     worker.on('exit', (code) => gone(`exited with code ${code}`));
-    return worker;
+    return slot;
+  }
+
+  private fail(what: string, details: Record<string, unknown>): void {
+    this.failures++;
+    const alone = this.failures >= MAX_FAILURES;
+    const log = { ...details, failuresInARow: this.failures };
+    if (alone) this.options.logger.error(log, `${what}; signing on the main thread only from now on`);
+    else this.options.logger.warn(log, `${what}; signing on the main thread meanwhile`);
+    if (alone || details.stalled !== undefined) void this.stop();
+  }
+
+  private async stop(): Promise<void> {
+    const slots = this.slots ?? [];
+    this.slots = null;
+    await Promise.all(slots.map((s) => s?.worker.terminate()));
   }
 }

@@ -65,10 +65,19 @@ export function signClaimed(job: SignJob, sign: (message: Uint8Array) => Uint8Ar
   }
 }
 
-/** Signs text i and publishes it: the signature is written before `signedBy` says so. */
+/**
+ * Signs text i and publishes it: the signature is written before `signedBy` says so. When the
+ * caller's thread signs a text a late worker also finishes, both write the same bytes (Ed25519 is
+ * deterministic, RFC 8032 section 5.1.6) and the first to finish is the one recorded.
+ */
 export function signOne(job: SignJob, i: number, sign: (message: Uint8Array) => Uint8Array, who: number): void {
   const signature = sign(job.bytes.subarray(job.offsets[i] as number, job.offsets[i + 1] as number));
   job.signatures.set(signature, i * SIGNATURE_BYTES);
-  Atomics.store(job.signedBy, i, who);
-  Atomics.notify(job.signedBy, i);
+  if (Atomics.compareExchange(job.signedBy, i, 0, who) === 0) Atomics.notify(job.signedBy, i);
+}
+
+/** Signs each text (its UTF-8 bytes) on this thread, in order. */
+export function signEach(texts: readonly string[], sign: (message: Uint8Array) => Uint8Array): Uint8Array[] {
+  const encoder = new TextEncoder();
+  return texts.map((t) => sign(encoder.encode(t)));
 }

@@ -3,7 +3,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DesiredPublisher } from '../../coordinator/desired/desired-publisher.js';
-import { type BatchStats, ParallelSigner } from '../../coordinator/desired/parallel-signer.js';
+import { ParallelSigner } from '../../coordinator/desired/parallel-signer.js';
 import { RolloutService } from '../../coordinator/rollout/rollout-service.js';
 import { parseWaves } from '../../coordinator/rollout/strategy.js';
 import { openStore } from '../../coordinator/store/sqlite-store.js';
@@ -45,7 +45,8 @@ interface Run {
   /** The report completing the previous wave -> the last wave's desired states handed over. */
   decideMs: number;
   published: number;
-  signing: BatchStats | null;
+  /** Share of the wave's signatures made by the worker threads. */
+  byWorkers: number;
 }
 
 async function once(devices: number, workers: number): Promise<Run> {
@@ -126,16 +127,18 @@ async function once(devices: number, workers: number): Promise<Run> {
     for (const id of second) report(id);
     rollouts.flush();
     handedOver = null;
+    const before = { ...signing.totals };
     const started = wallMs();
     report(last);
     rollouts.flush();
     const done = handedOver as { at: number; count: number } | null;
     if (!done) throw new Error('the last wave was not started by the report that completed the second');
+    const byWorkers = signing.totals.byWorkers - before.byWorkers;
     return {
       waveDevices: done.count,
       decideMs: done.at - started,
       published: done.count,
-      signing: signing.lastBatch,
+      byWorkers: byWorkers / (byWorkers + signing.totals.here - before.here),
     };
   } finally {
     await signing.close();
@@ -164,7 +167,7 @@ for (const workers of numberList(args['signing-workers'])) {
     waveDevices: runs[0]?.waveDevices ?? 0,
     decideMs: spread(runs.map((r) => r.decideMs)),
     /** Share of the wave's signatures made by the worker threads. */
-    signedByWorkers: spread(runs.map((r) => (r.signing ? r.signing.byWorkers / r.signing.size : 0))),
+    signedByWorkers: spread(runs.map((r) => r.byWorkers)),
   });
 }
 result.waves = byWorkers;

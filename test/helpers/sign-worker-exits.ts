@@ -1,10 +1,16 @@
 import { parentPort } from 'node:worker_threads';
+import type { SignJob } from '../../coordinator/desired/sign-job.js';
 
 /**
- * A signing worker that ends its thread at its first job: a worker that crashed
- * (test/parallel-signer.test.ts). It answers the readiness ping like the real one.
+ * A signing worker that claims one text of its first job and ends its thread without signing it:
+ * a worker that crashed mid-job (test/parallel-signer.test.ts). It answers the readiness ping like
+ * the real one.
  */
-parentPort?.on('message', (message: unknown) => {
-  if (message === 'ping') parentPort?.postMessage('pong');
-  else process.exit(3);
+parentPort?.on('message', (message: SignJob | 'ping') => {
+  if (message === 'ping') {
+    parentPort?.postMessage('pong');
+    return;
+  }
+  Atomics.add(message.next, 0, 1);
+  process.exit(3);
 });
