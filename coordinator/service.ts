@@ -6,7 +6,6 @@ import { publicKeyToJson } from '../shared/keys.js';
 import type { Logger } from '../shared/logger.js';
 import type { AuditEvent, CommandRequest, Metrics, Reported, Status } from '../shared/messages.js';
 import { encodePayload, MAX_PAYLOAD_BYTES } from '../shared/payload.js';
-import { signerFor } from '../shared/signatures.js';
 import { createTopics, senderReplyTopics } from '../shared/topics.js';
 import { readPackageVersion } from '../shared/version.js';
 import { attachWebSocket, createBroker, type SessionOwner } from './broker/create-broker.js';
@@ -140,13 +139,7 @@ export async function startCoordinator(
     // A wave's desired states are signed on this thread and on up to 3 workers at once.
     const signing = new ParallelSigner({ seed: key.seed, workers: signingWorkers(), logger });
     closers.push(() => signing.close());
-    const desired = new DesiredPublisher({
-      store,
-      topics,
-      signer: signerFor(key, { fast: true }),
-      now,
-      signMany: (texts) => signing.signMany(texts),
-    });
+    const desired = DesiredPublisher.sharing(signing, key, { store, topics, now });
     // The retained fleet summary (ota/v1/fleet), counted as reports, presence, enrolments and
     // removals arrive, from the stored fleet at start (all offline: nobody is connected yet).
     const fleetTally = FleetTally.seeded(store.listDevices());

@@ -61,6 +61,24 @@ function sharing(options: Partial<ParallelSignerOptions> & { logger: ParallelSig
   return { signer, jobs };
 }
 
+/**
+ * A signer whose one worker (test/helpers/`module`) claims a text of each job and never signs it;
+ * this thread starts claiming once it has.
+ */
+function claimsAndFails(module: string, stallMs: number) {
+  const { logger, lines } = logs();
+  const signer = new ParallelSigner({
+    seed: key.seed,
+    workers: 1,
+    logger,
+    minBatch: 8,
+    stallMs,
+    workerModule: new URL(`./helpers/${module}`, import.meta.url),
+    onJob: holdUntil((job) => Atomics.load(job.next, 0) > 0), // the worker claimed its text
+  });
+  return { signer, lines };
+}
+
 t.test(
   'a large batch is signed here and on the workers together; every signature is the one tweetnacl makes',
   async (t) => {
@@ -141,16 +159,7 @@ t.test('the first large batch starts the workers, and they take part in it once 
 t.test(
   'a worker that claims a text and hangs: that text is signed here after stallMs, the workers start again',
   async (t) => {
-    const { logger, lines } = logs();
-    const signer = new ParallelSigner({
-      seed: key.seed,
-      workers: 1,
-      logger,
-      minBatch: 8,
-      stallMs: 50,
-      workerModule: new URL('./helpers/sign-worker-stalls.ts', import.meta.url),
-      onJob: holdUntil((job) => Atomics.load(job.next, 0) > 0), // the worker claimed its text
-    });
+    const { signer, lines } = claimsAndFails('sign-worker-stalls.ts', 50);
     t.teardown(() => signer.close());
     await signer.ready();
     const batch = texts(100);
@@ -173,16 +182,7 @@ t.test(
 t.test(
   'a worker that dies mid-job: its text is signed here; after 3 failures in a row the main thread signs alone',
   async (t) => {
-    const { logger, lines } = logs();
-    const signer = new ParallelSigner({
-      seed: key.seed,
-      workers: 1,
-      logger,
-      minBatch: 8,
-      stallMs: 200,
-      workerModule: new URL('./helpers/sign-worker-exits.ts', import.meta.url),
-      onJob: holdUntil((job) => Atomics.load(job.next, 0) > 0),
-    });
+    const { signer, lines } = claimsAndFails('sign-worker-exits.ts', 200);
     t.teardown(() => signer.close());
     for (let round = 1; round <= 3; round++) {
       const batch = texts(30, `#${round}`);

@@ -1,14 +1,15 @@
 import { desiredMessage, desiredText } from '../../shared/desired.js';
 import { OtaError } from '../../shared/errors.js';
+import type { PrivateKey } from '../../shared/keys.js';
 import { DESIRED_TYPE, type DesiredState } from '../../shared/messages.js';
 import { encodePayload } from '../../shared/payload.js';
-import type { Signer } from '../../shared/signatures.js';
+import { type Signer, signerFor } from '../../shared/signatures.js';
 import type { Topics } from '../../shared/topics.js';
 import { MAX_TRUST_CHAIN, type TrustEnvelope } from '../../shared/trust.js';
 import type { OutgoingPublish } from '../broker/ordered-publisher.js';
 import type { ReleaseRecord } from '../store/records.js';
 import type { Store } from '../store/store.js';
-import { SIGN_BATCH_TEXTS } from './parallel-signer.js';
+import { type ParallelSigner, SIGN_BATCH_TEXTS } from './parallel-signer.js';
 import { signEach } from './sign-job.js';
 
 /** One message the coordinator publishes itself (sent through OrderedPublisher). */
@@ -44,6 +45,19 @@ export class DesiredPublisher {
       signMany?: (texts: readonly string[]) => Uint8Array[];
     },
   ) {}
+
+  /** The coordinator's: signed with `key`, a large batch shared with `signing`'s worker threads. */
+  static sharing(
+    signing: ParallelSigner,
+    key: PrivateKey,
+    deps: { store: Store; topics: Topics; now: () => Date },
+  ): DesiredPublisher {
+    return new DesiredPublisher({
+      ...deps,
+      signer: signerFor(key, { fast: true }),
+      signMany: (texts) => signing.signMany(texts),
+    });
+  }
 
   prepare(deviceIds: Iterable<string>): OutgoingMessage[] {
     const { store, topics, signer } = this.deps;

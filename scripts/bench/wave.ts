@@ -77,13 +77,7 @@ async function once(devices: number, workers: number): Promise<Run> {
     await signing.ready(); // the coordinator's workers start at its first large batch, long before a wave
     const topics = createTopics();
     const now = () => new Date();
-    const desired = new DesiredPublisher({
-      store,
-      topics,
-      signer: signerFor(key, { fast: true }),
-      now,
-      signMany: (texts) => signing.signMany(texts),
-    });
+    const desired = DesiredPublisher.sharing(signing, key, { store, topics, now });
     // As in the service: the newest report of each device is kept in memory (ReportRecorder).
     const lastReports = new Map<string, Reported>();
     let handedOver: { at: number; count: number } | null = null;
