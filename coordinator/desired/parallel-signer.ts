@@ -128,6 +128,7 @@ export class ParallelSigner {
           stalled: stats.stalled - stalledBefore,
           stallMs: this.stallMs,
         });
+        void this.stop();
         slots = [];
       } else if (stats.here - hereBefore < chunk.length) {
         this.failures = 0; // a worker signed part of this job: they work
@@ -238,7 +239,7 @@ export class ParallelSigner {
     const log = { ...details, failuresInARow: this.failures };
     if (alone) this.options.logger.error(log, `${what}; signing on the main thread only from now on`);
     else this.options.logger.warn(log, `${what}; signing on the main thread meanwhile`);
-    if (alone || details.stalled !== undefined) void this.stop();
+    if (alone) void this.stop();
   }
 
   private async stop(): Promise<void> {

@@ -44,7 +44,6 @@ interface Run {
   waveDevices: number;
   /** The report completing the previous wave -> the last wave's desired states handed over. */
   decideMs: number;
-  published: number;
   /** Share of the wave's signatures made by the worker threads. */
   byWorkers: number;
 }
@@ -131,7 +130,6 @@ async function once(devices: number, workers: number): Promise<Run> {
     return {
       waveDevices: done.count,
       decideMs: done.at - started,
-      published: done.count,
       byWorkers: byWorkers / (byWorkers + signing.totals.here - before.here),
     };
   } finally {
