@@ -91,11 +91,13 @@ const heldFds = (r: unknown) => (r as { held: { brokerOpenFds: number } }).held.
 t.test('planBareBroker: sizes within the limits, and a clear refusal naming the limit beyond them', async (t) => {
   const limits = { fdHard: 20_000, ephemeralPorts: [32768, 60999] as [number, number] };
   t.same(planBareBroker(1000, 0, limits), { workers: 1, devicesPerWorker: 1000 });
-  t.same(planBareBroker(10_000, 0, limits), { workers: 4, devicesPerWorker: 2500 });
+  t.same(planBareBroker(10_000, 0, limits), { workers: 1, devicesPerWorker: 10_000 });
+  t.same(planBareBroker(10_001, 0, limits), { workers: 2, devicesPerWorker: 5001 });
   t.same(planBareBroker(19_000, 2, limits), { workers: 2, devicesPerWorker: 9500 });
   t.same(planBareBroker(3, 8, limits), { workers: 3, devicesPerWorker: 1 }, 'never more workers than devices');
   const most = 20_000 - BROKER_RESERVE_FDS;
-  t.same(planBareBroker(most, 0, limits).workers, 4);
+  t.same(planBareBroker(most, 0, limits).workers, 2);
+  t.same(planBareBroker(50_000, 0, { fdHard: 100_000, ephemeralPorts: [1024, 65535] }).workers, 4, 'at most 4');
   t.throws(() => planBareBroker(most + 1, 0, limits), {
     message: new RegExp(
       `hard limit on open files \\(RLIMIT_NOFILE, ulimit -Hn\\) is 20000 per process.*at most ${most} devices`,

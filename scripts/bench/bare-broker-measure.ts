@@ -8,7 +8,7 @@ import { generateKey } from '../../shared/keys.js';
 import { DESIRED_TYPE } from '../../shared/messages.js';
 import { signerFor, signText } from '../../shared/signatures.js';
 import { createTopics } from '../../shared/topics.js';
-import { FleetSim } from '../fleet-sim/controller.js';
+import { FleetSim, fleetSimWorkers } from '../fleet-sim/controller.js';
 import { deviceIds } from '../fleet-sim/enrol.js';
 import type { SimCounters } from '../fleet-sim/ipc.js';
 import { AedesProcess, aedesVersion } from './aedes-process.js';
@@ -75,7 +75,7 @@ export interface BareBrokerOptions {
   devices: number;
   /** Reports per device in the ingest burst (bench:fleet's --burst). */
   burst: number;
-  /** Simulator processes; 0 = bench:fleet's rule (one per 2,500 devices, at most 4). */
+  /** Simulator processes; 0 = the simulator's rule (fleetSimWorkers: one per 10,000 devices, at most 4). */
   workers?: number;
   /** Connections being opened at once per worker. */
   connectConcurrency?: number;
@@ -147,8 +147,7 @@ export function planBareBroker(devices: number, workers: number, limits: Machine
   }
   // A worker process has the broker's open-files limit and fewer connections (it shares them
   // out), so the broker's check covers it; several workers only share the CPU.
-  const chosen = workers > 0 ? workers : Math.min(4, Math.ceil(devices / 2500));
-  const n = Math.min(chosen, devices);
+  const n = Math.min(fleetSimWorkers(devices, workers), devices);
   return { workers: n, devicesPerWorker: Math.ceil(devices / n) };
 }
 

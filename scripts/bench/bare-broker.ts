@@ -16,7 +16,7 @@ const args = parseArgs(
     broker: { default: 'both', help: 'aedes, mosquitto or both' },
     devices: { default: 1000, help: 'simulated devices' },
     burst: { default: 3, help: 'reports per device in the ingest burst (as bench:fleet --burst)' },
-    workers: { default: 0, help: 'simulator processes (default: one per 2,500 devices, at most 4)' },
+    workers: { default: 0, help: 'simulator processes (default: one per 10,000 devices, at most 4)' },
     'connect-concurrency': { default: 50, help: 'connections being opened at once per worker' },
     'step-ms': { default: 20, help: 'mean delay between reported transitions in the prime phase' },
     'aedes-retained-index': {

@@ -9,7 +9,7 @@ import { CommandClient } from '../../coordinator/client/command-client.js';
 import { COORDINATOR_NODE_FLAGS } from '../../coordinator/node-flags.js';
 import type { RolloutSummary } from '../../shared/messages.js';
 import { createTopics } from '../../shared/topics.js';
-import { FleetSim } from '../fleet-sim/controller.js';
+import { FleetSim, fleetSimWorkers } from '../fleet-sim/controller.js';
 import { deviceIds, enrolDevices } from '../fleet-sim/enrol.js';
 import { chromiumPath, launchChromium } from './chromium.js';
 import {
@@ -71,7 +71,7 @@ const args = parseArgs(
   process.argv.slice(2),
   {
     devices: { default: 10_000, help: 'simulated devices' },
-    workers: { default: 0, help: 'simulator processes (default: one per 2,500 devices, at most 4)' },
+    workers: { default: 0, help: 'simulator processes (default: one per 10,000 devices, at most 4)' },
     waves: { default: '1,10,100:manual', help: 'rollout waves; the last one is measured (approved by the bench)' },
     'step-ms': { default: 100, help: 'mean delay between the reported transitions of a device' },
     jitter: { default: 0.5, help: 'delay jitter, fraction of step-ms' },
@@ -242,7 +242,7 @@ async function run(): Promise<void> {
     onProgress: (n) => log(`  enrolled ${n}`),
   });
   await admin.call('group.create', { name: 'bench', selector: { bench: 'dashboard' } });
-  const workers = args.workers > 0 ? args.workers : Math.min(4, Math.max(1, Math.ceil(N / 2500)));
+  const workers = fleetSimWorkers(N, args.workers);
   sim = await FleetSim.start(
     {
       url: c.mqttUrl,

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { CommandClient } from '../../coordinator/client/command-client.js';
 import { COORDINATOR_NODE_FLAGS } from '../../coordinator/node-flags.js';
 import type { RolloutSummary } from '../../shared/messages.js';
-import { FleetSim } from '../fleet-sim/controller.js';
+import { FleetSim, fleetSimWorkers } from '../fleet-sim/controller.js';
 import { deviceIds, enrolDevices } from '../fleet-sim/enrol.js';
 import type { SimCounters, TracesResult } from '../fleet-sim/ipc.js';
 import {
@@ -103,7 +103,7 @@ const args = parseArgs(
       default: 50,
       help: "through Mosquitto: how often the coordinator's counters are read to time the ingest and metrics bursts",
     },
-    workers: { default: 0, help: 'simulator processes (default: one per 2,500 devices, at most 4)' },
+    workers: { default: 0, help: 'simulator processes (default: one per 10,000 devices, at most 4)' },
     phases: { default: ALL_PHASES.join(','), help: `phases after enrol+connect: ${ALL_PHASES.join(',')}` },
     'step-ms': { default: 100, help: 'mean delay between the reported transitions of a device' },
     jitter: { default: 0.5, help: 'delay jitter, fraction of step-ms' },
@@ -557,7 +557,7 @@ async function run(): Promise<void> {
   }
 
   const badVersions = Array.from({ length: args['halt-trials'] }, (_, i) => `3.0.${i + 1}`);
-  const workers = args.workers > 0 ? args.workers : Math.min(4, Math.max(1, Math.ceil(N / 2500)));
+  const workers = fleetSimWorkers(N, args.workers);
   sim = await FleetSim.start(
     {
       url: c.mqttUrl,

@@ -37,6 +37,22 @@ export interface FdLimits {
   raisedWith: string;
 }
 
+/** Devices one simulator process holds by default (fleetSimWorkers). */
+export const DEVICES_PER_SIM_WORKER = 10_000;
+
+/**
+ * How many simulator processes a benchmark starts for `devices` when none is asked for
+ * (`requested` 0): one per 10,000 devices, at most 4. Why so few: the simulator shares the
+ * machine's cores with what it measures, and more processes cost the measured side more than
+ * they give the simulator: with four of them beside one single-threaded Mosquitto on 2 cores the
+ * 9,000-device wave took about twice as long as with one, the same code otherwise
+ * (BENCHMARKS.md, 2026-12-07). 10,000 connections stay well under one process's open-files
+ * limit (20,000 here).
+ */
+export function fleetSimWorkers(devices: number, requested = 0): number {
+  return requested > 0 ? requested : Math.min(4, Math.max(1, Math.ceil(devices / DEVICES_PER_SIM_WORKER)));
+}
+
 /**
  * The fleet simulator's controller: forks `workers` processes, each holding a share of the
  * simulated devices' connections (scripts/fleet-sim/device.ts), and talks to them over IPC.

@@ -1,15 +1,15 @@
-import mqtt, { type MqttClient } from 'mqtt';
 import { idRecord } from '../../shared/id-record.js';
 import type { ModelState, Reported, Status } from '../../shared/messages.js';
 import { isOutcome } from '../../shared/states.js';
 import { createTopics } from '../../shared/topics.js';
 import { mulberry32, seedOf } from '../mulberry32.js';
 import type { RolloutTrace, SimCounters, SimCredentials, SimOptions } from './ipc.js';
+import { ConnackRefused, LeanMqttClient, tcpEndpoint } from './lean-mqtt-client.js';
 import { simulatedSeries, versionDistribution } from './metric-distributions.js';
 
 /**
- * One simulated device: a real MQTT 3.1.1 connection with the device's own credentials that
- * follows the agent's protocol (design section 3, agent/mqtt/session.ts, agent/core/machine.ts):
+ * One simulated device: a real MQTT 3.1.1 connection with the device's own credentials (one
+ * LeanMqttClient: lean-mqtt-client.ts says why not mqtt.js) that follows the agent's protocol (design section 3, agent/mqtt/session.ts, agent/core/machine.ts):
  *
  * - client id = username = device id, persistent session (clean=false), keepalive 30 s, and a
  *   retained `status` will {online:false}; on every connect it subscribes to its own `desired`
@@ -89,7 +89,7 @@ const FACTS = {
 };
 
 export class SimDevice {
-  private client: MqttClient | null = null;
+  private client: LeanMqttClient | null = null;
   private lastSeq = 0;
   private readonly models = idRecord<ModelRecord>();
   private readonly outbox: Reported[] = [];
@@ -114,73 +114,78 @@ export class SimDevice {
   /** Connects; resolves once subscribed to `desired` and the online status was acknowledged. */
   connect(): Promise<void> {
     const offline: Status = { online: false, ts: new Date().toISOString() };
-    const client = mqtt.connect(this.options.url, {
-      clientId: this.id,
-      username: this.id,
-      password: this.creds.token,
-      clean: false,
-      protocolVersion: 4,
-      keepalive: this.options.keepaliveS,
-      connectTimeout: this.options.connectTimeoutMs,
-      reconnectPeriod: 1_000 + Math.floor(Math.random() * 2_000),
-      will: { topic: topics.status(this.id), payload: Buffer.from(JSON.stringify(offline)), qos: 1, retain: true },
-    });
-    this.client = client;
-    client.on('message', (topic, payload) => {
-      if (topic === topics.desired(this.id)) this.onDesired(payload);
-    });
-    client.on('close', () => {
-      if (this.connected) this.counters.disconnects++;
-      if (this.connected) this.counters.connected--;
-      this.connected = false;
-    });
-    client.on('error', (err) => {
-      this.counters.firstError ??= `${this.id}: ${err.message}`;
-    });
+    let first: { resolve(): void; fail(why: string): void } | null = null;
     const online = async () => {
-      await client.subscribeAsync(topics.desired(this.id), { qos: 1 });
+      await client.subscribe(topics.desired(this.id), 1);
       const status: Status = { online: true, ts: new Date().toISOString(), agentVersion: 'fleet-sim', facts: FACTS };
-      await client.publishAsync(topics.status(this.id), JSON.stringify(status), { qos: 1, retain: true });
+      await client.publish(topics.status(this.id), JSON.stringify(status), 1, true);
       // Like the agent: the current report again on every connect (nothing when it has no models).
       if (Object.keys(this.models).length > 0 && this.outbox.length === 0) this.queueReport();
       this.flush();
     };
+    const client = new LeanMqttClient(
+      {
+        ...tcpEndpoint(this.options.url),
+        clientId: this.id,
+        username: this.id,
+        password: this.creds.token,
+        clean: false,
+        keepaliveS: this.options.keepaliveS,
+        connectTimeoutMs: this.options.connectTimeoutMs,
+        reconnectMs: 1_000 + Math.floor(Math.random() * 2_000),
+        will: { topic: topics.status(this.id), payload: Buffer.from(JSON.stringify(offline)), qos: 1, retain: true },
+      },
+      {
+        connect: () => {
+          this.connected = true;
+          this.counters.connected++;
+          if (this.everConnected) {
+            this.counters.reconnects++;
+            online().catch(() => {});
+            return;
+          }
+          this.everConnected = true;
+          const waiter = first;
+          online().then(
+            () => waiter?.resolve(),
+            (err: Error) => waiter?.fail(err.message),
+          );
+        },
+        close: () => {
+          this.counters.disconnects++;
+          this.counters.connected--;
+          this.connected = false;
+        },
+        message: (topic, payload) => {
+          if (topic === topics.desired(this.id)) this.onDesired(payload);
+        },
+        error: (err) => {
+          this.counters.firstError ??= `${this.id}: ${err.message}`;
+          if (err instanceof ConnackRefused && (err.code === 4 || err.code === 5))
+            first?.fail(`refused: ${err.message}`);
+        },
+      },
+    );
+    this.client = client;
     return new Promise<void>((resolve, reject) => {
-      const fail = (why: string) => {
-        client.end(true);
-        reject(new Error(`${this.id}: ${why}`));
-      };
       const timer = setTimeout(
-        () => fail(`not connected within ${this.options.connectTimeoutMs} ms`),
+        () => first?.fail(`not connected within ${this.options.connectTimeoutMs} ms`),
         this.options.connectTimeoutMs,
       );
-      client.on('connect', () => {
-        this.connected = true;
-        this.counters.connected++;
-        if (this.everConnected) {
-          this.counters.reconnects++;
-          online().catch(() => {});
-          return;
-        }
-        this.everConnected = true;
-        online().then(
-          () => {
-            clearTimeout(timer);
-            resolve();
-          },
-          (err: Error) => {
-            clearTimeout(timer);
-            fail(err.message);
-          },
-        );
-      });
-      client.once('error', (err) => {
-        const code = (err as { code?: number }).code;
-        if (code === 4 || code === 5) {
+      first = {
+        resolve: () => {
+          first = null;
           clearTimeout(timer);
-          fail(`refused: ${err.message}`);
-        }
-      });
+          resolve();
+        },
+        fail: (why) => {
+          first = null;
+          clearTimeout(timer);
+          client.end();
+          reject(new Error(`${this.id}: ${why}`));
+        },
+      };
+      client.open();
     });
   }
 
@@ -370,7 +375,7 @@ export class SimDevice {
           if (m.rolloutId) this.trace(m.rolloutId).sent[m.state] ??= sentAt;
         }
         try {
-          await client.publishAsync(topics.reported(this.id), JSON.stringify(report), { qos: 1, retain: true });
+          await client.publish(topics.reported(this.id), JSON.stringify(report), 1, true);
         } catch (err) {
           this.counters.reportErrors++;
           this.counters.firstError ??= `${this.id}: report not acknowledged: ${(err as Error).message}`;
@@ -406,7 +411,7 @@ export class SimDevice {
       this.counters.reportsSent++;
       this.counters.burstReports++;
       try {
-        await client.publishAsync(topics.reported(this.id), JSON.stringify(report), { qos: 1, retain: true });
+        await client.publish(topics.reported(this.id), JSON.stringify(report), 1, true);
         this.counters.reportsAcked++;
         acked++;
       } catch {
@@ -442,7 +447,7 @@ export class SimDevice {
         dropped: { observations: 0, windows: 0 },
       };
       try {
-        await client.publishAsync(topics.metrics(this.id), JSON.stringify(summary), { qos: 1 });
+        await client.publish(topics.metrics(this.id), JSON.stringify(summary), 1, false);
         acked++;
       } catch {
         this.counters.reportErrors++;
@@ -463,7 +468,7 @@ export class SimDevice {
     this.timers.clear();
     const client = this.client;
     if (!client) return;
-    await new Promise<void>((resolve) => client.end(true, {}, () => resolve()));
+    await client.end();
   }
 }
 

@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { CommandClient } from '../../coordinator/client/command-client.js';
 import { log, parseArgs, printResult, sleep, wallMs } from '../bench/common.js';
-import { FleetSim } from './controller.js';
+import { FleetSim, fleetSimWorkers } from './controller.js';
 import { deviceIds, enrolDevices } from './enrol.js';
 import type { SimCredentials } from './ipc.js';
 
@@ -27,7 +27,7 @@ const args = parseArgs(
     prefix: { default: 'sim', help: 'device id prefix for --enrol' },
     label: { default: 'fleet=sim', help: 'label k=v given to enrolled devices' },
     'devices-file': { default: '', help: 'JSON file [{id, token}] of enrolled devices' },
-    workers: { default: 0, help: 'worker processes (default: one per 2,500 devices, at most 4)' },
+    workers: { default: 0, help: 'worker processes (default: one per 10,000 devices, at most 4)' },
     'step-ms': { default: 200, help: 'mean delay between reported transitions' },
     jitter: { default: 0.5, help: 'delay jitter, fraction of step-ms' },
     'fail-probability': { default: 0, help: 'probability that an assignment fails its probe' },
@@ -63,7 +63,7 @@ async function main(): Promise<void> {
     devices.push(...enrolled.devices);
   }
   if (devices.length === 0) throw new Error('no devices: give --enrol N or --devices-file');
-  const workers = args.workers > 0 ? args.workers : Math.min(4, Math.ceil(devices.length / 2500));
+  const workers = fleetSimWorkers(devices.length, args.workers);
   const sim = await FleetSim.start(
     {
       url: args.url,
