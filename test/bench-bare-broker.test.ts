@@ -12,6 +12,7 @@ import {
   mosquittoConfig,
   mosquittoVersion,
 } from '../scripts/bench/mosquitto-process.js';
+import { fleetSimWorkers } from '../scripts/fleet-sim/controller.js';
 import { parseDesired } from '../scripts/fleet-sim/device.js';
 
 /**
@@ -87,6 +88,23 @@ function counted(devices: number, burst: number, broker: Record<string, unknown>
 }
 
 const heldFds = (r: unknown) => (r as { held: { brokerOpenFds: number } }).held.brokerOpenFds;
+
+t.test(
+  'fleetSimWorkers: one simulator process per 10,000 devices, at most 4, and enough for the open-files limit',
+  async (t) => {
+    t.equal(fleetSimWorkers(1), 1);
+    t.equal(fleetSimWorkers(10_000), 1);
+    t.equal(fleetSimWorkers(10_001), 2);
+    t.equal(fleetSimWorkers(1_000_000), 4, 'at most 4 when the limit allows');
+    t.equal(fleetSimWorkers(10_000, 0, 4096), 3, 'a 4,096 limit: 3,996 connections per process');
+    t.equal(fleetSimWorkers(100_000, 0, 20_000), 6, 'more than 4 when the limit needs them');
+    t.equal(fleetSimWorkers(10_000, 7, 20_000), 7, 'an explicit count is kept');
+    t.throws(() => fleetSimWorkers(10_000, 2, 4096), {
+      message:
+        /2 simulator processes cannot hold 10000 devices: each connection is an open file and the hard limit on open files \(ulimit -Hn\) is 4096 per process here, so use --workers 3 or more/,
+    });
+  },
+);
 
 t.test('planBareBroker: sizes within the limits, and a clear refusal naming the limit beyond them', async (t) => {
   const limits = { fdHard: 20_000, ephemeralPorts: [32768, 60999] as [number, number] };

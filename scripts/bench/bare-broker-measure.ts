@@ -145,9 +145,10 @@ export function planBareBroker(devices: number, workers: number, limits: Machine
       `${devices} devices do not fit the ephemeral ports: every connection to the broker's one address needs its own source port and net.ipv4.ip_local_port_range is ${low}-${high} (${ports} ports), so at most ${ports - 2} devices`,
     );
   }
-  // A worker process has the broker's open-files limit and fewer connections (it shares them
-  // out), so the broker's check covers it; several workers only share the CPU.
-  const n = Math.min(fleetSimWorkers(devices, workers), devices);
+  // A simulator process has the broker's open-files limit and at most its connections, so the
+  // broker's check above covers one process holding them all; fleetSimWorkers checks an explicit
+  // --workers the same way.
+  const n = Math.min(fleetSimWorkers(devices, workers, limits.fdHard), devices);
   return { workers: n, devicesPerWorker: Math.ceil(devices / n) };
 }
 

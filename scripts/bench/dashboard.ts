@@ -15,6 +15,7 @@ import { chromiumPath, launchChromium } from './chromium.js';
 import {
   log,
   machine,
+  openFilesLimit,
   parseArgs,
   percentile,
   printResult,
@@ -242,7 +243,7 @@ async function run(): Promise<void> {
     onProgress: (n) => log(`  enrolled ${n}`),
   });
   await admin.call('group.create', { name: 'bench', selector: { bench: 'dashboard' } });
-  const workers = fleetSimWorkers(N, args.workers);
+  const workers = fleetSimWorkers(N, args.workers, openFilesLimit('self').hard);
   sim = await FleetSim.start(
     {
       url: c.mqttUrl,

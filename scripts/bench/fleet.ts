@@ -557,7 +557,7 @@ async function run(): Promise<void> {
   }
 
   const badVersions = Array.from({ length: args['halt-trials'] }, (_, i) => `3.0.${i + 1}`);
-  const workers = fleetSimWorkers(N, args.workers);
+  const workers = fleetSimWorkers(N, args.workers, openFilesLimit('self').hard);
   sim = await FleetSim.start(
     {
       url: c.mqttUrl,

@@ -39,18 +39,31 @@ export interface FdLimits {
 
 /** Devices one simulator process holds by default (fleetSimWorkers). */
 export const DEVICES_PER_SIM_WORKER = 10_000;
+/** Open files a simulator process keeps for itself beside its connections. */
+export const SIM_WORKER_RESERVE_FDS = 100;
 
 /**
- * How many simulator processes a benchmark starts for `devices` when none is asked for
- * (`requested` 0): one per 10,000 devices, at most 4. Why so few: the simulator shares the
- * machine's cores with what it measures, and more processes cost the measured side more than
- * they give the simulator: with four of them beside one single-threaded Mosquitto on 2 cores the
- * 9,000-device wave took about twice as long as with one, the same code otherwise
- * (BENCHMARKS.md, 2026-12-07). 10,000 connections stay well under one process's open-files
- * limit (20,000 here).
+ * How many simulator processes a benchmark starts for `devices` (pure): `requested` when given
+ * (> 0), else one per 10,000 devices, at most 4, and always enough that each process's
+ * connections fit its hard open-files limit `fdHard` (one descriptor per connection).
+ *
+ * Why so few: the simulator shares the machine's cores with what it measures, and more
+ * processes cost the measured side more than they give the simulator: with four of them beside
+ * one single-threaded Mosquitto on 2 cores the 9,000-device wave took about twice as long as
+ * with one, the same code otherwise (BENCHMARKS.md, 2026-12-07).
  */
-export function fleetSimWorkers(devices: number, requested = 0): number {
-  return requested > 0 ? requested : Math.min(4, Math.max(1, Math.ceil(devices / DEVICES_PER_SIM_WORKER)));
+export function fleetSimWorkers(devices: number, requested = 0, fdHard = Number.POSITIVE_INFINITY): number {
+  const perProcess = Math.max(1, fdHard - SIM_WORKER_RESERVE_FDS);
+  const needed = Math.ceil(devices / perProcess);
+  if (requested > 0) {
+    if (requested < needed) {
+      throw new Error(
+        `${requested} simulator processes cannot hold ${devices} devices: each connection is an open file and the hard limit on open files (ulimit -Hn) is ${fdHard} per process here, so use --workers ${needed} or more`,
+      );
+    }
+    return requested;
+  }
+  return Math.max(needed, Math.min(4, Math.max(1, Math.ceil(devices / DEVICES_PER_SIM_WORKER))));
 }
 
 /**

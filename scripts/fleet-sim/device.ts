@@ -4,12 +4,13 @@ import { isOutcome } from '../../shared/states.js';
 import { createTopics } from '../../shared/topics.js';
 import { mulberry32, seedOf } from '../mulberry32.js';
 import type { RolloutTrace, SimCounters, SimCredentials, SimOptions } from './ipc.js';
-import { ConnackRefused, LeanMqttClient, tcpEndpoint } from './lean-mqtt-client.js';
+import { ConnackRefused, ConnectionLost, LeanMqttClient, tcpEndpoint } from './lean-mqtt-client.js';
 import { simulatedSeries, versionDistribution } from './metric-distributions.js';
 
 /**
  * One simulated device: a real MQTT 3.1.1 connection with the device's own credentials (one
- * LeanMqttClient: lean-mqtt-client.ts says why not mqtt.js) that follows the agent's protocol (design section 3, agent/mqtt/session.ts, agent/core/machine.ts):
+ * LeanMqttClient: lean-mqtt-client.ts says why not mqtt.js) that follows the agent's protocol
+ * (design section 3, agent/mqtt/session.ts, agent/core/machine.ts):
  *
  * - client id = username = device id, persistent session (clean=false), keepalive 30 s, and a
  *   retained `status` will {online:false}; on every connect it subscribes to its own `desired`
@@ -139,16 +140,16 @@ export class SimDevice {
         connect: () => {
           this.connected = true;
           this.counters.connected++;
-          if (this.everConnected) {
-            this.counters.reconnects++;
-            online().catch(() => {});
-            return;
-          }
+          if (this.everConnected) this.counters.reconnects++;
           this.everConnected = true;
-          const waiter = first;
+          // The first connect() resolves on the first connection that gets through online();
+          // a connection lost on the way is not a failure (the client reconnects, and online()
+          // runs again), a refused subscription is.
           online().then(
-            () => waiter?.resolve(),
-            (err: Error) => waiter?.fail(err.message),
+            () => first?.resolve(),
+            (err: Error) => {
+              if (!(err instanceof ConnectionLost)) first?.fail(err.message);
+            },
           );
         },
         close: () => {
@@ -161,8 +162,7 @@ export class SimDevice {
         },
         error: (err) => {
           this.counters.firstError ??= `${this.id}: ${err.message}`;
-          if (err instanceof ConnackRefused && (err.code === 4 || err.code === 5))
-            first?.fail(`refused: ${err.message}`);
+          if (err instanceof ConnackRefused) first?.fail(`refused: ${err.message}`); // the client stops
         },
       },
     );
@@ -379,7 +379,7 @@ export class SimDevice {
         } catch (err) {
           this.counters.reportErrors++;
           this.counters.firstError ??= `${this.id}: report not acknowledged: ${(err as Error).message}`;
-          return; // kept in the outbox: sent again after the reconnect
+          return; // rejected only once the device stopped (a drop is resent by the client)
         }
         this.counters.reportsAcked++;
         this.outbox.shift();

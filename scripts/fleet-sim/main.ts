@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { CommandClient } from '../../coordinator/client/command-client.js';
-import { log, parseArgs, printResult, sleep, wallMs } from '../bench/common.js';
+import { log, openFilesLimit, parseArgs, printResult, sleep, wallMs } from '../bench/common.js';
 import { FleetSim, fleetSimWorkers } from './controller.js';
 import { deviceIds, enrolDevices } from './enrol.js';
 import type { SimCredentials } from './ipc.js';
@@ -63,7 +63,7 @@ async function main(): Promise<void> {
     devices.push(...enrolled.devices);
   }
   if (devices.length === 0) throw new Error('no devices: give --enrol N or --devices-file');
-  const workers = fleetSimWorkers(devices.length, args.workers);
+  const workers = fleetSimWorkers(devices.length, args.workers, openFilesLimit('self').hard);
   const sim = await FleetSim.start(
     {
       url: args.url,
