@@ -108,8 +108,10 @@ export function tcpEndpoint(url: string): { host: string; port: number } {
 interface Waiter {
   resolve(): void;
   reject(err: Error): void;
-  /** A QoS 1 PUBLISH, sent again (DUP) after a reconnect; null for a SUBSCRIBE. */
+  /** A QoS 1 PUBLISH, sent (again) after a reconnect; null for a SUBSCRIBE. */
   publish: IPublishPacket | null;
+  /** Whether it was written on some connection: DUP is set only on a re-delivery (section 3.3.1.1). */
+  written: boolean;
 }
 
 const MAX_MESSAGE_ID = 0xffff; // packet identifiers are 16 bits, never 0 (section 2.3.1)
@@ -187,8 +189,10 @@ export class LeanMqttClient {
         }
         this.connected = true;
         this.startKeepalive();
-        for (const [messageId, w] of this.waiting) {
-          if (w.publish) this.write({ ...w.publish, messageId, dup: true });
+        for (const w of this.waiting.values()) {
+          if (!w.publish) continue;
+          this.write(w.written ? { ...w.publish, dup: true } : w.publish);
+          w.written = true;
         }
         this.events.connect();
         return;
@@ -312,7 +316,7 @@ export class LeanMqttClient {
     if (!this.connected) return Promise.reject(new Error('not connected'));
     const messageId = this.nextId();
     return new Promise<void>((resolve, reject) => {
-      this.waiting.set(messageId, { resolve, reject, publish: null });
+      this.waiting.set(messageId, { resolve, reject, publish: null, written: true });
       this.write({ cmd: 'subscribe', messageId, subscriptions: [{ topic, qos }] });
     });
   }
@@ -338,7 +342,7 @@ export class LeanMqttClient {
       return Promise.reject(err);
     }
     return new Promise<void>((resolve, reject) => {
-      this.waiting.set(messageId, { resolve, reject, publish: packet });
+      this.waiting.set(messageId, { resolve, reject, publish: packet, written: this.connected });
       if (this.connected) this.writeBytes(bytes);
     });
   }
