@@ -17,10 +17,11 @@ import mqttPacket, { type IPublishPacket, type Packet } from 'mqtt-packet';
  *   does not reconnect (as mqtt.js does after a refusal);
  * - SUBSCRIBE and QoS 0/1 PUBLISH, each QoS 1 one resolved by its PUBACK (section 4.3.2);
  *   incoming QoS 1 PUBLISHes are acknowledged at once (the receiver's PUBACK, section 4.3.2);
- * - a QoS 1 PUBLISH not acknowledged when the connection drops (or handed over while it is down)
- *   is sent again after the next CONNACK with its packet identifier and DUP set (section 4.4,
- *   for a session that is resumed), and its promise waits for that PUBACK; a SUBSCRIBE in flight
- *   is rejected with `ConnectionLost` instead (the caller subscribes again on every connect);
+ * - a QoS 1 PUBLISH not acknowledged when the connection drops is sent again after the next
+ *   CONNACK with its packet identifier and DUP set (section 4.4, for a session that is resumed;
+ *   one handed over while the connection is down goes out then, DUP 0), and its promise waits for
+ *   that PUBACK; a SUBSCRIBE in flight is rejected with `ConnectionLost` instead (the caller
+ *   subscribes again on every connect);
  * - PINGREQ when nothing was sent for a keepalive interval, and the connection closed when a
  *   PINGRESP is not back half an interval later (section 3.1.2.10; `KeepaliveTicks`). The ticks
  *   start at the CONNACK: a simulated device subscribes at once, so the interval since its
@@ -65,7 +66,7 @@ export interface LeanClientEvents {
   error(err: Error): void;
 }
 
-/** A SUBSCRIBE was in flight when the connection dropped (it is not sent again). */
+/** Unacknowledged when it can no longer be: a SUBSCRIBE at a drop (never resent), anything at end() or a refusal. */
 export class ConnectionLost extends Error {
   constructor() {
     super('connection closed before the broker acknowledged');
@@ -127,7 +128,6 @@ export class LeanMqttClient {
   private keepalive: { cancel(): void } | null = null;
   private sentSinceTick = false;
   private pingOutstanding = false;
-  private closed: Promise<void> | null = null;
   connected = false;
 
   constructor(
@@ -142,10 +142,6 @@ export class LeanMqttClient {
     const socket = net.connect({ host: o.host, port: o.port });
     socket.setNoDelay(true);
     this.socket = socket;
-    let closeSeen: () => void = () => {};
-    this.closed = new Promise((resolve) => {
-      closeSeen = resolve;
-    });
     const parser = mqttPacket.parser({ protocolVersion: 4 });
     parser.on('packet', (packet: Packet) => this.onPacket(packet));
     parser.on('error', (err: Error) => {
@@ -171,10 +167,7 @@ export class LeanMqttClient {
     });
     socket.on('data', (chunk: Buffer) => parser.parse(chunk));
     socket.on('error', (err) => this.events.error(err));
-    socket.on('close', () => {
-      this.onClose();
-      closeSeen();
-    });
+    socket.on('close', () => this.onClose());
   }
 
   private onPacket(packet: Packet): void {
@@ -235,18 +228,22 @@ export class LeanMqttClient {
     this.connected = false;
     this.pingOutstanding = false;
     // QoS 1 publishes stay to be sent again on the next connection; subscriptions do not.
-    const lost = new ConnectionLost();
-    for (const [id, w] of this.waiting) {
-      if (w.publish && !this.ended) continue;
-      this.waiting.delete(id);
-      w.reject(lost);
-    }
+    this.rejectWaiting(!this.ended);
     if (wasConnected) this.events.close();
     if (!this.ended) {
       this.reconnectTimer = setTimeout(() => {
         this.reconnectTimer = null;
         this.open();
       }, this.options.reconnectMs);
+    }
+  }
+
+  private rejectWaiting(keepPublishes: boolean): void {
+    const lost = new ConnectionLost();
+    for (const [id, w] of this.waiting) {
+      if (keepPublishes && w.publish) continue;
+      this.waiting.delete(id);
+      w.reject(lost);
     }
   }
 
@@ -306,11 +303,6 @@ export class LeanMqttClient {
     throw new Error('65,535 packets in flight on one connection');
   }
 
-  /** True while a new connection attempt is scheduled (after a loss; never after end() or a refusal). */
-  get reconnecting(): boolean {
-    return this.reconnectTimer !== null;
-  }
-
   /** SUBSCRIBE one filter; resolves on a SUBACK that grants it, rejects (ConnectionLost) if the connection drops first. */
   subscribe(topic: string, qos: 0 | 1): Promise<void> {
     if (!this.connected) return Promise.reject(new Error('not connected'));
@@ -357,12 +349,12 @@ export class LeanMqttClient {
     this.reconnectTimer = null;
     const socket = this.socket;
     if (!socket) {
-      const lost = new ConnectionLost();
-      for (const w of this.waiting.values()) w.reject(lost);
-      this.waiting.clear();
+      this.rejectWaiting(false);
       return Promise.resolve();
     }
+    // onClose (ended now) rejects what waits; a socket still set has not closed yet.
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
     socket.destroy();
-    return this.closed ?? Promise.resolve();
+    return closed;
   }
 }
