@@ -9,7 +9,7 @@ import { encodePayload, MAX_PAYLOAD_BYTES } from '../shared/payload.js';
 import { createTopics, senderReplyTopics } from '../shared/topics.js';
 import { readPackageVersion } from '../shared/version.js';
 import { attachWebSocket, createBroker, type SessionOwner } from './broker/create-broker.js';
-import { OrderedPublisher } from './broker/ordered-publisher.js';
+import { OrderedPublisher, type OutgoingPublish } from './broker/ordered-publisher.js';
 import type { Principal } from './broker/principal.js';
 import { runCommand } from './commands/dispatch.js';
 import type { CoordinatorConfig } from './config.js';
@@ -117,7 +117,7 @@ export async function startCoordinator(
     const artifacts = new ArtifactStore(path.join(config.dataDir, 'artifacts', 'sha256'));
 
     // Set once the broker exists; publishing before that is a bug.
-    let publishOne: (m: OutgoingMessage) => Promise<void> = async () => {
+    let publishOne: (m: OutgoingPublish) => Promise<void> = async () => {
       throw new Error('publish before the broker started');
     };
     const publisher = new OrderedPublisher((m) => publishOne(m), logger);
@@ -142,7 +142,7 @@ export async function startCoordinator(
     const desired = DesiredPublisher.sharing(signing, key, { store, topics, now });
     // The retained fleet summary (ota/v1/fleet), counted as reports, presence, enrolments and
     // removals arrive, from the stored fleet at start (all offline: nobody is connected yet).
-    const fleetTally = FleetTally.seeded(store.listDevices());
+    const fleetTally = FleetTally.seeded(store.eachDevice());
     const fleetSummary = new FleetSummaryPublisher({
       tally: fleetTally,
       topics,
@@ -477,9 +477,7 @@ export async function startCoordinator(
     // device has a desired state (it carries the trust chain).
     const republishAll = async () => {
       const republish = store.transaction(() =>
-        desired.prepare(
-          store.latestTrustDocument() ? store.listDevices().map((d) => d.id) : store.devicesWithDesired(),
-        ),
+        desired.prepare(store.latestTrustDocument() ? store.deviceIds() : store.devicesWithDesired()),
       );
       await publish([...republish, ...rollouts.summaries()]);
       // And the fleet summary, changed or not: a page that subscribes gets one even when nothing moves.
@@ -552,7 +550,7 @@ export async function startCoordinator(
       if (external.identity === 'mosquitto')
         reconcileBroker = async (admin) => {
           const result = await (dynsec as DynsecIdentity).reconcile({
-            devices: new Set(store.listDevices().map((d) => d.id)),
+            devices: new Set(store.deviceIds()),
             operators: new Set(store.listOperators().map((o) => o.name)),
             ...(admin ? { ensureOperator: admin } : {}),
             signsIn: (name, token) => signsIn(external.url, name, token, brokerCa),
@@ -620,7 +618,7 @@ export async function startCoordinator(
         dataDir: config.dataDir,
         adminTokenFile: admin.file,
         version: readPackageVersion(),
-        devices: store.listDevices().length,
+        devices: store.deviceCount(),
         activeRollouts: store.listRollouts({ active: true }).length,
       },
       `ota-coordinator ready: mqtt ${mqttUrl}, http ${httpUrl}`,

@@ -1,5 +1,5 @@
 import t from 'tap';
-import type { OutgoingMessage } from '../coordinator/desired/desired-publisher.js';
+import type { OutgoingPublish } from '../coordinator/broker/ordered-publisher.js';
 import { FLEET_SUMMARY_EVERY_MS, FleetSummaryPublisher } from '../coordinator/fleet/fleet-summary-publisher.js';
 import { FleetTally } from '../coordinator/fleet/fleet-tally.js';
 import type { PacedTimers } from '../coordinator/paced-flush.js';
@@ -26,7 +26,7 @@ function setup(everyMs?: number) {
       (handle as { cleared: boolean }).cleared = true;
     },
   };
-  const sent: OutgoingMessage[] = [];
+  const sent: OutgoingPublish[] = [];
   const tally = new FleetTally();
   const publisher = new FleetSummaryPublisher({
     tally,

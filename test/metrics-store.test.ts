@@ -3,10 +3,11 @@ import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import t, { type Test } from 'tap';
-import { METRICS_SCHEMA_VERSION } from '../coordinator/metrics/metrics-db.js';
+import { METRICS_SCHEMA_VERSION, MetricsDb } from '../coordinator/metrics/metrics-db.js';
 import type { MetricsQuery } from '../coordinator/metrics/query.js';
 import { MetricsRecorder, type MetricsRecorderDeps } from '../coordinator/metrics/recorder.js';
 import type { PacedTimers } from '../coordinator/paced-flush.js';
+import { CACHE_SIZE_PRAGMA } from '../coordinator/store/db.js';
 import { runMetricsBench, table } from '../scripts/bench/metrics.js';
 import { createLogger } from '../shared/logger.js';
 import { type MetricSeries, type Metrics, MetricsSchema } from '../shared/messages.js';
@@ -574,4 +575,11 @@ t.test('a rollup stays bounded when devices report far-apart values', async (t) 
   );
   t.equal(merged.latencyMs.count, 4);
   t.equal(merged.latencyMs.max, 1e12);
+});
+
+t.test('the metrics database keeps a 4 MiB page cache, like the store (db.ts CACHE_SIZE_PRAGMA)', async (t) => {
+  const db = MetricsDb.open(await tempFile(t));
+  t.teardown(() => db.close());
+  t.equal(db.connection.pragma('cache_size', { simple: true }), CACHE_SIZE_PRAGMA);
+  t.equal(CACHE_SIZE_PRAGMA, -4096, 'KiB (negative), not pages');
 });

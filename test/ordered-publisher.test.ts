@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
 import t from 'tap';
-import { OrderedPublisher, type OutgoingPublish } from '../coordinator/broker/ordered-publisher.js';
+import { OrderedPublisher, type OutgoingPublish, type QueuedPublish } from '../coordinator/broker/ordered-publisher.js';
 import { createLogger } from '../shared/logger.js';
 
 // The coordinator's publish pipeline: concurrent across topics (a 9,000-device wave must not
@@ -116,4 +116,60 @@ t.test('at most `window` publishes in flight; the rest start as slots free up, i
     ['0', '1', '2', '3', '4', '5', '6', '7'],
     'every message went out, in handover order',
   );
+});
+
+t.test('a deferred payload is made when its message takes a slot, not when handed over', async (t) => {
+  const { started, send } = manualTransport();
+  const { logger } = captureLogger();
+  const publisher = new OrderedPublisher(send, logger, 2);
+  const made: number[] = [];
+  const deferred = (topic: string, n: number): QueuedPublish => ({
+    topic,
+    retain: true,
+    payload: () => {
+      made.push(n);
+      return Buffer.from(String(n));
+    },
+  });
+  const all = publisher.publish([deferred('a', 0), deferred('b', 1), deferred('c', 2), deferred('a', 3)]);
+  t.same(made, [0, 1], 'only the two in the window were made');
+  started[0]?.settle();
+  await tick();
+  t.same(made, [0, 1, 2], 'a freed slot made the next one in handover order');
+  t.same(
+    started.map((s) => String(s.message.payload)),
+    ['0', '1', '2'],
+    'what went out is what was made',
+  );
+  for (const s of started.splice(0)) s.settle();
+  await tick();
+  t.same(made, [0, 1, 2, 3], "topic a's second message after its first settled");
+  started.shift()?.settle();
+  await all;
+  t.equal(publisher.pendingTopics, 0);
+});
+
+t.test('a deferred payload that throws is a failed publish, logged; its topic goes on', async (t) => {
+  const { started, send } = manualTransport();
+  const { lines, logger } = captureLogger();
+  const publisher = new OrderedPublisher(send, logger);
+  const all = publisher.publish([
+    {
+      topic: 'desired/d1',
+      retain: true,
+      payload: () => {
+        throw new Error('rolloutId: must be 1-64 letters');
+      },
+    },
+    msg('desired/d1', 2),
+  ]);
+  await tick();
+  t.same(
+    started.map((s) => String(s.message.payload)),
+    ['2'],
+    'the next message of the topic was sent, nothing for the failed one',
+  );
+  started.shift()?.settle();
+  await all;
+  t.match(lines.join(''), /"topic":"desired\/d1".*rolloutId: must be.*publish failed/);
 });

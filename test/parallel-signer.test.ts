@@ -261,6 +261,8 @@ t.test('DesiredPublisher signing a wave in parallel: every desired state verifie
   });
   const messages = publisher.prepare(ids);
   t.equal(messages.length, 1100);
+  t.same(jobs, [], 'nothing signed while preparing: a payload is signed when the publisher takes it');
+  const payloads = messages.map((m) => (typeof m.payload === 'function' ? m.payload() : m.payload));
   t.same(
     jobs.map((j) => j.signedBy.length),
     [1024, 76],
@@ -273,7 +275,7 @@ t.test('DesiredPublisher signing a wave in parallel: every desired state verifie
   const policy = { keys: [key], threshold: 1 };
   const wrong = messages.flatMap((m, i) => {
     const id = ids[i] as string;
-    const state = verifyDesired(decodeDesiredMessage(m.payload), policy, { deviceId: id, lastSeq: 0 });
+    const state = verifyDesired(decodeDesiredMessage(payloads[i] as Buffer), policy, { deviceId: id, lastSeq: 0 });
     return m.topic === createTopics().desired(id) && state.seq === 1 ? [] : [id];
   });
   t.same(wrong, [], 'each verifies with the coordinator key, for its own device, on its own topic, seq 1');

@@ -133,6 +133,7 @@ t.test('opens in WAL mode with synchronous=FULL, foreign keys and a busy timeout
     synchronous: 2, // FULL
     foreignKeys: true,
     busyTimeoutMs: 5000,
+    cacheSize: -4096, // KiB: 4 MiB, not better-sqlite3's 16 (db.ts)
     schemaVersion: LATEST_SCHEMA_VERSION,
   });
   // journal_mode is a property of the file: another connection sees it too.
@@ -341,6 +342,45 @@ t.test('devices: add, get, list, presence, report, remove', async (t) => {
   t.equal(store.removeDevice('cam-02'), false, 'second removal finds nothing');
   t.equal(store.getDevice('cam-02'), null);
   t.equal(store.deviceTokenHash('cam-02'), null);
+});
+
+t.test('devices, fleet-wide: ids, one row at a time, labels, count, presence; the same as listDevices', async (t) => {
+  const { store } = fresh(t);
+  t.same([...store.eachDevice()], [], 'an empty fleet');
+  t.equal(store.deviceCount(), 0);
+  t.equal(store.deviceOnline('constructor'), null, 'not enrolled (an id that is an Object property)');
+  for (const id of ['cam-b', 'cam-a', 'constructor']) {
+    store.addDevice({
+      id,
+      labels: { site: id === 'cam-a' ? 'north' : 'south' },
+      channel: 'stable',
+      tokenHash: 'h',
+      now: NOW,
+    });
+  }
+  store.setDevicePresence('cam-b', true, LATER);
+  store.setDeviceReport('cam-a', { ...report, deviceId: 'cam-a' }, LATER);
+  t.same(store.deviceIds(), ['cam-a', 'cam-b', 'constructor'], 'in id order');
+  t.same([...store.eachDevice()], store.listDevices(), 'every record, as listDevices has it');
+  t.same(
+    [...store.eachDeviceLabels()],
+    [
+      { id: 'cam-a', labels: { site: 'north' } },
+      { id: 'cam-b', labels: { site: 'south' } },
+      { id: 'constructor', labels: { site: 'south' } },
+    ],
+  );
+  t.equal(store.deviceCount(), 3);
+  t.same(
+    ['cam-a', 'cam-b', 'nobody'].map((id) => store.deviceOnline(id)),
+    [false, true, null],
+  );
+  // A caller that stops early closes the row cursor: the store takes writes again at once.
+  for (const d of store.eachDevice()) {
+    if (d.id === 'cam-a') break;
+  }
+  store.removeDevice('cam-a');
+  t.same(store.deviceIds(), ['cam-b', 'constructor'], 'a write after an early stop');
 });
 
 t.test('desired seq: monotonic, inside transactions, across reopen and re-enrolment', async (t) => {

@@ -7,6 +7,29 @@ export interface OutgoingPublish {
 }
 
 /**
+ * A publish handed to OrderedPublisher: its payload, or a function that makes it when the
+ * message's turn comes (a wave's signed desired states: desired-publisher.ts). A deferred payload
+ * is made at most `window` messages ahead of what the broker acknowledged, so a wave's memory is
+ * bounded by the window, not by the size of the fleet.
+ */
+export interface QueuedPublish {
+  topic: string;
+  payload: Buffer | (() => Buffer);
+  retain: boolean;
+}
+
+/** What publish() handed over together, resolved once its last message settled. */
+interface Batch {
+  left: number;
+  resolve: () => void;
+}
+
+interface Entry {
+  message: QueuedPublish;
+  batch: Batch;
+}
+
+/**
  * The coordinator's own publishes: messages to different topics go out concurrently (at most
  * `window` at once), messages to the same topic strictly in the order they were handed over.
  *
@@ -20,17 +43,20 @@ export interface OutgoingPublish {
  * the event loop after the write (Aedes completes a delivery with setImmediate), and every turn
  * between two slot refills also ingests the reports that arrived meanwhile: at 50 a 9,000-device
  * wave took 5.6 s to go out while its devices reported, at 3,000 (three turns) 3.3 s, at once
- * 1.2-1.4 s (BENCHMARKS.md, "bigwave"). The window still bounds the memory of what is in flight
- * for larger fleets; the answers of a wave's devices are taken in bounded turns by the broker
- * (IngestGate, service.ts), which is what keeps sending it all at once within the memory budget.
- * mqemitter runs without a queue (create-broker.ts), so no window is needed against its
- * queue's recursion.
+ * 1.2-1.4 s (BENCHMARKS.md, "bigwave"). The window bounds what is in flight for larger fleets:
+ * messages beyond it wait as one small entry each (their deferred payloads not yet made), taken
+ * in handover order as slots free. The answers of a wave's devices are taken in bounded turns by
+ * the broker (IngestGate, service.ts), which is what keeps sending it all at once within the
+ * memory budget. mqemitter runs without a queue (create-broker.ts), so no window is needed
+ * against its queue's recursion.
  */
 export class OrderedPublisher {
-  /** The last publish handed over per topic, until it settles. */
-  private readonly tails = new Map<string, Promise<void>>();
+  /** Entries whose topic has nothing before them, in the order they may take a slot. */
+  private ready: Entry[] = [];
+  private readyHead = 0;
+  /** Per topic with a message queued or in flight: the later ones, waiting for it (FIFO). */
+  private readonly behind = new Map<string, Entry[]>();
   private active = 0;
-  private readonly waiting: (() => void)[] = [];
 
   constructor(
     private readonly send: (message: OutgoingPublish) => Promise<void>,
@@ -39,41 +65,68 @@ export class OrderedPublisher {
   ) {}
 
   /** Resolves when every message has been handed to the broker (or its failure logged). */
-  publish(messages: readonly OutgoingPublish[]): Promise<void> {
-    return Promise.all(messages.map((m) => this.one(m))).then(() => undefined);
-  }
-
-  private one(message: OutgoingPublish): Promise<void> {
-    const run = (): Promise<void> =>
-      this.withSlot(() => this.send(message)).catch((err: unknown) => {
-        this.logger.error({ topic: message.topic, err: (err as Error).message }, 'publish failed');
-      });
-    const previous = this.tails.get(message.topic);
-    const mine = previous ? previous.then(run) : run();
-    this.tails.set(message.topic, mine);
-    void mine.then(() => {
-      if (this.tails.get(message.topic) === mine) this.tails.delete(message.topic);
+  publish(messages: readonly QueuedPublish[]): Promise<void> {
+    if (messages.length === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const batch: Batch = { left: messages.length, resolve };
+      for (const message of messages) {
+        const entry = { message, batch };
+        const later = this.behind.get(message.topic);
+        if (later) later.push(entry);
+        else {
+          this.behind.set(message.topic, []);
+          this.ready.push(entry);
+        }
+      }
+      this.pump();
     });
-    return mine;
   }
 
-  /** Runs `fn` when fewer than `window` sends are in flight (first come, first served). */
-  private async withSlot(fn: () => Promise<void>): Promise<void> {
-    // A finishing send hands its slot straight to the next waiter, so `active` never exceeds
-    // `window`, even when new callers arrive before the waiter resumes.
-    if (this.active >= this.window) await new Promise<void>((resolve) => this.waiting.push(resolve));
-    else this.active++;
-    try {
-      await fn();
-    } finally {
-      const next = this.waiting.shift();
-      if (next) next();
-      else this.active--;
+  /** Topics with a publish queued or in flight (for tests and shutdown diagnostics). */
+  get pendingTopics(): number {
+    return this.behind.size;
+  }
+
+  /** Starts ready messages while fewer than `window` are in flight (first come, first served). */
+  private pump(): void {
+    while (this.active < this.window && this.readyHead < this.ready.length) {
+      const entry = this.ready[this.readyHead] as Entry;
+      this.readyHead++;
+      this.active++;
+      this.start(entry);
+    }
+    // Taken entries are dropped in one step once they are most of the array (amortised O(1)).
+    if (this.readyHead > 1024 && this.readyHead * 2 > this.ready.length) {
+      this.ready = this.ready.slice(this.readyHead);
+      this.readyHead = 0;
     }
   }
 
-  /** Topics with a publish in flight (for tests and shutdown diagnostics). */
-  get pendingTopics(): number {
-    return this.tails.size;
+  private start(entry: Entry): void {
+    const { topic, payload, retain } = entry.message;
+    let sent: Promise<void>;
+    try {
+      sent = this.send({ topic, payload: typeof payload === 'function' ? payload() : payload, retain });
+    } catch (err) {
+      sent = Promise.reject(err);
+    }
+    sent
+      .catch((err: unknown) => {
+        this.logger.error({ topic, err: (err as Error).message }, 'publish failed');
+      })
+      .then(() => this.settled(entry));
+  }
+
+  private settled(entry: Entry): void {
+    this.active--;
+    const topic = entry.message.topic;
+    const later = this.behind.get(topic);
+    const next = later?.shift();
+    // The next message of this topic queues behind whatever is ready now, as it did when it was
+    // handed over behind this one.
+    if (next) this.ready.push(next);
+    else this.behind.delete(topic);
+    if (--entry.batch.left === 0) entry.batch.resolve();
+    this.pump();
   }
 }

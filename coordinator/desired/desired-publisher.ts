@@ -6,14 +6,14 @@ import { encodePayload } from '../../shared/payload.js';
 import { type Signer, signerFor } from '../../shared/signatures.js';
 import type { Topics } from '../../shared/topics.js';
 import { MAX_TRUST_CHAIN, type TrustEnvelope } from '../../shared/trust.js';
-import type { OutgoingPublish } from '../broker/ordered-publisher.js';
+import type { QueuedPublish } from '../broker/ordered-publisher.js';
 import type { ReleaseRecord } from '../store/records.js';
 import type { Store } from '../store/store.js';
 import { type ParallelSigner, SIGN_BATCH_TEXTS } from './parallel-signer.js';
 import { signEach } from './sign-job.js';
 
 /** One message the coordinator publishes itself (sent through OrderedPublisher). */
-export type OutgoingMessage = OutgoingPublish;
+export type OutgoingMessage = QueuedPublish;
 
 /**
  * Builds a device's signed desired-state message from its stored (device, model) entries
@@ -59,22 +59,22 @@ export class DesiredPublisher {
     });
   }
 
+  /**
+   * Every device's next desired state, as messages whose payloads are signed when the publisher
+   * reaches them (OrderedPublisher): here, inside the caller's transaction, only the seq is taken
+   * and the state assembled from the store (~0.3 KB a device: the release envelopes and the trust
+   * chain are shared); its text, signature and payload (~1.6 KB, twice that while an MQTT client
+   * holds a QoS 1 copy) exist only for the messages within the publish window. A whole 50,000-device
+   * wave signed up front held ~100 MB of payloads at once.
+   *
+   * States are signed 1,024 at a time (the first message of a batch to go out signs the batch, on
+   * worker threads too): a batch's payloads are handed out one by one and not held after.
+   */
   prepare(deviceIds: Iterable<string>): OutgoingMessage[] {
-    const { store, topics, signer } = this.deps;
-    const signMany = this.deps.signMany ?? ((texts: readonly string[]) => signEach(texts, (m) => signer.sign(m)));
+    const { store, topics } = this.deps;
     const issuedAt = this.deps.now().toISOString();
     const out: OutgoingMessage[] = [];
-    // Signed in batches, each turned into its messages at once: a wave's texts are not all held
-    // beside all its messages (~13 MB more at 9,000 devices).
-    let batch: { topic: string; text: string }[] = [];
-    const sign = () => {
-      const signatures = signMany(batch.map((m) => m.text));
-      batch.forEach(({ topic, text }, i) => {
-        const message = desiredMessage(text, signer.keyId, signatures[i] as Uint8Array);
-        out.push({ topic, payload: encodePayload(message), retain: true });
-      });
-      batch = [];
-    };
+    let batch = new DeferredBatch(this.signAll);
     this.trust ??= store.trustChain(MAX_TRUST_CHAIN).map((d) => d.envelope);
     const trust = this.trust.length > 0 ? { trust: this.trust } : {};
     for (const deviceId of new Set(deviceIds)) {
@@ -88,13 +88,36 @@ export class DesiredPublisher {
       for (const entry of store.listDesiredFor(deviceId)) {
         models[entry.model] = { envelope: this.envelope(entry.releaseId), rolloutId: entry.rolloutId };
       }
-      const state: DesiredState = { type: DESIRED_TYPE, deviceId, seq, issuedAt, models, ...trust };
-      batch.push({ topic: topics.desired(deviceId), text: desiredText(state) });
-      if (batch.length === SIGN_BATCH_TEXTS) sign();
+      if (batch.size === SIGN_BATCH_TEXTS) batch = new DeferredBatch(this.signAll);
+      const payload = batch.add({ type: DESIRED_TYPE, deviceId, seq, issuedAt, models, ...trust });
+      out.push({ topic: topics.desired(deviceId), payload, retain: true });
     }
-    if (batch.length > 0) sign();
     return out;
   }
+
+  /**
+   * The signed payloads of `states`, in order; a state the schema refuses (desiredText) gets its
+   * error instead, and the others are signed all the same.
+   */
+  private readonly signAll = (states: readonly DesiredState[]): (Buffer | Error)[] => {
+    const { signer } = this.deps;
+    const signMany = this.deps.signMany ?? ((texts: readonly string[]) => signEach(texts, (m) => signer.sign(m)));
+    const texts: (string | Error)[] = states.map((state) => {
+      try {
+        return desiredText(state);
+      } catch (err) {
+        return err instanceof Error ? err : new Error(String(err));
+      }
+    });
+    const valid = texts.filter((t): t is string => typeof t === 'string');
+    const signatures = signMany(valid);
+    let next = 0;
+    return texts.map((text) =>
+      typeof text === 'string'
+        ? encodePayload(desiredMessage(text, signer.keyId, signatures[next++] as Uint8Array))
+        : text,
+    );
+  };
 
   /** A trust document was published (inside the caller's transaction): the next prepare reads the chain again. */
   trustChanged(): void {
@@ -110,5 +133,41 @@ export class DesiredPublisher {
       this.envelopes.set(releaseId, envelope);
     }
     return envelope;
+  }
+}
+
+/**
+ * Up to SIGN_BATCH_TEXTS desired states signed together the first time one of their payloads is
+ * asked for. Each payload is handed out once and dropped here, so what the broker acknowledged is
+ * garbage at once; the states are dropped when the batch is signed.
+ */
+class DeferredBatch {
+  private states: DesiredState[] | null = [];
+  private payloads: (Buffer | Error | undefined)[] | null = null;
+
+  constructor(private readonly signAll: (states: readonly DesiredState[]) => (Buffer | Error)[]) {}
+
+  get size(): number {
+    return this.states?.length ?? 0;
+  }
+
+  /** Adds a state; the function returns its signed payload (once), or throws why it has none. */
+  add(state: DesiredState): () => Buffer {
+    const states = this.states as DesiredState[];
+    const i = states.length;
+    states.push(state);
+    return () => this.take(i);
+  }
+
+  private take(i: number): Buffer {
+    if (!this.payloads) {
+      this.payloads = this.signAll(this.states as DesiredState[]);
+      this.states = null;
+    }
+    const payload = this.payloads[i];
+    this.payloads[i] = undefined;
+    if (payload instanceof Error) throw payload;
+    if (!payload) throw new Error(`desired state ${i} of its batch was already taken`);
+    return payload;
   }
 }

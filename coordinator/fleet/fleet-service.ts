@@ -294,7 +294,7 @@ export class FleetService {
       return {
         result: { ...this.trustView(), publishedBy: record.publishedBy, publishedAt: record.publishedAt, affected },
         // Every device learns it, also those with no model assigned.
-        desiredFor: store.listDevices().map((d) => d.id),
+        desiredFor: store.deviceIds(),
       };
     });
   }
@@ -307,7 +307,7 @@ export class FleetService {
     const trust = this.releaseTrust();
     const counted = new Set(trust.policy.keys.map((k) => k.keyId));
     const devices = { atVersion: 0, behind: 0, unknown: 0 };
-    for (const d of store.listDevices()) {
+    for (const d of store.eachDevice()) {
       const v = d.lastReport?.trust?.version;
       if (v === undefined) devices.unknown++;
       else if (v >= held.version) devices.atVersion++;

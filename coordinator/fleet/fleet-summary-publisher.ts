@@ -1,6 +1,6 @@
 import { encodePayload } from '../../shared/payload.js';
 import type { Topics } from '../../shared/topics.js';
-import type { OutgoingMessage } from '../desired/desired-publisher.js';
+import type { OutgoingPublish } from '../broker/ordered-publisher.js';
 import { PacedFlush, type PacedTimers } from '../paced-flush.js';
 import type { FleetTally } from './fleet-tally.js';
 
@@ -10,7 +10,8 @@ export const FLEET_SUMMARY_EVERY_MS = 1_000;
 export interface FleetSummaryPublisherDeps {
   tally: FleetTally;
   topics: Topics;
-  publish: (messages: OutgoingMessage[]) => Promise<void>;
+  /** Summaries are made when due, never deferred. */
+  publish: (messages: OutgoingPublish[]) => Promise<void>;
   now: () => Date;
   /** At most one summary per this many ms (default FLEET_SUMMARY_EVERY_MS); the next turn when quiet. */
   everyMs?: number | undefined;

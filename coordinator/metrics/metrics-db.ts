@@ -1,7 +1,7 @@
 import { statSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { OtaError } from '../../shared/errors.js';
-import { translateError } from '../store/db.js';
+import { CACHE_SIZE_PRAGMA, translateError } from '../store/db.js';
 import { type Migration, migrate, schemaVersion } from '../store/migrations.js';
 
 /**
@@ -132,6 +132,7 @@ export class MetricsDb {
     }
     try {
       db.pragma('busy_timeout = 5000');
+      db.pragma(`cache_size = ${CACHE_SIZE_PRAGMA}`);
       const mode = db.pragma('journal_mode = WAL', { simple: true });
       if (mode !== 'wal')
         throw new OtaError('E_IO', `metrics database ${file} cannot use WAL mode (journal_mode is ${mode})`);

@@ -222,7 +222,7 @@ export class RolloutService {
     } else {
       ids = this.select(target.selector ?? {});
     }
-    const unknown = ids.filter((id) => !store.getDevice(id));
+    const unknown = ids.filter((id) => store.deviceOnline(id) === null);
     if (unknown.length > 0) {
       throw new OtaError(
         'E_NOT_FOUND',
@@ -235,10 +235,11 @@ export class RolloutService {
 
   private select(selector: Record<string, string>): string[] {
     const pairs = Object.entries(selector);
-    return this.deps.store
-      .listDevices()
-      .filter((d) => pairs.every(([k, v]) => ownEntry(d.labels, k) === v))
-      .map((d) => d.id);
+    const ids: string[] = [];
+    for (const d of this.deps.store.eachDeviceLabels()) {
+      if (pairs.every(([k, v]) => ownEntry(d.labels, k) === v)) ids.push(d.id);
+    }
+    return ids;
   }
 
   /**
@@ -268,7 +269,7 @@ export class RolloutService {
         eligibility: candidate ? this.eligibility(candidate) : { eligible: true },
         rolloutExists: store.getRollout(id) !== null,
         deviceIds,
-        online: (deviceId) => store.getDevice(deviceId)?.online ?? false,
+        online: (deviceId) => store.deviceOnline(deviceId) ?? false,
         busyIn: (deviceId) => [
           ...store.activeRolloutsFor(deviceId, input.model).map((r) => r.id),
           ...store

@@ -100,6 +100,32 @@ export class DevicesTable {
     return this.db.q<DeviceRow>('SELECT * FROM devices ORDER BY id').all().map(toDevice);
   }
 
+  ids(): string[] {
+    return this.db
+      .q<{ id: string }>('SELECT id FROM devices ORDER BY id')
+      .all()
+      .map((r) => r.id);
+  }
+
+  // Rows streamed (Statement.iterate): one parsed at a time, garbage as soon as the caller moves on.
+  *each(): IterableIterator<DeviceRecord> {
+    for (const row of this.db.q<DeviceRow>('SELECT * FROM devices ORDER BY id').iterate()) yield toDevice(row);
+  }
+
+  *eachLabels(): IterableIterator<{ id: string; labels: Record<string, string> }> {
+    const rows = this.db.q<{ id: string; labels: string }>('SELECT id, labels FROM devices ORDER BY id').iterate();
+    for (const row of rows) yield { id: row.id, labels: parse(row.labels) };
+  }
+
+  count(): number {
+    return this.db.q<{ n: number }>('SELECT COUNT(*) AS n FROM devices').get()?.n ?? 0;
+  }
+
+  online(id: string): boolean | null {
+    const row = this.db.q<{ online: number }>('SELECT online FROM devices WHERE id = ?').get(id);
+    return row ? row.online === 1 : null;
+  }
+
   /**
    * Removes the device and (cascade) its desired entries. Its rollout rows and history stay as
    * evidence; its desired seq is remembered so the same id enrolled again continues above it.

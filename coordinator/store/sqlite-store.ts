@@ -116,6 +116,26 @@ export class SqliteStore implements Store {
     return this.devices.list();
   }
 
+  deviceIds(): string[] {
+    return this.devices.ids();
+  }
+
+  eachDevice(): IterableIterator<DeviceRecord> {
+    return this.devices.each();
+  }
+
+  eachDeviceLabels(): IterableIterator<{ id: string; labels: Record<string, string> }> {
+    return this.devices.eachLabels();
+  }
+
+  deviceCount(): number {
+    return this.devices.count();
+  }
+
+  deviceOnline(id: string): boolean | null {
+    return this.devices.online(id);
+  }
+
   removeDevice(id: string): boolean {
     return this.devices.remove(id);
   }

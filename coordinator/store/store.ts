@@ -56,6 +56,19 @@ export interface Store {
   /** The stored token hash of a device, for authentication. */
   deviceTokenHash(id: string): string | null;
   listDevices(): DeviceRecord[];
+  /*
+   * Fleet-wide reads that do not build every device's full record at once (its parsed report,
+   * facts and labels: ~2 KB a device, ~100 MB at 50,000, all alive together in a list).
+   */
+  /** Every device's id, in id order. */
+  deviceIds(): string[];
+  /** Every device's full record, one row at a time, in id order (nothing else may use the store meanwhile). */
+  eachDevice(): IterableIterator<DeviceRecord>;
+  /** Every device's id and labels, one row at a time, in id order (nothing else may use the store meanwhile). */
+  eachDeviceLabels(): IterableIterator<{ id: string; labels: Record<string, string> }>;
+  deviceCount(): number;
+  /** Whether device `id` is enrolled, and whether it is online (null: not enrolled). */
+  deviceOnline(id: string): boolean | null;
   removeDevice(id: string): boolean;
   /** At start: no device is connected to a broker that just started (last_seen is kept). */
   markAllOffline(): number;

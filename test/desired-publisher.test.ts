@@ -1,0 +1,111 @@
+import path from 'node:path';
+import t, { type Test } from 'tap';
+import { DesiredPublisher } from '../coordinator/desired/desired-publisher.js';
+import { signEach } from '../coordinator/desired/sign-job.js';
+import { openStore } from '../coordinator/store/sqlite-store.js';
+import { decodeDesiredMessage, verifyDesired } from '../shared/desired.js';
+import { generateKey } from '../shared/keys.js';
+import { signerFor, signText } from '../shared/signatures.js';
+import { createTopics } from '../shared/topics.js';
+
+// DesiredPublisher.prepare takes each device's seq inside the caller's transaction and leaves the
+// signing to the moment the publisher takes a message (memory bounded by the publish window, not
+// the wave): these tests take the payloads by hand, as OrderedPublisher does.
+
+const key = generateKey();
+const now = () => new Date('2026-12-07T00:00:00.000Z');
+
+function setup(t: Test, ids: string[]) {
+  const store = openStore(path.join(t.testdir(), 'ota.db'));
+  t.teardown(() => store.close());
+  store.transaction(() => {
+    for (const id of ids)
+      store.addDevice({ id, labels: {}, channel: 'stable', tokenHash: 'h', now: now().toISOString() });
+  });
+  const signer = signerFor(key, { fast: true });
+  /** Sizes of the batches signed, in order. */
+  const signed: number[] = [];
+  const publisher = new DesiredPublisher({
+    store,
+    topics: createTopics(),
+    signer,
+    now,
+    signMany: (texts) => {
+      signed.push(texts.length);
+      return signEach(texts, (m) => signer.sign(m));
+    },
+  });
+  return { store, publisher, signed };
+}
+
+const take = (payload: Buffer | (() => Buffer)) => (typeof payload === 'function' ? payload() : payload);
+
+t.test('a wave is signed 1,024 states at a time, when its first message is taken', async (t) => {
+  const ids = Array.from({ length: 2100 }, (_, i) => `cam-${i}`);
+  const { store, publisher, signed } = setup(t, ids);
+  const messages = store.transaction(() => publisher.prepare(ids));
+  t.equal(messages.length, 2100);
+  t.same(signed, [], 'nothing signed while preparing, inside the transaction');
+  t.equal(store.nextDesiredSeq('cam-0'), 2, 'the seq was taken (and committed) by prepare');
+
+  const first = take(messages[0]?.payload as Buffer);
+  t.same(signed, [1024], 'taking the first message signed its batch only');
+  for (const m of messages.slice(1, 1024)) take(m.payload);
+  t.same(signed, [1024], 'the rest of the batch was already signed');
+  const last = take(messages[2099]?.payload as Buffer);
+  t.same(signed, [1024, 52], 'the last batch signed when its message was taken, the middle one not yet');
+  for (const m of messages.slice(1024, 2099)) take(m.payload);
+  t.same(signed, [1024, 52, 1024]);
+
+  const policy = { keys: [key], threshold: 1 };
+  for (const [payload, id] of [
+    [first, 'cam-0'],
+    [last, 'cam-2099'],
+  ] as const) {
+    const state = verifyDesired(decodeDesiredMessage(payload), policy, { deviceId: id, lastSeq: 0 });
+    t.equal(state.seq, 1, `${id}: verifies for its own device, seq 1`);
+  }
+  t.equal(messages[2099]?.topic, createTopics().desired('cam-2099'));
+  t.throws(() => take(messages[0]?.payload as Buffer), /already taken/, 'a payload is handed out once');
+});
+
+t.test('a stored state the schema refuses fails its own message only', async (t) => {
+  const ids = ['cam-1', 'cam-2', 'cam-3'];
+  const { store, publisher, signed } = setup(t, ids);
+  const at = now().toISOString();
+  const manifest = '{"model":"det"}';
+  store.addRelease({
+    id: 'det@2.0.0',
+    model: 'det',
+    version: '2.0.0',
+    counter: 2,
+    sha256: 'f'.repeat(64),
+    size: 10,
+    envelope: { manifest, signatures: signText(manifest, [signerFor(generateKey())]) },
+    publishedBy: 'admin',
+    publishedAt: at,
+  });
+  // A rollout id the command layer never makes (ids: no "/"), as a damaged row would hold.
+  for (const [deviceId, rolloutId] of [
+    ['cam-1', 'r1'],
+    ['cam-2', 'r/1'],
+    ['cam-3', null],
+  ] as const) {
+    store.setDesired({ deviceId, model: 'det', releaseId: 'det@2.0.0', rolloutId, source: 'rollout', updatedAt: at });
+  }
+  const messages = store.transaction(() => publisher.prepare(ids));
+  t.equal(messages.length, 3);
+  t.throws(() => take(messages[1]?.payload as Buffer), /rolloutId/, 'the refused state throws why, naming the field');
+  t.same(signed, [2], 'the two valid states were signed all the same');
+  const policy = { keys: [key], threshold: 1 };
+  for (const [i, id, rolloutId] of [
+    [0, 'cam-1', 'r1'],
+    [2, 'cam-3', null],
+  ] as const) {
+    const state = verifyDesired(decodeDesiredMessage(take(messages[i]?.payload as Buffer)), policy, {
+      deviceId: id,
+      lastSeq: 0,
+    });
+    t.equal(state.models.det?.rolloutId, rolloutId, `${id}: signed, with its stored rollout`);
+  }
+});
