@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { chromiumPath } from '../scripts/bench/chromium.js';
@@ -223,6 +223,57 @@ t.test(
     t.equal((r.goals as unknown[]).length, 5, 'the four goals and the ratio to the bare broker');
   },
 );
+
+t.test(
+  "bench:fleet --broker mosquitto --edges 2: the devices held by two edge Mosquittos bridged into the coordinator's",
+  { skip: mosquittoSkip() },
+  async (t) => {
+    const devices = 40;
+    const run = await runBench('fleet', [
+      '--broker',
+      'mosquitto',
+      '--edges',
+      '2',
+      '--phases',
+      'rollout,burst,halt',
+      ...smallFleet(devices),
+    ]);
+    const r = run.json;
+    t.equal(run.code, 0, 'exits 0', { stderr: run.stderr.slice(-3000) });
+    t.same(r.errors, []);
+    t.match(r, {
+      params: { devices, broker: 'mosquitto' },
+      // The coordinator, the admin, every device and the bridges' client in the core's plugin file.
+      switch: { clients: devices + 3 },
+      broker: {
+        edges: [{ pid: Number }, { pid: Number }],
+        edgesEnd: [{ rssMB: Number }, { rssMB: Number }],
+        // Each edge's own log names the devices it held: half the fleet each, none on the core.
+        edgesClientsConnected: [devices / 2, devices / 2],
+      },
+      connect: { connected: devices, failed: 0 },
+      fdLimits: { edges: [{ hard: Number }, { hard: Number }] },
+      // Reports went device -> edge -> core -> coordinator, desired states the other way.
+      rollout: { status: 'completed', allHealthy: true, reports: { lost: 0 } },
+      ingestBurst: { countedByCoordinator: devices * 2 },
+      halt: { trials: 2, p99Ms: Number },
+      sim: { devicesPerWorker: [devices / 2, devices / 2], counters: { devices, reportErrors: 0, desiredInvalid: 0 } },
+    });
+  },
+);
+
+t.test('bench:fleet --edges refuses what it cannot run, naming the fix', async (t) => {
+  for (const extra of [
+    ['--edges', '2'],
+    ['--edges', '2', '--broker', 'mosquitto', '--bare'],
+    ['--edges', '-1', '--broker', 'mosquitto'],
+  ]) {
+    const run = spawnSync(process.execPath, [script('fleet'), ...extra, '--devices', '10'], { encoding: 'utf8' });
+    t.equal(run.status, 2, `${extra.join(' ')}: exit 2`);
+    t.match(run.stderr, /--edges .*need --broker mosquitto, a whole number >= 1, and no --bare/);
+    t.equal(run.stdout, '', 'nothing started, no document');
+  }
+});
 
 t.test('bench:agent-metrics prints its JSON document (a real agent, 20,000 observations)', async (t) => {
   // At the goal's rate in batches, and flat out one per line.

@@ -1,10 +1,12 @@
 #!/usr/bin/env node
+import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { CommandClient } from '../../coordinator/client/command-client.js';
 import { COORDINATOR_NODE_FLAGS } from '../../coordinator/node-flags.js';
 import type { RolloutSummary } from '../../shared/messages.js';
+import { createTopics } from '../../shared/topics.js';
 import { FleetSim, fleetSimWorkers } from '../fleet-sim/controller.js';
 import { deviceIds, enrolDevices } from '../fleet-sim/enrol.js';
 import type { SimCounters, TracesResult } from '../fleet-sim/ipc.js';
@@ -30,6 +32,7 @@ import {
 } from './common.js';
 import { CoordinatorProcess } from './coordinator.js';
 import { InspectorClient } from './inspector.js';
+import { bridgeCommands, startEdges } from './mosquitto-edges.js';
 import type { MosquittoProcess } from './mosquitto-process.js';
 import { mosquittoVersion } from './mosquitto-process.js';
 import { type ProvisionedMosquitto, provisionMosquitto } from './mosquitto-provision.js';
@@ -99,6 +102,10 @@ const args = parseArgs(
       default: 'set_tcp_nodelay true;max_inflight_messages 1000',
       help: "config lines for the bare Mosquitto, ';'-separated: by default the product config's (mosquitto-config.ts) that bear on speed",
     },
+    edges: {
+      default: 0,
+      help: "with --broker mosquitto: the devices connect to this many edge Mosquittos bridged into the one the coordinator uses (scripts/bench/mosquitto-edges.ts: past one process's open-files limit)",
+    },
     'ingest-poll-ms': {
       default: 50,
       help: "through Mosquitto: how often the coordinator's counters are read to time the ingest and metrics bursts",
@@ -131,6 +138,13 @@ if (args.broker !== 'embedded' && args.broker !== 'mosquitto') {
   process.exit(2);
 }
 const EXTERNAL = args.broker === 'mosquitto';
+const EDGES = Math.floor(args.edges);
+if (EDGES !== 0 && (!EXTERNAL || args.bare || !(EDGES >= 1))) {
+  process.stderr.write(
+    `--edges ${args.edges}: edge brokers need --broker mosquitto, a whole number >= 1, and no --bare (the bare baseline has no edges)\n`,
+  );
+  process.exit(2);
+}
 /** `--mosquitto-conf 'a 1; b 2'` -> ['a 1', 'b 2']. */
 const confLines = (text: string) =>
   text
@@ -163,6 +177,9 @@ interface PhaseUsage {
   /** Through Mosquitto: its CPU time over the phase and its RSS at the end. */
   brokerCpuSeconds?: number;
   brokerRssMB?: number;
+  /** With --edges: their CPU time over the phase (together) and each one's RSS at the end. */
+  edgesCpuSeconds?: number;
+  edgesRssMB?: number[];
 }
 
 interface WaveResult {
@@ -229,6 +246,8 @@ let sim: FleetSim | null = null;
 let admin: CommandClient | null = null;
 let observer: RolloutObserver | null = null;
 let mosquitto: MosquittoProcess | null = null;
+/** --edges: the Mosquittos the devices connect to, bridged into `mosquitto`. */
+let edges: MosquittoProcess[] = [];
 let tmp = '';
 const bareAbort = new AbortController();
 
@@ -240,11 +259,11 @@ function brokerStats(): ProcStats | null {
   return mosquitto ? tryProcStats(mosquitto.pid) : null;
 }
 
-/** CPU seconds of the simulator's workers and of this process (the coordinator and Mosquitto apart). */
-function ourCpuSeconds(): { sim: number; self: number } {
+/** CPU seconds of the simulator's workers, of this process and of the edges (the coordinator and the core Mosquitto apart). */
+function ourCpuSeconds(): { sim: number; self: number; edges: number } {
   const cpu = (pids: readonly (number | 'self')[]) =>
     pids.reduce<number>((a, p) => a + (tryProcStats(p)?.cpuSeconds ?? 0), 0);
-  return { sim: cpu(sim?.pids ?? []), self: cpu(['self']) };
+  return { sim: cpu(sim?.pids ?? []), self: cpu(['self']), edges: cpu(edges.map((e) => e.pid)) };
 }
 
 async function phase<T>(name: string, fn: () => Promise<T>): Promise<T> {
@@ -281,6 +300,7 @@ async function phase<T>(name: string, fn: () => Promise<T>): Promise<T> {
       busy -
         (ours.sim - oursBefore.sim) -
         (ours.self - oursBefore.self) -
+        (ours.edges - oursBefore.edges) -
         ((after?.cpuSeconds ?? 0) - (before?.cpuSeconds ?? 0)) -
         ((brokerAfter?.cpuSeconds ?? 0) - (brokerBefore?.cpuSeconds ?? 0)),
       2,
@@ -295,6 +315,10 @@ async function phase<T>(name: string, fn: () => Promise<T>): Promise<T> {
     if (brokerAfter) {
       usage.brokerCpuSeconds = round(brokerAfter.cpuSeconds - (brokerBefore?.cpuSeconds ?? 0), 2);
       usage.brokerRssMB = brokerAfter.rssMB;
+    }
+    if (edges.length > 0) {
+      usage.edgesCpuSeconds = round(ours.edges - oursBefore.edges, 2);
+      usage.edgesRssMB = edges.map((e) => tryProcStats(e.pid)?.rssMB ?? 0);
     }
     if (inspector) {
       try {
@@ -473,15 +497,28 @@ async function switchToMosquitto(devices: readonly { id: string; token: string }
   log(
     `  embedded coordinator stopped (${exit.code ?? exit.signal}); writing Mosquitto's files for ${devices.length} devices`,
   );
+  const bridgePassword = randomBytes(24).toString('base64url');
   const p: ProvisionedMosquitto = await provisionMosquitto({
     dataDir: path.join(tmp, 'data'),
     dir: path.join(tmp, 'mosquitto'),
     devices,
     readyTimeoutMs: PHASE_MS,
     extraConf: confLines(args['mosquitto-conf']),
+    ...(EDGES > 0 ? { extraCommands: bridgeCommands(createTopics(), bridgePassword) } : {}),
   });
   mosquitto = p.mosquitto;
   log(`  mosquitto pid ${p.mosquitto.pid} at ${p.url} (${p.clients} clients); starting the coordinator with --broker`);
+  if (EDGES > 0) {
+    edges = await startEdges({
+      count: EDGES,
+      dir: path.join(tmp, 'edges'),
+      core: { port: p.mosquitto.port, dynsecFile: p.dynsecFile, input: p.input },
+      password: bridgePassword,
+      readyTimeoutMs: PHASE_MS,
+      extraConf: confLines(args['mosquitto-conf']),
+    });
+    log(`  ${EDGES} edge mosquittos bridged into it: ${edges.map((e) => `pid ${e.pid} at ${e.url}`).join(', ')}`);
+  }
   const t1 = wallMs();
   const c = await startCoordinator(p.coordinatorArgs);
   const readyMs = Math.round(wallMs() - t1);
@@ -510,6 +547,14 @@ async function switchToMosquitto(devices: readonly { id: string; token: string }
     pid: p.mosquitto.pid,
     url: p.url,
     config: config.trimEnd().split('\n'),
+    ...(edges.length > 0
+      ? {
+          edges: edges.map((e) => ({ pid: e.pid, url: e.url })),
+          edgeConfig: edges[0]?.config.trimEnd().split('\n'),
+          edgeNote:
+            "The devices connect to the edges (round robin by simulator process), each bridged into this Mosquitto, the coordinator's (scripts/bench/mosquitto-edges.ts): a harness for more devices than one process's open-files limit, not a recommended deployment.",
+        }
+      : {}),
   };
   return c;
 }
@@ -557,10 +602,12 @@ async function run(): Promise<void> {
   }
 
   const badVersions = Array.from({ length: args['halt-trials'] }, (_, i) => `3.0.${i + 1}`);
-  const workers = fleetSimWorkers(N, args.workers, openFilesLimit('self').hard);
+  // Behind edges, at least one simulator process per edge, so every edge gets devices.
+  const workers = Math.max(fleetSimWorkers(N, args.workers, openFilesLimit('self').hard), EDGES);
   sim = await FleetSim.start(
     {
       url: c.mqttUrl,
+      ...(edges.length > 0 ? { urls: edges.map((e) => e.url) } : {}),
       keepaliveS: 30,
       connectConcurrency: args['connect-concurrency'],
       connectTimeoutMs: 120_000,
@@ -599,6 +646,7 @@ async function run(): Promise<void> {
   result.fdLimits = {
     coordinator: openFilesLimit(c.pid),
     ...(mosquitto ? { broker: openFilesLimit(mosquitto.pid) } : {}),
+    ...(edges.length > 0 ? { edges: edges.map((e) => openFilesLimit(e.pid)) } : {}),
     ...s.fdLimits(),
     limitedBy: EXTERNAL
       ? `RLIMIT_NOFILE: hard limit ${hard} per process; soft limits are raised to it (Node does so at start and Mosquitto inherits it, workers are also started through prlimit); raising the hard limit needs CAP_SYS_RESOURCE, which this container lacks. Mosquitto holds one descriptor per device connection (the coordinator one for its own), so one Mosquitto process tops out near ${hard - 100} devices; simulator workers split theirs.`
@@ -1076,6 +1124,14 @@ async function cleanup(): Promise<void> {
       ...(result.broker as object),
       /** Mosquitto's RSS (VmRSS) and peak (VmHWM), and its CPU time, at the end of the run. */
       end: b ? { rssMB: b.rssMB, peakRssMB: b.peakRssMB, cpuSeconds: b.cpuSeconds } : null,
+      ...(edges.length > 0
+        ? {
+            edgesEnd: edges.map((e) => {
+              const s = tryProcStats(e.pid);
+              return s ? { rssMB: s.rssMB, peakRssMB: s.peakRssMB, cpuSeconds: s.cpuSeconds } : null;
+            }),
+          }
+        : {}),
     };
   }
   if (inspector) {
@@ -1109,6 +1165,21 @@ async function cleanup(): Promise<void> {
     log(`coordinator stopped (${exit.code ?? exit.signal})`);
   }
   await sim?.stop(10_000);
+  if (edges.length > 0) {
+    // Each edge's log names every client that connected to it (connection_messages): proof the
+    // devices were held by the edges, not by the coordinator's Mosquitto.
+    const connected = await Promise.all(
+      edges.map(async (e) => {
+        const text = await fs.readFile(e.logFile, 'utf8').catch(() => '');
+        return new Set([...text.matchAll(/New client connected from \S+ as (\S+)/g)].map((m) => m[1])).size;
+      }),
+    );
+    (result.broker as Record<string, unknown>).edgesClientsConnected = connected;
+  }
+  for (const e of edges) {
+    const exit = await e.stop(60_000);
+    log(`edge mosquitto ${e.pid} stopped (${exit.code ?? exit.signal})`);
+  }
   if (mosquitto) {
     const m = mosquitto;
     // It saves its persistence file (every session and retained message) on the way out.
@@ -1153,6 +1224,7 @@ const watchdog = setTimeout(() => {
   errors.push(`the whole run exceeded ${args['timeout-s']} s; everything was killed`);
   coordinator?.kill();
   sim?.kill();
+  for (const e of edges) e.kill();
   mosquitto?.kill();
   bareAbort.abort();
   result.coordinator ??= { phases };

@@ -122,6 +122,8 @@ export interface ProvisionOptions {
   readyTimeoutMs?: number;
   /** Lines appended to the generated mosquitto.conf, verbatim (experiments: e.g. `max_inflight_messages 0`). */
   extraConf?: readonly string[];
+  /** More createRole/createClient commands for the plugin's file (bench:fleet --edges: the bridge's client). */
+  extraCommands?: readonly object[];
 }
 
 export interface ProvisionedMosquitto {
@@ -131,6 +133,8 @@ export interface ProvisionedMosquitto {
   passwordFile: string;
   /** The coordinator's flags for this broker. */
   coordinatorArgs: string[];
+  /** The config's input (its plugin, the user it runs as, the topics), for configs beside it (edges). */
+  input: Pick<MosquittoConfigInput, 'runAs' | 'plugin' | 'topics'>;
   dynsecFile: string;
   dynsecFileBytes: number;
   /** Clients in the plugin's file: the coordinator, the admin operator and every device. */
@@ -185,6 +189,7 @@ export async function provisionMosquitto(o: ProvisionOptions): Promise<Provision
   const commands = [
     ...createOperatorCommands(topics, admin.user, admin.token),
     ...o.devices.flatMap((d) => createDeviceCommands(topics, d.id, d.token)),
+    ...(o.extraCommands ?? []),
   ];
   const full = addDynsecEntries(start, dynsecEntries(commands));
   const body = `${JSON.stringify(full, null, 2)}\n`;
@@ -214,6 +219,7 @@ export async function provisionMosquitto(o: ProvisionOptions): Promise<Provision
         url: mosquitto.url,
         passwordFile: written.passwordFile,
         coordinatorArgs: ['--broker', mosquitto.url, '--broker-password-file', written.passwordFile],
+        input: { runAs: input.runAs, plugin: input.plugin, topics },
         dynsecFile: written.dynsec,
         dynsecFileBytes: Buffer.byteLength(body),
         clients: full.clients.length,

@@ -115,7 +115,8 @@ export class FleetSim {
     await Promise.all(
       sim.workers.map((w, i) => {
         w.devices = shares[i]?.length ?? 0;
-        return sim.ask(w, { type: 'init', options, devices: shares[i] ?? [] });
+        const url = options.urls?.length ? (options.urls[i % options.urls.length] as string) : options.url;
+        return sim.ask(w, { type: 'init', options: { ...options, url }, devices: shares[i] ?? [] });
       }),
     );
     return sim;

@@ -30,6 +30,8 @@ export interface SimBehaviour {
 
 export interface SimOptions extends SimBehaviour {
   url: string;
+  /** Brokers to spread the workers over: worker i connects to urls[i % length] (bench:fleet --edges); default `url`. */
+  urls?: readonly string[];
   /** MQTT keepalive, seconds (the agent uses 30). */
   keepaliveS: number;
   /** Connections being opened at once per worker. */
