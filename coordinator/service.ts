@@ -120,7 +120,13 @@ export async function startCoordinator(
     let publishOne: (m: OutgoingPublish) => Promise<void> = async () => {
       throw new Error('publish before the broker started');
     };
-    const publisher = new OrderedPublisher((m) => publishOne(m), logger);
+    // Through an external broker, one connection keeps each topic's order (MQTT 3.1.1 section 4.6).
+    const publisher = new OrderedPublisher(
+      (m) => publishOne(m),
+      logger,
+      undefined,
+      config.broker ? 'connection' : 'per-topic',
+    );
     const nowMs = () => now().getTime();
     // A large hand-over (a wave's desired states) is followed by its devices' answers, all at
     // once: while it goes out and for ANSWER_STORM_MS after, the broker takes device publishes

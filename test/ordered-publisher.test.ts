@@ -173,3 +173,38 @@ t.test('a deferred payload that throws is a failed publish, logged; its topic go
   await all;
   t.match(lines.join(''), /"topic":"desired\/d1".*rolloutId: must be.*publish failed/);
 });
+
+t.test(
+  "order 'connection': a topic's messages go out at once, in handover order (the connection keeps it)",
+  async (t) => {
+    const { started, send } = manualTransport();
+    const { logger } = captureLogger();
+    const publisher = new OrderedPublisher(send, logger, 3, 'connection');
+    const audit = Array.from({ length: 5 }, (_, i) => msg('audit', i));
+    const all = publisher.publish(audit);
+    await tick();
+    t.same(
+      started.map((s) => String(s.message.payload)),
+      ['0', '1', '2'],
+      'three of one topic in flight at once: none waits for the one before',
+    );
+    t.equal(publisher.pending, 5);
+    started[2]?.settle();
+    await tick();
+    t.same(
+      started.map((s) => String(s.message.payload)),
+      ['0', '1', '2', '3'],
+      'a freed slot takes the next in handover order',
+    );
+    for (const s of started) s.settle();
+    await tick();
+    for (const s of started) s.settle();
+    await all;
+    t.same(
+      started.map((s) => String(s.message.payload)),
+      ['0', '1', '2', '3', '4'],
+    );
+    t.equal(publisher.pending, 0);
+    t.equal(publisher.pendingTopics, 0);
+  },
+);
