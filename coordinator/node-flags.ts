@@ -9,5 +9,12 @@
  * coordinator memory). 20 was enough until the wave's desired states went out 3,000 at a time
  * (ordered-publisher.ts): one run of six then peaked at 400.1 MB. Unlike --max-old-space-size
  * it is no ceiling: a bigger fleet gets a bigger heap instead of an out-of-memory crash.
+ *
+ * `--max-semi-space-size=8` (MB): the young generation at most 2 x 8 MB instead of 2 x 16, which
+ * a coordinator under load always reached. Measured 2026-12-07 (BENCHMARKS.md, "memory at large
+ * fleets"), 2 runs each: peak RSS 15-26 MB lower at 10,000 devices (embedded and through
+ * Mosquitto) and 22 MB lower at 50,000, ingest, halt and the 9,000-device wave unchanged within
+ * the runs' spread. `--optimize-for-size` saved 30-67 MB more but cost ~20% of ingest and made
+ * the 9,000-device wave 2.0-2.5 s (goal < 2 s).
  */
-export const COORDINATOR_NODE_FLAGS: readonly string[] = ['--heap-growing-percent=15'];
+export const COORDINATOR_NODE_FLAGS: readonly string[] = ['--heap-growing-percent=15', '--max-semi-space-size=8'];
