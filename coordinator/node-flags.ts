@@ -11,10 +11,11 @@
  * it is no ceiling: a bigger fleet gets a bigger heap instead of an out-of-memory crash.
  *
  * `--max-semi-space-size=8` (MB): the young generation at most 2 x 8 MB instead of 2 x 16, which
- * a coordinator under load always reached. Measured 2026-12-07 (BENCHMARKS.md, "memory at large
- * fleets"), 2 runs each: peak RSS 15-26 MB lower at 10,000 devices (embedded and through
- * Mosquitto) and 22 MB lower at 50,000, ingest, halt and the 9,000-device wave unchanged within
- * the runs' spread. `--optimize-for-size` saved 30-67 MB more but cost ~20% of ingest and made
- * the 9,000-device wave 2.0-2.5 s (goal < 2 s).
+ * a coordinator under load always reached. Measured 2026-12-07 (BENCHMARKS.md, "2026-12-07
+ * (later)"), 2 runs each at 10,000 devices: peak RSS 14-26 MB lower (embedded and through
+ * Mosquitto), the 9,000-device wave and halt p99 as without it, ingest within the runs' spread
+ * (13,518 and 16,909/s embedded against 15,605 and 15,495); at 50,000 (one run each, three
+ * phases) 369 MB against 391. `--optimize-for-size` saved 30-67 MB more but cost ~20% of ingest
+ * and made the 9,000-device wave 2.0-2.5 s (goal < 2 s).
  */
 export const COORDINATOR_NODE_FLAGS: readonly string[] = ['--heap-growing-percent=15', '--max-semi-space-size=8'];

@@ -33,7 +33,7 @@ import { MAX_TRUST_CHAIN, TrustEnvelopeSchema } from './trust.js';
  * agent can talk to an older coordinator; signed and command payloads are strict.
  */
 
-const MAX_MODELS = 32;
+export const MAX_MODELS = 32;
 const id = z.string().regex(ID_PATTERN, 'must be 1-64 letters, digits, ".", "_", "-" (no "/", "..", "+", "#")');
 const version = z.string().regex(VERSION_PATTERN, 'must be a version: 1-64 letters, digits, ".", "_", "+", "-"');
 const isoDate = z.iso.datetime({ offset: true });

@@ -5,6 +5,7 @@ import { signEach } from '../coordinator/desired/sign-job.js';
 import { openStore } from '../coordinator/store/sqlite-store.js';
 import { decodeDesiredMessage, verifyDesired } from '../shared/desired.js';
 import { generateKey } from '../shared/keys.js';
+import { MAX_MODELS } from '../shared/messages.js';
 import { signerFor, signText } from '../shared/signatures.js';
 import { createTopics } from '../shared/topics.js';
 
@@ -108,4 +109,66 @@ t.test('a stored state the schema refuses fails its own message only', async (t)
     });
     t.equal(state.models.det?.rolloutId, rolloutId, `${id}: signed, with its stored rollout`);
   }
+});
+
+t.test("a device past the schema's 32 models: the plan rolls back with a clear error, nothing issued", async (t) => {
+  const { store, publisher, signed } = setup(t, ['cam-1']);
+  const at = now().toISOString();
+  for (let i = 0; i <= MAX_MODELS; i++) {
+    const manifest = `{"model":"m${i}"}`;
+    store.addRelease({
+      id: `m${i}@1.0.0`,
+      model: `m${i}`,
+      version: '1.0.0',
+      counter: 1,
+      sha256: 'f'.repeat(64),
+      size: 10,
+      envelope: { manifest, signatures: signText(manifest, [signerFor(generateKey())]) },
+      publishedBy: 'admin',
+      publishedAt: at,
+    });
+  }
+  const assign = (n: number) =>
+    store.transaction(() => {
+      for (let i = 0; i < n; i++) {
+        store.setDesired({
+          deviceId: 'cam-1',
+          model: `m${i}`,
+          releaseId: `m${i}@1.0.0`,
+          rolloutId: null,
+          source: 'channel',
+          updatedAt: at,
+        });
+      }
+      return publisher.prepare(['cam-1']);
+    });
+  t.throws(() => assign(MAX_MODELS + 1), { code: 'E_CONFLICT', message: /33 models, more than the 32/ });
+  t.same(store.listDesiredFor('cam-1'), [], 'rolled back: no model assigned');
+  t.equal(store.nextDesiredSeq('cam-1'), 1, 'no seq used up');
+  const messages = assign(MAX_MODELS);
+  t.equal(messages.length, 1, 'at the limit it is issued');
+  t.ok(take(messages[0]?.payload as Buffer).length > 0);
+  t.same(signed, [1]);
+});
+
+t.test('a batch whose signing fails fails each of its messages, signing once', async (t) => {
+  const store = openStore(path.join(t.testdir(), 'ota.db'));
+  t.teardown(() => store.close());
+  const ids = ['cam-1', 'cam-2', 'cam-3'];
+  for (const id of ids)
+    store.addDevice({ id, labels: {}, channel: 'stable', tokenHash: 'h', now: now().toISOString() });
+  let calls = 0;
+  const publisher = new DesiredPublisher({
+    store,
+    topics: createTopics(),
+    signer: signerFor(key, { fast: true }),
+    now,
+    signMany: () => {
+      calls++;
+      throw new Error('signing worker gone');
+    },
+  });
+  const messages = store.transaction(() => publisher.prepare(ids));
+  for (const m of messages) t.throws(() => take(m.payload), /signing worker gone/);
+  t.equal(calls, 1, 'the batch was signed (and failed) once, not once per message');
 });

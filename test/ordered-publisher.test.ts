@@ -180,7 +180,7 @@ t.test(
     const { started, send } = manualTransport();
     const { logger } = captureLogger();
     const publisher = new OrderedPublisher(send, logger, 3, 'connection');
-    const audit = Array.from({ length: 5 }, (_, i) => msg('audit', i));
+    const audit = Array.from({ length: 5 }, (_, i) => ({ ...msg('audit', i), retain: false }));
     const all = publisher.publish(audit);
     await tick();
     t.same(
@@ -208,3 +208,45 @@ t.test(
     t.equal(publisher.pendingTopics, 0);
   },
 );
+
+t.test("order 'connection': a retained topic still waits for its previous message", async (t) => {
+  const { started, send } = manualTransport();
+  const { logger } = captureLogger();
+  const publisher = new OrderedPublisher(send, logger, 10, 'connection');
+  const all = publisher.publish([msg('rollout/r1', 1), msg('rollout/r1', 2), { ...msg('audit', 3), retain: false }]);
+  await tick();
+  t.same(
+    started.map((s) => String(s.message.payload)),
+    ['1', '3'],
+    'the retained summary 2 waits for 1; the audit event does not',
+  );
+  started.shift()?.settle();
+  await tick();
+  t.same(
+    started.map((s) => String(s.message.payload)),
+    ['3', '2'],
+  );
+  for (const s of started) s.settle();
+  await all;
+  t.equal(publisher.pending, 0);
+});
+
+t.test('more than 1,024 messages taken: the queue drops what it handed out and keeps the order', async (t) => {
+  const { started, send } = manualTransport();
+  const { logger } = captureLogger();
+  const publisher = new OrderedPublisher(send, logger, 600);
+  const all = publisher.publish(Array.from({ length: 3000 }, (_, i) => msg(`desired/d${i}`, i)));
+  let settled = 0;
+  while (settled < started.length) {
+    for (const s of started.slice(settled)) s.settle();
+    settled = started.length;
+    await tick();
+  }
+  await all;
+  t.equal(started.length, 3000);
+  t.ok(
+    started.every((s, i) => String(s.message.payload) === String(i)),
+    'every message went out once, in handover order, across the compactions',
+  );
+  t.equal(publisher.pending, 0);
+});

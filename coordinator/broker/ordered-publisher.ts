@@ -8,9 +8,10 @@ export interface OutgoingPublish {
 
 /**
  * A publish handed to OrderedPublisher: its payload, or a function that makes it when the
- * message's turn comes (a wave's signed desired states: desired-publisher.ts). A deferred payload
- * is made at most `window` messages ahead of what the broker acknowledged, so a wave's memory is
- * bounded by the window, not by the size of the fleet.
+ * message's turn comes (a wave's signed desired states: desired-publisher.ts). Deferred payloads
+ * are made as messages take their slots (at most `window` in flight, plus what waits behind its
+ * topic's previous message, plus the rest of the batch of 1,024 being signed), so a wave's memory
+ * is bounded by the window, not by the size of the fleet.
  */
 export interface QueuedPublish {
   topic: string;
@@ -51,12 +52,16 @@ interface Entry {
  * against its queue's recursion.
  *
  * `order: 'connection'` (an external broker, the coordinator one client of it): the order of a
- * topic's messages is kept by the protocol, not by waiting. They are written in handover order
- * onto one connection, which the broker must deliver in that order for a topic (MQTT 3.1.1
- * section 4.6, "Ordered Topic"), and the client re-sends unacknowledged ones in their original
- * order after a reconnect (same section). Waiting for each PUBACK before the next message of
- * the topic held the audit topic to one event per round trip: a 45,000-device wave's
- * `rollout.device_outcome` events queued ~50,000 deep (~50 MB) behind Mosquitto's answers.
+ * topic's messages that are not retained is kept by the protocol, not by waiting. They are written
+ * in handover order onto one connection, which the broker must deliver in that order to a topic's
+ * subscribers (MQTT 3.1.1 section 4.6, "Ordered Topic"), and the client re-sends unacknowledged ones
+ * in their original order after a reconnect (same section). Waiting for each PUBACK before the
+ * next message of the topic held the audit topic to one event per round trip: a 45,000-device
+ * wave's `rollout.device_outcome` events queued ~50,000 deep (~50 MB) behind Mosquitto's answers.
+ * Retained messages still wait for the one before on their topic: section 4.6 speaks of delivery
+ * to subscribers, not of which message a broker (or a cluster's nodes) keeps as the retained one;
+ * a wave has one message per desired topic, so that costs it nothing. (No topic of ours carries
+ * both.)
  */
 export type PublishOrder = 'per-topic' | 'connection';
 
@@ -82,7 +87,7 @@ export class OrderedPublisher {
       const batch: Batch = { left: messages.length, resolve };
       for (const message of messages) {
         const entry = { message, batch };
-        if (this.order === 'connection') {
+        if (this.order === 'connection' && !message.retain) {
           this.ready.push(entry);
           continue;
         }
@@ -141,7 +146,7 @@ export class OrderedPublisher {
 
   private settled(entry: Entry): void {
     this.active--;
-    if (this.order === 'connection') {
+    if (this.order === 'connection' && !entry.message.retain) {
       this.done(entry);
       return;
     }

@@ -1,7 +1,7 @@
 import { desiredMessage, desiredText } from '../../shared/desired.js';
 import { OtaError } from '../../shared/errors.js';
 import type { PrivateKey } from '../../shared/keys.js';
-import { DESIRED_TYPE, type DesiredState } from '../../shared/messages.js';
+import { DESIRED_TYPE, type DesiredState, MAX_MODELS } from '../../shared/messages.js';
 import { encodePayload } from '../../shared/payload.js';
 import { type Signer, signerFor } from '../../shared/signatures.js';
 import type { Topics } from '../../shared/topics.js';
@@ -85,7 +85,16 @@ export class DesiredPublisher {
         continue; // removed meanwhile
       }
       const models: DesiredState['models'] = {};
-      for (const entry of store.listDesiredFor(deviceId)) {
+      const entries = store.listDesiredFor(deviceId);
+      // The schema's limit, checked here so the plan that broke it rolls back with a clear error
+      // (the full schema check runs when the state is signed, after the commit).
+      if (entries.length > MAX_MODELS) {
+        throw new OtaError(
+          'E_CONFLICT',
+          `device ${deviceId} would be assigned ${entries.length} models, more than the ${MAX_MODELS} a desired state carries: remove a model from it first (\`otactl rollout abort\` or a channel move)`,
+        );
+      }
+      for (const entry of entries) {
         models[entry.model] = { envelope: this.envelope(entry.releaseId), rolloutId: entry.rolloutId };
       }
       if (batch.size === SIGN_BATCH_TEXTS) batch = new DeferredBatch(this.signAll);
@@ -144,6 +153,7 @@ export class DesiredPublisher {
 class DeferredBatch {
   private states: DesiredState[] | null = [];
   private payloads: (Buffer | Error | undefined)[] | null = null;
+  private failure: Error | null = null;
 
   constructor(private readonly signAll: (states: readonly DesiredState[]) => (Buffer | Error)[]) {}
 
@@ -160,8 +170,16 @@ class DeferredBatch {
   }
 
   private take(i: number): Buffer {
+    if (this.failure) throw this.failure;
     if (!this.payloads) {
-      this.payloads = this.signAll(this.states as DesiredState[]);
+      try {
+        this.payloads = this.signAll(this.states as DesiredState[]);
+      } catch (err) {
+        // The batch's other messages fail alike, without signing it again once each.
+        this.failure = err instanceof Error ? err : new Error(String(err));
+        this.states = null;
+        throw this.failure;
+      }
       this.states = null;
     }
     const payload = this.payloads[i];

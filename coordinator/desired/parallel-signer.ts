@@ -65,9 +65,9 @@ interface Slot {
 
 /**
  * Signs a batch of texts with the coordinator's key on the caller's thread and on worker threads
- * at once, and returns when every text is signed: synchronously, because the caller is inside the
- * transaction that issued the texts' seqs (desired-publisher.ts) and the order of what is
- * published after the commit must not change (PlanExecutor).
+ * at once, and returns when every text is signed: synchronously, because the caller is the
+ * publisher taking a message's payload (desired-publisher.ts, OrderedPublisher), which hands the
+ * messages to the broker in the order they were handed over after their commit (PlanExecutor).
  *
  * Why: a 9,000-device wave is 9,000 Ed25519 signatures, about half of the coordinator's own time
  * to start it (~0.4 of ~0.8 s on the 2-core bench machine; BENCHMARKS.md, issue 16, 2026-12-06

@@ -16,9 +16,10 @@ export interface PlanExecutorDeps {
 /**
  * The one executor of write plans (write-plan.ts): every row, desired-state change, channel move
  * and audit row of a plan in ONE SQLite transaction (durable unless the plan says otherwise),
- * the devices' desired states signed inside it (their seq bumps commit with the change; a seq
- * floor first moves the device's seq up, then its unchanged desired state is signed above it), then,
- * after the commit, the signed desired states, what the caller adds (`after`: e.g. the rollout
+ * the devices' desired states issued inside it (their seq bumps commit with the change; a seq
+ * floor first moves the device's seq up, then its unchanged desired state is issued above it; each
+ * is signed when the publisher takes it: desired-publisher.ts), then, after the commit, the
+ * desired states, what the caller adds (`after`: e.g. the rollout
  * summary, computed once the commit went through) and the audit events are published, in that
  * order. A plan that fails to write publishes nothing.
  */
