@@ -2,7 +2,7 @@ import path from 'node:path';
 import t, { type Test } from 'tap';
 import { DesiredPublisher } from '../coordinator/desired/desired-publisher.js';
 import { signEach } from '../coordinator/desired/sign-job.js';
-import { openStore } from '../coordinator/store/sqlite-store.js';
+import { openStore, type SqliteStore } from '../coordinator/store/sqlite-store.js';
 import { decodeDesiredMessage, verifyDesired } from '../shared/desired.js';
 import { generateKey } from '../shared/keys.js';
 import { MAX_MODELS } from '../shared/messages.js';
@@ -37,6 +37,22 @@ function setup(t: Test, ids: string[]) {
     },
   });
   return { store, publisher, signed };
+}
+
+/** A release of `model` in the store, signed by a key of its own (what desired states carry). */
+function addRelease(store: SqliteStore, model: string, version: string): void {
+  const manifest = `{"model":"${model}"}`;
+  store.addRelease({
+    id: `${model}@${version}`,
+    model,
+    version,
+    counter: 1,
+    sha256: 'f'.repeat(64),
+    size: 10,
+    envelope: { manifest, signatures: signText(manifest, [signerFor(generateKey())]) },
+    publishedBy: 'admin',
+    publishedAt: now().toISOString(),
+  });
 }
 
 const take = (payload: Buffer | (() => Buffer)) => (typeof payload === 'function' ? payload() : payload);
@@ -74,18 +90,7 @@ t.test('a stored state the schema refuses fails its own message only', async (t)
   const ids = ['cam-1', 'cam-2', 'cam-3'];
   const { store, publisher, signed } = setup(t, ids);
   const at = now().toISOString();
-  const manifest = '{"model":"det"}';
-  store.addRelease({
-    id: 'det@2.0.0',
-    model: 'det',
-    version: '2.0.0',
-    counter: 2,
-    sha256: 'f'.repeat(64),
-    size: 10,
-    envelope: { manifest, signatures: signText(manifest, [signerFor(generateKey())]) },
-    publishedBy: 'admin',
-    publishedAt: at,
-  });
+  addRelease(store, 'det', '2.0.0');
   // A rollout id the command layer never makes (ids: no "/"), as a damaged row would hold.
   for (const [deviceId, rolloutId] of [
     ['cam-1', 'r1'],
@@ -114,20 +119,7 @@ t.test('a stored state the schema refuses fails its own message only', async (t)
 t.test("a device past the schema's 32 models: the plan rolls back with a clear error, nothing issued", async (t) => {
   const { store, publisher, signed } = setup(t, ['cam-1']);
   const at = now().toISOString();
-  for (let i = 0; i <= MAX_MODELS; i++) {
-    const manifest = `{"model":"m${i}"}`;
-    store.addRelease({
-      id: `m${i}@1.0.0`,
-      model: `m${i}`,
-      version: '1.0.0',
-      counter: 1,
-      sha256: 'f'.repeat(64),
-      size: 10,
-      envelope: { manifest, signatures: signText(manifest, [signerFor(generateKey())]) },
-      publishedBy: 'admin',
-      publishedAt: at,
-    });
-  }
+  for (let i = 0; i <= MAX_MODELS; i++) addRelease(store, `m${i}`, '1.0.0');
   const assign = (n: number) =>
     store.transaction(() => {
       for (let i = 0; i < n; i++) {
