@@ -120,7 +120,8 @@ export async function startCoordinator(
     let publishOne: (m: OutgoingPublish) => Promise<void> = async () => {
       throw new Error('publish before the broker started');
     };
-    // Through an external broker, one connection keeps each topic's order (MQTT 3.1.1 section 4.6).
+    // Through an external broker, one connection keeps the order of each topic's messages that are
+    // not retained (MQTT 3.1.1 section 4.6); retained ones wait for the one before (ordered-publisher.ts).
     const publisher = new OrderedPublisher(
       (m) => publishOne(m),
       logger,

@@ -602,8 +602,10 @@ async function run(): Promise<void> {
   }
 
   const badVersions = Array.from({ length: args['halt-trials'] }, (_, i) => `3.0.${i + 1}`);
-  // Behind edges, at least one simulator process per edge, so every edge gets devices.
-  const workers = Math.max(fleetSimWorkers(N, args.workers, openFilesLimit('self').hard), EDGES);
+  // Behind edges, the same number of simulator processes per edge (worker i connects to edge
+  // i mod K), so the edges hold equal shares of the fleet.
+  const simWorkers = fleetSimWorkers(N, args.workers, openFilesLimit('self').hard);
+  const workers = EDGES > 0 ? Math.ceil(simWorkers / EDGES) * EDGES : simWorkers;
   sim = await FleetSim.start(
     {
       url: c.mqttUrl,
