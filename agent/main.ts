@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 import { toOtaError } from '../shared/errors.js';
 import { createLogger } from '../shared/logger.js';
+import { writeMqttNumbersUncached } from '../shared/mqtt-packet-numbers.js';
 import { stopOnSignal } from '../shared/stop-on-signal.js';
 import { readPackageVersion } from '../shared/version.js';
 import { DEFAULT_CONFIG_FILE, loadAgentConfig } from './config.js';
@@ -56,6 +57,7 @@ async function main(): Promise<number> {
     return 0;
   }
   const logger = createLogger(config.logLevel);
+  writeMqttNumbersUncached();
   const agent = await startAgent(config, { logger, env: process.env });
   await stopOnSignal(logger, () => agent.stop());
   return 0;

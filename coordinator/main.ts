@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 import { toOtaError } from '../shared/errors.js';
 import { createLogger } from '../shared/logger.js';
+import { writeMqttNumbersUncached } from '../shared/mqtt-packet-numbers.js';
 import { stopOnSignal } from '../shared/stop-on-signal.js';
 import { createNotifier } from '../shared/systemd-notify.js';
 import { readPackageVersion } from '../shared/version.js';
@@ -65,6 +66,7 @@ async function main(): Promise<number> {
   const notifier = createNotifier(process.env, {
     onError: (err) => logger.warn({ err: err.message }, 'systemd notification failed'),
   });
+  writeMqttNumbersUncached();
   const running = await startCoordinator(config, { logger });
   // startCoordinator resolves once a client can use the coordinator (the admin token is in place,
   // both servers listen, retained state is republished: the `ready` log line): only then READY=1.

@@ -22,6 +22,7 @@ import { DynsecClient } from './external-broker/dynsec-client.js';
 import type { BrokerIdentity } from './external-broker/dynsec-identity.js';
 import { DynsecIdentity } from './external-broker/dynsec-identity.js';
 import { connectExternalBroker, coordinatorClientId, signsIn } from './external-broker/external-broker.js';
+import { socketFlow } from './external-broker/socket-flow.js';
 import { bridgeWebSocketToBroker } from './external-broker/websocket-bridge.js';
 import { FleetService } from './fleet/fleet-service.js';
 import { FleetSummaryPublisher } from './fleet/fleet-summary-publisher.js';
@@ -257,7 +258,7 @@ export async function startCoordinator(
       onSummary: (s) => metrics.observeRollout(s.id, s.status),
       onError: (err, what) => logger.error({ err: (err as Error).message }, `rollout engine: ${what} failed`),
       // Its newest report, also when it is still waiting to be written behind.
-      lastReport: (deviceId) => reports.last(deviceId) ?? store.getDevice(deviceId)?.lastReport,
+      lastModels: (deviceId) => reports.lastModels(deviceId) ?? store.getDevice(deviceId)?.lastReport?.models,
       // Connected now (kept in memory, written behind to the store).
       isOnline: (deviceId) => presence.isOnline(deviceId),
       // A revoked release is never assigned (docs/security.md): the keys counted now.
@@ -272,7 +273,7 @@ export async function startCoordinator(
       metricsVersion: () => deviceMetrics.version(),
       rollouts,
       setChannel: (input, actor, opts) => fleet.setChannel(input, actor, opts),
-      lastReport: (deviceId) => reports.last(deviceId) ?? store.getDevice(deviceId)?.lastReport,
+      lastModels: (deviceId) => reports.lastModels(deviceId) ?? store.getDevice(deviceId)?.lastReport?.models,
       isOnline: (deviceId) => presence.isOnline(deviceId),
       releaseTrust: () => fleet.releaseTrust(),
       onError: (err, what) => logger.error({ err: (err as Error).message }, `experiment judge: ${what} failed`),
@@ -541,6 +542,8 @@ export async function startCoordinator(
         // publishes at once.
         onClient: (mqttClient) => {
           publishOne = (m) => mqttClient.publishAsync(m.topic, m.payload, { retain: m.retain, qos: 1 }).then(() => {});
+          // Messages wait in the publisher, not in the connection's write buffer (socket-flow.ts).
+          publisher.useFlow(socketFlow(() => mqttClient.stream));
           dynsec = new DynsecIdentity(new DynsecClient(mqttClient), topics);
           if (external.identity === 'mosquitto') brokerIdentity = dynsec;
         },

@@ -127,6 +127,8 @@ export const ReportedSchema = z.object({
     .optional(),
 });
 export type Reported = z.infer<typeof ReportedSchema>;
+/** A report's models by name (what the coordinator keeps of each device's newest report). */
+export type ReportedModels = Reported['models'];
 
 // ---- status (device -> coordinator, retained; also the LWT) ----
 

@@ -580,6 +580,53 @@ t.test('otactl over the command API', async (t) => {
       t.match((await ok(t, ['rollout', 'ls'])).stdout, /ro-split\s+det\s+2\.0\.0/);
       await ok(t, ['rollout', 'abort', 'ro-split']);
     });
+
+    await t.test('status lists a page of the devices when asked, and says where the next starts', async (t) => {
+      for (const id of ['p-1', 'p-2', 'p-3']) await device(t, id);
+      await create(t, 'ro-page', ['--devices', 'p-1,p-2,p-3']);
+      const all = await okJson<{ devices: { id: string }[]; devicesTotal: number }>(t, [
+        'rollout',
+        'status',
+        'ro-page',
+      ]);
+      t.equal(all.devicesTotal, 3);
+      const ids = all.devices.map((d) => d.id);
+      t.same([...ids].sort(), ['p-1', 'p-2', 'p-3'], 'no page: every device');
+      const first = await okJson<{ devices: { id: string }[]; devicesTotal: number }>(t, [
+        'rollout',
+        'status',
+        'ro-page',
+        '--limit',
+        '2',
+      ]);
+      t.same(
+        first.devices.map((d) => d.id),
+        ids.slice(0, 2),
+        'the first page, in the same order',
+      );
+      t.equal(first.devicesTotal, 3);
+      const human = await ok(t, ['rollout', 'status', 'ro-page', '--limit', '2']);
+      t.match(human.stdout, /devices 1-2 of 3; the next page: --offset 2 --limit 2/);
+      const last = await ok(t, ['rollout', 'status', 'ro-page', '--offset', '2', '--limit', '2']);
+      t.match(last.stdout, new RegExp(`${ids[2]}\\s+1\\s+assigned`), 'the last page has the third device');
+      t.notMatch(last.stdout, new RegExp(`${ids[0]}\\s`), 'and not the first');
+      t.match(last.stdout, /devices 3-3 of 3\n/);
+      t.notMatch(last.stdout, /next page/);
+      const past = await ok(t, ['rollout', 'status', 'ro-page', '--offset', '5']);
+      t.match(past.stdout, /no devices from --offset 5: the rollout has 3/);
+      const bad = await run(['rollout', 'status', 'ro-page', '--offset', '-1']);
+      t.equal(bad.code, 2, 'a negative offset is a usage error');
+      t.match(bad.stderr, /--offset/);
+      // The command API checks them itself (fleet scripts call it without otactl).
+      await t.rejects(admin.call('rollout.status', { id: 'ro-page', limit: 0 }), {
+        code: 'E_USAGE',
+        message: /rollout\.status: argument limit: /,
+      });
+      await t.rejects(admin.call('rollout.status', { id: 'ro-page', offset: 1.5 }), {
+        code: 'E_USAGE',
+        message: /rollout\.status: argument offset: /,
+      });
+    });
   });
 
   await t.test('audit: ls, verify, export; a tampered chain exits 1 naming the first bad seq', async (t) => {

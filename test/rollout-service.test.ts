@@ -197,9 +197,9 @@ t.test("rollout.status reads presence and the newest reports from the shell's me
     // The shell's presence recorder: only d-1 is connected now (the store still says all four).
     isOnline: (id) => id === 'd-1',
     // The shell's newest reports: d-2 reported since its last write to the store.
-    lastReport: (id) => {
+    lastModels: (id) => {
       reads.push(id);
-      return id === 'd-2' ? report('downloading', 'r-mem') : store.getDevice(id)?.lastReport;
+      return id === 'd-2' ? report('downloading', 'r-mem').models : store.getDevice(id)?.lastReport?.models;
     },
   });
   rollouts.create(
@@ -221,4 +221,36 @@ t.test("rollout.status reads presence and the newest reports from the shell's me
   );
   t.match(status.devices.find((d) => d.id === 'd-2')?.now, { state: 'downloading' }, 'the report from memory');
   t.same([...reads].sort(), [...DEVICES].sort(), 'one lookup per device, through the shell');
+});
+
+t.test('rollout.status lists a page of the devices: the same order on every call, the total beside it', async (t) => {
+  const { rollouts } = setup(t);
+  rollouts.create(
+    {
+      id: 'r-page',
+      model: 'det',
+      version: '2.0.0',
+      target: { devices: DEVICES },
+      strategy: { waves: parseWaves('50,100') },
+    },
+    'admin',
+  );
+  const all = rollouts.status('r-page');
+  t.equal(all.devicesTotal, DEVICES.length);
+  t.equal(all.devices.length, DEVICES.length, 'no page: every device');
+  const ids = all.devices.map((d) => d.id);
+  const pages: string[] = [];
+  for (let offset = 0; offset < DEVICES.length; offset += 3) {
+    const page = rollouts.status('r-page', { offset, limit: 3 });
+    t.equal(page.devicesTotal, DEVICES.length, 'the total with every page');
+    pages.push(...page.devices.map((d) => d.id));
+  }
+  t.same(pages, ids, 'pages of 3 cover every device once, in the order of the whole list');
+  t.same(
+    rollouts.status('r-page', { offset: 1 }).devices.map((d) => d.id),
+    ids.slice(1),
+    'an offset alone: the rest',
+  );
+  t.same(rollouts.status('r-page', { offset: 10 }).devices, [], 'past the end: none');
+  t.equal(rollouts.status('r-page', { offset: 10 }).summary.id, 'r-page', 'with the summary still');
 });

@@ -65,6 +65,19 @@ interface Entry {
  */
 export type PublishOrder = 'per-topic' | 'connection';
 
+/**
+ * Whether the transport under `send` takes another message now (an external broker's socket:
+ * socket-flow.ts). While it does not, messages wait here as small entries (their deferred
+ * payloads not made) instead of as the socket's buffered chunks: ~1.4 KB of heap and bytes per
+ * queued desired state there, ~80 MB at 50,000 devices (BENCHMARKS.md, 2026-12-07 "memory at
+ * 50,000").
+ */
+export interface PublishFlow {
+  open(): boolean;
+  /** Calls `resume` once, later (never synchronously), when `open()` may have turned true. */
+  whenOpen(resume: () => void): void;
+}
+
 export class OrderedPublisher {
   /** Entries whose topic has nothing before them, in the order they may take a slot. */
   private ready: Entry[] = [];
@@ -72,6 +85,8 @@ export class OrderedPublisher {
   /** Per topic with a message queued or in flight: the later ones, waiting for it (FIFO). */
   private readonly behind = new Map<string, Entry[]>();
   private active = 0;
+  private flow: PublishFlow | null = null;
+  private waitingForFlow = false;
 
   constructor(
     private readonly send: (message: OutgoingPublish) => Promise<void>,
@@ -79,6 +94,12 @@ export class OrderedPublisher {
     private readonly window = 10_000,
     private readonly order: PublishOrder = 'per-topic',
   ) {}
+
+  /** From now on, messages take their slots only while `flow` is open (null: whenever a slot is free). */
+  useFlow(flow: PublishFlow | null): void {
+    this.flow = flow;
+    this.pump();
+  }
 
   /** Resolves when every message has been handed to the broker (or its failure logged). */
   publish(messages: readonly QueuedPublish[]): Promise<void> {
@@ -114,9 +135,13 @@ export class OrderedPublisher {
     );
   }
 
-  /** Starts ready messages while fewer than `window` are in flight (first come, first served). */
+  /** Starts ready messages while fewer than `window` are in flight and the flow is open (first come, first served). */
   private pump(): void {
     while (this.active < this.window && this.readyHead < this.ready.length) {
+      if (this.flow && !this.flow.open()) {
+        this.waitForFlow(this.flow);
+        break;
+      }
       const entry = this.ready[this.readyHead] as Entry;
       this.readyHead++;
       this.active++;
@@ -127,6 +152,15 @@ export class OrderedPublisher {
       this.ready = this.ready.slice(this.readyHead);
       this.readyHead = 0;
     }
+  }
+
+  private waitForFlow(flow: PublishFlow): void {
+    if (this.waitingForFlow) return;
+    this.waitingForFlow = true;
+    flow.whenOpen(() => {
+      this.waitingForFlow = false;
+      this.pump();
+    });
   }
 
   private start(entry: Entry): void {

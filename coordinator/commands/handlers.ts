@@ -70,7 +70,12 @@ const ARGS = {
     analysis: z.unknown().optional(),
   }),
   'rollout.ls': z.strictObject({}),
-  'rollout.status': rolloutId,
+  'rollout.status': z.strictObject({
+    id,
+    // A page of the devices (a rollout of 50,000 is a ~15 MB reply otherwise).
+    offset: z.number().int().min(0).optional(),
+    limit: z.number().int().min(1).optional(),
+  }),
   'rollout.approve': rolloutId,
   'rollout.promote': rolloutId,
   'rollout.halt': z.strictObject({ id, reason: z.string().min(1).max(2000) }),
@@ -215,7 +220,7 @@ export const HANDLERS: { [O in Op]: Handler<O> } = {
       c.actor,
     ),
   'rollout.ls': (_a, c) => c.store.listRollouts().map((r) => c.rollouts.summary(r.id)),
-  'rollout.status': (a, c) => c.rollouts.status(a.id),
+  'rollout.status': (a, c) => c.rollouts.status(a.id, { offset: a.offset, limit: a.limit }),
   'rollout.approve': (a, c) => c.rollouts.act(a.id, { type: 'approve', actor: c.actor }),
   'rollout.promote': (a, c) => c.rollouts.act(a.id, { type: 'promote', actor: c.actor }),
   'rollout.halt': (a, c) => c.rollouts.act(a.id, { type: 'halt', actor: c.actor, reason: a.reason }),

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { OtaError } from '../../shared/errors.js';
 import { ownEntry } from '../../shared/id-record.js';
-import type { Reported } from '../../shared/messages.js';
+import type { ReportedModels } from '../../shared/messages.js';
 import { type CoordinatorTrust, releaseEligibility } from '../fleet/release-trust.js';
 import type { Merged } from '../metrics/series.js';
 import type { PlanExecutor } from '../plan/commit-plan.js';
@@ -46,8 +46,8 @@ export interface ExperimentServiceDeps {
     actor: string,
     options: { releasing?: string; amend?: (plan: WritePlan) => void },
   ) => unknown;
-  /** A device's last report (from memory where the shell keeps it). */
-  lastReport?: (deviceId: string) => Reported | null | undefined;
+  /** The models of a device's last report (from memory where the shell keeps it). */
+  lastModels?: (deviceId: string) => ReportedModels | null | undefined;
   /** Whether a device is connected now (from memory where the shell keeps it); default: the store's copy. */
   isOnline?: (deviceId: string) => boolean;
   releaseTrust?: () => CoordinatorTrust;
@@ -235,12 +235,12 @@ export class ExperimentService {
     const e = this.mustGet(id);
     const devices = this.deps.store.experimentDevices(id);
     const { store } = this.deps;
-    const lastReport = this.deps.lastReport ?? ((d: string) => store.getDevice(d)?.lastReport);
+    const lastModels = this.deps.lastModels ?? ((d: string) => store.getDevice(d)?.lastReport?.models);
     const isOnline = this.deps.isOnline ?? ((d: string) => store.getDevice(d)?.online ?? false);
     return {
       ...this.view(e, devices),
       devices: devices.map((d) => {
-        const report = ownEntry(lastReport(d.deviceId)?.models, e.model);
+        const report = ownEntry(lastModels(d.deviceId), e.model);
         return {
           id: d.deviceId,
           arm: d.arm,

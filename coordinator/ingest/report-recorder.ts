@@ -1,6 +1,6 @@
 import { ownEntry } from '../../shared/id-record.js';
 import type { Logger } from '../../shared/logger.js';
-import type { Reported } from '../../shared/messages.js';
+import type { Reported, ReportedModels } from '../../shared/messages.js';
 import { PacedFlush } from '../paced-flush.js';
 import type { HistoryRecord } from '../store/records.js';
 import { type Store, WRITE_BEHIND } from '../store/store.js';
@@ -19,11 +19,16 @@ export interface ReportRecorderDeps {
  * transactions), without an fsync of its own (WRITE_BEHIND): a kill -9 loses none of them, a
  * power loss at most those since the last durable commit. Rollout decisions do not wait for it:
  * they have their own durable transaction, and agents send their current report again when they
- * reconnect. The newest report of each device is kept in memory (`last`), so readers never see
- * an older one than the rollout engine decided on.
+ * reconnect. The models of each device's newest report are kept in memory (`lastModels`), so
+ * readers never see an older one than the rollout engine decided on.
+ *
+ * Only the models, not the whole report: the rest (its id, seq, time, trust, refusals) is read
+ * from the store by the one command that shows it (`device show`), and keeping whole reports was
+ * the largest owner of the coordinator's heap at 50,000 devices (~28 MB; BENCHMARKS.md,
+ * 2026-12-07 "memory at 50,000"). The whole report still goes to the store.
  */
 export class ReportRecorder {
-  private readonly lastReports = new Map<string, Reported>();
+  private readonly latest = new Map<string, ReportedModels>();
   private readonly pending = new Map<string, Reported>();
   private history: HistoryRecord[] = [];
   private readonly writer: PacedFlush;
@@ -41,15 +46,15 @@ export class ReportRecorder {
    * for a device that is not enrolled (removed while connected): nothing is recorded.
    */
   record(deviceId: string, report: Reported): boolean {
-    let before = this.lastReports.get(deviceId);
-    if (!before && !this.lastReports.has(deviceId)) {
+    let before = this.latest.get(deviceId);
+    if (!before) {
       const device = this.deps.store.getDevice(deviceId);
       if (!device) return false;
-      before = device.lastReport ?? undefined;
+      before = device.lastReport?.models;
     }
     const ts = this.deps.now().toISOString();
     for (const [model, m] of Object.entries(report.models)) {
-      const b = ownEntry(before?.models, model);
+      const b = ownEntry(before, model);
       if (b && b.state === m.state && b.version === m.version && b.updatedAt === m.updatedAt) continue;
       this.history.push({
         deviceId,
@@ -61,15 +66,15 @@ export class ReportRecorder {
         ts,
       });
     }
-    this.lastReports.set(deviceId, report);
+    this.latest.set(deviceId, report.models);
     this.pending.set(deviceId, report);
     this.writer.schedule();
     return true;
   }
 
-  /** The device's newest report, also while it waits to be written; undefined when none is known here. */
-  last(deviceId: string): Reported | undefined {
-    return this.lastReports.get(deviceId);
+  /** The models of the device's newest report, also while it waits to be written; undefined when none is known here. */
+  lastModels(deviceId: string): ReportedModels | undefined {
+    return this.latest.get(deviceId);
   }
 
   /**
@@ -77,7 +82,7 @@ export class ReportRecorder {
    * a device enrolled later with the same id starts from nothing of the old one's.
    */
   forget(deviceId: string): void {
-    this.lastReports.delete(deviceId);
+    this.latest.delete(deviceId);
     this.pending.delete(deviceId);
     if (this.history.some((h) => h.deviceId === deviceId)) {
       this.history = this.history.filter((h) => h.deviceId !== deviceId);

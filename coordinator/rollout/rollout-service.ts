@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { OtaError } from '../../shared/errors.js';
 import { ownEntry } from '../../shared/id-record.js';
-import type { AuditEvent, ModelState, Reported, RolloutSummary } from '../../shared/messages.js';
+import type { AuditEvent, ModelState, Reported, ReportedModels, RolloutSummary } from '../../shared/messages.js';
 import { encodePayload } from '../../shared/payload.js';
 import { releaseIdOf, versionOfRelease } from '../../shared/release-id.js';
 import { isActiveRollout, isFailure, isOutcome } from '../../shared/states.js';
@@ -22,6 +22,7 @@ import { summarize } from './summary.js';
 import type {
   Decision,
   DecisionInputs,
+  DevicePage,
   Rollout,
   RolloutDevice,
   RolloutDeviceView,
@@ -65,10 +66,10 @@ export interface RolloutServiceDeps {
   /** Device events are decided at most once per this many ms under load (PacedFlush); default 20. */
   decideEveryMs?: number;
   /**
-   * A device's last report, newest first from memory (the shell writes reports behind); default:
-   * the store's copy.
+   * The models of a device's last report, newest first from memory (the shell writes reports
+   * behind); default: the store's copy.
    */
-  lastReport?: (deviceId: string) => Reported | null | undefined;
+  lastModels?: (deviceId: string) => ReportedModels | null | undefined;
   /**
    * Whether a device is connected now, from memory (the shell's presence recorder); default: the
    * store's copy. `rollout.status` reads it for every device of the rollout.
@@ -155,8 +156,10 @@ export class RolloutService {
     return info;
   }
 
-  private lastReport(deviceId: string): Reported | null | undefined {
-    return this.deps.lastReport ? this.deps.lastReport(deviceId) : this.deps.store.getDevice(deviceId)?.lastReport;
+  private lastModels(deviceId: string): ReportedModels | null | undefined {
+    return this.deps.lastModels
+      ? this.deps.lastModels(deviceId)
+      : this.deps.store.getDevice(deviceId)?.lastReport?.models;
   }
 
   /** Whether a published release may be assigned now (not revoked). */
@@ -187,7 +190,7 @@ export class RolloutService {
     const isPublished = (releaseId: string) => verdict(releaseId) === null;
     return {
       revertTargetOf: (deviceId) => {
-        const running = runningRelease(model, ownEntry(this.lastReport(deviceId)?.models, model));
+        const running = runningRelease(model, ownEntry(this.lastModels(deviceId), model));
         return running === undefined ? undefined : revertTarget(running, isPublished);
       },
       revokedReason: (releaseId) => verdict(releaseId) ?? null,
@@ -314,7 +317,7 @@ export class RolloutService {
    * wave (from 1), its outcome, where an abort sent it, whether it is online now and what it
    * reports now for the model.
    */
-  status(id: string): RolloutStatusResult {
+  status(id: string, page: DevicePage = {}): RolloutStatusResult {
     this.flush();
     const entry = this.mustLoad(id);
     const { rollout } = entry;
@@ -324,10 +327,15 @@ export class RolloutService {
     // while the wave runs, and two store reads per device made each answer ~100-200 ms of the
     // coordinator's only thread. A device silent since the start is still read from the store.
     const { store } = this.deps;
-    const lastReport = this.deps.lastReport ?? ((id: string) => store.getDevice(id)?.lastReport);
+    const lastModels = this.deps.lastModels ?? ((id: string) => store.getDevice(id)?.lastReport?.models);
     const isOnline = this.deps.isOnline ?? ((id: string) => store.getDevice(id)?.online ?? false);
-    const devices = entry.devices.values().map((d): RolloutDeviceView => {
-      const report = ownEntry(lastReport(d.deviceId)?.models, rollout.model);
+    // A page of a large rollout (50,000 devices are a ~15 MB reply, built and held at once):
+    // the same row order on every call, so pages of `limit` from 0 cover every device once.
+    const rows = entry.devices.values();
+    const from = Math.min(page.offset ?? 0, rows.length);
+    const to = page.limit === undefined ? rows.length : Math.min(rows.length, from + page.limit);
+    const devices = rows.slice(from, to).map((d): RolloutDeviceView => {
+      const report = ownEntry(lastModels(d.deviceId), rollout.model);
       return {
         id: d.deviceId,
         wave: d.wave + 1,
@@ -361,6 +369,7 @@ export class RolloutService {
         createdAt: rollout.createdAt,
       },
       devices,
+      devicesTotal: rows.length,
     };
   }
 

@@ -219,5 +219,14 @@ export interface RolloutStatusResult {
     createdBy: string;
     createdAt: string;
   };
+  /** The devices asked for (all of them, or the page `offset`/`limit` chose), in the rollout's row order. */
   devices: RolloutDeviceView[];
+  /** How many devices the rollout has (more than `devices` when a page was asked for). */
+  devicesTotal: number;
+}
+
+/** Which of a rollout's devices `rollout.status` lists: from `offset` (default 0), at most `limit` (default all). */
+export interface DevicePage {
+  offset?: number | undefined;
+  limit?: number | undefined;
 }

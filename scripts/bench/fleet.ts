@@ -422,15 +422,23 @@ function mustAdmin(): CommandClient {
   return admin;
 }
 
+/** Devices per `rollout.status` page: as an operator's script would page a large rollout (~1.5 MB a reply). */
+const STATUS_PAGE = 5_000;
+
 async function rolloutDevices(id: string): Promise<{ deviceId: string; wave: number; state: string }[]> {
-  // Not CommandClient.call: its 256 KiB reply cap drops the status of a large rollout.
-  const status = await rawCall<{ devices: { id: string; wave: number; state: string }[] }>(
-    mustAdmin(),
-    'rollout.status',
-    { id },
-  );
-  // Waves from 1 in the reply; 0-based indexes here (the observer's and the results').
-  return status.devices.map((d) => ({ deviceId: d.id, wave: d.wave - 1, state: d.state }));
+  const out: { deviceId: string; wave: number; state: string }[] = [];
+  for (let total = 1; out.length < total; ) {
+    const status = await rawCall<{ devices: { id: string; wave: number; state: string }[]; devicesTotal: number }>(
+      mustAdmin(),
+      'rollout.status',
+      { id, offset: out.length, limit: STATUS_PAGE },
+    );
+    total = status.devicesTotal;
+    if (status.devices.length === 0) break; // devices removed meanwhile: the total shrank
+    // Waves from 1 in the reply; 0-based indexes here (the observer's and the results').
+    for (const d of status.devices) out.push({ deviceId: d.id, wave: d.wave - 1, state: d.state });
+  }
+  return out;
 }
 
 async function createRollout(version: string, waves: string): Promise<{ id: string; createdAt: number }> {

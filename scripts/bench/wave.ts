@@ -9,7 +9,7 @@ import { parseWaves } from '../../coordinator/rollout/strategy.js';
 import { openStore } from '../../coordinator/store/sqlite-store.js';
 import { generateKey } from '../../shared/keys.js';
 import { createLogger } from '../../shared/logger.js';
-import type { Reported } from '../../shared/messages.js';
+import type { Reported, ReportedModels } from '../../shared/messages.js';
 import { signerFor, signText } from '../../shared/signatures.js';
 import { createTopics } from '../../shared/topics.js';
 import { log, machine, numberList, parseArgs, printResult, revision, type Spread, spread, wallMs } from './common.js';
@@ -79,15 +79,15 @@ async function once(devices: number, workers: number): Promise<Run> {
     const topics = createTopics();
     const now = () => new Date();
     const desired = DesiredPublisher.sharing(signing, key, { store, topics, now });
-    // As in the service: the newest report of each device is kept in memory (ReportRecorder).
-    const lastReports = new Map<string, Reported>();
+    // As in the service: the models of each device's newest report are kept in memory (ReportRecorder).
+    const lastModels = new Map<string, ReportedModels>();
     let handedOver: { at: number; count: number } | null = null;
     const rollouts = new RolloutService({
       store,
       desired,
       topics,
       now,
-      lastReport: (id) => lastReports.get(id),
+      lastModels: (id) => lastModels.get(id),
       publish: async (messages) => {
         // What OrderedPublisher does when a message takes its slot: a deferred payload is signed.
         for (const m of messages) if (typeof m.payload === 'function') m.payload();
@@ -109,7 +109,7 @@ async function once(devices: number, workers: number): Promise<Run> {
       const r = {
         models: { [MODEL]: { state: 'healthy', version: '2.0.0', rolloutId: 'r1', error: null } },
       } as unknown as Reported;
-      lastReports.set(id, r);
+      lastModels.set(id, r.models);
       rollouts.onReport(id, r);
     };
     const assigned = () =>

@@ -6,7 +6,7 @@ import type { RolloutStatusResult } from '../../rollout/types.js';
 import { remoteCommand, type Session, withSession } from '../connection.js';
 import { CliExit, EXIT_OK, usageError } from '../exit.js';
 import type { CliIo } from '../io.js';
-import { commaList, failureRate, labelPairs, positiveInt } from '../options.js';
+import { commaList, failureRate, labelPairs, nonNegativeInt, positiveInt } from '../options.js';
 import { nextSteps, paint, printJson, printTable, renderSummary, table } from '../render.js';
 import { devicesTable, watchRollout } from './rollout-watch.js';
 
@@ -181,22 +181,48 @@ export function registerRollout(program: Command, io: CliIo): void {
     );
   });
 
-  remoteCommand(rollout, 'status <id>', 'a rollout: waves, gates, failures vs tolerance, every device')
+  remoteCommand(rollout, 'status <id>', 'a rollout: waves, gates, failures vs tolerance, its devices (all, or a page)')
     .option('--watch', 'follow it until it completes (exit 0), halts or is aborted (exit 1)')
     .option('--interval-ms <ms>', 'with --watch: also poll this often (default 2000)', positiveInt, 2000)
-    .action(async (id: string, opts: { watch?: boolean; intervalMs: number; json?: boolean }, cmd: Command) => {
-      if (opts.watch) {
-        const code = await withSession(io, cmd, (s: Session) => watchRollout(io, s, id, opts));
-        if (code !== EXIT_OK) throw new CliExit(code);
-        return;
-      }
-      const status = await withSession(io, cmd, (s) => s.call<RolloutStatusResult>('rollout.status', { id }));
-      if (opts.json) return printJson(io, status);
-      io.out(renderSummary(io, status.summary));
-      io.out('');
-      io.out(status.devices.length === 0 ? 'no devices' : devicesTable(io, status.devices));
-      printNext(io, status.summary);
-    });
+    .option('--offset <n>', 'list the devices from this one on (0-based, default 0)', nonNegativeInt)
+    .option('--limit <n>', 'list at most this many devices (default all; a page of a large rollout)', positiveInt)
+    .action(
+      async (
+        id: string,
+        opts: { watch?: boolean; intervalMs: number; json?: boolean; offset?: number; limit?: number },
+        cmd: Command,
+      ) => {
+        if (opts.watch) {
+          const code = await withSession(io, cmd, (s: Session) => watchRollout(io, s, id, opts));
+          if (code !== EXIT_OK) throw new CliExit(code);
+          return;
+        }
+        const page = {
+          ...(opts.offset !== undefined ? { offset: opts.offset } : {}),
+          ...(opts.limit !== undefined ? { limit: opts.limit } : {}),
+        };
+        const status = await withSession(io, cmd, (s) =>
+          s.call<RolloutStatusResult>('rollout.status', { id, ...page }),
+        );
+        if (opts.json) return printJson(io, status);
+        io.out(renderSummary(io, status.summary));
+        io.out('');
+        const from = opts.offset ?? 0;
+        const shown = status.devices.length;
+        if (shown > 0) io.out(devicesTable(io, status.devices));
+        else if (status.devicesTotal > 0)
+          io.out(`no devices from --offset ${from}: the rollout has ${status.devicesTotal}`);
+        else io.out('no devices');
+        if (shown > 0 && shown < status.devicesTotal) {
+          const rest = from + shown < status.devicesTotal;
+          const next = `--offset ${from + shown}${opts.limit !== undefined ? ` --limit ${opts.limit}` : ''}`;
+          io.out(
+            `devices ${from + 1}-${from + shown} of ${status.devicesTotal}${rest ? `; the next page: ${next}` : ''}`,
+          );
+        }
+        printNext(io, status.summary);
+      },
+    );
 
   registerAction(rollout, io, 'approve', 'start the next wave of a rollout waiting at a manual gate');
   registerAction(rollout, io, 'promote', 'approve every remaining gate now');
