@@ -553,7 +553,11 @@ export async function startCoordinator(
         // answers afterwards only split its work into 2.5x as many rollout commits (+10% CPU, no
         // faster wave; BENCHMARKS.md, issue 16, 2026-12-06 evening).
       });
-      closeExternal = () => client.close();
+      closeExternal = () => {
+        // What the flow held back goes to mqtt.js now, whose end() waits for what it was given.
+        publisher.useFlow(null);
+        return client.close();
+      };
       const bridge = bridgeWebSocketToBroker(http.server, { url: external.url, ca: brokerCa }, logger);
       closers.push(() => bridge.close());
       // With --broker-identity none the broker's clients are its operator's to keep.

@@ -617,6 +617,9 @@ t.test('otactl over the command API', async (t) => {
       const bad = await run(['rollout', 'status', 'ro-page', '--offset', '-1']);
       t.equal(bad.code, 2, 'a negative offset is a usage error');
       t.match(bad.stderr, /--offset/);
+      const watching = await run(['rollout', 'status', 'ro-page', '--watch', '--limit', '2']);
+      t.equal(watching.code, 2, '--watch with a page is a usage error');
+      t.match(watching.stderr, /--watch follows the summary; --offset and --limit page the device list without it/);
       // The command API checks them itself (fleet scripts call it without otactl).
       await t.rejects(admin.call('rollout.status', { id: 'ro-page', limit: 0 }), {
         code: 'E_USAGE',

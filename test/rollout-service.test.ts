@@ -224,10 +224,10 @@ t.test("rollout.status reads presence and the newest reports from the shell's me
 });
 
 t.test('rollout.status lists a page of the devices: the same order on every call, the total beside it', async (t) => {
-  const { rollouts } = setup(t);
+  const { rollouts, store } = setup(t);
   rollouts.create(
     {
-      id: 'r-page',
+      id: 'r-paged',
       model: 'det',
       version: '2.0.0',
       target: { devices: DEVICES },
@@ -235,22 +235,28 @@ t.test('rollout.status lists a page of the devices: the same order on every call
     },
     'admin',
   );
-  const all = rollouts.status('r-page');
+  // This id's split puts d-3 and d-4 in the first wave: not the target's order.
+  const all = rollouts.status('r-paged');
   t.equal(all.devicesTotal, DEVICES.length);
   t.equal(all.devices.length, DEVICES.length, 'no page: every device');
   const ids = all.devices.map((d) => d.id);
   const pages: string[] = [];
   for (let offset = 0; offset < DEVICES.length; offset += 3) {
-    const page = rollouts.status('r-page', { offset, limit: 3 });
+    const page = rollouts.status('r-paged', { offset, limit: 3 });
     t.equal(page.devicesTotal, DEVICES.length, 'the total with every page');
     pages.push(...page.devices.map((d) => d.id));
   }
   t.same(pages, ids, 'pages of 3 cover every device once, in the order of the whole list');
   t.same(
-    rollouts.status('r-page', { offset: 1 }).devices.map((d) => d.id),
+    ids,
+    store.rolloutDevices('r-paged').map((d) => d.deviceId),
+    "the store's order (wave, then id): the same once it is read back after a restart or its end",
+  );
+  t.same(
+    rollouts.status('r-paged', { offset: 1 }).devices.map((d) => d.id),
     ids.slice(1),
     'an offset alone: the rest',
   );
-  t.same(rollouts.status('r-page', { offset: 10 }).devices, [], 'past the end: none');
-  t.equal(rollouts.status('r-page', { offset: 10 }).summary.id, 'r-page', 'with the summary still');
+  t.same(rollouts.status('r-paged', { offset: 10 }).devices, [], 'past the end: none');
+  t.equal(rollouts.status('r-paged', { offset: 10 }).summary.id, 'r-paged', 'with the summary still');
 });

@@ -99,6 +99,8 @@ t.test('no connection, or a closed one: open; a wait ends when the connection cl
   const flow = socketFlow(() => client, 1);
   client.cork(); // held in Node's buffer
   client.write(Buffer.alloc(16));
+  t.equal(flow.open(), true, "a limit under the high-water mark is raised to it ('drain' comes only past it)");
+  client.write(Buffer.alloc(client.writableHighWaterMark));
   t.equal(flow.open(), false, 'over the limit');
   flow.whenOpen(() => resumed++);
   await tick();

@@ -679,6 +679,21 @@ t.test('rollouts: create, get, list, update, devices', async (t) => {
   t.equal(store.getRollout('r10'), null, 'nothing of a refused rollout is written');
 });
 
+t.test(
+  'rollouts: the open devices a late report may move are those sent it, without an outcome, not sent back',
+  async (t) => {
+    const { store } = seeded(t, 5);
+    store.createRollout(rollout('r1', { status: 'aborted' }), [
+      member('cam-01', 0, { state: 'downloading', assignedAt: NOW }),
+      member('cam-02', 0, { state: 'assigned', assignedAt: NOW }),
+      member('cam-03', 0, { state: 'healthy', assignedAt: NOW, finishedAt: LATER }),
+      member('cam-04', 0, { state: 'assigned', assignedAt: NOW, revertedTo: { releaseId: 'detector@1.0.0' } }),
+      member('cam-05', 1), // its wave never started: never sent this rollout
+    ]);
+    t.strictSame([...store.openRolloutDevices('r1')].sort(), ['cam-01', 'cam-02']);
+  },
+);
+
 t.test('rollouts: active filters and the one-active-rollout-per-model rule', async (t) => {
   const { store } = seeded(t);
   store.createRollout(rollout('r1', { createdAt: NOW }), [member('cam-01'), member('cam-02')]);

@@ -24,8 +24,13 @@ export const SOCKET_BACKLOG_BYTES = 1024 * 1024;
  * `drain` that cannot come. A wait ends at the socket's `drain` (its buffer emptied) or `close`.
  */
 export function socketFlow(connection: () => Writable | undefined, limitBytes = SOCKET_BACKLOG_BYTES): PublishFlow {
+  // Never below the stream's high-water mark: Node emits 'drain' only after a write found the
+  // buffer at or past it, so a wait that began under it would wait for the connection's close.
   const open = (stream: Writable | undefined) =>
-    !stream || stream.destroyed || !stream.writable || stream.writableLength < limitBytes;
+    !stream ||
+    stream.destroyed ||
+    !stream.writable ||
+    stream.writableLength < Math.max(limitBytes, stream.writableHighWaterMark);
   return {
     open: () => open(connection()),
     whenOpen(resume) {

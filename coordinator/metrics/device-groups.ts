@@ -18,6 +18,12 @@ export interface DeviceGroupsDeps {
 export class DeviceGroups {
   private groups: GroupRecord[] | null = null;
   private readonly cache = new Map<string, readonly string[]>();
+  /**
+   * One array per distinct answer, shared by the devices that give it: a fleet has a few
+   * (usually the same one or two groups for thousands of devices), and an array per device was
+   * ~120 bytes of it, 6 MB at 50,000 (BENCHMARKS.md, 2026-12-07 "memory at 50,000").
+   */
+  private readonly answers = new Map<string, readonly string[]>();
 
   constructor(private readonly deps: DeviceGroupsDeps) {}
 
@@ -34,8 +40,15 @@ export class DeviceGroups {
           : Object.entries(g.selector ?? {}).every(([k, v]) => ownEntry(labels, k) === v),
       )
       .map((g) => g.name);
-    this.cache.set(deviceId, names);
-    return names;
+    // Group names are ids (no NUL in them), so the joined names name the answer.
+    const key = names.join('\0');
+    let shared = this.answers.get(key);
+    if (!shared) {
+      shared = Object.freeze(names);
+      this.answers.set(key, shared);
+    }
+    this.cache.set(deviceId, shared);
+    return shared;
   }
 
   /** Drops what a committed change made stale. */
@@ -44,6 +57,7 @@ export class DeviceGroups {
       if (e.action === 'group.created') {
         this.groups = null;
         this.cache.clear();
+        this.answers.clear();
       } else if (
         (e.action === 'device.enrolled' || e.action === 'device.removed') &&
         e.subject?.startsWith('device:')

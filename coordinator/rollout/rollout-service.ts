@@ -137,9 +137,10 @@ export class RolloutService {
 
   /**
    * A finished rollout that a late report names: its fields and the devices a late report can
-   * still move (no outcome, not sent back), kept for the next reports (a fleet reconnecting after
-   * the end names the same few rollouts); null when there is none. Small: ids of the open devices
-   * only, never the rollout's rows (a 10,000-device rollout has a handful of late devices).
+   * still move (sent it, no outcome, not sent back), kept for the next reports (a fleet
+   * reconnecting after the end names the same few rollouts); null when there is none. Small: ids
+   * of the open devices only, never the rollout's rows (a 10,000-device rollout has a handful of
+   * late devices; an aborted canary's devices that were never sent it are not among them).
    */
   private finishedInfo(id: string): Finished | null {
     if (this.finished.has(id)) return this.finished.get(id) ?? null;
@@ -290,12 +291,11 @@ export class RolloutService {
     this.finished.delete(id);
     // The plan carries the rows as created and the start decision's changes: the cache starts
     // from the created rows and takes the changes once they are committed.
+    // In the store's order (wave, then device id), as load() reads them after a restart or once
+    // finished: `rollout.status` pages must list the same order on every call.
     const entry: Live = {
       rollout: { ...rollout },
-      devices: new LiveDeviceIndex(
-        devices.map((d) => ({ ...d })),
-        rollout.strategy.waves.length,
-      ),
+      devices: new LiveDeviceIndex(devices.map((d) => ({ ...d })).sort(byWaveThenId), rollout.strategy.waves.length),
     };
     this.commitPlan(entry, plan, now);
     this.live.set(id, entry);
@@ -329,8 +329,9 @@ export class RolloutService {
     const { store } = this.deps;
     const lastModels = this.deps.lastModels ?? ((id: string) => store.getDevice(id)?.lastReport?.models);
     const isOnline = this.deps.isOnline ?? ((id: string) => store.getDevice(id)?.online ?? false);
-    // A page of a large rollout (50,000 devices are a ~15 MB reply, built and held at once):
-    // the same row order on every call, so pages of `limit` from 0 cover every device once.
+    // A page of a large rollout (50,000 devices are a ~15 MB reply, built and held at once), in
+    // the store's order (wave, then id) whether live or read back: pages of `limit` from 0 cover
+    // every device once.
     const rows = entry.devices.values();
     const from = Math.min(page.offset ?? 0, rows.length);
     const to = page.limit === undefined ? rows.length : Math.min(rows.length, from + page.limit);
@@ -545,4 +546,12 @@ export class RolloutService {
       return [this.summaryMessage(summary)];
     });
   }
+}
+
+/**
+ * The store's order of a rollout's rows (`ORDER BY wave, device_id`): ids are ASCII
+ * (shared/messages.ts), so comparing UTF-16 code units orders them as SQLite's BINARY collation.
+ */
+function byWaveThenId(a: RolloutDevice, b: RolloutDevice): number {
+  return a.wave - b.wave || (a.deviceId < b.deviceId ? -1 : a.deviceId > b.deviceId ? 1 : 0);
 }

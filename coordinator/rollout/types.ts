@@ -219,7 +219,7 @@ export interface RolloutStatusResult {
     createdBy: string;
     createdAt: string;
   };
-  /** The devices asked for (all of them, or the page `offset`/`limit` chose), in the rollout's row order. */
+  /** The devices asked for (all of them, or the page `offset`/`limit` chose), by wave, then device id. */
   devices: RolloutDeviceView[];
   /** How many devices the rollout has (more than `devices` when a page was asked for). */
   devicesTotal: number;

@@ -217,8 +217,12 @@ export class RolloutsTable {
   openDevices(rolloutId: string): string[] {
     return this.db
       .q<{ device_id: string }>(
+        // Not the pending ones: a device whose wave never started was never sent this rollout,
+        // so no report of it names it (an aborted 1% canary of 50,000 devices left 49,500 of
+        // them, 14 MB of ids in the rollout engine's memory for nothing; BENCHMARKS.md,
+        // 2026-12-07 "memory at 50,000").
         `SELECT device_id FROM rollout_devices
-          WHERE rollout_id = ? AND reverted_to IS NULL AND state NOT IN ${sqlList(OUTCOME_STATES)}`,
+          WHERE rollout_id = ? AND reverted_to IS NULL AND state <> 'pending' AND state NOT IN ${sqlList(OUTCOME_STATES)}`,
       )
       .all(rolloutId)
       .map((r) => r.device_id);

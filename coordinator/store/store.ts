@@ -143,7 +143,7 @@ export interface Store {
   listRollouts(filter?: { active?: boolean }): Rollout[];
   updateRollout(id: string, patch: Partial<Rollout>): void;
   rolloutDevices(rolloutId: string): RolloutDevice[];
-  /** Ids of the rollout's devices with no outcome yet and not sent back by an abort. */
+  /** Ids of the rollout's devices sent it (not pending), with no outcome yet and not sent back by an abort. */
   openRolloutDevices(rolloutId: string): string[];
   upsertRolloutDevices(rolloutId: string, devices: RolloutDevice[]): void;
   /** Active (running, waiting_approval, halted) rollouts of `model` that include `deviceId`. */

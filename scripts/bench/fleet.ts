@@ -434,7 +434,7 @@ async function rolloutDevices(id: string): Promise<{ deviceId: string; wave: num
       { id, offset: out.length, limit: STATUS_PAGE },
     );
     total = status.devicesTotal;
-    if (status.devices.length === 0) break; // devices removed meanwhile: the total shrank
+    if (status.devices.length === 0) break; // a guard: a rollout's rows never shrink
     // Waves from 1 in the reply; 0-based indexes here (the observer's and the results').
     for (const d of status.devices) out.push({ deviceId: d.id, wave: d.wave - 1, state: d.state });
   }

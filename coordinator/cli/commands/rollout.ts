@@ -193,6 +193,9 @@ export function registerRollout(program: Command, io: CliIo): void {
         cmd: Command,
       ) => {
         if (opts.watch) {
+          if (opts.offset !== undefined || opts.limit !== undefined) {
+            usageError(cmd, '--watch follows the summary; --offset and --limit page the device list without it');
+          }
           const code = await withSession(io, cmd, (s: Session) => watchRollout(io, s, id, opts));
           if (code !== EXIT_OK) throw new CliExit(code);
           return;
