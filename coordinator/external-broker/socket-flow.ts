@@ -3,10 +3,14 @@ import type { PublishFlow } from '../broker/ordered-publisher.js';
 
 /**
  * Bytes the coordinator lets wait in its broker connection's write buffer before its publisher
- * holds further messages back. The kernel's socket buffer (megabytes on a busy link) keeps the
- * connection busy meanwhile; this is only what Node holds on top of it.
+ * holds further messages back (~14,000 desired states: a 10,000-device fleet's whole wave).
+ * Refilling it takes a turn of the event loop, which during a wave also ingests the devices'
+ * answers, so a small limit starves the connection: at 10,000 devices through Mosquitto the
+ * 9,000-device wave took 3.75 s with 1 MiB, 2.1-2.2 s with 4 MiB, and with 8 MiB 1.60-1.69 s
+ * alone but 1.88-2.02 s in full runs (1.74 s without a limit). What a larger fleet's wave holds
+ * here is bounded by it (BENCHMARKS.md, 2026-12-07 "memory at 50,000").
  */
-export const SOCKET_BACKLOG_BYTES = 1024 * 1024;
+export const SOCKET_BACKLOG_BYTES = 16 * 1024 * 1024;
 
 /**
  * The publisher's flow through an MQTT client's connection (ordered-publisher.ts, PublishFlow):
