@@ -68,9 +68,8 @@ export type PublishOrder = 'per-topic' | 'connection';
 /**
  * Whether the transport under `send` takes another message now (an external broker's socket:
  * socket-flow.ts). While it does not, messages wait here as small entries (their deferred
- * payloads not made) instead of as the socket's buffered chunks: ~1.4 KB of heap and bytes per
- * queued desired state there, ~80 MB at 50,000 devices (BENCHMARKS.md, 2026-12-07 "memory at
- * 50,000").
+ * payloads not made) instead of as the socket's buffered chunks, where a heap snapshot at 50,000
+ * devices found 72 MB of heap and 41 MB of Buffers (BENCHMARKS.md, 2026-12-07 "memory at 50,000").
  */
 export interface PublishFlow {
   open(): boolean;
