@@ -63,7 +63,10 @@ export class FleetFixture {
   /** Records every report and rollout summary seen by the admin client (it may read them). */
   private watch(): void {
     const client = this.admin.mqtt;
-    void client.subscribeAsync([topics.allDevices('reported'), topics.allRollouts()], { qos: 1 });
+    // Not awaited; a broker restart before the SUBACK ends this connection (CommandClient closes
+    // on 'close') and rejects the subscribe: caught, as the test then connects again
+    // (reconnectAdmin), which subscribes on the new connection. Uncaught it failed the test.
+    client.subscribeAsync([topics.allDevices('reported'), topics.allRollouts()], { qos: 1 }).catch(() => {});
     client.on('message', (topic, payload) => {
       try {
         const parsed = topics.parse(topic);

@@ -49,9 +49,10 @@ export class FleetObserver {
       client.once('error', reject);
     });
     await client.subscribeAsync([topics.allDevices('reported'), topics.allDevices('status')], { qos: 1 });
-    // Resubscribe after a broker restart (the new broker has no sessions).
+    // Resubscribe after a broker restart (the new broker has no sessions). A connection lost
+    // again before the SUBACK rejects it: caught, the next connect subscribes again.
     client.on('connect', () => {
-      void client.subscribeAsync([topics.allDevices('reported'), topics.allDevices('status')], { qos: 1 });
+      client.subscribeAsync([topics.allDevices('reported'), topics.allDevices('status')], { qos: 1 }).catch(() => {});
     });
     return observer;
   }
