@@ -97,22 +97,21 @@ function setup(t: Test, extra: Partial<RolloutServiceDeps> = {}) {
 
 const report = (state: string, rolloutId: string) =>
   ({ models: { det: { state, version: '2.0.0', rolloutId, error: null } } }) as unknown as Reported;
+/** A rollout of `det` 2.0.0 over every device of the fixture. */
+function createOnAll(rollouts: RolloutService, id: string, waves: string) {
+  return rollouts.create(
+    { id, model: 'det', version: '2.0.0', target: { devices: DEVICES }, strategy: { waves: parseWaves(waves) } },
+    'admin',
+  );
+}
+
 const turns = async (n = 3) => {
   for (let i = 0; i < n; i++) await new Promise<void>((r) => setImmediate(r));
 };
 
 t.test('device-only decisions are written behind; a wave, an outcome, an operator action durably', async (t) => {
   const { rollouts, transactions, advance } = setup(t);
-  rollouts.create(
-    {
-      id: 'r1',
-      model: 'det',
-      version: '2.0.0',
-      target: { devices: DEVICES },
-      strategy: { waves: parseWaves('25,100') },
-    },
-    'admin',
-  );
+  createOnAll(rollouts, 'r1', '25,100');
   t.same(transactions, ['durable'], 'create (wave 1 assigned) is durable');
   const [canary] = rollouts.status('r1').devices.filter((d) => d.state === 'assigned');
   const id = canary?.id as string;
@@ -137,10 +136,7 @@ t.test('device-only decisions are written behind; a wave, an outcome, an operato
 
 t.test('under load device events are decided at most once per interval, in one batch', async (t) => {
   const { rollouts, transactions, advance } = setup(t);
-  rollouts.create(
-    { id: 'r2', model: 'det', version: '2.0.0', target: { devices: DEVICES }, strategy: { waves: parseWaves('100') } },
-    'admin',
-  );
+  createOnAll(rollouts, 'r2', '100');
   advance(300); // quiet for longer than the interval
   transactions.length = 0;
   rollouts.onReport('d-1', report('downloading', 'r2'));
@@ -164,10 +160,7 @@ t.test('under load device events are decided at most once per interval, in one b
 
 t.test('a failure is decided on the next turn, without waiting for the batch interval', async (t) => {
   const { rollouts, transactions, pending } = setup(t);
-  rollouts.create(
-    { id: 'r3', model: 'det', version: '2.0.0', target: { devices: DEVICES }, strategy: { waves: parseWaves('100') } },
-    'admin',
-  );
+  createOnAll(rollouts, 'r3', '100');
   transactions.length = 0;
   // create() was a flush a moment ago: a progress report waits for the interval (200 ms here) ...
   rollouts.onReport('d-1', report('downloading', 'r3'));
@@ -202,16 +195,7 @@ t.test("rollout.status reads presence and the newest reports from the shell's me
       return id === 'd-2' ? report('downloading', 'r-mem').models : store.getDevice(id)?.lastReport?.models;
     },
   });
-  rollouts.create(
-    {
-      id: 'r-mem',
-      model: 'det',
-      version: '2.0.0',
-      target: { devices: DEVICES },
-      strategy: { waves: parseWaves('100') },
-    },
-    'admin',
-  );
+  createOnAll(rollouts, 'r-mem', '100');
   reads.length = 0; // create read them too (the revert targets)
   const status = rollouts.status('r-mem');
   t.same(
@@ -225,16 +209,7 @@ t.test("rollout.status reads presence and the newest reports from the shell's me
 
 t.test('rollout.status lists a page of the devices: the same order on every call, the total beside it', async (t) => {
   const { rollouts, store } = setup(t);
-  rollouts.create(
-    {
-      id: 'r-paged',
-      model: 'det',
-      version: '2.0.0',
-      target: { devices: DEVICES },
-      strategy: { waves: parseWaves('50,100') },
-    },
-    'admin',
-  );
+  createOnAll(rollouts, 'r-paged', '50,100');
   // This id's split puts d-3 and d-4 in the first wave: not the target's order.
   const all = rollouts.status('r-paged');
   t.equal(all.devicesTotal, DEVICES.length);

@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { DynsecAcl } from '../../coordinator/external-broker/dynsec-rules.js';
 import { type MosquittoConfigInput, mosquittoConf } from '../../coordinator/external-broker/mosquitto-config.js';
 import type { Topics } from '../../shared/topics.js';
-import { freePort, isPortTaken, MOSQUITTO_BIN, MosquittoProcess } from './mosquitto-process.js';
+import { MOSQUITTO_BIN, MosquittoProcess } from './mosquitto-process.js';
 
 /**
  * `bench:fleet --edges K`: the devices connect to K edge Mosquittos, each bridged into the one
@@ -120,22 +120,10 @@ async function startEdge(o: EdgeOptions, index: number, dynsec: Buffer): Promise
     ];
     return `${mosquittoConf(input)}${lines.map((l) => `${l}\n`).join('')}`;
   };
-  let lastError: Error | null = null;
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const port = await freePort();
-    await fs.writeFile(configFile, conf(port));
-    try {
-      return await MosquittoProcess.launch({
-        bin: o.bin ?? MOSQUITTO_BIN,
-        configFile,
-        port,
-        logFile,
-        readyTimeoutMs: o.readyTimeoutMs ?? 60_000,
-      });
-    } catch (err) {
-      lastError = err as Error;
-      if (!isPortTaken(lastError)) throw lastError;
-    }
-  }
-  throw lastError as Error;
+  return MosquittoProcess.launchOnFreePort((port) => fs.writeFile(configFile, conf(port)), {
+    bin: o.bin ?? MOSQUITTO_BIN,
+    configFile,
+    logFile,
+    readyTimeoutMs: o.readyTimeoutMs ?? 60_000,
+  });
 }

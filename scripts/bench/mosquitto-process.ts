@@ -125,29 +125,47 @@ export class MosquittoProcess {
     if (!existsSync(bin)) {
       throw new Error(`mosquitto is not installed at ${bin}: apt-get install mosquitto (or name the binary)`);
     }
-    let lastError: Error | null = null;
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const port = await freePort();
-      const logFile = path.join(options.dir, 'mosquitto.log');
-      const configFile = path.join(options.dir, 'mosquitto.conf');
-      const config = mosquittoConfig({
-        port,
-        logFile,
-        maxQueuedMessages: options.maxQueuedMessages ?? 1000,
-        ...(options.maxInflightMessages !== undefined ? { maxInflightMessages: options.maxInflightMessages } : {}),
-        runAsRoot: process.getuid?.() === 0,
-        ...(options.extra ? { extra: options.extra } : {}),
-      });
-      await fs.writeFile(configFile, config);
-      await fs.rm(logFile, { force: true });
-      try {
-        return await MosquittoProcess.launch({
-          bin,
-          configFile,
+    const logFile = path.join(options.dir, 'mosquitto.log');
+    const configFile = path.join(options.dir, 'mosquitto.conf');
+    return MosquittoProcess.launchOnFreePort(
+      async (port) => {
+        const config = mosquittoConfig({
           port,
           logFile,
-          ...(options.readyTimeoutMs !== undefined ? { readyTimeoutMs: options.readyTimeoutMs } : {}),
+          maxQueuedMessages: options.maxQueuedMessages ?? 1000,
+          ...(options.maxInflightMessages !== undefined ? { maxInflightMessages: options.maxInflightMessages } : {}),
+          runAsRoot: process.getuid?.() === 0,
+          ...(options.extra ? { extra: options.extra } : {}),
         });
+        await fs.writeFile(configFile, config);
+        await fs.rm(logFile, { force: true });
+      },
+      {
+        bin,
+        configFile,
+        logFile,
+        ...(options.readyTimeoutMs !== undefined ? { readyTimeoutMs: options.readyTimeoutMs } : {}),
+      },
+    );
+  }
+
+  /**
+   * Starts Mosquitto on a free loopback port: `writeConfig(port)` writes its config (at
+   * `o.configFile`) for that port, then `launch`. A port taken between our pick and Mosquitto's
+   * bind is tried again on another, up to 3 times; any other failure is thrown at once. The one
+   * place that loop lives (start, the edges and the provisioned broker of bench:fleet).
+   */
+  static async launchOnFreePort(
+    writeConfig: (port: number) => Promise<void>,
+    o: { bin?: string; configFile: string; logFile: string; readyTimeoutMs?: number },
+    firstPort?: number,
+  ): Promise<MosquittoProcess> {
+    let lastError: Error | null = null;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const port = attempt === 0 && firstPort !== undefined ? firstPort : await freePort();
+      await writeConfig(port);
+      try {
+        return await MosquittoProcess.launch({ ...o, port });
       } catch (err) {
         lastError = err as Error;
         // Only a lost race for the port is worth another try.

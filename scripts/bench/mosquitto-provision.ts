@@ -16,7 +16,7 @@ import {
 } from '../../coordinator/external-broker/mosquitto-config.js';
 import { createTopics, type Topics } from '../../shared/topics.js';
 import { wallMs } from './common.js';
-import { freePort, isPortTaken, MOSQUITTO_BIN, MosquittoProcess } from './mosquitto-process.js';
+import { freePort, MOSQUITTO_BIN, MosquittoProcess } from './mosquitto-process.js';
 
 /**
  * A fleet enrolled with the coordinator on its embedded broker, moved OFFLINE to a Mosquitto 2
@@ -199,37 +199,31 @@ export async function provisionMosquitto(o: ProvisionOptions): Promise<Provision
   const writeMs = Math.round(wallMs() - t0);
 
   const t1 = wallMs();
-  let lastError: Error | null = null;
-  for (let attempt = 0; attempt < 3; attempt++) {
-    if (attempt > 0) {
-      // Another process took the port between our pick and Mosquitto's bind: the config again, on another.
-      input.port = await freePort();
-      await fs.writeFile(written.conf, conf(input.port));
-    }
-    try {
-      const mosquitto = await MosquittoProcess.launch({
-        bin: o.bin ?? MOSQUITTO_BIN,
-        configFile: written.conf,
-        port: input.port,
-        logFile: input.logFile as string,
-        readyTimeoutMs: o.readyTimeoutMs ?? 60_000,
-      });
-      return {
-        mosquitto,
-        url: mosquitto.url,
-        passwordFile: written.passwordFile,
-        coordinatorArgs: ['--broker', mosquitto.url, '--broker-password-file', written.passwordFile],
-        input: { runAs: input.runAs, plugin: input.plugin, topics },
-        dynsecFile: written.dynsec,
-        dynsecFileBytes: Buffer.byteLength(body),
-        clients: full.clients.length,
-        writeMs,
-        startMs: Math.round(wallMs() - t1),
-      };
-    } catch (err) {
-      lastError = err as Error;
-      if (!isPortTaken(lastError)) throw lastError;
-    }
-  }
-  throw lastError as Error;
+  const mosquitto = await MosquittoProcess.launchOnFreePort(
+    async (port) => {
+      // A retry's port (another process took the first): the config again, on it.
+      if (port === input.port) return;
+      input.port = port;
+      await fs.writeFile(written.conf, conf(port));
+    },
+    {
+      bin: o.bin ?? MOSQUITTO_BIN,
+      configFile: written.conf,
+      logFile: input.logFile as string,
+      readyTimeoutMs: o.readyTimeoutMs ?? 60_000,
+    },
+    input.port,
+  );
+  return {
+    mosquitto,
+    url: mosquitto.url,
+    passwordFile: written.passwordFile,
+    coordinatorArgs: ['--broker', mosquitto.url, '--broker-password-file', written.passwordFile],
+    input: { runAs: input.runAs, plugin: input.plugin, topics },
+    dynsecFile: written.dynsec,
+    dynsecFileBytes: Buffer.byteLength(body),
+    clients: full.clients.length,
+    writeMs,
+    startMs: Math.round(wallMs() - t1),
+  };
 }
