@@ -13,7 +13,7 @@ import { OrderedPublisher, type OutgoingPublish } from './broker/ordered-publish
 import type { Principal } from './broker/principal.js';
 import { runCommand } from './commands/dispatch.js';
 import type { CoordinatorConfig } from './config.js';
-import { DesiredPublisher, type OutgoingMessage } from './desired/desired-publisher.js';
+import { DesiredPublisher, type DesiredStates, type OutgoingMessage } from './desired/desired-publisher.js';
 import { ParallelSigner } from './desired/parallel-signer.js';
 import { SeqCatchUp } from './desired/seq-catch-up.js';
 import { AnalysisGates } from './experiments/analysis-judge.js';
@@ -135,10 +135,12 @@ export async function startCoordinator(
     // in bounded turns (IngestGate), so that storm cannot take seconds and ~90 MB in one stretch.
     let largeFanOuts = 0;
     let lastFanOutDoneAt = Number.NEGATIVE_INFINITY;
-    const publish = (messages: OutgoingMessage[]) => {
-      if (messages.length < LARGE_FAN_OUT) return publisher.publish(messages);
+    const publish = (messages: OutgoingMessage[], desiredStates?: DesiredStates) => {
+      if (messages.length + (desiredStates?.length ?? 0) < LARGE_FAN_OUT) {
+        return publisher.publish(messages, desiredStates);
+      }
       largeFanOuts++;
-      return publisher.publish(messages).finally(() => {
+      return publisher.publish(messages, desiredStates).finally(() => {
         largeFanOuts--;
         lastFanOutDoneAt = nowMs();
       });
@@ -487,7 +489,7 @@ export async function startCoordinator(
       const republish = store.transaction(() =>
         desired.prepare(store.latestTrustDocument() ? store.deviceIds() : store.devicesWithDesired()),
       );
-      await publish([...republish, ...rollouts.summaries()]);
+      await publish(rollouts.summaries(), republish);
       // And the fleet summary, changed or not: a page that subscribes gets one even when nothing moves.
       await fleetSummary.publishNow();
     };

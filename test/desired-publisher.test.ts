@@ -55,8 +55,6 @@ function addRelease(store: SqliteStore, model: string, version: string): void {
   });
 }
 
-const take = (payload: Buffer | (() => Buffer)) => (typeof payload === 'function' ? payload() : payload);
-
 t.test('a wave is signed 1,024 states at a time, when its first message is taken', async (t) => {
   const ids = Array.from({ length: 2100 }, (_, i) => `cam-${i}`);
   const { store, publisher, signed } = setup(t, ids);
@@ -65,14 +63,15 @@ t.test('a wave is signed 1,024 states at a time, when its first message is taken
   t.same(signed, [], 'nothing signed while preparing, inside the transaction');
   t.equal(store.nextDesiredSeq('cam-0'), 2, 'the seq was taken (and committed) by prepare');
 
-  const first = take(messages[0]?.payload as Buffer);
+  const first = messages.payload(0);
   t.same(signed, [1024], 'taking the first message signed its batch only');
-  for (const m of messages.slice(1, 1024)) take(m.payload);
+  for (let i = 1; i < 1024; i++) messages.payload(i);
   t.same(signed, [1024], 'the rest of the batch was already signed');
-  const last = take(messages[2099]?.payload as Buffer);
+  const last = messages.payload(2099);
   t.same(signed, [1024, 52], 'the last batch signed when its message was taken, the middle one not yet');
-  for (const m of messages.slice(1024, 2099)) take(m.payload);
-  t.same(signed, [1024, 52, 1024]);
+  // Out of order, as a message handed over behind its topic's previous one is taken.
+  for (let i = 2098; i >= 1024; i--) messages.payload(i);
+  t.same(signed, [1024, 52, 1024], 'each batch signed once');
 
   const policy = { keys: [key], threshold: 1 };
   for (const [payload, id] of [
@@ -82,8 +81,12 @@ t.test('a wave is signed 1,024 states at a time, when its first message is taken
     const state = verifyDesired(decodeDesiredMessage(payload), policy, { deviceId: id, lastSeq: 0 });
     t.equal(state.seq, 1, `${id}: verifies for its own device, seq 1`);
   }
-  t.equal(messages[2099]?.topic, createTopics().desired('cam-2099'));
-  t.throws(() => take(messages[0]?.payload as Buffer), /already taken/, 'a payload is handed out once');
+  t.equal(messages.topic(2099), createTopics().desired('cam-2099'));
+  t.same(messages.device(2099), { deviceId: 'cam-2099', seq: 1 });
+  t.throws(() => messages.payload(0), /already taken/, 'a payload is handed out once');
+  t.throws(() => messages.payload(1500), /already taken/, 'also from a batch not taken in full before');
+  t.throws(() => messages.payload(2100), /desired state 2100 of 2100: no such message/);
+  t.throws(() => messages.topic(-1), /no such message/);
 });
 
 t.test('a stored state the schema refuses fails its own message only', async (t) => {
@@ -101,14 +104,14 @@ t.test('a stored state the schema refuses fails its own message only', async (t)
   }
   const messages = store.transaction(() => publisher.prepare(ids));
   t.equal(messages.length, 3);
-  t.throws(() => take(messages[1]?.payload as Buffer), /rolloutId/, 'the refused state throws why, naming the field');
+  t.throws(() => messages.payload(1), /rolloutId/, 'the refused state throws why, naming the field');
   t.same(signed, [2], 'the two valid states were signed all the same');
   const policy = { keys: [key], threshold: 1 };
   for (const [i, id, rolloutId] of [
     [0, 'cam-1', 'r1'],
     [2, 'cam-3', null],
   ] as const) {
-    const state = verifyDesired(decodeDesiredMessage(take(messages[i]?.payload as Buffer)), policy, {
+    const state = verifyDesired(decodeDesiredMessage(messages.payload(i)), policy, {
       deviceId: id,
       lastSeq: 0,
     });
@@ -139,7 +142,7 @@ t.test("a device past the schema's 32 models: the plan rolls back with a clear e
   t.equal(store.nextDesiredSeq('cam-1'), 1, 'no seq used up');
   const messages = assign(MAX_MODELS);
   t.equal(messages.length, 1, 'at the limit it is issued');
-  t.ok(take(messages[0]?.payload as Buffer).length > 0);
+  t.ok(messages.payload(0).length > 0);
   t.same(signed, [1]);
 });
 
@@ -161,6 +164,6 @@ t.test('a batch whose signing fails fails each of its messages, signing once', a
     },
   });
   const messages = store.transaction(() => publisher.prepare(ids));
-  for (const m of messages) t.throws(() => take(m.payload), /signing worker gone/);
+  for (let i = 0; i < messages.length; i++) t.throws(() => messages.payload(i), /signing worker gone/);
   t.equal(calls, 1, 'the batch was signed (and failed) once, not once per message');
 });

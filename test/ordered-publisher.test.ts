@@ -1,6 +1,11 @@
 import { Writable } from 'node:stream';
 import t from 'tap';
-import { OrderedPublisher, type OutgoingPublish, type QueuedPublish } from '../coordinator/broker/ordered-publisher.js';
+import {
+  type DeferredMessages,
+  OrderedPublisher,
+  type OutgoingPublish,
+  WAVE_LANE_MIN,
+} from '../coordinator/broker/ordered-publisher.js';
 import { createLogger } from '../shared/logger.js';
 
 // The coordinator's publish pipeline: concurrent across topics (a 9,000-device wave must not
@@ -118,27 +123,33 @@ t.test('at most `window` publishes in flight; the rest start as slots free up, i
   );
 });
 
+/** A deferred list (as a wave's desired states): payloads made when asked, recorded in `made`. */
+function deferredList(topics: readonly string[], made: number[] = [], refuse = new Set<number>()): DeferredMessages {
+  return {
+    length: topics.length,
+    retain: true,
+    topic: (i) => topics[i] as string,
+    payload: (i) => {
+      if (refuse.has(i)) throw new Error('rolloutId: must be 1-64 letters');
+      made.push(i);
+      return Buffer.from(`w${i}`);
+    },
+  };
+}
+
 t.test('a deferred payload is made when its message takes a slot, not when handed over', async (t) => {
   const { started, send } = manualTransport();
   const { logger } = captureLogger();
   const publisher = new OrderedPublisher(send, logger, 2);
   const made: number[] = [];
-  const deferred = (topic: string, n: number): QueuedPublish => ({
-    topic,
-    retain: true,
-    payload: () => {
-      made.push(n);
-      return Buffer.from(String(n));
-    },
-  });
-  const all = publisher.publish([deferred('a', 0), deferred('b', 1), deferred('c', 2), deferred('a', 3)]);
+  const all = publisher.publish([], deferredList(['a', 'b', 'c', 'a'], made));
   t.same(made, [0, 1], 'only the two in the window were made');
   started[0]?.settle();
   await tick();
   t.same(made, [0, 1, 2], 'a freed slot made the next one in handover order');
   t.same(
     started.map((s) => String(s.message.payload)),
-    ['0', '1', '2'],
+    ['w0', 'w1', 'w2'],
     'what went out is what was made',
   );
   for (const s of started.splice(0)) s.settle();
@@ -153,16 +164,7 @@ t.test('a deferred payload that throws is a failed publish, logged; its topic go
   const { started, send } = manualTransport();
   const { lines, logger } = captureLogger();
   const publisher = new OrderedPublisher(send, logger);
-  const all = publisher.publish([
-    {
-      topic: 'desired/d1',
-      retain: true,
-      payload: () => {
-        throw new Error('rolloutId: must be 1-64 letters');
-      },
-    },
-    msg('desired/d1', 2),
-  ]);
+  const all = publisher.publish([msg('desired/d1', 2)], deferredList(['desired/d1'], [], new Set([0])));
   await tick();
   t.same(
     started.map((s) => String(s.message.payload)),
@@ -172,6 +174,107 @@ t.test('a deferred payload that throws is a failed publish, logged; its topic go
   started.shift()?.settle();
   await all;
   t.match(lines.join(''), /"topic":"desired\/d1".*rolloutId: must be.*publish failed/);
+});
+
+t.test('a wave waits in its own lane: what is handed over meanwhile takes every other slot', async (t) => {
+  const { started, send } = manualTransport();
+  const { logger } = captureLogger();
+  const publisher = new OrderedPublisher(send, logger, 4, 'connection');
+  const made: number[] = [];
+  const size = WAVE_LANE_MIN + 4;
+  const wave = publisher.publish(
+    [{ ...msg('audit', 0), retain: false }],
+    deferredList(
+      Array.from({ length: size }, (_, i) => `desired/d${i}`),
+      made,
+    ),
+  );
+  await tick();
+  t.same(
+    started.map((s) => String(s.message.payload)),
+    ['0', 'w0', 'w1', 'w2'],
+    "the wave's audit event does not wait behind the wave; then the wave, the other lane being empty",
+  );
+  t.equal(publisher.pending, size + 1);
+  // The wave's devices answer: their audit events are handed over while the wave waits.
+  const answers = publisher.publish(Array.from({ length: 3 }, (_, i) => ({ ...msg('audit', 10 + i), retain: false })));
+  for (const s of started.splice(0)) s.settle();
+  await tick();
+  t.same(
+    started.map((s) => String(s.message.payload)),
+    ['10', 'w3', '11', 'w4'],
+    'the lanes take turns: the answers do not wait behind the whole wave',
+  );
+  t.same(made, [0, 1, 2, 3, 4], 'the wave made only what took a slot');
+  for (let now = started.splice(0); now.length > 0; now = started.splice(0)) {
+    for (const s of now) s.settle();
+    await tick();
+  }
+  await Promise.all([wave, answers]);
+  t.equal(made.length, size, 'every message of the wave went out once');
+  t.same(
+    made,
+    [...made].sort((a, b) => a - b),
+    'in handover order',
+  );
+  t.equal(publisher.pending, 0);
+  t.equal(publisher.pendingTopics, 0);
+});
+
+t.test("a topic's order holds across the lanes", async (t) => {
+  const { started, send } = manualTransport();
+  const { logger } = captureLogger();
+  const publisher = new OrderedPublisher(send, logger, 2, 'connection');
+  const topics = Array.from({ length: WAVE_LANE_MIN }, (_, i) => `desired/d${i}`);
+  // d5 already has a message in flight when the wave is handed over; d9's newer state comes after.
+  const before = publisher.publish([msg('desired/d5', 1)]);
+  await tick();
+  const made: number[] = [];
+  const wave = publisher.publish([], deferredList(topics, made));
+  const newer = publisher.publish([msg('desired/d9', 2)]);
+  t.equal(publisher.pendingTopics, WAVE_LANE_MIN, 'every topic of the wave is registered when it is handed over');
+  const out: string[] = [];
+  let rounds = 0;
+  while (out.length < WAVE_LANE_MIN + 2 && rounds++ < 10_000) {
+    const now = started.splice(0);
+    for (const s of now) {
+      out.push(`${s.message.topic}=${s.message.payload}`);
+      s.settle();
+    }
+    await tick();
+  }
+  await Promise.all([before, wave, newer]);
+  const d5 = out.filter((o) => o.startsWith('desired/d5='));
+  const d9 = out.filter((o) => o.startsWith('desired/d9='));
+  t.same(d5, ['desired/d5=1', 'desired/d5=w5'], "the wave's message for d5 went out after the one in flight before it");
+  t.same(d9, ['desired/d9=w9', 'desired/d9=2'], "d9's newer state went out after the wave's, not before");
+  t.equal(out.length, WAVE_LANE_MIN + 2, 'nothing twice, nothing lost');
+  t.equal(publisher.pending, 0);
+  t.equal(publisher.pendingTopics, 0);
+});
+
+t.test('a short deferred list is queued with the rest, not in the wave lane', async (t) => {
+  const { started, send } = manualTransport();
+  const { logger } = captureLogger();
+  const publisher = new OrderedPublisher(send, logger, 1, 'connection');
+  const wave = publisher.publish([], deferredList(Array.from({ length: WAVE_LANE_MIN }, (_, i) => `desired/w${i}`)));
+  const one = publisher.publish([], deferredList(['desired/single']));
+  const out: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    const s = started.shift();
+    if (s) {
+      out.push(String(s.message.payload));
+      s.settle();
+    }
+    await tick();
+  }
+  t.same(out, ['w0', 'w0', 'w1', 'w2'], "a single device's state goes out second, not after the wave's 256");
+  t.equal(started.length, 1);
+  while (started.length > 0) {
+    started.shift()?.settle();
+    await tick();
+  }
+  await Promise.all([wave, one]);
 });
 
 t.test(

@@ -1,7 +1,11 @@
 import net from 'node:net';
 import { Writable } from 'node:stream';
 import t, { type Test } from 'tap';
-import { OrderedPublisher, type OutgoingPublish, type QueuedPublish } from '../coordinator/broker/ordered-publisher.js';
+import {
+  type DeferredMessages,
+  OrderedPublisher,
+  type OutgoingPublish,
+} from '../coordinator/broker/ordered-publisher.js';
 import { socketFlow } from '../coordinator/external-broker/socket-flow.js';
 import { createLogger } from '../shared/logger.js';
 
@@ -47,17 +51,18 @@ t.test('a connection that stops reading holds messages in the publisher, in orde
   };
   const publisher = new OrderedPublisher(send, logger, 10_000, 'connection');
   publisher.useFlow(socketFlow(() => client, LIMIT));
-  const messages: QueuedPublish[] = Array.from({ length: TOTAL }, (_, i) => ({
-    topic: 'ota/v1/audit',
+  const messages: DeferredMessages = {
+    length: TOTAL,
     retain: false,
-    payload: () => {
+    topic: () => 'ota/v1/audit',
+    payload: (i) => {
       made++;
       const b = Buffer.alloc(SIZE, 0x20);
       b.writeUInt32BE(i, 0);
       return b;
     },
-  }));
-  const done = publisher.publish(messages);
+  };
+  const done = publisher.publish([], messages);
   for (let i = 0; i < 100_000 && client.writableLength < LIMIT; i++) await tick();
   t.ok(client.writableLength >= LIMIT, 'the connection backed up');
   await tick();

@@ -7,16 +7,20 @@ export interface OutgoingPublish {
 }
 
 /**
- * A publish handed to OrderedPublisher: its payload, or a function that makes it when the
- * message's turn comes (a wave's signed desired states: desired-publisher.ts). Deferred payloads
- * are made as messages take their slots (at most `window` in flight, plus what waits behind its
- * topic's previous message, plus the rest of the batch of 1,024 being signed), so a wave's memory
- * is bounded by the window, not by the size of the fleet.
+ * Messages made one at a time as they take their slots: a wave's signed desired states
+ * (desired-publisher.ts). The publisher holds the list as one object, asks a message's topic when
+ * the list is handed over (for its topic's order) and its payload when the message takes a slot,
+ * so a queued wave costs what the list keeps per device (its id, seq and shared models), not a
+ * queue entry, a closure and an assembled state each (~0.5 KB a device, 22 MB of a 50,000-device
+ * wave in a heap snapshot: BENCHMARKS.md, 2026-12-07 "the wave in its own lane").
  */
-export interface QueuedPublish {
-  topic: string;
-  payload: Buffer | (() => Buffer);
-  retain: boolean;
+export interface DeferredMessages {
+  readonly length: number;
+  /** Every message of the list is retained, or none. */
+  readonly retain: boolean;
+  topic(index: number): string;
+  /** Asked once per index, when that message takes its slot (any order); throws: the message failed, logged. */
+  payload(index: number): Buffer;
 }
 
 /** What publish() handed over together, resolved once its last message settled. */
@@ -25,10 +29,40 @@ interface Batch {
   resolve: () => void;
 }
 
-interface Entry {
-  message: QueuedPublish;
-  batch: Batch;
+/** A message waiting for a slot: given whole, or the `index`-th of a deferred list. */
+class Entry {
+  constructor(
+    readonly batch: Batch,
+    readonly message: OutgoingPublish | null,
+    readonly list: DeferredMessages | null,
+    readonly index: number,
+  ) {}
+
+  get topic(): string {
+    return this.message ? this.message.topic : (this.list as DeferredMessages).topic(this.index);
+  }
+
+  get retain(): boolean {
+    return this.message ? this.message.retain : (this.list as DeferredMessages).retain;
+  }
 }
+
+/** A large deferred list in the wave lane: taken from `next` on, except what waits behind its topic. */
+interface Run {
+  list: DeferredMessages;
+  batch: Batch;
+  next: number;
+  /** Messages not taken yet and not waiting behind their topic. */
+  left: number;
+  /** Indexes handed over behind an earlier message of their topic (they go out from there). */
+  behind: Set<number> | null;
+}
+
+/**
+ * A deferred list at least this long goes into the wave lane; a shorter one is queued message by
+ * message with everything else, so a single device's desired state never waits behind a wave.
+ */
+export const WAVE_LANE_MIN = 256;
 
 /**
  * The coordinator's own publishes: messages to different topics go out concurrently (at most
@@ -50,6 +84,15 @@ interface Entry {
  * the broker (IngestGate, service.ts), which is what keeps sending it all at once within the
  * memory budget. mqemitter runs without a queue (create-broker.ts), so no window is needed
  * against its queue's recursion.
+ *
+ * Two lanes: a large deferred list (a wave) waits in its own lane, and slots go to the two lanes
+ * in turn. Everything else (rollout summaries, audit events, a single device's desired state) is
+ * handed over while a wave goes out, most of it caused by the wave's own answers; in one queue
+ * behind a 45,000-device wave it waited the ~30 s the wave takes through Mosquitto, 31,000 audit
+ * events deep (31 MB of payloads, a heap snapshot found: BENCHMARKS.md, 2026-12-07 "the wave in
+ * its own lane"). A topic's order holds across the lanes: it is registered when the message is
+ * handed over, whichever lane it waits in. Across topics nothing is promised, so a wave's own
+ * summary and audit events may go out before its last desired states.
  *
  * `order: 'connection'` (an external broker, the coordinator one client of it): the order of a
  * topic's messages that are not retained is kept by the protocol, not by waiting. They are written
@@ -81,8 +124,15 @@ export class OrderedPublisher {
   /** Entries whose topic has nothing before them, in the order they may take a slot. */
   private ready: Entry[] = [];
   private readyHead = 0;
-  /** Per topic with a message queued or in flight: the later ones, waiting for it (FIFO). */
-  private readonly behind = new Map<string, Entry[]>();
+  /** The wave lane: large deferred lists, in handover order. */
+  private readonly runs: Run[] = [];
+  /** Whether the wave lane has the next slot when both lanes have a message. */
+  private runsNext = false;
+  /**
+   * Per topic with a message queued or in flight, in per-topic order: the later ones, waiting for
+   * it (FIFO); null while there are none (a wave registers every one of its topics).
+   */
+  private readonly behind = new Map<string, Entry[] | null>();
   private active = 0;
   private flow: PublishFlow | null = null;
   private waitingForFlow = false;
@@ -100,24 +150,18 @@ export class OrderedPublisher {
     this.pump();
   }
 
-  /** Resolves when every message has been handed to the broker (or its failure logged). */
-  publish(messages: readonly QueuedPublish[]): Promise<void> {
-    if (messages.length === 0) return Promise.resolve();
+  /**
+   * Resolves when every message has been handed to the broker (or its failure logged): `messages`
+   * in their order, and `deferred`'s (a wave's desired states) made as they take their slots.
+   */
+  publish(messages: readonly OutgoingPublish[], deferred?: DeferredMessages): Promise<void> {
+    const count = messages.length + (deferred?.length ?? 0);
+    if (count === 0) return Promise.resolve();
     return new Promise<void>((resolve) => {
-      const batch: Batch = { left: messages.length, resolve };
-      for (const message of messages) {
-        const entry = { message, batch };
-        if (this.order === 'connection' && !message.retain) {
-          this.ready.push(entry);
-          continue;
-        }
-        const later = this.behind.get(message.topic);
-        if (later) later.push(entry);
-        else {
-          this.behind.set(message.topic, []);
-          this.ready.push(entry);
-        }
-      }
+      const batch: Batch = { left: count, resolve };
+      if (deferred && deferred.length >= WAVE_LANE_MIN) this.queueRun(deferred, batch);
+      else if (deferred) for (let i = 0; i < deferred.length; i++) this.queue(new Entry(batch, null, deferred, i));
+      for (const message of messages) this.queue(new Entry(batch, message, null, 0));
       this.pump();
     });
   }
@@ -129,20 +173,71 @@ export class OrderedPublisher {
 
   /** Messages handed over and not settled yet (queued or in flight). */
   get pending(): number {
-    return (
-      this.active + this.ready.length - this.readyHead + [...this.behind.values()].reduce((n, l) => n + l.length, 0)
-    );
+    let n = this.active + this.ready.length - this.readyHead;
+    for (const run of this.runs) n += run.left;
+    for (const later of this.behind.values()) n += later?.length ?? 0;
+    return n;
+  }
+
+  /** Whether `retain`ed messages of a topic wait for the one before (see PublishOrder). */
+  private ordered(retain: boolean): boolean {
+    return this.order === 'per-topic' || retain;
+  }
+
+  /** Into the ready queue, or behind its topic's previous message. */
+  private queue(entry: Entry): void {
+    if (!this.ordered(entry.retain) || this.claim(entry.topic)) this.ready.push(entry);
+    else this.later(entry.topic).push(entry);
+  }
+
+  /** Registers a wave's topics now (their order against later messages), its messages stay in the list. */
+  private queueRun(list: DeferredMessages, batch: Batch): void {
+    const run: Run = { list, batch, next: 0, left: list.length, behind: null };
+    if (this.ordered(list.retain)) {
+      for (let i = 0; i < list.length; i++) {
+        const topic = list.topic(i);
+        if (this.claim(topic)) continue;
+        this.later(topic).push(new Entry(batch, null, list, i));
+        run.behind ??= new Set();
+        run.behind.add(i);
+        run.left--;
+      }
+    }
+    if (run.left > 0) this.runs.push(run);
+  }
+
+  /** True when `topic` had nothing queued or in flight (it has now). */
+  private claim(topic: string): boolean {
+    if (this.behind.has(topic)) return false;
+    this.behind.set(topic, null);
+    return true;
+  }
+
+  private later(topic: string): Entry[] {
+    let later = this.behind.get(topic);
+    if (!later) {
+      later = [];
+      this.behind.set(topic, later);
+    }
+    return later;
   }
 
   /** Starts ready messages while fewer than `window` are in flight and the flow is open (first come, first served). */
   private pump(): void {
-    while (this.active < this.window && this.readyHead < this.ready.length) {
+    while (this.active < this.window) {
+      const fromRuns = this.runs.length > 0 && (this.runsNext || this.readyHead === this.ready.length);
+      if (!fromRuns && this.readyHead === this.ready.length) break;
       if (this.flow && !this.flow.open()) {
         this.waitForFlow(this.flow);
         break;
       }
-      const entry = this.ready[this.readyHead] as Entry;
-      this.readyHead++;
+      let entry: Entry;
+      if (fromRuns) entry = this.takeFromRun(this.runs[0] as Run);
+      else {
+        entry = this.ready[this.readyHead] as Entry;
+        this.readyHead++;
+      }
+      this.runsNext = !fromRuns;
       this.active++;
       this.start(entry);
     }
@@ -151,6 +246,14 @@ export class OrderedPublisher {
       this.ready = this.ready.slice(this.readyHead);
       this.readyHead = 0;
     }
+  }
+
+  private takeFromRun(run: Run): Entry {
+    while (run.behind?.has(run.next)) run.next++;
+    const entry = new Entry(run.batch, null, run.list, run.next);
+    run.next++;
+    if (--run.left === 0) this.runs.shift();
+    return entry;
   }
 
   private waitForFlow(flow: PublishFlow): void {
@@ -163,10 +266,16 @@ export class OrderedPublisher {
   }
 
   private start(entry: Entry): void {
-    const { topic, payload, retain } = entry.message;
+    const topic = entry.topic;
     let sent: Promise<void>;
     try {
-      sent = this.send({ topic, payload: typeof payload === 'function' ? payload() : payload, retain });
+      sent = this.send(
+        entry.message ?? {
+          topic,
+          payload: (entry.list as DeferredMessages).payload(entry.index),
+          retain: entry.retain,
+        },
+      );
     } catch (err) {
       sent = Promise.reject(err);
     }
@@ -174,26 +283,21 @@ export class OrderedPublisher {
       .catch((err: unknown) => {
         this.logger.error({ topic, err: (err as Error).message }, 'publish failed');
       })
-      .then(() => this.settled(entry));
+      .then(() => this.settled(entry, topic));
   }
 
-  private settled(entry: Entry): void {
+  private settled(entry: Entry, topic: string): void {
     this.active--;
-    if (this.order === 'connection' && !entry.message.retain) {
-      this.done(entry);
-      return;
+    if (this.ordered(entry.retain)) {
+      const later = this.behind.get(topic);
+      const next = later?.shift();
+      // The next message of this topic queues behind whatever is ready now, as it did when it was
+      // handed over behind this one.
+      if (next) {
+        this.ready.push(next);
+        if (later?.length === 0) this.behind.set(topic, null);
+      } else this.behind.delete(topic);
     }
-    const topic = entry.message.topic;
-    const later = this.behind.get(topic);
-    const next = later?.shift();
-    // The next message of this topic queues behind whatever is ready now, as it did when it was
-    // handed over behind this one.
-    if (next) this.ready.push(next);
-    else this.behind.delete(topic);
-    this.done(entry);
-  }
-
-  private done(entry: Entry): void {
     if (--entry.batch.left === 0) entry.batch.resolve();
     this.pump();
   }

@@ -6,14 +6,14 @@ import { encodePayload } from '../../shared/payload.js';
 import { type Signer, signerFor } from '../../shared/signatures.js';
 import type { Topics } from '../../shared/topics.js';
 import { MAX_TRUST_CHAIN, type TrustEnvelope } from '../../shared/trust.js';
-import type { QueuedPublish } from '../broker/ordered-publisher.js';
+import type { DeferredMessages, OutgoingPublish } from '../broker/ordered-publisher.js';
 import type { ReleaseRecord } from '../store/records.js';
 import type { Store } from '../store/store.js';
 import { type ParallelSigner, SIGN_BATCH_TEXTS } from './parallel-signer.js';
 import { signEach } from './sign-job.js';
 
 /** One message the coordinator publishes itself (sent through OrderedPublisher). */
-export type OutgoingMessage = QueuedPublish;
+export type OutgoingMessage = OutgoingPublish;
 
 /**
  * Builds a device's signed desired-state message from its stored (device, model) entries
@@ -60,23 +60,23 @@ export class DesiredPublisher {
   }
 
   /**
-   * Every device's next desired state, as messages whose payloads are signed when the publisher
+   * Every device's next desired state, as a list whose payloads are signed when the publisher
    * reaches them (OrderedPublisher): here, inside the caller's transaction, only the seq is taken
-   * and the state assembled from the store (~0.3 KB a device: the release envelopes and the trust
-   * chain are shared); its text, signature and payload (~1.6 KB, twice that while an MQTT client
-   * holds a QoS 1 copy) exist only for the messages within the publish window. A whole 50,000-device
-   * wave signed up front held ~100 MB of payloads at once.
+   * and the models read from the store; the list keeps a device's id, seq and models (shared by
+   * every device assigned the same ones), ~0.1 KB a device. Its text, signature and payload
+   * (~1.6 KB, twice that while an MQTT client holds a QoS 1 copy) exist only for the messages
+   * within the publish window. A whole 50,000-device wave signed up front held ~100 MB of
+   * payloads at once.
    *
    * States are signed 1,024 at a time (the first message of a batch to go out signs the batch, on
    * worker threads too): a batch's payloads are handed out one by one and not held after.
    */
-  prepare(deviceIds: Iterable<string>): OutgoingMessage[] {
+  prepare(deviceIds: Iterable<string>): DesiredStates {
     const { store, topics } = this.deps;
-    const issuedAt = this.deps.now().toISOString();
-    const out: OutgoingMessage[] = [];
-    let batch = new DeferredBatch(this.signAll);
     this.trust ??= store.trustChain(MAX_TRUST_CHAIN).map((d) => d.envelope);
-    const trust = this.trust.length > 0 ? { trust: this.trust } : {};
+    const out = new DesiredStates(topics, this.deps.now().toISOString(), this.trust, this.signAll);
+    // The models of one prepare, by what they hold: a wave assigns most of its devices the same.
+    const shared = new Map<string, DesiredState['models']>();
     for (const deviceId of new Set(deviceIds)) {
       let seq: number;
       try {
@@ -84,7 +84,6 @@ export class DesiredPublisher {
       } catch {
         continue; // removed meanwhile
       }
-      const models: DesiredState['models'] = {};
       const entries = store.listDesiredFor(deviceId);
       // The schema's limit, checked here so the plan that broke it rolls back with a clear error
       // (the full schema check runs when the state is signed, after the commit).
@@ -94,12 +93,16 @@ export class DesiredPublisher {
           `device ${deviceId} would be assigned ${entries.length} models, more than the ${MAX_MODELS} a desired state carries: remove a model from it first (\`otactl rollout abort\` or a channel move)`,
         );
       }
-      for (const entry of entries) {
-        models[entry.model] = { envelope: this.envelope(entry.releaseId), rolloutId: entry.rolloutId };
+      const key = JSON.stringify(entries.map((e) => [e.model, e.releaseId, e.rolloutId]));
+      let models = shared.get(key);
+      if (!models) {
+        models = {};
+        for (const entry of entries) {
+          models[entry.model] = { envelope: this.envelope(entry.releaseId), rolloutId: entry.rolloutId };
+        }
+        shared.set(key, models);
       }
-      if (batch.size === SIGN_BATCH_TEXTS) batch = new DeferredBatch(this.signAll);
-      const payload = batch.add({ type: DESIRED_TYPE, deviceId, seq, issuedAt, models, ...trust });
-      out.push({ topic: topics.desired(deviceId), payload, retain: true });
+      out.add(deviceId, seq, models);
     }
     return out;
   }
@@ -146,46 +149,105 @@ export class DesiredPublisher {
 }
 
 /**
- * Up to SIGN_BATCH_TEXTS desired states signed together the first time one of their payloads is
- * asked for. Each payload is handed out once and dropped here, so what the broker acknowledged is
- * garbage at once; the states are dropped when the batch is signed.
+ * Desired states to publish (DesiredPublisher.prepare), made into signed messages as the
+ * publisher asks for them: the states of SIGN_BATCH_TEXTS consecutive devices are signed together
+ * the first time one of their payloads is asked for. Each payload is handed out once and dropped
+ * here, so what the broker acknowledged is garbage at once; a batch is dropped once every payload
+ * of it was taken.
  */
-class DeferredBatch {
-  private states: DesiredState[] | null = [];
-  private payloads: (Buffer | Error | undefined)[] | null = null;
-  private failure: Error | null = null;
+export class DesiredStates implements DeferredMessages {
+  readonly retain = true;
+  private readonly deviceIds: string[] = [];
+  private readonly seqs: number[] = [];
+  private readonly models: DesiredState['models'][] = [];
+  /** Signed batches not taken in full yet, by batch number (index / SIGN_BATCH_TEXTS). */
+  private readonly batches = new Map<number, SignedBatch>();
+  /** Batches whose every payload was taken. */
+  private readonly finished = new Set<number>();
 
-  constructor(private readonly signAll: (states: readonly DesiredState[]) => (Buffer | Error)[]) {}
+  constructor(
+    private readonly topics: Topics,
+    private readonly issuedAt: string,
+    private readonly trust: TrustEnvelope[],
+    private readonly signAll: (states: readonly DesiredState[]) => (Buffer | Error)[],
+  ) {}
 
-  get size(): number {
-    return this.states?.length ?? 0;
+  get length(): number {
+    return this.deviceIds.length;
   }
 
-  /** Adds a state; the function returns its signed payload (once), or throws why it has none. */
-  add(state: DesiredState): () => Buffer {
-    const states = this.states as DesiredState[];
-    const i = states.length;
-    states.push(state);
-    return () => this.take(i);
+  add(deviceId: string, seq: number, models: DesiredState['models']): void {
+    this.deviceIds.push(deviceId);
+    this.seqs.push(seq);
+    this.models.push(models);
   }
 
-  private take(i: number): Buffer {
-    if (this.failure) throw this.failure;
-    if (!this.payloads) {
-      try {
-        this.payloads = this.signAll(this.states as DesiredState[]);
-      } catch (err) {
-        // The batch's other messages fail alike, without signing it again once each.
-        this.failure = err instanceof Error ? err : new Error(String(err));
-        this.states = null;
-        throw this.failure;
-      }
-      this.states = null;
+  /** The device a message is for, and its state's seq (for tests and benchmarks). */
+  device(index: number): { deviceId: string; seq: number } {
+    return { deviceId: this.at(this.deviceIds, index), seq: this.at(this.seqs, index) };
+  }
+
+  topic(index: number): string {
+    return this.topics.desired(this.at(this.deviceIds, index));
+  }
+
+  /** The index-th signed payload (once); throws why it has none (the schema refused its state, or signing failed). */
+  payload(index: number): Buffer {
+    this.at(this.deviceIds, index);
+    const number = Math.floor(index / SIGN_BATCH_TEXTS);
+    let batch = this.finished.has(number) ? undefined : this.batches.get(number);
+    if (!batch && !this.finished.has(number)) {
+      batch = this.sign(number);
+      this.batches.set(number, batch);
     }
-    const payload = this.payloads[i];
-    this.payloads[i] = undefined;
+    const i = index - number * SIGN_BATCH_TEXTS;
+    const payload = batch?.payloads[i];
+    if (!batch || payload === undefined) throw new Error(`desired state ${index} was already taken`);
+    batch.payloads[i] = undefined;
+    if (--batch.left === 0) {
+      this.batches.delete(number);
+      this.finished.add(number);
+    }
     if (payload instanceof Error) throw payload;
-    if (!payload) throw new Error(`desired state ${i} of its batch was already taken`);
     return payload;
   }
+
+  private sign(number: number): SignedBatch {
+    const from = number * SIGN_BATCH_TEXTS;
+    const to = Math.min(this.length, from + SIGN_BATCH_TEXTS);
+    const trust = this.trust.length > 0 ? { trust: this.trust } : {};
+    const states: DesiredState[] = [];
+    for (let i = from; i < to; i++) {
+      states.push({
+        type: DESIRED_TYPE,
+        deviceId: this.at(this.deviceIds, i),
+        seq: this.at(this.seqs, i),
+        issuedAt: this.issuedAt,
+        models: this.at(this.models, i),
+        ...trust,
+      });
+    }
+    let payloads: (Buffer | Error | undefined)[];
+    try {
+      payloads = this.signAll(states);
+    } catch (err) {
+      // The batch's messages fail alike, without signing it again once each.
+      payloads = states.map(() => (err instanceof Error ? err : new Error(String(err))));
+    }
+    return { payloads, left: to - from };
+  }
+
+  private at<T>(values: readonly T[], index: number): T {
+    if (!Number.isInteger(index) || index < 0 || index >= values.length) {
+      throw new Error(`desired state ${index} of ${values.length}: no such message`);
+    }
+    return values[index] as T;
+  }
+}
+
+interface SignedBatch {
+  /** Each state's payload, or why it has none; undefined once taken. */
+  payloads: (Buffer | Error | undefined)[];
+  /** Payloads not taken yet. */
+  left: number;
 }

@@ -15,7 +15,7 @@ import {
 } from '../../shared/trust.js';
 import type { SessionOwner } from '../broker/create-broker.js';
 import { type ChannelView, channelView } from '../commands/views.js';
-import type { DesiredPublisher, OutgoingMessage } from '../desired/desired-publisher.js';
+import type { DesiredPublisher, DesiredStates, OutgoingMessage } from '../desired/desired-publisher.js';
 import type { BrokerIdentity } from '../external-broker/dynsec-identity.js';
 import { hashToken, newToken } from '../identity/tokens.js';
 import { PlanExecutor } from '../plan/commit-plan.js';
@@ -38,7 +38,7 @@ export interface FleetServiceDeps {
   store: Store;
   desired: DesiredPublisher;
   topics: Topics;
-  publish: (messages: OutgoingMessage[]) => Promise<void>;
+  publish: (messages: OutgoingMessage[], desired?: DesiredStates) => Promise<void>;
   now: () => Date;
   releaseThreshold: number;
   /** What an enrolled device needs besides its own id and token. */
@@ -93,10 +93,10 @@ export class FleetService {
     const audit = this.pendingAudit;
     this.pendingAudit = [];
     this.deps.onAudit?.(audit);
-    void this.deps.publish([
-      ...messages,
-      ...audit.map((e) => ({ topic: this.deps.topics.audit(), payload: encodePayload(e), retain: false })),
-    ]);
+    void this.deps.publish(
+      audit.map((e) => ({ topic: this.deps.topics.audit(), payload: encodePayload(e), retain: false })),
+      messages,
+    );
     return result;
   }
 

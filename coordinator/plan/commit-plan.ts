@@ -1,7 +1,7 @@
 import type { AuditEvent } from '../../shared/messages.js';
 import { encodePayload } from '../../shared/payload.js';
 import type { Topics } from '../../shared/topics.js';
-import type { DesiredPublisher, OutgoingMessage } from '../desired/desired-publisher.js';
+import type { DesiredPublisher, DesiredStates, OutgoingMessage } from '../desired/desired-publisher.js';
 import { type Store, WRITE_BEHIND } from '../store/store.js';
 import type { WritePlan } from './write-plan.js';
 
@@ -9,7 +9,8 @@ export interface PlanExecutorDeps {
   store: Store;
   desired: DesiredPublisher;
   topics: Topics;
-  publish: (messages: OutgoingMessage[]) => Promise<void>;
+  /** `messages` in order, and `desired` (signed as they go out; a wave's in its own lane: OrderedPublisher). */
+  publish: (messages: OutgoingMessage[], desired?: DesiredStates) => Promise<void>;
   onAudit?: (events: AuditEvent[]) => void;
 }
 
@@ -70,11 +71,10 @@ export class PlanExecutor {
     );
     this.deps.onAudit?.(audit);
     const extra = after ? after() : [];
-    void this.deps.publish([
-      ...messages,
-      ...extra,
-      ...audit.map((e) => ({ topic: this.deps.topics.audit(), payload: encodePayload(e), retain: false })),
-    ]);
+    void this.deps.publish(
+      [...extra, ...audit.map((e) => ({ topic: this.deps.topics.audit(), payload: encodePayload(e), retain: false }))],
+      messages,
+    );
     return audit;
   }
 }

@@ -6,7 +6,7 @@ import { encodePayload } from '../../shared/payload.js';
 import { releaseIdOf, versionOfRelease } from '../../shared/release-id.js';
 import { isActiveRollout, isFailure, isOutcome } from '../../shared/states.js';
 import type { Topics } from '../../shared/topics.js';
-import type { DesiredPublisher, OutgoingMessage } from '../desired/desired-publisher.js';
+import type { DesiredPublisher, DesiredStates, OutgoingMessage } from '../desired/desired-publisher.js';
 import { analysisCohort } from '../experiments/analysis-judge.js';
 import { type CoordinatorTrust, type Eligibility, releaseEligibility } from '../fleet/release-trust.js';
 import { PacedFlush, type PacedTimers } from '../paced-flush.js';
@@ -58,7 +58,7 @@ export interface RolloutServiceDeps {
   store: Store;
   desired: DesiredPublisher;
   topics: Topics;
-  publish: (messages: OutgoingMessage[]) => Promise<void>;
+  publish: (messages: OutgoingMessage[], desired?: DesiredStates) => Promise<void>;
   now: () => Date;
   onAudit?: (events: AuditEvent[]) => void;
   onSummary?: (summary: RolloutSummary) => void;

@@ -88,10 +88,10 @@ async function once(devices: number, workers: number): Promise<Run> {
       topics,
       now,
       lastModels: (id) => lastModels.get(id),
-      publish: async (messages) => {
-        // What OrderedPublisher does when a message takes its slot: a deferred payload is signed.
-        for (const m of messages) if (typeof m.payload === 'function') m.payload();
-        const count = messages.filter((m) => m.topic.endsWith('/desired')).length;
+      publish: async (_messages, states) => {
+        // What OrderedPublisher does as messages take their slots: the desired states are signed.
+        const count = states?.length ?? 0;
+        for (let i = 0; i < count; i++) states?.payload(i);
         if (count > 0) handedOver = { at: wallMs(), count };
       },
     });
