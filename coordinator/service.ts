@@ -118,13 +118,13 @@ export async function startCoordinator(
     const artifacts = new ArtifactStore(path.join(config.dataDir, 'artifacts', 'sha256'));
 
     // Set once the broker exists; publishing before that is a bug.
-    let publishOne: (m: OutgoingPublish) => Promise<void> = async () => {
+    let publishOne: (m: OutgoingPublish, done: (err?: Error | null) => void) => void = () => {
       throw new Error('publish before the broker started');
     };
     // Through an external broker, one connection keeps the order of each topic's messages that are
     // not retained (MQTT 3.1.1 section 4.6); retained ones wait for the one before (ordered-publisher.ts).
     const publisher = new OrderedPublisher(
-      (m) => publishOne(m),
+      (m, done) => publishOne(m, done),
       logger,
       undefined,
       config.broker ? 'connection' : 'per-topic',
@@ -359,7 +359,11 @@ export async function startCoordinator(
       presence.flush();
       seqCatchUp.flush();
     });
-    if (broker) publishOne = (m) => broker.publish(m.topic, m.payload, { retain: m.retain, qos: 1 });
+    if (broker) {
+      publishOne = (m, done) => {
+        broker.publish(m.topic, m.payload, { retain: m.retain, qos: 1 }).then(() => done(), done);
+      };
+    }
 
     const commandContext = {
       store,
@@ -543,7 +547,10 @@ export async function startCoordinator(
         // Before the first message: what waited in the session (reports, statuses) may cause
         // publishes at once.
         onClient: (mqttClient) => {
-          publishOne = (m) => mqttClient.publishAsync(m.topic, m.payload, { retain: m.retain, qos: 1 }).then(() => {});
+          // mqtt.js calls back once: at the PUBACK, or with the error that ends the message.
+          publishOne = (m, done) => {
+            mqttClient.publish(m.topic, m.payload, { retain: m.retain, qos: 1 }, (err) => done(err));
+          };
           // Messages wait in the publisher, not in the connection's write buffer (socket-flow.ts).
           publisher.useFlow(socketFlow(() => mqttClient.stream));
           dynsec = new DynsecIdentity(new DynsecClient(mqttClient), topics);

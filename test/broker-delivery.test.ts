@@ -77,10 +77,9 @@ t.test('a 10,000-device wave handed over at once through OrderedPublisher: all d
   // In one window of 10,000 through the coordinator's broker (mqemitter without a queue: a live
   // 10,000-device rollout once overflowed the stack in its queue; that needs the whole fleet and
   // is covered by `npm run bench:fleet`, not here): every message still arrives.
-  const publisher = new OrderedPublisher(
-    (m) => broker.publish(m.topic, m.payload, { retain: m.retain, qos: 1 }),
-    createLogger('silent'),
-  );
+  const publisher = new OrderedPublisher((m, done) => {
+    broker.publish(m.topic, m.payload, { retain: m.retain, qos: 1 }).then(() => done(), done);
+  }, createLogger('silent'));
   const wave = Array.from({ length: 10_000 }, (_, i) => ({
     topic: topics.desired(`dev-${i}`),
     payload: Buffer.from(JSON.stringify({ seq: i })),

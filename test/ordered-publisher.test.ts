@@ -15,10 +15,9 @@ import { createLogger } from '../shared/logger.js';
 /** A transport whose publishes the test completes by hand, in any order. */
 function manualTransport() {
   const started: { message: OutgoingPublish; settle: (err?: Error) => void }[] = [];
-  const send = (message: OutgoingPublish) =>
-    new Promise<void>((resolve, reject) => {
-      started.push({ message, settle: (err) => (err ? reject(err) : resolve()) });
-    });
+  const send = (message: OutgoingPublish, done: (err?: Error) => void) => {
+    started.push({ message, settle: (err) => done(err) });
+  };
   return { started, send };
 }
 
@@ -88,6 +87,28 @@ t.test('a failed publish is logged and does not hold back its topic', async (t) 
   started.shift()?.settle();
   await all;
   t.match(lines.join(''), /"topic":"audit".*broker closing.*publish failed/);
+});
+
+t.test('a transport that throws, or answers at once: settled on the next microtask, in order', async (t) => {
+  const { lines, logger } = captureLogger();
+  const sent: string[] = [];
+  let depth = 0;
+  const publisher = new OrderedPublisher(
+    (m, done) => {
+      depth++;
+      t.equal(depth, 1, 'send is never re-entered from inside itself');
+      sent.push(String(m.payload));
+      depth--;
+      if (m.topic.startsWith('broken')) throw new Error('client disconnecting');
+      done();
+    },
+    logger,
+    1,
+  );
+  await publisher.publish([msg('broken/1', 1), msg('broken/2', 2), msg('fine', 3)]);
+  t.same(sent, ['1', '2', '3'], 'each went to the transport once, in order, one slot at a time');
+  t.equal(lines.join('').match(/client disconnecting/g)?.length, 2, 'both failures logged');
+  t.equal(publisher.pending, 0);
 });
 
 t.test('at most `window` publishes in flight; the rest start as slots free up, in order', async (t) => {
@@ -341,8 +362,9 @@ t.test('more than 1,024 messages taken: the queue drops what it handed out and k
   const all = publisher.publish(Array.from({ length: 3000 }, (_, i) => msg(`desired/d${i}`, i)));
   let settled = 0;
   while (settled < started.length) {
-    for (const s of started.slice(settled)) s.settle();
-    settled = started.length;
+    const now = started.slice(settled);
+    settled += now.length;
+    for (const s of now) s.settle(); // each settle starts the next message at once
     await tick();
   }
   await all;

@@ -45,9 +45,9 @@ t.test('a connection that stops reading holds messages in the publisher, in orde
   // 32 MB: more than the kernel buffers of a loopback connection take, so Node's buffer fills.
   const TOTAL = 8_000;
   let made = 0;
-  const send = (m: OutgoingPublish) => {
+  const send = (m: OutgoingPublish, done: () => void) => {
     client.write(m.payload);
-    return Promise.resolve(); // settled at once, as QoS 0: the window is not what holds them
+    done(); // settled at once, as QoS 0: the window is not what holds them
   };
   const publisher = new OrderedPublisher(send, logger, 10_000, 'connection');
   publisher.useFlow(socketFlow(() => client, LIMIT));
