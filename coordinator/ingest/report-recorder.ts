@@ -4,6 +4,8 @@ import type { Reported, ReportedModels } from '../../shared/messages.js';
 import { PacedFlush } from '../paced-flush.js';
 import type { HistoryRecord } from '../store/records.js';
 import { type Store, WRITE_BEHIND } from '../store/store.js';
+import { StringPool } from '../string-pool.js';
+import { type KeptModels, keepModels, keptModel, reportedModels } from './kept-models.js';
 
 export interface ReportRecorderDeps {
   store: Store;
@@ -25,10 +27,12 @@ export interface ReportRecorderDeps {
  * Only the models, not the whole report: the rest (its id, seq, time, trust, refusals) is read
  * from the store by the one command that shows it (`device show`), and keeping whole reports was
  * the largest owner of the coordinator's heap at 50,000 devices (~28 MB; BENCHMARKS.md,
- * 2026-12-07 "memory at 50,000"). The whole report still goes to the store.
+ * 2026-12-07 "memory at 50,000"). The whole report still goes to the store. And they are kept
+ * compact (kept-models.ts): a fixed-shape object per model, with pooled strings.
  */
 export class ReportRecorder {
-  private readonly latest = new Map<string, ReportedModels>();
+  private readonly latest = new Map<string, KeptModels>();
+  private readonly pool = new StringPool();
   private readonly pending = new Map<string, Reported>();
   private history: HistoryRecord[] = [];
   private readonly writer: PacedFlush;
@@ -46,15 +50,16 @@ export class ReportRecorder {
    * for a device that is not enrolled (removed while connected): nothing is recorded.
    */
   record(deviceId: string, report: Reported): boolean {
-    let before = this.latest.get(deviceId);
-    if (!before) {
+    const kept = this.latest.get(deviceId);
+    let stored: ReportedModels | undefined;
+    if (!kept) {
       const device = this.deps.store.getDevice(deviceId);
       if (!device) return false;
-      before = device.lastReport?.models;
+      stored = device.lastReport?.models;
     }
     const ts = this.deps.now().toISOString();
     for (const [model, m] of Object.entries(report.models)) {
-      const b = ownEntry(before, model);
+      const b = kept ? keptModel(kept, model) : ownEntry(stored, model);
       if (b && b.state === m.state && b.version === m.version && b.updatedAt === m.updatedAt) continue;
       this.history.push({
         deviceId,
@@ -66,15 +71,19 @@ export class ReportRecorder {
         ts,
       });
     }
-    this.latest.set(deviceId, report.models);
+    this.latest.set(deviceId, keepModels(report.models, this.pool));
     this.pending.set(deviceId, report);
     this.writer.schedule();
     return true;
   }
 
-  /** The models of the device's newest report, also while it waits to be written; undefined when none is known here. */
+  /**
+   * The models of the device's newest report, also while it waits to be written (a new record
+   * each call); undefined when none is known here.
+   */
   lastModels(deviceId: string): ReportedModels | undefined {
-    return this.latest.get(deviceId);
+    const kept = this.latest.get(deviceId);
+    return kept ? reportedModels(kept) : undefined;
   }
 
   /**

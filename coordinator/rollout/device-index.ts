@@ -1,4 +1,5 @@
 import { FAILED_STATES, isOutcome, ROLLOUT_DEVICE_STATES } from '../../shared/states.js';
+import { StringPool } from '../string-pool.js';
 import type { RolloutDevice, RolloutDeviceState } from './types.js';
 
 /**
@@ -64,10 +65,12 @@ export class LiveDeviceIndex implements DeviceIndex {
   private readonly rows = new Map<string, RolloutDevice>();
   private readonly members: string[][] = [];
   private readonly tallies: WaveTally[];
+  private readonly pool = new StringPool(256);
 
   constructor(devices: Iterable<RolloutDevice>, waveCount: number) {
     this.tallies = Array.from({ length: waveCount }, emptyTally);
-    for (const d of devices) {
+    for (const row of devices) {
+      const d = this.compact(row);
       this.rows.set(d.deviceId, d);
       let list = this.members[d.wave];
       if (!list) {
@@ -94,13 +97,34 @@ export class LiveDeviceIndex implements DeviceIndex {
 
   /** Replaces rows by committed ones (same device ids and waves; other fields may differ). */
   apply(changed: readonly RolloutDevice[]): void {
-    for (const d of changed) {
-      const old = this.rows.get(d.deviceId);
+    for (const row of changed) {
+      const old = this.rows.get(row.deviceId);
       if (!old) continue; // rows are created with the rollout, never later
+      const d = this.compact(row);
       count(this.tallies, old, -1);
       count(this.tallies, d, 1);
       this.rows.set(d.deviceId, d);
     }
+  }
+
+  /**
+   * A copy of the row in one fixed-shape object, its release ids pooled. The rows a plan builds
+   * (a spread of the row before and its changes) keep some fields outside the object, and a
+   * release id read from SQLite is a new string per row: ~0.1 KB a device more, 5 MB of a
+   * 50,000-device rollout (BENCHMARKS.md, 2026-12-07 "the wave in its own lane").
+   */
+  private compact(d: RolloutDevice): RolloutDevice {
+    return {
+      deviceId: d.deviceId,
+      wave: d.wave,
+      state: d.state,
+      online: d.online,
+      previousReleaseId: this.pool.intern(d.previousReleaseId),
+      revertedTo: d.revertedTo,
+      assignedAt: d.assignedAt,
+      finishedAt: d.finishedAt,
+      error: d.error,
+    };
   }
 
   values(): RolloutDevice[] {

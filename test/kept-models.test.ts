@@ -1,0 +1,110 @@
+import path from 'node:path';
+import t from 'tap';
+import { KeptModel, keepModels, keptModel, reportedModels } from '../coordinator/ingest/kept-models.js';
+import { ReportRecorder } from '../coordinator/ingest/report-recorder.js';
+import { openStore } from '../coordinator/store/sqlite-store.js';
+import { StringPool } from '../coordinator/string-pool.js';
+import { idRecord } from '../shared/id-record.js';
+import { createLogger } from '../shared/logger.js';
+import { type Reported, ReportedSchema } from '../shared/messages.js';
+
+// What the coordinator keeps of each device's newest report: the same models, in less memory.
+
+const at = '2026-12-07T09:00:00.000Z';
+const model = (over: Partial<Reported['models'][string]> = {}): Reported['models'][string] => ({
+  state: 'healthy',
+  version: '2.0.0',
+  current: '2.0.0',
+  previousVersion: '1.0.0',
+  rolloutId: 'ro-1',
+  progress: null,
+  attempt: 0,
+  error: null,
+  updatedAt: at,
+  ...over,
+});
+const report = (deviceId: string, models: Record<string, Reported['models'][string]>, seq = 1): Reported =>
+  ReportedSchema.parse({ deviceId, seq, ts: at, models, rejected: null });
+
+t.test('kept models read back as the report had them, also several and a model named constructor', async (t) => {
+  const pool = new StringPool();
+  const one = report('cam-1', { det: model() }).models;
+  const kept = keepModels(one, pool);
+  t.ok(kept instanceof KeptModel, 'one model: kept without an array');
+  t.same(reportedModels(kept), one);
+  t.equal(Object.getPrototypeOf(reportedModels(kept)), null, 'an id record, as a parsed report has it');
+
+  const several = report('cam-2', {
+    det: model(),
+    constructor: model({ state: 'failed', error: { code: 'E_PROBE', message: 'probe failed' }, progress: null }),
+    seg: model({ state: 'downloading', progress: { bytes: 10, total: 100 }, current: null }),
+  }).models;
+  const keptSeveral = keepModels(several, pool);
+  t.ok(Array.isArray(keptSeveral));
+  t.same(reportedModels(keptSeveral), several);
+  t.equal(keptModel(keptSeveral, 'constructor')?.state, 'failed');
+  t.equal(keptModel(keptSeveral, 'toString'), undefined, 'a name it does not hold: nothing, not a prototype member');
+  t.equal(keptModel(kept, 'seg'), undefined);
+  t.equal(keptModel(kept, 'det')?.version, '2.0.0');
+
+  const plain = JSON.parse(JSON.stringify(one)) as Reported['models'];
+  t.same(reportedModels(keepModels(plain, pool)), one, 'a stored row (plain JSON) is kept alike');
+  t.same(reportedModels(keepModels(idRecord(), pool)), {}, 'no models: nothing');
+
+  const handedOut = reportedModels(kept);
+  (handedOut.det as { state: string }).state = 'failed';
+  t.equal(keptModel(kept, 'det')?.state, 'healthy', 'what is handed out is a copy');
+});
+
+t.test('the string pool keeps each string once, up to its limit', async (t) => {
+  const pool = new StringPool(3);
+  for (let i = 0; i < 3; i++) keepModels(report(`cam-${i}`, { det: model() }).models, pool);
+  // det, 2.0.0 and 1.0.0 fill it; ro-1 comes after the limit and is kept as it came.
+  t.equal(pool.size, 3, 'three distinct strings, however many devices report them');
+  t.equal(pool.intern(null), null);
+  t.equal(pool.intern('ro-1'), 'ro-1', 'past the limit: the string itself');
+  t.equal(pool.size, 3, 'and the pool does not grow');
+});
+
+t.test('ReportRecorder: the newest models, a history row per change, nothing for an unknown device', async (t) => {
+  const store = openStore(path.join(t.testdir(), 'ota.db'));
+  t.teardown(() => store.close());
+  store.addDevice({ id: 'cam-1', labels: {}, channel: 'stable', tokenHash: 'h', now: at });
+  store.addDevice({ id: 'cam-2', labels: {}, channel: 'stable', tokenHash: 'h', now: at });
+  const recorder = new ReportRecorder({
+    store,
+    now: () => new Date(at),
+    logger: createLogger('silent'),
+    everyMs: 50,
+  });
+  const first = report('cam-1', { det: model({ state: 'downloading', current: '1.0.0' }) });
+  t.equal(recorder.record('cam-1', first), true);
+  t.same(recorder.lastModels('cam-1'), first.models);
+  t.equal(recorder.record('cam-1', first), true, 'the same report again');
+  const second = report('cam-1', { det: model({ updatedAt: '2026-12-07T09:00:05.000Z' }) }, 2);
+  recorder.record('cam-1', second);
+  t.same(recorder.lastModels('cam-1'), second.models, 'the newest report');
+  recorder.flush();
+  t.same(
+    store
+      .listHistory('cam-1', 10)
+      .map((h) => h.state)
+      .sort(),
+    ['downloading', 'healthy'],
+    'one history row per change, not per report',
+  );
+
+  // A device whose last report is only in the store (a restart): compared with that one.
+  recorder.record('cam-2', second);
+  recorder.flush();
+  const restarted = new ReportRecorder({ store, now: () => new Date(at), logger: createLogger('silent'), everyMs: 50 });
+  t.equal(restarted.lastModels('cam-2'), undefined, 'nothing in memory after a restart');
+  restarted.record('cam-2', second);
+  restarted.flush();
+  t.equal(store.listHistory('cam-2', 10).length, 1, 'the stored report already had it: no second row');
+
+  t.equal(recorder.record('cam-9', first), false, 'a device not enrolled');
+  t.equal(recorder.lastModels('cam-9'), undefined);
+  recorder.forget('cam-1');
+  t.equal(recorder.lastModels('cam-1'), undefined, 'forgotten');
+});
