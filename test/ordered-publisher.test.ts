@@ -274,6 +274,26 @@ t.test("a topic's order holds across the lanes", async (t) => {
   t.equal(publisher.pendingTopics, 0);
 });
 
+t.test("order 'per-topic' (the embedded broker): a wave is queued with the rest, in handover order", async (t) => {
+  const { started, send } = manualTransport();
+  const { logger } = captureLogger();
+  const publisher = new OrderedPublisher(send, logger, 1);
+  const all = publisher.publish(
+    [msg('audit', 1)],
+    deferredList(Array.from({ length: WAVE_LANE_MIN }, (_, i) => `desired/w${i}`)),
+  );
+  const out: string[] = [];
+  for (let s = started.shift(); s; s = started.shift()) {
+    out.push(String(s.message.payload));
+    s.settle();
+    await tick();
+  }
+  await all;
+  t.equal(out.length, WAVE_LANE_MIN + 1);
+  t.same(out.slice(0, 2), ['w0', 'w1'], 'the wave first');
+  t.equal(out.at(-1), '1', 'its audit event after the whole wave');
+});
+
 t.test('a short deferred list is queued with the rest, not in the wave lane', async (t) => {
   const { started, send } = manualTransport();
   const { logger } = captureLogger();
