@@ -20,9 +20,11 @@ export interface PlanExecutorDeps {
  * the devices' desired states issued inside it (their seq bumps commit with the change; a seq
  * floor first moves the device's seq up, then its unchanged desired state is issued above it; each
  * is signed when the publisher takes it: desired-publisher.ts), then, after the commit, the
- * desired states, what the caller adds (`after`: e.g. the rollout
- * summary, computed once the commit went through) and the audit events are published, in that
- * order. A plan that fails to write publishes nothing.
+ * desired states, what the caller adds (`after`: e.g. the rollout summary, computed once the
+ * commit went through) and the audit events are handed to the publisher together. Each topic
+ * keeps its order; across topics, through an external broker a wave's desired states go out in
+ * a lane of their own beside the rest, so its summary and audit events need not wait for its
+ * last device (ordered-publisher.ts). A plan that fails to write publishes nothing.
  */
 export class PlanExecutor {
   constructor(private readonly deps: PlanExecutorDeps) {}
