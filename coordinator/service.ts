@@ -563,8 +563,13 @@ export async function startCoordinator(
         // faster wave; BENCHMARKS.md, issue 16, 2026-12-06 evening).
       });
       closeExternal = () => {
-        // What the flow held back goes to mqtt.js now, whose end() waits for what it was given.
+        // What the flow held back goes to mqtt.js now, up to the window: its end() waits for what
+        // it was given. The rest is dropped in one step: a closing client fails each message
+        // given to it after end(), and signing a wave's remaining desired states for that is
+        // wasted. Desired states are published again at the next start (republishAll); audit
+        // events are in the store (`otactl audit`).
         publisher.useFlow(null);
+        publisher.abandon('the coordinator is stopping');
         return client.close();
       };
       const bridge = bridgeWebSocketToBroker(http.server, { url: external.url, ca: brokerCa }, logger);

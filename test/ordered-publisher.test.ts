@@ -91,24 +91,94 @@ t.test('a failed publish is logged and does not hold back its topic', async (t) 
 
 t.test('a transport that throws, or answers at once: settled on the next microtask, in order', async (t) => {
   const { lines, logger } = captureLogger();
-  const sent: string[] = [];
-  let depth = 0;
+  const events: string[] = [];
   const publisher = new OrderedPublisher(
     (m, done) => {
-      depth++;
-      t.equal(depth, 1, 'send is never re-entered from inside itself');
-      sent.push(String(m.payload));
-      depth--;
-      if (m.topic.startsWith('broken')) throw new Error('client disconnecting');
-      done();
+      events.push(`enter ${m.payload}`);
+      try {
+        if (m.topic.startsWith('broken')) throw new Error('client disconnecting');
+        done();
+        done(); // a second call is ignored
+      } finally {
+        events.push(`exit ${m.payload}`);
+      }
     },
     logger,
     1,
   );
-  await publisher.publish([msg('broken/1', 1), msg('broken/2', 2), msg('fine', 3)]);
-  t.same(sent, ['1', '2', '3'], 'each went to the transport once, in order, one slot at a time');
+  await publisher.publish([msg('broken/1', 1), msg('broken/2', 2), msg('fine', 3), msg('fine', 4)]);
+  t.same(
+    events,
+    ['enter 1', 'exit 1', 'enter 2', 'exit 2', 'enter 3', 'exit 3', 'enter 4', 'exit 4'],
+    'each sent once, one slot at a time: the next one never starts inside the transport',
+  );
   t.equal(lines.join('').match(/client disconnecting/g)?.length, 2, 'both failures logged');
+  t.equal(publisher.pending, 0, 'the doubled callbacks freed one slot each');
+});
+
+t.test('a deferred message whose topic cannot be named fails alone', async (t) => {
+  const { started, send } = manualTransport();
+  const { lines, logger } = captureLogger();
+  const publisher = new OrderedPublisher(send, logger, 10_000, 'connection');
+  const topics = Array.from({ length: WAVE_LANE_MIN }, (_, i) => `desired/d${i}`);
+  const list = deferredList(topics);
+  const bad = (i: number) => i === 10 || i === 300;
+  const wave = publisher.publish([], {
+    ...list,
+    topic: (i) => {
+      if (bad(i % WAVE_LANE_MIN)) throw new Error('device id cannot be a topic level');
+      return list.topic(i);
+    },
+  });
+  const short = publisher.publish([], {
+    ...deferredList(['desired/x', 'desired/y']),
+    topic: (i) => {
+      if (i === 0) throw new Error('device id cannot be a topic level');
+      return 'desired/y';
+    },
+  });
+  for (let s = started.shift(); s; s = started.shift()) {
+    s.settle();
+    await tick();
+  }
+  await Promise.all([wave, short]);
+  t.equal(lines.join('').match(/cannot be a topic level/g)?.length, 2, 'each logged');
   t.equal(publisher.pending, 0);
+  t.equal(publisher.pendingTopics, 0, 'no topic left registered');
+  const later = publisher.publish([msg('desired/d3', 9)]);
+  await tick();
+  t.same(
+    started.map((s) => String(s.message.payload)),
+    ['9'],
+    'the topics of the wave are free again',
+  );
+  started.shift()?.settle();
+  await later;
+});
+
+t.test('abandon (shutdown): what was not handed over is dropped and settled, what is in flight goes on', async (t) => {
+  const { started, send } = manualTransport();
+  const { lines, logger } = captureLogger();
+  const publisher = new OrderedPublisher(send, logger, 2, 'connection');
+  const made: number[] = [];
+  const wave = publisher.publish(
+    [{ ...msg('audit', 1), retain: false }],
+    deferredList(
+      Array.from({ length: WAVE_LANE_MIN }, (_, i) => `desired/d${i}`),
+      made,
+    ),
+  );
+  const summaries = publisher.publish([msg('rollout/r1', 1), msg('rollout/r1', 2)]);
+  await tick();
+  t.equal(started.length, 2, 'two in flight');
+  t.equal(publisher.abandon('the coordinator is stopping'), WAVE_LANE_MIN + 3 - 2);
+  t.match(lines.join(''), /"messages":257.*"why":"the coordinator is stopping".*messages dropped, not published/);
+  t.same(made, [0], 'the dropped ones were never made');
+  for (const s of started.splice(0)) s.settle();
+  await Promise.all([wave, summaries]);
+  t.equal(publisher.pending, 0);
+  t.equal(publisher.pendingTopics, 0, 'every topic free');
+  t.equal(publisher.abandon('again'), 0, 'nothing left');
 });
 
 t.test('at most `window` publishes in flight; the rest start as slots free up, in order', async (t) => {

@@ -54,8 +54,11 @@ interface Run {
   next: number;
   /** Messages not taken yet and not waiting behind their topic. */
   left: number;
-  /** Indexes handed over behind an earlier message of their topic (they go out from there). */
-  behind: Set<number> | null;
+  /**
+   * Indexes not to take from the list: handed over behind an earlier message of their topic (they
+   * go out from there), or whose topic could not be named (failed at handover).
+   */
+  skip: Set<number> | null;
 }
 
 /**
@@ -80,8 +83,8 @@ export const WAVE_LANE_MIN = 256;
  * between two slot refills also ingests the reports that arrived meanwhile: at 50 a 9,000-device
  * wave took 5.6 s to go out while its devices reported, at 3,000 (three turns) 3.3 s, at once
  * 1.2-1.4 s (BENCHMARKS.md, "bigwave"). The window bounds what is in flight for larger fleets:
- * messages beyond it wait as one small entry each (their deferred payloads not yet made), taken
- * in handover order as slots free. The answers of a wave's devices are taken in bounded turns by
+ * messages beyond it wait unmade (their deferred payloads not signed yet: a small entry each, or
+ * a wave's list), taken in handover order as slots free. The answers of a wave's devices are taken in bounded turns by
  * the broker (IngestGate, service.ts), which is what keeps sending it all at once within the
  * memory budget. mqemitter runs without a queue (create-broker.ts), so no window is needed
  * against its queue's recursion.
@@ -163,8 +166,9 @@ export class OrderedPublisher {
   }
 
   /**
-   * Resolves when every message has been handed to the broker (or its failure logged): `messages`
-   * in their order, and `deferred`'s (a wave's desired states) made as they take their slots.
+   * Resolves when every message has been handed to the broker (or its failure logged): `deferred`'s
+   * (a wave's desired states, made as they take their slots), then `messages`, in that order where
+   * they share a topic.
    */
   publish(messages: readonly OutgoingPublish[], deferred?: DeferredMessages): Promise<void> {
     const count = messages.length + (deferred?.length ?? 0);
@@ -198,21 +202,45 @@ export class OrderedPublisher {
 
   /** Into the ready queue, or behind its topic's previous message. */
   private queue(entry: Entry): void {
-    if (!this.ordered(entry.retain) || this.claim(entry.topic)) this.ready.push(entry);
-    else this.later(entry.topic).push(entry);
+    if (!this.ordered(entry.retain)) {
+      this.ready.push(entry);
+      return;
+    }
+    let topic: string;
+    try {
+      topic = entry.topic;
+    } catch (err) {
+      this.logger.error({ index: entry.index, err: (err as Error).message }, 'publish failed');
+      this.finish(entry.batch);
+      return;
+    }
+    if (this.claim(topic)) this.ready.push(entry);
+    else this.later(topic).push(entry);
   }
 
   /** Registers a wave's topics now (their order against later messages), its messages stay in the list. */
   private queueRun(list: DeferredMessages, batch: Batch): void {
-    const run: Run = { list, batch, next: 0, left: list.length, behind: null };
+    const run: Run = { list, batch, next: 0, left: list.length, skip: null };
+    const skip = (i: number) => {
+      run.skip ??= new Set();
+      run.skip.add(i);
+      run.left--;
+    };
     if (this.ordered(list.retain)) {
       for (let i = 0; i < list.length; i++) {
-        const topic = list.topic(i);
+        let topic: string;
+        try {
+          topic = list.topic(i);
+        } catch (err) {
+          // A message without a topic fails alone, as a payload that cannot be made does.
+          this.logger.error({ index: i, err: (err as Error).message }, 'publish failed');
+          skip(i);
+          this.finish(batch);
+          continue;
+        }
         if (this.claim(topic)) continue;
         this.later(topic).push(new Entry(batch, null, list, i));
-        run.behind ??= new Set();
-        run.behind.add(i);
-        run.left--;
+        skip(i);
       }
     }
     if (run.left > 0) this.runs.push(run);
@@ -261,7 +289,7 @@ export class OrderedPublisher {
   }
 
   private takeFromRun(run: Run): Entry {
-    while (run.behind?.has(run.next)) run.next++;
+    while (run.skip?.has(run.next)) run.next++;
     const entry = new Entry(run.batch, null, run.list, run.next);
     run.next++;
     if (--run.left === 0) this.runs.shift();
@@ -278,10 +306,10 @@ export class OrderedPublisher {
   }
 
   private start(entry: Entry): void {
-    const topic = entry.topic;
+    let topic = '';
     // A transport that answers at once (a failure, or a test's) is settled on the next microtask,
-    // so pump() is never re-entered from inside its own loop.
-    // A second call (a transport's bug) is ignored: the slot was freed once.
+    // so pump() is never re-entered from inside its own loop. A second call (a transport's bug)
+    // is ignored: the slot was freed once.
     let inside = true;
     let called = false;
     const done = (err?: Error | null) => {
@@ -291,6 +319,7 @@ export class OrderedPublisher {
       else this.settled(entry, topic, err);
     };
     try {
+      topic = entry.topic;
       this.send(
         entry.message ?? {
           topic,
@@ -318,7 +347,55 @@ export class OrderedPublisher {
         if (later?.length === 0) this.behind.set(topic, null);
       } else this.behind.delete(topic);
     }
-    if (--entry.batch.left === 0) entry.batch.resolve();
+    this.finish(entry.batch);
     this.pump();
+  }
+
+  /** One message of `batch` settled (sent, failed, or dropped). */
+  private finish(batch: Batch): void {
+    if (--batch.left === 0) batch.resolve();
+  }
+
+  /**
+   * Drops every message not handed to the transport yet, each settled as not published, and says
+   * how many in one log line (shutdown: the connection is closing and would fail each of them,
+   * after signing it). What is in flight settles as the transport says. Returns the count.
+   */
+  abandon(why: string): number {
+    let dropped = 0;
+    const drop = (batch: Batch) => {
+      dropped++;
+      this.finish(batch);
+    };
+    // A message that is ready, or in the wave lane, holds its topic's place with nothing of the
+    // topic in flight: the topic is free again once it is dropped.
+    const free = (topic: () => string) => {
+      try {
+        this.behind.delete(topic());
+      } catch {
+        // its topic could not be named at handover either: it was never registered
+      }
+    };
+    for (const [topic, later] of this.behind) {
+      if (!later) continue;
+      for (const entry of later) drop(entry.batch);
+      this.behind.set(topic, null);
+    }
+    for (let i = this.readyHead; i < this.ready.length; i++) {
+      const entry = this.ready[i] as Entry;
+      if (this.ordered(entry.retain)) free(() => entry.topic);
+      drop(entry.batch);
+    }
+    this.ready = [];
+    this.readyHead = 0;
+    for (const run of this.runs.splice(0)) {
+      for (let i = run.next; i < run.list.length; i++) {
+        if (run.skip?.has(i)) continue;
+        if (this.ordered(run.list.retain)) free(() => run.list.topic(i));
+        drop(run.batch);
+      }
+    }
+    if (dropped > 0) this.logger.warn({ messages: dropped, why }, 'messages dropped, not published');
+    return dropped;
   }
 }

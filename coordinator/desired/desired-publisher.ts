@@ -177,6 +177,9 @@ export class DesiredStates implements DeferredMessages {
   }
 
   add(deviceId: string, seq: number, models: DesiredState['models']): void {
+    // Its topic is named now, inside the caller's transaction: an id no topic can carry rolls the
+    // plan back with that error, instead of failing its message after the commit.
+    this.topics.desired(deviceId);
     this.deviceIds.push(deviceId);
     this.seqs.push(seq);
     this.models.push(models);

@@ -38,7 +38,7 @@ export class KeptModel {
     this.updatedAt = m.updatedAt;
   }
 
-  /** As the report had it (a fresh object: what is kept is never handed out to be changed). */
+  /** As the report had it: a fresh object, sharing `progress` and `error` (readers never change a report). */
   toReported(): ReportedModel {
     return {
       state: this.state,

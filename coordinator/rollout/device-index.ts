@@ -108,7 +108,7 @@ export class LiveDeviceIndex implements DeviceIndex {
   }
 
   /**
-   * A copy of the row in one fixed-shape object, its release ids pooled. The rows a plan builds
+   * A copy of the row in one fixed-shape object, its previous release id pooled. The rows a plan builds
    * (a spread of the row before and its changes) keep some fields outside the object, and a
    * release id read from SQLite is a new string per row: ~0.1 KB a device more, 5 MB of a
    * 50,000-device rollout (BENCHMARKS.md, 2026-12-07 "the wave in its own lane").
