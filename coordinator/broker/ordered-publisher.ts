@@ -84,10 +84,10 @@ export const WAVE_LANE_MIN = 256;
  * wave took 5.6 s to go out while its devices reported, at 3,000 (three turns) 3.3 s, at once
  * 1.2-1.4 s (BENCHMARKS.md, "bigwave"). The window bounds what is in flight for larger fleets:
  * messages beyond it wait unmade (their deferred payloads not signed yet: a small entry each, or
- * a wave's list), taken in handover order as slots free. The answers of a wave's devices are taken in bounded turns by
- * the broker (IngestGate, service.ts), which is what keeps sending it all at once within the
- * memory budget. mqemitter runs without a queue (create-broker.ts), so no window is needed
- * against its queue's recursion.
+ * a wave's list), taken in handover order as slots free. The answers of a wave's devices are
+ * taken in bounded turns by the broker (IngestGate, service.ts), which is what keeps sending it
+ * all at once within the memory budget. mqemitter runs without a queue (create-broker.ts), so no
+ * window is needed against its queue's recursion.
  *
  * Two lanes: a large deferred list (a wave) waits in its own lane, and slots go to the two lanes
  * in turn. Everything else (rollout summaries, audit events, a single device's desired state) is
