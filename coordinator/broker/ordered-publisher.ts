@@ -210,8 +210,7 @@ export class OrderedPublisher {
     try {
       topic = entry.topic;
     } catch (err) {
-      this.logger.error({ index: entry.index, err: (err as Error).message }, 'publish failed');
-      this.finish(entry.batch);
+      this.unnamed(entry.batch, entry.index, err);
       return;
     }
     if (this.claim(topic)) this.ready.push(entry);
@@ -232,10 +231,8 @@ export class OrderedPublisher {
         try {
           topic = list.topic(i);
         } catch (err) {
-          // A message without a topic fails alone, as a payload that cannot be made does.
-          this.logger.error({ index: i, err: (err as Error).message }, 'publish failed');
           skip(i);
-          this.finish(batch);
+          this.unnamed(batch, i, err);
           continue;
         }
         if (this.claim(topic)) continue;
@@ -244,6 +241,12 @@ export class OrderedPublisher {
       }
     }
     if (run.left > 0) this.runs.push(run);
+  }
+
+  /** A message whose topic could not be named at handover fails alone, as one whose payload cannot be made does. */
+  private unnamed(batch: Batch, index: number, err: unknown): void {
+    this.logger.error({ index, err: (err as Error).message }, 'publish failed');
+    this.finish(batch);
   }
 
   /** True when `topic` had nothing queued or in flight (it has now). */

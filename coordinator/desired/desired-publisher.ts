@@ -198,14 +198,16 @@ export class DesiredStates implements DeferredMessages {
   payload(index: number): Buffer {
     this.at(this.deviceIds, index);
     const number = Math.floor(index / SIGN_BATCH_TEXTS);
-    let batch = this.finished.has(number) ? undefined : this.batches.get(number);
-    if (!batch && !this.finished.has(number)) {
+    const taken = () => new Error(`desired state ${index} was already taken`);
+    if (this.finished.has(number)) throw taken();
+    let batch = this.batches.get(number);
+    if (!batch) {
       batch = this.sign(number);
       this.batches.set(number, batch);
     }
     const i = index - number * SIGN_BATCH_TEXTS;
-    const payload = batch?.payloads[i];
-    if (!batch || payload === undefined) throw new Error(`desired state ${index} was already taken`);
+    const payload = batch.payloads[i];
+    if (payload === undefined) throw taken();
     batch.payloads[i] = undefined;
     if (--batch.left === 0) {
       this.batches.delete(number);
