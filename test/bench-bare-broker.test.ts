@@ -127,6 +127,18 @@ t.test('planBareBroker: sizes within the limits, and a clear refusal naming the 
   t.throws(() => planBareBroker(5000, 0, { fdHard: 100_000, ephemeralPorts: [60000, 60999] }), {
     message: /ip_local_port_range is 60000-60999 \(1000 ports\), so at most 998 devices/,
   });
+  t.throws(() => planBareBroker(50_000, 0, limits), { message: /do not fit one broker process.*, or use --edges$/ });
+  // Behind edges: each edge holds its share, and the workers are a multiple of the edges.
+  t.same(planBareBroker(50_000, 0, limits, 4), { workers: 4, devicesPerWorker: 12_500 });
+  t.same(planBareBroker(10, 0, limits, 4), { workers: 4, devicesPerWorker: 3 }, 'one worker per edge at least');
+  t.same(planBareBroker(30_000, 0, limits, 3), { workers: 3, devicesPerWorker: 10_000 });
+  t.throws(() => planBareBroker(50_000, 0, limits, 2), {
+    message: new RegExp(`50000 devices do not fit one of 2 edge brokers: .* at most ${most} devices per broker`),
+  });
+  t.throws(() => planBareBroker(50_000, 0, { fdHard: 100_000, ephemeralPorts: [50000, 60999] }, 4), {
+    message: /ip_local_port_range is 50000-60999 \(11000 ports\), so at most 11000 devices per edge/,
+  });
+  t.throws(() => planBareBroker(10, 0, limits, -1), { message: /--edges must be a whole number >= 0, got -1/ });
   t.throws(() => planBareBroker(0, 0, limits), { message: /--devices must be a whole number >= 1, got 0/ });
   t.throws(() => planBareBroker(10, 1.5, limits), { message: /--workers must be a whole number >= 0, got 1.5/ });
 });
@@ -271,12 +283,17 @@ t.test('bench:bare-broker: a subscriber that misses messages fails the run', { s
 });
 
 t.test('bench:bare-broker: usage errors and a missing mosquitto', async (t) => {
-  const [badBroker, missing] = await Promise.all([
+  const [badBroker, edgesOnAedes, missing] = await Promise.all([
     runBench(['--broker', 'hivemq']).catch((err: Error) => err),
+    runBench(['--broker', 'both', '--edges', '2']).catch((err: Error) => err),
     runBench(['--broker', 'mosquitto', '--mosquitto', '/nonexistent/mosquitto', '--devices', '5']),
   ]);
   t.match(badBroker, {
     message: /printed no JSON document \(exit 2\)[\s\S]*--broker must be aedes, mosquitto or both, got hivemq/,
+  });
+  t.match(edgesOnAedes, {
+    message:
+      /printed no JSON document \(exit 2\)[\s\S]*--edges 2: edge brokers are Mosquittos bridged into the bare Mosquitto; use a whole number >= 1 with --broker mosquitto/,
   });
   t.equal(missing.code, 1);
   t.match(missing.json, {

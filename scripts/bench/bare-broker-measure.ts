@@ -23,6 +23,7 @@ import {
   wallMs,
   within,
 } from './common.js';
+import { startBareEdges } from './mosquitto-edges.js';
 import { MOSQUITTO_BIN, MosquittoProcess, mosquittoVersion } from './mosquitto-process.js';
 import { benchManifest } from './release.js';
 
@@ -92,8 +93,14 @@ export interface BareBrokerOptions {
   mosquittoBin?: string;
   /** Mosquitto's max_inflight_messages; unset = its default (20), 0 = no limit. */
   mosquittoMaxInflight?: number;
-  /** More Mosquitto config lines, verbatim. */
+  /** More Mosquitto config lines, verbatim (the edges' too). */
   mosquittoExtra?: readonly string[];
+  /**
+   * Mosquitto only: the devices connect to this many edge Mosquittos, each bridged into the one
+   * the subscriber and the publisher use (bench:fleet --edges, scripts/bench/mosquitto-edges.ts):
+   * more devices than one process's open-files limit. 0: none.
+   */
+  edges?: number;
   /** Aborting kills the broker and the simulator at once; the call then ends with an error. */
   signal?: AbortSignal;
   log?: (line: string) => void;
@@ -126,29 +133,37 @@ export function machineLimits(): MachineLimits {
  * message naming the limit when they do not, so a run too big fails at once instead of hanging
  * on connections that can never open.
  */
-export function planBareBroker(devices: number, workers: number, limits: MachineLimits): BareBrokerPlan {
+export function planBareBroker(devices: number, workers: number, limits: MachineLimits, edges = 0): BareBrokerPlan {
   if (!Number.isInteger(devices) || devices < 1)
     throw new Error(`--devices must be a whole number >= 1, got ${devices}`);
   if (!Number.isInteger(workers) || workers < 0)
     throw new Error(`--workers must be a whole number >= 0, got ${workers}`);
+  if (!Number.isInteger(edges) || edges < 0) throw new Error(`--edges must be a whole number >= 0, got ${edges}`);
+  // Behind edges, each edge holds its share of the devices (the simulator's workers are spread
+  // evenly over them, below) and the broker only the bridges.
+  const perBroker = edges > 0 ? Math.ceil(devices / edges) : devices;
+  const holder = edges > 0 ? `one of ${edges} edge brokers` : 'one broker process';
   const brokerMax = limits.fdHard - BROKER_RESERVE_FDS;
-  if (devices > brokerMax) {
+  if (perBroker > brokerMax) {
     throw new Error(
-      `${devices} devices do not fit one broker process: each connection is an open file and the hard limit on open files (RLIMIT_NOFILE, ulimit -Hn) is ${limits.fdHard} per process here, so at most ${brokerMax} devices (${BROKER_RESERVE_FDS} kept for the broker's own files); raising the hard limit needs CAP_SYS_RESOURCE`,
+      `${devices} devices do not fit ${holder}: each connection is an open file and the hard limit on open files (RLIMIT_NOFILE, ulimit -Hn) is ${limits.fdHard} per process here, so at most ${brokerMax} devices per broker (${BROKER_RESERVE_FDS} kept for the broker's own files); raising the hard limit needs CAP_SYS_RESOURCE${edges > 0 ? '' : ', or use --edges'}`,
     );
   }
   const [low, high] = limits.ephemeralPorts;
   const ports = high - low + 1;
-  const clients = devices + 2; // the subscriber and the publisher
+  // The subscriber and the publisher connect to the broker itself, not to an edge.
+  const clients = edges > 0 ? perBroker : devices + 2;
   if (clients > ports) {
     throw new Error(
-      `${devices} devices do not fit the ephemeral ports: every connection to the broker's one address needs its own source port and net.ipv4.ip_local_port_range is ${low}-${high} (${ports} ports), so at most ${ports - 2} devices`,
+      `${devices} devices do not fit the ephemeral ports: every connection to a broker's one address needs its own source port and net.ipv4.ip_local_port_range is ${low}-${high} (${ports} ports), so at most ${ports - (edges > 0 ? 0 : 2)} devices${edges > 0 ? ' per edge' : ''}`,
     );
   }
   // A simulator process has the broker's open-files limit and at most its connections, so the
   // broker's check above covers one process holding them all; fleetSimWorkers checks an explicit
-  // --workers the same way.
-  const n = Math.min(fleetSimWorkers(devices, workers, limits.fdHard), devices);
+  // --workers the same way. Behind edges the count is rounded up to a multiple of them (worker i
+  // connects to edge i mod K), as bench:fleet does.
+  const simWorkers = fleetSimWorkers(devices, workers, limits.fdHard);
+  const n = Math.min(edges > 0 ? Math.ceil(simWorkers / edges) * edges : simWorkers, devices);
   return { workers: n, devicesPerWorker: Math.ceil(devices / n) };
 }
 
@@ -169,6 +184,8 @@ export interface PhaseUsage {
   simCpuSeconds: number;
   /** This process's: the subscriber and the publisher, and the simulator's controller. */
   benchCpuSeconds: number;
+  /** With edges: their CPU time over the phase, together (not in cpuSeconds, the broker's own). */
+  edgesCpuSeconds?: number;
   /**
    * CPU time the rest of the machine took over the phase (all CPUs busy, /proc/stat, minus the
    * three above; 10 ms ticks, so +-0.05): well above 0 means something else competed and the
@@ -188,6 +205,10 @@ export interface BareBrokerResult {
     persistence?: 'stock' | 'retained-index';
     /** Mosquitto's generated config, line by line. */
     config?: string[];
+    /** With edges: the Mosquittos the devices connect to, each bridged into this one. */
+    edges?: { pid: number; url: string }[];
+    /** The first edge's config, line by line (the others differ in port and bridge name). */
+    edgeConfig?: string[];
   };
   devices: number;
   burstReportsPerDevice: number;
@@ -205,8 +226,10 @@ export interface BareBrokerResult {
   held?: {
     /** Devices connected and subscribed (the simulator's count). */
     devices: number;
-    /** The broker's open descriptors: one per connection plus its own. */
+    /** The broker's open descriptors: one per connection plus its own (behind edges: one per edge). */
     brokerOpenFds: number | null;
+    /** With edges: each edge's open descriptors. */
+    edgeOpenFds?: (number | null)[];
     /** Connections that dropped at any point of the run (each reconnects): 0 when all were held throughout. */
     disconnects: number;
   };
@@ -219,6 +242,8 @@ export interface BareBrokerResult {
     perDeviceKB: number;
     /** The broker's peak RSS over the run (VmHWM). */
     peakRssMB: number;
+    /** With edges: each edge's RSS at the end (the connections' memory is theirs, not the broker's). */
+    edgesRssMB?: number[];
   };
   prime?: { ms: number; reports: number; desiredBytes: number };
   ingestBurst?: {
@@ -382,7 +407,13 @@ export async function measureBareBroker(options: BareBrokerOptions): Promise<Bar
     ...(Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as BareBrokerOptions),
   };
   const say = o.log;
-  const plan = planBareBroker(o.devices, o.workers, { ...machineLimits(), ...o.limits });
+  const edgeCount = o.edges ?? 0;
+  if (edgeCount !== 0 && o.kind !== 'mosquitto') {
+    throw new Error(
+      `--edges ${edgeCount}: edge brokers are Mosquittos bridged into a Mosquitto; use --broker mosquitto`,
+    );
+  }
+  const plan = planBareBroker(o.devices, o.workers, { ...machineLimits(), ...o.limits }, edgeCount);
   if (!Number.isInteger(o.burst) || o.burst < 1) throw new Error(`--burst must be a whole number >= 1, got ${o.burst}`);
   const N = o.devices;
   const result: BareBrokerResult = {
@@ -395,12 +426,14 @@ export async function measureBareBroker(options: BareBrokerOptions): Promise<Bar
   };
   const phases: PhaseUsage[] = [];
   let broker: Broker | null = null;
+  let edges: MosquittoProcess[] = [];
   let sim: FleetSim | null = null;
   let subscriber: MqttClient | null = null;
   let publisher: MqttClient | null = null;
   let tmp = '';
   const onAbort = () => {
     broker?.kill();
+    for (const e of edges) e.kill();
     sim?.kill();
   };
   o.signal?.addEventListener('abort', onAbort, { once: true });
@@ -426,6 +459,20 @@ export async function measureBareBroker(options: BareBrokerOptions): Promise<Bar
       broker = m;
       result.broker.version = await mosquittoVersion(o.mosquittoBin);
       result.broker.config = m.config.trimEnd().split('\n');
+      if (edgeCount > 0) {
+        edges = await startBareEdges({
+          count: edgeCount,
+          dir: tmp,
+          corePort: m.port,
+          bin: o.mosquittoBin,
+          // What an edge queues for its bridge (the burst, on its way to the broker) and for each device.
+          maxQueuedMessages: N * (o.burst + 2) + 1000,
+          ...(o.mosquittoMaxInflight !== undefined ? { maxInflightMessages: o.mosquittoMaxInflight } : {}),
+          extra: o.mosquittoExtra ?? [],
+        });
+        result.broker.edges = edges.map((e) => ({ pid: e.pid, url: e.url }));
+        result.broker.edgeConfig = edges[0]?.config.trimEnd().split('\n');
+      }
     }
     const b = broker;
     result.broker.pid = b.pid;
@@ -436,11 +483,15 @@ export async function measureBareBroker(options: BareBrokerOptions): Promise<Bar
     const stats = () => procStats(b.pid);
     const idle = stats();
     say(`${o.kind} ${result.broker.version} pid ${b.pid} at ${b.url}; ${N} devices, ${plan.workers} workers`);
+    if (edges.length > 0)
+      say(`  behind ${edges.length} edges: ${edges.map((e) => `pid ${e.pid} at ${e.url}`).join(', ')}`);
 
     const ids = deviceIds('bare', N);
     const s = await FleetSim.start(
       {
         url: b.url,
+        // Worker i connects to edge i mod K (the plan makes the workers a multiple of K).
+        ...(edges.length > 0 ? { urls: edges.map((e) => e.url) } : {}),
         keepaliveS: 30,
         connectConcurrency: o.connectConcurrency,
         connectTimeoutMs: Math.min(o.phaseTimeoutMs, 120_000),
@@ -453,10 +504,17 @@ export async function measureBareBroker(options: BareBrokerOptions): Promise<Bar
     );
     sim = s;
     const cpu = (pids: readonly (number | 'self')[]) => pids.reduce<number>((a, p) => a + procStats(p).cpuSeconds, 0);
+    const edgePids = edges.map((e) => e.pid);
     /** Runs one phase within the phase limit; its result, and the CPU and memory it took. */
     const phase = async <T>(name: string, fn: () => Promise<T>): Promise<[T, PhaseUsage]> => {
       say(`${o.kind}: ${name}...`);
-      const before = { broker: stats().cpuSeconds, sim: cpu(s.pids), self: cpu(['self']), all: machineBusySeconds() };
+      const before = {
+        broker: stats().cpuSeconds,
+        sim: cpu(s.pids),
+        self: cpu(['self']),
+        edges: cpu(edgePids),
+        all: machineBusySeconds(),
+      };
       const t0 = wallMs();
       const value = await within(fn(), o.phaseTimeoutMs, `${o.kind} ${name} phase`);
       const after = stats();
@@ -464,6 +522,7 @@ export async function measureBareBroker(options: BareBrokerOptions): Promise<Bar
         broker: after.cpuSeconds - before.broker,
         sim: cpu(s.pids) - before.sim,
         self: cpu(['self']) - before.self,
+        edges: cpu(edgePids) - before.edges,
       };
       const usage: PhaseUsage = {
         phase: name,
@@ -472,7 +531,8 @@ export async function measureBareBroker(options: BareBrokerOptions): Promise<Bar
         rssMB: after.rssMB,
         simCpuSeconds: round(ours.sim, 2),
         benchCpuSeconds: round(ours.self, 2),
-        otherCpuSeconds: round(machineBusySeconds() - before.all - ours.broker - ours.sim - ours.self, 2),
+        ...(edges.length > 0 ? { edgesCpuSeconds: round(ours.edges, 2) } : {}),
+        otherCpuSeconds: round(machineBusySeconds() - before.all - ours.broker - ours.sim - ours.self - ours.edges, 2),
       };
       phases.push(usage);
       say(
@@ -493,7 +553,12 @@ export async function measureBareBroker(options: BareBrokerOptions): Promise<Bar
       perDeviceP99Ms: percentile(c.latenciesMs, 99),
     };
     const afterConnect = stats();
-    result.held = { devices: (await s.counters()).connected, brokerOpenFds: openFds(b.pid), disconnects: 0 };
+    result.held = {
+      devices: (await s.counters()).connected,
+      brokerOpenFds: openFds(b.pid),
+      ...(edges.length > 0 ? { edgeOpenFds: edgePids.map(openFds) } : {}),
+      disconnects: 0,
+    };
     result.memory = {
       idleRssMB: idle.rssMB,
       afterConnectRssMB: afterConnect.rssMB,
@@ -602,10 +667,12 @@ export async function measureBareBroker(options: BareBrokerOptions): Promise<Bar
     result.errors.push((err as Error).message);
     say(`${o.kind}: error: ${(err as Error).message}`);
     if (broker instanceof MosquittoProcess) say(`mosquitto log tail:\n${broker.tail(10)}`);
+    for (const [i, e] of edges.entries()) say(`edge ${i} log tail:\n${e.tail(5)}`);
   } finally {
     o.signal?.removeEventListener('abort', onAbort);
     const end = broker ? tryProcStats(broker.pid) : null;
     if (result.memory && end) result.memory.peakRssMB = end.peakRssMB;
+    if (result.memory && edges.length > 0) result.memory.edgesRssMB = edges.map((e) => tryProcStats(e.pid)?.rssMB ?? 0);
     result.brokerUsage = {
       end: end ? { rssMB: end.rssMB, peakRssMB: end.peakRssMB, cpuSeconds: end.cpuSeconds } : null,
       phases,
@@ -619,6 +686,7 @@ export async function measureBareBroker(options: BareBrokerOptions): Promise<Bar
     await subscriber?.endAsync(true).catch(() => {});
     await publisher?.endAsync(true).catch(() => {});
     await sim?.stop(10_000);
+    for (const e of edges) await e.stop(10_000);
     await broker?.stop(10_000);
     if (tmp) await fs.rm(tmp, { recursive: true, force: true, maxRetries: 3 });
     say(`${o.kind}: stopped`);

@@ -32,6 +32,10 @@ const args = parseArgs(
       default: '',
       help: "more Mosquitto config lines, separated by ';' (e.g. 'set_tcp_nodelay true'); a later line wins",
     },
+    edges: {
+      default: 0,
+      help: "with --broker mosquitto: the devices connect to this many edge Mosquittos bridged into the bare one (past one process's open-files limit, as bench:fleet --edges)",
+    },
     'phase-timeout-s': { default: 600, help: 'limit for each phase' },
     'stall-s': { default: 30, help: 'deliveries that made no progress for this long count as lost' },
     'timeout-s': { default: 3600, help: 'limit for the whole run' },
@@ -47,6 +51,12 @@ const kinds: BrokerKind[] =
       : [];
 if (kinds.length === 0) {
   process.stderr.write(`--broker must be aedes, mosquitto or both, got ${args.broker}\n`);
+  process.exit(2);
+}
+if (args.edges !== 0 && (args.broker !== 'mosquitto' || !Number.isInteger(args.edges) || args.edges < 1)) {
+  process.stderr.write(
+    `--edges ${args.edges}: edge brokers are Mosquittos bridged into the bare Mosquitto; use a whole number >= 1 with --broker mosquitto\n`,
+  );
   process.exit(2);
 }
 
@@ -69,6 +79,7 @@ const result: Record<string, unknown> = {
     aedesPersistence: args['aedes-retained-index'] ? 'retained-index' : 'stock',
     mosquittoMaxInflight: args['mosquitto-max-inflight'] < 0 ? 'default (20)' : args['mosquitto-max-inflight'],
     mosquittoConf: mosquittoExtra,
+    ...(args.edges > 0 ? { edges: args.edges } : {}),
   },
 };
 const errors: string[] = [];
@@ -105,6 +116,7 @@ async function run(): Promise<void> {
       aedesRetainedIndex: args['aedes-retained-index'],
       mosquittoBin: args.mosquitto,
       mosquittoExtra,
+      ...(args.edges > 0 ? { edges: args.edges } : {}),
       ...(args['mosquitto-max-inflight'] >= 0 ? { mosquittoMaxInflight: args['mosquitto-max-inflight'] } : {}),
       signal: abort.signal,
     });

@@ -3,7 +3,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { DynsecAcl } from '../../coordinator/external-broker/dynsec-rules.js';
 import { type MosquittoConfigInput, mosquittoConf } from '../../coordinator/external-broker/mosquitto-config.js';
-import type { Topics } from '../../shared/topics.js';
+import { createTopics, type Topics } from '../../shared/topics.js';
 import { MOSQUITTO_BIN, MosquittoProcess } from './mosquitto-process.js';
 
 /**
@@ -126,4 +126,51 @@ async function startEdge(o: EdgeOptions, index: number, dynsec: Buffer): Promise
     logFile,
     readyTimeoutMs: o.readyTimeoutMs ?? 60_000,
   });
+}
+
+export interface BareEdgeOptions {
+  count: number;
+  /** Each edge gets `dir/edge-<i>` (created). */
+  dir: string;
+  /** The bare broker's port on 127.0.0.1. */
+  corePort: number;
+  bin?: string;
+  maxQueuedMessages: number;
+  maxInflightMessages?: number;
+  /** Lines appended to every edge's config (the bare broker's own experiments). */
+  extra: readonly string[];
+}
+
+/**
+ * The bare baseline's edges (bench:bare-broker --edges, bench:fleet --bare --edges): anonymous
+ * Mosquittos with the bare broker's config (mosquitto-process.ts), each with the bridge section
+ * above into the bare broker, so the baseline's devices take the same two hops as the fleet's.
+ * The bare broker lets anyone in, so the bridge's user and password are only carried along.
+ */
+export async function startBareEdges(o: BareEdgeOptions): Promise<MosquittoProcess[]> {
+  if (!Number.isInteger(o.count) || o.count < 1) {
+    throw new Error(`--edges must be a whole number of edge brokers, at least 1, got ${o.count}`);
+  }
+  const topics = createTopics();
+  const started: MosquittoProcess[] = [];
+  try {
+    for (let index = 0; index < o.count; index++) {
+      const dir = path.join(o.dir, `edge-${index}`);
+      await fs.mkdir(dir, { recursive: true });
+      const bridge = edgeBridgeConf({ index, corePort: o.corePort, password: 'bare', topics });
+      started.push(
+        await MosquittoProcess.start({
+          dir,
+          ...(o.bin ? { bin: o.bin } : {}),
+          maxQueuedMessages: o.maxQueuedMessages,
+          ...(o.maxInflightMessages !== undefined ? { maxInflightMessages: o.maxInflightMessages } : {}),
+          extra: [...o.extra, ...bridge],
+        }),
+      );
+    }
+  } catch (err) {
+    for (const e of started) e.kill();
+    throw err;
+  }
+  return started;
 }
