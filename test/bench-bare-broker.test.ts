@@ -1,11 +1,12 @@
 import { spawn } from 'node:child_process';
-import { existsSync, promises as fs } from 'node:fs';
+import { existsSync, promises as fs, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import mqtt from 'mqtt';
 import t from 'tap';
 import { BROKER_RESERVE_FDS, desiredPayloads, planBareBroker } from '../scripts/bench/bare-broker-measure.js';
+import { niceOthers } from '../scripts/bench/common.js';
 import {
   MOSQUITTO_BIN,
   MosquittoProcess,
@@ -34,7 +35,7 @@ interface Run {
   stderr: string;
 }
 
-function runBench(args: string[], timeoutMs = 50_000): Promise<Run> {
+function runBench(args: string[], timeoutMs = 50_000, interruptAt?: RegExp): Promise<Run> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [SCRIPT, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -44,6 +45,11 @@ function runBench(args: string[], timeoutMs = 50_000): Promise<Run> {
     });
     child.stderr.on('data', (d: Buffer) => {
       stderr += d.toString();
+      // Only the bench itself gets the signal, as from a job runner's timeout.
+      if (interruptAt?.test(stderr) && child.exitCode === null) {
+        interruptAt = undefined;
+        child.kill('SIGTERM');
+      }
     });
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
     child.on('close', (code) => {
@@ -85,6 +91,15 @@ function counted(devices: number, burst: number, broker: Record<string, unknown>
     brokerUsage: { phases: [{ phase: 'connect' }, { phase: 'prime' }, { phase: 'burst' }, { phase: 'fanout' }] },
     sim: { counters: { devices, reportErrors: 0, desiredInvalid: 0, connectFailures: 0 } },
   };
+}
+
+/** /proc/<pid>/status, or '' once it is gone. */
+function readStatus(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return '';
+  }
 }
 
 const heldFds = (r: unknown) => (r as { held: { brokerOpenFds: number } }).held.brokerOpenFds;
@@ -141,6 +156,22 @@ t.test('planBareBroker: sizes within the limits, and a clear refusal naming the 
   t.throws(() => planBareBroker(10, 0, limits, -1), { message: /--edges must be a whole number >= 0, got -1/ });
   t.throws(() => planBareBroker(0, 0, limits), { message: /--devices must be a whole number >= 1, got 0/ });
   t.throws(() => planBareBroker(10, 1.5, limits), { message: /--workers must be a whole number >= 0, got 1.5/ });
+});
+
+t.test('niceOthers: the processes standing in for other machines get the nice value asked for', async (t) => {
+  const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 30000)'], { stdio: 'ignore' });
+  t.teardown(() => child.kill('SIGKILL'));
+  const pid = child.pid as number;
+  t.strictSame(niceOthers([pid], 0), [os.getPriority(process.pid)], '0: left as it was (inherited from us)');
+  t.strictSame(niceOthers([pid], 7), [7]);
+  t.equal(os.getPriority(pid), 7);
+  t.strictSame(niceOthers([], 19), []);
+  for (const bad of [20, -1, 1.5]) {
+    t.throws(() => niceOthers([pid], bad), {
+      message: `--sim-nice must be a whole number from 0 (as now) to 19 (lowest priority), got ${bad}`,
+    });
+  }
+  t.equal(os.getPriority(pid), 7, 'a refused value changes nothing');
 });
 
 t.test('desiredPayloads: one signed desired state per device, as the simulator reads them', async (t) => {
@@ -281,6 +312,34 @@ t.test('bench:bare-broker: a subscriber that misses messages fails the run', { s
   t.notOk('ingestBurst' in (run.json.mosquitto as object), 'no burst after the loss');
   t.match(run.stderr, /Outgoing messages are being dropped/, "Mosquitto's log tail says why");
 });
+
+t.test(
+  'bench:bare-broker interrupted (SIGTERM): it stops the brokers and the simulator it started',
+  { skip: mosquittoSkip },
+  async (t) => {
+    const run = await runBench(
+      ['--broker', 'mosquitto', '--edges', '2', '--devices', '40', '--step-ms', '5'],
+      50_000,
+      /mosquitto: prime\.\.\./,
+    );
+    t.equal(run.code, 143, 'exits 128 + SIGTERM');
+    t.match(run.json.errors, ['interrupted by SIGTERM; everything was killed']);
+    const m = run.json.mosquitto as { broker: { pid: number; edges: { pid: number }[] } } | undefined;
+    // The result is printed as the run is abandoned: the pids of what it started are in it.
+    t.ok(m?.broker.pid, 'the bare broker had started');
+    t.equal(m?.broker.edges.length, 2, 'and both edges');
+    const pids = [m?.broker.pid, ...(m?.broker.edges ?? []).map((e) => e.pid)] as number[];
+    const alive = (pid: number) => existsSync(`/proc/${pid}`) && !/^State:\s+Z/m.test(readStatus(pid));
+    const deadline = Date.now() + 10_000;
+    while (pids.some(alive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    const left = pids.filter(alive);
+    // A failure here must not leave them running either.
+    t.teardown(() => {
+      for (const pid of left) process.kill(pid, 'SIGKILL');
+    });
+    t.strictSame(left, [], 'no broker left running');
+  },
+);
 
 t.test('bench:bare-broker: usage errors and a missing mosquitto', async (t) => {
   const [badBroker, edgesOnAedes, missing] = await Promise.all([

@@ -235,6 +235,8 @@ t.test(
       '--edges',
       '2',
       '--bare',
+      '--sim-nice',
+      '5',
       '--phases',
       'rollout,burst,halt',
       ...smallFleet(devices),
@@ -243,7 +245,9 @@ t.test(
     t.equal(run.code, 0, 'exits 0', { stderr: run.stderr.slice(-3000) });
     t.same(r.errors, []);
     t.match(r, {
-      params: { devices, broker: 'mosquitto' },
+      params: { devices, broker: 'mosquitto', simNice: 5 },
+      // The two simulator processes and the two edges, read back after the change.
+      simNice: { value: 5, readBack: [5, 5, 5, 5] },
       // The coordinator, the admin, every device and the bridges' client in the core's plugin file.
       switch: { clients: devices + 3 },
       broker: {
@@ -271,6 +275,7 @@ t.test(
         fanOut: { messages: devices, received: devices },
         brokerUsage: { phases: [{ phase: 'connect', edgesCpuSeconds: Number }] },
         sim: { workers: 2 },
+        simNice: { value: 5, readBack: [5, 5, 5, 5] },
       },
       vsBare: { ingestReportsPerSec: { ratio: Number } },
     });

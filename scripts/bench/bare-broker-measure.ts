@@ -13,6 +13,7 @@ import { deviceIds } from '../fleet-sim/enrol.js';
 import type { SimCounters } from '../fleet-sim/ipc.js';
 import { AedesProcess, aedesVersion } from './aedes-process.js';
 import {
+  niceOthers,
   openFilesLimit,
   percentile,
   procStats,
@@ -101,8 +102,15 @@ export interface BareBrokerOptions {
    * more devices than one process's open-files limit. 0: none.
    */
   edges?: number;
+  /** Nice value for the simulator processes and the edges (common.ts niceOthers); 0: as now. */
+  simNice?: number;
   /** Aborting kills the broker and the simulator at once; the call then ends with an error. */
   signal?: AbortSignal;
+  /**
+   * Given the result object as soon as it exists; it fills in as the run goes, so a caller that
+   * gives up (a signal, a watchdog) can print what was measured until then.
+   */
+  onResult?: (partial: BareBrokerResult) => void;
   log?: (line: string) => void;
   /** Overrides for the limits read from this machine (tests). */
   limits?: Partial<MachineLimits>;
@@ -284,6 +292,8 @@ export interface BareBrokerResult {
     brokerCpuUsPerMessage: number;
   };
   brokerUsage?: { end: BrokerUsage | null; phases: PhaseUsage[] };
+  /** --sim-nice: the value, and each simulator process's and edge's nice as read back. */
+  simNice?: { value: number; readBack: number[] };
   sim?: { counters: SimCounters | null; workers: number; rssMB: number[]; cpuSeconds: number[] };
   errors: string[];
 }
@@ -414,6 +424,7 @@ export async function measureBareBroker(options: BareBrokerOptions): Promise<Bar
     );
   }
   const plan = planBareBroker(o.devices, o.workers, { ...machineLimits(), ...o.limits }, edgeCount);
+  niceOthers([], o.simNice ?? 0); // checks the value before anything starts
   if (!Number.isInteger(o.burst) || o.burst < 1) throw new Error(`--burst must be a whole number >= 1, got ${o.burst}`);
   const N = o.devices;
   const result: BareBrokerResult = {
@@ -424,6 +435,7 @@ export async function measureBareBroker(options: BareBrokerOptions): Promise<Bar
     workers: plan.workers,
     errors: [],
   };
+  o.onResult?.(result);
   const phases: PhaseUsage[] = [];
   let broker: Broker | null = null;
   let edges: MosquittoProcess[] = [];
@@ -503,6 +515,8 @@ export async function measureBareBroker(options: BareBrokerOptions): Promise<Bar
       plan.workers,
     );
     sim = s;
+    const niced = niceOthers([...s.pids, ...edges.map((e) => e.pid)], o.simNice ?? 0);
+    if ((o.simNice ?? 0) !== 0) result.simNice = { value: o.simNice as number, readBack: niced };
     const cpu = (pids: readonly (number | 'self')[]) => pids.reduce<number>((a, p) => a + procStats(p).cpuSeconds, 0);
     const edgePids = edges.map((e) => e.pid);
     /** Runs one phase within the phase limit; its result, and the CPU and memory it took. */

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
+import os from 'node:os';
 import { type BareBrokerResult, type BrokerKind, measureBareBroker } from './bare-broker-measure.js';
-import { log, machine, parseArgs, printResult, revision, round } from './common.js';
+import { log, machine, niceOthers, parseArgs, printResult, revision, round } from './common.js';
 
 /**
  * `npm run bench:bare-broker -- --devices N`: the broker alone with bench:fleet's simulated
@@ -36,6 +37,10 @@ const args = parseArgs(
       default: 0,
       help: "with --broker mosquitto: the devices connect to this many edge Mosquittos bridged into the bare one (past one process's open-files limit, as bench:fleet --edges)",
     },
+    'sim-nice': {
+      default: 0,
+      help: 'nice value (0-19) for the simulator processes and the edges (as bench:fleet --sim-nice)',
+    },
     'phase-timeout-s': { default: 600, help: 'limit for each phase' },
     'stall-s': { default: 30, help: 'deliveries that made no progress for this long count as lost' },
     'timeout-s': { default: 3600, help: 'limit for the whole run' },
@@ -60,6 +65,13 @@ if (args.edges !== 0 && (args.broker !== 'mosquitto' || !Number.isInteger(args.e
   process.exit(2);
 }
 
+try {
+  niceOthers([], args['sim-nice']); // checks the value only
+} catch (err) {
+  process.stderr.write(`${(err as Error).message}\n`);
+  process.exit(2);
+}
+
 const mosquittoExtra = args['mosquitto-conf']
   .split(';')
   .map((l) => l.trim())
@@ -80,6 +92,7 @@ const result: Record<string, unknown> = {
     mosquittoMaxInflight: args['mosquitto-max-inflight'] < 0 ? 'default (20)' : args['mosquitto-max-inflight'],
     mosquittoConf: mosquittoExtra,
     ...(args.edges > 0 ? { edges: args.edges } : {}),
+    ...(args['sim-nice'] !== 0 ? { simNice: args['sim-nice'] } : {}),
   },
 };
 const errors: string[] = [];
@@ -117,6 +130,10 @@ async function run(): Promise<void> {
       mosquittoBin: args.mosquitto,
       mosquittoExtra,
       ...(args.edges > 0 ? { edges: args.edges } : {}),
+      simNice: args['sim-nice'],
+      onResult: (partial) => {
+        result[kind] = partial;
+      },
       ...(args['mosquitto-max-inflight'] >= 0 ? { mosquittoMaxInflight: args['mosquitto-max-inflight'] } : {}),
       signal: abort.signal,
     });
@@ -132,12 +149,24 @@ function finish(): void {
   printResult(result);
 }
 
-const watchdog = setTimeout(() => {
-  errors.push(`the whole run exceeded ${args['timeout-s']} s; everything was killed`);
+/** Kills everything this run started (by its pid), prints what was measured until now, and exits. */
+function abandon(why: string, code: number): never {
+  errors.push(why);
   abort.abort();
   finish();
-  process.exit(1);
-}, args['timeout-s'] * 1000);
+  process.exit(code);
+}
+
+const watchdog = setTimeout(
+  () => abandon(`the whole run exceeded ${args['timeout-s']} s; everything was killed`, 1),
+  args['timeout-s'] * 1000,
+);
+// Interrupted (Ctrl-C, a CI job's timeout): the brokers and the simulator are ours to stop.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () =>
+    abandon(`interrupted by ${signal}; everything was killed`, 128 + os.constants.signals[signal]),
+  );
+}
 
 run()
   .catch((err: Error) => {

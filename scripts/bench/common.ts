@@ -123,6 +123,22 @@ export function tryProcStats(pid: number | 'self'): ProcStats | null {
   }
 }
 
+/**
+ * `--sim-nice N`: lowers the scheduling priority of the processes that stand in for other
+ * machines (the simulated devices, the edge brokers) to nice N, so that on a benchmark host with
+ * few cores they take what the measured process leaves instead of sharing the cores evenly with
+ * it. 0 leaves them as they are. Returns each one's nice value as read back; throws a message
+ * naming the range for a bad N.
+ */
+export function niceOthers(pids: readonly number[], nice: number): number[] {
+  if (!Number.isInteger(nice) || nice < 0 || nice > 19) {
+    throw new Error(`--sim-nice must be a whole number from 0 (as now) to 19 (lowest priority), got ${nice}`);
+  }
+  if (nice !== 0) for (const pid of pids) os.setPriority(pid, nice);
+  // Read back: what the processes run at (for the result).
+  return pids.map((pid) => os.getPriority(pid));
+}
+
 /** The open-files limits of a process, from /proc/<pid>/limits. */
 export function openFilesLimit(pid: number | 'self' = 'self'): { soft: number; hard: number } {
   const line = readFileSync(`/proc/${pid}/limits`, 'utf8')

@@ -19,6 +19,7 @@ import {
 import {
   log,
   machine,
+  niceOthers,
   openFilesLimit,
   type ProcStats,
   parseArgs,
@@ -113,6 +114,10 @@ const args = parseArgs(
       help: "through Mosquitto: how often the coordinator's counters are read to time the ingest and metrics bursts",
     },
     workers: { default: 0, help: 'simulator processes (default: one per 10,000 devices, at most 4)' },
+    'sim-nice': {
+      default: 0,
+      help: "nice value (0-19) for the simulator processes and the edge brokers, which stand in for other machines (and the bare run's): 0 leaves them sharing the cores evenly with the coordinator",
+    },
     phases: { default: ALL_PHASES.join(','), help: `phases after enrol+connect: ${ALL_PHASES.join(',')}` },
     'step-ms': { default: 100, help: 'mean delay between the reported transitions of a device' },
     jitter: { default: 0.5, help: 'delay jitter, fraction of step-ms' },
@@ -140,6 +145,12 @@ if (args.broker !== 'embedded' && args.broker !== 'mosquitto') {
   process.exit(2);
 }
 const EXTERNAL = args.broker === 'mosquitto';
+try {
+  niceOthers([], args['sim-nice']); // checks the value only
+} catch (err) {
+  process.stderr.write(`${(err as Error).message}\n`);
+  process.exit(2);
+}
 const EDGES = Math.floor(args.edges);
 if (EDGES !== 0 && (!EXTERNAL || !(EDGES >= 1))) {
   process.stderr.write(`--edges ${args.edges}: edge brokers need --broker mosquitto and a whole number >= 1\n`);
@@ -216,6 +227,7 @@ const result: Record<string, unknown> = {
     jitter: args.jitter,
     enrolConcurrency: args['enrol-concurrency'],
     connectConcurrencyPerWorker: args['connect-concurrency'],
+    ...(args['sim-nice'] !== 0 ? { simNice: args['sim-nice'] } : {}),
     burstReportsPerDevice: args.burst,
     metricsSummariesPerDevice: args['metrics-minutes'],
     haltTrials: args['halt-trials'],
@@ -628,6 +640,8 @@ async function run(): Promise<void> {
     enrolled.devices,
     workers,
   );
+  const niced = niceOthers([...sim.pids, ...edges.map((e) => e.pid)], args['sim-nice']);
+  if (args['sim-nice'] !== 0) result.simNice = { value: args['sim-nice'], readBack: niced };
   const s = sim;
   const connect = await phase('connect', async () => {
     const r = await s.connect();
@@ -1219,7 +1233,11 @@ async function bareBaseline(): Promise<void> {
     mosquittoExtra: confLines(args['bare-mosquitto-conf']),
     // Behind the same number of edges as the fleet's devices.
     ...(EDGES > 0 ? { edges: EDGES } : {}),
+    simNice: args['sim-nice'],
     signal: bareAbort.signal,
+    onResult: (partial) => {
+      result.bare = partial;
+    },
   });
   for (const e of bare.errors) errors.push(`bare ${BARE_KIND}: ${e}`);
   result.bare = bare;
@@ -1232,8 +1250,9 @@ function finish(): void {
   printResult(result);
 }
 
-const watchdog = setTimeout(() => {
-  errors.push(`the whole run exceeded ${args['timeout-s']} s; everything was killed`);
+/** Kills everything this run started (by its pid), prints what was measured until now, and exits. */
+function abandon(why: string, code: number): never {
+  errors.push(why);
   coordinator?.kill();
   sim?.kill();
   for (const e of edges) e.kill();
@@ -1241,8 +1260,20 @@ const watchdog = setTimeout(() => {
   bareAbort.abort();
   result.coordinator ??= { phases };
   finish();
-  process.exit(1);
-}, args['timeout-s'] * 1000);
+  process.exit(code);
+}
+
+const watchdog = setTimeout(
+  () => abandon(`the whole run exceeded ${args['timeout-s']} s; everything was killed`, 1),
+  args['timeout-s'] * 1000,
+);
+// Interrupted (Ctrl-C, a CI job's timeout): Node would exit at once and leave the brokers, the
+// coordinator and the simulator running; they are ours to stop.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () =>
+    abandon(`interrupted by ${signal}; everything was killed`, 128 + os.constants.signals[signal]),
+  );
+}
 
 run()
   .catch((err: Error) => {
