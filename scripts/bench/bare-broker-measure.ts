@@ -438,7 +438,7 @@ export async function measureBareBroker(options: BareBrokerOptions): Promise<Bar
   o.onResult?.(result);
   const phases: PhaseUsage[] = [];
   let broker: Broker | null = null;
-  let edges: MosquittoProcess[] = [];
+  const edges: MosquittoProcess[] = [];
   let sim: FleetSim | null = null;
   let subscriber: MqttClient | null = null;
   let publisher: MqttClient | null = null;
@@ -472,16 +472,20 @@ export async function measureBareBroker(options: BareBrokerOptions): Promise<Bar
       result.broker.version = await mosquittoVersion(o.mosquittoBin);
       result.broker.config = m.config.trimEnd().split('\n');
       if (edgeCount > 0) {
-        edges = await startBareEdges({
-          count: edgeCount,
-          dir: tmp,
-          corePort: m.port,
-          bin: o.mosquittoBin,
-          // What an edge queues for its bridge (the burst, on its way to the broker) and for each device.
-          maxQueuedMessages: N * (o.burst + 2) + 1000,
-          ...(o.mosquittoMaxInflight !== undefined ? { maxInflightMessages: o.mosquittoMaxInflight } : {}),
-          extra: o.mosquittoExtra ?? [],
-        });
+        // Into `edges` as each starts: an abort meanwhile stops those already running.
+        await startBareEdges(
+          {
+            count: edgeCount,
+            dir: tmp,
+            corePort: m.port,
+            bin: o.mosquittoBin,
+            // What an edge queues for its bridge (the burst, on its way to the broker) and for each device.
+            maxQueuedMessages: N * (o.burst + 2) + 1000,
+            ...(o.mosquittoMaxInflight !== undefined ? { maxInflightMessages: o.mosquittoMaxInflight } : {}),
+            extra: o.mosquittoExtra ?? [],
+          },
+          edges,
+        );
         result.broker.edges = edges.map((e) => ({ pid: e.pid, url: e.url }));
         result.broker.edgeConfig = edges[0]?.config.trimEnd().split('\n');
       }

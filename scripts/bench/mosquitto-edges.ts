@@ -146,13 +146,17 @@ export interface BareEdgeOptions {
  * Mosquittos with the bare broker's config (mosquitto-process.ts), each with the bridge section
  * above into the bare broker, so the baseline's devices take the same two hops as the fleet's.
  * The bare broker lets anyone in, so the bridge's user and password are only carried along.
+ * Each edge is pushed to `started` as soon as it runs, so a caller that is interrupted meanwhile
+ * can stop the ones already started; on a failure they are killed here.
  */
-export async function startBareEdges(o: BareEdgeOptions): Promise<MosquittoProcess[]> {
+export async function startBareEdges(
+  o: BareEdgeOptions,
+  started: MosquittoProcess[] = [],
+): Promise<MosquittoProcess[]> {
   if (!Number.isInteger(o.count) || o.count < 1) {
     throw new Error(`--edges must be a whole number of edge brokers, at least 1, got ${o.count}`);
   }
   const topics = createTopics();
-  const started: MosquittoProcess[] = [];
   try {
     for (let index = 0; index < o.count; index++) {
       const dir = path.join(o.dir, `edge-${index}`);
