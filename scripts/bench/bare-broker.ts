@@ -1,7 +1,15 @@
 #!/usr/bin/env node
-import os from 'node:os';
 import { type BareBrokerResult, type BrokerKind, measureBareBroker } from './bare-broker-measure.js';
-import { log, machine, niceOthers, parseArgs, printResult, revision, round } from './common.js';
+import {
+  abandonOnTimeoutOrSignal,
+  log,
+  machine,
+  niceOthers,
+  parseArgs,
+  printResult,
+  revision,
+  round,
+} from './common.js';
 
 /**
  * `npm run bench:bare-broker -- --devices N`: the broker alone with bench:fleet's simulated
@@ -150,23 +158,14 @@ function finish(): void {
 }
 
 /** Kills everything this run started (by its pid), prints what was measured until now, and exits. */
-function abandon(why: string, code: number): never {
+function abandon(why: string, code: number): void {
   errors.push(why);
   abort.abort();
   finish();
   process.exit(code);
 }
 
-const watchdog = setTimeout(
-  () => abandon(`the whole run exceeded ${args['timeout-s']} s; everything was killed`, 1),
-  args['timeout-s'] * 1000,
-);
-// Interrupted (Ctrl-C, a CI job's timeout): the brokers and the simulator are ours to stop.
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () =>
-    abandon(`interrupted by ${signal}; everything was killed`, 128 + os.constants.signals[signal]),
-  );
-}
+const watchdog = abandonOnTimeoutOrSignal(args['timeout-s'], abandon);
 
 run()
   .catch((err: Error) => {

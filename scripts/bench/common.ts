@@ -124,6 +124,25 @@ export function tryProcStats(pid: number | 'self'): ProcStats | null {
 }
 
 /**
+ * A benchmark's way out when it cannot finish: `abandon(why, exitCode)` (kill everything the run
+ * started, print what was measured, exit) runs when the whole run exceeds `timeoutS`, or on
+ * SIGINT/SIGTERM (Ctrl-C, a CI job's timeout), where Node would otherwise exit at once and leave
+ * the brokers, the coordinator and the simulator running. Returns the watchdog timer, which the
+ * caller clears when the run ends.
+ */
+export function abandonOnTimeoutOrSignal(
+  timeoutS: number,
+  abandon: (why: string, exitCode: number) => void,
+): NodeJS.Timeout {
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () =>
+      abandon(`interrupted by ${signal}; everything was killed`, 128 + os.constants.signals[signal]),
+    );
+  }
+  return setTimeout(() => abandon(`the whole run exceeded ${timeoutS} s; everything was killed`, 1), timeoutS * 1000);
+}
+
+/**
  * `--sim-nice N`: lowers the scheduling priority of the processes that stand in for other
  * machines (the simulated devices, the edge brokers) to nice N, so that on a benchmark host with
  * few cores they take what the measured process leaves instead of sharing the cores evenly with

@@ -17,6 +17,7 @@ import {
   measureBareBroker,
 } from './bare-broker-measure.js';
 import {
+  abandonOnTimeoutOrSignal,
   log,
   machine,
   niceOthers,
@@ -1251,7 +1252,7 @@ function finish(): void {
 }
 
 /** Kills everything this run started (by its pid), prints what was measured until now, and exits. */
-function abandon(why: string, code: number): never {
+function abandon(why: string, code: number): void {
   errors.push(why);
   coordinator?.kill();
   sim?.kill();
@@ -1263,17 +1264,7 @@ function abandon(why: string, code: number): never {
   process.exit(code);
 }
 
-const watchdog = setTimeout(
-  () => abandon(`the whole run exceeded ${args['timeout-s']} s; everything was killed`, 1),
-  args['timeout-s'] * 1000,
-);
-// Interrupted (Ctrl-C, a CI job's timeout): Node would exit at once and leave the brokers, the
-// coordinator and the simulator running; they are ours to stop.
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () =>
-    abandon(`interrupted by ${signal}; everything was killed`, 128 + os.constants.signals[signal]),
-  );
-}
+const watchdog = abandonOnTimeoutOrSignal(args['timeout-s'], abandon);
 
 run()
   .catch((err: Error) => {
