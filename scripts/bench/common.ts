@@ -147,7 +147,9 @@ export function abandonOnTimeoutOrSignal(
  * machines (the simulated devices, the edge brokers) to nice N, so that on a benchmark host with
  * few cores they take what the measured process leaves instead of sharing the cores evenly with
  * it. 0 leaves them as they are. Returns each one's nice value as read back; throws a message
- * naming the range for a bad N.
+ * naming the range for a bad N. On Linux this sets a process's main thread, where a simulator
+ * process runs its JavaScript and Mosquitto all its work; threads a process started before (V8's
+ * helpers) keep their priority.
  */
 export function niceOthers(pids: readonly number[], nice: number): number[] {
   if (!Number.isInteger(nice) || nice < 0 || nice > 19) {
