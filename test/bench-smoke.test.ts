@@ -155,6 +155,38 @@ t.test('bench:fleet, bench:update and bench:audit print their JSON document', as
   });
 });
 
+t.test('bench:report-writes prints its JSON document, with and without the history index', async (t) => {
+  const args = ['--devices', '300', '--history', '2', '--reports', '2', '--batch', '50', '--runs', '2'];
+  const [indexed, bare, bad] = await Promise.all([
+    runBench('report-writes', args),
+    runBench('report-writes', [...args, '--drop-history-index']),
+    runBench('report-writes', ['--batch', '0']).catch((err: Error) => err),
+  ]);
+  for (const [run, historyIndex, indexes] of [
+    [indexed, true, ['device_history_device']],
+    [bare, false, []],
+  ] as const) {
+    t.equal(run.code, 0, 'exits 0', { stderr: run.stderr.slice(-3000) });
+    t.match(run.json, {
+      benchmark: 'report-writes',
+      machine: machineShape,
+      params: { devices: 300, historyRowsPerDevice: 2, reportsPerDevice: 2, reportsPerTransaction: 50, historyIndex },
+      usPerReport: { update: spreadShape, history: spreadShape, commit: spreadShape, total: spreadShape },
+      reportsPerSec: spreadShape,
+      runs: [{ fileMB: Number }, { fileMB: Number }],
+    });
+    const runs = run.json.runs as { historyIndexes: string[] }[];
+    t.strictSame(
+      runs.map((r) => r.historyIndexes),
+      [indexes, indexes],
+      'the indexes device_history had while measured',
+    );
+    const total = (run.json.usPerReport as { total: { median: number } }).total.median;
+    t.ok(total > 0, 'a time per report');
+  }
+  t.match(bad, { message: /printed no JSON document \(exit 2\)[\s\S]*--batch must be a whole number >= 1, got 0/ });
+});
+
 t.test('bench:wave prints its JSON document: the wave signed on this thread, then with a worker', async (t) => {
   // 300 devices: the last wave's 270 signatures are a batch the worker takes part in (minBatch 256).
   const run = await runBench('wave', ['--devices', '300', '--runs', '1', '--signing-workers', '0,1']);
