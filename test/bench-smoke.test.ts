@@ -172,6 +172,7 @@ t.test('bench:report-writes prints its JSON document, with and without the histo
       machine: machineShape,
       params: { devices: 300, historyRowsPerDevice: 2, reportsPerDevice: 2, reportsPerTransaction: 50, historyIndex },
       usPerReport: { update: spreadShape, history: spreadShape, commit: spreadShape, total: spreadShape },
+      cpuUsPerReport: spreadShape,
       reportsPerSec: spreadShape,
       runs: [{ fileMB: Number }, { fileMB: Number }],
     });

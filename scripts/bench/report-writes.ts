@@ -19,7 +19,8 @@ import { log, machine, parseArgs, printResult, revision, round, type Spread, spr
  * order, written `--batch` reports per transaction (750 is 50 ms at 15,000 reports/s): one
  * `setDeviceReport` and one history row per report, as a burst of reports whose time changed.
  * Per report, split: the UPDATEs, the history INSERTs, and the COMMIT (which writes every page
- * the transaction dirtied to the WAL, and checkpoints now and then).
+ * the transaction dirtied to the WAL, and checkpoints now and then), and the CPU time per report
+ * (the rest of the wall time waited on the disk).
  *
  * `--drop-history-index`: the same without device_history's (device_id, id) index, to see what
  * that index costs (an experiment: `device history` needs it).
@@ -101,6 +102,8 @@ function shuffled<T>(items: readonly T[], seed: number): T[] {
 
 interface RunResult {
   usPerReport: { update: number; history: number; commit: number; total: number };
+  /** This process's CPU time (user + system) per report: the rest of `total` waited on the disk. */
+  cpuUsPerReport: number;
   reportsPerSec: number;
   fileMB: number;
   /** device_history's indexes while the reports were written, as SQLite lists them. */
@@ -138,6 +141,7 @@ async function run(index: number): Promise<RunResult> {
     let update = 0n;
     let history = 0n;
     let commit = 0n;
+    const cpu0 = process.cpuUsage();
     const start = process.hrtime.bigint();
     for (let i = 0; i < order.length; i += args.batch) {
       const at = new Date(T0 + 1000 + i).toISOString();
@@ -155,9 +159,11 @@ async function run(index: number): Promise<RunResult> {
       commit += process.hrtime.bigint() - t2;
     }
     const totalNs = Number(process.hrtime.bigint() - start);
+    const cpu = process.cpuUsage(cpu0);
     const us = (ns: bigint | number) => round(Number(ns) / 1000 / order.length, 2);
     return {
       usPerReport: { update: us(update), history: us(history), commit: us(commit), total: us(totalNs) },
+      cpuUsPerReport: round((cpu.user + cpu.system) / order.length, 2),
       reportsPerSec: Math.round(order.length / (totalNs / 1e9)),
       fileMB: round((await fs.stat(file)).size / 1024 ** 2, 1),
       historyIndexes,
@@ -195,6 +201,7 @@ async function main(): Promise<void> {
       commit: of((r) => r.usPerReport.commit),
       total: of((r) => r.usPerReport.total),
     },
+    cpuUsPerReport: of((r) => r.cpuUsPerReport),
     reportsPerSec: of((r) => r.reportsPerSec),
     fileMB: of((r) => r.fileMB),
     runs,
