@@ -157,11 +157,20 @@ t.test('bench:fleet, bench:update and bench:audit print their JSON document', as
 
 t.test('bench:report-writes prints its JSON document, with and without the history index', async (t) => {
   const args = ['--devices', '300', '--history', '2', '--reports', '2', '--batch', '50', '--runs', '2'];
-  const [indexed, bare, bad] = await Promise.all([
+  const [indexed, bare, gathered, bad] = await Promise.all([
     runBench('report-writes', args),
     runBench('report-writes', [...args, '--drop-history-index']),
+    runBench('report-writes', [...args, '--history-batch', '250']),
     runBench('report-writes', ['--batch', '0']).catch((err: Error) => err),
   ]);
+  t.equal(gathered.code, 0, 'with --history-batch: exits 0', { stderr: gathered.stderr.slice(-3000) });
+  t.match(gathered.json, {
+    params: { historyBatch: 250, historyIndex: true },
+    usPerReport: { history: spreadShape, total: spreadShape },
+    // 300 devices x (2 rows before + 2 reports): the gathered rows were all written.
+    runs: [{ historyRows: 1200 }, { historyRows: 1200 }],
+  });
+  t.match(indexed.json, { params: { historyBatch: 'with the reports' } });
   for (const [run, historyIndex, indexes] of [
     [indexed, true, ['device_history_device']],
     [bare, false, []],
@@ -174,7 +183,10 @@ t.test('bench:report-writes prints its JSON document, with and without the histo
       usPerReport: { update: spreadShape, history: spreadShape, commit: spreadShape, total: spreadShape },
       cpuUsPerReport: spreadShape,
       reportsPerSec: spreadShape,
-      runs: [{ fileMB: Number }, { fileMB: Number }],
+      runs: [
+        { fileMB: Number, historyRows: 1200 },
+        { fileMB: Number, historyRows: 1200 },
+      ],
     });
     const runs = run.json.runs as { historyIndexes: string[] }[];
     t.strictSame(

@@ -24,6 +24,10 @@ import { log, machine, parseArgs, printResult, revision, round, type Spread, spr
  *
  * `--drop-history-index`: the same without device_history's (device_id, id) index, to see what
  * that index costs (an experiment: `device history` needs it).
+ *
+ * `--history-batch N`: history rows are not written with their reports but gathered and written
+ * N at a time, sorted by device, each batch in a transaction of its own (timed as `history`,
+ * its commit included): what a history writer with batches of its own would cost per row.
  */
 
 const args = parseArgs(
@@ -35,6 +39,10 @@ const args = parseArgs(
     batch: { default: 750, help: 'reports per transaction' },
     runs: { default: 3, help: 'repetitions (each on a new database)' },
     'drop-history-index': { default: false, help: "without device_history's per-device index (an experiment)" },
+    'history-batch': {
+      default: 0,
+      help: 'history rows gathered and written this many at a time, sorted by device, in transactions of their own (0: with their reports)',
+    },
   },
   'npm run bench:report-writes -- [options]',
 );
@@ -45,6 +53,7 @@ for (const [name, value, min] of [
   ['reports', args.reports, 1],
   ['batch', args.batch, 1],
   ['runs', args.runs, 1],
+  ['history-batch', args['history-batch'], 0],
 ] as const) {
   if (!Number.isInteger(value) || value < min) {
     process.stderr.write(`--${name} must be a whole number >= ${min}, got ${value}\n`);
@@ -108,6 +117,8 @@ interface RunResult {
   fileMB: number;
   /** device_history's indexes while the reports were written, as SQLite lists them. */
   historyIndexes: string[];
+  /** Rows in device_history at the end: devices x (history + reports) when every one was written. */
+  historyRows: number;
 }
 
 function seed(store: SqliteStore, ids: readonly string[]): void {
@@ -141,6 +152,14 @@ async function run(index: number): Promise<RunResult> {
     let update = 0n;
     let history = 0n;
     let commit = 0n;
+    const gathered: HistoryRecord[] = [];
+    /** --history-batch: the gathered rows, sorted by device, in a transaction of their own. */
+    const writeGathered = () => {
+      const t0 = process.hrtime.bigint();
+      const rows = gathered.splice(0).sort((a, b) => (a.deviceId < b.deviceId ? -1 : a.deviceId > b.deviceId ? 1 : 0));
+      store.transaction(() => store.appendHistory(rows), WRITE_BEHIND);
+      history += process.hrtime.bigint() - t0;
+    };
     const cpu0 = process.cpuUsage();
     const start = process.hrtime.bigint();
     for (let i = 0; i < order.length; i += args.batch) {
@@ -151,15 +170,21 @@ async function run(index: number): Promise<RunResult> {
         const t0 = process.hrtime.bigint();
         for (const id of batch) store.setDeviceReport(id, report(id, 2 + i, at), at);
         const t1 = process.hrtime.bigint();
-        store.appendHistory(batch.map((id) => row(id, at)));
+        if (args['history-batch'] > 0) gathered.push(...batch.map((id) => row(id, at)));
+        else store.appendHistory(batch.map((id) => row(id, at)));
         t2 = process.hrtime.bigint();
         update += t1 - t0;
         history += t2 - t1;
       }, WRITE_BEHIND);
       commit += process.hrtime.bigint() - t2;
+      if (args['history-batch'] > 0 && gathered.length >= args['history-batch']) writeGathered();
     }
+    if (gathered.length > 0) writeGathered();
     const totalNs = Number(process.hrtime.bigint() - start);
     const cpu = process.cpuUsage(cpu0);
+    const counted = new Database(file, { readonly: true });
+    const historyRows = (counted.prepare('SELECT COUNT(*) AS n FROM device_history').get() as { n: number }).n;
+    counted.close();
     const us = (ns: bigint | number) => round(Number(ns) / 1000 / order.length, 2);
     return {
       usPerReport: { update: us(update), history: us(history), commit: us(commit), total: us(totalNs) },
@@ -167,6 +192,7 @@ async function run(index: number): Promise<RunResult> {
       reportsPerSec: Math.round(order.length / (totalNs / 1e9)),
       fileMB: round((await fs.stat(file)).size / 1024 ** 2, 1),
       historyIndexes,
+      historyRows,
     };
   } finally {
     store.close();
@@ -194,6 +220,7 @@ async function main(): Promise<void> {
       reportsPerDevice: args.reports,
       reportsPerTransaction: args.batch,
       historyIndex: !args['drop-history-index'],
+      historyBatch: args['history-batch'] > 0 ? args['history-batch'] : 'with the reports',
     },
     usPerReport: {
       update: of((r) => r.usPerReport.update),
