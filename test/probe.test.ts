@@ -278,8 +278,13 @@ t.test('external data references are found at any depth', async (t) => {
 });
 
 t.test('extra probes', async (t) => {
+  /** Called when a request for /hang arrives (the probe deadline test passes its deadline then). */
+  let onHang: (() => void) | undefined;
   const server = http.createServer((req, res) => {
-    if (req.url === '/hang') return; // never answers
+    if (req.url === '/hang') {
+      onHang?.();
+      return; // never answers
+    }
     res.statusCode = req.url === '/healthz' ? 200 : 500;
     res.end(res.statusCode === 200 ? 'ok' : 'broken');
   });
@@ -310,16 +315,31 @@ t.test('extra probes', async (t) => {
   });
 
   t.test('the probe deadline covers the extra probes', async (t) => {
-    const timeoutMs = Math.ceil(goodProbeMs * 2 + 1_000);
-    const hang = spec({ timeoutMs, extra: [{ kind: 'http', url: `${base}/hang`, timeoutMs: 600_000 }] });
     // The extra probe alone would wait 10 minutes: E_PROBE_TIMEOUT naming the extra probes is
-    // the probe's deadline firing.
-    const { result } = await probe(t, goodModel(), hang);
+    // the probe's deadline firing. The deadline is made to pass once the extra probe's request
+    // has arrived, so how long loading takes on a busy machine does not matter (a timer of twice a
+    // good probe plus a second once passed while the model was still loading).
+    const timeoutMs = 45_000;
+    const hang = spec({ timeoutMs, extra: [{ kind: 'http', url: `${base}/hang`, timeoutMs: 600_000 }] });
+    const started: number[] = [];
+    let cancelled = 0;
+    const { result } = await probe(t, goodModel(), hang, {
+      startDeadline: (ms, expire) => {
+        started.push(ms);
+        onHang = expire;
+        return () => {
+          cancelled++;
+        };
+      },
+    });
+    onHang = undefined;
+    t.same(started, [timeoutMs], 'one deadline, of the spec timeoutMs');
+    t.equal(cancelled, 1, 'the deadline is cancelled when the run ends');
     t.match(result, {
       ok: false,
       attempts: 1,
       code: 'E_PROBE_TIMEOUT',
-      message: /running the extra probes, attempt 1/,
+      message: `the probe did not finish within ${timeoutMs} ms (it was running the extra probes, attempt 1); the probe child was killed`,
     });
   });
 

@@ -49,6 +49,12 @@ export interface ProbeRequest {
   signal?: AbortSignal;
   /** Called with the probe child's pid once it is started (tests check that it is gone afterwards). */
   onChild?(pid: number): void;
+  /**
+   * Starts the probe's one deadline: calls `expire` once `ms` have passed and returns what cancels
+   * it. Defaults to a timer; a test passes its own to make the deadline pass at a chosen stage
+   * (while an extra probe hangs) instead of guessing how long loading takes on a busy machine.
+   */
+  startDeadline?(ms: number, expire: () => void): () => void;
 }
 
 /**
@@ -68,6 +74,11 @@ const CHILD_MODULE = fileURLToPath(
 const STDERR_TAIL_BYTES = 4096;
 /** After a verdict, how long the child may take to exit by itself before it is SIGKILLed. */
 const EXIT_GRACE_MS = 1000;
+
+function timerDeadline(ms: number, expire: () => void): () => void {
+  const timer = setTimeout(expire, ms);
+  return () => clearTimeout(timer);
+}
 
 export async function runProbe(req: ProbeRequest): Promise<ProbeResult> {
   if (req.signal?.aborted) throw abortedError(req.signal);
@@ -127,7 +138,7 @@ class ProbeRun {
 
   async run(): Promise<ProbeResult> {
     const { timeoutMs } = this.settings;
-    const timer = setTimeout(() => this.stop.abort(new Deadline()), timeoutMs);
+    const cancelDeadline = (this.req.startDeadline ?? timerDeadline)(timeoutMs, () => this.stop.abort(new Deadline()));
     const onAbort = () => this.stop.abort(new Aborted());
     this.req.signal?.addEventListener('abort', onAbort, { once: true });
     try {
@@ -146,7 +157,7 @@ class ProbeRun {
       if (err instanceof ChildGone) return this.crashResult();
       throw err;
     } finally {
-      clearTimeout(timer);
+      cancelDeadline();
       this.req.signal?.removeEventListener('abort', onAbort);
       await this.endChild(this.stop.signal.aborted);
       this.stop.abort(); // nothing may keep waiting on this run
