@@ -54,8 +54,9 @@ function smallFleet(devices: number): string[] {
 
 t.test('bench:fleet, bench:update and bench:audit print their JSON document', async (t) => {
   // In parallel: each is a few seconds of mostly waiting on processes and fsync.
-  const [fleet, update, audit] = await Promise.all([
+  const [fleet, burstOnly, update, audit] = await Promise.all([
     runBench('fleet', smallFleet(40)),
+    runBench('fleet', [...smallFleet(20), '--phases', 'burst']),
     runBench('update', ['--sizes', '1', '--runs', '1', '--idle-s', '1']),
     runBench('audit', [
       '--events',
@@ -70,6 +71,15 @@ t.test('bench:fleet, bench:update and bench:audit print their JSON document', as
       '1',
     ]),
   ]);
+
+  t.test('fleet --phases burst: the reports carry no model, and the JSON says so', async (t) => {
+    t.equal(burstOnly.code, 0, 'exits 0', { stderr: burstOnly.stderr.slice(-3000) });
+    t.match(burstOnly.json, {
+      params: { phases: ['burst'] },
+      ingestBurst: { reports: 40, countedByCoordinator: 40, modelsPerReport: 0 },
+    });
+    t.notOk('rollout' in burstOnly.json, 'no rollout ran');
+  });
 
   t.test('fleet', async (t) => {
     const r = fleet.json;
@@ -92,7 +102,14 @@ t.test('bench:fleet, bench:update and bench:audit print their JSON document', as
           { index: 3 },
         ],
       },
-      ingestBurst: { reports: 80, acknowledged: 80, countedByCoordinator: 80, reportsPerSec: Number },
+      // After the rollout every report carries the device's one model (a history row each).
+      ingestBurst: {
+        reports: 80,
+        acknowledged: 80,
+        countedByCoordinator: 80,
+        reportsPerSec: Number,
+        modelsPerReport: 1,
+      },
       deviceMetrics: {
         summaries: 120,
         acknowledged: 120,
@@ -242,6 +259,7 @@ t.test(
         countedByCoordinator: devices * 2,
         reportsPerSec: Number,
         pubackReportsPerSec: Number,
+        modelsPerReport: 1,
       },
       deviceMetrics: { summaries: devices * 3, countedByCoordinator: devices * 3, pubackSummariesPerSec: Number },
       halt: { trials: 2, p99Ms: Number },

@@ -119,7 +119,10 @@ const args = parseArgs(
       default: 0,
       help: "nice value (0-19) for the simulator processes and the edge brokers, which stand in for other machines (and the bare run's): 0 leaves them sharing the cores evenly with the coordinator",
     },
-    phases: { default: ALL_PHASES.join(','), help: `phases after enrol+connect: ${ALL_PHASES.join(',')}` },
+    phases: {
+      default: ALL_PHASES.join(','),
+      help: `phases after enrol+connect: ${ALL_PHASES.join(',')} (burst without rollout: reports with no model, no history rows to write, a lighter load)`,
+    },
     'step-ms': { default: 100, help: 'mean delay between the reported transitions of a device' },
     jitter: { default: 0.5, help: 'delay jitter, fraction of step-ms' },
     'enrol-concurrency': { default: 64, help: 'device.add requests in flight' },
@@ -720,6 +723,12 @@ async function run(): Promise<void> {
   }
 
   // ---- ingest burst ----
+  /**
+   * Model entries per burst report: 1 after the rollout phase. Without it (`--phases burst`) the
+   * reports carry no model, so the coordinator writes no history row for them: a lighter load,
+   * whose rate is not comparable with a full run's (BENCHMARKS.md, 2026-12-07 afternoon).
+   */
+  const modelsPerReport = (b: { sent: number; models?: number }) => round((b.models ?? 0) / Math.max(1, b.sent), 2);
   if (wants('burst') && args.burst > 0) {
     const b = await phase('burst', async () => {
       const base = (await c.metrics()).ota_reports_total ?? 0;
@@ -765,6 +774,7 @@ async function run(): Promise<void> {
         /** First report sent -> last PUBACK, which Mosquitto gives once it has the report: its intake, not the coordinator's. */
         pubackMs,
         pubackReportsPerSec: Math.round(b.acked / (pubackMs / 1000)),
+        modelsPerReport: modelsPerReport(b),
         definition: 'through Mosquitto: first report sent -> counted by the coordinator (see externalBroker.notes)',
       };
     } else
@@ -782,6 +792,7 @@ async function run(): Promise<void> {
         reportsPerSec: Math.round(b.expected / ((b.doneAt - b.startedAt) / 1000)),
         /** First report sent -> /metrics ota_reports_total showed them all (polled every 250 ms after the last PUBACK). */
         countedMs: Math.round(b.countedAt - b.startedAt),
+        modelsPerReport: modelsPerReport(b),
       };
   }
 

@@ -186,6 +186,7 @@ export class FleetSim {
     return {
       sent: results.reduce((a, r) => a + r.sent, 0),
       acked: results.reduce((a, r) => a + r.acked, 0),
+      models: results.reduce((a, r) => a + (r.models ?? 0), 0),
       startedAt: Math.min(...results.map((r) => r.startedAt)),
       doneAt: Math.max(...results.map((r) => r.doneAt)),
     };

@@ -399,6 +399,11 @@ export class SimDevice {
     });
   }
 
+  /** The models this device reports (none until a rollout gave it one). */
+  get modelCount(): number {
+    return Object.keys(this.models).length;
+  }
+
   /** Re-sends the current state `n` times with a new `updatedAt` (an ingest burst); resolves when acknowledged. */
   async burst(n: number): Promise<number> {
     const client = this.client;

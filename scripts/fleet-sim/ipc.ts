@@ -117,6 +117,11 @@ export interface ConnectResult {
 export interface BurstResult {
   sent: number;
   acked: number;
+  /**
+   * Ingest bursts: the model entries in the reports sent, summed. 0 when no rollout gave the
+   * devices a model: the coordinator then has no history row to write for them (a lighter load).
+   */
+  models?: number;
   startedAt: number;
   doneAt: number;
 }

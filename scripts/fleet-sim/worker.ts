@@ -76,6 +76,7 @@ async function handle(msg: ToWorker): Promise<unknown> {
       const result: BurstResult = {
         sent: devices.length * msg.reportsPerDevice,
         acked: acked.reduce((a, b) => a + b, 0),
+        models: devices.reduce((a, d) => a + d.modelCount, 0) * msg.reportsPerDevice,
         startedAt,
         doneAt: wallMs(),
       };
