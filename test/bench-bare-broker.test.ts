@@ -232,6 +232,22 @@ t.test('MosquittoProcess: started on a free port, stopped by its pid', { skip: m
   await t.rejects(MosquittoProcess.start({ dir, extra: ['no_such_option 1'] }), {
     message: /mosquitto exited \(\d+\) before listening:[\s\S]*no_such_option/,
   });
+  // Known from its spawn, before it listens: a caller aborted meanwhile kills it (the benches'
+  // SIGINT/SIGTERM), and the start fails instead of returning a broker that is gone.
+  let spawned: MosquittoProcess | null = null;
+  await t.rejects(
+    MosquittoProcess.start({
+      dir,
+      onSpawn: (p) => {
+        spawned = p;
+        p.kill();
+      },
+    }),
+    { message: /mosquitto exited \(SIGKILL\) before listening/ },
+  );
+  const killed = spawned as MosquittoProcess | null;
+  t.ok(killed, 'onSpawn was called');
+  if (killed) t.same(await killed.exited, { code: null, signal: 'SIGKILL' }, 'the spawned broker was the one killed');
   await t.rejects(MosquittoProcess.start({ dir, bin: '/nonexistent/mosquitto' }), {
     message: 'mosquitto is not installed at /nonexistent/mosquitto: apt-get install mosquitto (or name the binary)',
   });

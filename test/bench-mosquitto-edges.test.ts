@@ -10,6 +10,7 @@ import {
   edgeBridgeConf,
   startEdges,
 } from '../scripts/bench/mosquitto-edges.js';
+import type { MosquittoProcess } from '../scripts/bench/mosquitto-process.js';
 import { provisionMosquitto } from '../scripts/bench/mosquitto-provision.js';
 import { createTopics } from '../shared/topics.js';
 import { mosquittoSkip } from './helpers/mosquitto.js';
@@ -64,13 +65,18 @@ t.test(
     const dataDir = path.join(dir, 'data');
     await fs.mkdir(dataDir);
     await fs.writeFile(path.join(dataDir, 'admin.token'), JSON.stringify({ user: 'admin', token: 'admin-token' }));
+    let coreSpawned: MosquittoProcess | null = null;
     const core = await provisionMosquitto({
       dataDir,
       dir: path.join(dir, 'core'),
       devices: [{ id: 'cam-1', token: 'token-1' }],
       extraCommands: bridgeCommands(topics, 'bridge-pw'),
+      onSpawn: (m) => {
+        coreSpawned = m;
+      },
     });
     t.teardown(() => core.mosquitto.stop());
+    t.equal(coreSpawned, core.mosquitto, 'the core was handed over at its spawn');
     // An edge whose config Mosquitto refuses: the error, and nothing left running.
     await t.rejects(
       startEdges({
@@ -82,12 +88,21 @@ t.test(
         readyTimeoutMs: 10_000,
       }),
     );
-    const [edge] = await startEdges({
-      count: 1,
-      dir: path.join(dir, 'edges'),
-      core: { port: core.mosquitto.port, dynsecFile: core.dynsecFile, input: core.input },
-      password: 'bridge-pw',
-    });
+    // The caller's list holds each edge from its spawn (filled here while it starts), and only the
+    // edges that run.
+    const started: MosquittoProcess[] = [];
+    const returned = await startEdges(
+      {
+        count: 1,
+        dir: path.join(dir, 'edges'),
+        core: { port: core.mosquitto.port, dynsecFile: core.dynsecFile, input: core.input },
+        password: 'bridge-pw',
+      },
+      started,
+    );
+    t.equal(returned, started, 'the same list');
+    const [edge] = started;
+    t.equal(started.length, 1);
     if (!edge) throw new Error('no edge started');
     t.teardown(() => edge.stop());
 

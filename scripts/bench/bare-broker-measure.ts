@@ -467,8 +467,13 @@ export async function measureBareBroker(options: BareBrokerOptions): Promise<Bar
         maxQueuedMessages: N * (o.burst + 2) + 1000,
         ...(o.mosquittoMaxInflight !== undefined ? { maxInflightMessages: o.mosquittoMaxInflight } : {}),
         ...(o.mosquittoExtra ? { extra: o.mosquittoExtra } : {}),
+        // Known from its spawn: an abort during its start (~100 ms) kills it too.
+        onSpawn: (p) => {
+          broker = p;
+        },
       });
       broker = m;
+      o.signal?.throwIfAborted();
       result.broker.version = await mosquittoVersion(o.mosquittoBin);
       result.broker.config = m.config.trimEnd().split('\n');
       if (edgeCount > 0) {
@@ -486,6 +491,7 @@ export async function measureBareBroker(options: BareBrokerOptions): Promise<Bar
           },
           edges,
         );
+        o.signal?.throwIfAborted();
         result.broker.edges = edges.map((e) => ({ pid: e.pid, url: e.url }));
         result.broker.edgeConfig = edges[0]?.config.trimEnd().split('\n');
       }

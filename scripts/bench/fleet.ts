@@ -263,7 +263,7 @@ let admin: CommandClient | null = null;
 let observer: RolloutObserver | null = null;
 let mosquitto: MosquittoProcess | null = null;
 /** --edges: the Mosquittos the devices connect to, bridged into `mosquitto`. */
-let edges: MosquittoProcess[] = [];
+const edges: MosquittoProcess[] = [];
 let tmp = '';
 const bareAbort = new AbortController();
 
@@ -529,18 +529,26 @@ async function switchToMosquitto(devices: readonly { id: string; token: string }
     readyTimeoutMs: PHASE_MS,
     extraConf: confLines(args['mosquitto-conf']),
     ...(EDGES > 0 ? { extraCommands: bridgeCommands(createTopics(), bridgePassword) } : {}),
+    // Known to abandon() from its spawn: its start loads every device's client (seconds).
+    onSpawn: (m) => {
+      mosquitto = m;
+    },
   });
   mosquitto = p.mosquitto;
   log(`  mosquitto pid ${p.mosquitto.pid} at ${p.url} (${p.clients} clients); starting the coordinator with --broker`);
   if (EDGES > 0) {
-    edges = await startEdges({
-      count: EDGES,
-      dir: path.join(tmp, 'edges'),
-      core: { port: p.mosquitto.port, dynsecFile: p.dynsecFile, input: p.input },
-      password: bridgePassword,
-      readyTimeoutMs: PHASE_MS,
-      extraConf: confLines(args['mosquitto-conf']),
-    });
+    // Into `edges` as each is spawned: abandon() kills those already running.
+    await startEdges(
+      {
+        count: EDGES,
+        dir: path.join(tmp, 'edges'),
+        core: { port: p.mosquitto.port, dynsecFile: p.dynsecFile, input: p.input },
+        password: bridgePassword,
+        readyTimeoutMs: PHASE_MS,
+        extraConf: confLines(args['mosquitto-conf']),
+      },
+      edges,
+    );
     log(`  ${EDGES} edge mosquittos bridged into it: ${edges.map((e) => `pid ${e.pid} at ${e.url}`).join(', ')}`);
   }
   const t1 = wallMs();

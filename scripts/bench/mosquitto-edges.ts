@@ -79,15 +79,23 @@ export interface EdgeOptions {
   extraConf?: readonly string[];
 }
 
-/** Starts `count` edges bridged into the core; the caller stops each by its pid (MosquittoProcess.stop). */
-export async function startEdges(o: EdgeOptions): Promise<MosquittoProcess[]> {
+/**
+ * Starts `count` edges bridged into the core; the caller stops each by its pid
+ * (MosquittoProcess.stop). Each edge is in `started` from its spawn (an edge loads the whole
+ * plugin file, seconds at 50,000 clients), so a caller interrupted meanwhile can kill it.
+ */
+export async function startEdges(o: EdgeOptions, started: MosquittoProcess[] = []): Promise<MosquittoProcess[]> {
   if (!Number.isInteger(o.count) || o.count < 1) {
     throw new Error(`--edges must be a whole number of edge brokers, at least 1, got ${o.count}`);
   }
   const dynsec = await fs.readFile(o.core.dynsecFile);
-  const started: MosquittoProcess[] = [];
   try {
-    for (let i = 0; i < o.count; i++) started.push(await startEdge(o, i, dynsec));
+    for (let i = 0; i < o.count; i++) {
+      const slot = started.length;
+      await startEdge(o, i, dynsec, (p) => {
+        started[slot] = p;
+      });
+    }
   } catch (err) {
     for (const e of started) e.kill();
     throw err;
@@ -95,7 +103,12 @@ export async function startEdges(o: EdgeOptions): Promise<MosquittoProcess[]> {
   return started;
 }
 
-async function startEdge(o: EdgeOptions, index: number, dynsec: Buffer): Promise<MosquittoProcess> {
+async function startEdge(
+  o: EdgeOptions,
+  index: number,
+  dynsec: Buffer,
+  onSpawn: (p: MosquittoProcess) => void,
+): Promise<MosquittoProcess> {
   const dir = path.join(o.dir, `edge-${index}`);
   await fs.mkdir(dir, { recursive: true });
   await fs.writeFile(path.join(dir, 'dynamic-security.json'), dynsec, { mode: 0o600 });
@@ -125,6 +138,7 @@ async function startEdge(o: EdgeOptions, index: number, dynsec: Buffer): Promise
     configFile,
     logFile,
     readyTimeoutMs: o.readyTimeoutMs ?? 60_000,
+    onSpawn,
   });
 }
 
@@ -146,8 +160,8 @@ export interface BareEdgeOptions {
  * Mosquittos with the bare broker's config (mosquitto-process.ts), each with the bridge section
  * above into the bare broker, so the baseline's devices take the same two hops as the fleet's.
  * The bare broker lets anyone in, so the bridge's user and password are only carried along.
- * Each edge is pushed to `started` as soon as it runs, so a caller that is interrupted meanwhile
- * can stop the ones already started; on a failure they are killed here.
+ * Each edge is in `started` from its spawn, before it listens, so a caller that is interrupted
+ * meanwhile can stop every one already spawned; on a failure they are killed here.
  */
 export async function startBareEdges(
   o: BareEdgeOptions,
@@ -162,15 +176,19 @@ export async function startBareEdges(
       const dir = path.join(o.dir, `edge-${index}`);
       await fs.mkdir(dir, { recursive: true });
       const bridge = edgeBridgeConf({ index, corePort: o.corePort, password: 'bare', topics });
-      started.push(
-        await MosquittoProcess.start({
-          dir,
-          ...(o.bin ? { bin: o.bin } : {}),
-          maxQueuedMessages: o.maxQueuedMessages,
-          ...(o.maxInflightMessages !== undefined ? { maxInflightMessages: o.maxInflightMessages } : {}),
-          extra: [...o.extra, ...bridge],
-        }),
-      );
+      // In `started` from its spawn (replaced after a lost race for a port): an abort during its
+      // start kills it too.
+      const slot = started.length;
+      await MosquittoProcess.start({
+        dir,
+        ...(o.bin ? { bin: o.bin } : {}),
+        maxQueuedMessages: o.maxQueuedMessages,
+        ...(o.maxInflightMessages !== undefined ? { maxInflightMessages: o.maxInflightMessages } : {}),
+        extra: [...o.extra, ...bridge],
+        onSpawn: (p) => {
+          started[slot] = p;
+        },
+      });
     }
   } catch (err) {
     for (const e of started) e.kill();

@@ -93,6 +93,11 @@ export interface MosquittoStartOptions {
   maxInflightMessages?: number;
   extra?: readonly string[];
   readyTimeoutMs?: number;
+  /**
+   * Called with the process as soon as it is spawned, before it listens (and again for another
+   * port after a lost race): a caller that may be aborted meanwhile can kill it by then.
+   */
+  onSpawn?: (p: MosquittoProcess) => void;
 }
 
 export class MosquittoProcess {
@@ -145,6 +150,7 @@ export class MosquittoProcess {
         configFile,
         logFile,
         ...(options.readyTimeoutMs !== undefined ? { readyTimeoutMs: options.readyTimeoutMs } : {}),
+        ...(options.onSpawn ? { onSpawn: options.onSpawn } : {}),
       },
     );
   }
@@ -157,7 +163,13 @@ export class MosquittoProcess {
    */
   static async launchOnFreePort(
     writeConfig: (port: number) => Promise<void>,
-    o: { bin?: string; configFile: string; logFile: string; readyTimeoutMs?: number },
+    o: {
+      bin?: string;
+      configFile: string;
+      logFile: string;
+      readyTimeoutMs?: number;
+      onSpawn?: (p: MosquittoProcess) => void;
+    },
     firstPort?: number,
   ): Promise<MosquittoProcess> {
     let lastError: Error | null = null;
@@ -186,11 +198,14 @@ export class MosquittoProcess {
     port: number;
     logFile: string;
     readyTimeoutMs?: number;
+    /** See MosquittoStartOptions.onSpawn. */
+    onSpawn?: (p: MosquittoProcess) => void;
   }): Promise<MosquittoProcess> {
     const bin = o.bin ?? MOSQUITTO_BIN;
     const config = await fs.readFile(o.configFile, 'utf8');
     const child = spawn(bin, ['-c', o.configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
     const p = new MosquittoProcess(child, o.port, o.configFile, o.logFile, config);
+    o.onSpawn?.(p);
     let stderr = '';
     child.stderr?.on('data', (d: Buffer) => {
       stderr = (stderr + d.toString()).slice(-4000);
@@ -212,6 +227,8 @@ export class MosquittoProcess {
       gone = e;
     });
     for (;;) {
+      // Killed while starting (onSpawn's caller aborted): gone, whoever answers on the port.
+      if (gone === null && this.child.killed) gone = await this.exited;
       if (gone !== null) {
         const e = gone as { code: number | null; signal: NodeJS.Signals | null };
         throw new Error(`mosquitto exited (${e.code ?? e.signal}) before listening:\n${stderr()}${this.tail(10)}`);

@@ -124,6 +124,8 @@ export interface ProvisionOptions {
   extraConf?: readonly string[];
   /** More createRole/createClient commands for the plugin's file (bench:fleet --edges: the bridge's client). */
   extraCommands?: readonly object[];
+  /** See MosquittoStartOptions.onSpawn: the broker, known before it listens (its start takes seconds at 50,000 clients). */
+  onSpawn?: (p: MosquittoProcess) => void;
 }
 
 export interface ProvisionedMosquitto {
@@ -211,6 +213,7 @@ export async function provisionMosquitto(o: ProvisionOptions): Promise<Provision
       configFile: written.conf,
       logFile: input.logFile as string,
       readyTimeoutMs: o.readyTimeoutMs ?? 60_000,
+      ...(o.onSpawn ? { onSpawn: o.onSpawn } : {}),
     },
     input.port,
   );
