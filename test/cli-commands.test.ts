@@ -619,7 +619,46 @@ t.test('otactl over the command API', async (t) => {
       t.match(bad.stderr, /--offset/);
       const watching = await run(['rollout', 'status', 'ro-page', '--watch', '--limit', '2']);
       t.equal(watching.code, 2, '--watch with a page is a usage error');
-      t.match(watching.stderr, /--watch follows the summary; --offset and --limit page the device list without it/);
+      t.match(
+        watching.stderr,
+        /--watch follows the summary; --wave, --state, --offset and --limit choose the devices listed without it/,
+      );
+      // Filtered by the coordinator: by state and wave, paged after, the next page keeps the filter.
+      const assigned = await okJson<{ devices: { id: string; state: string }[]; devicesTotal: number }>(t, [
+        'rollout',
+        'status',
+        'ro-page',
+        '--state',
+        'assigned',
+        '--wave',
+        '1',
+        '--limit',
+        '2',
+      ]);
+      t.equal(assigned.devicesTotal, 3, 'every device is assigned, in wave 1');
+      t.same(
+        assigned.devices.map((d) => d.id),
+        ids.slice(0, 2),
+      );
+      const filteredHuman = await ok(t, ['rollout', 'status', 'ro-page', '--state', 'assigned', '--limit', '2']);
+      t.match(filteredHuman.stdout, /devices 1-2 of 3; the next page: --state assigned --offset 2 --limit 2/);
+      const noneFailed = await ok(t, ['rollout', 'status', 'ro-page', '--state', 'failed']);
+      t.match(noneFailed.stdout, /no devices match --state failed\n/);
+      const pastFiltered = await ok(t, ['rollout', 'status', 'ro-page', '--wave', '1', '--offset', '7']);
+      t.match(pastFiltered.stdout, /no devices from --offset 7: 3 match --wave 1\n/);
+      const noWave = await okJson<{ devices: unknown[]; devicesTotal: number }>(t, [
+        'rollout',
+        'status',
+        'ro-page',
+        '--wave',
+        '2',
+      ]);
+      t.match(noWave, { devices: [], devicesTotal: 0 }, 'a wave the rollout does not have: none');
+      const badState = await run(['rollout', 'status', 'ro-page', '--state', 'sideways']);
+      t.equal(badState.code, 2, 'an unknown state is a usage error');
+      t.match(badState.stderr, /--state[\s\S]*sideways[\s\S]*Allowed choices are pending, assigned/);
+      const watchingFiltered = await run(['rollout', 'status', 'ro-page', '--watch', '--state', 'failed']);
+      t.equal(watchingFiltered.code, 2, '--watch with a filter is a usage error');
       // The command API checks them itself (fleet scripts call it without otactl).
       await t.rejects(admin.call('rollout.status', { id: 'ro-page', limit: 0 }), {
         code: 'E_USAGE',
@@ -628,6 +667,14 @@ t.test('otactl over the command API', async (t) => {
       await t.rejects(admin.call('rollout.status', { id: 'ro-page', offset: 1.5 }), {
         code: 'E_USAGE',
         message: /rollout\.status: argument offset: /,
+      });
+      await t.rejects(admin.call('rollout.status', { id: 'ro-page', state: 'sideways' }), {
+        code: 'E_USAGE',
+        message: /rollout\.status: argument state: /,
+      });
+      await t.rejects(admin.call('rollout.status', { id: 'ro-page', wave: 0 }), {
+        code: 'E_USAGE',
+        message: /rollout\.status: argument wave: /,
       });
     });
   });

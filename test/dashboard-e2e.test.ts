@@ -123,6 +123,35 @@ t.test('the dashboard in chromium: sign-in, live waves, a viewer, approve', { sk
         t.equal(await row.getAttribute('data-state'), 'healthy');
         t.match(await row.textContent(), /2\.0\.0/);
       }
+      // Another wave, then a state: the coordinator's page for each (rollout.status filters).
+      const byWave = async (w: number) =>
+        (await rolloutStatus(f, 'r-v2')).devices
+          .filter((d) => d.wave === w)
+          .map((d) => d.id)
+          .sort();
+      const shown = async () =>
+        (await rows.evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-device') ?? ''))).sort();
+      const until = async (want: string[]) => {
+        for (let i = 0; i < 400 && JSON.stringify(await shown()) !== JSON.stringify(want); i++) {
+          await new Promise((r) => setTimeout(r, 25));
+        }
+        return shown();
+      };
+      const wave2 = await byWave(2);
+      t.equal(wave2.length, 4, 'wave 2 has four devices');
+      await page.getByRole('button', { name: 'Wave 2', exact: true }).click();
+      await page.getByRole('heading', { name: 'Devices of wave 2' }).waitFor();
+      t.same(await until(wave2), wave2, "wave 2's devices, as the coordinator paged them");
+      await page.getByRole('button', { name: 'Wave 1', exact: true }).click();
+      await page
+        .getByRole('group', { name: 'Filter by state' })
+        .getByRole('button', { name: /healthy 2$/ })
+        .click();
+      t.same(await until(await byWave(1)), await byWave(1), 'wave 1 filtered on healthy: the two canaries');
+      await page
+        .getByRole('group', { name: 'Filter by state' })
+        .getByRole('button', { name: /^all 2$/ })
+        .click();
     },
   );
 

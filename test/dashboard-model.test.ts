@@ -24,7 +24,9 @@ import {
   PAGE_SIZE,
   pct,
   rolloutDeviceList,
+  rolloutPageArgs,
   rolloutTimeline,
+  shownRolloutWave,
   snapshotDeviceView,
   sortedRollouts,
   waveSegments,
@@ -757,18 +759,15 @@ t.test("devices list: which devices match is the snapshot's; the rows on screen 
   t.equal(snapshotDeviceView(s, 'nobody'), null);
 });
 
-t.test("a rollout's device list: filtered on the status rows, counted by the summary, live on screen", async (t) => {
+t.test("a rollout's device list: the coordinator's page, counted by the summary, live on screen", async (t) => {
   const s = new FleetState(P);
-  const rows: RolloutDeviceRow[] = [];
-  for (let i = 0; i < 120; i++) {
-    rows.push({
-      id: `d${String(i).padStart(3, '0')}`,
-      wave: i < 10 ? 1 : 2,
-      state: i % 2 ? 'downloading' : 'assigned',
-      online: true,
-      error: null,
-    });
-  }
+  const row = (i: number): RolloutDeviceRow => ({
+    id: `d${String(i).padStart(3, '0')}`,
+    wave: 2,
+    state: 'downloading',
+    online: true,
+    error: null,
+  });
   const sum = summary({
     currentWave: 2,
     waves: [
@@ -784,9 +783,26 @@ t.test("a rollout's device list: filtered on the status rows, counted by the sum
       },
     ],
   });
-  const list = rolloutDeviceList(s, sum, rows, { wave: null, stateFilter: '', page: 1 });
+  // What the view asks for: the wave, the filter and the page go to the coordinator.
+  t.same(rolloutPageArgs(sum.id, shownRolloutWave(sum, null), '', 1), {
+    id: sum.id,
+    wave: 2,
+    offset: 0,
+    limit: PAGE_SIZE,
+  });
+  t.same(rolloutPageArgs(sum.id, 2, 'downloading', 2), {
+    id: sum.id,
+    wave: 2,
+    state: 'downloading',
+    offset: PAGE_SIZE,
+    limit: PAGE_SIZE,
+  });
+  t.same(rolloutPageArgs(sum.id, 0, '', Number.NaN), { id: sum.id, offset: 0, limit: PAGE_SIZE }, 'wave 0: every wave');
+
+  const firstPage = { rows: Array.from({ length: PAGE_SIZE }, (_, i) => row(10 + i)), total: 110 };
+  const list = rolloutDeviceList(s, sum, firstPage, { wave: null, page: 1 });
   t.equal(list.wave, 2, 'the current wave by default');
-  t.equal(list.inWave, 110);
+  t.equal(list.inWave, 110, "the summary's device count");
   t.same(
     [...list.counts],
     [
@@ -796,33 +812,42 @@ t.test("a rollout's device list: filtered on the status rows, counted by the sum
     ],
     "the summary's counts, in bar order",
   );
-  t.equal(list.pages, 3);
+  t.equal(list.pages, 3, "pages from the coordinator's total");
   t.equal(list.onScreen.length, PAGE_SIZE);
   t.equal(list.onScreen[0]?.id, 'd010');
-  const filtered = rolloutDeviceList(s, sum, rows, { wave: 2, stateFilter: 'downloading', page: 9 });
-  t.equal(filtered.matching, 55, 'by the rows of the last rollout.status');
+
+  const lastPage = { rows: [11, 13, 15, 17, 19].map(row), total: 55 };
+  const filtered = rolloutDeviceList(s, sum, lastPage, { wave: 2, page: 9 });
+  t.equal(filtered.matching, 55, "the coordinator's total for the filter");
   t.equal(filtered.page, 2, 'a page past the end shows the last');
   t.equal(filtered.onScreen.length, 5);
-  // A device on screen reports healthy: shown so, and still on the "downloading" page until the rows are fetched again.
+  // A device on screen reports healthy: shown so, and still on the "downloading" page until the page is fetched again.
   s.setWatched(['d011']);
   s.applyMessage(
     `${P}/devices/d011/reported`,
     report('d011', T0, { det: model('healthy', '2', '2', { rolloutId: sum.id }) }),
   );
-  const again = rolloutDeviceList(s, sum, rows, { wave: 2, stateFilter: 'downloading', page: 1 });
+  const again = rolloutDeviceList(s, sum, lastPage, { wave: 2, page: 2 });
   t.match(again.onScreen[0], { id: 'd011', state: 'healthy' });
   t.equal(again.matching, 55);
-  const all = rolloutDeviceList(s, sum, rows, { wave: 0, stateFilter: '', page: Number.NaN });
+
+  const all = rolloutDeviceList(s, sum, { rows: [], total: 120 }, { wave: 0, page: Number.NaN });
   t.equal(all.inWave, 120, 'wave 0: every wave');
   t.same(
     [...all.counts],
     [
-      ['assigned', 60],
+      ['healthy', 13],
       ['downloading', 60],
+      ['assigned', 47],
     ],
-    'counted over the rows',
+    "every wave's counts summed, in bar order",
   );
   t.equal(all.page, 1);
+  t.equal(all.pages, 3);
+  const none = rolloutDeviceList(s, sum, { rows: [], total: 0 }, { wave: 7, page: 1 });
+  t.equal(none.inWave, 0, 'a wave the summary does not have: no devices');
+  t.same([...none.counts], []);
+  t.equal(none.pages, 1);
   t.equal(waveStateCounts(sum, 7), null);
   t.same([...(waveStateCounts(sum, 1) ?? [])], [['healthy', 10]]);
 });

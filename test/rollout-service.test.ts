@@ -234,4 +234,34 @@ t.test('rollout.status lists a page of the devices: the same order on every call
   );
   t.same(rollouts.status('r-paged', { offset: 10 }).devices, [], 'past the end: none');
   t.equal(rollouts.status('r-paged', { offset: 10 }).summary.id, 'r-paged', 'with the summary still');
+
+  // Filtered by wave and state before the page is taken; the total counts what matched.
+  const byWave = (w: number) => all.devices.filter((d) => d.wave === w).map((d) => d.id);
+  t.ok(byWave(1).length > 0 && byWave(2).length > 0, 'both waves have devices');
+  const second = rollouts.status('r-paged', { wave: 2 });
+  t.same(
+    second.devices.map((d) => d.id),
+    byWave(2),
+    'wave 2 only, in order',
+  );
+  t.equal(second.devicesTotal, byWave(2).length);
+  const paged = rollouts.status('r-paged', { wave: 2, offset: 1, limit: 1 });
+  t.same(
+    paged.devices.map((d) => d.id),
+    byWave(2).slice(1, 2),
+    'a page of the filtered list',
+  );
+  t.equal(paged.devicesTotal, byWave(2).length, 'the total of the filter, not of the page');
+  const states = [...new Set(all.devices.map((d) => d.state))];
+  for (const state of states) {
+    const inState = rollouts.status('r-paged', { state });
+    t.same(
+      inState.devices.map((d) => d.id),
+      all.devices.filter((d) => d.state === state).map((d) => d.id),
+      `state ${state}`,
+    );
+  }
+  const firstAssigned = all.devices.filter((d) => d.wave === 1 && d.state === states[0]).length;
+  t.equal(rollouts.status('r-paged', { wave: 1, state: states[0] }).devicesTotal, firstAssigned, 'both filters');
+  t.match(rollouts.status('r-paged', { wave: 9 }), { devices: [], devicesTotal: 0 }, 'a wave it does not have: none');
 });

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { EnvelopeSchema } from '../../shared/envelope.js';
 import { OtaError } from '../../shared/errors.js';
 import type { ReportedModel } from '../../shared/messages.js';
+import { ROLLOUT_DEVICE_STATES } from '../../shared/states.js';
 import type { ExperimentService } from '../experiments/experiment-service.js';
 import type { FleetService } from '../fleet/fleet-service.js';
 import { type MetricsQueryArgs, MetricsQueryArgsSchema } from '../metrics/query-args.js';
@@ -72,7 +73,10 @@ const ARGS = {
   'rollout.ls': z.strictObject({}),
   'rollout.status': z.strictObject({
     id,
-    // A page of the devices (a rollout of 50,000 is a ~15 MB reply otherwise).
+    // A page of the devices (a rollout of 50,000 is a ~15 MB reply otherwise), of one wave
+    // (1-based) and one state when given.
+    wave: z.number().int().min(1).optional(),
+    state: z.enum(ROLLOUT_DEVICE_STATES).optional(),
     offset: z.number().int().min(0).optional(),
     limit: z.number().int().min(1).optional(),
   }),
@@ -220,7 +224,8 @@ export const HANDLERS: { [O in Op]: Handler<O> } = {
       c.actor,
     ),
   'rollout.ls': (_a, c) => c.store.listRollouts().map((r) => c.rollouts.summary(r.id)),
-  'rollout.status': (a, c) => c.rollouts.status(a.id, { offset: a.offset, limit: a.limit }),
+  'rollout.status': (a, c) =>
+    c.rollouts.status(a.id, { wave: a.wave, state: a.state, offset: a.offset, limit: a.limit }),
   'rollout.approve': (a, c) => c.rollouts.act(a.id, { type: 'approve', actor: c.actor }),
   'rollout.promote': (a, c) => c.rollouts.act(a.id, { type: 'promote', actor: c.actor }),
   'rollout.halt': (a, c) => c.rollouts.act(a.id, { type: 'halt', actor: c.actor, reason: a.reason }),

@@ -331,8 +331,14 @@ export class RolloutService {
     const isOnline = this.deps.isOnline ?? ((id: string) => store.getDevice(id)?.online ?? false);
     // A page of a large rollout (50,000 devices are a ~15 MB reply, built and held at once), in
     // the store's order (wave, then id) whether live or read back: pages of `limit` from 0 cover
-    // every device once.
-    const rows = entry.devices.values();
+    // every device once. Filtered first by wave and state (the dashboard asks for the one page
+    // it shows), and `devicesTotal` counts what matched.
+    const { wave, state } = page;
+    const every = entry.devices.values();
+    const rows =
+      wave === undefined && state === undefined
+        ? every
+        : every.filter((d) => (wave === undefined || d.wave + 1 === wave) && (state === undefined || d.state === state));
     const from = Math.min(page.offset ?? 0, rows.length);
     const to = page.limit === undefined ? rows.length : Math.min(rows.length, from + page.limit);
     const devices = rows.slice(from, to).map((d): RolloutDeviceView => {

@@ -227,6 +227,10 @@ export interface RolloutStatusResult {
 
 /** Which of a rollout's devices `rollout.status` lists: from `offset` (default 0), at most `limit` (default all). */
 export interface DevicePage {
+  /** Only the devices of this wave (1-based, as shown), before the page is taken. */
+  wave?: number | undefined;
+  /** Only the devices in this rollout state, before the page is taken. */
+  state?: string | undefined;
   offset?: number | undefined;
   limit?: number | undefined;
 }

@@ -393,11 +393,11 @@ export function waveStateCounts(summary: RolloutSummary, wave: number): Map<stri
 export interface RolloutDeviceList {
   /** The wave shown (0: all of them). */
   wave: number;
-  /** Devices of that wave in the last `rollout.status`. */
+  /** Devices of that wave, from the summary. */
   inWave: number;
-  /** Per state: the summary's counts for a wave, else counted over the rows. */
+  /** Per state, from the summary: the wave's counts, or every wave's summed. */
   counts: Map<string, number>;
-  /** Devices matching the state filter, over all pages. */
+  /** Devices matching the state filter, over all pages (the last `rollout.status`'s total). */
   matching: number;
   page: number;
   pages: number;
@@ -405,33 +405,68 @@ export interface RolloutDeviceList {
   onScreen: LiveRolloutDevice[];
 }
 
+/** One page of a rollout's devices as `rollout.status` answered it (its wave and state filter applied there). */
+export interface RolloutDevicePage {
+  rows: readonly RolloutDeviceRow[];
+  /** `devicesTotal`: the devices matching the filter, over all pages. */
+  total: number;
+}
+
+/** The wave a rollout's device list shows: the one chosen, else the current one (0: every wave). */
+export function shownRolloutWave(summary: Pick<RolloutSummary, 'currentWave'>, wave: number | null): number {
+  return wave ?? summary.currentWave;
+}
+
 /**
- * A rollout's device list as the view shows it. Which devices match the state filter is read from
- * the rows of the last `rollout.status` (fetched again as the counts move), not from the live
- * reports: a row on screen whose device moves on must not leave the page (and its live topics)
- * and come back with every report. The rows on screen show the live state.
+ * The `rollout.status` arguments for the page the view shows: the coordinator filters and pages,
+ * so a rollout of 50,000 devices is a reply of one page, not ~15 MB.
+ */
+export function rolloutPageArgs(
+  id: string,
+  wave: number,
+  stateFilter: string,
+  page: number,
+  pageSize = PAGE_SIZE,
+): { id: string; wave?: number; state?: string; offset: number; limit: number } {
+  return {
+    id,
+    ...(wave > 0 ? { wave } : {}),
+    ...(stateFilter ? { state: stateFilter } : {}),
+    offset: (Math.max(1, Math.floor(page) || 1) - 1) * pageSize,
+    limit: pageSize,
+  };
+}
+
+/**
+ * A rollout's device list as the view shows it. Which devices match the state filter is the
+ * coordinator's answer to the last `rollout.status` (fetched again as the counts move), not the
+ * live reports: a row on screen whose device moves on must not leave the page (and its live
+ * topics) and come back with every report. The rows on screen show the live state; the counts are
+ * the summary's.
  */
 export function rolloutDeviceList(
   state: FleetState,
   summary: RolloutSummary,
-  rows: readonly RolloutDeviceRow[],
-  selection: { wave: number | null; stateFilter: string; page: number },
+  fetched: RolloutDevicePage,
+  selection: { wave: number | null; page: number },
   pageSize = PAGE_SIZE,
 ): RolloutDeviceList {
-  const wave = selection.wave ?? summary.currentWave;
-  const inWave = wave === 0 ? rows : rows.filter((r) => r.wave === wave);
-  const counts = (wave === 0 ? null : waveStateCounts(summary, wave)) ?? countByState(inWave);
-  const matching = selection.stateFilter ? inWave.filter((r) => r.state === selection.stateFilter) : inWave;
-  const pages = Math.max(1, Math.ceil(matching.length / pageSize));
+  const wave = shownRolloutWave(summary, selection.wave);
+  const waves = wave === 0 ? summary.waves : summary.waves.filter((w) => w.wave === wave);
+  const counts = new Map<string, number>();
+  for (const w of waves) {
+    for (const [s, n] of waveStateCounts(summary, w.wave) ?? []) counts.set(s, (counts.get(s) ?? 0) + n);
+  }
+  const pages = Math.max(1, Math.ceil(fetched.total / pageSize));
   const page = Math.min(Math.max(1, Math.floor(selection.page) || 1), pages);
   return {
     wave,
-    inWave: inWave.length,
-    counts,
-    matching: matching.length,
+    inWave: waves.reduce((n, w) => n + w.devices, 0),
+    counts: new Map([...BAR_ORDER].filter((s) => counts.has(s)).map((s) => [s, counts.get(s) as number])),
+    matching: fetched.total,
     page,
     pages,
-    onScreen: liveRolloutDevices(state, summary, matching.slice((page - 1) * pageSize, page * pageSize)),
+    onScreen: liveRolloutDevices(state, summary, fetched.rows),
   };
 }
 

@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import type { RolloutSummary } from '../../../shared/messages.js';
+import { ROLLOUT_DEVICE_STATES } from '../../../shared/states.js';
 import { parseWaves } from '../../rollout/strategy.js';
 import type { RolloutStatusResult } from '../../rollout/types.js';
 import { remoteCommand, type Session, withSession } from '../connection.js';
@@ -184,41 +185,63 @@ export function registerRollout(program: Command, io: CliIo): void {
   remoteCommand(rollout, 'status <id>', 'a rollout: waves, gates, failures vs tolerance, its devices (all, or a page)')
     .option('--watch', 'follow it until it completes (exit 0), halts or is aborted (exit 1)')
     .option('--interval-ms <ms>', 'with --watch: also poll this often (default 2000)', positiveInt, 2000)
+    .option('--wave <n>', 'list only the devices of this wave (from 1)', positiveInt)
+    .addOption(
+      new Option('--state <state>', 'list only the devices in this state (e.g. failed)').choices(ROLLOUT_DEVICE_STATES),
+    )
     .option('--offset <n>', 'list the devices from this one on (0-based, default 0)', nonNegativeInt)
     .option('--limit <n>', 'list at most this many devices (default all; a page of a large rollout)', positiveInt)
     .action(
       async (
         id: string,
-        opts: { watch?: boolean; intervalMs: number; json?: boolean; offset?: number; limit?: number },
+        opts: {
+          watch?: boolean;
+          intervalMs: number;
+          json?: boolean;
+          wave?: number;
+          state?: string;
+          offset?: number;
+          limit?: number;
+        },
         cmd: Command,
       ) => {
         if (opts.watch) {
-          if (opts.offset !== undefined || opts.limit !== undefined) {
-            usageError(cmd, '--watch follows the summary; --offset and --limit page the device list without it');
+          if ([opts.wave, opts.state, opts.offset, opts.limit].some((o) => o !== undefined)) {
+            usageError(
+              cmd,
+              '--watch follows the summary; --wave, --state, --offset and --limit choose the devices listed without it',
+            );
           }
           const code = await withSession(io, cmd, (s: Session) => watchRollout(io, s, id, opts));
           if (code !== EXIT_OK) throw new CliExit(code);
           return;
         }
+        const filter = {
+          ...(opts.wave !== undefined ? { wave: opts.wave } : {}),
+          ...(opts.state !== undefined ? { state: opts.state } : {}),
+        };
         const page = {
           ...(opts.offset !== undefined ? { offset: opts.offset } : {}),
           ...(opts.limit !== undefined ? { limit: opts.limit } : {}),
         };
         const status = await withSession(io, cmd, (s) =>
-          s.call<RolloutStatusResult>('rollout.status', { id, ...page }),
+          s.call<RolloutStatusResult>('rollout.status', { id, ...filter, ...page }),
         );
         if (opts.json) return printJson(io, status);
         io.out(renderSummary(io, status.summary));
         io.out('');
         const from = opts.offset ?? 0;
         const shown = status.devices.length;
+        // The filter as typed, for the messages and the next page's flags.
+        const flags = `${opts.wave !== undefined ? ` --wave ${opts.wave}` : ''}${opts.state !== undefined ? ` --state ${opts.state}` : ''}`;
+        const matching = flags ? `${status.devicesTotal} match${flags}` : `the rollout has ${status.devicesTotal}`;
         if (shown > 0) io.out(devicesTable(io, status.devices));
-        else if (status.devicesTotal > 0)
-          io.out(`no devices from --offset ${from}: the rollout has ${status.devicesTotal}`);
-        else io.out('no devices');
+        else if (status.devicesTotal > 0) io.out(`no devices from --offset ${from}: ${matching}`);
+        else io.out(flags ? `no devices match${flags}` : 'no devices');
         if (shown > 0 && shown < status.devicesTotal) {
           const rest = from + shown < status.devicesTotal;
-          const next = `--offset ${from + shown}${opts.limit !== undefined ? ` --limit ${opts.limit}` : ''}`;
+          const next =
+            `${flags.trim()} --offset ${from + shown}${opts.limit !== undefined ? ` --limit ${opts.limit}` : ''}`.trim();
           io.out(
             `devices ${from + 1}-${from + shown} of ${status.devicesTotal}${rest ? `; the next page: ${next}` : ''}`,
           );

@@ -8,11 +8,15 @@ import {
   formatBytes,
   isRolloutEvent,
   type LiveRolloutDevice,
+  PAGE_SIZE,
   pct,
   type RolloutAction,
+  type RolloutDevicePage,
   type RolloutDeviceRow,
   rolloutDeviceList,
+  rolloutPageArgs,
   rolloutTimeline,
+  shownRolloutWave,
 } from '../queries.js';
 import { REAL_TIMERS, RenderBatcher } from '../render-batcher.js';
 import { ConfirmDialog } from './confirm-dialog.js';
@@ -43,7 +47,7 @@ const ROWS_REFRESH_MS = 3_000;
 export function RolloutView(props: ViewProps & { id: string }) {
   const { state, connection, live, ops, notify, onAudit, id, watch } = props;
   const summary = state.rollouts.get(id);
-  const [rows, setRows] = useState<RolloutDeviceRow[] | null>(null);
+  const [rows, setRows] = useState<RolloutDevicePage | null>(null);
   const [loadError, setLoadError] = useState<string | null>(null);
   const [loadedTimeline, setTimeline] = useState<AuditEvent[]>([]);
   const [generation, setGeneration] = useState(0);
@@ -74,16 +78,26 @@ export function RolloutView(props: ViewProps & { id: string }) {
   );
   useEffect(() => () => rowsRefresher.cancel(), [rowsRefresher]);
 
-  // The device list: at open, at every reconnect, after a wave starts, and as the counts move.
+  // The page of the device list on screen (the coordinator filters and pages): at open, at every
+  // reconnect, when the wave, the filter or the page changes, after a wave starts, and as the
+  // counts move. Until the summary is known, the wave to ask for is not.
+  const shownWave = summary ? shownRolloutWave(summary, wave) : null;
   useEffect(() => {
-    if (!live) return;
+    if (!live || shownWave === null) return;
     let gone = false;
     fetching.current = true;
+    const args = rolloutPageArgs(id, shownWave, stateFilter, page);
     connection
-      .ask<{ devices: RolloutDeviceRow[] }>('rollout.status', { id })
+      .ask<{ devices: RolloutDeviceRow[]; devicesTotal: number }>('rollout.status', args)
       .then((r) => {
         if (gone) return;
-        setRows(r.devices);
+        const last = Math.max(1, Math.ceil(r.devicesTotal / PAGE_SIZE));
+        // A page past the end (the filter matches fewer devices now): the last one instead.
+        if (r.devices.length === 0 && page > last) {
+          setPage(last);
+          return;
+        }
+        setRows({ rows: r.devices, total: r.devicesTotal });
         setLoadError(null);
       })
       .catch((err: Error) => !gone && setLoadError(err.message))
@@ -99,7 +113,7 @@ export function RolloutView(props: ViewProps & { id: string }) {
       gone = true;
       fetching.current = false;
     };
-  }, [connection, live, id, generation, rowsGeneration, rowsRefresher]);
+  }, [connection, live, id, shownWave, stateFilter, page, generation, rowsGeneration, rowsRefresher]);
 
   // The timeline: at open, at every reconnect, after a wave starts (then the live tail adds to it).
   useEffect(() => {
@@ -150,7 +164,7 @@ export function RolloutView(props: ViewProps & { id: string }) {
     );
   }, [withdrawn, pending, summary, ops, id, notify]);
 
-  const list = summary && rows ? rolloutDeviceList(state, summary, rows, { wave, stateFilter, page }) : null;
+  const list = summary && rows ? rolloutDeviceList(state, summary, rows, { wave, page }) : null;
   useWatch(watch, list ? list.onScreen.map((d) => d.id) : []);
 
   if (!summary) {
@@ -160,7 +174,6 @@ export function RolloutView(props: ViewProps & { id: string }) {
   }
 
   const timeline = rolloutTimeline(loadedTimeline, state.audit, id);
-  const shownWave = list?.wave ?? wave ?? summary.currentWave;
   const onScreen: LiveRolloutDevice[] = list?.onScreen ?? [];
   const actions = allowedActions(summary).filter((a) => ops.has(ACTION_OPS[a].op));
 
