@@ -472,6 +472,8 @@ t.test('otactl over the command API', async (t) => {
       t.equal(r.code, 1, r.stderr);
       t.match(r.stdout, /ro-bad halted/);
       t.match(r.stdout, /failures=1\/1/);
+      // The current wave's rows, as the coordinator ranked and paged them for the watch.
+      t.match(r.stdout, /devices=w-bad=/);
       t.match(r.stderr, /rollout ro-bad halted/);
       t.match(r.stderr, /otactl rollout resume ro-bad/, 'says what to do next');
       const status = await okJson<{ summary: unknown; rollout: unknown; devices: unknown[] }>(t, [

@@ -117,6 +117,11 @@ t.test("the watch shows the current wave's devices: failed and unfinished first,
   const line = watchLine(summary(), devices);
   t.match(line, /devices=industrial-camera-line-039=-!E_PROBE_FAILED,/);
   t.match(line, /,\+25$/);
+  // What the watch gets: the coordinator's first rows of the wave and the wave's count.
+  const page = { devices: shown, total: 9_000 };
+  t.match(renderWatch(io, summary(), page, 200), /\.\.\. and 8985 more \(otactl rollout status ro-mx666bb9-c58d11\)/);
+  t.match(watchLine(summary(), page), /,\+8985$/);
+  t.equal(currentWaveDevices(summary(), shown, 15).more, 0, 'the whole wave on screen: no more');
 });
 
 t.test('a narrow terminal wraps at words, never inside one', async (t) => {

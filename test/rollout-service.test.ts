@@ -1,6 +1,7 @@
 import path from 'node:path';
 import t, { type Test } from 'tap';
 import { DesiredPublisher, type OutgoingMessage } from '../coordinator/desired/desired-publisher.js';
+import { attentionRank } from '../coordinator/rollout/attention-order.js';
 import { RolloutService, type RolloutServiceDeps } from '../coordinator/rollout/rollout-service.js';
 import { parseWaves } from '../coordinator/rollout/strategy.js';
 import { openStore } from '../coordinator/store/sqlite-store.js';
@@ -264,4 +265,18 @@ t.test('rollout.status lists a page of the devices: the same order on every call
   const firstAssigned = all.devices.filter((d) => d.wave === 1 && d.state === states[0]).length;
   t.equal(rollouts.status('r-paged', { wave: 1, state: states[0] }).devicesTotal, firstAssigned, 'both filters');
   t.match(rollouts.status('r-paged', { wave: 9 }), { devices: [], devicesTotal: 0 }, 'a wave it does not have: none');
+  // order 'attention': the ranking of attention-order.ts, then id; paged after.
+  const ranked = rollouts.status('r-paged', { order: 'attention' }).devices;
+  t.same(
+    ranked.map((d) => d.id),
+    [...all.devices]
+      .sort((a, b) => attentionRank(a.state) - attentionRank(b.state) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+      .map((d) => d.id),
+  );
+  t.same(
+    rollouts.status('r-paged', { order: 'attention', offset: 1, limit: 2 }).devices.map((d) => d.id),
+    ranked.slice(1, 3).map((d) => d.id),
+  );
+  t.same([attentionRank('failed'), attentionRank('rolled_back'), attentionRank('downloading')], [0, 0, 1]);
+  t.same([attentionRank('assigned'), attentionRank('healthy')], [1, 2]);
 });

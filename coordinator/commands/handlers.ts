@@ -77,6 +77,8 @@ const ARGS = {
     // (1-based) and one state when given.
     wave: z.number().int().min(1).optional(),
     state: z.enum(ROLLOUT_DEVICE_STATES).optional(),
+    // 'attention': failed first, then unfinished, then healthy (a watch showing a few rows).
+    order: z.enum(['attention']).optional(),
     offset: z.number().int().min(0).optional(),
     limit: z.number().int().min(1).optional(),
   }),
@@ -225,7 +227,7 @@ export const HANDLERS: { [O in Op]: Handler<O> } = {
     ),
   'rollout.ls': (_a, c) => c.store.listRollouts().map((r) => c.rollouts.summary(r.id)),
   'rollout.status': (a, c) =>
-    c.rollouts.status(a.id, { wave: a.wave, state: a.state, offset: a.offset, limit: a.limit }),
+    c.rollouts.status(a.id, { wave: a.wave, state: a.state, order: a.order, offset: a.offset, limit: a.limit }),
   'rollout.approve': (a, c) => c.rollouts.act(a.id, { type: 'approve', actor: c.actor }),
   'rollout.promote': (a, c) => c.rollouts.act(a.id, { type: 'promote', actor: c.actor }),
   'rollout.halt': (a, c) => c.rollouts.act(a.id, { type: 'halt', actor: c.actor, reason: a.reason }),

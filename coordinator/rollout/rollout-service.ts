@@ -13,6 +13,7 @@ import { PacedFlush, type PacedTimers } from '../paced-flush.js';
 import { PlanExecutor } from '../plan/commit-plan.js';
 import { isEmptyPlan, type WritePlan } from '../plan/write-plan.js';
 import type { Store } from '../store/store.js';
+import { attentionRank } from './attention-order.js';
 import { type DeviceEvent, decide, decideBatch } from './decide.js';
 import { decisionPlan } from './decision-plan.js';
 import { LiveDeviceIndex } from './device-index.js';
@@ -335,10 +336,21 @@ export class RolloutService {
     // it shows), and `devicesTotal` counts what matched.
     const { wave, state } = page;
     const every = entry.devices.values();
-    const rows =
+    const matching =
       wave === undefined && state === undefined
         ? every
-        : every.filter((d) => (wave === undefined || d.wave + 1 === wave) && (state === undefined || d.state === state));
+        : every.filter(
+            (d) => (wave === undefined || d.wave + 1 === wave) && (state === undefined || d.state === state),
+          );
+    // For a watch showing a few rows of a large wave: what needs attention first.
+    const rows =
+      page.order === 'attention'
+        ? [...matching].sort(
+            (a, b) =>
+              attentionRank(a.state) - attentionRank(b.state) ||
+              (a.deviceId < b.deviceId ? -1 : a.deviceId > b.deviceId ? 1 : 0),
+          )
+        : matching;
     const from = Math.min(page.offset ?? 0, rows.length);
     const to = page.limit === undefined ? rows.length : Math.min(rows.length, from + page.limit);
     const devices = rows.slice(from, to).map((d): RolloutDeviceView => {

@@ -231,6 +231,8 @@ export interface DevicePage {
   wave?: number | undefined;
   /** Only the devices in this rollout state, before the page is taken. */
   state?: string | undefined;
+  /** 'attention': failed first, then unfinished, then healthy (attention-order.ts), by id within each. */
+  order?: 'attention' | undefined;
   offset?: number | undefined;
   limit?: number | undefined;
 }

@@ -1,6 +1,7 @@
 import wrapAnsi from 'wrap-ansi';
 import type { RolloutSummary } from '../../../shared/messages.js';
 import { isOutcome, type RolloutStatus } from '../../../shared/states.js';
+import { attentionRank } from '../../rollout/attention-order.js';
 import type { RolloutDeviceView, RolloutStatusResult } from '../../rollout/types.js';
 import type { Session } from '../connection.js';
 import { EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK } from '../exit.js';
@@ -64,30 +65,38 @@ export function devicesTable(io: CliIo, devices: readonly RolloutDeviceView[], f
 }
 
 /**
- * The current wave's devices, the unfinished and failed ones first (what an operator watches),
- * at most MAX_DEVICE_ROWS of them.
+ * The current wave's devices, the failed and unfinished ones first (what an operator watches),
+ * at most MAX_DEVICE_ROWS of them. `waveTotal`: the wave's device count when `devices` is only
+ * the first page of it (the watch asks the coordinator for that page).
  */
 export function currentWaveDevices(
   summary: RolloutSummary,
   devices: readonly RolloutDeviceView[],
+  waveTotal?: number,
 ): { shown: RolloutDeviceView[]; more: number } {
-  const rank = (d: RolloutDeviceView) => (isOutcome(d.state) ? (d.state === 'healthy' ? 2 : 0) : 1);
   const wave = devices
     .filter((d) => d.wave === summary.currentWave)
-    .sort((a, b) => rank(a) - rank(b) || a.id.localeCompare(b.id));
-  return { shown: wave.slice(0, MAX_DEVICE_ROWS), more: Math.max(0, wave.length - MAX_DEVICE_ROWS) };
+    .sort((a, b) => attentionRank(a.state) - attentionRank(b.state) || a.id.localeCompare(b.id));
+  const shown = wave.slice(0, MAX_DEVICE_ROWS);
+  return { shown, more: Math.max(0, (waveTotal ?? wave.length) - shown.length) };
+}
+
+/** The current wave's devices as the watch last fetched them: the first page, and the wave's count. */
+export interface WaveDevices {
+  devices: readonly RolloutDeviceView[];
+  total: number;
 }
 
 /** The whole picture for a terminal: summary, then the current wave's devices; wrapped at words. */
 export function renderWatch(
   io: CliIo,
   summary: RolloutSummary,
-  devices: readonly RolloutDeviceView[] | null,
+  devices: readonly RolloutDeviceView[] | WaveDevices | null,
   columns: number,
 ): string {
   const parts = [renderSummary(io, summary)];
   if (devices) {
-    const { shown, more } = currentWaveDevices(summary, devices);
+    const { shown, more } = waveRows(summary, devices);
     parts.push('', `wave ${summary.currentWave} devices`);
     parts.push(shown.length === 0 ? '  none' : devicesTable(io, shown, false));
     if (more > 0) parts.push(`  ... and ${more} more (otactl rollout status ${summary.id})`);
@@ -96,12 +105,21 @@ export function renderWatch(
 }
 
 /** One line for pipes and logs: the summary line plus the current wave's devices, bounded. */
-export function watchLine(summary: RolloutSummary, devices: readonly RolloutDeviceView[] | null): string {
+export function watchLine(summary: RolloutSummary, devices: readonly RolloutDeviceView[] | WaveDevices | null): string {
   const line = summaryLine(summary);
   if (!devices) return line;
-  const { shown, more } = currentWaveDevices(summary, devices);
+  const { shown, more } = waveRows(summary, devices);
   const cells = shown.map((d) => `${d.id}=${nowCell(d).replaceAll(' ', ':')}${d.error ? `!${d.error.code}` : ''}`);
   return `${line} devices=${cells.join(',')}${more > 0 ? `,+${more}` : ''}`;
+}
+
+function waveRows(
+  summary: RolloutSummary,
+  devices: readonly RolloutDeviceView[] | WaveDevices,
+): { shown: RolloutDeviceView[]; more: number } {
+  return 'total' in devices
+    ? currentWaveDevices(summary, devices.devices, devices.total)
+    : currentWaveDevices(summary, devices);
 }
 
 /**
@@ -138,7 +156,7 @@ export async function watchRollout(
   const topic = session.topics.rollout(id);
   const live = opts.json ? null : await io.live();
   let last: RolloutSummary | null = null;
-  let lastDevices: RolloutDeviceView[] | null = null;
+  let lastDevices: WaveDevices | null = null;
   let lastText = '';
   return new Promise<number>((resolve, reject) => {
     let finished = false;
@@ -164,7 +182,7 @@ export async function watchRollout(
       }
       resolve(outcome);
     };
-    const show = (s: RolloutSummary, devices: RolloutDeviceView[] | null) => {
+    const show = (s: RolloutSummary, devices: WaveDevices | null) => {
       if (finished || s.id !== id) return;
       if (last && s.updatedAt < last.updatedAt) return;
       if (devices) lastDevices = devices;
@@ -193,10 +211,18 @@ export async function watchRollout(
         return;
       }
       polling = true;
-      session.call<RolloutStatusResult>('rollout.status', { id }).then(
+      // Only the first rows of the current wave, ranked by the coordinator (a wave can be
+      // 45,000 devices: the whole list was ~15 MB a poll). Until the wave is known, or when it
+      // moved on since the last summary, the summary alone, and at once another poll.
+      const wave = last?.currentWave;
+      const args = wave === undefined ? { id, limit: 1 } : { id, wave, order: 'attention', limit: MAX_DEVICE_ROWS };
+      session.call<RolloutStatusResult>('rollout.status', args).then(
         (r) => {
           polling = false;
-          show(r.summary, r.devices);
+          const current = r.summary.currentWave === wave;
+          if (!current) lastDevices = null; // another wave's rows: none until they are fetched
+          show(r.summary, current ? { devices: r.devices, total: r.devicesTotal } : null);
+          if (!current && !finished) again = true;
           if (again) {
             again = false;
             poll();
