@@ -550,6 +550,20 @@ t.test('otactl over the command API', async (t) => {
       t.match(created.stdout, /WAVE\s+UP TO\s+GATE\s+DEVICES\s+IDS/);
       t.match(created.stdout, /^1\s+50%\s+auto\s+3\s/m, 'waves numbered from 1');
       t.match(created.stdout, /^2\s+100%\s+manual\s+2\s/m);
+      // Each wave's ids, asked for wave by wave (the first few of each).
+      const split = await okJson<{ devices: { id: string; wave: number }[] }>(t, ['rollout', 'status', 'ro-split']);
+      for (const [wave, n] of [
+        [1, 3],
+        [2, 2],
+      ] as const) {
+        const ids = split.devices.filter((d) => d.wave === wave).map((d) => d.id);
+        t.equal(ids.length, n);
+        t.match(
+          created.stdout,
+          new RegExp(`^${wave}\\s+\\d+%\\s+\\w+\\s+${n}\\s+${ids.join(',')}\\s*$`, 'm'),
+          `wave ${wave}: ${ids}`,
+        );
+      }
       const conflict = await run([
         'rollout',
         'create',

@@ -42,9 +42,14 @@ export async function readAnalysisFile(cmd: Command, file: string): Promise<unkn
   }
 }
 
-function idsCell(ids: string[], max = 8): string {
-  if (ids.length === 0) return '-';
-  return ids.length > max ? `${ids.slice(0, max).join(',')} (+${ids.length - max} more)` : ids.join(',');
+/** Device ids shown per wave when a rollout is created; the rest are counted. */
+const IDS_SHOWN = 8;
+
+/** The first ids of a wave and how many it has. */
+function idsCell(ids: readonly string[], total: number): string {
+  if (total === 0) return '-';
+  const shown = ids.slice(0, IDS_SHOWN);
+  return total > shown.length ? `${shown.join(',')} (+${total - shown.length} more)` : shown.join(',');
 }
 
 function printNext(io: CliIo, s: RolloutSummary): void {
@@ -130,8 +135,15 @@ export function registerRollout(program: Command, io: CliIo): void {
             ...(opts.id ? { id: opts.id } : {}),
           });
           if (opts.json) return { summary: created, status: null };
-          // The split, by name: which devices are the canaries.
-          const status = await s.call<RolloutStatusResult>('rollout.status', { id: created.id });
+          // The split, by name: which devices are the canaries. The first ids of each wave only
+          // (a rollout of 50,000 devices is a ~15 MB list).
+          const status = await Promise.all(
+            created.waves.map((w) =>
+              s
+                .call<RolloutStatusResult>('rollout.status', { id: created.id, wave: w.wave, limit: IDS_SHOWN })
+                .then((r) => r.devices.map((d) => d.id)),
+            ),
+          );
           return { summary: created, status };
         });
         if (opts.json || !status) return printJson(io, summary);
@@ -150,12 +162,12 @@ export function registerRollout(program: Command, io: CliIo): void {
           table(
             io,
             ['WAVE', 'UP TO', 'GATE', 'DEVICES', 'IDS'],
-            summary.waves.map((w) => [
+            summary.waves.map((w, i) => [
               String(w.wave),
               `${w.percent}%`,
               w.approval,
               String(w.devices),
-              idsCell(status.devices.filter((d) => d.wave === w.wave).map((d) => d.id)),
+              idsCell(status[i] ?? [], w.devices),
             ]),
           ),
         );
