@@ -470,13 +470,6 @@ export function rolloutDeviceList(
   };
 }
 
-/** Devices per state over rows (the filter chips of the rollout's device list). */
-export function countByState(rows: readonly { state: string }[]): Map<string, number> {
-  const counts = new Map<string, number>();
-  for (const r of rows) counts.set(r.state, (counts.get(r.state) ?? 0) + 1);
-  return counts;
-}
-
 // ---- actions ----
 
 export type RolloutAction = 'approve' | 'promote' | 'halt' | 'resume' | 'abort-keep' | 'abort-revert';

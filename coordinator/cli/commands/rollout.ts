@@ -121,7 +121,7 @@ export function registerRollout(program: Command, io: CliIo): void {
         const analysis = opts.analysis === undefined ? undefined : await readAnalysisFile(cmd, opts.analysis);
         const targets = [opts.group, opts.devices, opts.selector].filter((x) => x !== undefined).length;
         if (targets !== 1) usageError(cmd, 'give exactly one target: --group G, --devices a,b or --selector k=v');
-        const { summary, status } = await withSession(io, cmd, async (s) => {
+        const { summary, waveIds } = await withSession(io, cmd, async (s) => {
           const created = await s.call<RolloutSummary>('rollout.create', {
             model: opts.model,
             version: opts.version,
@@ -134,19 +134,19 @@ export function registerRollout(program: Command, io: CliIo): void {
             ...(analysis !== undefined ? { analysis } : {}),
             ...(opts.id ? { id: opts.id } : {}),
           });
-          if (opts.json) return { summary: created, status: null };
+          if (opts.json) return { summary: created, waveIds: null };
           // The split, by name: which devices are the canaries. The first ids of each wave only
           // (a rollout of 50,000 devices is a ~15 MB list).
-          const status = await Promise.all(
+          const waveIds = await Promise.all(
             created.waves.map((w) =>
               s
                 .call<RolloutStatusResult>('rollout.status', { id: created.id, wave: w.wave, limit: IDS_SHOWN })
                 .then((r) => r.devices.map((d) => d.id)),
             ),
           );
-          return { summary: created, status };
+          return { summary: created, waveIds };
         });
-        if (opts.json || !status) return printJson(io, summary);
+        if (opts.json || !waveIds) return printJson(io, summary);
         const total = summary.waves.reduce((n, w) => n + w.devices, 0);
         io.out(
           `rollout ${io.color.bold(summary.id)} created: ${summary.model} ${summary.version} on ${total} device(s), failure tolerance ${summary.maxFailureRate}, status ${paint(io, summary.status)}`,
@@ -167,7 +167,7 @@ export function registerRollout(program: Command, io: CliIo): void {
               `${w.percent}%`,
               w.approval,
               String(w.devices),
-              idsCell(status[i] ?? [], w.devices),
+              idsCell(waveIds[i] ?? [], w.devices),
             ]),
           ),
         );
