@@ -26,7 +26,7 @@ import { socketFlow } from './external-broker/socket-flow.js';
 import { bridgeWebSocketToBroker } from './external-broker/websocket-bridge.js';
 import { FleetService } from './fleet/fleet-service.js';
 import { FleetSummaryPublisher } from './fleet/fleet-summary-publisher.js';
-import { FleetTally, tallyAudit } from './fleet/fleet-tally.js';
+import { deviceEnrolments, FleetTally, tallyAudit } from './fleet/fleet-tally.js';
 import { ArtifactStore } from './http/artifact-store.js';
 import { loadDashboardAssets } from './http/dashboard-assets.js';
 import { createHttpServer } from './http/http-server.js';
@@ -37,7 +37,7 @@ import { storeAuthenticator } from './identity/authenticate.js';
 import { ensureAdminToken, loadOrCreateCoordinatorKey } from './identity/bootstrap.js';
 import { readAdminToken, readConfigFile, readSecretFile } from './identity/secret-files.js';
 import { PresenceRecorder } from './ingest/presence-recorder.js';
-import { ReportRecorder } from './ingest/report-recorder.js';
+import { ReportRecorder, seedReports } from './ingest/report-recorder.js';
 import { routeMessages } from './ingest/route-messages.js';
 import { DeviceGroups } from './metrics/device-groups.js';
 import { metricsQueries } from './metrics/metrics-queries.js';
@@ -152,7 +152,10 @@ export async function startCoordinator(
     const desired = DesiredPublisher.sharing(signing, key, { store, topics, now });
     // The retained fleet summary (ota/v1/fleet), counted as reports, presence, enrolments and
     // removals arrive, from the stored fleet at start (all offline: nobody is connected yet).
-    const fleetTally = FleetTally.seeded(store.eachDevice());
+    // Devices' reports, written behind; each device's stored report seeded from the same scan of
+    // the store, so the retained reports arriving at start are compared without a read each.
+    const reports = new ReportRecorder({ store, now, logger, everyMs: WRITE_BEHIND_EVERY_MS });
+    const fleetTally = FleetTally.seeded(seedReports(store.eachDevice(), reports));
     const fleetSummary = new FleetSummaryPublisher({
       tally: fleetTally,
       topics,
@@ -206,6 +209,8 @@ export async function startCoordinator(
       // (an id enrolled again is removed first). credentialsChanged also hears of a removal,
       // but it is about sessions (operators' too) and never of an enrolment.
       if (tallyAudit(fleetTally, events)) fleetSummary.changed();
+      // A device enrolled has no report yet: its first is compared with nothing, not read from the store.
+      for (const d of deviceEnrolments(events)) if (d.enrolled) reports.enrolled(d.id);
     };
     let brokerIdentity: BrokerIdentity | null = null;
     const identityNow = () => {
@@ -385,7 +390,6 @@ export async function startCoordinator(
       },
     };
 
-    const reports = new ReportRecorder({ store, now, logger, everyMs: WRITE_BEHIND_EVERY_MS });
     const presence = new PresenceRecorder({ store, now, logger, everyMs: WRITE_BEHIND_EVERY_MS });
     // A device ahead of its stored desired seq (a restored backup) is caught up and sent its state again.
     const seqCatchUp = new SeqCatchUp({ store, executor, now, logger, everyMs: WRITE_BEHIND_EVERY_MS });

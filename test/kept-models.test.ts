@@ -1,7 +1,7 @@
 import path from 'node:path';
 import t from 'tap';
 import { KeptModel, keepModels, keptModel, reportedModels } from '../coordinator/ingest/kept-models.js';
-import { ReportRecorder } from '../coordinator/ingest/report-recorder.js';
+import { ReportRecorder, seedReports } from '../coordinator/ingest/report-recorder.js';
 import { openStore } from '../coordinator/store/sqlite-store.js';
 import { StringPool } from '../coordinator/string-pool.js';
 import { idRecord } from '../shared/id-record.js';
@@ -108,3 +108,79 @@ t.test('ReportRecorder: the newest models, a history row per change, nothing for
   recorder.forget('cam-1');
   t.equal(recorder.lastModels('cam-1'), undefined, 'forgotten');
 });
+
+t.test(
+  'ReportRecorder seeded at start and told of enrolments: first reports compared without reading the store',
+  async (t) => {
+    const file = path.join(t.testdir(), 'ota.db');
+    const real = openStore(file);
+    t.teardown(() => real.close());
+    for (const id of ['cam-1', 'cam-2', 'constructor']) {
+      real.addDevice({ id, labels: {}, channel: 'stable', tokenHash: 'h', now: at });
+    }
+    const stored = report('cam-1', { det: model() });
+    real.setDeviceReport('cam-1', stored, at);
+    // The real store, its device reads counted (the point: a start's flood of retained reports
+    // must not read each device's row).
+    const reads: string[] = [];
+    const store = new Proxy(real, {
+      get(target, prop, receiver) {
+        if (prop === 'getDevice') {
+          return (id: string) => {
+            reads.push(id);
+            return target.getDevice(id);
+          };
+        }
+        const value = Reflect.get(target, prop, receiver);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const recorder = new ReportRecorder({
+      store,
+      now: () => new Date(at),
+      logger: createLogger('silent'),
+      everyMs: 50,
+    });
+    const scanned = [...seedReports(real.eachDevice(), recorder)];
+    t.same(
+      scanned.map((d) => d.id).sort(),
+      ['cam-1', 'cam-2', 'constructor'],
+      'every stored device passes through to the next reader (the fleet tally)',
+    );
+    t.same(recorder.lastModels('cam-1'), stored.models, 'the stored models, before any report');
+    t.same(recorder.lastModels('cam-2'), {}, 'enrolled, never reported: no models (not unknown)');
+
+    t.equal(recorder.record('cam-1', stored), true);
+    const changed = report('constructor', { det: model({ state: 'downloading', current: null }) });
+    t.equal(recorder.record('constructor', changed), true);
+    t.same(reads, [], 'no device was read from the store');
+    recorder.flush();
+    t.equal(real.listHistory('cam-1', 10).length, 0, 'the same as the stored report: no history row');
+    t.same(
+      real.listHistory('constructor', 10).map((h) => h.state),
+      ['downloading'],
+      'a device that had no report: a row for its model',
+    );
+
+    // Enrolled while running: its first report is compared with nothing, without a read.
+    real.addDevice({ id: 'cam-3', labels: {}, channel: 'stable', tokenHash: 'h', now: at });
+    recorder.enrolled('cam-3');
+    t.same(recorder.lastModels('cam-3'), {});
+    recorder.record('cam-3', report('cam-3', { det: model() }));
+    // Removed and enrolled again with a report waiting: the new device starts from nothing.
+    recorder.record('cam-2', report('cam-2', { det: model({ state: 'failed' }) }));
+    recorder.enrolled('cam-2');
+    t.same(recorder.lastModels('cam-2'), {}, 'nothing of the earlier device with that id');
+    t.same(reads, [], 'still no read');
+    recorder.flush();
+    t.same(
+      real.listHistory('cam-3', 10).map((h) => h.state),
+      ['healthy'],
+    );
+    t.equal(real.listHistory('cam-2', 10).length, 0, "the earlier device's waiting report and row were dropped");
+    t.equal(real.getDevice('cam-2')?.lastReport, null);
+
+    t.equal(recorder.record('cam-9', stored), false, 'a device neither seeded nor enrolled is looked up: not enrolled');
+    t.same(reads, ['cam-9']);
+  },
+);

@@ -235,14 +235,22 @@ export class FleetTally {
  */
 export function tallyAudit(tally: FleetTally, events: readonly { action: string; subject: string | null }[]): boolean {
   let changed = false;
-  for (const e of events) {
-    if (e.action !== 'device.enrolled' && e.action !== 'device.removed') continue;
-    if (!e.subject?.startsWith(DEVICE_SUBJECT)) continue;
-    const id = e.subject.slice(DEVICE_SUBJECT.length);
-    if (e.action === 'device.enrolled') changed = tally.enrolled(id) || changed;
+  for (const { id, enrolled } of deviceEnrolments(events)) {
+    if (enrolled) changed = tally.enrolled(id) || changed;
     else changed = tally.removed(id) || changed;
   }
   return changed;
+}
+
+/** The devices a committed plan's audit events enrol (`enrolled`) or remove, in commit order. */
+export function* deviceEnrolments(
+  events: readonly { action: string; subject: string | null }[],
+): Generator<{ id: string; enrolled: boolean }> {
+  for (const e of events) {
+    if (e.action !== 'device.enrolled' && e.action !== 'device.removed') continue;
+    if (!e.subject?.startsWith(DEVICE_SUBJECT)) continue;
+    yield { id: e.subject.slice(DEVICE_SUBJECT.length), enrolled: e.action === 'device.enrolled' };
+  }
 }
 
 function decrement<K>(map: Map<K, number>, key: K): void {

@@ -57,6 +57,9 @@ export class KeptModel {
 /** A device's kept models: one (nearly every device), or several. */
 export type KeptModels = KeptModel | readonly KeptModel[];
 
+/** No models: a device enrolled that has not reported one (shared: it is never changed). */
+export const NO_MODELS: KeptModels = Object.freeze([]);
+
 /** What to keep of a report's models. */
 export function keepModels(models: ReportedModels, pool: StringPool): KeptModels {
   const kept: KeptModel[] = [];
@@ -66,7 +69,7 @@ export function keepModels(models: ReportedModels, pool: StringPool): KeptModels
     if (!Object.hasOwn(models, name)) continue;
     kept.push(new KeptModel(pool.intern(name), models[name] as ReportedModel, pool));
   }
-  return kept.length === 1 ? (kept[0] as KeptModel) : kept;
+  return kept.length === 1 ? (kept[0] as KeptModel) : kept.length === 0 ? NO_MODELS : kept;
 }
 
 /** The kept model named `name`, or undefined. */

@@ -5,7 +5,7 @@ import { PacedFlush } from '../paced-flush.js';
 import type { HistoryRecord } from '../store/records.js';
 import { type Store, WRITE_BEHIND } from '../store/store.js';
 import { StringPool } from '../string-pool.js';
-import { type KeptModels, keepModels, keptModel, reportedModels } from './kept-models.js';
+import { type KeptModels, keepModels, keptModel, NO_MODELS, reportedModels } from './kept-models.js';
 
 export interface ReportRecorderDeps {
   store: Store;
@@ -46,6 +46,28 @@ export class ReportRecorder {
   }
 
   /**
+   * What the store holds of an enrolled device (its last report's models; none when it has not
+   * reported), read by the caller in its one scan of the devices at start.
+   *
+   * Why: a device's first report after a start is compared with its stored one, and at a start
+   * every device's retained report arrives at once; reading each from the store was ~2 s of the
+   * coordinator's thread at 50,000 devices (BENCHMARKS.md, 2026-12-07 afternoon).
+   */
+  seed(deviceId: string, models: ReportedModels | null | undefined): void {
+    this.latest.set(deviceId, models ? keepModels(models, this.pool) : NO_MODELS);
+  }
+
+  /**
+   * A device was enrolled (committed): it starts from nothing, and its first report is compared
+   * with nothing, without reading the store for it.
+   */
+  enrolled(deviceId: string): void {
+    // Anything of an earlier device with this id is here only if it reported (record keeps it).
+    if (this.latest.has(deviceId)) this.forget(deviceId);
+    this.latest.set(deviceId, NO_MODELS);
+  }
+
+  /**
    * Records a report: a history row per model whose state, version or time changed. Returns false
    * for a device that is not enrolled (removed while connected): nothing is recorded.
    */
@@ -79,7 +101,8 @@ export class ReportRecorder {
 
   /**
    * The models of the device's newest report, also while it waits to be written (a new record
-   * each call); undefined when none is known here.
+   * each call; empty for a device seeded or enrolled without one); undefined when none is known
+   * here.
    */
   lastModels(deviceId: string): ReportedModels | undefined {
     const kept = this.latest.get(deviceId);
@@ -132,5 +155,19 @@ export class ReportRecorder {
     } catch (err) {
       logger.error({ err: (err as Error).message, reports: reports.length }, 'recording reports failed');
     }
+  }
+}
+
+/**
+ * The stored devices passed through, each seeding `recorder` with its last report's models: the
+ * start's one scan of the devices serves both the recorder and the fleet tally.
+ */
+export function* seedReports<D extends { id: string; lastReport: Reported | null }>(
+  devices: Iterable<D>,
+  recorder: ReportRecorder,
+): Generator<D> {
+  for (const d of devices) {
+    recorder.seed(d.id, d.lastReport?.models);
+    yield d;
   }
 }
