@@ -184,3 +184,64 @@ t.test(
     t.same(reads, ['cam-9']);
   },
 );
+
+t.test(
+  "ReportRecorder: a history row for what a report says new, not for a download's progress or the time",
+  async (t) => {
+    const store = openStore(path.join(t.testdir(), 'ota.db'));
+    t.teardown(() => store.close());
+    store.addDevice({ id: 'cam-1', labels: {}, channel: 'stable', tokenHash: 'h', now: at });
+    const recorder = new ReportRecorder({
+      store,
+      now: () => new Date(at),
+      logger: createLogger('silent'),
+      everyMs: 50,
+    });
+    recorder.enrolled('cam-1');
+    let seq = 0;
+    const send = (over: Partial<Reported['models'][string]>, second: number) =>
+      recorder.record(
+        'cam-1',
+        report(
+          'cam-1',
+          { det: model({ updatedAt: `2026-12-07T09:00:${String(second).padStart(2, '0')}.000Z`, ...over }) },
+          ++seq,
+        ),
+      );
+    const downloading = { state: 'downloading', current: '1.0.0', attempt: 0 } as const;
+    send({ ...downloading, progress: { bytes: 0, total: 1000 } }, 0);
+    for (let i = 1; i <= 40; i++) send({ ...downloading, progress: { bytes: i * 25, total: 1000 } }, i % 60);
+    send({ ...downloading, progress: { bytes: 1000, total: 1000 } }, 41);
+    send({ state: 'verifying', current: '1.0.0' }, 42);
+    send({ state: 'verifying', current: '1.0.0' }, 43); // the same again, later: nothing new
+    send({ state: 'failed', current: '1.0.0', error: { code: 'E_DIGEST', message: 'sha256 mismatch' } }, 44);
+    send({ state: 'failed', current: '1.0.0', error: { code: 'E_DIGEST', message: 'sha256 mismatch' } }, 45);
+    send({ state: 'failed', current: '1.0.0', error: { code: 'E_DIGEST', message: 'size mismatch' } }, 46);
+    send({ state: 'failed', current: '1.0.0', error: { code: 'E_DIGEST', message: 'size mismatch' }, attempt: 1 }, 47);
+    send({ state: 'healthy', current: '1.0.0', rolloutId: null }, 48);
+    send({ state: 'healthy', current: '1.0.0', rolloutId: 'ro-2' }, 49);
+    send({ state: 'healthy', current: '2.0.0', rolloutId: 'ro-2' }, 50);
+    send({ state: 'healthy', current: '2.0.0', rolloutId: 'ro-2', previousVersion: '0.9.0' }, 51);
+    send({ state: 'healthy', current: '2.0.0', rolloutId: 'ro-2', previousVersion: '0.9.0', version: '2.0.1' }, 52);
+    recorder.flush();
+    const rows = store.listHistory('cam-1', 100);
+    t.same(
+      rows.map((h) => [h.state, h.error?.message ?? null]),
+      [
+        ['downloading', null],
+        ['verifying', null],
+        ['failed', 'sha256 mismatch'],
+        ['failed', 'size mismatch'],
+        ['failed', 'size mismatch'],
+        ['healthy', null],
+        ['healthy', null],
+        ['healthy', null],
+        ['healthy', null],
+        ['healthy', null],
+      ],
+      'one row where the download started, none for its 41 progress reports; one for each change of error, attempt, rollout, current, previous and version',
+    );
+    t.equal(rows[0]?.ts, at, 'stamped when recorded');
+    t.same(recorder.lastModels('cam-1')?.det?.version, '2.0.1', 'the newest report is kept whatever it changed');
+  },
+);

@@ -78,6 +78,27 @@ export function keptModel(kept: KeptModels, name: string): KeptModel | undefined
   return kept.find((m) => m.name === name);
 }
 
+/**
+ * Whether `m` says nothing new about its model against `before`: the same state, versions,
+ * rollout, attempt and error. A download's progress and the time are not news: the agent reports
+ * its progress 4 times a second (agent/download/http-download.ts), each with a new `updatedAt`.
+ */
+export function sameModelState(before: Omit<ReportedModel, 'progress' | 'updatedAt'>, m: ReportedModel): boolean {
+  return (
+    before.state === m.state &&
+    before.version === m.version &&
+    before.current === m.current &&
+    before.previousVersion === m.previousVersion &&
+    before.rolloutId === m.rolloutId &&
+    before.attempt === m.attempt &&
+    (before.error === m.error ||
+      (before.error !== null &&
+        m.error !== null &&
+        before.error.code === m.error.code &&
+        before.error.message === m.error.message))
+  );
+}
+
 /** The models as a report has them: an id record (shared/id-record.ts), built anew on each call. */
 export function reportedModels(kept: KeptModels): ReportedModels {
   const out = idRecord<ReportedModel>();

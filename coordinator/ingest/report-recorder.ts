@@ -5,7 +5,7 @@ import { PacedFlush } from '../paced-flush.js';
 import type { HistoryRecord } from '../store/records.js';
 import { type Store, WRITE_BEHIND } from '../store/store.js';
 import { StringPool } from '../string-pool.js';
-import { type KeptModels, keepModels, keptModel, NO_MODELS, reportedModels } from './kept-models.js';
+import { type KeptModels, keepModels, keptModel, NO_MODELS, reportedModels, sameModelState } from './kept-models.js';
 
 export interface ReportRecorderDeps {
   store: Store;
@@ -68,8 +68,10 @@ export class ReportRecorder {
   }
 
   /**
-   * Records a report: a history row per model whose state, version or time changed. Returns false
-   * for a device that is not enrolled (removed while connected): nothing is recorded.
+   * Records a report: a history row per model whose report says something new (sameModelState:
+   * its state, versions, rollout, attempt or error changed; not its progress or time alone, or a
+   * 12-second download's progress reports would be all of `device show`'s last 50 rows). Returns
+   * false for a device that is not enrolled (removed while connected): nothing is recorded.
    */
   record(deviceId: string, report: Reported): boolean {
     const kept = this.latest.get(deviceId);
@@ -82,7 +84,7 @@ export class ReportRecorder {
     const ts = this.deps.now().toISOString();
     for (const [model, m] of Object.entries(report.models)) {
       const b = kept ? keptModel(kept, model) : ownEntry(stored, model);
-      if (b && b.state === m.state && b.version === m.version && b.updatedAt === m.updatedAt) continue;
+      if (b && sameModelState(b, m)) continue;
       this.history.push({
         deviceId,
         model,

@@ -404,14 +404,22 @@ export class SimDevice {
     return Object.keys(this.models).length;
   }
 
-  /** Re-sends the current state `n` times with a new `updatedAt` (an ingest burst); resolves when acknowledged. */
+  /**
+   * Re-sends the current state `n` times (an ingest burst); resolves when acknowledged. Each
+   * report moves its models' `attempt` on, so each says something new and the coordinator writes
+   * a history row for it, as for the transitions of an update (a new `updatedAt` alone no longer
+   * writes one since 2026-12-07: the burst's load stays what it was).
+   */
   async burst(n: number): Promise<number> {
     const client = this.client;
     if (!client || !this.connected) return 0;
     let acked = 0;
     for (let i = 0; i < n; i++) {
       const now = new Date().toISOString();
-      for (const r of Object.values(this.models)) r.updatedAt = now;
+      for (const r of Object.values(this.models)) {
+        r.updatedAt = now;
+        r.attempt = r.attempt >= 1000 ? 0 : r.attempt + 1; // the schema's limit
+      }
       const report = this.report();
       this.counters.reportsSent++;
       this.counters.burstReports++;
