@@ -156,6 +156,10 @@ export async function startCoordinator(
     // the store, so the retained reports arriving at start are compared without a read each.
     const reports = new ReportRecorder({ store, now, logger, everyMs: WRITE_BEHIND_EVERY_MS });
     const fleetTally = FleetTally.seeded(seedReports(store.eachDevice(), reports));
+    // A device's newest models, also while they wait to be written behind; the store's when the
+    // recorder has none (it knows every enrolled device, so only for one removed meanwhile).
+    const lastModels = (deviceId: string) =>
+      reports.lastModels(deviceId) ?? store.getDevice(deviceId)?.lastReport?.models;
     const fleetSummary = new FleetSummaryPublisher({
       tally: fleetTally,
       topics,
@@ -265,7 +269,7 @@ export async function startCoordinator(
       onSummary: (s) => metrics.observeRollout(s.id, s.status),
       onError: (err, what) => logger.error({ err: (err as Error).message }, `rollout engine: ${what} failed`),
       // Its newest report, also when it is still waiting to be written behind.
-      lastModels: (deviceId) => reports.lastModels(deviceId) ?? store.getDevice(deviceId)?.lastReport?.models,
+      lastModels,
       // Connected now (kept in memory, written behind to the store).
       isOnline: (deviceId) => presence.isOnline(deviceId),
       // A revoked release is never assigned (docs/security.md): the keys counted now.
@@ -280,7 +284,7 @@ export async function startCoordinator(
       metricsVersion: () => deviceMetrics.version(),
       rollouts,
       setChannel: (input, actor, opts) => fleet.setChannel(input, actor, opts),
-      lastModels: (deviceId) => reports.lastModels(deviceId) ?? store.getDevice(deviceId)?.lastReport?.models,
+      lastModels,
       isOnline: (deviceId) => presence.isOnline(deviceId),
       releaseTrust: () => fleet.releaseTrust(),
       onError: (err, what) => logger.error({ err: (err as Error).message }, `experiment judge: ${what} failed`),
@@ -372,6 +376,7 @@ export async function startCoordinator(
 
     const commandContext = {
       store,
+      lastModels,
       fleet,
       rollouts,
       experiments: experimentService,

@@ -172,6 +172,28 @@ t.test('bench:fleet, bench:update and bench:audit print their JSON document', as
   });
 });
 
+t.test(
+  'bench:device-list prints its JSON document: the list as device.ls answers it, the same as from whole records',
+  async (t) => {
+    const [run, bad] = await Promise.all([
+      runBench('device-list', ['--devices', '300', '--runs', '2']),
+      runBench('device-list', ['--devices', '0']).catch((err: Error) => err),
+    ]);
+    t.equal(run.code, 0, 'exits 0', { stderr: run.stderr.slice(-3000) });
+    t.match(run.json, {
+      benchmark: 'device-list',
+      machine: machineShape,
+      params: { devices: 300, runs: 2 },
+      msPerCall: { now: spreadShape, before: spreadShape },
+      speedup: Number,
+      replyMB: Number,
+      sameRows: true,
+    });
+    t.ok((run.json as { replyMB: number }).replyMB > 0.05, '300 rows with their labels and models');
+    t.match(bad, { message: /--devices must be a whole number >= 1, got 0/ }, 'a bad count is refused by name');
+  },
+);
+
 t.test('bench:report-writes prints its JSON document, with and without the history index', async (t) => {
   const args = ['--devices', '300', '--history', '2', '--reports', '2', '--batch', '50', '--runs', '2'];
   const [indexed, bare, gathered, bad] = await Promise.all([

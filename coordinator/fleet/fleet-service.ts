@@ -665,7 +665,7 @@ export class FleetService {
   private followers(model: string, channel: string, releasing?: string): ChannelMoveSnapshot['followers'] {
     const { store } = this.deps;
     return store
-      .listDevices()
+      .listDeviceSummaries()
       .filter((d) => d.channel === channel)
       .map((d) => ({
         id: d.id,

@@ -1,6 +1,6 @@
 import { OtaError } from '../../shared/errors.js';
 import { bool, type Db, json, jsonOrNull, parse, parseOrNull } from './db.js';
-import type { DeviceRecord, HistoryRecord } from './records.js';
+import type { DeviceRecord, DeviceSummary, HistoryRecord } from './records.js';
 
 /**
  * The devices table (enrolment, presence, last report, desired seq), `device_seq_floor` (the seq
@@ -98,6 +98,22 @@ export class DevicesTable {
 
   list(): DeviceRecord[] {
     return this.db.q<DeviceRow>('SELECT * FROM devices ORDER BY id').all().map(toDevice);
+  }
+
+  summaries(): DeviceSummary[] {
+    return this.db
+      .q<Pick<DeviceRow, 'id' | 'labels' | 'channel' | 'online' | 'last_seen' | 'agent_version'>>(
+        'SELECT id, labels, channel, online, last_seen, agent_version FROM devices ORDER BY id',
+      )
+      .all()
+      .map((row) => ({
+        id: row.id,
+        labels: parse(row.labels),
+        channel: row.channel,
+        online: row.online === 1,
+        lastSeen: row.last_seen,
+        agentVersion: row.agent_version,
+      }));
   }
 
   ids(): string[] {

@@ -11,6 +11,9 @@ import type { AuditDraft, Rollout, RolloutDevice } from '../rollout/types.js';
 
 export type Role = 'admin' | 'operator' | 'viewer';
 
+/** What a fleet-wide list shows of a device: none of its JSON but its labels (Store.listDeviceSummaries). */
+export type DeviceSummary = Pick<DeviceRecord, 'id' | 'labels' | 'channel' | 'online' | 'lastSeen' | 'agentVersion'>;
+
 export interface DeviceRecord {
   id: string;
   labels: Record<string, string>;

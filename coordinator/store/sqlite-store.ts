@@ -14,6 +14,7 @@ import type {
   ChannelRecord,
   DesiredRecord,
   DeviceRecord,
+  DeviceSummary,
   GroupRecord,
   HistoryRecord,
   OperatorRecord,
@@ -118,6 +119,10 @@ export class SqliteStore implements Store {
 
   deviceIds(): string[] {
     return this.devices.ids();
+  }
+
+  listDeviceSummaries(): DeviceSummary[] {
+    return this.devices.summaries();
   }
 
   eachDevice(): IterableIterator<DeviceRecord> {

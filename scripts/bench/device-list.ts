@@ -1,0 +1,163 @@
+#!/usr/bin/env node
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { type CommandContext, HANDLERS } from '../../coordinator/commands/handlers.js';
+import { FleetTally } from '../../coordinator/fleet/fleet-tally.js';
+import { ReportRecorder, seedReports } from '../../coordinator/ingest/report-recorder.js';
+import { openStore } from '../../coordinator/store/sqlite-store.js';
+import { createLogger } from '../../shared/logger.js';
+import type { Reported } from '../../shared/messages.js';
+import { log, machine, parseArgs, printResult, revision, round, spread } from './common.js';
+
+/**
+ * `npm run bench:device-list -- --devices 50000`: what `device.ls` (otactl device ls, the
+ * dashboard's device list) costs the coordinator's thread, on the real store and handler.
+ *
+ * A fresh database gets `--devices` enrolled devices, each with labels, facts and a report of one
+ * model. The recorder is seeded from the store as the coordinator does at start. Then the
+ * handler runs `--runs` times (`now`: the narrow read and the models kept in memory), and, for
+ * comparison, the whole records read and mapped as device.ls did before 2026-12-07 (`before`).
+ * Both lists must be equal (`sameRows`). Times in ms per call (median and range); the reply's
+ * size as JSON.
+ */
+
+const args = parseArgs(
+  process.argv.slice(2),
+  {
+    devices: { default: 10_000, help: 'enrolled devices' },
+    runs: { default: 5, help: 'calls of each variant' },
+  },
+  'npm run bench:device-list -- [options]',
+);
+for (const [name, value] of [
+  ['devices', args.devices],
+  ['runs', args.runs],
+] as const) {
+  if (!Number.isInteger(value) || value < 1) {
+    process.stderr.write(`--${name} must be a whole number >= 1, got ${value}\n`);
+    process.exit(2);
+  }
+}
+
+const at = '2026-12-07T10:00:00.000Z';
+const FACTS = {
+  arch: 'x64',
+  cpuCores: 4,
+  memoryMB: 4096,
+  freeDiskMB: 32000,
+  os: 'bench',
+  kernel: 'bench',
+  accelerators: [],
+};
+
+function report(deviceId: string): Reported {
+  return {
+    deviceId,
+    seq: 3,
+    ts: at,
+    models: {
+      'bench-model': {
+        state: 'healthy',
+        version: '4.0.0',
+        current: '4.0.0',
+        previousVersion: '2.0.0',
+        rolloutId: 'ro-bench-0001',
+        progress: null,
+        attempt: 0,
+        error: null,
+        updatedAt: at,
+      },
+    },
+    rejected: null,
+  } as Reported;
+}
+
+async function main(): Promise<void> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ota-bench-device-list-'));
+  const store = openStore(path.join(dir, 'coordinator.db'));
+  try {
+    log(`enrolling ${args.devices} devices`);
+    store.transaction(() => {
+      for (let i = 0; i < args.devices; i++) {
+        const id = `dev-${String(i).padStart(6, '0')}`;
+        store.addDevice({
+          id,
+          labels: { site: `site-${i % 20}`, line: `line-${i % 7}` },
+          channel: 'stable',
+          tokenHash: 'f'.repeat(64),
+          now: at,
+        });
+        store.setDevicePresence(id, i % 3 !== 0, at, { facts: FACTS, agentVersion: '0.1.0' });
+        store.setDeviceReport(id, report(id), at);
+      }
+    });
+    const recorder = new ReportRecorder({
+      store,
+      now: () => new Date(at),
+      logger: createLogger('silent'),
+      everyMs: 50,
+    });
+    FleetTally.seeded(seedReports(store.eachDevice(), recorder));
+    const context = {
+      store,
+      lastModels: (id: string) => recorder.lastModels(id) ?? store.getDevice(id)?.lastReport?.models,
+    } as unknown as CommandContext;
+    const now = () => HANDLERS['device.ls']({}, context) as unknown[];
+    // As device.ls was: every whole record (report, facts, token hash parsed), mapped to a row.
+    const before = () =>
+      store.listDevices().map((d) => {
+        const models = Object.create(null) as Record<string, unknown>;
+        for (const [model, m] of Object.entries(d.lastReport?.models ?? {})) {
+          models[model] = { state: m.state, version: m.version, current: m.current, error: m.error };
+        }
+        return {
+          id: d.id,
+          labels: d.labels,
+          channel: d.channel,
+          online: d.online,
+          lastSeen: d.lastSeen,
+          agentVersion: d.agentVersion,
+          models,
+        };
+      });
+    const reply = JSON.stringify(now());
+    const sameRows = reply === JSON.stringify(before());
+    log('timing');
+    // Alternated, so neither variant gets the warmer cache.
+    const samples = { now: [] as number[], before: [] as number[] };
+    for (let r = 0; r < args.runs; r++) {
+      for (const [name, fn] of [
+        ['before', before],
+        ['now', now],
+      ] as const) {
+        const t0 = performance.now();
+        fn();
+        samples[name].push(performance.now() - t0);
+      }
+    }
+    const nowMs = spread(samples.now, 1);
+    const beforeMs = spread(samples.before, 1);
+    printResult({
+      benchmark: 'device-list',
+      command: `npm run bench:device-list -- ${process.argv.slice(2).join(' ')}`.trim(),
+      machine: machine(),
+      revision: revision(),
+      params: { devices: args.devices, runs: args.runs },
+      msPerCall: { now: nowMs, before: beforeMs },
+      speedup: round(beforeMs.median / nowMs.median, 2),
+      replyMB: round(reply.length / 1e6, 2),
+      sameRows,
+    });
+    if (!sameRows) process.exitCode = 1;
+  } finally {
+    store.close();
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: Error) => {
+  process.stderr.write(`error: ${err.message}\n`);
+  process.exitCode = 1;
+});
