@@ -288,6 +288,26 @@ t.test('otactl over the command API', async (t) => {
     const table = await ok(t, ['device', 'ls']);
     t.match(table.stdout, /ID\s+ONLINE\s+CHANNEL\s+MODELS\s+LAST SEEN/);
     t.match(table.stdout, /cam-1\s+offline\s+stable/);
+    // Pages, by id: the hint names the next one, the last page has none.
+    const first = await ok(t, ['device', 'ls', '--limit', '1']);
+    t.match(first.stdout, /cam-1\s+offline\s+stable/);
+    t.notMatch(first.stdout, /cam-2/);
+    t.match(first.stdout, /^the next page: --after cam-1 --limit 1$/m);
+    const second = await ok(t, ['device', 'ls', '--after', 'cam-1', '--limit', '1']);
+    t.match(second.stdout, /cam-2\s+offline\s+canary/);
+    t.notMatch(second.stdout, /cam-1|next page/, 'the last page: no hint');
+    t.match(await okJson<unknown[]>(t, ['device', 'ls', '--limit', '1']), [{ id: 'cam-1' }]);
+    t.equal(
+      (await okJson<unknown[]>(t, ['device', 'ls', '--limit', '1'])).length,
+      1,
+      'the page, not the one asked for beyond it',
+    );
+    const none = await ok(t, ['device', 'ls', '--after', 'cam-2']);
+    t.equal(none.stdout, '', 'past the last page: no rows');
+    t.match(none.stderr, /^no devices after cam-2$/m, 'and why, on stderr as every empty list');
+    const zero = await run(['device', 'ls', '--limit', '0']);
+    t.equal(zero.code, 2, '--limit 0: a usage error');
+    t.match(zero.stderr, /--limit.*at least 1/);
     const shown = await okJson(t, ['device', 'show', 'cam-1']);
     t.match(shown, {
       id: 'cam-1',

@@ -375,6 +375,12 @@ t.test('devices, fleet-wide: ids, one row at a time, labels, count, presence; th
     'the summaries: the same devices in the same order, without report, facts or token',
   );
   t.equal(store.listDeviceSummaries()[1]?.online, true, 'presence read back as a boolean');
+  const ids = (page: { after?: string; limit?: number }) => store.listDeviceSummaries(page).map((d) => d.id);
+  t.same(ids({ limit: 2 }), ['cam-a', 'cam-b'], 'a page: the first ones by id');
+  t.same(ids({ after: 'cam-b', limit: 2 }), ['constructor'], 'the next page: after the last id shown');
+  t.same(ids({ after: 'cam-a' }), ['cam-b', 'constructor'], 'after an id, no limit: all the rest');
+  t.same(ids({ after: 'cam-az' }), ['cam-b', 'constructor'], 'after an id no device has: by where it sorts');
+  t.same(ids({ after: 'constructor' }), [], 'after the last: none');
   t.same(
     [...store.eachDeviceLabels()],
     [

@@ -46,7 +46,8 @@ const ARGS = {
   'trust.publish': z.strictObject({ envelope: z.unknown() }),
   'trust.show': z.strictObject({}),
   'device.add': z.strictObject({ id, labels: labels.optional(), channel: id.optional() }),
-  'device.ls': z.strictObject({}),
+  // A page, by id (a fleet of 50,000 is a ~13 MB reply otherwise): the devices after `after`.
+  'device.ls': z.strictObject({ after: id.optional(), limit: z.number().int().min(1).optional() }),
   'device.show': z.strictObject({ id }),
   'device.rm': z.strictObject({ id }),
   'group.create': z.strictObject({
@@ -184,7 +185,8 @@ export const HANDLERS: { [O in Op]: Handler<O> } = {
   'device.add': (a, c) => c.fleet.addDevice({ id: a.id, labels: a.labels, channel: a.channel }, c.actor),
   // Each device's models from memory, the rest from a narrow read: the whole records took twice
   // as long on the coordinator's thread (npm run bench:device-list).
-  'device.ls': (_a, c) => c.store.listDeviceSummaries().map((d) => deviceRow(d, c.lastModels(d.id))),
+  'device.ls': (a, c) =>
+    c.store.listDeviceSummaries({ after: a.after, limit: a.limit }).map((d) => deviceRow(d, c.lastModels(d.id))),
   'device.show': (a, c) => c.fleet.showDevice(a.id),
   'device.rm': (a, c) => c.fleet.removeDevice(a.id, c.actor),
   'group.create': (a, c) =>

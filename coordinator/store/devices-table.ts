@@ -100,12 +100,14 @@ export class DevicesTable {
     return this.db.q<DeviceRow>('SELECT * FROM devices ORDER BY id').all().map(toDevice);
   }
 
-  summaries(): DeviceSummary[] {
+  summaries(page: { after?: string; limit?: number } = {}): DeviceSummary[] {
+    // By the primary key from `after` on: a page costs its own rows, wherever it starts
+    // (an OFFSET would step over every row before it). LIMIT -1: no limit (SQLite).
     return this.db
       .q<Pick<DeviceRow, 'id' | 'labels' | 'channel' | 'online' | 'last_seen' | 'agent_version'>>(
-        'SELECT id, labels, channel, online, last_seen, agent_version FROM devices ORDER BY id',
+        'SELECT id, labels, channel, online, last_seen, agent_version FROM devices WHERE id > ? ORDER BY id LIMIT ?',
       )
-      .all()
+      .all(page.after ?? '', page.limit ?? -1)
       .map((row) => ({
         id: row.id,
         labels: parse(row.labels),

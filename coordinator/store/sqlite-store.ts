@@ -121,8 +121,8 @@ export class SqliteStore implements Store {
     return this.devices.ids();
   }
 
-  listDeviceSummaries(): DeviceSummary[] {
-    return this.devices.summaries();
+  listDeviceSummaries(page?: { after?: string; limit?: number }): DeviceSummary[] {
+    return this.devices.summaries(page);
   }
 
   eachDevice(): IterableIterator<DeviceRecord> {

@@ -66,8 +66,10 @@ export interface Store {
   /**
    * Every device as a list shows it, in id order: no report, facts or token read (device.ls takes
    * the models from memory: ~190 ms at 50,000 devices, 400 ms from whole records; bench:device-list).
+   * A page: the first `limit` whose id sorts after `after` (by id, not by position, so devices
+   * enrolled or removed between pages neither repeat nor go missing from the ones not yet listed).
    */
-  listDeviceSummaries(): DeviceSummary[];
+  listDeviceSummaries(page?: { after?: string; limit?: number }): DeviceSummary[];
   /** Every device's full record, one row at a time, in id order (nothing else may use the store meanwhile). */
   eachDevice(): IterableIterator<DeviceRecord>;
   /** Every device's id and labels, one row at a time, in id order (nothing else may use the store meanwhile). */

@@ -15,7 +15,7 @@ import {
   withSession,
 } from '../connection.js';
 import { type CliIo, keyValueLines } from '../io.js';
-import { labelPairs } from '../options.js';
+import { labelPairs, positiveInt } from '../options.js';
 import { ago, formatLabels, paint, printJson, printTable, table } from '../render.js';
 
 /** A row of `device.ls` (coordinator/commands/handlers.ts deviceRow). */
@@ -195,9 +195,19 @@ export function registerDevice(program: Command, io: CliIo): void {
       },
     );
 
-  remoteCommand(device, 'ls', 'list devices: online, channel, per model version and state, last seen').action(
-    async (opts: { json?: boolean }, cmd: Command) => {
-      const devices = await withSession(io, cmd, (s) => s.call<DeviceRow[]>('device.ls'));
+  remoteCommand(device, 'ls', 'list devices: online, channel, per model version and state, last seen')
+    .option('--limit <n>', 'list at most this many devices (default all; a page of a large fleet)', positiveInt)
+    .option('--after <id>', 'list the devices whose id sorts after this one (the next page)')
+    .action(async (opts: { json?: boolean; limit?: number; after?: string }, cmd: Command) => {
+      // One more than the page, to know whether there is a next one.
+      const page = await withSession(io, cmd, (s) =>
+        s.call<DeviceRow[]>('device.ls', {
+          ...(opts.after !== undefined ? { after: opts.after } : {}),
+          ...(opts.limit !== undefined ? { limit: opts.limit + 1 } : {}),
+        }),
+      );
+      const devices = opts.limit !== undefined ? page.slice(0, opts.limit) : page;
+      const more = devices.length < page.length;
       if (opts.json) return printJson(io, devices);
       const now = Date.now();
       printTable(
@@ -210,10 +220,13 @@ export function registerDevice(program: Command, io: CliIo): void {
           modelsCell(io, d.models),
           ago(d.lastSeen, now),
         ]),
-        'no devices: enrol one with `otactl device add ID --agent-config FILE`',
+        opts.after !== undefined
+          ? `no devices after ${opts.after}`
+          : 'no devices: enrol one with `otactl device add ID --agent-config FILE`',
       );
-    },
-  );
+      const last = devices.at(-1);
+      if (more && last) io.out(`the next page: --after ${last.id} --limit ${opts.limit}`);
+    });
 
   remoteCommand(device, 'show <id>', 'one device: labels, facts, desired releases and its last 50 history rows').action(
     async (id: string, opts: { json?: boolean }, cmd: Command) => {
