@@ -712,6 +712,16 @@ t.test('otactl over the command API', async (t) => {
         code: 'E_USAGE',
         message: /rollout\.status: argument wave: /,
       });
+      // device.ls's page, checked by the coordinator as well (not only by otactl's flags).
+      await t.rejects(admin.call('device.ls', { limit: 0 }), {
+        code: 'E_USAGE',
+        message: /device\.ls: argument limit: /,
+      });
+      await t.rejects(admin.call('device.ls', { after: 'no spaces' }), {
+        code: 'E_USAGE',
+        message: /device\.ls: argument after: /,
+      });
+      t.same(await admin.call('device.ls', { after: 'zzzz' }), [], 'after every id: an empty page');
     });
   });
 
