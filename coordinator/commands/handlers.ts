@@ -157,7 +157,7 @@ export function parseArgs<O extends Op>(op: O, args: unknown): Args<O> {
 /** A row of `device.ls` (also what the dashboard's device list starts from). */
 export type DeviceListRow = ReturnType<typeof deviceRow>;
 
-function deviceRow(d: DeviceSummary, reported: ReportedModels | null | undefined) {
+export function deviceRow(d: DeviceSummary, reported: ReportedModels | null | undefined) {
   const models: Record<string, Pick<ReportedModel, 'state' | 'version' | 'current' | 'error'>> = Object.create(null);
   for (const [model, m] of Object.entries(reported ?? {})) {
     models[model] = { state: m.state, version: m.version, current: m.current, error: m.error };

@@ -3,13 +3,13 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { type CommandContext, HANDLERS } from '../../coordinator/commands/handlers.js';
+import { type CommandContext, deviceRow, HANDLERS } from '../../coordinator/commands/handlers.js';
 import { FleetTally } from '../../coordinator/fleet/fleet-tally.js';
 import { ReportRecorder, seedReports } from '../../coordinator/ingest/report-recorder.js';
 import { openStore } from '../../coordinator/store/sqlite-store.js';
 import { createLogger } from '../../shared/logger.js';
-import type { Reported } from '../../shared/messages.js';
 import { log, machine, parseArgs, printResult, revision, round, spread } from './common.js';
+import { sampleReport } from './sample-report.js';
 
 /**
  * `npm run bench:device-list -- --devices 50000`: what `device.ls` (otactl device ls, the
@@ -52,28 +52,6 @@ const FACTS = {
   accelerators: [],
 };
 
-function report(deviceId: string): Reported {
-  return {
-    deviceId,
-    seq: 3,
-    ts: at,
-    models: {
-      'bench-model': {
-        state: 'healthy',
-        version: '4.0.0',
-        current: '4.0.0',
-        previousVersion: '2.0.0',
-        rolloutId: 'ro-bench-0001',
-        progress: null,
-        attempt: 0,
-        error: null,
-        updatedAt: at,
-      },
-    },
-    rejected: null,
-  } as Reported;
-}
-
 async function main(): Promise<void> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ota-bench-device-list-'));
   const store = openStore(path.join(dir, 'coordinator.db'));
@@ -90,7 +68,7 @@ async function main(): Promise<void> {
           now: at,
         });
         store.setDevicePresence(id, i % 3 !== 0, at, { facts: FACTS, agentVersion: '0.1.0' });
-        store.setDeviceReport(id, report(id), at);
+        store.setDeviceReport(id, sampleReport(id, 3, at), at);
       }
     });
     const recorder = new ReportRecorder({
@@ -106,22 +84,7 @@ async function main(): Promise<void> {
     } as unknown as CommandContext;
     const now = () => HANDLERS['device.ls']({}, context) as unknown[];
     // As device.ls was: every whole record (report, facts, token hash parsed), mapped to a row.
-    const before = () =>
-      store.listDevices().map((d) => {
-        const models = Object.create(null) as Record<string, unknown>;
-        for (const [model, m] of Object.entries(d.lastReport?.models ?? {})) {
-          models[model] = { state: m.state, version: m.version, current: m.current, error: m.error };
-        }
-        return {
-          id: d.id,
-          labels: d.labels,
-          channel: d.channel,
-          online: d.online,
-          lastSeen: d.lastSeen,
-          agentVersion: d.agentVersion,
-          models,
-        };
-      });
+    const before = () => store.listDevices().map((d) => deviceRow(d, d.lastReport?.models));
     const reply = JSON.stringify(now());
     const sameRows = reply === JSON.stringify(before());
     log('timing');

@@ -6,8 +6,8 @@ import Database from 'better-sqlite3';
 import type { HistoryRecord } from '../../coordinator/store/records.js';
 import { openStore, type SqliteStore } from '../../coordinator/store/sqlite-store.js';
 import { WRITE_BEHIND } from '../../coordinator/store/store.js';
-import type { Reported } from '../../shared/messages.js';
 import { log, machine, parseArgs, printResult, revision, round, type Spread, spread } from './common.js';
+import { SAMPLE_MODEL, sampleReport } from './sample-report.js';
 
 /**
  * `npm run bench:report-writes -- --devices 50000`: the coordinator's write-behind of device
@@ -61,31 +61,9 @@ for (const [name, value, min] of [
   }
 }
 
-const MODEL = 'bench-model';
+const MODEL = SAMPLE_MODEL;
 const T0 = Date.parse('2026-12-07T10:00:00.000Z');
-
-/** A report of the shape the fleet simulator sends (one model, healthy). */
-function report(deviceId: string, seq: number, at: string): Reported {
-  return {
-    deviceId,
-    seq,
-    ts: at,
-    models: {
-      [MODEL]: {
-        state: 'healthy',
-        version: '4.0.0',
-        current: '4.0.0',
-        previousVersion: '2.0.0',
-        rolloutId: 'ro-bench-0001',
-        progress: null,
-        attempt: 0,
-        error: null,
-        updatedAt: at,
-      },
-    },
-    rejected: null,
-  } as Reported;
-}
+const report = sampleReport;
 
 const row = (deviceId: string, at: string): HistoryRecord => ({
   deviceId,
