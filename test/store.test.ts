@@ -364,16 +364,14 @@ t.test('devices, fleet-wide: ids, one row at a time, labels, count, presence; th
   t.same([...store.eachDevice()], store.listDevices(), 'every record, as listDevices has it');
   t.strictSame(
     store.listDeviceSummaries(),
-    store
-      .listDevices()
-      .map(({ id, labels, channel, online, lastSeen, agentVersion }) => ({
-        id,
-        labels,
-        channel,
-        online,
-        lastSeen,
-        agentVersion,
-      })),
+    store.listDevices().map(({ id, labels, channel, online, lastSeen, agentVersion }) => ({
+      id,
+      labels,
+      channel,
+      online,
+      lastSeen,
+      agentVersion,
+    })),
     'the summaries: the same devices in the same order, without report, facts or token',
   );
   t.equal(store.listDeviceSummaries()[1]?.online, true, 'presence read back as a boolean');
