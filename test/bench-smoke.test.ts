@@ -18,9 +18,9 @@ interface Run {
   stderr: string;
 }
 
-function runBench(name: string, args: string[], timeoutMs = 55_000): Promise<Run> {
+function runBench(name: string, args: string[], timeoutMs = 55_000, env?: NodeJS.ProcessEnv): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [script(name), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [script(name), ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => {
@@ -175,10 +175,20 @@ t.test('bench:fleet, bench:update and bench:audit print their JSON document', as
 t.test(
   'bench:device-list prints its JSON document: the list as device.ls answers it, the same as from whole records',
   async (t) => {
-    const [run, bad] = await Promise.all([
+    const [run, bad, noTmp] = await Promise.all([
       runBench('device-list', ['--devices', '300', '--runs', '2']),
       runBench('device-list', ['--devices', '0']).catch((err: Error) => err),
+      // Its temporary directory cannot be made: the error, named, and exit 1 (no result printed).
+      runBench('device-list', ['--devices', '10'], undefined, {
+        ...process.env,
+        TMPDIR: fileURLToPath(new URL('../.no-such-dir/for-bench-smoke', import.meta.url)),
+      }).catch((err: Error) => err),
     ]);
+    t.match(
+      noTmp,
+      { message: /exit 1\)[\s\S]*error: ENOENT[^\n]*for-bench-smoke/ },
+      'a temporary directory it cannot make: named',
+    );
     t.equal(run.code, 0, 'exits 0', { stderr: run.stderr.slice(-3000) });
     t.match(run.json, {
       benchmark: 'device-list',
