@@ -4,8 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { type CommandContext, deviceRow, HANDLERS } from '../../coordinator/commands/handlers.js';
-import { FleetTally } from '../../coordinator/fleet/fleet-tally.js';
-import { ReportRecorder, seedReports } from '../../coordinator/ingest/report-recorder.js';
+import { ReportRecorder } from '../../coordinator/ingest/report-recorder.js';
 import { openStore } from '../../coordinator/store/sqlite-store.js';
 import { createLogger } from '../../shared/logger.js';
 import { log, machine, parseArgs, printResult, revision, round, spread } from './common.js';
@@ -77,7 +76,8 @@ async function main(): Promise<void> {
       logger: createLogger('silent'),
       everyMs: 50,
     });
-    FleetTally.seeded(seedReports(store.eachDevice(), recorder));
+    // Seeded from the store, as the coordinator's start does (seedReports there).
+    for (const d of store.eachDevice()) recorder.seed(d.id, d.lastReport?.models);
     const context = {
       store,
       lastModels: (id: string) => recorder.lastModels(id) ?? store.getDevice(id)?.lastReport?.models,
