@@ -100,6 +100,46 @@ t.test('the dashboard in chromium: sign-in, live waves, a viewer, approve', { sk
 
   await browser.test(
     t,
+    "the devices list: the coordinator's filtered pages, never the whole fleet",
+    async (t, open) => {
+      const page = await open();
+      const sent: string[] = [];
+      page.on('websocket', (ws) =>
+        ws.on('framesent', (f) => sent.push(typeof f.payload === 'string' ? f.payload : f.payload.toString('latin1'))),
+      );
+      await signIn(page, base, 'vic', vic.token);
+      await goToRoute(page, '#/devices');
+      const rows = page.locator('table[data-table="devices"] tbody tr');
+      const matches = page.locator('[data-field="matches"]');
+      await matches.filter({ hasText: /^8 devices match$/ }).waitFor();
+      t.same(await shownRows(rows, DEVICES), DEVICES, 'every device, 8 of a page of 50');
+      // Typed: the coordinator's answer for "cam-3" (asked once the typing pauses).
+      await page.getByLabel('Search').fill('CAM-3');
+      await matches.filter({ hasText: /^1 device match$/ }).waitFor();
+      t.same(await shownRows(rows, ['cam-3']), ['cam-3'], 'the id search ignores case');
+      await page.getByLabel('Search').fill('site=lab');
+      await matches.filter({ hasText: /^8 devices match$/ }).waitFor();
+      // The state and version choices, from the coordinator's answer.
+      await page.getByLabel('State').selectOption('offline');
+      await matches.filter({ hasText: /^0 devices match$/ }).waitFor();
+      t.same(await shownRows(rows, []), [], 'all eight are online');
+      await page.getByLabel('State').selectOption('healthy');
+      await page.getByLabel('Version').selectOption('1.0.0');
+      await matches.filter({ hasText: /^8 devices match$/ }).waitFor();
+      t.match(page.url(), /#\/devices\?.*state=healthy.*version=1\.0\.0/, 'the filter is in the address');
+      t.ok(
+        sent.some((p) => p.includes('cmd/device.find') && p.includes('"version":"1.0.0"')),
+        'the filter went to the coordinator',
+      );
+      t.notOk(
+        sent.some((p) => p.includes('cmd/device.ls')),
+        'the page never asked for the whole fleet (device.ls)',
+      );
+    },
+  );
+
+  await browser.test(
+    t,
     "a rollout's wave counts arrive on screen as agents report, without reload",
     async (t, open) => {
       const page = await open();

@@ -1,5 +1,5 @@
 import t from 'tap';
-import type { DeviceListRow } from '../coordinator/commands/handlers.js';
+import type { DeviceFindResult, DeviceListRow } from '../coordinator/commands/device-rows.js';
 import type { ChannelView } from '../coordinator/commands/views.js';
 import type { FleetService } from '../coordinator/fleet/fleet-service.js';
 import type { RolloutDeviceView } from '../coordinator/rollout/types.js';
@@ -11,11 +11,13 @@ import {
   allowedActions,
   auditMatches,
   auditSummary,
+  type DeviceFindReply,
   describeAction,
+  deviceFindArgs,
+  devicePage,
   deviceView,
   EMPTY_FILTER,
   filterChoices,
-  filterDevices,
   fleetOverview,
   formatBytes,
   isRolloutEvent,
@@ -26,7 +28,6 @@ import {
   rolloutPageArgs,
   rolloutTimeline,
   shownRolloutWave,
-  snapshotDeviceView,
   sortedRollouts,
   waveSegments,
   waveStateCounts,
@@ -58,6 +59,7 @@ export const resultShapes = {
   channel: (r: ChannelView): ChannelRow => r,
   rolloutDevice: (r: RolloutDeviceView): RolloutDeviceRow => r,
   deviceShow: (r: ReturnType<FleetService['showDevice']>): DeviceShow => r,
+  deviceFind: (r: DeviceFindResult): DeviceFindReply => r,
 };
 
 const P = 'ota/v1';
@@ -85,6 +87,11 @@ function model(state: string, version: string | null, current: string | null, ex
 
 function row(id: string, labels: Record<string, string> = {}, models: DeviceRow['models'] = {}): DeviceRow {
   return { id, labels, channel: 'stable', online: false, lastSeen: null, agentVersion: null, models };
+}
+
+/** A `device.find` answer with these rows (the first page of as many, unless told). */
+function findReply(devices: DeviceRow[], o: Partial<DeviceFindReply> = {}): DeviceFindReply {
+  return { total: devices.length, offset: 0, devices, choices: { models: [], versions: [] }, ...o };
 }
 
 function summary(overrides: Partial<RolloutSummary> = {}): RolloutSummary {
@@ -147,7 +154,6 @@ t.test('live messages apply in the order they arrive (MQTT keeps per-topic order
   t.equal(deviceView(s, 'cam-1')?.online, true);
   s.applyMessage(`${P}/devices/cam-1/status`, JSON.stringify({ online: false, ts: T0 }));
   t.equal(deviceView(s, 'cam-1')?.online, false, 'the will turns it offline');
-  t.equal(fleetOverview(s).offline, 1);
   // Report timestamps wait for the next render, then become delays.
   t.same(s.unrendered, [Date.parse(T1), Date.parse(T0)]);
   s.rendered(Date.parse(T1) + 120);
@@ -206,14 +212,18 @@ t.test('ids that are Object.prototype names are ordinary devices', async (t) => 
   for (const id of ['constructor', 'toString', 'hasOwnProperty']) {
     s.applyMessage(`${P}/devices/${id}/reported`, report(id, T0, { constructor: model('healthy', '1', '1') }));
   }
+  const reply = findReply(['constructor', 'hasOwnProperty', 'toString'].map((id) => row(id)));
+  s.setDevices(reply.devices);
   t.same(
-    filterDevices(s, EMPTY_FILTER, 1).rows.map((d) => d.id),
-    ['constructor', 'hasOwnProperty', 'toString'],
+    devicePage(s, reply).rows.map((d) => [d.id, d.models[0]?.model]),
+    [
+      ['constructor', 'constructor'],
+      ['hasOwnProperty', 'constructor'],
+      ['toString', 'constructor'],
+    ],
   );
   t.equal(deviceView(s, 'constructor')?.models[0]?.model, 'constructor');
   t.equal(deviceView(s, '__proto__'), null);
-  const o = fleetOverview(s);
-  t.same(o.models, [{ model: 'constructor', versions: [{ version: '1', devices: 3 }], failing: 0, updating: 0 }]);
 });
 
 t.test('the audit tail: merged by seq, no duplicates, bounded, continues from its head', async (t) => {
@@ -298,46 +308,7 @@ t.test('device view: snapshot rows, overridden by live reports and status', asyn
   t.equal(deviceView(s, 'nope'), null);
 });
 
-t.test('devices: search by id, label and key=value, filter by state, model, version; paged', async (t) => {
-  const s = new FleetState(P);
-  const rows: DeviceRow[] = [];
-  for (let i = 0; i < 120; i++) {
-    const id = `cam-${String(i).padStart(3, '0')}`;
-    rows.push({
-      ...row(id, { site: i % 2 ? 'hall-a' : 'hall-b' }),
-      online: i % 3 === 0,
-      models: {
-        det: { state: i % 10 === 0 ? 'failed' : 'healthy', version: i < 60 ? '2' : '1', current: '1', error: null },
-      },
-    });
-  }
-  s.setDevices(rows);
-  const all = filterDevices(s, EMPTY_FILTER, 1);
-  t.equal(all.total, 120);
-  t.equal(all.pages, 3);
-  t.equal(all.rows.length, 50);
-  t.equal(filterDevices(s, EMPTY_FILTER, 99).page, 3, 'a page past the end shows the last');
-  t.equal(filterDevices(s, EMPTY_FILTER, 3).rows.length, 20);
-  t.equal(filterDevices(s, EMPTY_FILTER, Number.NaN).page, 1);
-  t.equal(filterDevices(s, { ...EMPTY_FILTER, text: 'CAM-00' }, 1).total, 10, 'id search ignores case');
-  t.equal(filterDevices(s, { ...EMPTY_FILTER, text: 'hall-a' }, 1).total, 60, 'label value');
-  t.equal(filterDevices(s, { ...EMPTY_FILTER, text: 'site=hall-b' }, 1).total, 60, 'key=value');
-  t.equal(filterDevices(s, { ...EMPTY_FILTER, text: 'site=hall' }, 1).total, 0, 'key=value is exact');
-  t.equal(filterDevices(s, { ...EMPTY_FILTER, state: 'failed' }, 1).total, 12);
-  t.equal(filterDevices(s, { ...EMPTY_FILTER, state: 'online' }, 1).total, 40);
-  t.equal(filterDevices(s, { ...EMPTY_FILTER, state: 'offline' }, 1).total, 80);
-  t.equal(filterDevices(s, { ...EMPTY_FILTER, model: 'det', version: '2' }, 1).total, 60, 'installing 2');
-  t.equal(filterDevices(s, { ...EMPTY_FILTER, version: '1' }, 1).total, 120, 'running 1');
-  t.equal(filterDevices(s, { ...EMPTY_FILTER, model: 'other' }, 1).total, 0);
-  t.equal(filterDevices(s, { text: 'hall-b', state: 'failed', model: 'det', version: '' }, 1).total, 12);
-  t.equal(filterDevices(s, { text: 'hall-a', state: 'failed', model: 'det', version: '' }, 1).total, 0);
-  const choices = filterChoices(s);
-  t.same(choices.models, ['det']);
-  t.same(choices.versions, ['1', '2']);
-  t.ok(choices.states.includes('rolled_back') && choices.states.includes('online'));
-});
-
-t.test('fleet overview: online, versions per model most common first, failing and updating', async (t) => {
+t.test('fleet overview: active rollouts first; counts only from the summary', async (t) => {
   const s = new FleetState(P);
   s.setWatched(['a', 'b', 'c']); // the devices on screen: only their own topics are followed
   s.setDevices([row('a'), row('b'), row('c')]);
@@ -348,15 +319,12 @@ t.test('fleet overview: online, versions per model most common first, failing an
   s.applyMessage(`${P}/rollouts/ro-1`, JSON.stringify(summary()));
   s.applyMessage(`${P}/rollouts/ro-0`, JSON.stringify(summary({ id: 'ro-0', status: 'completed' })));
   const o = fleetOverview(s);
-  t.equal(o.devices, 3);
-  t.equal(o.online, 1);
-  t.equal(o.offline, 2);
-  t.same(o.models[0]?.versions, [
-    { version: '1', devices: 2 },
-    { version: '2', devices: 1 },
-  ]);
-  t.equal(o.models[0]?.failing, 1);
-  t.equal(o.models[0]?.updating, 1);
+  // Not counted from the three rows the page has: the fleet is the coordinator's to count.
+  t.same(
+    { devices: o.devices, online: o.online, offline: o.offline, models: o.models },
+    { devices: null, online: null, offline: null, models: [] },
+    'unknown until the fleet summary arrives',
+  );
   t.same(
     o.activeRollouts.map((r) => r.id),
     ['ro-1'],
@@ -687,8 +655,8 @@ function fleetSummary(overrides: Partial<FleetSummary> = {}): FleetSummary {
 t.test("the fleet overview comes from the coordinator's summary once it arrives", async (t) => {
   const s = new FleetState(P);
   s.setDevices([row('a', {}, { det: { state: 'healthy', version: '9', current: '9', error: null } })]);
-  t.equal(fleetOverview(s).devices, 1, 'before the summary: from the snapshot');
-  t.same(fleetOverview(s).models[0]?.versions, [{ version: '9', devices: 1 }]);
+  t.equal(fleetOverview(s).devices, null, 'before the summary: unknown, not the 1 device the page has');
+  t.same(fleetOverview(s).models, []);
   t.equal(s.applyMessage(`${P}/fleet`, JSON.stringify(fleetSummary())).kind, 'fleet');
   s.applyMessage(`${P}/rollouts/ro-1`, JSON.stringify(summary()));
   const o = fleetOverview(s);
@@ -722,31 +690,52 @@ t.test("the fleet overview comes from the coordinator's summary once it arrives"
   t.equal(s.fleet, null, 'a reconnect waits for the retained one again');
 });
 
-t.test("devices list: which devices match is the snapshot's; the rows on screen are live", async (t) => {
+t.test("devices list: the coordinator's page; the rows on screen are live", async (t) => {
   const s = new FleetState(P);
-  s.setDevices([
-    row('a', {}, { det: { state: 'downloading', version: '2', current: '1', error: null } }),
-    row('b', {}, { det: { state: 'downloading', version: '2', current: '1', error: null } }),
-    row('c', {}, { det: { state: 'healthy', version: '1', current: '1', error: null } }),
-  ]);
+  const reply = findReply(
+    [
+      row('a', {}, { det: { state: 'downloading', version: '2', current: '1', error: null } }),
+      row('b', {}, { det: { state: 'downloading', version: '2', current: '1', error: null } }),
+    ],
+    { total: 52, offset: 50 },
+  );
+  s.setDevices(reply.devices);
   s.setWatched(['a', 'b']);
   s.applyMessage(`${P}/devices/a/reported`, report('a', T0, { det: model('healthy', '2', '2') }));
-  const f = { ...EMPTY_FILTER, state: 'downloading' };
-  const page = filterDevices(s, f, 1);
+  const page = devicePage(s, reply);
   t.same(
     page.rows.map((d) => d.id),
     ['a', 'b'],
-    'a stays on the page (and followed) until the next snapshot, not in and out with each report',
+    "a stays on the page (and followed) until the coordinator's next answer, not in and out with each report",
   );
   t.equal(page.rows[0]?.models[0]?.state, 'healthy', 'and shows what it reported');
-  t.equal(snapshotDeviceView(s, 'a')?.models[0]?.state, 'downloading');
-  t.equal(filterDevices(s, { ...EMPTY_FILTER, state: 'healthy' }, 1).total, 1, 'c only, until the next snapshot');
-  // A device the page heard of but the snapshot does not have yet (enrolled since): from what it said.
-  s.setWatched(['a', 'b', 'new']);
-  s.applyMessage(`${P}/devices/new/reported`, report('new', T0, { det: model('idle', null, null) }));
-  t.equal(snapshotDeviceView(s, 'new')?.models[0]?.state, 'idle');
-  t.equal(filterDevices(s, EMPTY_FILTER, 1).total, 4);
-  t.equal(snapshotDeviceView(s, 'nobody'), null);
+  t.equal(page.rows[1]?.models[0]?.state, 'downloading', 'b as the reply had it');
+  t.same({ total: page.total, page: page.page, pages: page.pages }, { total: 52, page: 2, pages: 2 });
+  // A row the coordinator sent that the page then saw removed (an empty retained report): gone.
+  s.applyMessage(`${P}/devices/b/reported`, '');
+  t.same(
+    devicePage(s, reply).rows.map((d) => d.id),
+    ['a'],
+  );
+});
+
+t.test("devices list: device.find's arguments and the filter's choices", async (t) => {
+  t.same(deviceFindArgs(EMPTY_FILTER, 1), { offset: 0, limit: PAGE_SIZE }, 'an empty filter sends only the page');
+  t.same(deviceFindArgs({ text: '  site=hall-a ', state: 'failed', model: 'det', version: '2.0.0' }, 3), {
+    offset: 2 * PAGE_SIZE,
+    limit: PAGE_SIZE,
+    text: 'site=hall-a',
+    state: 'failed',
+    model: 'det',
+    version: '2.0.0',
+  });
+  t.equal(deviceFindArgs(EMPTY_FILTER, Number.NaN).offset, 0, 'a page that is not a number is the first');
+  t.equal(deviceFindArgs(EMPTY_FILTER, -4).offset, 0);
+  t.same(filterChoices(null).models, [], 'before the first answer: no models to offer');
+  const choices = filterChoices(findReply([], { choices: { models: ['det'], versions: ['1', '2'] } }));
+  t.same(choices.models, ['det']);
+  t.same(choices.versions, ['1', '2']);
+  t.ok(choices.states.includes('rolled_back') && choices.states.includes('online'));
 });
 
 t.test("a rollout's device list: the coordinator's page, counted by the summary, live on screen", async (t) => {

@@ -1,16 +1,18 @@
 import { z } from 'zod';
+import { DEVICE_FILTER_STATES } from '../../shared/device-filter.js';
 import { EnvelopeSchema } from '../../shared/envelope.js';
 import { OtaError } from '../../shared/errors.js';
-import type { ReportedModel, ReportedModels } from '../../shared/messages.js';
+import type { ReportedModels } from '../../shared/messages.js';
 import { ROLLOUT_DEVICE_STATES } from '../../shared/states.js';
 import type { ExperimentService } from '../experiments/experiment-service.js';
 import type { FleetService } from '../fleet/fleet-service.js';
 import { type MetricsQueryArgs, MetricsQueryArgsSchema } from '../metrics/query-args.js';
 import type { RolloutService } from '../rollout/rollout-service.js';
 import { parseWaves } from '../rollout/strategy.js';
-import type { DeviceSummary, Role } from '../store/records.js';
+import type { Role } from '../store/records.js';
 import type { Store } from '../store/store.js';
 import { idArg, versionArg } from './arg-schemas.js';
+import { DEFAULT_FIND_LIMIT, deviceRow, findDevices, MAX_FIND_LIMIT } from './device-rows.js';
 import { type Op, opsFor } from './ops.js';
 import { channelView, groupView, keyView, operatorView } from './views.js';
 
@@ -48,6 +50,15 @@ const ARGS = {
   'device.add': z.strictObject({ id, labels: labels.optional(), channel: id.optional() }),
   // A page, by id (a fleet of 50,000 is a ~13 MB reply otherwise): the devices after `after`.
   'device.ls': z.strictObject({ after: id.optional(), limit: z.number().int().min(1).optional() }),
+  // The dashboard's devices list: filtered and paged here, so a page is all that is sent.
+  'device.find': z.strictObject({
+    text: z.string().max(200).optional(),
+    state: z.enum(DEVICE_FILTER_STATES).optional(),
+    model: id.optional(),
+    version: version.optional(),
+    offset: z.number().int().min(0).optional(),
+    limit: z.number().int().min(1).max(MAX_FIND_LIMIT).optional(),
+  }),
   'device.show': z.strictObject({ id }),
   'device.rm': z.strictObject({ id }),
   'group.create': z.strictObject({
@@ -153,26 +164,6 @@ export function parseArgs<O extends Op>(op: O, args: unknown): Args<O> {
   return parsed.data as Args<O>;
 }
 
-/** A device as `device ls` shows it: the last reported state of each model. */
-/** A row of `device.ls` (also what the dashboard's device list starts from). */
-export type DeviceListRow = ReturnType<typeof deviceRow>;
-
-export function deviceRow(d: DeviceSummary, reported: ReportedModels | null | undefined) {
-  const models: Record<string, Pick<ReportedModel, 'state' | 'version' | 'current' | 'error'>> = Object.create(null);
-  for (const [model, m] of Object.entries(reported ?? {})) {
-    models[model] = { state: m.state, version: m.version, current: m.current, error: m.error };
-  }
-  return {
-    id: d.id,
-    labels: d.labels,
-    channel: d.channel,
-    online: d.online,
-    lastSeen: d.lastSeen,
-    agentVersion: d.agentVersion,
-    models,
-  };
-}
-
 export const HANDLERS: { [O in Op]: Handler<O> } = {
   'key.add': (a, c) => keyView(c.fleet.addKey({ key: a.key, name: a.name }, c.actor)),
   'key.ls': (_a, c) => c.fleet.listKeys().map(({ status, ...k }) => ({ ...keyView(k), status })),
@@ -187,6 +178,14 @@ export const HANDLERS: { [O in Op]: Handler<O> } = {
   // as long on the coordinator's thread (npm run bench:device-list).
   'device.ls': (a, c) =>
     c.store.listDeviceSummaries({ after: a.after, limit: a.limit }).map((d) => deviceRow(d, c.lastModels(d.id))),
+  // One pass over the fleet: the summaries streamed from the store, the models from memory.
+  'device.find': (a, c) =>
+    findDevices(
+      c.store.eachDeviceSummary(),
+      c.lastModels,
+      { text: a.text ?? '', state: a.state ?? '', model: a.model ?? '', version: a.version ?? '' },
+      { offset: a.offset ?? 0, limit: a.limit ?? DEFAULT_FIND_LIMIT },
+    ),
   'device.show': (a, c) => c.fleet.showDevice(a.id),
   'device.rm': (a, c) => c.fleet.removeDevice(a.id, c.actor),
   'group.create': (a, c) =>

@@ -15,6 +15,7 @@ export const OPS = {
   'trust.show': 'viewer',
   'device.add': 'admin',
   'device.ls': 'viewer',
+  'device.find': 'viewer',
   'device.show': 'viewer',
   'device.rm': 'admin',
   'group.create': 'admin',

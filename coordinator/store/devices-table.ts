@@ -59,6 +59,20 @@ function deviceNotFound(id: string): OtaError {
   return new OtaError('E_NOT_FOUND', `device ${id} not found`);
 }
 
+type SummaryRow = Pick<DeviceRow, 'id' | 'labels' | 'channel' | 'online' | 'last_seen' | 'agent_version'>;
+const SUMMARY_COLUMNS = 'id, labels, channel, online, last_seen, agent_version';
+
+function toSummary(row: SummaryRow): DeviceSummary {
+  return {
+    id: row.id,
+    labels: parse(row.labels),
+    channel: row.channel,
+    online: row.online === 1,
+    lastSeen: row.last_seen,
+    agentVersion: row.agent_version,
+  };
+}
+
 export class DevicesTable {
   constructor(private readonly db: Db) {}
 
@@ -104,18 +118,16 @@ export class DevicesTable {
     // By the primary key from `after` on: a page costs its own rows, wherever it starts
     // (an OFFSET would step over every row before it). LIMIT -1: no limit (SQLite).
     return this.db
-      .q<Pick<DeviceRow, 'id' | 'labels' | 'channel' | 'online' | 'last_seen' | 'agent_version'>>(
-        'SELECT id, labels, channel, online, last_seen, agent_version FROM devices WHERE id > ? ORDER BY id LIMIT ?',
-      )
+      .q<SummaryRow>(`SELECT ${SUMMARY_COLUMNS} FROM devices WHERE id > ? ORDER BY id LIMIT ?`)
       .all(page.after ?? '', page.limit ?? -1)
-      .map((row) => ({
-        id: row.id,
-        labels: parse(row.labels),
-        channel: row.channel,
-        online: row.online === 1,
-        lastSeen: row.last_seen,
-        agentVersion: row.agent_version,
-      }));
+      .map(toSummary);
+  }
+
+  // Streamed (Statement.iterate): a scan of a large fleet never holds every row at once.
+  *eachSummary(): IterableIterator<DeviceSummary> {
+    for (const row of this.db.q<SummaryRow>(`SELECT ${SUMMARY_COLUMNS} FROM devices ORDER BY id`).iterate()) {
+      yield toSummary(row);
+    }
   }
 
   ids(): string[] {

@@ -125,6 +125,10 @@ export class SqliteStore implements Store {
     return this.devices.summaries(page);
   }
 
+  eachDeviceSummary(): IterableIterator<DeviceSummary> {
+    return this.devices.eachSummary();
+  }
+
   eachDevice(): IterableIterator<DeviceRecord> {
     return this.devices.each();
   }

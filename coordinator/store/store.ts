@@ -70,6 +70,8 @@ export interface Store {
    * enrolled or removed between pages neither repeat nor go missing from the ones not yet listed).
    */
   listDeviceSummaries(page?: { after?: string; limit?: number }): DeviceSummary[];
+  /** Every device as listDeviceSummaries shows it, one row at a time, in id order (nothing else may use the store meanwhile). */
+  eachDeviceSummary(): IterableIterator<DeviceSummary>;
   /** Every device's full record, one row at a time, in id order (nothing else may use the store meanwhile). */
   eachDevice(): IterableIterator<DeviceRecord>;
   /** Every device's id and labels, one row at a time, in id order (nothing else may use the store meanwhile). */

@@ -2,7 +2,7 @@ import type { AuditEvent, FleetSummary, Reported, RolloutSummary, Status } from 
 
 /**
  * Everything the dashboard knows, as one plain object the views read (no DOM here: the node tests
- * drive it directly). It is filled from two sources: command replies (snapshots: `device.ls`,
+ * drive it directly). It is filled from two sources: command replies (snapshots: a page of `device.find`,
  * `release.ls`, `channel.ls`, `audit.ls`, `rollout.status`) and the live topics (`rollouts/+`,
  * `audit`, the coordinator's `fleet` summary, and `devices/<id>/reported` and `status` of the
  * devices on screen only: the `watched` set). A live message is always at least as new as a
@@ -15,7 +15,7 @@ import type { AuditEvent, FleetSummary, Reported, RolloutSummary, Status } from 
  * Every record keyed by an id is a Map: a device may be called `constructor`.
  */
 
-/** A row of `device.ls`. */
+/** A row of `device.ls` and `device.find`. */
 export interface DeviceRow {
   id: string;
   labels: Record<string, string>;
@@ -184,7 +184,7 @@ export class FleetState {
    * At each (re)connect, before subscribing: what the live topics said is dropped, and their
    * retained messages fill it again. After a coordinator restart the broker's retained messages
    * are gone (they live in memory): a device that did not come back must not stay "online" from
-   * a status seen before; the snapshot (`device.ls`) covers it.
+   * a status seen before; the device rows (`device.find`, asked again) cover it.
    */
   resetLive(): void {
     this.reports.clear();
@@ -212,8 +212,30 @@ export class FleetState {
     return { added, removed };
   }
 
+  /**
+   * The device rows the coordinator sent last (a page of `device.find`): what the rows on screen
+   * show until their own topics say more. Only those: the page never holds the whole fleet.
+   */
   setDevices(rows: readonly DeviceRow[]): void {
     this.devices = new Map(rows.map((r) => [r.id, r]));
+    this.changed();
+  }
+
+  /** One device's row, added or replaced (`device.show` of a device opened by its address). */
+  putDevice(row: DeviceRow): void {
+    this.devices.set(row.id, row);
+    this.changed();
+  }
+
+  /**
+   * Bumped when the device rows may be out of date (a device enrolled, removed or moved, a
+   * reconnect, the fleet summary moving while the list filters on it): the devices view asks
+   * for its page again.
+   */
+  devicesEpoch = 0;
+
+  staleDevices(): void {
+    this.devicesEpoch++;
     this.changed();
   }
 

@@ -1,9 +1,9 @@
+import { DEVICE_FILTER_STATES, type DeviceFilter, EMPTY_DEVICE_FILTER } from '../../shared/device-filter.js';
 import type { AuditEvent, Reported, RolloutSummary, Status } from '../../shared/messages.js';
 import {
   ACTIVE_ROLLOUT_STATUSES,
   IN_PROGRESS_STATES,
   isFailure,
-  MODEL_STATES,
   ROLLOUT_DEVICE_STATES,
   type RolloutDeviceState,
 } from '../../shared/states.js';
@@ -39,16 +39,6 @@ export interface DeviceView {
 /** One device as the page shows it: the snapshot row, overridden by its live report and status. */
 export function deviceView(state: FleetState, id: string): DeviceView | null {
   return viewOf(id, state.devices.get(id), state.reports.get(id), state.statuses.get(id));
-}
-
-/**
- * One device as the last `device.ls` snapshot has it, without what its live topics said since:
- * what the devices list filters on, so a row on screen (whose reports the page follows) does not
- * leave the list and come back with every report (its snapshot row decides until the next one).
- */
-export function snapshotDeviceView(state: FleetState, id: string): DeviceView | null {
-  const row = state.devices.get(id);
-  return row ? viewOf(id, row, undefined, undefined) : deviceView(state, id);
 }
 
 function viewOf(
@@ -106,19 +96,13 @@ function latest(...stamps: (string | null)[]): string | null {
   return best;
 }
 
-/** Every device id the page knows: enrolled (device.ls) or heard from since. */
-export function allDeviceIds(state: FleetState): string[] {
-  const ids = new Set(state.devices.keys());
-  for (const id of state.reports.keys()) ids.add(id);
-  return [...ids].sort();
-}
-
 // ---- fleet overview ----
 
 export interface FleetOverview {
-  devices: number;
-  online: number;
-  offline: number;
+  /** Null until the coordinator's fleet summary arrives: the page never counts the fleet itself. */
+  devices: number | null;
+  online: number | null;
+  offline: number | null;
   /** Per model: how many devices run each version (`current`), most common first. */
   models: { model: string; versions: { version: string; devices: number }[]; failing: number; updating: number }[];
   activeRollouts: RolloutSummary[];
@@ -126,67 +110,32 @@ export interface FleetOverview {
 
 /**
  * The fleet at a glance: from the coordinator's `fleet` summary (counted as every report arrives,
- * the page does not receive them all), or, until the first one arrives (a coordinator older than
- * the summary), from the `device.ls` snapshot and the reports the page has.
+ * the page does not receive them all). Until it arrives (at each connect, a moment after
+ * subscribing: it is retained) the counts are unknown, not counted from the few devices the page
+ * has rows for (a page of the devices list), which would be a wrong number.
  */
 export function fleetOverview(state: FleetState): FleetOverview {
   const activeRollouts = sortedRollouts(state).filter((r) => isActiveRollout(r.status));
   const summary = state.fleet;
-  if (summary) {
-    return {
-      devices: summary.devices,
-      online: summary.online,
-      offline: Math.max(0, summary.devices - summary.online),
-      models: summary.models.map((m) => {
-        let failing = 0;
-        let updating = 0;
-        for (const s of m.states) {
-          if (isFailure(s.state)) failing += s.devices;
-          if ((IN_PROGRESS_STATES as readonly string[]).includes(s.state)) updating += s.devices;
-        }
-        return {
-          model: m.model,
-          versions: m.running.map((r) => ({ version: r.version ?? 'none', devices: r.devices })),
-          failing,
-          updating,
-        };
-      }),
-      activeRollouts,
-    };
-  }
-  const ids = allDeviceIds(state);
-  let online = 0;
-  const perModel = new Map<string, { versions: Map<string, number>; failing: number; updating: number }>();
-  for (const id of ids) {
-    const d = deviceView(state, id);
-    if (!d) continue;
-    if (d.online) online++;
-    for (const m of d.models) {
-      let entry = perModel.get(m.model);
-      if (!entry) {
-        entry = { versions: new Map(), failing: 0, updating: 0 };
-        perModel.set(m.model, entry);
-      }
-      const running = m.current ?? 'none';
-      entry.versions.set(running, (entry.versions.get(running) ?? 0) + 1);
-      if (isFailure(m.state)) entry.failing++;
-      if ((IN_PROGRESS_STATES as readonly string[]).includes(m.state)) entry.updating++;
-    }
-  }
+  if (!summary) return { devices: null, online: null, offline: null, models: [], activeRollouts };
   return {
-    devices: ids.length,
-    online,
-    offline: ids.length - online,
-    models: [...perModel]
-      .sort(([a], [b]) => (a < b ? -1 : 1))
-      .map(([model, e]) => ({
-        model,
-        versions: [...e.versions]
-          .map(([version, devices]) => ({ version, devices }))
-          .sort((a, b) => b.devices - a.devices || (a.version < b.version ? -1 : 1)),
-        failing: e.failing,
-        updating: e.updating,
-      })),
+    devices: summary.devices,
+    online: summary.online,
+    offline: Math.max(0, summary.devices - summary.online),
+    models: summary.models.map((m) => {
+      let failing = 0;
+      let updating = 0;
+      for (const s of m.states) {
+        if (isFailure(s.state)) failing += s.devices;
+        if ((IN_PROGRESS_STATES as readonly string[]).includes(s.state)) updating += s.devices;
+      }
+      return {
+        model: m.model,
+        versions: m.running.map((r) => ({ version: r.version ?? 'none', devices: r.devices })),
+        failing,
+        updating,
+      };
+    }),
     activeRollouts,
   };
 }
@@ -205,18 +154,18 @@ export function sortedRollouts(state: FleetState): RolloutSummary[] {
 
 // ---- devices list ----
 
-export interface DeviceFilter {
-  /** Matches the id, a label value, or `key=value` of a label. */
-  text: string;
-  /** A model state (`healthy`, `failed`...), `online`, `offline`, or '' for any. */
-  state: string;
-  model: string;
-  /** A version any model runs or is installing, or ''. */
-  version: string;
-}
-
-export const EMPTY_FILTER: DeviceFilter = { text: '', state: '', model: '', version: '' };
+/** The filter is the coordinator's (`device.find` applies it to the whole fleet). */
+export type { DeviceFilter } from '../../shared/device-filter.js';
+export const EMPTY_FILTER: DeviceFilter = EMPTY_DEVICE_FILTER;
 export const PAGE_SIZE = 50;
+
+/** What `device.find` answers (coordinator/commands/device-rows.ts, checked at typecheck). */
+export interface DeviceFindReply {
+  total: number;
+  offset: number;
+  devices: DeviceRow[];
+  choices: { models: string[]; versions: string[] };
+}
 
 export interface DevicePage {
   rows: DeviceView[];
@@ -225,64 +174,42 @@ export interface DevicePage {
   pages: number;
 }
 
-function matchesText(d: DeviceView, text: string): boolean {
-  if (text === '') return true;
-  const needle = text.toLowerCase();
-  if (d.id.toLowerCase().includes(needle)) return true;
-  const eq = needle.indexOf('=');
-  for (const [k, v] of Object.entries(d.labels)) {
-    if (eq > 0) {
-      if (k.toLowerCase() === needle.slice(0, eq).trim() && v.toLowerCase() === needle.slice(eq + 1).trim())
-        return true;
-    } else if (v.toLowerCase().includes(needle)) return true;
-  }
-  return false;
-}
-
-export function matchesFilter(d: DeviceView, f: DeviceFilter): boolean {
-  if (!matchesText(d, f.text.trim())) return false;
-  const models = f.model === '' ? d.models : d.models.filter((m) => m.model === f.model);
-  if (f.model !== '' && models.length === 0) return false;
-  if (f.state === 'online' && !d.online) return false;
-  if (f.state === 'offline' && d.online) return false;
-  if (f.state !== '' && f.state !== 'online' && f.state !== 'offline' && !models.some((m) => m.state === f.state)) {
-    return false;
-  }
-  if (f.version !== '' && !models.some((m) => m.current === f.version || m.version === f.version)) return false;
-  return true;
+/** `device.find`'s arguments for one page of the filter (the empty parts left out). */
+export function deviceFindArgs(f: DeviceFilter, page: number, pageSize = PAGE_SIZE): Record<string, string | number> {
+  const args: Record<string, string | number> = {
+    offset: (Math.max(1, Math.floor(page) || 1) - 1) * pageSize,
+    limit: pageSize,
+  };
+  const text = f.text.trim();
+  if (text !== '') args.text = text;
+  if (f.state !== '') args.state = f.state;
+  if (f.model !== '') args.model = f.model;
+  if (f.version !== '') args.version = f.version;
+  return args;
 }
 
 /**
- * One page of the devices matching `f`, sorted by id; `page` is clamped to what exists. Which
- * devices match is read from the snapshot (snapshotDeviceView); the rows show them live.
+ * The page `reply` answered, its rows live: each as its own topics say now (the page follows the
+ * rows on screen), else as the reply had it. Which devices match is the coordinator's answer, as
+ * of the reply (asked again when the fleet moves: views/dashboard.ts).
  */
-export function filterDevices(state: FleetState, f: DeviceFilter, page: number, pageSize = PAGE_SIZE): DevicePage {
-  const matched: string[] = [];
-  for (const id of allDeviceIds(state)) {
-    const d = snapshotDeviceView(state, id);
-    if (d && matchesFilter(d, f)) matched.push(id);
-  }
-  const pages = Math.max(1, Math.ceil(matched.length / pageSize));
-  const p = Math.min(Math.max(1, Math.floor(page) || 1), pages);
-  const rows = matched
-    .slice((p - 1) * pageSize, p * pageSize)
-    .map((id) => deviceView(state, id))
-    .filter((d): d is DeviceView => d !== null);
-  return { rows, total: matched.length, page: p, pages };
+export function devicePage(state: FleetState, reply: DeviceFindReply, pageSize = PAGE_SIZE): DevicePage {
+  const pages = Math.max(1, Math.ceil(reply.total / pageSize));
+  const rows = reply.devices.map((d) => deviceView(state, d.id)).filter((d): d is DeviceView => d !== null);
+  return { rows, total: reply.total, page: Math.floor(reply.offset / pageSize) + 1, pages };
 }
 
-/** The filter choices: states, models and versions the fleet has now. */
-export function filterChoices(state: FleetState): { states: string[]; models: string[]; versions: string[] } {
-  const models = new Set<string>();
-  const versions = new Set<string>();
-  for (const id of allDeviceIds(state)) {
-    for (const m of snapshotDeviceView(state, id)?.models ?? []) {
-      models.add(m.model);
-      if (m.current) versions.add(m.current);
-      if (m.version) versions.add(m.version);
-    }
-  }
-  return { states: ['online', 'offline', ...MODEL_STATES], models: [...models].sort(), versions: [...versions].sort() };
+/** The filter choices: presence and the model states, and the models and versions the fleet reports. */
+export function filterChoices(reply: DeviceFindReply | null): {
+  states: string[];
+  models: string[];
+  versions: string[];
+} {
+  return {
+    states: [...DEVICE_FILTER_STATES],
+    models: reply?.choices.models ?? [],
+    versions: reply?.choices.versions ?? [],
+  };
 }
 
 // ---- a rollout ----

@@ -3,7 +3,8 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { type CommandContext, deviceRow, HANDLERS } from '../../coordinator/commands/handlers.js';
+import { deviceRow } from '../../coordinator/commands/device-rows.js';
+import { type CommandContext, HANDLERS } from '../../coordinator/commands/handlers.js';
 import { ReportRecorder } from '../../coordinator/ingest/report-recorder.js';
 import { openStore } from '../../coordinator/store/sqlite-store.js';
 import { createLogger } from '../../shared/logger.js';
@@ -20,6 +21,10 @@ import { sampleReport } from './sample-report.js';
  * comparison, the whole records read and mapped as device.ls did before 2026-12-07 (`before`).
  * Both lists must be equal (`sameRows`). Times in ms per call (median and range); the reply's
  * size as JSON.
+ *
+ * Then `device.find` (the dashboard's devices list: the coordinator filters, the page gets 50
+ * rows), `--runs` times each: unfiltered, searched for a label value, and filtered on presence
+ * (the three kinds of pass it makes). Times per call and the replies' sizes.
  */
 
 const args = parseArgs(
@@ -102,6 +107,26 @@ async function main(): Promise<void> {
     }
     const nowMs = spread(samples.now, 1);
     const beforeMs = spread(samples.before, 1);
+    log('timing device.find');
+    const finds = {
+      all: {},
+      text: { text: 'site-3' },
+      state: { state: 'offline' },
+    } as const;
+    const findMs: Record<string, number[]> = { all: [], text: [], state: [] };
+    const findReply: Record<string, { total: number; rows: number; replyKB: number }> = Object.create(null);
+    for (let r = 0; r < args.runs; r++) {
+      for (const [name, a] of Object.entries(finds)) {
+        const t0 = performance.now();
+        const found = HANDLERS['device.find'](a, context) as { total: number; devices: unknown[] };
+        (findMs[name] as number[]).push(performance.now() - t0);
+        findReply[name] = {
+          total: found.total,
+          rows: found.devices.length,
+          replyKB: round(JSON.stringify(found).length / 1024, 1),
+        };
+      }
+    }
     printResult({
       benchmark: 'device-list',
       command: `npm run bench:device-list -- ${process.argv.slice(2).join(' ')}`.trim(),
@@ -109,6 +134,10 @@ async function main(): Promise<void> {
       revision: revision(),
       params: { devices: args.devices, runs: args.runs },
       msPerCall: { now: nowMs, before: beforeMs },
+      find: {
+        msPerCall: Object.fromEntries(Object.entries(findMs).map(([k, v]) => [k, spread(v, 1)])),
+        replies: findReply,
+      },
       speedup: round(beforeMs.median / nowMs.median, 2),
       replyMB: round(reply.length / 1e6, 2),
       sameRows,

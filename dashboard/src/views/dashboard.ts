@@ -1,7 +1,7 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import type { AuditEvent } from '../../../shared/messages.js';
 import { Connection, type LinkState } from '../connection.js';
-import { type ChannelRow, type DeviceRow, FleetState, type ReleaseRow } from '../fleet-state.js';
+import { type ChannelRow, FleetState, type ReleaseRow } from '../fleet-state.js';
 import { REAL_TIMERS, RenderBatcher } from '../render-batcher.js';
 import { formatRoute, parseRoute, type Route, VIEWS } from '../router.js';
 import type { Credentials } from '../session-store.js';
@@ -31,9 +31,9 @@ const REFRESH_ON: Record<string, readonly ('devices' | 'releases' | 'channels')[
 /** Refreshes asked for within this long are one request. */
 const REFRESH_DEBOUNCE_MS = 500;
 /**
- * The devices list filters the `device.ls` snapshot (the page does not receive every report): while
- * it filters on state, model or version, the snapshot is fetched again when the fleet summary says
- * something changed, at most this often.
+ * The devices list is a page the coordinator filtered (`device.find`; the page does not receive
+ * every report): while it filters on state, model or version, the page is asked for again when the
+ * fleet summary says something changed, at most this often.
  */
 const DEVICES_REFRESH_MS = 5_000;
 
@@ -115,7 +115,8 @@ export function Dashboard({
       if (c?.state.kind !== 'live') return;
       try {
         await Promise.all([
-          what.has('devices') ? c.ask<DeviceRow[]>('device.ls').then((r) => state.setDevices(r)) : null,
+          // The devices view asks for its own page (device.find); it is told to ask again.
+          what.has('devices') ? state.staleDevices() : null,
           what.has('releases') ? c.ask<ReleaseRow[]>('release.ls').then((r) => state.setReleases(r)) : null,
           what.has('channels') ? c.ask<ChannelRow[]>('channel.ls').then((r) => state.setChannels(r)) : null,
         ]);
@@ -277,8 +278,9 @@ export function Dashboard({
 
 /**
  * Whether the route is the devices list filtered on something reports and presence change (state,
- * online, model, version): only then does it need fresh snapshots. Ids and labels change only by
- * enrolment and removal, which fetch the snapshot anyway (REFRESH_ON); unfiltered rows are live.
+ * online, model, version): only then does it need its page again as the fleet moves. Ids and
+ * labels change only by enrolment and removal, which ask again anyway (REFRESH_ON); the rows on
+ * screen are live.
  */
 function filtersOnReports(route: Route): boolean {
   return route.view === 'devices' && (route.state !== '' || route.model !== '' || route.version !== '');

@@ -9,9 +9,9 @@ export function FleetView({ state }: ViewProps) {
   return html`<section aria-labelledby="fleet-title">
     <h1 id="fleet-title">Fleet</h1>
     <dl class="stats">
-      <div><dt>Devices</dt><dd data-stat="devices">${o.devices}</dd></div>
-      <div><dt>Online</dt><dd data-stat="online">${o.online}</dd></div>
-      <div><dt>Offline</dt><dd data-stat="offline">${o.offline}</dd></div>
+      <div><dt>Devices</dt><dd data-stat="devices">${o.devices ?? '…'}</dd></div>
+      <div><dt>Online</dt><dd data-stat="online">${o.online ?? '…'}</dd></div>
+      <div><dt>Offline</dt><dd data-stat="offline">${o.offline ?? '…'}</dd></div>
       <div><dt>Active rollouts</dt><dd data-stat="active-rollouts">${o.activeRollouts.length}</dd></div>
     </dl>
     <h2>Active rollouts</h2>
@@ -22,9 +22,11 @@ export function FleetView({ state }: ViewProps) {
     }
     <h2>Versions per model</h2>
     ${
-      o.models.length === 0
-        ? html`<p class="muted">No device has reported a model yet.</p>`
-        : html`<table class="grid">
+      o.devices === null
+        ? html`<p class="muted" role="status">Waiting for the coordinator's fleet summary…</p>`
+        : o.models.length === 0
+          ? html`<p class="muted">No device has reported a model yet.</p>`
+          : html`<table class="grid">
             <caption class="sr-only">Which version how many devices run, per model</caption>
             <thead><tr><th scope="col">Model</th><th scope="col">Version</th><th scope="col">Devices</th><th scope="col">Share</th></tr></thead>
             <tbody>
