@@ -29,7 +29,11 @@ import { type ProbeSpecInput, ProbeSpecSchema } from '../shared/probe-spec.js';
  */
 
 const { onnx } = onnxProto;
-const DEFAULTS = { timeoutMs: 20_000, attempts: 1, initialDelayMs: 0 };
+// The agent defaults of these probes (the ones without a spec run under them). The timeout is a
+// bound on a hung probe, not the subject: on a loaded 2-core machine starting the child under the
+// TypeScript loader and loading the model once took more than 20 s (attempts 0, E_PROBE_TIMEOUT),
+// so it is generous. The tests of the timeout itself set their own.
+const DEFAULTS = { timeoutMs: 120_000, attempts: 1, initialDelayMs: 0 };
 
 interface Probed {
   result: ProbeResult;

@@ -625,9 +625,20 @@ export async function measureBareBroker(options: BareBrokerOptions): Promise<Bar
       reportBytes = payload.length;
       perDevice.set(topic, (perDevice.get(topic) ?? 0) + 1);
     });
+    // What happened to the subscriber's connection, named when a count stalls (it does not
+    // reconnect: a lost connection is a failed run, and this says how it was lost).
+    const subEvents: string[] = [];
+    sub.on('close', () => subEvents.push(`connection closed after ${retained} retained and ${live} live reports`));
+    sub.on('error', (err) => subEvents.push(`error: ${err.message}`));
+    const stalled = (err: unknown) =>
+      new Error(`${(err as Error).message}${subEvents.length > 0 ? ` (subscriber: ${subEvents.join('; ')})` : ''}`);
     await sub.subscribeAsync(topics.allDevices('reported'), { qos: 1 });
     // The retained reports (one per device) first, so they do not share the burst's pipe.
-    await waitCount('retained reports at the subscriber', () => retained, N, waitOpts);
+    try {
+      await waitCount('retained reports at the subscriber', () => retained, N, waitOpts);
+    } catch (err) {
+      throw stalled(err);
+    }
     live = 0;
     perDevice.clear();
     const expected = N * o.burst;
@@ -637,7 +648,7 @@ export async function measureBareBroker(options: BareBrokerOptions): Promise<Bar
       try {
         await waitCount('burst reports at the subscriber', () => live, expected, waitOpts);
       } catch (err) {
-        error = (err as Error).message;
+        error = stalled(err).message;
       }
       return { ...r, received: live, lastLiveAt, error };
     });
