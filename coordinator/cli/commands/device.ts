@@ -15,10 +15,10 @@ import {
   withSession,
 } from '../connection.js';
 import { type CliIo, keyValueLines } from '../io.js';
-import { labelPairs, positiveInt } from '../options.js';
+import { labelPairs, nonNegativeInt, positiveInt } from '../options.js';
 import { ago, formatLabels, paint, printJson, printTable, table } from '../render.js';
 
-/** A row of `device.ls` (coordinator/commands/handlers.ts deviceRow). */
+/** A row of `device.ls` and `device.find` (coordinator/commands/device-rows.ts deviceRow). */
 interface DeviceRow {
   id: string;
   labels: Record<string, string>;
@@ -227,6 +227,64 @@ export function registerDevice(program: Command, io: CliIo): void {
       const last = devices.at(-1);
       if (more && last) io.out(`the next page: --after ${last.id} --limit ${opts.limit}`);
     });
+
+  remoteCommand(
+    device,
+    'find [search]',
+    "devices matching a search and filters, found by the coordinator (the dashboard's Devices view)",
+  )
+    .addHelpText(
+      'after',
+      '\n`search` matches an id or a label value (case ignored), or a label exactly as key=value.\nExamples:\n  otactl device find --state failed\n  otactl device find site=hall-a --model det --version 2.0.0\n  otactl device find cam --limit 100 --offset 100',
+    )
+    .option(
+      '--state <state>',
+      'online, offline, or a model state (idle, downloading, healthy, failed, rolled_back, ...)',
+    )
+    .option('--model <name>', 'devices reporting this model (--state and --version then apply to it)')
+    .option('--version <version>', 'devices whose model runs or is installing this version')
+    .option('--limit <n>', 'at most this many (default 50, at most 500)', positiveInt)
+    .option('--offset <n>', 'skip this many matches (the next page)', nonNegativeInt)
+    .action(
+      async (
+        search: string | undefined,
+        opts: { json?: boolean; state?: string; model?: string; version?: string; limit?: number; offset?: number },
+        cmd: Command,
+      ) => {
+        const found = await withSession(io, cmd, (s) =>
+          s.call<{ total: number; offset: number; devices: DeviceRow[] }>('device.find', {
+            ...(search !== undefined && search.trim() !== '' ? { text: search } : {}),
+            ...(opts.state !== undefined ? { state: opts.state } : {}),
+            ...(opts.model !== undefined ? { model: opts.model } : {}),
+            ...(opts.version !== undefined ? { version: opts.version } : {}),
+            ...(opts.limit !== undefined ? { limit: opts.limit } : {}),
+            ...(opts.offset !== undefined ? { offset: opts.offset } : {}),
+          }),
+        );
+        if (opts.json) return printJson(io, found);
+        const now = Date.now();
+        printTable(
+          io,
+          ['ID', 'ONLINE', 'CHANNEL', 'MODELS', 'LAST SEEN'],
+          found.devices.map((d) => [
+            d.id,
+            paint(io, d.online ? 'online' : 'offline'),
+            d.channel,
+            modelsCell(io, d.models),
+            ago(d.lastSeen, now),
+          ]),
+          found.total === 0
+            ? 'no device matches'
+            : `no devices past the first ${found.total} (--offset ${found.offset})`,
+        );
+        const shown = found.offset + found.devices.length;
+        if (found.devices.length > 0) {
+          io.err(
+            `${found.offset + 1}-${shown} of ${found.total} matching${shown < found.total ? `; the next page: --offset ${shown}${opts.limit !== undefined ? ` --limit ${opts.limit}` : ''}` : ''}`,
+          );
+        }
+      },
+    );
 
   remoteCommand(device, 'show <id>', 'one device: labels, facts, desired releases and its last 50 history rows').action(
     async (id: string, opts: { json?: boolean }, cmd: Command) => {
