@@ -42,6 +42,7 @@ import {
   saveCredentials,
 } from '../dashboard/src/session-store.js';
 import type { DeviceShow } from '../dashboard/src/views/device-view.js';
+import { type ListedModel, listedDevice } from '../shared/device-row.js';
 import type { AuditEvent, FleetSummary, Reported, RolloutSummary } from '../shared/messages.js';
 import { ROLLOUT_DEVICE_STATES } from '../shared/states.js';
 
@@ -716,6 +717,32 @@ t.test("devices list: the coordinator's page; the rows on screen are live", asyn
   t.same(
     devicePage(s, reply).rows.map((d) => d.id),
     ['a'],
+  );
+});
+
+t.test('a device opened by its address: its row from device.show, kept beside the list page', async (t) => {
+  const s = new FleetState(P);
+  s.setDevices([row('a')]);
+  t.equal(deviceView(s, 'quiet'), null, 'on no page the list fetched, and never reported');
+  const v = s.version;
+  // As views/device-view.ts does with device.show's reply (a device enrolled, never connected).
+  s.putDevice(listedDevice({ ...row('quiet', { site: 'lab' }), online: false }, null));
+  t.ok(s.version > v, 'redrawn');
+  t.same(deviceView(s, 'quiet')?.labels, { site: 'lab' });
+  t.same(deviceView(s, 'quiet')?.models, []);
+  t.ok(deviceView(s, 'a'), "the list page's row is still there");
+  // An own property named `constructor` (as a parsed report has it).
+  const reported = Object.fromEntries([
+    [
+      'constructor',
+      { state: 'failed', version: '2', current: '1', error: { code: 'E_PROBE_FAILED', message: 'x' }, progress: null },
+    ],
+  ]) as Record<string, ListedModel & { progress: null }>;
+  s.putDevice(listedDevice(row('quiet'), reported));
+  t.same(
+    deviceView(s, 'quiet')?.models.map((m) => [m.model, m.state, m.version, m.current, m.error?.code]),
+    [['constructor', 'failed', '2', '1', 'E_PROBE_FAILED']],
+    'its last report, a model named constructor included; the row keeps no progress',
   );
 });
 

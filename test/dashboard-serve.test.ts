@@ -152,7 +152,7 @@ t.test('the topic prefix goes into the page escaped; an unbuilt app is reported,
   await fs.mkdir(path.join(partial, 'dist', 'ui', 'shared'), { recursive: true });
   await fs.mkdir(path.join(partial, 'dashboard'));
   await fs.writeFile(path.join(partial, 'dist', 'ui', 'dashboard', 'src', 'main.js'), '');
-  for (const f of ['states.js', 'names.js', 'errors.js', 'device-filter.js']) {
+  for (const f of ['states.js', 'names.js', 'errors.js', 'device-filter.js', 'device-row.js']) {
     await fs.writeFile(path.join(partial, 'dist', 'ui', 'shared', f), '');
   }
   for (const f of ['index.html', 'style.css', 'icon.svg']) await fs.writeFile(path.join(partial, 'dashboard', f), '');

@@ -4,27 +4,16 @@ import {
   matchesDeviceFilter,
   textNeedle,
 } from '../../shared/device-filter.js';
+import { type ListedDevice, listedDevice } from '../../shared/device-row.js';
 import type { ReportedModel, ReportedModels } from '../../shared/messages.js';
 import type { DeviceSummary } from '../store/records.js';
 
 /** A row of `device.ls` and `device.find` (also what the dashboard's device list shows). */
-export type DeviceListRow = ReturnType<typeof deviceRow>;
+export type DeviceListRow = ListedDevice<ReportedModel>;
 
 /** A device as `device ls` shows it: the last reported state of each model. */
-export function deviceRow(d: DeviceSummary, reported: ReportedModels | null | undefined) {
-  const models: Record<string, Pick<ReportedModel, 'state' | 'version' | 'current' | 'error'>> = Object.create(null);
-  for (const [model, m] of Object.entries(reported ?? {})) {
-    models[model] = { state: m.state, version: m.version, current: m.current, error: m.error };
-  }
-  return {
-    id: d.id,
-    labels: d.labels,
-    channel: d.channel,
-    online: d.online,
-    lastSeen: d.lastSeen,
-    agentVersion: d.agentVersion,
-    models,
-  };
+export function deviceRow(d: DeviceSummary, reported: ReportedModels | null | undefined): DeviceListRow {
+  return listedDevice(d, reported);
 }
 
 /** The most rows one `device.find` returns (a page of the dashboard is 50). */

@@ -133,11 +133,13 @@ export async function loadDashboardAssets(options: {
   files.set('/ui/style.css', asset(await fs.readFile(path.join(pageDir, 'style.css')), 'style.css'));
   files.set('/ui/icon.svg', asset(await fs.readFile(path.join(pageDir, 'icon.svg')), 'icon.svg'));
   // The app's modules and the shared ones it imports at run time (the state vocabulary, the id
-  // alphabet it checks device ids from a URL against, the error type that one imports, and the
-  // devices list's filter, whose states it offers).
+  // alphabet it checks device ids from a URL against, the error type that one imports, the
+  // devices list's filter, whose states it offers, and the list's row of a device it opens).
   const appFiles = [
     ...(await listFiles(path.join(appDir, 'dashboard'))),
-    ...['states.js', 'names.js', 'errors.js', 'device-filter.js'].map((f) => path.join(appDir, 'shared', f)),
+    ...['states.js', 'names.js', 'errors.js', 'device-filter.js', 'device-row.js'].map((f) =>
+      path.join(appDir, 'shared', f),
+    ),
   ];
   for (const file of appFiles) {
     const url = `/ui/${path.relative(appDir, file).split(path.sep).join('/')}`;

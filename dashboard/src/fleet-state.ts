@@ -1,3 +1,4 @@
+import type { ListedDevice } from '../../shared/device-row.js';
 import type { AuditEvent, FleetSummary, Reported, RolloutSummary, Status } from '../../shared/messages.js';
 
 /**
@@ -16,15 +17,7 @@ import type { AuditEvent, FleetSummary, Reported, RolloutSummary, Status } from 
  */
 
 /** A row of `device.ls` and `device.find`. */
-export interface DeviceRow {
-  id: string;
-  labels: Record<string, string>;
-  channel: string;
-  online: boolean;
-  lastSeen: string | null;
-  agentVersion: string | null;
-  models: Record<string, { state: string; version: string | null; current: string | null; error: ErrorInfo | null }>;
-}
+export type DeviceRow = ListedDevice;
 
 export interface ErrorInfo {
   code: string;

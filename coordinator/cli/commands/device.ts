@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
+import type { ListedDevice } from '../../../shared/device-row.js';
 import { OtaError } from '../../../shared/errors.js';
 import { writeFileAtomic } from '../../../shared/fs-atomic.js';
 import { ownEntry } from '../../../shared/id-record.js';
@@ -18,19 +19,8 @@ import { type CliIo, keyValueLines } from '../io.js';
 import { labelPairs, nonNegativeInt, positiveInt } from '../options.js';
 import { ago, formatLabels, paint, printJson, printTable, table } from '../render.js';
 
-/** A row of `device.ls` and `device.find` (coordinator/commands/device-rows.ts deviceRow). */
-interface DeviceRow {
-  id: string;
-  labels: Record<string, string>;
-  channel: string;
-  online: boolean;
-  lastSeen: string | null;
-  agentVersion: string | null;
-  models: Record<
-    string,
-    { state: string; version: string | null; current: string | null; error: { code: string; message: string } | null }
-  >;
-}
+/** A row of `device.ls` and `device.find` (shared/device-row.ts). */
+type DeviceRow = ListedDevice;
 
 interface AddResult {
   device: DeviceRecord;

@@ -1,4 +1,5 @@
 import { useEffect, useState } from 'preact/hooks';
+import { type ListedModel, listedDevice } from '../../../shared/device-row.js';
 import type { DeviceRow } from '../fleet-state.js';
 import { ago, shortTime, stateLabel, stateSymbol } from '../format.js';
 import { deviceView } from '../queries.js';
@@ -7,14 +8,8 @@ import { html } from './html.js';
 import { useWatch } from './use-watch.js';
 
 /** The result of `device.show` the page reads (checked against the coordinator's at typecheck). */
-export interface DeviceShow {
-  id: string;
-  labels: Record<string, string>;
-  channel: string;
-  online: boolean;
-  lastSeen: string | null;
-  agentVersion: string | null;
-  lastReport: { models: DeviceRow['models'] } | null;
+export interface DeviceShow extends Omit<DeviceRow, 'models'> {
+  lastReport: { models: Record<string, ListedModel> } | null;
   facts: Record<string, unknown> | null;
   desired: { model: string; releaseId: string; rolloutId: string | null; source: string; updatedAt: string }[];
   history: {
@@ -52,7 +47,7 @@ export function DeviceView(props: ViewProps & { id: string }) {
         if (gone) return;
         // Its row, as a list row would have it: a device opened by its address (a link, a
         // bookmark) may be on no page the list fetched.
-        state.putDevice(deviceRowOf(r));
+        state.putDevice(listedDevice(r, r.lastReport?.models));
         setDetail(r);
         setError(null);
       })
@@ -116,21 +111,4 @@ export function DeviceView(props: ViewProps & { id: string }) {
         )}
     </ol>
   </section>`;
-}
-
-/** `device.show`'s device as a row of the device list (DeviceRow): its last report's models. */
-function deviceRowOf(r: DeviceShow): DeviceRow {
-  const models: DeviceRow['models'] = Object.create(null);
-  for (const [model, m] of Object.entries(r.lastReport?.models ?? {})) {
-    models[model] = { state: m.state, version: m.version, current: m.current, error: m.error };
-  }
-  return {
-    id: r.id,
-    labels: r.labels,
-    channel: r.channel,
-    online: r.online,
-    lastSeen: r.lastSeen,
-    agentVersion: r.agentVersion,
-    models,
-  };
 }
