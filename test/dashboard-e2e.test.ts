@@ -131,6 +131,15 @@ t.test('the dashboard in chromium: sign-in, live waves, a viewer, approve', { sk
         sent.some((p) => p.includes('cmd/device.find') && p.includes('"version":"1.0.0"')),
         'the filter went to the coordinator',
       );
+      // An enrolment and a removal (audit events): the page asks for its page again.
+      await goToRoute(page, '#/devices?q=lab');
+      await matches.filter({ hasText: /^8 devices match$/ }).waitFor();
+      await f.admin.call('device.add', { id: 'cam-9', labels: { site: 'lab' } });
+      await matches.filter({ hasText: /^9 devices match$/ }).waitFor();
+      t.same(await shownRows(rows, [...DEVICES, 'cam-9']), [...DEVICES, 'cam-9'], 'the device enrolled meanwhile');
+      await f.admin.call('device.rm', { id: 'cam-9' });
+      await matches.filter({ hasText: /^8 devices match$/ }).waitFor();
+      t.same(await shownRows(rows, DEVICES), DEVICES, 'and gone once removed');
       t.notOk(
         sent.some((p) => p.includes('cmd/device.ls')),
         'the page never asked for the whole fleet (device.ls)',

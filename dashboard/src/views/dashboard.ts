@@ -144,7 +144,8 @@ export function Dashboard({
         const who = await c.ask<{ id: string; role: string; ops: string[] }>('operator.whoami');
         setOps(new Set(who.ops));
         setRole(who.role);
-        await refresh(new Set(['devices', 'releases', 'channels'] as const));
+        // Not 'devices': the devices view asks for its page itself when the link comes back.
+        await refresh(new Set(['releases', 'channels'] as const));
         // What the audit log gained while the page was away (after the head it had before this
         // connection subscribed), or the newest events at first: the newest 1,000 after it, as
         // much as the tail keeps anyway.
