@@ -5,7 +5,12 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import mqtt from 'mqtt';
 import t from 'tap';
-import { BROKER_RESERVE_FDS, desiredPayloads, planBareBroker } from '../scripts/bench/bare-broker-measure.js';
+import {
+  BROKER_RESERVE_FDS,
+  desiredPayloads,
+  PrimedDevices,
+  planBareBroker,
+} from '../scripts/bench/bare-broker-measure.js';
 import { niceOthers } from '../scripts/bench/common.js';
 import {
   MOSQUITTO_BIN,
@@ -77,6 +82,7 @@ function counted(devices: number, burst: number, broker: Record<string, unknown>
     held: { devices, disconnects: 0 },
     memory: { idleRssMB: Number, afterConnectRssMB: Number, perDeviceKB: Number, peakRssMB: Number },
     prime: { reports: devices * 5, desiredBytes: Number },
+    primeAtSubscriber: { retained: Number, devices },
     ingestBurst: {
       reports: devices * burst,
       acknowledged: devices * burst,
@@ -173,6 +179,34 @@ t.test('niceOthers: the processes standing in for other machines get the nice va
   }
   t.equal(os.getPriority(pid), 7, 'a refused value changes nothing');
 });
+
+t.test(
+  'PrimedDevices: a device counts once its newest report at the subscriber is healthy, retained or live',
+  async (t) => {
+    const report = (...states: string[]) =>
+      Buffer.from(
+        JSON.stringify({ deviceId: 'd', models: Object.fromEntries(states.map((s, i) => [`m${i}`, { state: s }])) }),
+      );
+    const p = new PrimedDevices();
+    // The core had only an older report when the subscriber subscribed; the last came over the bridge.
+    p.seen('a', report('probing'), true);
+    t.equal(p.size, 0, 'a retained report before healthy does not count');
+    p.seen('a', report('healthy'), false);
+    t.equal(p.size, 1, 'the live healthy report after it does');
+    p.seen('b', report('healthy'), true);
+    t.equal(p.size, 2, 'a retained healthy report counts');
+    p.seen('b', report('healthy'), true);
+    t.equal(p.size, 2, 'once per device');
+    p.seen('c', report('healthy', 'applying'), true);
+    t.equal(p.size, 2, 'every model must be healthy');
+    p.seen('b', report('downloading'), false);
+    t.equal(p.size, 1, 'a newer report that is not healthy takes the device out again');
+    for (const bad of ['{', '[]', '{"models":null}', '{"models":{}}', '{"models":{"m":null}}'])
+      p.seen('d', Buffer.from(bad), false);
+    t.equal(p.size, 1, 'unreadable or empty reports never count, and do not throw');
+    t.equal(p.retained, 4, 'the retained reports are counted apart');
+  },
+);
 
 t.test('desiredPayloads: one signed desired state per device, as the simulator reads them', async (t) => {
   const payloads = desiredPayloads(['d-1', 'constructor'], { version: '2.0.0', rolloutId: 'r-1', seq: 3, counter: 1 });
@@ -322,7 +356,7 @@ t.test('bench:bare-broker: a subscriber that misses messages fails the run', { s
   t.equal(run.code, 1);
   t.match(run.json, {
     params: { mosquittoConf: ['max_inflight_messages 1', 'max_queued_messages 1'] },
-    errors: [/^mosquitto: retained reports at the subscriber: \d+ of 30, no progress for 1000 ms$/],
+    errors: [/^mosquitto: devices whose prime report reached the subscriber: \d+ of 30, no progress for 1000 ms$/],
     mosquitto: { connect: { connected: 30 }, prime: { reports: 150 } },
   });
   t.notOk('ingestBurst' in (run.json.mosquitto as object), 'no burst after the loss');

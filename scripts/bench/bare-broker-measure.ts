@@ -254,6 +254,11 @@ export interface BareBrokerResult {
     edgesRssMB?: number[];
   };
   prime?: { ms: number; reports: number; desiredBytes: number };
+  /**
+   * When the subscriber subscribed: how many of the devices' prime reports it was sent retained;
+   * the rest (with edges, those still crossing the bridges) came live, and were waited for.
+   */
+  primeAtSubscriber?: { retained: number; devices: number };
   ingestBurst?: {
     reports: number;
     acknowledged: number;
@@ -375,6 +380,38 @@ async function waitCount(
     }
     if (Date.now() - start > o.timeoutMs) throw new Error(`${what}: ${v} of ${target} after ${o.timeoutMs} ms`);
     await sleep(o.pollMs ?? 50);
+  }
+}
+
+/**
+ * The devices whose newest report at the subscriber is the prime's last (every model healthy),
+ * fed every report it is sent, in order, retained or live. Why not a count of retained reports:
+ * the devices' PUBACKs come from their edge, and with edges the core may still be receiving the
+ * prime's reports over the bridges when the subscriber subscribes; those arrive live, not
+ * retained (MQTT 3.1.1 section 3.3.1.3), so a count of retained ones stops short of N.
+ */
+export class PrimedDevices {
+  private readonly done = new Set<string>();
+  retained = 0;
+
+  seen(topic: string, payload: Buffer, retained: boolean): void {
+    if (retained) this.retained++;
+    if (PrimedDevices.healthy(payload)) this.done.add(topic);
+    else this.done.delete(topic);
+  }
+
+  get size(): number {
+    return this.done.size;
+  }
+
+  private static healthy(payload: Buffer): boolean {
+    try {
+      const models = (JSON.parse(payload.toString('utf8')) as { models?: Record<string, { state?: unknown }> }).models;
+      const all = models && typeof models === 'object' ? Object.values(models) : [];
+      return all.length > 0 && all.every((m) => m?.state === 'healthy');
+    } catch {
+      return false;
+    }
   }
 }
 
@@ -610,14 +647,16 @@ export async function measureBareBroker(options: BareBrokerOptions): Promise<Bar
     // ---- burst: the subscriber counts what it is sent ----
     const sub = await client(b.url, 'bare-bench-subscriber');
     subscriber = sub;
-    let retained = 0;
     let live = 0;
     let lastLiveAt = 0;
     let reportBytes = 0;
     const perDevice = new Map<string, number>();
+    // Until the burst: every device's prime report, however it comes (PrimedDevices).
+    const primed = new PrimedDevices();
+    let bursting = false;
     sub.on('message', (topic, payload, packet) => {
-      if (packet.retain) {
-        retained++;
+      if (!bursting) {
+        primed.seen(topic, payload, packet.retain);
         return;
       }
       live++;
@@ -628,19 +667,22 @@ export async function measureBareBroker(options: BareBrokerOptions): Promise<Bar
     // What happened to the subscriber's connection, named when a count stalls (it does not
     // reconnect: a lost connection is a failed run, and this says how it was lost).
     const subEvents: string[] = [];
-    sub.on('close', () => subEvents.push(`connection closed after ${retained} retained and ${live} live reports`));
+    sub.on('close', () =>
+      subEvents.push(`connection closed after ${primed.retained} retained and ${live} live reports`),
+    );
     sub.on('error', (err) => subEvents.push(`error: ${err.message}`));
     const stalled = (err: unknown) =>
       new Error(`${(err as Error).message}${subEvents.length > 0 ? ` (subscriber: ${subEvents.join('; ')})` : ''}`);
     await sub.subscribeAsync(topics.allDevices('reported'), { qos: 1 });
-    // The retained reports (one per device) first, so they do not share the burst's pipe.
+    // Every device's prime report first (retained, or live if the bridges were still carrying
+    // it), so they do not share the burst's pipe.
     try {
-      await waitCount('retained reports at the subscriber', () => retained, N, waitOpts);
+      await waitCount('devices whose prime report reached the subscriber', () => primed.size, N, waitOpts);
     } catch (err) {
       throw stalled(err);
     }
-    live = 0;
-    perDevice.clear();
+    bursting = true;
+    result.primeAtSubscriber = { retained: primed.retained, devices: primed.size };
     const expected = N * o.burst;
     const [burst, burstUsage] = await phase('burst', async () => {
       const r = await s.burst(o.burst);
