@@ -43,6 +43,7 @@ function captureLogger() {
 }
 
 const msg = (topic: string, n: number): OutgoingPublish => ({ topic, payload: Buffer.from(String(n)), retain: true });
+const event = (topic: string, n: number): OutgoingPublish => ({ ...msg(topic, n), retain: false });
 const tick = () => new Promise((r) => setImmediate(r));
 
 t.test('different topics go out at once; one topic waits for its previous message', async (t) => {
@@ -51,7 +52,8 @@ t.test('different topics go out at once; one topic waits for its previous messag
   const publisher = new OrderedPublisher(send, logger, 2000);
   const wave = Array.from({ length: 1000 }, (_, i) => msg(`desired/d${i}`, i));
   const done = publisher.publish([...wave, msg('rollout/r1', 1)]);
-  const later = publisher.publish([msg('rollout/r1', 2), msg('rollout/r1', 3)]);
+  // Not retained (an event chain, as the audit topic): each waits, none is dropped.
+  const later = publisher.publish([event('rollout/r1', 2), event('rollout/r1', 3)]);
   await tick();
   t.equal(started.length, 1001, 'every first message of a topic was handed over without waiting');
   t.same(
@@ -84,6 +86,56 @@ t.test('different topics go out at once; one topic waits for its previous messag
   await later;
   t.equal(publisher.pendingTopics, 0, 'nothing left in flight');
 });
+
+for (const order of ['per-topic', 'connection'] as const) {
+  t.test(`order '${order}': a retained message still waiting is superseded by a newer one of its topic`, async (t) => {
+    const { started, send, drain } = manualTransport();
+    const { logger } = captureLogger();
+    const publisher = new OrderedPublisher(send, logger, 10, order);
+    const first = publisher.publish([msg('rollout/r1', 1)]);
+    await tick();
+    t.same(
+      started.map((s) => String(s.message.payload)),
+      ['1'],
+      'summary 1 in flight',
+    );
+    const second = publisher.publish([msg('rollout/r1', 2)]);
+    const made: number[] = [];
+    // A short deferred list (a single device's desired state) waiting behind its topic's previous one.
+    const desiredBefore = publisher.publish([msg('desired/d1', 7)]);
+    const desiredDeferred = publisher.publish([], deferredList(['desired/d1'], made));
+    t.same(made, [], 'the deferred desired state waits behind the one in flight, unmade');
+    const third = publisher.publish([msg('rollout/r1', 3), msg('rollout/r1', 4)]);
+    const newestDesired = publisher.publish([msg('desired/d1', 8)]);
+    const events = publisher.publish([event('audit', 1), event('audit', 2)]);
+    t.equal(
+      await Promise.race([second.then(() => 'settled'), tick().then(() => 'pending')]),
+      'settled',
+      'the superseded summary 2 is settled without being sent',
+    );
+    await desiredDeferred;
+    t.same(made, [], 'the superseded deferred desired state was never made (never signed)');
+    const out = (await drain()).map((m) => `${m.topic}=${m.payload}`);
+    await Promise.all([first, third, desiredBefore, newestDesired, events]);
+    t.same(
+      out.filter((o) => o.startsWith('rollout/')),
+      ['rollout/r1=1', 'rollout/r1=4'],
+      'after the one in flight, only the newest summary went out',
+    );
+    t.same(
+      out.filter((o) => o.startsWith('desired/')),
+      ['desired/d1=7', 'desired/d1=8'],
+      'the same for a device desired state',
+    );
+    t.same(
+      out.filter((o) => o.startsWith('audit')),
+      ['audit=1', 'audit=2'],
+      'messages that are not retained are never dropped',
+    );
+    t.equal(publisher.pending, 0);
+    t.equal(publisher.pendingTopics, 0);
+  });
+}
 
 t.test('a failed publish is logged and does not hold back its topic', async (t) => {
   const { started, send } = manualTransport();

@@ -112,7 +112,8 @@ export const WAVE_LANE_MIN = 256;
  * Retained messages still wait for the one before on their topic: section 4.6 speaks of delivery
  * to subscribers, not of which message a broker (or a cluster's nodes) keeps as the retained one;
  * a wave has one message per desired topic, so that costs it nothing. (No topic of ours carries
- * both.)
+ * both.) And a retained message still waiting for the one before is replaced by a newer one of its
+ * topic (waitBehind), in either order.
  */
 export type PublishOrder = 'per-topic' | 'connection';
 
@@ -214,7 +215,30 @@ export class OrderedPublisher {
       return;
     }
     if (this.claim(topic)) this.ready.push(entry);
-    else this.later(topic).push(entry);
+    else this.waitBehind(topic, entry);
+  }
+
+  /**
+   * Behind the topic's message queued or in flight. A retained message waiting there that was not
+   * sent yet is superseded by a newer retained one: dropped (settled), never made or sent. Why: a
+   * retained topic carries a state (a rollout's summary, the fleet summary, a device's desired
+   * state), and a subscriber needs its newest; each one waited for the PUBACK of the one before,
+   * which through a busy external broker comes behind everything written before it (a wave's
+   * desired states), so a chain of summaries reached subscribers seconds after the coordinator
+   * decided (7 s at 10,000 devices through Mosquitto: BENCHMARKS.md, 2026-12-07 "summaries
+   * superseded"). Now a topic has at most one message in flight and one waiting, the newest.
+   * Messages that are not retained (the audit chain) are never dropped.
+   */
+  private waitBehind(topic: string, entry: Entry): void {
+    const later = this.later(topic);
+    const last = later.length - 1;
+    const waiting = later[last];
+    if (waiting?.retain && entry.retain) {
+      later[last] = entry;
+      this.finish(waiting.batch);
+      return;
+    }
+    later.push(entry);
   }
 
   /** Registers a wave's topics now (their order against later messages), its messages stay in the list. */
@@ -236,8 +260,8 @@ export class OrderedPublisher {
           continue;
         }
         if (this.claim(topic)) continue;
-        this.later(topic).push(new Entry(batch, null, list, i));
         skip(i);
+        this.waitBehind(topic, new Entry(batch, null, list, i));
       }
     }
     if (run.left > 0) this.runs.push(run);
