@@ -221,9 +221,9 @@ export class FleetState {
   }
 
   /**
-   * Bumped when the device rows may be out of date (a device enrolled, removed or moved, a
-   * reconnect, the fleet summary moving while the list filters on it): the devices view asks
-   * for its page again.
+   * Bumped when the device rows may be out of date (a device enrolled, removed or moved, the
+   * fleet summary moving while the list filters on it): the devices view asks for its page again.
+   * A reconnect reaches that view through its `live` prop, not through this.
    */
   devicesEpoch = 0;
 
