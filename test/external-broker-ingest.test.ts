@@ -6,7 +6,11 @@ import type { IPublishPacket, Packet } from 'mqtt';
 import t, { type Test } from 'tap';
 import { DynsecClient } from '../coordinator/external-broker/dynsec-client.js';
 import { DynsecIdentity } from '../coordinator/external-broker/dynsec-identity.js';
-import { connectExternalBroker, type ExternalBroker } from '../coordinator/external-broker/external-broker.js';
+import {
+  connectExternalBroker,
+  type ExternalBroker,
+  type ExternalBrokerRoutes,
+} from '../coordinator/external-broker/external-broker.js';
 import { createLogger } from '../shared/logger.js';
 import type { Reported } from '../shared/messages.js';
 import { encodePayload } from '../shared/payload.js';
@@ -47,7 +51,12 @@ function selfSigned(dir: string): { certFile: string; keyFile: string } | null {
 }
 
 /** A broker (with TLS: a certificate made with openssl), and the coordinator's connection to it. */
-async function setUp(t: Test, perTurn: number, tls = false) {
+async function setUp(
+  t: Test,
+  perTurn: number,
+  tls = false,
+  more: { metrics?: ExternalBrokerRoutes['metrics']; maxUncommittedMetrics?: number } = {},
+) {
   const dir = t.testdir();
   let certs: { certFile: string; keyFile: string } | null = null;
   if (tls) {
@@ -61,6 +70,9 @@ async function setUp(t: Test, perTurn: number, tls = false) {
   const events: Event[] = [];
   /** packet id -> the report's seq, from the publish as it arrived. */
   const seqOf = new Map<number, number>();
+  /** Metrics summaries at the coordinator's client: packet ids, read from the socket, handled by mqtt.js, PUBACKs sent. */
+  const metricsIds = new Set<number>();
+  const metrics = { read: 0, received: 0, acked: 0 };
   let hold = true;
   const ext: ExternalBroker = await connectExternalBroker({
     url: broker.url,
@@ -76,21 +88,38 @@ async function setUp(t: Test, perTurn: number, tls = false) {
     routes: {
       report: (_id: string, r: Reported) => events.push({ handled: r.seq }),
       presence: () => {},
-      metrics: async () => {},
+      metrics: more.metrics ?? (async () => {}),
       command: async (_op, request) => ({ correlationId: request.correlationId, ok: true as const, result: null }),
     },
     holdDeviceIngest: () => hold,
     devicePublishesPerTurn: perTurn,
+    ...(more.maxUncommittedMetrics !== undefined ? { maxUncommittedMetrics: more.maxUncommittedMetrics } : {}),
     onClient: (client) => {
+      // PUBLISH packets of summaries read from the socket, handled or not: mqtt.js handles them
+      // one at a time, so 'packetreceive' would count only those handled.
+      const needle = Buffer.from(topics.metrics('cam-01'));
+      client.on('connect', () => {
+        let tail = Buffer.alloc(0);
+        client.stream.on('data', (chunk: Buffer) => {
+          const data = Buffer.concat([tail, chunk]);
+          for (let i = data.indexOf(needle); i >= 0; i = data.indexOf(needle, i + needle.length)) metrics.read++;
+          tail = data.subarray(Math.max(0, data.length - needle.length + 1));
+        });
+      });
       client.on('packetreceive', (p: Packet) => {
         if (p.cmd !== 'publish') return;
         const pub = p as IPublishPacket;
         if (pub.messageId !== undefined && pub.topic === topics.reported('cam-01'))
           seqOf.set(pub.messageId, (JSON.parse(pub.payload.toString()) as { seq: number }).seq);
+        if (pub.messageId !== undefined && pub.topic === topics.metrics('cam-01')) {
+          metricsIds.add(pub.messageId);
+          metrics.received++;
+        }
       });
       client.on('packetsend', (p: Packet) => {
         if (p.cmd === 'puback' && p.messageId !== undefined && seqOf.has(p.messageId))
           events.push({ puback: seqOf.get(p.messageId) as number });
+        if (p.cmd === 'puback' && p.messageId !== undefined && metricsIds.has(p.messageId)) metrics.acked++;
       });
     },
   });
@@ -98,7 +127,7 @@ async function setUp(t: Test, perTurn: number, tls = false) {
   const identity = new DynsecIdentity(new DynsecClient(ext.mqtt), topics);
   await identity.addDevice('cam-01', 'cam-token');
   const cam = await openSession(t, broker.url, 'cam-01', 'cam-token', 'cam-01', ca ? { ca } : {});
-  return { ext, cam, events, received: () => seqOf.size, release: () => (hold = false) };
+  return { ext, cam, events, metrics, received: () => seqOf.size, release: () => (hold = false) };
 }
 
 type Setup = NonNullable<Awaited<ReturnType<typeof setUp>>>;
@@ -149,6 +178,73 @@ t.test(
       if (!(h >= 0 && a > h)) t.fail(`report ${seq} acknowledged before it was handled (${h}, ${a})`);
     }
     t.pass('each PUBACK after its report was handled');
+  },
+);
+
+const summary = (n: number) =>
+  encodePayload({
+    ts: '2026-12-06T10:01:00.000Z',
+    windowStart: new Date(Date.UTC(2026, 11, 6, 10, n)).toISOString(),
+    windowSeconds: 60,
+    series: [
+      {
+        model: 'det',
+        version: '1.0.0',
+        source: 'app',
+        count: 1,
+        errors: 0,
+        latencyMs: { level: 0, count: 1, sum: 5, min: 5, max: 5, zeros: 0, positive: { offset: 81, counts: [1] } },
+      },
+    ],
+  });
+
+/** Turns of the event loop (no timer): what the connection had was handled by then. */
+async function turns(n: number): Promise<void> {
+  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+}
+
+t.test(
+  'metrics: at most maxUncommittedMetrics taken before they are committed; the one that fills it is acknowledged after its commit',
+  { skip: mosquittoSkip() },
+  async (t) => {
+    const commits: (() => void)[] = [];
+    const route = (_id: string, _m: unknown) => new Promise<void>((resolve) => commits.push(resolve));
+    const commitAll = () => {
+      for (const c of commits.splice(0)) c();
+    };
+    for (const bound of [3, 100]) {
+      t.test(`bound ${bound}`, async (t) => {
+        const { cam, metrics, release } = (await setUp(t, 200, false, {
+          metrics: route,
+          maxUncommittedMetrics: bound,
+        })) as Setup;
+        release();
+        for (let n = 0; n < 7; n++) await cam.client.publishAsync(topics.metrics('cam-01'), summary(n), { qos: 1 });
+        // Mosquitto sends up to 20 unacknowledged: all 7 reach the coordinator's socket.
+        await until(() => metrics.read === 7, 'the 7 summaries read from the socket');
+        await until(() => commits.length >= Math.min(bound, 7), 'the summaries taken');
+        await turns(20);
+        if (bound === 100) {
+          // The control: without a bound reached, all are taken and acknowledged before any commit.
+          t.equal(commits.length, 7, 'all 7 taken, none committed');
+          t.equal(metrics.acked, 7, 'all 7 acknowledged');
+          commitAll();
+          return;
+        }
+        t.equal(commits.length, 3, 'only 3 taken while none is committed');
+        t.equal(metrics.acked, 2, 'the third, which filled the bound, is not acknowledged yet');
+        commitAll();
+        await until(() => commits.length === 3 && metrics.acked === 5, 'the next 3 taken, 2 of them acknowledged');
+        await turns(20);
+        t.equal(commits.length, 3, 'the bound holds again');
+        t.equal(metrics.acked, 5);
+        commitAll();
+        await until(() => metrics.acked === 7, 'the rest');
+        commitAll();
+        t.equal(metrics.read, 7, 'nothing sent twice');
+        t.equal(metrics.received, 7, 'each handled once');
+      });
+    }
   },
 );
 

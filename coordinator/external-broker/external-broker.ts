@@ -66,7 +66,25 @@ export interface ExternalBrokerOptions {
    */
   holdDeviceIngest?: () => boolean;
   devicePublishesPerTurn?: number;
+  /**
+   * Metrics summaries taken from the broker and not committed yet, at most (default
+   * MAX_UNCOMMITTED_METRICS): the one that reaches it is acknowledged, and the connection read
+   * further, only once it is committed (with every one before it).
+   */
+  maxUncommittedMetrics?: number;
 }
+
+/**
+ * Why a bound: a summary is acknowledged to the broker when it is taken, before its group commit,
+ * so that one commit holds many (the PUBACK of each waiting for its commit would let one through
+ * per commit, the connection's next packet waiting behind it). Unbounded, a fleet catching up after
+ * an outage (a day of windows per device) would pour into the coordinator's memory as fast as the
+ * broker sends, faster than SQLite commits: at 50,000 devices sending 3 each, tens of thousands
+ * waited parsed in memory (BENCHMARKS.md, 2026-12-07 "late night"). With the bound the rest waits
+ * in the broker, in the coordinator's session, and what a kill -9 can lose is at most this many.
+ * One recorder batch (metrics/recorder.ts): the one that fills it is committed at once.
+ */
+export const MAX_UNCOMMITTED_METRICS = 5_000;
 
 export interface ExternalBroker {
   readonly mqtt: MqttClient;
@@ -158,11 +176,16 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
       (err: Error) => logger.warn({ topic, err: err.message }, 'retained message not deleted'),
     );
 
+  const maxUncommittedMetrics = options.maxUncommittedMetrics ?? MAX_UNCOMMITTED_METRICS;
+  let uncommittedMetrics = 0;
+
   /**
    * One message, checked and handed to its route. Checked when it is handled, not when it
    * arrived: a device's message may have waited in the IngestGate (its device removed meanwhile).
+   * Returns, for a metrics summary that fills the bound (maxUncommittedMetrics), its commit: the
+   * caller acknowledges it, and reads the connection further, only after that.
    */
-  function onMessage(topic: string, payload: Buffer, retained: boolean): void {
+  function onMessage(topic: string, payload: Buffer, retained: boolean): Promise<void> | undefined {
     // An empty retained message deletes one (MQTT 3.1.1 section 3.3.1.3): the coordinator's own,
     // when a device is removed. Nothing to ingest. And `$` topics are the broker's own (the
     // dynamic security plugin's answers, read by DynsecClient on this connection).
@@ -222,14 +245,22 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
         case 'status':
           routes.presence(d.deviceId, d.value.online, d.value);
           break;
-        case 'metrics':
+        case 'metrics': {
           // Summaries are not retained (docs/metrics.md); one a device retained anyway is stored
           // (a summary counts once however often it arrives) and deleted from the broker.
           if (retained) void unretain(topic);
-          routes.metrics(d.deviceId, d.value).catch((err: Error) => {
-            logger.warn({ deviceId: d.deviceId, err: err.message }, 'metrics summary not stored');
-          });
-          break;
+          const committed = routes.metrics(d.deviceId, d.value).then(
+            () => {
+              uncommittedMetrics--;
+            },
+            (err: Error) => {
+              uncommittedMetrics--;
+              logger.warn({ deviceId: d.deviceId, err: err.message }, 'metrics summary not stored');
+            },
+          );
+          uncommittedMetrics++;
+          return uncommittedMetrics >= maxUncommittedMetrics ? committed : undefined;
+        }
         case 'cmd':
           void routes.command(d.op, d.value, principal).then((r) => reply(d.value.replyTo, r));
           break;
@@ -237,6 +268,7 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
     } catch (err) {
       logger.error({ topic, err: (err as Error).message }, 'message not processed');
     }
+    return undefined;
   }
 
   const gate = new IngestGate(options.devicePublishesPerTurn ?? 200, options.holdDeviceIngest ?? (() => false));
@@ -258,14 +290,18 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
       return;
     }
     const stream = client.stream;
+    // Its connection ended while it waited: the broker sends it again on the next one (it was
+    // not acknowledged), and an acknowledgement now would name a packet id of that new session.
+    const sameConnection = () => packet.qos === 0 || (client.stream === stream && client.connected);
     gate.admit(() => {
-      // Its connection ended while it waited: the broker sends it again on the next one (it was
-      // not acknowledged), and an acknowledgement now would name a packet id of that new session.
-      if (packet.qos > 0 && (client.stream !== stream || !client.connected)) return;
+      if (!sameConnection()) return;
+      let committed: Promise<void> | undefined;
       try {
-        onMessage(topic, payload, retained);
+        committed = onMessage(topic, payload, retained);
       } finally {
-        acknowledge(callback);
+        // A summary that filled the bound of uncommitted ones: acknowledged once committed.
+        if (committed) void committed.then(() => sameConnection() && acknowledge(callback));
+        else acknowledge(callback);
       }
     });
   };
