@@ -225,8 +225,8 @@ export class OrderedPublisher {
    * state), and a subscriber needs its newest; each one waited for the PUBACK of the one before,
    * which through a busy external broker comes behind everything written before it (a wave's
    * desired states), so a chain of summaries reached subscribers seconds after the coordinator
-   * decided (7 s at 10,000 devices through Mosquitto: BENCHMARKS.md, 2026-12-07 "summaries
-   * superseded"). Now a topic has at most one message in flight and one waiting, the newest.
+   * decided (up to 9 s at 10,000 devices through Mosquitto: BENCHMARKS.md, 2026-12-07 "late
+   * night"). Now a topic has at most one message in flight and one waiting, the newest.
    * Messages that are not retained (the audit chain) are never dropped.
    */
   private waitBehind(topic: string, entry: Entry): void {

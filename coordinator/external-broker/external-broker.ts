@@ -72,17 +72,20 @@ export interface ExternalBrokerOptions {
    * further, only once it is committed (with every one before it).
    */
   maxUncommittedMetrics?: number;
+  /** MQTT keepalive in seconds (default 30). */
+  keepaliveSeconds?: number;
 }
 
 /**
  * Why a bound: a summary is acknowledged to the broker when it is taken, before its group commit,
  * so that one commit holds many (the PUBACK of each waiting for its commit would let one through
- * per commit, the connection's next packet waiting behind it). Unbounded, a fleet catching up after
- * an outage (a day of windows per device) would pour into the coordinator's memory as fast as the
- * broker sends, faster than SQLite commits: at 50,000 devices sending 3 each, tens of thousands
- * waited parsed in memory (BENCHMARKS.md, 2026-12-07 "late night"). With the bound the rest waits
- * in the broker, in the coordinator's session, and what a kill -9 can lose is at most this many.
- * One recorder batch (metrics/recorder.ts): the one that fills it is committed at once.
+ * per commit, the connection's next packet waiting behind it). Unbounded, summaries taken faster
+ * than SQLite commits them (a fleet catching up after an outage, a day of windows per device, on
+ * a slow disk) would all wait parsed in the coordinator's memory. With the bound the rest waits in
+ * the broker, in the coordinator's session, and what a kill -9 can lose is at most this many. (In
+ * bench:fleet's metrics phase the queue never nears it: taking a summary costs this thread as much
+ * as committing it; BENCHMARKS.md, 2026-12-07 "late night".) One recorder batch
+ * (metrics/recorder.ts): the one that fills it is committed at once.
  */
 export const MAX_UNCOMMITTED_METRICS = 5_000;
 
@@ -139,7 +142,7 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
     password: options.password,
     protocolVersion: 4,
     clean: false,
-    keepalive: 30,
+    keepalive: options.keepaliveSeconds ?? 30,
     reconnectPeriod: 1_000,
     connectTimeout: 10_000,
     // Made on every connect below (that also brings the retained reports again).
@@ -302,6 +305,7 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
         // A summary that filled the bound of uncommitted ones: acknowledged once committed.
         if (committed) void committed.then(() => sameConnection() && acknowledge(callback));
         else acknowledge(callback);
+        if (packet.qos > 0) brokerAlive();
       }
     });
   };
@@ -310,6 +314,25 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
   function acknowledge(callback: (error?: Error) => void): void {
     batchWrites();
     callback();
+  }
+
+  /**
+   * A publish from the broker was handled and acknowledged: the broker is alive, and so, to it, is
+   * the coordinator (a PUBACK is a control packet, MQTT 3.1.1 section 3.1.2.10). Why tell mqtt.js:
+   * it takes only acknowledgements of the coordinator's own publishes and PINGRESP as signs of a
+   * live broker, and ends the connection ("Keepalive timeout") 1.5 keepalives after the last one.
+   * While devices send and the coordinator has nothing of its own to publish (a metrics catch-up),
+   * its PINGRESP waits behind up to max_inflight_messages publishes; at 50,000 devices the
+   * connection was ended mid-stream, and the reconnect took every retained report again and
+   * republished every desired state (BENCHMARKS.md, 2026-12-07 "late night"). At most once a
+   * second, not for each: a reschedule is a timer cleared and set.
+   */
+  let rescheduledAt = 0;
+  function brokerAlive(): void {
+    const now = Date.now();
+    if (now - rescheduledAt < 1_000) return;
+    rescheduledAt = now;
+    client.reschedulePing();
   }
 
   // mqtt.js writes a packet and uncorks on the next tick, and takes the next packet on the tick
