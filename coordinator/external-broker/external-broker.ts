@@ -322,10 +322,11 @@ export async function connectExternalBroker(options: ExternalBrokerOptions): Pro
    * it takes only acknowledgements of the coordinator's own publishes and PINGRESP as signs of a
    * live broker, and ends the connection ("Keepalive timeout") 1.5 keepalives after the last one.
    * While devices send and the coordinator has nothing of its own to publish (a metrics catch-up),
-   * its PINGRESP waits behind up to max_inflight_messages publishes; at 50,000 devices the
-   * connection was ended mid-stream, and the reconnect took every retained report again and
-   * republished every desired state (BENCHMARKS.md, 2026-12-07 "late night"). At most once a
-   * second, not for each: a reschedule is a timer cleared and set.
+   * that is PINGRESP alone, which comes after the publishes in flight before it (up to
+   * max_inflight_messages) from a broker busy with the devices: at 50,000 devices it came more
+   * than 15 s after its PINGREQ, the connection was ended mid-stream, and the reconnect took every
+   * retained report again and republished every desired state (BENCHMARKS.md, 2026-12-07 "late
+   * night"). At most once a second, not for each: a reschedule is a timer cleared and set.
    */
   let rescheduledAt = 0;
   function brokerAlive(): void {
