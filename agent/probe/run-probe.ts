@@ -72,8 +72,15 @@ const CHILD_MODULE = fileURLToPath(
 );
 /** The end of the child's stderr that is kept for the message when it dies without a verdict. */
 const STDERR_TAIL_BYTES = 4096;
-/** After a verdict, how long the child may take to exit by itself before it is SIGKILLed. */
-const EXIT_GRACE_MS = 1000;
+/**
+ * After a verdict, how long the child may take to exit by itself before it is SIGKILLed. Longer
+ * for a child collecting coverage (the test suite: NODE_V8_COVERAGE, or tap's process-info hook,
+ * which the child inherits through NODE_OPTIONS): it writes its coverage as it exits (source maps
+ * read, files written), which a loaded machine can stretch past a second, and a SIGKILL then loses
+ * it. Suspected, not reproduced (4 busy loops beside probe.test kept it), in the CI run of
+ * 2026-12-07 that found probe-child.ts at 67% of its lines (84% when its tests run alone).
+ */
+const EXIT_GRACE_MS = process.env.NODE_V8_COVERAGE || process.env._TAPJS_PROCESSINFO_COVERAGE_ ? 10_000 : 1000;
 
 function timerDeadline(ms: number, expire: () => void): () => void {
   const timer = setTimeout(expire, ms);
