@@ -456,3 +456,74 @@ t.test(
     }
   },
 );
+
+t.test('a channel move, a rollout and an experiment see who owns each device of their target', async (t) => {
+  // The owners are read for the whole target at once (coordinator/store/target-reads.ts): each
+  // device must still count for its own owner only, `constructor` included.
+  const clock: Clock = { offsetMs: 0 };
+  const { admin, ids } = await fleet(t, clock);
+  const inRollout = ids.slice(0, 3);
+  const inExperiment = ['constructor', ...ids.slice(3, 5)];
+  const free = ids.filter((id) => !inRollout.includes(id) && !inExperiment.includes(id));
+  await admin.call('group.create', { name: 'some', devices: inExperiment });
+  await admin.call('rollout.create', {
+    id: 'ro-1',
+    model: 'det',
+    version: '2',
+    devices: inRollout,
+    waves: '50,100:manual',
+  });
+  await admin.call('experiment.create', {
+    id: 'exp-o',
+    model: 'det',
+    control: '1',
+    candidate: '2',
+    group: 'some',
+    metrics: ['latency_ms p95 <= +10%'],
+  });
+
+  const moved = await admin.call<{ retargeted: string[]; skippedInRollout: string[] }>('channel.set', {
+    model: 'det',
+    channel: 'stable',
+    version: '2',
+    yes: true,
+  });
+  t.strictSame([...moved.skippedInRollout].sort(), [...inRollout, ...inExperiment].sort(), 'owned: left alone');
+  t.strictSame([...moved.retargeted].sort(), [...free].sort(), 'the rest re-targeted');
+
+  await refused(
+    t,
+    admin.call('rollout.create', {
+      model: 'det',
+      version: '1',
+      devices: [ids[1], 'constructor', ...free],
+      waves: '100',
+    }),
+    'E_CONFLICT',
+    new RegExp(
+      `^2 device\\(s\\) are already in an active rollout or running experiment of det: ${ids[1]} \\(in ro-1\\), constructor \\(in experiment exp-o\\);`,
+    ),
+  );
+  await refused(
+    t,
+    admin.call('experiment.create', {
+      model: 'det',
+      control: '1',
+      candidate: '2',
+      group: 'cams',
+      metrics: ['latency_ms p95 <= +10%'],
+    }),
+    'E_CONFLICT',
+    /^6 device\(s\) of group cams are owned by an active rollout or running experiment of det: /,
+  );
+  // A rollout over the free devices keeps what their desired state named before it (det@2, by
+  // the channel move; none of them has reported) as the release an abort sends them back to.
+  // Its devices are offline: its first wave ends at once, its gate holds the rest pending.
+  await admin.call('rollout.create', { id: 'ro-2', model: 'det', version: '1', devices: free, waves: '50,100:manual' });
+  const sent: string[] = [];
+  for (const id of free) if ((await desiredOf(admin, id))?.rolloutId === 'ro-2') sent.push(id);
+  t.ok(sent.length > 0 && sent.length < free.length, `the first wave sent det@1 to ${sent.length} of ${free.length}`);
+  await admin.call('rollout.abort', { id: 'ro-2', policy: 'revert' });
+  for (const id of sent)
+    t.match(await desiredOf(admin, id), { releaseId: 'det@2', source: 'revert' }, `${id} back on det@2`);
+});

@@ -168,6 +168,10 @@ export class ExperimentService {
     const deviceIds = this.deps.rollouts.resolveTarget({ group: request.group });
     const now = this.deps.now().toISOString();
     const trust = this.deps.releaseTrust?.();
+    // One read each for the whole group, not one per device (target-reads.ts).
+    const rollouts = store.activeRolloutIdsOf(deviceIds, request.model);
+    const experiments = store.runningExperimentIdsOf(deviceIds, request.model);
+    const desired = store.desiredReleasesOf(deviceIds, request.model);
     const { experiment, plan } = planExperimentCreate(
       { ...request, id },
       {
@@ -179,10 +183,10 @@ export class ExperimentService {
         idTaken: store.getExperiment(id) !== null || store.getRollout(id) !== null,
         deviceIds,
         ownersOf: (deviceId) => [
-          ...store.activeRolloutsFor(deviceId, request.model).map((r) => `rollout ${r.id}`),
-          ...store.runningExperimentsFor(deviceId, request.model).map((e) => `experiment ${e.id}`),
+          ...(rollouts.get(deviceId) ?? []).map((r) => `rollout ${r}`),
+          ...(experiments.get(deviceId) ?? []).map((e) => `experiment ${e}`),
         ],
-        desiredBefore: (deviceId) => store.getDesired(deviceId, request.model)?.releaseId ?? null,
+        desiredBefore: (deviceId) => desired.get(deviceId) ?? null,
       },
       actor,
       now,

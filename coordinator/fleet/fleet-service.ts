@@ -664,17 +664,20 @@ export class FleetService {
   /** A channel's followers as the store has them now (ChannelMoveSnapshot). */
   private followers(model: string, channel: string, releasing?: string): ChannelMoveSnapshot['followers'] {
     const { store } = this.deps;
-    return store
+    const ids = store
       .listDeviceSummaries()
       .filter((d) => d.channel === channel)
-      .map((d) => ({
-        id: d.id,
-        desiredReleaseId: store.getDesired(d.id, model)?.releaseId ?? null,
-        // A running experiment owns its devices like a rollout (docs/experiments.md).
-        inRollout:
-          store.activeRolloutsFor(d.id, model).length > 0 ||
-          store.runningExperimentsFor(d.id, model).some((e) => e.id !== releasing),
-      }));
+      .map((d) => d.id);
+    // One read each for all the followers, not three per device (target-reads.ts).
+    const desired = store.desiredReleasesOf(ids, model);
+    const rollouts = store.activeRolloutIdsOf(ids, model);
+    const experiments = store.runningExperimentIdsOf(ids, model);
+    return ids.map((id) => ({
+      id,
+      desiredReleaseId: desired.get(id) ?? null,
+      // A running experiment owns its devices like a rollout (docs/experiments.md).
+      inRollout: rollouts.has(id) || (experiments.get(id) ?? []).some((e) => e !== releasing),
+    }));
   }
 
   /**

@@ -2,6 +2,7 @@ import { OtaError } from '../../shared/errors.js';
 import type { Db } from './db.js';
 import type { DesiredRecord } from './records.js';
 import { checkReleaseOf } from './releases-table.js';
+import { IDS_IN_JSON, jsonIds } from './target-reads.js';
 
 /** The desired table (per device and model, the release it should run): persistence and constraints only. */
 
@@ -67,6 +68,18 @@ export class DesiredTable {
   get(deviceId: string, model: string): DesiredRecord | null {
     const row = this.db.q<DesiredRow>('SELECT * FROM desired WHERE device_id = ? AND model = ?').get(deviceId, model);
     return row ? toDesired(row) : null;
+  }
+
+  /** Per device of `ids` with a desired state for `model`: its release (target-reads.ts: one statement). */
+  releasesOf(ids: readonly string[], model: string): Map<string, string> {
+    const out = new Map<string, string>();
+    const rows = this.db
+      .q<{ device_id: string; release_id: string }>(
+        `SELECT device_id, release_id FROM desired WHERE model = ? AND device_id IN ${IDS_IN_JSON}`,
+      )
+      .iterate(model, jsonIds(ids));
+    for (const row of rows) out.set(row.device_id, row.release_id);
+    return out;
   }
 
   listFor(deviceId: string): DesiredRecord[] {

@@ -1,6 +1,7 @@
 import { OtaError } from '../../shared/errors.js';
 import { bool, type Db, json, jsonOrNull, parse, parseOrNull } from './db.js';
 import type { DeviceRecord, DeviceSummary, HistoryRecord } from './records.js';
+import { IDS_IN_JSON, jsonIds } from './target-reads.js';
 
 /**
  * The devices table (enrolment, presence, last report, desired seq), `device_seq_floor` (the seq
@@ -154,6 +155,16 @@ export class DevicesTable {
   online(id: string): boolean | null {
     const row = this.db.q<{ online: number }>('SELECT online FROM devices WHERE id = ?').get(id);
     return row ? row.online === 1 : null;
+  }
+
+  /** Of `ids`, each enrolled device and whether it is online (target-reads.ts: one statement). */
+  onlineOf(ids: readonly string[]): Map<string, boolean> {
+    const out = new Map<string, boolean>();
+    const rows = this.db
+      .q<{ id: string; online: number }>(`SELECT id, online FROM devices WHERE id IN ${IDS_IN_JSON}`)
+      .iterate(jsonIds(ids));
+    for (const row of rows) out.set(row.id, row.online === 1);
+    return out;
   }
 
   /**

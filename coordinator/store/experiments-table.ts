@@ -1,6 +1,7 @@
 import { OtaError } from '../../shared/errors.js';
 import type { Experiment, ExperimentDevice, ExperimentStatus } from '../experiments/types.js';
 import { type Db, json, parse } from './db.js';
+import { groupIds, IDS_IN_JSON, jsonIds } from './target-reads.js';
 
 /**
  * The experiments table and experiment_devices (each device's arm): persistence and constraints
@@ -117,5 +118,20 @@ export class ExperimentsTable {
       )
       .all(deviceId, model)
       .map(toExperiment);
+  }
+
+  /**
+   * Per device of `ids` in any: the ids of the running experiments of `model` it is in, in
+   * runningFor's order (target-reads.ts: one statement).
+   */
+  runningIdsOf(ids: readonly string[], model: string): Map<string, string[]> {
+    return groupIds(
+      this.db
+        .q<{ device_id: string; id: string }>(
+          `SELECT d.device_id, e.id FROM experiments e JOIN experiment_devices d ON d.experiment_id = e.id
+          WHERE d.device_id IN ${IDS_IN_JSON} AND e.model = ? AND e.status = 'running' ORDER BY e.created_at, e.id`,
+        )
+        .iterate(jsonIds(ids), model),
+    );
   }
 }

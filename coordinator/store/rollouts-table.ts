@@ -2,6 +2,7 @@ import { OtaError } from '../../shared/errors.js';
 import { ACTIVE_ROLLOUT_STATUSES, FINISHED_ROLLOUT_STATUSES, OUTCOME_STATES } from '../../shared/states.js';
 import { bool, type Db, json, jsonOrNull, parse, parseOrNull, type SqlValue, sqlList } from './db.js';
 import type { Rollout, RolloutDevice } from './records.js';
+import { groupIds, IDS_IN_JSON, jsonIds } from './target-reads.js';
 
 /**
  * The rollouts table and rollout_devices (a rollout's devices, their wave and state):
@@ -202,6 +203,22 @@ export class RolloutsTable {
       )
       .all(deviceId, model)
       .map(toRollout);
+  }
+
+  /**
+   * Per device of `ids` in any: the ids of the active rollouts of `model` it is in, by creation as
+   * activeFor lists them (target-reads.ts: one statement).
+   */
+  activeIdsOf(ids: readonly string[], model: string): Map<string, string[]> {
+    return groupIds(
+      this.db
+        .q<{ device_id: string; id: string }>(
+          `SELECT rd.device_id, r.id FROM rollouts r JOIN rollout_devices rd ON rd.rollout_id = r.id
+          WHERE rd.device_id IN ${IDS_IN_JSON} AND r.model = ? AND r.status IN ${ACTIVE_STATUSES}
+          ORDER BY r.created_at, r.id`,
+        )
+        .iterate(jsonIds(ids), model),
+    );
   }
 
   // ---- rollout devices ----

@@ -145,6 +145,10 @@ export class SqliteStore implements Store {
     return this.devices.online(id);
   }
 
+  devicesOnline(ids: readonly string[]): Map<string, boolean> {
+    return this.devices.onlineOf(ids);
+  }
+
   removeDevice(id: string): boolean {
     return this.devices.remove(id);
   }
@@ -287,6 +291,10 @@ export class SqliteStore implements Store {
     return this.desired.get(deviceId, model);
   }
 
+  desiredReleasesOf(deviceIds: readonly string[], model: string): Map<string, string> {
+    return this.desired.releasesOf(deviceIds, model);
+  }
+
   listDesiredFor(deviceId: string): DesiredRecord[] {
     return this.desired.listFor(deviceId);
   }
@@ -333,6 +341,10 @@ export class SqliteStore implements Store {
     return this.rollouts.activeFor(deviceId, model);
   }
 
+  activeRolloutIdsOf(deviceIds: readonly string[], model: string): Map<string, string[]> {
+    return this.rollouts.activeIdsOf(deviceIds, model);
+  }
+
   // ---- experiments ----
 
   createExperiment(experiment: Experiment, devices: ExperimentDevice[]): void {
@@ -357,6 +369,10 @@ export class SqliteStore implements Store {
 
   runningExperimentsFor(deviceId: string, model: string): Experiment[] {
     return this.experiments.runningFor(deviceId, model);
+  }
+
+  runningExperimentIdsOf(deviceIds: readonly string[], model: string): Map<string, string[]> {
+    return this.experiments.runningIdsOf(deviceIds, model);
   }
 
   // ---- device history ----

@@ -79,6 +79,8 @@ export interface Store {
   deviceCount(): number;
   /** Whether device `id` is enrolled, and whether it is online (null: not enrolled). */
   deviceOnline(id: string): boolean | null;
+  /** deviceOnline for a list of devices at once: the enrolled ones (others absent). */
+  devicesOnline(ids: readonly string[]): Map<string, boolean>;
   removeDevice(id: string): boolean;
   /** At start: no device is connected to a broker that just started (last_seen is kept). */
   markAllOffline(): number;
@@ -141,6 +143,8 @@ export interface Store {
   setDesired(entry: DesiredRecord): void;
   removeDesired(deviceId: string, model: string): void;
   getDesired(deviceId: string, model: string): DesiredRecord | null;
+  /** getDesired's release for a list of devices at once: per device with a desired state for `model` (others absent). */
+  desiredReleasesOf(deviceIds: readonly string[], model: string): Map<string, string>;
   listDesiredFor(deviceId: string): DesiredRecord[];
   /** Every device id that has at least one desired entry (republished at start). */
   devicesWithDesired(): string[];
@@ -158,6 +162,8 @@ export interface Store {
   upsertRolloutDevices(rolloutId: string, devices: RolloutDevice[]): void;
   /** Active (running, waiting_approval, halted) rollouts of `model` that include `deviceId`. */
   activeRolloutsFor(deviceId: string, model: string): Rollout[];
+  /** activeRolloutsFor's ids for a list of devices at once: per device in any (others absent), by creation. */
+  activeRolloutIdsOf(deviceIds: readonly string[], model: string): Map<string, string[]>;
 
   // experiments (docs/experiments.md)
   createExperiment(experiment: Experiment, devices: ExperimentDevice[]): void;
@@ -169,6 +175,8 @@ export interface Store {
   experimentDevices(experimentId: string): ExperimentDevice[];
   /** Running experiments of `model` that include `deviceId`. */
   runningExperimentsFor(deviceId: string, model: string): Experiment[];
+  /** runningExperimentsFor's ids for a list of devices at once: per device in any (others absent). */
+  runningExperimentIdsOf(deviceIds: readonly string[], model: string): Map<string, string[]>;
 
   // device history (batched: many rows in one statement/transaction)
   appendHistory(rows: HistoryRecord[]): void;

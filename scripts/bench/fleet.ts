@@ -880,7 +880,7 @@ async function run(): Promise<void> {
   // ---- halt trials ----
   if (wants('halt') && badVersions.length > 0) {
     for (const v of badVersions) await publisher.publish(MODEL, v);
-    const trials: { id: string; trigger: string | null; haltSeenAt: number | null }[] = [];
+    const trials: { id: string; trigger: string | null; haltSeenAt: number | null; decidedAt: number | null }[] = [];
     await phase('halt', async () => {
       for (const [i, version] of badVersions.entries()) {
         const { id } = await createRollout(version, '1,10,50,100');
@@ -893,7 +893,13 @@ async function run(): Promise<void> {
         await mustAdmin().call('rollout.abort', { id, policy: 'keep' });
         await s.waitIdle(60_000);
         const trigger = typeof seen.haltEvent?.details.device === 'string' ? seen.haltEvent.details.device : null;
-        trials.push({ id, trigger, haltSeenAt: seen.haltedAt });
+        const decidedAt = seen.haltEvent ? Date.parse(seen.haltEvent.ts) : Number.NaN;
+        trials.push({
+          id,
+          trigger,
+          haltSeenAt: seen.haltedAt,
+          decidedAt: Number.isFinite(decidedAt) ? decidedAt : null,
+        });
         log(`  trial ${i + 1}: ${id} halted (trigger ${trigger})`);
       }
     });
@@ -903,7 +909,12 @@ async function run(): Promise<void> {
       const sent = t.trigger ? traces[t.trigger]?.[t.id]?.sent.rolled_back : undefined;
       const ms = sent !== undefined && t.haltSeenAt !== null ? round(t.haltSeenAt - sent, 1) : null;
       if (ms !== null) latencies.push(ms);
-      return { rolloutId: t.id, triggerDevice: t.trigger, latencyMs: ms };
+      // The split of that latency: the device's send -> the coordinator's decision (the halt's audit
+      // `ts`, the coordinator's clock on this machine), and that decision -> the summary seen.
+      const decidedMs = sent !== undefined && t.decidedAt !== null ? round(t.decidedAt - sent, 1) : null;
+      const decidedToSeenMs =
+        t.decidedAt !== null && t.haltSeenAt !== null ? round(t.haltSeenAt - t.decidedAt, 1) : null;
+      return { rolloutId: t.id, triggerDevice: t.trigger, latencyMs: ms, decidedMs, decidedToSeenMs };
     });
     result.halt = {
       trials: perTrial.length,

@@ -43,6 +43,8 @@ const NOW = '2026-12-06T00:00:00.000Z';
 const MODEL = 'det';
 
 interface Run {
+  /** `rollout create` over every device (the first wave, 1%, assigned in it), on the coordinator's thread. */
+  createMs: number;
   waveDevices: number;
   /** The report completing the previous wave -> the last wave's desired states handed over. */
   decideMs: number;
@@ -95,6 +97,7 @@ async function once(devices: number, workers: number): Promise<Run> {
         if (count > 0) handedOver = { at: wallMs(), count };
       },
     });
+    const createStarted = wallMs();
     rollouts.create(
       {
         id: 'r1',
@@ -105,6 +108,7 @@ async function once(devices: number, workers: number): Promise<Run> {
       },
       'bench',
     );
+    const createMs = wallMs() - createStarted;
     const report = (id: string) => {
       const r = {
         models: { [MODEL]: { state: 'healthy', version: '2.0.0', rolloutId: 'r1', error: null } },
@@ -132,6 +136,7 @@ async function once(devices: number, workers: number): Promise<Run> {
     if (!done) throw new Error('the last wave was not started by the report that completed the second');
     const byWorkers = signing.totals.byWorkers - before.byWorkers;
     return {
+      createMs,
       waveDevices: done.count,
       decideMs: done.at - started,
       byWorkers: byWorkers / (byWorkers + signing.totals.here - before.here),
@@ -150,16 +155,25 @@ const result: Record<string, unknown> = {
   revision: revision(),
   params: { devices: args.devices, runs: args.runs },
 };
-const byWorkers: { signingWorkers: number; waveDevices: number; decideMs: Spread; signedByWorkers: Spread }[] = [];
+const byWorkers: {
+  signingWorkers: number;
+  createMs: Spread;
+  waveDevices: number;
+  decideMs: Spread;
+  signedByWorkers: Spread;
+}[] = [];
 for (const workers of numberList(args['signing-workers'])) {
   const runs: Run[] = [];
   for (let i = 0; i < args.runs; i++) {
     const run = await once(args.devices, workers);
-    log(`workers ${workers}, run ${i + 1}: ${run.waveDevices} desired states in ${Math.round(run.decideMs)} ms`);
+    log(
+      `workers ${workers}, run ${i + 1}: create ${Math.round(run.createMs)} ms; ${run.waveDevices} desired states in ${Math.round(run.decideMs)} ms`,
+    );
     runs.push(run);
   }
   byWorkers.push({
     signingWorkers: workers,
+    createMs: spread(runs.map((r) => r.createMs)),
     waveDevices: runs[0]?.waveDevices ?? 0,
     decideMs: spread(runs.map((r) => r.decideMs)),
     /** Share of the wave's signatures made by the worker threads. */
