@@ -280,3 +280,48 @@ t.test('rollout.status lists a page of the devices: the same order on every call
   t.same([attentionRank('failed'), attentionRank('rolled_back'), attentionRank('downloading')], [0, 0, 1]);
   t.same([attentionRank('assigned'), attentionRank('healthy')], [1, 2]);
 });
+
+t.test("a finished rollout's late reports are decided on its rows in memory while they keep coming", async (t) => {
+  const { rollouts, store, advance } = setup(t);
+  // Reads of a rollout's rows back from the store, counted on the real store.
+  const reads: string[] = [];
+  const rolloutDevices = store.rolloutDevices.bind(store);
+  store.rolloutDevices = (id: string) => {
+    reads.push(id);
+    return rolloutDevices(id);
+  };
+  createOnAll(rollouts, 'r-late', '100');
+  rollouts.onReport('d-1', report('healthy', 'r-late'));
+  rollouts.flush();
+  rollouts.act('r-late', { type: 'abort', actor: 'admin', policy: 'keep' } as never);
+  t.equal(rollouts.status('r-late').summary.status, 'aborted');
+  reads.length = 0; // status read the finished rollout back (an operator's read, not a round)
+
+  // Its devices still at work report after the abort, over two rounds.
+  rollouts.onReport('d-2', report('healthy', 'r-late'));
+  advance(200);
+  await turns();
+  rollouts.onReport('d-3', report('rolled_back', 'r-late'));
+  advance(200);
+  await turns();
+  t.same(reads, [], 'decided on the rows kept in memory since the abort: none read back');
+  const late = store.rolloutDevices('r-late').filter((d) => d.deviceId === 'd-2' || d.deviceId === 'd-3');
+  t.same(
+    late.map((d) => d.state),
+    ['healthy', 'rolled_back'],
+    'both late outcomes written',
+  );
+  reads.length = 0;
+
+  // A round without any of its reports lets it go; a later one reads it back once.
+  createOnAll(rollouts, 'r-after', '100');
+  rollouts.onReport('d-1', report('downloading', 'r-after'));
+  advance(200);
+  await turns();
+  t.same(reads, [], 'the other rollout is live');
+  rollouts.onReport('d-4', report('healthy', 'r-late'));
+  advance(200);
+  await turns();
+  t.same(reads, ['r-late'], 'read back once');
+  t.equal(store.rolloutDevices('r-late').find((d) => d.deviceId === 'd-4')?.state, 'healthy');
+});

@@ -108,6 +108,17 @@ export class RolloutService {
   private readonly live = new Map<string, Live>();
   /** Finished rollouts recently named by a report, oldest first (bounded: FINISHED_CACHE). */
   private readonly finished = new Map<string, Finished | null>();
+  /**
+   * The rollout that finished last (or was read back for late reports), kept in memory while its
+   * late reports keep coming: dropped by the first round of decisions that has none of them, and
+   * by the next rollout's creation.
+   *
+   * Why: each round of a finished rollout's late reports was decided on all its rows read back
+   * from the store (~150 ms of the thread at 50,000 devices); an aborted wave's devices still at
+   * work send theirs for a second or more after the abort. Dropped early so that a finished
+   * rollout's rows do not stay in memory beside the next one's.
+   */
+  private lingering: { id: string; entry: Live } | null = null;
   private readonly queue = new Map<string, DeviceEvent[]>();
   private readonly pacer: PacedFlush;
   private readonly executor: PlanExecutor;
@@ -306,8 +317,11 @@ export class RolloutService {
       rollout: { ...rollout },
       devices: new LiveDeviceIndex(devices.map((d) => ({ ...d })).sort(byWaveThenId), rollout.strategy.waves.length),
     };
+    this.lingering = null; // this rollout's rows take its place in memory
     this.commitPlan(entry, plan, now);
-    this.live.set(id, entry);
+    // Finished by its start (every device offline: no wave waits for one), it is not live.
+    if (isActiveRollout(entry.rollout.status)) this.live.set(id, entry);
+    else this.lingering = { id, entry };
     return summarize(entry.rollout, entry.devices, now);
   }
 
@@ -516,11 +530,19 @@ export class RolloutService {
   }
 
   private decideQueued(): void {
+    if (this.queue.size === 0) return; // an operator's command flushed nothing: no round
     const queued = [...this.queue];
     this.queue.clear();
+    const lingering = this.lingering;
+    this.lingering = null; // kept only by a round that decides on it (or a rollout finishing in it)
     for (const [id, events] of queued) {
-      // A finished rollout is loaded for its late reports and let go after (rare: late devices).
-      const live = this.live.get(id) ?? (this.finished.get(id) ? this.load(id) : null);
+      // A finished rollout is read back for its late reports (or still in memory from the last
+      // round), and kept for the next round only (lingering).
+      let live = this.live.get(id) ?? null;
+      if (!live && this.finished.get(id)) {
+        live = lingering?.id === id ? lingering.entry : this.load(id);
+        if (live) this.lingering = { id, entry: live };
+      }
       if (!live) continue;
       const now = this.deps.now().toISOString();
       try {
@@ -566,7 +588,10 @@ export class RolloutService {
           if (isOutcome(d.state) || d.revertedTo) finished.open.delete(d.deviceId);
         }
       }
-      if (!isActiveRollout(rollout.status)) this.live.delete(rollout.id);
+      if (!isActiveRollout(rollout.status) && this.live.delete(rollout.id)) {
+        // Just finished: its devices still at work report late, right after (lingering).
+        this.lingering = { id: rollout.id, entry };
+      }
       const summary = summarize(rollout, entry.devices, now);
       this.deps.onSummary?.(summary);
       return [this.summaryMessage(summary)];
