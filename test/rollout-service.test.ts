@@ -295,6 +295,7 @@ t.test("a finished rollout's late reports are decided on its rows in memory whil
   rollouts.flush();
   rollouts.act('r-late', { type: 'abort', actor: 'admin', policy: 'keep' } as never);
   t.equal(rollouts.status('r-late').summary.status, 'aborted');
+  t.equal(rollouts.lingeringRollout, 'r-late', 'aborted with three devices at work: kept');
   reads.length = 0; // status read the finished rollout back (an operator's read, not a round)
 
   // Its devices still at work report after the abort, over two rounds.
@@ -324,4 +325,15 @@ t.test("a finished rollout's late reports are decided on its rows in memory whil
   await turns();
   t.same(reads, ['r-late'], 'read back once');
   t.equal(store.rolloutDevices('r-late').find((d) => d.deviceId === 'd-4')?.state, 'healthy');
+  t.equal(rollouts.lingeringRollout, null, 'its last device at work reported: nothing left to keep it for');
+
+  // A rollout that ends with every device done is not kept after its end.
+  rollouts.act('r-after', { type: 'abort', actor: 'admin', policy: 'keep' } as never);
+  t.equal(rollouts.lingeringRollout, 'r-after', 'aborted with devices at work');
+  createOnAll(rollouts, 'r-done', '100');
+  t.equal(rollouts.lingeringRollout, null, 'a new rollout lets it go');
+  for (const id of DEVICES) rollouts.onReport(id, report('healthy', 'r-done'));
+  rollouts.flush();
+  t.equal(rollouts.status('r-done').summary.status, 'completed');
+  t.equal(rollouts.lingeringRollout, null, 'completed, every device done: not kept');
 });

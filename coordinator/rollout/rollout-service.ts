@@ -109,9 +109,10 @@ export class RolloutService {
   /** Finished rollouts recently named by a report, oldest first (bounded: FINISHED_CACHE). */
   private readonly finished = new Map<string, Finished | null>();
   /**
-   * The rollout that finished last (or was read back for late reports), kept in memory while its
-   * late reports keep coming: dropped by the first round of decisions that has none of them, and
-   * by the next rollout's creation.
+   * The rollout that finished last with devices still at work (or was read back for late
+   * reports), kept in memory while its late reports keep coming: dropped by the first round of
+   * decisions that has none of them, once none of its devices is left to report, and by the next
+   * rollout's creation.
    *
    * Why: each round of a finished rollout's late reports was decided on all its rows read back
    * from the store (~150 ms of the thread at 50,000 devices); an aborted wave's devices still at
@@ -119,6 +120,11 @@ export class RolloutService {
    * rollout's rows do not stay in memory beside the next one's.
    */
   private lingering: { id: string; entry: Live } | null = null;
+
+  /** The finished rollout whose rows are kept in memory for its late reports, if any (tests, diagnostics). */
+  get lingeringRollout(): string | null {
+    return this.lingering?.id ?? null;
+  }
   private readonly queue = new Map<string, DeviceEvent[]>();
   private readonly pacer: PacedFlush;
   private readonly executor: PlanExecutor;
@@ -321,7 +327,7 @@ export class RolloutService {
     this.commitPlan(entry, plan, now);
     // Finished by its start (every device offline: no wave waits for one), it is not live.
     if (isActiveRollout(entry.rollout.status)) this.live.set(id, entry);
-    else this.lingering = { id, entry };
+    else if (lateReportsPossible(entry)) this.lingering = { id, entry };
     return summarize(entry.rollout, entry.devices, now);
   }
 
@@ -539,10 +545,8 @@ export class RolloutService {
       // A finished rollout is read back for its late reports (or still in memory from the last
       // round), and kept for the next round only (lingering).
       let live = this.live.get(id) ?? null;
-      if (!live && this.finished.get(id)) {
-        live = lingering?.id === id ? lingering.entry : this.load(id);
-        if (live) this.lingering = { id, entry: live };
-      }
+      const finished = live ? null : this.finished.get(id);
+      if (finished) live = lingering?.id === id ? lingering.entry : this.load(id);
       if (!live) continue;
       const now = this.deps.now().toISOString();
       try {
@@ -554,6 +558,8 @@ export class RolloutService {
       } catch (err) {
         this.deps.onError?.(err, `deciding ${events.length} device event(s) of rollout ${id}`);
       }
+      // While a late report can still move one of its devices (committed outcomes left `open`).
+      if (finished && finished.open.size > 0) this.lingering = { id, entry: live };
     }
   }
 
@@ -588,8 +594,8 @@ export class RolloutService {
           if (isOutcome(d.state) || d.revertedTo) finished.open.delete(d.deviceId);
         }
       }
-      if (!isActiveRollout(rollout.status) && this.live.delete(rollout.id)) {
-        // Just finished: its devices still at work report late, right after (lingering).
+      // Just finished with devices still at work: they report late, right after (lingering).
+      if (!isActiveRollout(rollout.status) && this.live.delete(rollout.id) && lateReportsPossible(entry)) {
         this.lingering = { id: rollout.id, entry };
       }
       const summary = summarize(rollout, entry.devices, now);
@@ -597,6 +603,18 @@ export class RolloutService {
       return [this.summaryMessage(summary)];
     });
   }
+}
+
+/**
+ * Whether a late report can still move one of the rollout's devices: one sent it, with no outcome
+ * yet and not sent back by an abort (the store's openRolloutDevices). A rollout that ended with
+ * every device done is not kept in memory after its end (lingering).
+ */
+function lateReportsPossible(entry: Live): boolean {
+  for (const d of entry.devices.byId.values()) {
+    if (d.state !== 'pending' && !isOutcome(d.state) && !d.revertedTo) return true;
+  }
+  return false;
 }
 
 /**
