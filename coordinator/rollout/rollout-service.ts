@@ -120,11 +120,6 @@ export class RolloutService {
    * rollout's rows do not stay in memory beside the next one's.
    */
   private lingering: { id: string; entry: Live } | null = null;
-
-  /** The finished rollout whose rows are kept in memory for its late reports, if any (tests, diagnostics). */
-  get lingeringRollout(): string | null {
-    return this.lingering?.id ?? null;
-  }
   private readonly queue = new Map<string, DeviceEvent[]>();
   private readonly pacer: PacedFlush;
   private readonly executor: PlanExecutor;
@@ -138,6 +133,11 @@ export class RolloutService {
       deps.timers,
     );
     for (const rollout of deps.store.listRollouts({ active: true })) this.load(rollout.id);
+  }
+
+  /** The finished rollout whose rows are kept in memory for its late reports, if any (tests, diagnostics). */
+  get lingeringRollout(): string | null {
+    return this.lingering?.id ?? null;
   }
 
   private load(id: string): Live | null {
