@@ -125,11 +125,22 @@ t.test('bench:fleet, bench:update and bench:audit print their JSON document', as
       coordinator: { peakRssMB: Number, cpuSeconds: Number, phases: Array },
       sim: { counters: { devices: 40, reportErrors: 0, desiredInvalid: 0 } },
     });
-    const halt = r.halt as { perTrial: { latencyMs: number | null }[] };
+    const halt = r.halt as {
+      perTrial: { latencyMs: number | null; decidedMs: number | null; decidedToSeenMs: number | null }[];
+    };
     t.ok(
       halt.perTrial.every((p) => typeof p.latencyMs === 'number' && p.latencyMs > 0),
       'each trial has a halt latency',
     );
+    // Split at the coordinator's decision: the two parts add up to it (each rounded to 0.1 ms).
+    for (const p of halt.perTrial) {
+      t.ok(
+        typeof p.decidedMs === 'number' &&
+          typeof p.decidedToSeenMs === 'number' &&
+          Math.abs(p.decidedMs + p.decidedToSeenMs - (p.latencyMs as number)) <= 0.2,
+        `a trial's latency split: ${JSON.stringify(p)}`,
+      );
+    }
     t.equal((r.goals as unknown[]).length, 4);
     t.match(r.goals, [goalShape, goalShape, goalShape, goalShape]);
   });
@@ -258,8 +269,20 @@ t.test('bench:wave prints its JSON document: the wave signed on this thread, the
     machine: machineShape,
     params: { devices: 300, runs: 1 },
     waves: [
-      { signingWorkers: 0, waveDevices: 270, decideMs: spreadShape, signedByWorkers: { median: 0 } },
-      { signingWorkers: 1, waveDevices: 270, decideMs: spreadShape, signedByWorkers: spreadShape },
+      {
+        signingWorkers: 0,
+        createMs: spreadShape,
+        waveDevices: 270,
+        decideMs: spreadShape,
+        signedByWorkers: { median: 0 },
+      },
+      {
+        signingWorkers: 1,
+        createMs: spreadShape,
+        waveDevices: 270,
+        decideMs: spreadShape,
+        signedByWorkers: spreadShape,
+      },
     ],
   });
 });

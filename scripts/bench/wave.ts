@@ -25,6 +25,9 @@ import { log, machine, numberList, parseArgs, printResult, revision, type Spread
  * publisher takes the messages, desired-publisher.ts; here all at once, as with a window as large
  * as the wave).
  *
+ * The rollout's creation is timed too (`createMs`: the target's presence, desired states and
+ * owners read, the rows written and the first wave assigned, on this thread).
+ *
  * For each `--signing-workers` count (the coordinator runs one per core beyond the first, at most
  * 3: service.ts), `--runs` times on a new store; the JSON has median, min, max.
  */
