@@ -8,6 +8,7 @@ import { summarize } from '../coordinator/rollout/summary.js';
 import type { Decision, Rollout, RolloutDevice, RolloutEvent } from '../coordinator/rollout/types.js';
 import { RolloutSummarySchema } from '../shared/messages.js';
 import { sketchOfValues } from '../shared/metrics/sketch.js';
+import { rolloutRecord } from './helpers/rollout-record.js';
 
 // Analysis gates in rollouts (docs/rollouts.md "Analysis gates"): the syntax, the file, what the
 // engine does with each measurement, and the judge's measurement itself, all pure.
@@ -83,23 +84,13 @@ t.test('the --waves syntax and the analysis file', async (t) => {
 });
 
 function rolloutOf(waves: string, analysis = ANALYSIS): Rollout {
-  return {
+  return rolloutRecord({
     id: 'r1',
     model: 'det',
     version: '2',
-    releaseId: 'det@2',
-    channel: 'stable',
     strategy: validateStrategy({ waves: parseWaves(waves), maxFailureRate: 0, analysis }),
-    status: 'running',
-    currentWave: 0,
-    acknowledgedFailures: 0,
-    promoted: false,
-    haltReason: null,
-    abortPolicy: null,
-    createdBy: 'alice',
     createdAt: at(0),
-    updatedAt: at(0),
-  };
+  });
 }
 
 /** Applies decisions like the shell does. */

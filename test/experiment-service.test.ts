@@ -104,6 +104,18 @@ async function desiredOf(admin: CommandClient, id: string) {
   return d.desired.find((e) => e.model === 'det');
 }
 
+/** An experiment of det 1 against 2 on `group`, with one guardrail. */
+function createOn(admin: CommandClient, group: string, id?: string) {
+  return admin.call('experiment.create', {
+    ...(id === undefined ? {} : { id }),
+    model: 'det',
+    control: '1',
+    candidate: '2',
+    group,
+    metrics: ['latency_ms p95 <= +10%'],
+  });
+}
+
 async function refused(t: Test, p: Promise<unknown>, code: string, message: RegExp) {
   const err = await p.then(
     () => null,
@@ -174,13 +186,7 @@ t.test(
     );
     await refused(
       t,
-      admin.call('experiment.create', {
-        model: 'det',
-        control: '1',
-        candidate: '2',
-        group: 'cams',
-        metrics: ['latency_ms p95 <= +10%'],
-      }),
+      createOn(admin, 'cams'),
       'E_CONFLICT',
       /24 device\(s\) of group cams are owned by an active rollout or running experiment of det: .*\(in experiment exp-1\)/,
     );
@@ -473,14 +479,7 @@ t.test('a channel move, a rollout and an experiment see who owns each device of 
     devices: inRollout,
     waves: '50,100:manual',
   });
-  await admin.call('experiment.create', {
-    id: 'exp-o',
-    model: 'det',
-    control: '1',
-    candidate: '2',
-    group: 'some',
-    metrics: ['latency_ms p95 <= +10%'],
-  });
+  await createOn(admin, 'some', 'exp-o');
 
   const moved = await admin.call<{ retargeted: string[]; skippedInRollout: string[] }>('channel.set', {
     model: 'det',
@@ -506,13 +505,7 @@ t.test('a channel move, a rollout and an experiment see who owns each device of 
   );
   await refused(
     t,
-    admin.call('experiment.create', {
-      model: 'det',
-      control: '1',
-      candidate: '2',
-      group: 'cams',
-      metrics: ['latency_ms p95 <= +10%'],
-    }),
+    createOn(admin, 'cams'),
     'E_CONFLICT',
     /^6 device\(s\) of group cams are owned by an active rollout or running experiment of det: /,
   );

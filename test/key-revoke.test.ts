@@ -15,6 +15,7 @@ import { signerFor } from '../shared/signatures.js';
 import { otactl } from './helpers/cli.js';
 import { startInProcessCoordinator } from './helpers/in-process-coordinator.js';
 import { keys, manifestFor } from './helpers/releases.js';
+import { rolloutRecord } from './helpers/rollout-record.js';
 
 // Issue 12 item 9: `key revoke` must reach what is already published. A release whose valid
 // signatures from keys the coordinator still trusts fall below the threshold is revoked: listed
@@ -60,23 +61,13 @@ t.test('eligibility: a pure function of the envelope, the trusted keys and the t
 // ---- the rollout engine: pure decisions with a revoked candidate or revert target ----
 
 function rolloutOf(waves: string): Rollout {
-  return {
+  return rolloutRecord({
     id: 'r1',
     model: 'det',
     version: '2.0.0',
-    releaseId: 'det@2.0.0',
-    channel: 'stable',
     strategy: { waves: parseWaves(waves), maxFailureRate: 0 },
-    status: 'running',
-    currentWave: 0,
-    acknowledgedFailures: 0,
-    promoted: false,
-    haltReason: null,
-    abortPolicy: null,
-    createdBy: 'alice',
     createdAt: NOW,
-    updatedAt: NOW,
-  };
+  });
 }
 
 function device(id: string, wave: number, state: RolloutDevice['state']): RolloutDevice {

@@ -15,6 +15,7 @@ import type {
 } from '../coordinator/rollout/types.js';
 import type { ModelState, RolloutStatus } from '../shared/messages.js';
 import { RolloutSummarySchema } from '../shared/messages.js';
+import { rolloutRecord } from './helpers/rollout-record.js';
 
 // ---------------------------------------------------------------------------------------------
 // fixtures
@@ -26,24 +27,16 @@ const OLD = 'detector@1.0.0';
 const EMPTY: Decision = { patch: {}, devices: [], assignments: [], audit: [], channelMove: null };
 
 function rolloutOf(waves: string, maxFailureRate = 0, extra: Partial<Rollout> = {}): Rollout {
-  return {
+  return rolloutRecord({
     id: 'r1',
     model: 'detector',
     version: '2.0.0',
     releaseId: 'detector@2.0.0',
-    channel: 'stable',
     strategy: { waves: parseWaves(waves), maxFailureRate },
-    status: 'running',
-    currentWave: 0,
-    acknowledgedFailures: 0,
-    promoted: false,
-    haltReason: null,
-    abortPolicy: null,
-    createdBy: 'alice',
     createdAt: CREATED,
     updatedAt: CREATED,
     ...extra,
-  };
+  });
 }
 
 /** Devices d0, d1, ... with the given wave indexes, online, pending. */

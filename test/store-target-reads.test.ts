@@ -3,6 +3,7 @@ import t, { type Test } from 'tap';
 import type { Experiment } from '../coordinator/experiments/types.js';
 import type { Rollout, RolloutDevice } from '../coordinator/rollout/types.js';
 import { openStore, type SqliteStore } from '../coordinator/store/sqlite-store.js';
+import { rolloutRecord } from './helpers/rollout-record.js';
 
 // The store's reads about a list of devices at once (coordinator/store/target-reads.ts) against
 // its per-device reads, on a real SQLite file: the same answer for every device of a list that
@@ -26,23 +27,8 @@ function release(s: SqliteStore, model: string, version: string, counter: number
 }
 
 function rollout(id: string, model: string, status: Rollout['status'], createdAt: string): Rollout {
-  return {
-    id,
-    model,
-    version: '2.0.0',
-    releaseId: `${model}@2.0.0`,
-    channel: 'stable',
-    strategy: { waves: [{ percent: 100, approval: 'auto' }], maxFailureRate: 0.05 },
-    status,
-    currentWave: 0,
-    acknowledgedFailures: 0,
-    promoted: false,
-    haltReason: null,
-    abortPolicy: null,
-    createdBy: 'alice',
-    createdAt,
-    updatedAt: createdAt,
-  };
+  const strategy = { waves: [{ percent: 100, approval: 'auto' as const }], maxFailureRate: 0.05 };
+  return rolloutRecord({ id, model, version: '2.0.0', strategy, status, createdAt });
 }
 
 function member(deviceId: string): RolloutDevice {

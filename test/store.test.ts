@@ -9,6 +9,7 @@ import { openStore, type SqliteStore } from '../coordinator/store/sqlite-store.j
 import { WRITE_BEHIND } from '../coordinator/store/store.js';
 import type { Envelope } from '../shared/envelope.js';
 import type { DeviceFacts, Reported } from '../shared/messages.js';
+import { rolloutRecord } from './helpers/rollout-record.js';
 
 const NOW = '2026-03-01T10:00:00.000Z';
 const LATER = '2026-03-01T11:00:00.000Z';
@@ -43,12 +44,11 @@ function addDevice(store: SqliteStore, id: string, labels: Record<string, string
 }
 
 function rollout(id: string, overrides: Partial<Rollout> = {}): Rollout {
-  return {
+  return rolloutRecord({
     id,
     model: 'detector',
     version: '2.0.0',
     releaseId: 'detector@2.0.0',
-    channel: 'stable',
     strategy: {
       waves: [
         { percent: 10, approval: 'auto' },
@@ -56,17 +56,10 @@ function rollout(id: string, overrides: Partial<Rollout> = {}): Rollout {
       ],
       maxFailureRate: 0.05,
     },
-    status: 'running',
-    currentWave: 0,
-    acknowledgedFailures: 0,
-    promoted: false,
-    haltReason: null,
-    abortPolicy: null,
-    createdBy: 'alice',
     createdAt: NOW,
     updatedAt: NOW,
     ...overrides,
-  };
+  });
 }
 
 function member(deviceId: string, wave = 0, overrides: Partial<RolloutDevice> = {}): RolloutDevice {
