@@ -314,7 +314,7 @@ t.test("a finished rollout's late reports are decided on its rows in memory whil
   );
   reads.length = 0;
 
-  // A round without any of its reports lets it go; a later one reads it back once.
+  // The next rollout's creation lets it go; a later late report reads it back once.
   createOnAll(rollouts, 'r-after', '100');
   rollouts.onReport('d-1', report('downloading', 'r-after'));
   advance(200);
