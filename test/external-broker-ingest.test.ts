@@ -11,10 +11,10 @@ import {
   type ExternalBroker,
   type ExternalBrokerRoutes,
 } from '../coordinator/external-broker/external-broker.js';
-import { createLogger } from '../shared/logger.js';
 import type { Reported } from '../shared/messages.js';
 import { encodePayload } from '../shared/payload.js';
 import { createTopics } from '../shared/topics.js';
+import { coordinatorClientOptions } from './helpers/external-broker-options.js';
 import { mosquittoSkip, TestMosquitto } from './helpers/mosquitto.js';
 import { openSession } from './helpers/mqtt-session.js';
 
@@ -24,7 +24,6 @@ import { openSession } from './helpers/mqtt-session.js';
 // turn go out together rather than one system call each.
 
 const topics = createTopics();
-const silent = createLogger('silent', process.stdout, 'test');
 const reported = (deviceId: string, seq: number) =>
   encodePayload({ deviceId, seq, ts: new Date().toISOString(), models: {} });
 
@@ -75,22 +74,15 @@ async function setUp(
   const metrics = { read: 0, received: 0, acked: 0 };
   let hold = true;
   const ext: ExternalBroker = await connectExternalBroker({
-    url: broker.url,
-    username: 'ota-coordinator',
-    password,
+    ...coordinatorClientOptions(
+      topics,
+      { url: broker.url, password },
+      {
+        report: (_id: string, r: Reported) => events.push({ handled: r.seq }),
+        ...(more.metrics ? { metrics: more.metrics } : {}),
+      },
+    ),
     ca,
-    clientId: 'coordinator-under-test',
-    topics,
-    logger: silent,
-    maxPayloadBytes: 64 * 1024,
-    isDevice: (id) => id === 'cam-01',
-    operator: () => null,
-    routes: {
-      report: (_id: string, r: Reported) => events.push({ handled: r.seq }),
-      presence: () => {},
-      metrics: more.metrics ?? (async () => {}),
-      command: async (_op, request) => ({ correlationId: request.correlationId, ok: true as const, result: null }),
-    },
     holdDeviceIngest: () => hold,
     devicePublishesPerTurn: perTurn,
     ...(more.maxUncommittedMetrics !== undefined ? { maxUncommittedMetrics: more.maxUncommittedMetrics } : {}),

@@ -2,9 +2,9 @@ import net from 'node:net';
 import mqttPacket, { type Packet } from 'mqtt-packet';
 import t from 'tap';
 import { connectExternalBroker } from '../coordinator/external-broker/external-broker.js';
-import { createLogger } from '../shared/logger.js';
 import { encodePayload } from '../shared/payload.js';
 import { createTopics } from '../shared/topics.js';
+import { coordinatorClientOptions } from './helpers/external-broker-options.js';
 
 // A broker that streams devices' reports to the coordinator and never answers PINGREQ stands in
 // for one whose PINGRESP waits behind a thousand publishes in flight (max_inflight_messages): the
@@ -13,7 +13,6 @@ import { createTopics } from '../shared/topics.js';
 // broker that sends nothing at all is still timed out.
 
 const topics = createTopics();
-const silent = createLogger('silent', process.stdout, 'test');
 
 interface Peer {
   server: net.Server;
@@ -69,27 +68,18 @@ async function peer(): Promise<Peer> {
 async function coordinatorOn(p: Peer) {
   let reports = 0;
   const closes: string[] = [];
-  const ext = await connectExternalBroker({
-    url: `mqtt://127.0.0.1:${p.port}`,
-    username: 'ota-coordinator',
-    password: 'x',
-    clientId: 'coordinator-under-test',
-    topics,
-    logger: silent,
-    maxPayloadBytes: 64 * 1024,
-    isDevice: (id) => id === 'cam-01',
-    operator: () => null,
-    routes: {
-      report: () => {
-        reports++;
+  const ext = await connectExternalBroker(
+    coordinatorClientOptions(
+      topics,
+      { url: `mqtt://127.0.0.1:${p.port}`, password: 'x' },
+      {
+        report: () => {
+          reports++;
+        },
       },
-      presence: () => {},
-      metrics: async () => {},
-      command: async (_op, request) => ({ correlationId: request.correlationId, ok: true as const, result: null }),
-    },
-    keepaliveSeconds: 1,
-    onClient: (client) => client.on('close', () => closes.push('close')),
-  });
+      { keepaliveSeconds: 1, onClient: (client) => client.on('close', () => closes.push('close')) },
+    ),
+  );
   return { ext, reports: () => reports, closes };
 }
 

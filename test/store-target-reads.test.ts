@@ -128,7 +128,7 @@ const LIST = [
   'd1',
 ];
 
-t.test('devicesOnline: the enrolled devices of the list and their presence, as deviceOnline answers', async (t) => {
+t.test('devicesOnline: the enrolled devices of the list and their presence, as getDevice answers', async (t) => {
   const s = seeded(t);
   const online = s.devicesOnline(LIST);
   t.strictSame([...online].sort(), [
@@ -141,7 +141,7 @@ t.test('devicesOnline: the enrolled devices of the list and their presence, as d
     ['d5', false],
     ['valueOf', false],
   ]);
-  for (const id of LIST) t.equal(online.get(id) ?? null, s.deviceOnline(id), id);
+  for (const id of LIST) t.equal(online.get(id) ?? null, s.getDevice(id)?.online ?? null, id);
   t.equal(s.devicesOnline([]).size, 0, 'an empty list reads nothing');
 });
 

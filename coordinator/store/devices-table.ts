@@ -152,11 +152,6 @@ export class DevicesTable {
     return this.db.q<{ n: number }>('SELECT COUNT(*) AS n FROM devices').get()?.n ?? 0;
   }
 
-  online(id: string): boolean | null {
-    const row = this.db.q<{ online: number }>('SELECT online FROM devices WHERE id = ?').get(id);
-    return row ? row.online === 1 : null;
-  }
-
   /** Of `ids`, each enrolled device and whether it is online (target-reads.ts: one statement). */
   onlineOf(ids: readonly string[]): Map<string, boolean> {
     const out = new Map<string, boolean>();

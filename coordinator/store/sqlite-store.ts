@@ -141,10 +141,6 @@ export class SqliteStore implements Store {
     return this.devices.count();
   }
 
-  deviceOnline(id: string): boolean | null {
-    return this.devices.online(id);
-  }
-
   devicesOnline(ids: readonly string[]): Map<string, boolean> {
     return this.devices.onlineOf(ids);
   }

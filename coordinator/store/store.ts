@@ -77,9 +77,7 @@ export interface Store {
   /** Every device's id and labels, one row at a time, in id order (nothing else may use the store meanwhile). */
   eachDeviceLabels(): IterableIterator<{ id: string; labels: Record<string, string> }>;
   deviceCount(): number;
-  /** Whether device `id` is enrolled, and whether it is online (null: not enrolled). */
-  deviceOnline(id: string): boolean | null;
-  /** deviceOnline for a list of devices at once: the enrolled ones (others absent). */
+  /** Of `ids`, the enrolled devices (others absent) and whether each is online, read at once. */
   devicesOnline(ids: readonly string[]): Map<string, boolean>;
   removeDevice(id: string): boolean;
   /** At start: no device is connected to a broker that just started (last_seen is kept). */
